@@ -1,0 +1,40 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "Claire",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "merge-tool", targets: ["MergeTool"]),
+        .library(name: "Checkpoints", targets: ["Checkpoints"]),
+        .library(name: "Merging", targets: ["Merging"]),
+        .library(name: "Training", targets: ["Training"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"]), .brew(["zstd"])]),
+        .systemLibrary(
+            name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]),
+        .target(name: "Checkpoints", dependencies: ["CZstd"]),
+        .target(
+            name: "Merging",
+            dependencies: ["Checkpoints", .product(name: "Yams", package: "Yams")]),
+        .target(name: "Training", dependencies: ["Checkpoints", "COpenBLAS"]),
+        .executableTarget(
+            name: "MergeTool",
+            dependencies: [
+                "Checkpoints", "Merging", "Training",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
+        .testTarget(name: "MergingTests", dependencies: ["Merging"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training"]),
+        .testTarget(name: "MergeToolTests", dependencies: ["MergeTool"]),
+    ]
+)

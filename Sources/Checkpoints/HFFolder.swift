@@ -1,0 +1,131 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A Hugging Face model folder: `model.safetensors`, or shards named by
+/// `model.safetensors.index.json`, opened as one checkpoint.
+public enum HFFolder {
+    /// Name of the single-file weights.
+    public static let singleFileName = "model.safetensors"
+    /// Name of the shard index.
+    public static let indexFileName = "model.safetensors.index.json"
+    /// The cap on an index file's size; real indexes are a few hundred kilobytes.
+    static let maximumIndexSize = 64 << 20
+
+    /// Opens the folder at `path`. Shards that are links to files outside the
+    /// folder are refused unless `followSymlinks` is set.
+    public static func open(_ path: String, followSymlinks: Bool = false) throws(CheckpointError) -> Checkpoint {
+        let folder = path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path
+        let indexPath = folder + "/" + indexFileName
+        if fileExists(indexPath) {
+            return try openSharded(folder: folder, indexPath: indexPath, followSymlinks: followSymlinks)
+        }
+        let single = folder + "/" + singleFileName
+        if fileExists(single) {
+            let file = try openShard(single, name: singleFileName, folder: folder, followSymlinks: followSymlinks)
+            let header = try SafetensorsReader.read(file)
+            return Checkpoint(path: path, format: .safetensors, files: [file], tensors: header.tensors,
+                              metadata: header.metadata)
+        }
+        throw .folder(file: path, problem: .noWeights)
+    }
+
+    /// Reads the index's `weight_map`: tensor name → shard file name, in index order.
+    public static func readIndex(_ indexPath: String) throws(CheckpointError) -> [(tensor: String, shard: String)] {
+        let file = try MappedFile(path: indexPath)
+        guard file.size <= maximumIndexSize else {
+            throw .folder(file: indexPath, problem: .badIndex("index is \(file.size) bytes, larger than any real index"))
+        }
+        guard SafetensorsReader.validateUTF8(file.bytes) else {
+            throw .folder(file: indexPath, problem: .badIndex("not valid UTF-8"))
+        }
+        let json: JSONValue
+        do {
+            json = try JSONParser.parse(file.bytes)
+        } catch {
+            throw .folder(file: indexPath, problem: .badIndex(error.description))
+        }
+        guard case .object(let map)? = json["weight_map"] else {
+            throw .folder(file: indexPath, problem: .badIndex("no weight_map object"))
+        }
+        var entries: [(tensor: String, shard: String)] = []
+        entries.reserveCapacity(map.count)
+        for (tensor, value) in map {
+            guard case .string(let shard) = value else {
+                throw .folder(file: indexPath, problem: .badIndex("weight_map value for '\(tensor)' is not a file name"))
+            }
+            guard isPlainFileName(shard) else {
+                throw .folder(file: indexPath, problem: .shardEscapesFolder(shard: shard))
+            }
+            entries.append((tensor, shard))
+        }
+        return entries
+    }
+
+    /// True for a name that stays inside its folder: no separators, not `.` or `..`, not empty.
+    public static func isPlainFileName(_ name: String) -> Bool {
+        !name.isEmpty && name != "." && name != ".." && !name.contains("/") && !name.contains("\0")
+    }
+
+    private static func openSharded(folder: String, indexPath: String, followSymlinks: Bool) throws(CheckpointError) -> Checkpoint {
+        let entries = try readIndex(indexPath)
+        var shardOrder: [String] = []
+        var expected: [String: String] = [:]  // tensor → shard
+        for (tensor, shard) in entries {
+            if expected[tensor] == nil, !shardOrder.contains(shard) { shardOrder.append(shard) }
+            expected[tensor] = shard
+        }
+        shardOrder.sort()
+        var files: [MappedFile] = []
+        var tensors: [TensorEntry] = []
+        var metadata: [MetadataEntry] = []
+        var seen = Set<String>()
+        for (i, shard) in shardOrder.enumerated() {
+            let shardPath = folder + "/" + shard
+            guard fileExists(shardPath) else { throw .folder(file: indexPath, problem: .missingShard(shard: shard)) }
+            let file = try openShard(shardPath, name: shard, folder: folder, followSymlinks: followSymlinks)
+            let header = try SafetensorsReader.read(file, fileIndex: i)
+            if i == 0 { metadata = header.metadata }
+            for t in header.tensors {
+                guard expected[t.name] == shard else {
+                    throw .folder(file: indexPath, problem: .tensorNotInIndex(tensor: t.name, shard: shard))
+                }
+                guard seen.insert(t.name).inserted else {
+                    throw .folder(file: indexPath, problem: .duplicateTensor(tensor: t.name))
+                }
+                tensors.append(t)
+            }
+            files.append(file)
+        }
+        for (tensor, shard) in entries where !seen.contains(tensor) {
+            throw .folder(file: indexPath, problem: .tensorNotInShard(tensor: tensor, shard: shard))
+        }
+        return Checkpoint(path: folder, format: .safetensors, files: files, tensors: tensors, metadata: metadata)
+    }
+
+    private static func openShard(_ shardPath: String, name: String, folder: String, followSymlinks: Bool) throws(CheckpointError) -> MappedFile {
+        if !followSymlinks {
+            var info = stat()
+            if lstat(shardPath, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK {
+                guard let real = realPath(shardPath), let root = realPath(folder), real.hasPrefix(root + "/") else {
+                    throw .folder(file: shardPath, problem: .symlinkOutside(shard: name))
+                }
+            }
+        }
+        return try MappedFile(path: shardPath)
+    }
+
+    static func fileExists(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0
+    }
+
+    /// The canonical absolute path (`realpath(3)`), or nil.
+    public static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+}

@@ -1,0 +1,11 @@
+import ArgumentParser
+import Checkpoints
+
+@main
+struct MergeTool: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge-tool",
+        abstract: "Merge, inspect and convert LLM checkpoints (safetensors and GGUF).",
+        subcommands: [Inspect.self]
+    )
+}

@@ -1,0 +1,6 @@
+import Testing
+@testable import MergeTool
+
+@Test func rootCommandNamesTheTool() {
+    #expect(MergeTool.configuration.commandName == "merge-tool")
+}
