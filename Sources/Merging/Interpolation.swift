@@ -70,21 +70,24 @@ public struct ModelStockStatistics: Sendable {
         sums = [Double](repeating: 0, count: models + models * (models - 1) / 2)
     }
 
-    /// Adds the offsets δᵢ = θᵢ − θ₀ of one span of entries.
-    public mutating func accumulate(_ deltas: [UnsafeMutableBufferPointer<Float>]) {
-        let count = deltas.first?.count ?? 0
+    /// Adds the offsets δᵢ = θᵢ − θ₀ of one span of entries (computed on the fly).
+    public mutating func accumulate(base: UnsafeBufferPointer<Float>, models x: [UnsafeBufferPointer<Float>]) {
+        let count = base.count
         var slot = models
         for i in 0..<models {
             var s = 0.0
-            let d = deltas[i]
-            for e in 0..<count { s += Double(d[e]) * Double(d[e]) }
+            let a = x[i]
+            for e in 0..<count {
+                let d = Double(a[e] - base[e])
+                s += d * d
+            }
             sums[i] += s
         }
         for i in 0..<models {
             for j in (i + 1)..<max(i + 1, models) {
                 var s = 0.0
-                let x = deltas[i], y = deltas[j]
-                for e in 0..<count { s += Double(x[e]) * Double(y[e]) }
+                let a = x[i], b = x[j]
+                for e in 0..<count { s += Double(a[e] - base[e]) * Double(b[e] - base[e]) }
                 sums[slot] += s
                 slot += 1
             }

@@ -10,6 +10,8 @@ import Yams
 public enum MergeRecipe {
     static let topLevelKeys = ["models", "base_model", "merge_method", "parameters", "dtype", "out_dtype",
                                "tokenizer_source", "seed"]
+    /// Parameters that are switches, written as true/false.
+    static let flagParameters: Set<String> = ["normalize", "filter_wise", "int8_mask"]
     /// Global keys that configure the merge rather than weigh tensors.
     static let optionKeys: Set<String> = ["rescale", "consensus", "trim"]
 
@@ -237,7 +239,14 @@ public enum MergeRecipe {
 
     private static func node(for parameters: [String: ParameterValue], options: [(String, String)]) -> Node {
         var pairs: [(Node, Node)] = []
-        for name in parameters.keys.sorted() { pairs.append((Node(name), node(for: parameters[name]!))) }
+        for name in parameters.keys.sorted() {
+            let value = parameters[name]!
+            if flagParameters.contains(name), case .number(let v) = value {
+                pairs.append((Node(name), Node(v != 0 ? "true" : "false")))
+            } else {
+                pairs.append((Node(name), node(for: value)))
+            }
+        }
         for (name, value) in options { pairs.append((Node(name), Node(value))) }
         return Node.mapping(Node.Mapping(pairs))
     }
