@@ -3,9 +3,10 @@
 /// same whatever order or thread computes it.
 ///
 /// The stream key mixes the seed with a 64-bit FNV-1a hash of the tensor name and
-/// the model's position; each draw is the SplitMix64 finalizer applied to
-/// `key + index · γ` (γ = 2⁶⁴/φ), which passes standard statistical batteries for
-/// sequential counters.
+/// the model's position (SplitMix64's finalizer). Each draw hashes the element index
+/// with 32-bit integer operations only (a keyed multiply, then a two-multiply
+/// avalanche), so the per-element work vectorizes; indices past 2³² fold their
+/// upper half into the key.
 public struct CounterRandom: Sendable, Hashable {
     /// The stream key derived from seed, tensor name and model position.
     public let key: UInt64
@@ -19,16 +20,61 @@ public struct CounterRandom: Sendable, Hashable {
         key = CounterRandom.mix(seed ^ CounterRandom.mix(hash &+ UInt64(truncatingIfNeeded: model) &* 0x9e37_79b9_7f4a_7c15))
     }
 
-    /// 64 random bits for element `index`.
+    /// 32 random bits for element `index`.
     @inline(__always)
-    public func bits(_ index: Int) -> UInt64 {
-        CounterRandom.mix(key &+ UInt64(truncatingIfNeeded: index) &* 0x9e37_79b9_7f4a_7c15)
+    public func bits(_ index: Int) -> UInt32 {
+        let (low, high) = keys(block: index)
+        return CounterRandom.hash(UInt32(truncatingIfNeeded: index), low, high)
     }
 
     /// A uniform Float in [0, 1) for element `index` (24 random bits, exact in Float).
     @inline(__always)
     public func uniform(_ index: Int) -> Float {
-        Float(UInt32(truncatingIfNeeded: bits(index) &>> 40)) * 0x1p-24
+        CounterRandom.unit(bits(index))
+    }
+
+    /// The two 32-bit keys for indices sharing `index`'s upper 32 bits.
+    @inline(__always)
+    func keys(block index: Int) -> (UInt32, UInt32) {
+        let high = UInt32(truncatingIfNeeded: UInt64(bitPattern: Int64(index)) &>> 32)
+        return (UInt32(truncatingIfNeeded: key) ^ (high &* 0x85eb_ca6b), UInt32(truncatingIfNeeded: key &>> 32))
+    }
+
+    /// The per-element hash: a keyed multiply, then a two-multiply avalanche.
+    @inline(__always)
+    static func hash(_ counter: UInt32, _ low: UInt32, _ high: UInt32) -> UInt32 {
+        var x = ((counter ^ low) &* 0x9e37_79b1) ^ high
+        x ^= x &>> 16
+        x &*= 0x7feb_352d
+        x ^= x &>> 15
+        x &*= 0x846c_a68b
+        return x ^ (x &>> 16)
+    }
+
+    /// The upper 24 bits as a Float in [0, 1).
+    @inline(__always)
+    static func unit(_ bits: UInt32) -> Float {
+        Float(Int32(bitPattern: bits &>> 8)) * 0x1p-24
+    }
+
+    /// Keeps each entry of `values` (element indices from `start`) with probability
+    /// `density`, multiplying kept entries by `scale` — the DARE kernel, written with
+    /// 32-bit counters so it vectorizes.
+    public func keepRandomly(_ values: UnsafeMutableBufferPointer<Float>, start: Int, density: Float, scale: Float) {
+        var offset = 0
+        while offset < values.count {
+            let index = start + offset
+            let blockEnd = ((index >> 32) + 1) << 32
+            let run = min(values.count - offset, blockEnd - index)
+            let (low, high) = keys(block: index)
+            let first = UInt32(truncatingIfNeeded: index)
+            let p = values.baseAddress! + offset
+            for i in 0..<run {
+                let u = CounterRandom.unit(CounterRandom.hash(first &+ UInt32(truncatingIfNeeded: i), low, high))
+                p[i] *= u < density ? scale : 0
+            }
+            offset += run
+        }
     }
 
     /// SplitMix64's output function.

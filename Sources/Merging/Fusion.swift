@@ -23,24 +23,22 @@ public struct Fusion: Sendable, Hashable {
 
     /// out = base + λ · mixed (/ divisor when normalizing), element by element.
     ///
-    /// `deltas[i]` holds the weighted, sparsified delta uᵢ = wᵢ·δ̂ᵢ of model i.
-    /// With consensus, only entries whose sign matches the elected sign count, in
-    /// both the sum and the divisor; an entry that is 0 never agrees.
+    /// `deltas[i]` holds the weighted, sparsified delta uᵢ = wᵢ·δ̂ᵢ of model i; with
+    /// consensus the entries that disagree with the elected sign are zeroed in place.
+    /// Only entries whose sign matches the elected sign count, in both the sum and the
+    /// divisor; an entry that is 0 never agrees. `divisors` is scratch of the same length.
+    /// Every step is a plain loop over one model at a time, so it vectorizes.
     public func combine(
         base: UnsafeBufferPointer<Float>, deltas: [UnsafeMutableBufferPointer<Float>], weights: [Float],
-        into out: UnsafeMutableBufferPointer<Float>
+        into out: UnsafeMutableBufferPointer<Float>, divisors: UnsafeMutableBufferPointer<Float>
     ) {
         let n = out.count
-        let models = deltas.count
+        out.update(repeating: 0)
         guard let consensus else {
+            for u in deltas { Fusion.add(u, into: out, n) }
             var divisor: Float = 0
             for w in weights { divisor += w }
             if abs(divisor) < 1e-8 { divisor = 1 }
-            for i in 0..<n { out[i] = 0 }
-            for m in 0..<models {
-                let u = deltas[m]
-                for i in 0..<n { out[i] += u[i] }
-            }
             if normalize {
                 for i in 0..<n { out[i] = base[i] + out[i] / divisor * lambda }
             } else {
@@ -51,34 +49,37 @@ public struct Fusion: Sendable, Hashable {
         // `out` first holds the elected sign (+1 or −1).
         switch consensus {
         case .sum:
-            for i in 0..<n { out[i] = 0 }
-            for m in 0..<models {
-                let u = deltas[m]
-                for i in 0..<n { out[i] += u[i] }
-            }
-            for i in 0..<n { out[i] = out[i] >= 0 ? 1 : -1 }
+            for u in deltas { Fusion.add(u, into: out, n) }
         case .count:
-            for i in 0..<n { out[i] = 0 }
-            for m in 0..<models {
-                let u = deltas[m]
+            for u in deltas {
                 for i in 0..<n { out[i] += u[i] > 0 ? 1 : (u[i] < 0 ? -1 : 0) }
             }
-            for i in 0..<n { out[i] = out[i] >= 0 ? 1 : -1 }
         }
-        for i in 0..<n {
-            let sign = out[i]
-            var mixed: Float = 0
-            var divisor: Float = 0
-            for m in 0..<models {
-                let u = deltas[m][i]
-                if u * sign > 0 {
-                    mixed += u
-                    divisor += weights[m]
-                }
+        for i in 0..<n { out[i] = out[i] >= 0 ? 1 : -1 }
+        divisors.update(repeating: 0)
+        for (m, u) in deltas.enumerated() {
+            let w = weights[m]
+            for i in 0..<n {
+                // 1 or 0 as a number rather than a branch, so the loop vectorizes.
+                let agrees: Float = u[i] * out[i] > 0 ? 1 : 0
+                u[i] *= agrees
+                divisors[i] += w * agrees
             }
-            if divisor == 0 { divisor = 1 }
-            let fused = normalize ? mixed / divisor : mixed
-            out[i] = base[i] + fused * lambda
         }
+        out.update(repeating: 0)
+        for u in deltas { Fusion.add(u, into: out, n) }
+        if normalize {
+            for i in 0..<n {
+                let d = divisors[i] == 0 ? 1 : divisors[i]
+                out[i] = base[i] + out[i] / d * lambda
+            }
+        } else {
+            for i in 0..<n { out[i] = base[i] + out[i] * lambda }
+        }
+    }
+
+    @inline(__always)
+    static func add(_ u: UnsafeMutableBufferPointer<Float>, into out: UnsafeMutableBufferPointer<Float>, _ n: Int) {
+        for i in 0..<n { out[i] += u[i] }
     }
 }

@@ -2,6 +2,9 @@ import Checkpoints
 import Dispatch
 import Foundation
 
+/// A chunk's (lower key bits, count) pairs from one coarse bin.
+typealias BinCounts = [(key: UInt16, count: UInt32)]
+
 /// Runs a prepared merge: tensors one after another in the plan's order, each split
 /// into fixed chunks processed in parallel, decoded to Float32 in per-worker
 /// buffers, combined and encoded into one reused output buffer, then handed to the
@@ -297,34 +300,63 @@ public final class MergeExecutor: @unchecked Sendable {
                 }
             }
         }
+        // Per searched model, per chunk: the boundary-bin entries seen by the search,
+        // which give each chunk's tie counts without another pass.
+        var binLists: [Int: (lower: ChunkResults<BinCounts?>?, upper: ChunkResults<BinCounts?>?)] = [:]
         if !searching.isEmpty {
-            let windows = try searchWindows(job, models: searching, method: method)
-            for (k, m) in searching.enumerated() { masks[m] = .window(windows[k], density: Float(job.densities[m])) }
+            let found = try searchWindows(job, models: searching, method: method)
+            for (k, m) in searching.enumerated() {
+                masks[m] = .window(found[k].window, density: Float(job.densities[m]))
+                binLists[m] = (found[k].lower, found[k].upper)
+            }
         }
 
         // Ties at a window boundary: entries equal to the boundary before each chunk.
-        var ties = [[(lower: Int, upper: Int)]](repeating: [(0, 0)], count: n)
+        var ties = [[ChunkTies]](repeating: [], count: n)
         let tieModels = (0..<n).filter { if case .window(let w, _) = masks[$0] { return w.needsOrdinals } else { return false } }
         if !tieModels.isEmpty {
             let counts = ChunkResults(count: chunks * n, initial: (lower: 0, upper: 0))
-            try forEachChunk(job) { s, c, range in
-                try decodeBase(job, range, s)
-                for m in tieModels {
-                    guard case .window(let w, _) = masks[m] else { continue }
-                    try decodeDelta(job, m, range, s)
-                    let values = UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count])
-                    let keys = w.tieKeys
-                    counts[c * n + m] = (keys.lower.map { RankSearch.countEqual(values, key: $0) } ?? 0,
-                                         keys.upper.map { RankSearch.countEqual(values, key: $0) } ?? 0)
+            var needPass: [Int] = []
+            for m in tieModels {
+                guard case .window(let w, _) = masks[m], let lists = binLists[m] else { needPass.append(m); continue }
+                let keys = w.tieKeys
+                var complete = true
+                for c in 0..<chunks where complete {
+                    var pair = (lower: 0, upper: 0)
+                    if let key = keys.lower {
+                        guard let list = lists.lower?[c] else { complete = false; continue }
+                        pair.lower = MergeExecutor.count(list, UInt16(truncatingIfNeeded: key & 0x7fff))
+                    }
+                    if let key = keys.upper {
+                        guard let list = lists.upper?[c] else { complete = false; continue }
+                        pair.upper = MergeExecutor.count(list, UInt16(truncatingIfNeeded: key & 0x7fff))
+                    }
+                    counts[c * n + m] = pair
+                }
+                if !complete { needPass.append(m) }
+            }
+            if !needPass.isEmpty {
+                try forEachChunk(job) { s, c, range in
+                    try decodeBase(job, range, s)
+                    for m in needPass {
+                        guard case .window(let w, _) = masks[m] else { continue }
+                        try decodeDelta(job, m, range, s)
+                        let values = UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count])
+                        let keys = w.tieKeys
+                        counts[c * n + m] = (keys.lower.map { RankSearch.countEqual(values, key: $0) } ?? 0,
+                                             keys.upper.map { RankSearch.countEqual(values, key: $0) } ?? 0)
+                    }
                 }
             }
             for m in tieModels {
                 var running = globalTiesSeen[m]
                 ties[m] = []
                 for c in 0..<chunks {
-                    ties[m].append(running)
-                    running.lower += counts[c * n + m].lower
-                    running.upper += counts[c * n + m].upper
+                    let here = counts[c * n + m]
+                    ties[m].append(ChunkTies(lowerBefore: running.lower, lowerInChunk: here.lower,
+                                             upperBefore: running.upper, upperInChunk: here.upper))
+                    running.lower += here.lower
+                    running.upper += here.upper
                 }
                 if globalWindows[m] != nil { globalTiesSeen[m] = running }
             }
@@ -342,7 +374,7 @@ public final class MergeExecutor: @unchecked Sendable {
                     let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
                     let before = MergeExecutor.l1(values)
                     masks[m].apply(to: values, start: range.lowerBound, rowLength: job.rowLength, inverse: false,
-                                   ties: ties[m].count > c ? ties[m][c] : (0, 0), rowScratch: s.rows)
+                                   ties: ties[m].count > c ? ties[m][c] : ChunkTies(), rowScratch: s.rows)
                     sums[c * n + m] = (before, MergeExecutor.l1(values))
                 }
             }
@@ -365,14 +397,15 @@ public final class MergeExecutor: @unchecked Sendable {
                 try decodeDelta(job, m, range, s)
                 let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
                 masks[m].apply(to: values, start: range.lowerBound, rowLength: job.rowLength, inverse: inverse,
-                               ties: ties[m].count > c ? ties[m][c] : (0, 0), rowScratch: s.rows)
+                               ties: ties[m].count > c ? ties[m][c] : ChunkTies(), rowScratch: s.rows)
                 let factor = factors[m], weight = job.weights[m]
                 if factor != 1 { for i in 0..<values.count { values[i] *= factor } }
                 for i in 0..<values.count { values[i] *= weight }
                 deltas.append(values)
             }
             fusion.combine(base: UnsafeBufferPointer(rebasing: s.base[0..<range.count]), deltas: deltas,
-                           weights: job.weights, into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
+                           weights: job.weights, into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]),
+                           divisors: UnsafeMutableBufferPointer(rebasing: s.divisors[0..<range.count]))
             try store(job, range, s, into: bytes)
         }
     }
@@ -392,24 +425,34 @@ public final class MergeExecutor: @unchecked Sendable {
         return total
     }
 
-    /// The kept-rank windows of the models in `models` for one tensor (two streaming passes).
-    private func searchWindows(_ job: MergeJob, models: [Int], method: MergeMethod) throws -> [MagnitudeWindow] {
+    /// Distinct keys a chunk may record from a boundary's coarse bin before the tie
+    /// counts fall back to a counting pass (keeps the records small).
+    static let binListLimit = 1024
+
+    /// The kept-rank windows of the models in `models` for one tensor (two streaming
+    /// passes), with each chunk's entries from the lower and upper boundary bins.
+    private func searchWindows(_ job: MergeJob, models: [Int], method: MergeMethod) throws
+        -> [(window: MagnitudeWindow, lower: ChunkResults<BinCounts?>?, upper: ChunkResults<BinCounts?>?)]
+    {
         let count = job.elementCount
         let sparsifier = method.sparsifier!
         var ranges: [Range<Int>] = []
         for m in models { ranges.append(sparsifier.rankWindow(count: count, density: job.densities[m], gamma: job.gammas[m])) }
-        let searches = try rankSearch(ranges: ranges, count: count, jobs: [job], models: models)
-        var windows: [MagnitudeWindow] = []
+        let (searches, lists) = try rankSearch(ranges: ranges, count: count, jobs: [job], models: models, recordChunks: true)
+        var result: [(window: MagnitudeWindow, lower: ChunkResults<BinCounts?>?, upper: ChunkResults<BinCounts?>?)] = []
         for (k, range) in ranges.enumerated() {
-            windows.append(MagnitudeWindow.ranks(range.lowerBound, range.upperBound, count: count) { rank in
-                searches[k][rank]!
-            })
+            let window = MagnitudeWindow.ranks(range.lowerBound, range.upperBound, count: count) { rank in searches[k][rank]! }
+            result.append((window, lists[k][range.lowerBound], lists[k][range.upperBound]))
         }
-        return windows
+        return result
     }
 
-    /// Finds, for each model, the elements at the ends of its window, over the chunks of `jobs`.
-    private func rankSearch(ranges: [Range<Int>], count: Int, jobs: [MergeJob], models: [Int]) throws -> [[Int: RankBoundary]] {
+    /// Finds, for each model, the elements at the ends of its window, over the chunks of
+    /// `jobs`. With `recordChunks` (one job), also returns per model and searched rank the
+    /// chunks' entries from that rank's coarse bin (nil for a chunk past the limit).
+    private func rankSearch(ranges: [Range<Int>], count: Int, jobs: [MergeJob], models: [Int], recordChunks: Bool = false)
+        throws -> ([[Int: RankBoundary]], [[Int: ChunkResults<BinCounts?>]])
+    {
         var wanted: [[Int]] = []
         for range in ranges {
             var ranks: [Int] = []
@@ -431,12 +474,26 @@ public final class MergeExecutor: @unchecked Sendable {
         for s in scratch.dropFirst() { for k in 0..<combined.count { combined[k].absorb(s.searches[k]) } }
         for k in 0..<combined.count { combined[k].finishCoarse() }
         for s in scratch { s.searches = combined.map { $0.fineCounter() } }
+        var lists: [[Int: ChunkResults<BinCounts?>]] = []
+        for k in 0..<wanted.count {
+            var perRank: [Int: ChunkResults<BinCounts?>] = [:]
+            if recordChunks, let job = jobs.first {
+                for rank in wanted[k] { perRank[rank] = ChunkResults(count: chunkCount(job), initial: nil) }
+            }
+            lists.append(perRank)
+        }
         for job in jobs {
-            try forEachChunk(job) { s, _, range in
+            try forEachChunk(job) { s, c, range in
                 try decodeBase(job, range, s)
                 for (k, m) in models.enumerated() where !wanted[k].isEmpty {
                     try decodeDelta(job, m, range, s)
-                    s.searches[k].countFine(UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]))
+                    let values = UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count])
+                    s.searches[k].countFine(values)
+                    for (t, rank) in wanted[k].enumerated() {
+                        guard let chunkLists = lists[k][rank] else { continue }
+                        chunkLists[c] = RankSearch.binCounts(values, bin: combined[k].targets[t].bin,
+                                                             limit: MergeExecutor.binListLimit, counts: s.binCounts)
+                    }
                 }
             }
         }
@@ -449,7 +506,12 @@ public final class MergeExecutor: @unchecked Sendable {
             result.append(found)
         }
         for s in scratch { s.searches = [] }
-        return result
+        return (result, lists)
+    }
+
+    static func count(_ list: BinCounts, _ value: UInt16) -> Int {
+        for pair in list where pair.key == value { return Int(pair.count) }
+        return 0
     }
 
     /// `--trim global`: each trimmed model's top-k window over all its merged tensors at once.
@@ -465,7 +527,7 @@ public final class MergeExecutor: @unchecked Sendable {
         }
         guard !models.isEmpty else { return }
         do {
-            let found = try rankSearch(ranges: ranges, count: total, jobs: jobs, models: models)
+            let (found, _) = try rankSearch(ranges: ranges, count: total, jobs: jobs, models: models)
             for (k, m) in models.enumerated() {
                 globalWindows[m] = MagnitudeWindow.ranks(ranges[k].lowerBound, ranges[k].upperBound, count: total) { found[k][$0]! }
             }

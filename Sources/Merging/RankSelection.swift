@@ -24,6 +24,22 @@ public struct RankBoundary: Sendable, Hashable {
     }
 }
 
+/// Where a chunk sits among the entries equal to a window's boundary keys: how many
+/// precede it, and (when known) how many it holds.
+public struct ChunkTies: Sendable, Hashable {
+    public var lowerBefore = 0
+    public var lowerInChunk: Int?
+    public var upperBefore = 0
+    public var upperInChunk: Int?
+
+    public init(lowerBefore: Int = 0, lowerInChunk: Int? = nil, upperBefore: Int = 0, upperInChunk: Int? = nil) {
+        self.lowerBefore = lowerBefore
+        self.lowerInChunk = lowerInChunk
+        self.upperBefore = upperBefore
+        self.upperInChunk = upperInChunk
+    }
+}
+
 /// The entries kept by a magnitude sparsifier: ranks [lower, upper) of the
 /// (|δ|, index) order, each end given by the element sitting at that rank
 /// (nil: the window is open on that side).
@@ -52,11 +68,9 @@ public struct MagnitudeWindow: Sendable, Hashable {
         ((lower?.ordinal ?? 0) > 0 ? lower?.key : nil, (upper?.ordinal ?? 0) > 0 ? upper?.key : nil)
     }
 
-    /// Zeroes the entries of `values` outside the window. `lowerTiesBefore` and
-    /// `upperTiesBefore` count the entries equal to the lower/upper boundary key
-    /// that precede this chunk in the whole sequence (needed only when
-    /// `needsOrdinals`).
-    public func apply(to values: UnsafeMutableBufferPointer<Float>, lowerTiesBefore: Int = 0, upperTiesBefore: Int = 0) {
+    /// Zeroes the entries of `values` outside the window. `ties` places the chunk among
+    /// the entries equal to the boundary keys (needed only when `needsOrdinals`).
+    public func apply(to values: UnsafeMutableBufferPointer<Float>, ties: ChunkTies = ChunkTies()) {
         if isEmpty {
             values.update(repeating: 0)
             return
@@ -65,34 +79,67 @@ public struct MagnitudeWindow: Sendable, Hashable {
         let highKey = upper?.key ?? UInt32.max
         let lowOrdinal = lower?.ordinal ?? 0
         let highOrdinal = upper?.ordinal ?? 0
-        if lowOrdinal == 0 && highOrdinal == 0 {
-            // Fast path: keep lowKey ≤ key < highKey (nil upper keeps everything above).
+        // Whether this chunk's entries equal to each boundary key are all kept, all
+        // dropped, or split (nil) — split happens in at most one chunk per boundary.
+        var keepLowTies: Bool? = true
+        if lower != nil, lowOrdinal > 0 {
+            if ties.lowerBefore >= lowOrdinal {
+                keepLowTies = true
+            } else if let inChunk = ties.lowerInChunk, ties.lowerBefore + inChunk <= lowOrdinal {
+                keepLowTies = false
+            } else {
+                keepLowTies = nil
+            }
+        }
+        var keepHighTies: Bool? = false
+        if upper != nil, highOrdinal > 0 {
+            if ties.upperBefore >= highOrdinal {
+                keepHighTies = false
+            } else if let inChunk = ties.upperInChunk, ties.upperBefore + inChunk <= highOrdinal {
+                keepHighTies = true
+            } else {
+                keepHighTies = nil
+            }
+        }
+        if let keepLow = keepLowTies, let keepHigh = keepHighTies {
+            // One vectorizable select.
             let openTop = upper == nil
             for i in 0..<values.count {
                 let key = magnitudeKey(values[i])
-                let keep = key >= lowKey && (openTop || key < highKey)
-                values[i] = keep ? values[i] : 0
+                let aboveLow = key > lowKey || (keepLow && key == lowKey)
+                let belowHigh = openTop || key < highKey || (keepHigh && key == highKey)
+                values[i] = aboveLow && belowHigh ? values[i] : 0
             }
             return
         }
-        var lowSeen = lowerTiesBefore
-        var highSeen = upperTiesBefore
+        // The split chunk: settle boundary entries in index order (dropped ones become
+        // 0, which the select below treats like a kept 0), then select the rest.
+        let tieLow: UInt32 = keepLowTies == nil ? lowKey : UInt32.max
+        let tieHigh: UInt32 = keepHighTies == nil ? highKey : UInt32.max
+        var lowSeen = ties.lowerBefore
+        var highSeen = ties.upperBefore
         for i in 0..<values.count {
             let key = magnitudeKey(values[i])
-            var keep = key > lowKey || (lower == nil)
-            if lower != nil, key == lowKey {
+            guard key == tieLow || key == tieHigh else { continue }
+            var keep = true
+            if key == tieLow {
                 keep = lowSeen >= lowOrdinal
                 lowSeen += 1
             }
-            if upper != nil {
-                if key > highKey {
-                    keep = false
-                } else if key == highKey {
-                    keep = keep && highSeen < highOrdinal
-                    highSeen += 1
-                }
+            if key == tieHigh {
+                keep = keep && highSeen < highOrdinal
+                highSeen += 1
             }
-            values[i] = keep ? values[i] : 0
+            if !keep { values[i] = 0 }
+        }
+        let openTop = upper == nil
+        let keepLow = keepLowTies ?? true
+        let keepHigh = keepHighTies ?? true
+        for i in 0..<values.count {
+            let key = magnitudeKey(values[i])
+            let aboveLow = key > lowKey || (keepLow && key == lowKey)
+            let belowHigh = openTop || key < highKey || (keepHigh && key == highKey)
+            values[i] = aboveLow && belowHigh ? values[i] : 0
         }
     }
 
@@ -118,7 +165,7 @@ public struct RankSearch: Sendable {
     public let ranks: [Int]
     private(set) var coarse: [Int]
     /// Per searched rank: its coarse bin and its rank within that bin.
-    private(set) var targets: [(bin: Int, rankInBin: Int)] = []
+    public private(set) var targets: [(bin: Int, rankInBin: Int)] = []
     private(set) var fine: [[Int]] = []
 
     public init(ranks: [Int]) {
@@ -195,6 +242,30 @@ public struct RankSearch: Sendable {
             result.append(RankBoundary(key: key, ordinal: targets[t].rankInBin - before))
         }
         return result
+    }
+
+    /// How many entries of `values` have each key in coarse bin `bin`, as (lower 15 key
+    /// bits, count) pairs — kept per chunk, they give the chunk's count of whichever key
+    /// ends up the boundary without another pass. Nil when the bin holds more than
+    /// `limit` distinct keys. `counts` is zeroed scratch of 2¹⁵ slots, left zeroed.
+    public static func binCounts(
+        _ values: UnsafeBufferPointer<Float>, bin: Int, limit: Int, counts: UnsafeMutableBufferPointer<UInt32>
+    ) -> [(key: UInt16, count: UInt32)]? {
+        let target = UInt32(bin)
+        var seen: [UInt16] = []
+        for i in 0..<values.count {
+            let key = magnitudeKey(values[i])
+            guard key &>> 15 == target else { continue }
+            let low = Int(key & 0x7fff)
+            if counts[low] == 0 { seen.append(UInt16(low)) }
+            counts[low] += 1
+        }
+        var pairs: [(key: UInt16, count: UInt32)]? = seen.count <= limit ? [] : nil
+        for low in seen {
+            pairs?.append((low, counts[Int(low)]))
+            counts[Int(low)] = 0
+        }
+        return pairs
     }
 
     /// Counts, in `values`, the entries whose key equals `key`.

@@ -60,7 +60,7 @@ public enum TensorMask: Sendable, Hashable {
     /// `MagnitudeWindow.apply`); `rowScratch` holds at least `rowLength` slots.
     public func apply(
         to values: UnsafeMutableBufferPointer<Float>, start: Int, rowLength: Int, inverse: Bool,
-        ties: (lower: Int, upper: Int) = (0, 0), rowScratch: UnsafeMutableBufferPointer<UInt64>
+        ties: ChunkTies = ChunkTies(), rowScratch: UnsafeMutableBufferPointer<UInt64>
     ) {
         switch self {
         case .keepAll:
@@ -68,13 +68,10 @@ public enum TensorMask: Sendable, Hashable {
         case .keepNone:
             values.update(repeating: 0)
         case .window(let window, let density):
-            window.apply(to: values, lowerTiesBefore: ties.lower, upperTiesBefore: ties.upper)
+            window.apply(to: values, ties: ties)
             if inverse { Self.scale(values, by: 1 / density) }
         case .random(let density, let stream):
-            let scale: Float = inverse ? 1 / density : 1
-            for i in 0..<values.count {
-                values[i] = stream.uniform(start + i) < density ? values[i] * scale : 0
-            }
+            stream.keepRandomly(values, start: start, density: density, scale: inverse ? 1 / density : 1)
         case .della(let density, let epsilon, let stream):
             var row = 0
             while row < values.count {

@@ -6,24 +6,33 @@ final class WorkerScratch: @unchecked Sendable {
     let base: UnsafeMutableBufferPointer<Float>
     let inputs: [UnsafeMutableBufferPointer<Float>]
     let out: UnsafeMutableBufferPointer<Float>
+    /// Per-entry divisors of the consensus fusion.
+    let divisors: UnsafeMutableBufferPointer<Float>
     let rows: UnsafeMutableBufferPointer<UInt64>
+    /// Zeroed counters for `RankSearch.binCounts`.
+    let binCounts: UnsafeMutableBufferPointer<UInt32>
     /// Per-model rank searchers of the current pass (worker-local counts).
     var searches: [RankSearch] = []
 
     init(capacity: Int, models: Int, rowCapacity: Int) {
         base = .allocate(capacity: capacity)
         out = .allocate(capacity: capacity)
+        divisors = .allocate(capacity: capacity)
         var inputs: [UnsafeMutableBufferPointer<Float>] = []
         for _ in 0..<max(models, 1) { inputs.append(.allocate(capacity: capacity)) }
         self.inputs = inputs
         rows = .allocate(capacity: max(rowCapacity, 1))
+        binCounts = .allocate(capacity: 1 << 15)
+        binCounts.initialize(repeating: 0)
     }
 
     deinit {
         base.deallocate()
         out.deallocate()
+        divisors.deallocate()
         for b in inputs { b.deallocate() }
         rows.deallocate()
+        binCounts.deallocate()
     }
 }
 

@@ -177,3 +177,25 @@ func outputBytesDoNotDependOnThreadCount(method: MergeMethod) throws {
     #expect(out.values("p") == [5, 0, 4])
     #expect(out.values("q") == [0, 6, 0])
 }
+
+@Test(arguments: [MergeMethod.ties, .breadcrumbs])
+func massiveTiesSplitAcrossChunksMatchTheInMemorySparsifier(method: MergeMethod) throws {
+    let folder = temporaryFolder()
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    // 200 000 entries with five magnitudes: every boundary falls inside a huge group of
+    // equal entries that spans many chunks.
+    let n = 200_000
+    var values = [Float](repeating: 0, count: n)
+    for i in 0..<n { values[i] = Float((i * 7919) % 5 + 1) * (i % 3 == 0 ? -1 : 1) }
+    let base = folder + "/base.safetensors", a = folder + "/a.safetensors"
+    writeCheckpoint(base, [TestTensor(name: "w", shape: [400, 500], values: [Float](repeating: 0, count: n))])
+    writeCheckpoint(a, [TestTensor(name: "w", shape: [400, 500], values: values)])
+    var parameters: [String: ParameterValue] = ["density": .number(0.45)]
+    if method == .breadcrumbs { parameters["gamma"] = .number(0.1) }
+    let plan = MergePlan(method: method, base: base, models: [ModelSpec(path: a, parameters: parameters)])
+    let out = try runMerge(plan, threads: 2)
+    var expected = values
+    method.sparsifier!.sparsify(&expected, density: 0.45, gamma: 0.1, rescale: .none,
+                                stream: CounterRandom(seed: 0, tensor: "w", model: 0))
+    #expect(out.values("w") == expected)
+}

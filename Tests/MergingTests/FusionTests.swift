@@ -4,12 +4,15 @@ import Testing
 /// Fuses weighted deltas `u` over `base` and returns the output.
 private func fuse(_ fusion: Fusion, base: [Float], _ u: [[Float]], weights: [Float]) -> [Float] {
     var out = [Float](repeating: .nan, count: base.count)
+    var divisors = [Float](repeating: .nan, count: base.count)
     var copies = u
     let pointers = (0..<copies.count).map { i in
         copies[i].withUnsafeMutableBufferPointer { UnsafeMutableBufferPointer(start: $0.baseAddress, count: $0.count) }
     }
     base.withUnsafeBufferPointer { b in
-        out.withUnsafeMutableBufferPointer { fusion.combine(base: b, deltas: pointers, weights: weights, into: $0) }
+        out.withUnsafeMutableBufferPointer { o in
+            divisors.withUnsafeMutableBufferPointer { fusion.combine(base: b, deltas: pointers, weights: weights, into: o, divisors: $0) }
+        }
     }
     _ = copies
     return out

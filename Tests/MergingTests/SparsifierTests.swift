@@ -36,8 +36,9 @@ private func sparsified(_ sparsifier: Sparsifier, _ values: [Float], density: Do
     var second = Array(values[4..<8])
     let key = window.lower!.key
     let tiesBefore = first.withUnsafeBufferPointer { RankSearch.countEqual($0, key: key) }
-    first.withUnsafeMutableBufferPointer { window.apply(to: $0) }
-    second.withUnsafeMutableBufferPointer { window.apply(to: $0, lowerTiesBefore: tiesBefore) }
+    let tiesAfter = second.withUnsafeBufferPointer { RankSearch.countEqual($0, key: key) }
+    first.withUnsafeMutableBufferPointer { window.apply(to: $0, ties: ChunkTies(lowerInChunk: tiesBefore)) }
+    second.withUnsafeMutableBufferPointer { window.apply(to: $0, ties: ChunkTies(lowerBefore: tiesBefore, lowerInChunk: tiesAfter)) }
     #expect(first + second == whole)
     #expect(whole == [0, 0, 0, 0.2, 0.3, 0.2, -0.2, 0])
 }
