@@ -1,0 +1,96 @@
+import Foundation
+import Testing
+
+/// A fresh folder for outputs; callers remove it.
+private func outputFolder() -> String {
+    let folder = NSTemporaryDirectory() + "claire-fuse-" + UUID().uuidString
+    try! FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    return folder
+}
+
+private let base = fixture("merge/base"), sft = fixture("merge/sft"), dpo = fixture("merge/dpo")
+
+@Suite struct FuseCommandTests {
+    @Test func writesAModelFolderWithCardAndRecipe() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let out = folder + "/merged"
+        let result = try runTool(["fuse", sft, dpo, "--base", base, "--method", "ties", "--density", "0.3,1", "-o", out])
+        #expect(result.status == 0)
+        #expect(result.err.isEmpty)
+        let files = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
+        #expect(files == ["README.md", "config.json", "merge-config.yml", "model.safetensors"])
+        let recipe = try String(contentsOfFile: out + "/merge-config.yml", encoding: .utf8)
+        #expect(recipe.contains("merge_method: ties"))
+        #expect(recipe.contains("density: 0.3"))
+        let card = try String(contentsOfFile: out + "/README.md", encoding: .utf8)
+        #expect(card.contains("**ties**"))
+    }
+
+    @Test func storedRecipeReproducesTheMerge() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let first = try runTool(["fuse", sft, dpo, "--base", base, "--method", "dare_ties", "--density", "0.5",
+                                 "--seed", "3", "-o", folder + "/a"])
+        #expect(first.status == 0)
+        let again = try runTool(["fuse", "--config", folder + "/a/merge-config.yml", "-o", folder + "/b", "--threads", "1"])
+        #expect(again.status == 0)
+        let a = FileManager.default.contents(atPath: folder + "/a/model.safetensors")
+        let b = FileManager.default.contents(atPath: folder + "/b/model.safetensors")
+        #expect(a != nil && a == b)
+    }
+
+    @Test func misspeltMethodSuggestsTheClosestName() throws {
+        let result = try runTool(["fuse", sft, dpo, "--base", base, "--method", "dare_tie", "-o", outputFolder() + "/x"])
+        #expect(result.status == 1)
+        #expect(result.err == "error: unknown merge method 'dare_tie' (did you mean 'dare_ties'?)\n")
+    }
+
+    @Test func refusesAnExistingOutputWithoutForce() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let result = try runTool(["fuse", sft, dpo, "--base", base, "-o", folder])
+        #expect(result.status == 1)
+        #expect(result.err.contains("already exists (use --force to replace it)"))
+        let forced = try runTool(["fuse", sft, dpo, "--base", base, "-o", folder, "--force"])
+        #expect(forced.status == 0)
+    }
+
+    @Test func refusesAnOutputThatIsAnInput() throws {
+        let result = try runTool(["fuse", sft, dpo, "--base", base, "-o", dpo, "--force"])
+        #expect(result.status == 1)
+        #expect(result.err.contains("is an input of the merge"))
+    }
+
+    @Test func refusesDellaEpsilonOutOfRange() throws {
+        let result = try runTool(["fuse", sft, dpo, "--base", base, "--method", "della", "--density", "0.1",
+                                  "--epsilon", "0.2", "-o", outputFolder() + "/x"])
+        #expect(result.status == 1)
+        #expect(result.err.contains("density ± epsilon must lie strictly inside (0, 1)"))
+    }
+
+    @Test func listsEveryMismatchedTensorAtOnce() throws {
+        let result = try runTool(["fuse", fixture("safetensors/tiny-llama"), "--base", base, "-o", outputFolder() + "/x"])
+        #expect(result.status == 1)
+        #expect(result.err.hasPrefix("error: \(base): inputs do not fit the base ("))
+        #expect(result.err.contains("(10 problems): tensor "))
+        #expect(result.err.hasSuffix("; and 2 more\n"))
+        #expect(result.err.split(separator: "\n").count == 1)
+    }
+
+    @Test func rejectsUnknownRecipeKeys() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let recipe = folder + "/r.yml"
+        try "merge_method: ties\nbase_model: \(base)\nmodels:\n  - model: \(sft)\nparamters: {}\n"
+            .write(toFile: recipe, atomically: true, encoding: .utf8)
+        let result = try runTool(["fuse", "--config", recipe, "-o", folder + "/x"])
+        #expect(result.status == 1)
+        #expect(result.err == "error: \(recipe): unknown key 'paramters' (did you mean 'parameters'?) (line 5)\n")
+    }
+
+    @Test func conflictingRecipeAndModelsIsAUsageError() throws {
+        let result = try runTool(["fuse", sft, "--config", "r.yml", "-o", "x"])
+        #expect(result.status == 64)
+    }
+}
