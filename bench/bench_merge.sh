@@ -82,7 +82,9 @@ for method in $methods; do
     [ -n "$mergekit" ] && run_mergekit "$method"
     if [ -n "$mergekit" ] && [ "$method" != dare_ties ]; then
         printf '%-16s %-9s ' "$method" agree
-        python3 "$here/compare_outputs.py" "$out/claire-$method" "$out/mergekit-$method" || true
+        trim=""
+        [ "$method" = ties ] && trim="--trim-base $work/models/base --trim-model $work/models/sft --density 0.3"
+        python3 "$here/compare_outputs.py" "$out/claire-$method" "$out/mergekit-$method" $trim || true
     fi
     rm -rf "$out/claire-$method" "$out/mergekit-$method"
 done

@@ -2,10 +2,15 @@
 """Compare two merged model folders tensor by tensor, in units of output rounding steps.
 
 usage: compare_outputs.py CLAIRE_DIR REFERENCE_DIR [--max-steps 1]
+                          [--trim-base BASE --trim-model MODEL --density D]
 
 For BF16/F16 outputs a "step" is one unit in the last place of the stored type:
 the two values' bit patterns, read as sign-magnitude integers, differ by at most
 --max-steps. Exits 1 when any element is further apart.
+
+With --trim-base/--trim-model/--density (a TIES merge whose MODEL was trimmed to D),
+elements where |MODEL - BASE| equals the tensor's trim threshold are reported apart:
+tools may keep different members of a group of equal magnitudes at the threshold.
 """
 import argparse, glob, os, sys
 import torch
@@ -28,8 +33,12 @@ def ordered_bits(t):
 p = argparse.ArgumentParser()
 p.add_argument("claire"); p.add_argument("reference")
 p.add_argument("--max-steps", type=int, default=1)
+p.add_argument("--trim-base"); p.add_argument("--trim-model"); p.add_argument("--density", type=float)
 a = p.parse_args()
 x, y = load_dir(a.claire), load_dir(a.reference)
+tb = load_dir(a.trim_base) if a.trim_base else None
+tm = load_dir(a.trim_model) if a.trim_model else None
+at_threshold = 0
 if set(x) != set(y):
     print("tensor names differ:", sorted(set(x) ^ set(y))[:10]); sys.exit(1)
 worst, differing, total = 0, 0, 0
@@ -40,8 +49,16 @@ for name in sorted(x):
     if not u.is_floating_point():
         same = torch.equal(u, v); worst = max(worst, 0 if same else 1 << 30); continue
     steps = (ordered_bits(u) - ordered_bits(v)).abs()
+    if tb is not None and a.density < 1:
+        delta = (tm[name].float() - tb[name].float()).abs().reshape(-1)
+        k = max(1, int(a.density * delta.numel()))
+        threshold = torch.topk(delta, k).values[-1]
+        tie = (delta == threshold).reshape(steps.shape) & (steps > 0)
+        at_threshold += int(tie.sum())
+        steps = torch.where(tie, torch.zeros_like(steps), steps)
     worst = max(worst, int(steps.max()))
     differing += int((steps > 0).sum()); total += steps.numel()
 print(f"{len(x)} tensors, {total} elements: {differing} differ ({100.0 * differing / max(total, 1):.4f}%), "
-      f"largest difference {worst} step(s)")
+      f"largest difference {worst} step(s)" +
+      (f"; {at_threshold} more differ only at the trim threshold (equal magnitudes)" if tb is not None else ""))
 sys.exit(0 if worst <= a.max_steps else 1)
