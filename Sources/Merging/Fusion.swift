@@ -33,9 +33,8 @@ public struct Fusion: Sendable, Hashable {
         into out: UnsafeMutableBufferPointer<Float>, divisors: UnsafeMutableBufferPointer<Float>
     ) {
         let n = out.count
-        out.update(repeating: 0)
         guard let consensus else {
-            for u in deltas { Fusion.add(u, into: out, n) }
+            Fusion.sum(deltas, into: out, n)
             var divisor: Float = 0
             for w in weights { divisor += w }
             if abs(divisor) < 1e-8 { divisor = 1 }
@@ -49,8 +48,9 @@ public struct Fusion: Sendable, Hashable {
         // `out` first holds the elected sign (+1 or −1).
         switch consensus {
         case .sum:
-            for u in deltas { Fusion.add(u, into: out, n) }
+            Fusion.sum(deltas, into: out, n)
         case .count:
+            out.update(repeating: 0)
             for u in deltas {
                 for i in 0..<n { out[i] += u[i] > 0 ? 1 : (u[i] < 0 ? -1 : 0) }
             }
@@ -66,8 +66,7 @@ public struct Fusion: Sendable, Hashable {
                 divisors[i] += w * agrees
             }
         }
-        out.update(repeating: 0)
-        for u in deltas { Fusion.add(u, into: out, n) }
+        Fusion.sum(deltas, into: out, n)
         if normalize {
             for i in 0..<n {
                 let d = divisors[i] == 0 ? 1 : divisors[i]
@@ -76,6 +75,17 @@ public struct Fusion: Sendable, Hashable {
         } else {
             for i in 0..<n { out[i] = base[i] + out[i] * lambda }
         }
+    }
+
+    /// out = Σ deltas, added in model order.
+    @inline(__always)
+    static func sum(_ deltas: [UnsafeMutableBufferPointer<Float>], into out: UnsafeMutableBufferPointer<Float>, _ n: Int) {
+        guard let first = deltas.first else {
+            out.update(repeating: 0)
+            return
+        }
+        out.baseAddress!.update(from: first.baseAddress!, count: n)
+        for u in deltas.dropFirst() { add(u, into: out, n) }
     }
 
     @inline(__always)

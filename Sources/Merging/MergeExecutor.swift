@@ -495,11 +495,13 @@ public final class MergeExecutor: @unchecked Sendable {
                 for (k, m) in models.enumerated() where !wanted[k].isEmpty {
                     try decodeDelta(job, m, range, s)
                     let values = UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count])
-                    s.searches[k].countFine(values)
+                    guard recordChunks else {
+                        s.searches[k].countFine(values)
+                        continue
+                    }
                     for (t, rank) in wanted[k].enumerated() {
-                        guard let chunkLists = lists[k][rank] else { continue }
-                        chunkLists[c] = RankSearch.binCounts(values, bin: combined[k].targets[t].bin,
-                                                             limit: MergeExecutor.binListLimit, counts: s.binCounts)
+                        lists[k][rank]![c] = s.searches[k].countFine(values, target: t, limit: MergeExecutor.binListLimit,
+                                                                     counts: s.binCounts)
                     }
                 }
             }

@@ -244,26 +244,31 @@ public struct RankSearch: Sendable {
         return result
     }
 
-    /// How many entries of `values` have each key in coarse bin `bin`, as (lower 15 key
-    /// bits, count) pairs — kept per chunk, they give the chunk's count of whichever key
-    /// ends up the boundary without another pass. Nil when the bin holds more than
-    /// `limit` distinct keys. `counts` is zeroed scratch of 2¹⁵ slots, left zeroed.
-    public static func binCounts(
-        _ values: UnsafeBufferPointer<Float>, bin: Int, limit: Int, counts: UnsafeMutableBufferPointer<UInt32>
+    /// Pass 2 for target `target`, also returning the chunk's own counts: how many
+    /// entries of `values` have each key in the target's coarse bin, as (lower 15 key
+    /// bits, count) pairs. Kept per chunk, they give the chunk's count of whichever key
+    /// ends up the boundary without another pass. The pairs are nil when the bin holds
+    /// more than `limit` distinct keys. `counts` is zeroed scratch of 2¹⁵ slots, left zeroed.
+    public mutating func countFine(
+        _ values: UnsafeBufferPointer<Float>, target t: Int, limit: Int, counts: UnsafeMutableBufferPointer<UInt32>
     ) -> [(key: UInt16, count: UInt32)]? {
-        let target = UInt32(bin)
+        let bin = UInt32(targets[t].bin)
         var seen: [UInt16] = []
         for i in 0..<values.count {
             let key = magnitudeKey(values[i])
-            guard key &>> 15 == target else { continue }
+            guard key &>> 15 == bin else { continue }
             let low = Int(key & 0x7fff)
             if counts[low] == 0 { seen.append(UInt16(low)) }
             counts[low] += 1
         }
         var pairs: [(key: UInt16, count: UInt32)]? = seen.count <= limit ? [] : nil
-        for low in seen {
-            pairs?.append((low, counts[Int(low)]))
-            counts[Int(low)] = 0
+        fine[t].withUnsafeMutableBufferPointer { histogram in
+            for low in seen {
+                let n = counts[Int(low)]
+                histogram[Int(low)] += Int(n)
+                pairs?.append((low, n))
+                counts[Int(low)] = 0
+            }
         }
         return pairs
     }
