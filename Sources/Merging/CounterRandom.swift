@@ -3,10 +3,10 @@
 /// same whatever order or thread computes it.
 ///
 /// The stream key mixes the seed with a 64-bit FNV-1a hash of the tensor name and
-/// the model's position (SplitMix64's finalizer). Each draw hashes the element index
-/// with 32-bit integer operations only (a keyed multiply, then a two-multiply
-/// avalanche), so the per-element work vectorizes; indices past 2³² fold their
-/// upper half into the key.
+/// the model's position (SplitMix64's finalizer). Each draw hashes the index of an
+/// element pair with 32-bit integer operations only (a keyed multiply, then a
+/// two-multiply avalanche), so the work vectorizes; the halves of the hash are the two
+/// elements' 16-bit uniforms. Counters past 2³² fold their upper half into the key.
 public struct CounterRandom: Sendable, Hashable {
     /// The stream key derived from seed, tensor name and model position.
     public let key: UInt64
@@ -20,27 +20,30 @@ public struct CounterRandom: Sendable, Hashable {
         key = CounterRandom.mix(seed ^ CounterRandom.mix(hash &+ UInt64(truncatingIfNeeded: model) &* 0x9e37_79b9_7f4a_7c15))
     }
 
-    /// 32 random bits for element `index`.
+    /// 16 random bits for element `index`: one 32-bit hash serves a pair of elements
+    /// (2i and 2i + 1 take its low and high halves), halving the work per element.
     @inline(__always)
     public func bits(_ index: Int) -> UInt32 {
-        let (low, high) = keys(block: index)
-        return CounterRandom.hash(UInt32(truncatingIfNeeded: index), low, high)
+        let pair = index >> 1
+        let (low, high) = keys(block: pair)
+        let h = CounterRandom.hash(UInt32(truncatingIfNeeded: pair), low, high)
+        return (index & 1 == 0 ? h : h &>> 16) & 0xffff
     }
 
-    /// A uniform Float in [0, 1) for element `index` (24 random bits, exact in Float).
+    /// A uniform Float in [0, 1) for element `index`, in steps of 2⁻¹⁶.
     @inline(__always)
     public func uniform(_ index: Int) -> Float {
-        CounterRandom.unit(bits(index))
+        Float(bits(index)) * 0x1p-16
     }
 
-    /// The two 32-bit keys for indices sharing `index`'s upper 32 bits.
+    /// The two 32-bit keys for pair counters sharing `pair`'s upper 32 bits.
     @inline(__always)
-    func keys(block index: Int) -> (UInt32, UInt32) {
-        let high = UInt32(truncatingIfNeeded: UInt64(bitPattern: Int64(index)) &>> 32)
+    func keys(block pair: Int) -> (UInt32, UInt32) {
+        let high = UInt32(truncatingIfNeeded: UInt64(bitPattern: Int64(pair)) &>> 32)
         return (UInt32(truncatingIfNeeded: key) ^ (high &* 0x85eb_ca6b), UInt32(truncatingIfNeeded: key &>> 32))
     }
 
-    /// The per-element hash: a keyed multiply, then a two-multiply avalanche.
+    /// The per-pair hash: a keyed multiply, then a two-multiply avalanche.
     @inline(__always)
     static func hash(_ counter: UInt32, _ low: UInt32, _ high: UInt32) -> UInt32 {
         var x = ((counter ^ low) &* 0x9e37_79b1) ^ high
@@ -51,30 +54,62 @@ public struct CounterRandom: Sendable, Hashable {
         return x ^ (x &>> 16)
     }
 
-    /// The upper 24 bits as a Float in [0, 1).
+    /// Calls `body(i, keep)` for the entries of `count` elements from `start`, where
+    /// `keep` is `scale` with probability `density` and 0 otherwise — the DARE mask,
+    /// written pair by pair with 32-bit counters so it vectorizes.
     @inline(__always)
-    static func unit(_ bits: UInt32) -> Float {
-        Float(Int32(bitPattern: bits &>> 8)) * 0x1p-24
+    func forEachKeep(start: Int, count: Int, density: Float, scale: Float, _ body: (Int, Float) -> Void) {
+        var i = 0
+        if start & 1 == 1, count > 0 {
+            body(0, uniform(start) < density ? scale : 0)
+            i = 1
+        }
+        while count - i >= 2 {
+            // Pairs whose counters share their upper 32 bits.
+            let pair = (start + i) >> 1
+            let blockEnd = ((pair >> 32) + 1) << 32
+            let pairs = min((count - i) / 2, blockEnd - pair)
+            let (low, high) = keys(block: pair)
+            let first = UInt32(truncatingIfNeeded: pair)
+            for j in 0..<pairs {
+                let h = CounterRandom.hash(first &+ UInt32(truncatingIfNeeded: j), low, high)
+                body(i + 2 * j, Float(h & 0xffff) * 0x1p-16 < density ? scale : 0)
+                body(i + 2 * j + 1, Float(h &>> 16) * 0x1p-16 < density ? scale : 0)
+            }
+            i += 2 * pairs
+        }
+        if i < count { body(i, uniform(start + i) < density ? scale : 0) }
     }
 
     /// Keeps each entry of `values` (element indices from `start`) with probability
-    /// `density`, multiplying kept entries by `scale` — the DARE kernel, written with
-    /// 32-bit counters so it vectorizes.
+    /// `density`, multiplying kept entries by `scale` — the DARE kernel.
     public func keepRandomly(_ values: UnsafeMutableBufferPointer<Float>, start: Int, density: Float, scale: Float) {
-        var offset = 0
-        while offset < values.count {
-            let index = start + offset
-            let blockEnd = ((index >> 32) + 1) << 32
-            let run = min(values.count - offset, blockEnd - index)
-            let (low, high) = keys(block: index)
-            let first = UInt32(truncatingIfNeeded: index)
-            let p = values.baseAddress! + offset
-            for i in 0..<run {
-                let u = CounterRandom.unit(CounterRandom.hash(first &+ UInt32(truncatingIfNeeded: i), low, high))
-                p[i] *= u < density ? scale : 0
+        let p = values.baseAddress!
+        forEachKeep(start: start, count: values.count, density: density, scale: scale) { i, keep in p[i] *= keep }
+    }
+
+    /// (Σ|x|, Σ|x| over the entries `keepRandomly` would keep) for `values`, without
+    /// changing them: the two L1 norms of DARE's rescale in one read.
+    public func keptL1(_ values: UnsafeBufferPointer<Float>, start: Int, density: Float) -> (before: Double, after: Double) {
+        var before = 0.0, after = 0.0
+        var runBefore: Float = 0, runAfter: Float = 0
+        var run = 0
+        let p = values.baseAddress!
+        forEachKeep(start: start, count: values.count, density: density, scale: 1) { i, keep in
+            let magnitude = abs(p[i])
+            runBefore += magnitude
+            runAfter += magnitude * keep
+            run += 1
+            // Float partial sums over short runs, added in Double.
+            if run == 256 {
+                before += Double(runBefore)
+                after += Double(runAfter)
+                runBefore = 0
+                runAfter = 0
+                run = 0
             }
-            offset += run
         }
+        return (before + Double(runBefore), after + Double(runAfter))
     }
 
     /// SplitMix64's output function.

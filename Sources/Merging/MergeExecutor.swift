@@ -379,6 +379,10 @@ public final class MergeExecutor: @unchecked Sendable {
                 for m in rescaled {
                     try decodeDelta(job, m, range, s)
                     let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
+                    if case .random(let density, let stream) = masks[m] {
+                        sums[c * n + m] = stream.keptL1(UnsafeBufferPointer(values), start: range.lowerBound, density: density)
+                        continue
+                    }
                     let before = MergeExecutor.l1(values)
                     masks[m].apply(to: values, start: range.lowerBound, rowLength: job.rowLength, inverse: false,
                                    ties: ties[m].count > c ? ties[m][c] : ChunkTies(), rowScratch: s.rows)

@@ -90,13 +90,24 @@ private func sparsified(_ sparsifier: Sparsifier, _ values: [Float], density: Do
     var scratch = [UInt64](repeating: 0, count: 1)
     chunked.withUnsafeMutableBufferPointer { v in
         scratch.withUnsafeMutableBufferPointer { s in
-            for start in stride(from: 0, to: 1000, by: 128) {
-                let part = UnsafeMutableBufferPointer(rebasing: v[start..<min(start + 128, 1000)])
+            // Odd chunk lengths: chunks start on both halves of a hashed pair.
+            for start in stride(from: 0, to: 1000, by: 127) {
+                let part = UnsafeMutableBufferPointer(rebasing: v[start..<min(start + 127, 1000)])
                 mask.apply(to: part, start: start, rowLength: 1, inverse: false, rowScratch: s)
             }
         }
     }
     #expect(chunked == whole)
+}
+
+@Test func keptL1MatchesTheMaskItDescribes() {
+    let values: [Float] = (0..<999).map { Float($0 % 17) - 8 }
+    let random = CounterRandom(seed: 5, tensor: "t", model: 1)
+    var masked = values
+    masked.withUnsafeMutableBufferPointer { random.keepRandomly($0, start: 3, density: 0.4, scale: 1) }
+    let sums = values.withUnsafeBufferPointer { random.keptL1($0, start: 3, density: 0.4) }
+    #expect(sums.before == Sparsifier.l1(values))
+    #expect(sums.after == Sparsifier.l1(masked))
 }
 
 @Test func seedAndNameChangeTheRandomStream() {
