@@ -1,0 +1,101 @@
+import Testing
+@testable import Merging
+
+@Test func recipeReadsModelsParametersFiltersAndGradients() throws {
+    let plan = try MergeRecipe.parse("""
+        merge_method: dare_ties
+        base_model: base
+        models:
+          - model: a
+            parameters:
+              weight: 0.7
+              density: [0.2, 0.6]
+          - model: b
+            parameters:
+              density:
+                - filter: self_attn
+                  value: 0.5
+                - filter: "*"
+                  value: [1, 0]
+        parameters:
+          normalize: true
+          lambda: 1.5
+          rescale: false
+          consensus: count
+        out_dtype: float16
+        seed: 9
+        """, file: "r.yml")
+    #expect(plan.method == .dareTies)
+    #expect(plan.base == "base")
+    #expect(plan.models.map(\.path) == ["a", "b"])
+    #expect(plan.models[0].parameters["weight"] == .number(0.7))
+    #expect(plan.models[0].parameters["density"] == .gradient([0.2, 0.6]))
+    #expect(plan.models[1].parameters["density"]?.value(forTensor: "layers.3.self_attn.q", at: 0.5) == 0.5)
+    #expect(plan.models[1].parameters["density"]?.value(forTensor: "layers.3.mlp.up", at: 0.25) == 0.75)
+    #expect(plan.parameters["normalize"] == .number(1))
+    #expect(plan.parameters["lambda"] == .number(1.5))
+    #expect(plan.rescale == Rescale.none)
+    #expect(plan.consensus == .count)
+    #expect(plan.outputDType == .f16)
+    #expect(plan.seed == 9)
+}
+
+@Test func gradientInterpolatesAcrossLayers() {
+    let gradient = ParameterValue.gradient([0, 1, 0.5])
+    #expect(gradient.value(forTensor: "x", at: 0) == 0)
+    #expect(gradient.value(forTensor: "x", at: 0.25) == 0.5)
+    #expect(gradient.value(forTensor: "x", at: 0.75) == 0.75)
+    #expect(gradient.value(forTensor: "x", at: 1) == 0.5)
+    // Layer 2 of 5 sits at t = 0.5; tensors outside the layers at t = 0; one layer at t = 1.
+    #expect(LayerPosition.fraction(of: "model.layers.2.mlp.up_proj.weight", layerCount: 5) == 0.5)
+    #expect(LayerPosition.fraction(of: "model.embed_tokens.weight", layerCount: 5) == 0)
+    #expect(LayerPosition.fraction(of: "blk.0.attn_q.weight", layerCount: 1) == 1)
+}
+
+@Test func filterWithoutMatchFallsBackToTheGlobalValue() {
+    let value = ParameterValue.filtered([FilteredParameter(filter: "mlp", value: .number(2))])
+    #expect(value.value(forTensor: "self_attn.q", at: 0) == nil)
+}
+
+@Test func recipeRejectsUnknownKeysWithASuggestion() {
+    #expect(throws: MergeError.recipe(file: "r.yml", problem: "unknown key 'base_modle' (did you mean 'base_model'?) (line 2)")) {
+        try MergeRecipe.parse("merge_method: ties\nbase_modle: x\nmodels:\n  - model: a\n", file: "r.yml")
+    }
+}
+
+@Test func recipeRejectsUnknownModelKeys() {
+    #expect(throws: MergeError.self) {
+        try MergeRecipe.parse("merge_method: ties\nbase_model: x\nmodels:\n  - model: a\n    weight: 1\n", file: "r.yml")
+    }
+}
+
+@Test func recipeRejectsSlices() {
+    #expect(throws: MergeError.recipe(file: "r.yml", problem: "'slices' recipes are not supported; list whole models under 'models'")) {
+        try MergeRecipe.parse("merge_method: ties\nslices: []\n", file: "r.yml")
+    }
+}
+
+@Test func recipeRejectsAMisspeltMethod() {
+    #expect(throws: MergeError.unknownMethod(name: "breadcrumb", suggestion: "breadcrumbs")) {
+        try MergeRecipe.parse("merge_method: breadcrumb\nbase_model: x\nmodels:\n  - model: a\n", file: "r.yml")
+    }
+}
+
+@Test func recipeRejectsNonNumericParameters() {
+    #expect(throws: MergeError.self) {
+        try MergeRecipe.parse("merge_method: ties\nbase_model: x\nmodels:\n  - model: a\n    parameters: {density: high}\n", file: "r.yml")
+    }
+}
+
+@Test func writtenRecipeReadsBackToTheSamePlan() throws {
+    let plan = MergePlan(
+        method: .breadcrumbsTies, base: "base",
+        models: [ModelSpec(path: "a", parameters: ["weight": .number(1), "density": .gradient([0.3, 0.9])]),
+                 ModelSpec(path: "b", parameters: ["weight": .filtered([FilteredParameter(filter: "mlp", value: .number(0.5)),
+                                                                        FilteredParameter(filter: nil, value: .number(1))])])],
+        parameters: ["normalize": .number(0), "gamma": .number(0.02)],
+        rescale: .inverse, consensus: .count, outputDType: .bf16)
+    let text = MergeRecipe.yaml(for: plan)
+    #expect(text.contains("normalize: false"))
+    #expect(try MergeRecipe.parse(text, file: "merge-config.yml") == plan)
+}
