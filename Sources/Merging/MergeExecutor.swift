@@ -7,10 +7,11 @@ typealias BinCounts = [(key: UInt16, count: UInt32)]
 
 /// Runs a prepared merge: tensors one after another in the plan's order, each split
 /// into fixed chunks processed in parallel, decoded to Float32 in per-worker
-/// buffers, combined and encoded into one reused output buffer, then handed to the
-/// sink. Chunk boundaries and the order of every floating-point sum depend only on
-/// the tensor, never on the thread count, so the output bytes do not either.
-/// Resident memory is the scratch buffers, one output tensor and the input pages of
+/// buffers, combined and encoded into one of two reused output buffers, then handed
+/// to the sink by a writer thread while the next tensor is computed. Chunk boundaries
+/// and the order of every floating-point sum depend only on the tensor, never on the
+/// thread count, so the output bytes do not either.
+/// Resident memory is the scratch buffers, two output tensors and the input pages of
 /// the tensor in hand (released as soon as they are used).
 public final class MergeExecutor: @unchecked Sendable {
     /// Elements per chunk: a few hundred kilobytes per buffer, so a worker's buffers stay in cache.
@@ -19,7 +20,11 @@ public final class MergeExecutor: @unchecked Sendable {
     public let merge: PreparedMerge
     public let threads: Int
     private let scratch: [WorkerScratch]
-    private let output: UnsafeMutableRawBufferPointer
+    /// Two output buffers: one is written out while the next tensor is computed into the other.
+    private let outputs: [UnsafeMutableRawBufferPointer]
+    /// Signalled when the write from the matching output buffer has finished.
+    private let outputFree = [DispatchSemaphore(value: 1), DispatchSemaphore(value: 1)]
+    private let writer = DispatchQueue(label: "claire.merge.writer")
     private let rescale: Rescale
     private let fusion: Fusion?
     /// Per model, the whole-model trim window (`--trim global`), found before the first tensor.
@@ -44,13 +49,13 @@ public final class MergeExecutor: @unchecked Sendable {
         var scratch: [WorkerScratch] = []
         for _ in 0..<self.threads { scratch.append(WorkerScratch(capacity: capacity, models: models, rowCapacity: rowCapacity)) }
         self.scratch = scratch
-        output = .allocate(byteCount: outputBytes, alignment: 64)
+        outputs = [.allocate(byteCount: outputBytes, alignment: 64), .allocate(byteCount: outputBytes, alignment: 64)]
         rescale = merge.plan.effectiveRescale
         fusion = merge.plan.method.fusesTaskVectors
             ? Fusion(consensus: merge.plan.effectiveConsensus, normalize: false, lambda: 1) : nil
     }
 
-    deinit { output.deallocate() }
+    deinit { for buffer in outputs { buffer.deallocate() } }
 
     /// Row length the method's kernels need whole in a chunk (1: any split is fine).
     static func kernelRowLength(for job: MergeJob, method: MergeMethod) -> Int {
@@ -76,33 +81,67 @@ public final class MergeExecutor: @unchecked Sendable {
         globalWindows = [MagnitudeWindow?](repeating: nil, count: models)
         globalTiesSeen = [(lower: Int, upper: Int)](repeating: (0, 0), count: models)
         if merge.plan.trim == .global { try findGlobalWindows() }
+        // Tensors are written in order by one writer thread, overlapping the next
+        // tensor's computation; a write error stops the merge at the next tensor.
+        let failure = FirstError()
+        let target = UncheckedSendable(sink)
+        var slot = 0
         do {
             for job in merge.jobs {
-                try produce(job, into: sink)
+                outputFree[slot].wait()
+                if let error = failure.error {
+                    outputFree[slot].signal()
+                    throw error
+                }
+                let bytes: UnsafeRawBufferPointer
+                do {
+                    bytes = try produce(job, into: outputs[slot])
+                } catch {
+                    // A semaphore must be back at its initial count when it goes away.
+                    outputFree[slot].signal()
+                    throw error
+                }
+                let free = outputFree[slot]
+                let finished = UncheckedSendable((self, job, bytes))
+                writer.async {
+                    let (executor, job, bytes) = finished.value
+                    do {
+                        try target.value.write(job.name, bytes: bytes)
+                    } catch {
+                        failure.record(error)
+                    }
+                    if job.kind == .copy { executor.merge.checkpoints[job.templateCheckpoint].release(job.template) }
+                    free.signal()
+                }
+                slot = 1 - slot
                 state.tensorsDone += 1
                 state.elementsDone += job.elementCount
                 progress(state)
             }
+            writer.sync {}
+            if let error = failure.error { throw error }
         } catch let error as MergeError {
+            writer.sync {}
             throw error
         } catch let error as CheckpointError {
+            writer.sync {}
             throw .checkpoint(error)
         } catch {
+            writer.sync {}
             throw .badPlan("\(error)")
         }
     }
 
     // MARK: One tensor
 
-    private func produce(_ job: MergeJob, into sink: TensorSink) throws {
+    /// Computes `job` into `output` and returns its bytes (for a copied tensor, the
+    /// base's own bytes, whose pages the writer releases once written).
+    private func produce(_ job: MergeJob, into output: UnsafeMutableRawBufferPointer) throws -> UnsafeRawBufferPointer {
         let template = merge.checkpoints[job.templateCheckpoint]
+        if job.kind == .copy { return template.data(of: job.template) }
         defer {
             template.release(job.template)
             for input in job.inputs { merge.checkpoints[input.checkpoint].release(input.tensor) }
-        }
-        if job.kind == .copy {
-            try sink.write(job.name, bytes: template.data(of: job.template))
-            return
         }
         let bytes = UnsafeMutableRawBufferPointer(rebasing: output[0..<job.outputByteCount])
         switch (job.kind, merge.plan.method) {
@@ -112,7 +151,7 @@ public final class MergeExecutor: @unchecked Sendable {
         case (_, .modelStock): try runModelStock(job, into: bytes)
         default: try runTaskVectors(job, into: bytes)
         }
-        try sink.write(job.name, bytes: UnsafeRawBufferPointer(bytes))
+        return UnsafeRawBufferPointer(bytes)
     }
 
     /// Calls `body(worker, chunk, range)` for every chunk, chunks dealt round-robin
