@@ -26,7 +26,7 @@ public final class MergeExecutor: @unchecked Sendable {
     private let outputFree = [DispatchSemaphore(value: 1), DispatchSemaphore(value: 1)]
     private let writer = DispatchQueue(label: "claire.merge.writer")
     private let rescale: Rescale
-    private let fusion: Fusion?
+    private let consensus: Consensus?
     /// Per model, the whole-model trim window (`--trim global`), found before the first tensor.
     private var globalWindows: [MagnitudeWindow?] = []
     /// Per model, boundary-key entries met so far in earlier tensors (global trim ties).
@@ -51,8 +51,7 @@ public final class MergeExecutor: @unchecked Sendable {
         self.scratch = scratch
         outputs = [.allocate(byteCount: outputBytes, alignment: 64), .allocate(byteCount: outputBytes, alignment: 64)]
         rescale = merge.plan.effectiveRescale
-        fusion = merge.plan.method.fusesTaskVectors
-            ? Fusion(consensus: merge.plan.effectiveConsensus, normalize: false, lambda: 1) : nil
+        consensus = merge.plan.effectiveConsensus
     }
 
     deinit { for buffer in outputs { buffer.deallocate() } }
@@ -438,7 +437,7 @@ public final class MergeExecutor: @unchecked Sendable {
             }
         }
 
-        let fusion = Fusion(consensus: self.fusion?.consensus, normalize: job.normalize, lambda: job.lambda)
+        let fusion = Fusion(consensus: consensus, normalize: job.normalize, lambda: job.lambda)
         let inverse = rescale == .inverse
         try forEachChunk(job) { s, c, range in
             try decodeBase(job, range, s)

@@ -9,9 +9,6 @@ public enum Sparsifier: String, Sendable, CaseIterable {
     /// DELLA: per row, keep with a probability that grows with the entry's magnitude rank.
     case dellaMagprune = "della_magprune"
 
-    /// True when the kept set is chosen by magnitude rank over the whole tensor.
-    public var selectsByRank: Bool { self == .magnitude || self == .magnitudeOutliers }
-
     /// The window of kept ranks, ascending (|δ|, index) order, for `count` entries.
     /// Only for the rank-selecting sparsifiers with 0 < density < 1.
     public func rankWindow(count n: Int, density: Double, gamma: Double) -> Range<Int> {
