@@ -16,9 +16,9 @@ extension MergeTool {
                 complete. Methods and parameters: docs/merging.md.
 
                 Examples:
-                  merge-tool fuse sft/ dpo/ --base base/ --method ties --density 0.3,1 -o merged/
-                  merge-tool fuse sft/ dpo/ --base base/ --method dare_ties --weights 1,0.5 --seed 7 -o merged/
-                  merge-tool fuse --config recipe.yml -o merged/
+                  merge-tool fuse sft/ dpo/ --base base/ --density 0.3,1 -o out/
+                  merge-tool fuse a/ b/ --base base/ --method dare_ties --seed 7 -o out/
+                  merge-tool fuse --config recipe.yml -o out/
                 """)
 
         @Argument(help: "The fine-tuned models to merge.")

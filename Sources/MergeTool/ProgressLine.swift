@@ -27,7 +27,8 @@ final class ProgressLine {
         drawn = true
     }
 
+    /// Clears the bar, leaving the terminal as it was.
     func finish() {
-        if drawn { FileHandle.standardError.write(Data("\n".utf8)) }
+        if drawn { FileHandle.standardError.write(Data("\r\u{1b}[K".utf8)) }
     }
 }
