@@ -7,6 +7,8 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
     case io(file: String, problem: String)
     /// A safetensors file breaks a format rule.
     case safetensors(file: String, violation: SafetensorsViolation)
+    /// A GGUF file breaks a format rule.
+    case gguf(file: String, violation: GGUFViolation)
     /// A Hugging Face model folder is inconsistent.
     case folder(file: String, problem: FolderProblem)
     /// A tensor cannot be decoded or encoded.
@@ -17,7 +19,7 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
     /// The file the problem is in.
     public var file: String {
         switch self {
-        case .io(let f, _), .safetensors(let f, _), .folder(let f, _), .codec(let f, _, _), .unknownFormat(let f):
+        case .io(let f, _), .safetensors(let f, _), .gguf(let f, _), .folder(let f, _), .codec(let f, _, _), .unknownFormat(let f):
             return f
         }
     }
@@ -26,6 +28,7 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .io(let f, let p): return "\(f): \(p)"
         case .safetensors(let f, let v): return "\(f): \(v)"
+        case .gguf(let f, let v): return "\(f): \(v)"
         case .folder(let f, let p): return "\(f): \(p)"
         case .codec(let f, let t, let p): return "\(f): tensor '\(t)': \(p)"
         case .unknownFormat(let f):
