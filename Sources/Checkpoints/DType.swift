@@ -214,6 +214,9 @@ public enum DType: String, CaseIterable, Sendable, Hashable, CustomStringConvert
         }
     }
 
+    /// Storage bits per element, scales included (Q4_K: 4.5).
+    public var bitsPerWeight: Double { Double(blockBytes * 8) / Double(blockElements) }
+
     /// Bytes needed for `elementCount` elements, or nil when the count is not a
     /// whole number of blocks or the product overflows.
     public func byteCount(forElements elementCount: Int) -> Int? {
