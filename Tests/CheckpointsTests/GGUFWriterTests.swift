@@ -25,10 +25,13 @@ func quantizedWriteReadsBack() throws {
     for i in values.indices { values[i] = cos(Float(i) * 0.11) * Float(1 + i % 5) }
     let types: [DType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q6_K]
     let specs = types.map { TensorSpec(name: "w.\($0)", dtype: $0, shape: [2, 512]) }
+    // Every metadata type, from the gguf-made fixture, with another alignment.
+    let typed = try Checkpoint.open(fixture("gguf/metadata.gguf")).metadata.filter {
+        $0.key != "general.alignment" && $0.key != "general.file_type"
+    }
     let path = temporaryFolder() + "/q.gguf"
-    let writer = try GGUFWriter(
-        path: path, tensors: specs,
-        metadata: [MetadataEntry("general.architecture", .string("llama")), MetadataEntry("general.alignment", .uint32(128))])
+    let writer = try GGUFWriter(path: path, tensors: specs,
+                                metadata: typed + [MetadataEntry("general.alignment", .uint32(128))])
     var encoded: [String: [UInt8]] = [:]
     for spec in specs {
         var bytes = [UInt8](repeating: 0, count: spec.byteCount)
@@ -39,12 +42,18 @@ func quantizedWriteReadsBack() throws {
         try bytes.withUnsafeBytes { try writer.write(spec.name, bytes: $0) }
     }
     try writer.finish()
+    // fixtures/gguf/check_written.py verifies such a file with the Python reader:
+    // CLAIRE_KEEP_WRITTEN_GGUF=/tmp/w.gguf swift test --filter quantizedWriteReadsBack
+    if let keep = ProcessInfo.processInfo.environment["CLAIRE_KEEP_WRITTEN_GGUF"] {
+        try? FileManager.default.removeItem(atPath: keep)
+        try FileManager.default.copyItem(atPath: path, toPath: keep)
+    }
 
     let c = try Checkpoint.open(path)
-    #expect(c.metadata.map(\.key) == ["general.architecture", "general.alignment", "general.file_type",
-                                      "general.quantization_version"])
-    #expect(c.metadata[2].value == .uint32(1))  // F16 is the first of the types tied at one matrix each
-    #expect(c.metadata[3].value == .uint32(2))
+    #expect(Array(c.metadata.dropLast(3)) == typed)
+    #expect(c.metadata.suffix(3).map(\.key) == ["general.alignment", "general.file_type", "general.quantization_version"])
+    #expect(c.metadata[c.metadata.count - 2].value == .uint32(1))  // F16: first of the types tied at one matrix each
+    #expect(c.metadata.last?.value == .uint32(2))
     for spec in specs {
         let t = try #require(c.tensor(named: spec.name))
         #expect(t.dtype == spec.dtype && t.shape == [2, 512])
