@@ -343,3 +343,18 @@ func metadataFixture() throws {
     #expect(c.tensor(named: "plain.bf16")?.dtype == .bf16)
     #expect(c.tensor(named: "plain.i64")?.dtype == .i64)
 }
+
+@Test("a tensor of a type without a decoder opens, and decoding it names the type and the tensor")
+func undecodableTypeIsNamed() throws {
+    var f = GGUFBytes(tensors: 1, kvs: 0)
+    f.tensor("blk.0.ffn_up.weight", ne: [256], type: 16, offset: 0)  // IQ2_XXS
+    f.pad()
+    f.data(DType.iq2_xxs.blockBytes)
+    let path = temporaryFile(f.bytes, name: "iq.gguf")
+    let c = try Checkpoint.open(path)
+    let t = try #require(c.tensor(named: "blk.0.ffn_up.weight"))
+    #expect(t.dtype == .iq2_xxs)
+    let error = CheckpointError.codec(file: path, tensor: t.name, problem: .notDecodable(.iq2_xxs))
+    #expect(throws: error) { try c.decode(t) }
+    #expect(error.description == "\(path): tensor 'blk.0.ffn_up.weight': element type IQ2_XXS cannot be decoded to numbers")
+}
