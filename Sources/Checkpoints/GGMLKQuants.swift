@@ -47,21 +47,19 @@ enum GGMLKQuants {
     }
 
     static func decodeQ3_K(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, blocks: Int) {
-        for b in 0..<blocks {
-            let block = src + b * 110
-            let hmask = block.assumingMemoryBound(to: UInt8.self)
-            let qs = (block + 32).assumingMemoryBound(to: UInt8.self)
-            let packed = (block + 96).assumingMemoryBound(to: UInt8.self)
-            let d = GGMLQuants.loadHalf(block, 108)
-            // Sixteen 6-bit signed scales: low nibbles from bytes 0–7, high pairs from bytes 8–11.
-            var dl = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-                      Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
-            withUnsafeMutableBytes(of: &dl) { raw in
-                let dls = raw.baseAddress!.assumingMemoryBound(to: Float.self)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 16) { scratch in
+            let groupScale = scratch.baseAddress!
+            for b in 0..<blocks {
+                let block = src + b * 110
+                let hmask = block.assumingMemoryBound(to: UInt8.self)
+                let qs = (block + 32).assumingMemoryBound(to: UInt8.self)
+                let packed = (block + 96).assumingMemoryBound(to: UInt8.self)
+                let d = GGMLQuants.loadHalf(block, 108)
+                // Sixteen 6-bit signed scales: low nibbles from bytes 0–7, high pairs from bytes 8–11.
                 for g in 0..<16 {
                     let low = (packed[g % 8] >> UInt8(4 * (g / 8))) & 0xf
                     let high = (packed[8 + g % 4] >> UInt8(2 * (g / 4))) & 3
-                    dls[g] = d * Float(Int32(low | high << 4) - 32)
+                    groupScale[g] = d * Float(Int32(low | high << 4) - 32)
                 }
                 let out = dst + b * 256
                 for h in 0..<2 {
@@ -70,9 +68,10 @@ enum GGMLKQuants {
                         let maskShift = UInt8(h * 4 + s)
                         let o = out + h * 128 + s * 32
                         let q = qs + h * 32
-                        let group = dls + (h * 128 + s * 32) / 16
+                        let group = groupScale + (h * 128 + s * 32) / 16
                         for l in 0..<32 {
                             let low = Int32((q[l] >> shift) & 3)
+                            // A clear high bit means the quant is offset by −4.
                             let value = low - (((hmask[l] >> maskShift) & 1) == 0 ? 4 : 0)
                             o[l] = group[l / 16] * Float(value)
                         }
@@ -150,10 +149,12 @@ enum GGMLKQuants {
                     let highShift = UInt8(2 * quarter)
                     let o = out + h * 128 + r0
                     let g = (h * 128 + r0) / 16
-                    let d1 = d * Float(scales[g]), d2 = d * Float(scales[g + 1])
-                    for l in 0..<32 {
-                        let q = Int32(((low[l] >> lowShift) & 0xf) | ((high[l] >> highShift) & 3) << 4) - 32
-                        o[l] = (l < 16 ? d1 : d2) * Float(q)
+                    for half in 0..<2 {
+                        let dg = d * Float(scales[g + half])
+                        for l in (16 * half)..<(16 * half + 16) {
+                            let q = Int32(((low[l] >> lowShift) & 0xf) | ((high[l] >> highShift) & 3) << 4) - 32
+                            o[l] = dg * Float(q)
+                        }
                     }
                 }
             }

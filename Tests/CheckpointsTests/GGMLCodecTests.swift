@@ -113,3 +113,14 @@ func ggmlTypeIDsRoundTrip() {
     #expect(DType(ggmlTypeID: 30) == .bf16)
     #expect(DType.q4_K.blockElements == 256 && DType.q4_K.blockBytes == 144)
 }
+
+@Test("encoders never trap on NaN, infinities or extreme magnitudes",
+      arguments: [DType.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q6_K])
+func encodersSurviveSpecialValues(_ dtype: DType) throws {
+    let specials: [Float] = [.nan, .infinity, -.infinity, .greatestFiniteMagnitude, -.greatestFiniteMagnitude,
+                             .leastNonzeroMagnitude, 0, -0.0, 1e30, -1e-30]
+    var values = [Float](repeating: 0, count: 1024)
+    for i in values.indices { values[i] = i % 3 == 0 ? specials[(i / 3) % specials.count] : Float(i % 17) - 8 }
+    let bytes = try encode(dtype, values)
+    _ = try decodeBytes(dtype, bytes, count: values.count)
+}
