@@ -161,51 +161,155 @@ enum GGMLKQuants {
         }
     }
 
-    // MARK: Q4_K encoder (quantize_row_q4_K_ref)
+    // MARK: Encoders
+    //
+    // The reference quantizers fit each group of a super-block on its own, with
+    // sums accumulated in a fixed order. The groups are independent, so the kernels
+    // below run them side by side, one group per SIMD lane: every lane performs the
+    // reference's scalar operations in the reference's order, which keeps the bytes
+    // identical while using the vector unit.
 
+    /// ggml's `nearest_int` on every lane (see `GGMLQuants.nearestInt`).
+    @inline(__always)
+    static func nearestInt(_ x: SIMD8<Float>) -> SIMD8<Int32> {
+        (unsafeBitCast(x + 12_582_912, to: SIMD8<Int32>.self) & 0x007f_ffff) &- 0x0040_0000
+    }
+
+    @inline(__always)
+    static func nearestInt(_ x: SIMD16<Float>) -> SIMD16<Int32> {
+        (unsafeBitCast(x + 12_582_912, to: SIMD16<Int32>.self) & 0x007f_ffff) &- 0x0040_0000
+    }
+
+    /// Float value of small integers (|l| < 2^22) on every lane: placing l in the
+    /// mantissa of 1.5 × 2^23 and subtracting it again is exact, and unlike the
+    /// generic SIMD conversion it compiles to two vector instructions.
+    @inline(__always)
+    static func float(_ l: SIMD8<Int32>) -> SIMD8<Float> {
+        unsafeBitCast(l &+ 0x4b40_0000, to: SIMD8<Float>.self) - 12_582_912
+    }
+
+    @inline(__always)
+    static func float(_ l: SIMD16<Int32>) -> SIMD16<Float> {
+        unsafeBitCast(l &+ 0x4b40_0000, to: SIMD16<Float>.self) - 12_582_912
+    }
+
+    // Lane masks are kept as integer vectors (all ones or zero per lane) and lanes
+    // are chosen with bitwise arithmetic: the generic `SIMD.replace(with:where:)`
+    // goes lane by lane through memory and would dominate the encoders.
+
+    @inline(__always)
+    static func mask(_ m: SIMDMask<SIMD8<Int32>>) -> SIMD8<Int32> { unsafeBitCast(m, to: SIMD8<Int32>.self) }
+
+    @inline(__always)
+    static func mask(_ m: SIMDMask<SIMD16<Int32>>) -> SIMD16<Int32> { unsafeBitCast(m, to: SIMD16<Int32>.self) }
+
+    /// `a` in the lanes `m` selects, `b` elsewhere.
+    @inline(__always)
+    static func select(_ m: SIMD8<Int32>, _ a: SIMD8<Int32>, _ b: SIMD8<Int32>) -> SIMD8<Int32> { (a & m) | (b & ~m) }
+
+    @inline(__always)
+    static func select(_ m: SIMD16<Int32>, _ a: SIMD16<Int32>, _ b: SIMD16<Int32>) -> SIMD16<Int32> { (a & m) | (b & ~m) }
+
+    @inline(__always)
+    static func select(_ m: SIMD8<Int32>, _ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+        let bits = select(m, unsafeBitCast(a, to: SIMD8<Int32>.self), unsafeBitCast(b, to: SIMD8<Int32>.self))
+        return unsafeBitCast(bits, to: SIMD8<Float>.self)
+    }
+
+    @inline(__always)
+    static func select(_ m: SIMD16<Int32>, _ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
+        let bits = select(m, unsafeBitCast(a, to: SIMD16<Int32>.self), unsafeBitCast(b, to: SIMD16<Int32>.self))
+        return unsafeBitCast(bits, to: SIMD16<Float>.self)
+    }
+
+    /// max(lower, min(upper, l)) on every lane, for |l| < 2^30, without comparisons:
+    /// `(a − b) >> 31` is all ones exactly when a < b.
+    @inline(__always)
+    static func clamp(_ l: SIMD8<Int32>, _ lower: SIMD8<Int32>, _ upper: SIMD8<Int32>) -> SIMD8<Int32> {
+        let over = l &- upper
+        let capped = upper &+ (over & (over &>> 31))
+        let under = capped &- lower
+        return capped &- (under & (under &>> 31))
+    }
+
+    @inline(__always)
+    static func clamp(_ l: SIMD16<Int32>, _ lower: SIMD16<Int32>, _ upper: SIMD16<Int32>) -> SIMD16<Int32> {
+        let over = l &- upper
+        let capped = upper &+ (over & (over &>> 31))
+        let under = capped &- lower
+        return capped &- (under & (under &>> 31))
+    }
+
+    /// C's `fabsf` on every lane: the sign bit cleared.
+    @inline(__always)
+    static func magnitude(_ x: SIMD8<Float>) -> SIMD8<Float> {
+        unsafeBitCast(unsafeBitCast(x, to: SIMD8<UInt32>.self) & 0x7fff_ffff, to: SIMD8<Float>.self)
+    }
+
+    @inline(__always)
+    static func magnitude(_ x: SIMD16<Float>) -> SIMD16<Float> {
+        unsafeBitCast(unsafeBitCast(x, to: SIMD16<UInt32>.self) & 0x7fff_ffff, to: SIMD16<Float>.self)
+    }
+
+    /// Q4_K (`quantize_row_q4_K_ref`): 8 groups of 32, each fitted as x ≈ scale·q − min
+    /// with q in 0...15; scales and mins are then quantized to 6 bits against the
+    /// super-block's d and dmin, and the quants recomputed with the stored values.
     static func encodeQ4_K(_ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, blocks: Int) {
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 256 + 32) { scratch in
-            let levels = scratch.baseAddress!
-            let aux = levels + 256
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 32 + 8 + 8) { floats in
-                let weights = floats.baseAddress!
-                let scales = weights + 32
-                let mins = scales + 8
-                for b in 0..<blocks {
-                    encodeQ4_KBlock(src + b * 256, dst + b * 144, levels, aux, weights, scales, mins)
+        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 64) { floats in
+            withUnsafeTemporaryAllocation(of: SIMD8<Int32>.self, capacity: 64) { ints in
+                withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 256) { levels in
+                    let lanes = Q4_KLanes(
+                        x: floats.baseAddress!, weights: floats.baseAddress! + 32, levels: ints.baseAddress!,
+                        aux: ints.baseAddress! + 32)
+                    for b in 0..<blocks {
+                        encodeQ4_KBlock(src + b * 256, dst + b * 144, lanes, levels.baseAddress!)
+                    }
                 }
             }
         }
     }
 
+    /// Per-block scratch of the Q4_K encoder, element i of group g at `[i][g]`.
+    private struct Q4_KLanes {
+        let x: UnsafeMutablePointer<SIMD8<Float>>
+        let weights: UnsafeMutablePointer<SIMD8<Float>>
+        let levels: UnsafeMutablePointer<SIMD8<Int32>>
+        let aux: UnsafeMutablePointer<SIMD8<Int32>>
+    }
+
     @inline(__always)
     private static func encodeQ4_KBlock(
-        _ x: UnsafePointer<Float>, _ block: UnsafeMutableRawPointer, _ levels: UnsafeMutablePointer<UInt8>,
-        _ aux: UnsafeMutablePointer<UInt8>, _ weights: UnsafeMutablePointer<Float>,
-        _ scales: UnsafeMutablePointer<Float>, _ mins: UnsafeMutablePointer<Float>
+        _ x: UnsafePointer<Float>, _ block: UnsafeMutableRawPointer, _ lanes: Q4_KLanes,
+        _ levels: UnsafeMutablePointer<UInt8>
     ) {
+        let xs = lanes.x, ws = lanes.weights
+        var sumX2 = SIMD8<Float>()
+        for i in 0..<32 {
+            var v = SIMD8<Float>()
+            for g in 0..<8 { v[g] = x[32 * g + i] }
+            xs[i] = v
+            sumX2 += v * v
+        }
+        let avX = (sumX2 / 32).squareRoot()
+        for i in 0..<32 { ws[i] = avX + magnitude(xs[i]) }
+        let (scaleLanes, minLanes) = fitAffine(lanes)
+        for i in 0..<32 {
+            for g in 0..<8 { levels[32 * g + i] = UInt8(truncatingIfNeeded: lanes.levels[i][g]) }
+        }
+
         var maxScale: Float = 0
         var maxMin: Float = 0
         for j in 0..<8 {
-            let xj = x + 32 * j
-            var sumX2: Float = 0
-            for l in 0..<32 { sumX2 += xj[l] * xj[l] }
-            let avX = (sumX2 / 32).squareRoot()
-            for l in 0..<32 { weights[l] = avX + abs(xj[l]) }
-            var theMin: Float = 0
-            scales[j] = fitAffine(
-                32, maxLevel: 15, xj, weights, levels + 32 * j, &theMin, aux, rmin: -1, rdelta: 0.1, steps: 20)
-            mins[j] = theMin
-            if scales[j] > maxScale { maxScale = scales[j] }
-            if theMin > maxMin { maxMin = theMin }
+            if scaleLanes[j] > maxScale { maxScale = scaleLanes[j] }
+            if minLanes[j] > maxMin { maxMin = minLanes[j] }
         }
         let invScale: Float = maxScale > 0 ? 63 / maxScale : 0
         let invMin: Float = maxMin > 0 ? 63 / maxMin : 0
         let packed = (block + 4).assumingMemoryBound(to: UInt8.self)
         for j in 0..<12 { packed[j] = 0 }
         for j in 0..<8 {
-            let ls = min(63, UInt8(truncatingIfNeeded: GGMLQuants.nearestInt(invScale * scales[j])))
-            let lm = min(63, UInt8(truncatingIfNeeded: GGMLQuants.nearestInt(invMin * mins[j])))
+            let ls = min(63, UInt8(truncatingIfNeeded: GGMLQuants.nearestInt(invScale * scaleLanes[j])))
+            let lm = min(63, UInt8(truncatingIfNeeded: GGMLQuants.nearestInt(invMin * minLanes[j])))
             if j < 4 {
                 packed[j] = ls
                 packed[j + 4] = lm
@@ -235,107 +339,110 @@ enum GGMLKQuants {
         }
     }
 
-    /// ggml's `make_qkx2_quants` (squared error): fits x ≈ scale·L − min with
-    /// L in 0...maxLevel, trying `steps + 1` candidate scales around the first
-    /// guess and keeping the weighted least-squares fit with the lowest error.
-    /// Returns the scale; `theMin` receives the (non-negative) min.
-    private static func fitAffine(
-        _ n: Int, maxLevel nmax: Int32, _ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>,
-        _ levels: UnsafeMutablePointer<UInt8>, _ theMin: inout Float, _ aux: UnsafeMutablePointer<UInt8>,
-        rmin: Float, rdelta: Float, steps: Int
-    ) -> Float {
-        var lo = x[0]
-        var hi = x[0]
-        var sumW = weights[0]
-        var sumX = sumW * x[0]
-        for i in 1..<n {
-            if x[i] < lo { lo = x[i] }
-            if x[i] > hi { hi = x[i] }
-            let w = weights[i]
-            sumW += w
-            sumX += w * x[i]
+    /// ggml's `make_qkx2_quants(32, 15, x, w, L, &min, Laux, -1, 0.1, 20, false)` on 8
+    /// groups at once: fits x ≈ scale·L − min with L in 0...15, trying 21 candidate
+    /// scales around the first guess and keeping the weighted least-squares fit
+    /// with the lowest squared error. Leaves L in `lanes.levels`; returns (scale, min).
+    @inline(__always)
+    private static func fitAffine(_ lanes: Q4_KLanes) -> (scale: SIMD8<Float>, min: SIMD8<Float>) {
+        let xs = lanes.x, ws = lanes.weights, levels = lanes.levels, aux = lanes.aux
+        let nmax: Float = 15
+        let zero = SIMD8<Int32>(), top = SIMD8<Int32>(repeating: 15)
+        var lo = xs[0], hi = xs[0]
+        var sumW = ws[0]
+        var sumX = sumW * xs[0]
+        for i in 1..<32 {
+            lo = select(mask(xs[i] .< lo), xs[i], lo)
+            hi = select(mask(xs[i] .> hi), xs[i], hi)
+            sumW += ws[i]
+            sumX += ws[i] * xs[i]
         }
-        if lo > 0 { lo = 0 }
-        if hi == lo {
-            for i in 0..<n { levels[i] = 0 }
-            theMin = -lo
-            return 0
-        }
-        let maxLevel = Float(nmax)
-        var iscale = maxLevel / (hi - lo)
+        lo = select(mask(lo .> 0), SIMD8<Float>(), lo)
+        let flat = mask(hi .== lo)  // such groups are all zeros: scale 0, L 0
+        var iscale = nmax / (hi - lo)
         var scale = 1 / iscale
-        var bestError: Float = 0
-        for i in 0..<n {
-            let l = GGMLQuants.nearestInt(iscale * (x[i] - lo))
-            levels[i] = UInt8(truncatingIfNeeded: max(0, min(nmax, l)))
-            var diff = scale * Float(levels[i]) + lo - x[i]
+        var bestError = SIMD8<Float>()
+        for i in 0..<32 {
+            let l = clamp(nearestInt(iscale * (xs[i] - lo)), zero, top)
+            levels[i] = l
+            var diff = scale * float(l) + lo - xs[i]
             diff = diff * diff
-            bestError += weights[i] * diff
+            bestError += ws[i] * diff
         }
-        for step in 0...steps {
-            iscale = (rmin + rdelta * Float(step) + maxLevel) / (hi - lo)
-            var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0
-            for i in 0..<n {
-                let l = max(0, min(nmax, GGMLQuants.nearestInt(iscale * (x[i] - lo))))
-                aux[i] = UInt8(truncatingIfNeeded: l)
-                let w = weights[i]
-                let fl = Float(l)
+        for step in 0...20 {
+            // `lo` moves with each better fit, and later candidates are centred on it, as in ggml.
+            iscale = SIMD8<Float>(repeating: -1 + 0.1 * Float(step) + nmax) / (hi - lo)
+            var sumL = SIMD8<Float>(), sumL2 = SIMD8<Float>(), sumXL = SIMD8<Float>()
+            for i in 0..<32 {
+                let l = clamp(nearestInt(iscale * (xs[i] - lo)), zero, top)
+                aux[i] = l
+                let w = ws[i]
+                let fl = float(l)
                 sumL += w * fl
                 sumL2 += w * fl * fl
-                sumXL += w * fl * x[i]
+                sumXL += w * fl * xs[i]
             }
             let det = sumW * sumL2 - sumL * sumL
-            if det > 0 {
-                var thisScale = (sumW * sumXL - sumX * sumL) / det
-                var thisMin = (sumL2 * sumX - sumL * sumXL) / det
-                if thisMin > 0 {
-                    thisMin = 0
-                    thisScale = sumXL / sumL2
-                }
-                var error: Float = 0
-                for i in 0..<n {
-                    var diff = thisScale * Float(aux[i]) + thisMin - x[i]
-                    diff = diff * diff
-                    error += weights[i] * diff
-                }
-                if error < bestError {
-                    for i in 0..<n { levels[i] = aux[i] }
-                    bestError = error
-                    scale = thisScale
-                    lo = thisMin
-                }
+            var thisScale = (sumW * sumXL - sumX * sumL) / det
+            var thisMin = (sumL2 * sumX - sumL * sumXL) / det
+            let noOffset = mask(thisMin .> 0)
+            thisMin = select(noOffset, SIMD8<Float>(), thisMin)
+            thisScale = select(noOffset, sumXL / sumL2, thisScale)
+            var error = SIMD8<Float>()
+            for i in 0..<32 {
+                var diff = thisScale * float(aux[i]) + thisMin - xs[i]
+                diff = diff * diff
+                error += ws[i] * diff
             }
+            let better = mask(det .> 0) & mask(error .< bestError) & ~flat
+            guard better != zero else { continue }
+            for i in 0..<32 { levels[i] = select(better, aux[i], levels[i]) }
+            bestError = select(better, error, bestError)
+            scale = select(better, thisScale, scale)
+            lo = select(better, thisMin, lo)
         }
-        theMin = -lo
-        return scale
+        if flat != zero {
+            for i in 0..<32 { levels[i] = select(flat, zero, levels[i]) }
+            scale = select(flat, SIMD8<Float>(), scale)
+        }
+        return (scale, -lo)
     }
 
-    // MARK: Q6_K encoder (quantize_row_q6_K_ref)
-
+    /// Q6_K (`quantize_row_q6_K_ref`): 16 groups of 16, each fitted as x ≈ scale·q with
+    /// q in −32...31; the scales are quantized to int8 against the super-block's d
+    /// and the quants recomputed with the stored values.
     static func encodeQ6_K(_ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, blocks: Int) {
-        withUnsafeTemporaryAllocation(of: Int8.self, capacity: 256) { scratch in
-            let levels = scratch.baseAddress!
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 16) { floats in
-                let scales = floats.baseAddress!
-                for b in 0..<blocks { encodeQ6_KBlock(src + b * 256, dst + b * 210, levels, scales) }
+        withUnsafeTemporaryAllocation(of: SIMD16<Float>.self, capacity: 16) { floats in
+            withUnsafeTemporaryAllocation(of: SIMD16<Int32>.self, capacity: 32) { ints in
+                withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 256) { levels in
+                    for b in 0..<blocks {
+                        encodeQ6_KBlock(src + b * 256, dst + b * 210, floats.baseAddress!, ints.baseAddress!,
+                                        levels.baseAddress!)
+                    }
+                }
             }
         }
     }
 
     @inline(__always)
     private static func encodeQ6_KBlock(
-        _ x: UnsafePointer<Float>, _ block: UnsafeMutableRawPointer, _ levels: UnsafeMutablePointer<Int8>,
-        _ scales: UnsafeMutablePointer<Float>
+        _ x: UnsafePointer<Float>, _ block: UnsafeMutableRawPointer, _ xs: UnsafeMutablePointer<SIMD16<Float>>,
+        _ laneLevels: UnsafeMutablePointer<SIMD16<Int32>>, _ levels: UnsafeMutablePointer<UInt8>
     ) {
+        for i in 0..<16 {
+            var v = SIMD16<Float>()
+            for g in 0..<16 { v[g] = x[16 * g + i] }
+            xs[i] = v
+        }
+        let scales = fitSymmetric(xs, laneLevels, laneLevels + 16)
+        for i in 0..<16 {
+            for g in 0..<16 { levels[16 * g + i] = UInt8(truncatingIfNeeded: laneLevels[i][g]) }
+        }
         var maxScale: Float = 0
         var maxAbsScale: Float = 0
-        for g in 0..<16 {
-            let scale = fitSymmetric(16, maxLevel: 32, x + 16 * g, levels + 16 * g)
-            scales[g] = scale
-            if abs(scale) > maxAbsScale {
-                maxAbsScale = abs(scale)
-                maxScale = scale
-            }
+        for g in 0..<16 where abs(scales[g]) > maxAbsScale {
+            maxAbsScale = abs(scales[g])
+            maxScale = scales[g]
         }
         if maxAbsScale < groupMaxEpsilon {
             block.initializeMemory(as: UInt8.self, repeating: 0, count: 210)
@@ -353,16 +460,16 @@ enum GGMLKQuants {
             if dg == 0 { continue }
             for i in 0..<16 {
                 let l = GGMLQuants.nearestInt(x[16 * g + i] / dg)
-                levels[16 * g + i] = Int8(truncatingIfNeeded: max(-32, min(31, l)) + 32)
+                levels[16 * g + i] = UInt8(truncatingIfNeeded: max(-32, min(31, l)) + 32)
             }
         }
         let ql = block.assumingMemoryBound(to: UInt8.self)
         let qh = (block + 128).assumingMemoryBound(to: UInt8.self)
-        let L = UnsafeRawPointer(levels).assumingMemoryBound(to: UInt8.self)
         for h in 0..<2 {
             let base = h * 128
             for l in 0..<32 {
-                let q1 = L[base + l], q2 = L[base + l + 32], q3 = L[base + l + 64], q4 = L[base + l + 96]
+                let q1 = levels[base + l], q2 = levels[base + l + 32]
+                let q3 = levels[base + l + 64], q4 = levels[base + l + 96]
                 ql[h * 64 + l] = (q1 & 0xf) | (q3 & 0xf) << 4
                 ql[h * 64 + l + 32] = (q2 & 0xf) | (q4 & 0xf) << 4
                 qh[h * 32 + l] = (q1 >> 4) | (q2 >> 4) << 2 | (q3 >> 4) << 4 | (q4 >> 4) << 6
@@ -370,55 +477,60 @@ enum GGMLKQuants {
         }
     }
 
-    /// ggml's `make_qx_quants` with rmse_type 1 (weights x²): fits x ≈ scale·(L − nmax)
-    /// with L in 0..<2·nmax, trying 18 scales around −nmax/max and keeping the one
-    /// with the best weighted least-squares score. Returns the scale.
+    /// ggml's `make_qx_quants(16, 32, x, L, 1, NULL)` (weights x²) on 16 groups at
+    /// once: fits x ≈ scale·(L − 32) with L in 0..<64, trying 18 scales around
+    /// −32/max and keeping the best weighted least-squares score. Leaves L in
+    /// `levels`; returns the scales.
+    @inline(__always)
     private static func fitSymmetric(
-        _ n: Int, maxLevel nmax: Int32, _ x: UnsafePointer<Float>, _ levels: UnsafeMutablePointer<Int8>
-    ) -> Float {
-        var extreme: Float = 0
-        var amax: Float = 0
-        for i in 0..<n where abs(x[i]) > amax {
-            amax = abs(x[i])
-            extreme = x[i]
+        _ xs: UnsafeMutablePointer<SIMD16<Float>>, _ levels: UnsafeMutablePointer<SIMD16<Int32>>,
+        _ aux: UnsafeMutablePointer<SIMD16<Int32>>
+    ) -> SIMD16<Float> {
+        let nmax: Float = 32
+        let low = SIMD16<Int32>(repeating: -32), high = SIMD16<Int32>(repeating: 31), offset = SIMD16<Int32>(repeating: 32)
+        var extreme = SIMD16<Float>()
+        var amax = SIMD16<Float>()
+        for i in 0..<16 {
+            let a = magnitude(xs[i])
+            let larger = mask(a .> amax)
+            amax = select(larger, a, amax)
+            extreme = select(larger, xs[i], extreme)
         }
-        if amax < groupMaxEpsilon {
-            for i in 0..<n { levels[i] = 0 }
-            return 0
-        }
-        let maxLevel = Float(nmax)
-        var iscale = -maxLevel / extreme
-        var sumLX: Float = 0
-        var sumL2: Float = 0
-        for i in 0..<n {
-            let l = max(-nmax, min(nmax - 1, GGMLQuants.nearestInt(iscale * x[i])))
-            levels[i] = Int8(truncatingIfNeeded: l + nmax)
-            let w = x[i] * x[i]
-            let fl = Float(l)
-            sumLX += w * x[i] * fl
+        let empty = mask(amax .< groupMaxEpsilon)  // such groups are all zeros: scale 0, L 0
+        var iscale = -nmax / extreme
+        var sumLX = SIMD16<Float>()
+        var sumL2 = SIMD16<Float>()
+        for i in 0..<16 {
+            let l = clamp(nearestInt(iscale * xs[i]), low, high)
+            levels[i] = l &+ offset
+            let w = xs[i] * xs[i]
+            let fl = float(l)
+            sumLX += w * xs[i] * fl
             sumL2 += w * fl * fl
         }
-        var scale: Float = sumL2 != 0 ? sumLX / sumL2 : 0
+        var scale = select(mask(sumL2 .== 0), SIMD16<Float>(), sumLX / sumL2)
         var best = scale * sumLX
         for step in -9...9 where step != 0 {
-            iscale = -(maxLevel + 0.1 * Float(step)) / extreme
-            sumLX = 0
-            sumL2 = 0
-            for i in 0..<n {
-                let l = max(-nmax, min(nmax - 1, GGMLQuants.nearestInt(iscale * x[i])))
-                let w = x[i] * x[i]
-                let fl = Float(l)
-                sumLX += w * x[i] * fl
+            iscale = SIMD16<Float>(repeating: -(nmax + 0.1 * Float(step))) / extreme
+            sumLX = SIMD16<Float>()
+            sumL2 = SIMD16<Float>()
+            for i in 0..<16 {
+                let l = clamp(nearestInt(iscale * xs[i]), low, high)
+                aux[i] = l
+                let w = xs[i] * xs[i]
+                let fl = float(l)
+                sumLX += w * xs[i] * fl
                 sumL2 += w * fl * fl
             }
-            if sumL2 > 0 && sumLX * sumLX > best * sumL2 {
-                for i in 0..<n {
-                    let l = max(-nmax, min(nmax - 1, GGMLQuants.nearestInt(iscale * x[i])))
-                    levels[i] = Int8(truncatingIfNeeded: l + nmax)
-                }
-                scale = sumLX / sumL2
-                best = scale * sumLX
-            }
+            let better = mask(sumL2 .> 0) & mask(sumLX * sumLX .> best * sumL2) & ~empty
+            guard better != SIMD16<Int32>() else { continue }
+            for i in 0..<16 { levels[i] = select(better, aux[i] &+ offset, levels[i]) }
+            scale = select(better, sumLX / sumL2, scale)
+            best = select(better, scale * sumLX, best)
+        }
+        if empty != SIMD16<Int32>() {
+            for i in 0..<16 { levels[i] = select(empty, SIMD16<Int32>(), levels[i]) }
+            scale = select(empty, SIMD16<Float>(), scale)
         }
         return scale
     }
