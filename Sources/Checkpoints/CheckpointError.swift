@@ -13,13 +13,16 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
     case folder(file: String, problem: FolderProblem)
     /// A tensor cannot be decoded or encoded.
     case codec(file: String, tensor: String, problem: CodecError)
+    /// A sparse delta file is corrupt or does not fit its base.
+    case delta(file: String, violation: DeltaViolation)
     /// The path is not a checkpoint Claire recognizes.
     case unknownFormat(file: String)
 
     /// The file the problem is in.
     public var file: String {
         switch self {
-        case .io(let f, _), .safetensors(let f, _), .gguf(let f, _), .folder(let f, _), .codec(let f, _, _), .unknownFormat(let f):
+        case .io(let f, _), .safetensors(let f, _), .gguf(let f, _), .folder(let f, _), .codec(let f, _, _),
+             .unknownFormat(let f), .delta(let f, _):
             return f
         }
     }
@@ -31,6 +34,7 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
         case .gguf(let f, let v): return "\(f): \(v)"
         case .folder(let f, let p): return "\(f): \(p)"
         case .codec(let f, let t, let p): return "\(f): tensor '\(t)': \(p)"
+        case .delta(let f, let v): return "\(f): \(v)"
         case .unknownFormat(let f):
             return "\(f): not a checkpoint (expected a .safetensors file, a .gguf file or a model folder)"
         }

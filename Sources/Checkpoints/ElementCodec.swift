@@ -13,6 +13,7 @@ public enum ElementCodec {
         _ dtype: DType, from source: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>
     ) throws(CodecError) {
         let n = destination.count
+        guard dtype.isDecodable else { throw .notDecodable(dtype) }
         guard n > 0 else { return }
         guard let expected = dtype.byteCount(forElements: n), expected == source.count else {
             throw .sizeMismatch(dtype: dtype, elements: n, bytes: source.count)
@@ -57,6 +58,7 @@ public enum ElementCodec {
         _ dtype: DType, from source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableRawBufferPointer
     ) throws(CodecError) {
         let n = source.count
+        guard dtype.isEncodable else { throw .notEncodable(dtype) }
         guard n > 0 else { return }
         guard let expected = dtype.byteCount(forElements: n), expected == destination.count else {
             throw .sizeMismatch(dtype: dtype, elements: n, bytes: destination.count)
