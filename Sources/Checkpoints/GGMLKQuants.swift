@@ -68,12 +68,14 @@ enum GGMLKQuants {
                         let maskShift = UInt8(h * 4 + s)
                         let o = out + h * 128 + s * 32
                         let q = qs + h * 32
-                        let group = groupScale + (h * 128 + s * 32) / 16
-                        for l in 0..<32 {
-                            let low = Int32((q[l] >> shift) & 3)
-                            // A clear high bit means the quant is offset by −4.
-                            let value = low - (((hmask[l] >> maskShift) & 1) == 0 ? 4 : 0)
-                            o[l] = group[l / 16] * Float(value)
+                        for half in 0..<2 {
+                            let dl = groupScale[(h * 128 + s * 32) / 16 + half]
+                            for l in (16 * half)..<(16 * half + 16) {
+                                let low = Int32((q[l] >> shift) & 3)
+                                // A clear high bit means the quant is offset by −4.
+                                let high = Int32((hmask[l] >> maskShift) & 1)
+                                o[l] = dl * Float(low - 4 + 4 * high)
+                            }
                         }
                     }
                 }
