@@ -39,7 +39,8 @@ enum GGMLQuants {
         return even &+ up &- down
     }
 
-    /// C's `(int)x` for a value the caller has clamped to `[0, limit]`: truncation.
+    /// C's `MIN(limit, (int)x)` for the non-negative values the reference quantizers
+    /// produce: clamps to `[0, limit]`, then truncates toward zero.
     @inline(__always)
     static func truncate(_ x: Float, clampedTo limit: Float) -> UInt8 {
         var c = x > 0 ? x : 0  // also maps NaN to 0 instead of trapping

@@ -17,11 +17,13 @@ public enum GGUFReader {
 
     /// The validated contents of a GGUF file.
     public struct Header: Sendable {
+        /// 2 or 3 (they differ only from version 1, which Claire does not read).
         public var version: UInt32
         /// Every key/value, typed, in file order.
         public var metadata: [MetadataEntry]
         /// Tensors in tensor-info order, shapes row-major (ne reversed).
         public var tensors: [TensorEntry]
+        /// `general.alignment`, or 32 when absent.
         public var alignment: Int
         /// Offset of the data section within the file.
         public var dataStart: Int
@@ -216,7 +218,7 @@ extension MetadataValueType {
     }
 }
 
-/// A broken rule of the GGUF format.
+/// A broken rule of the GGUF format; `description` says what and where, in one line.
 public enum GGUFViolation: Error, Equatable, Sendable, CustomStringConvertible {
     case badMagic
     case unsupportedVersion(UInt32, bigEndian: Bool)

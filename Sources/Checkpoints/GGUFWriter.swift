@@ -14,11 +14,13 @@ public final class GGUFWriter: @unchecked Sendable {
     /// The GGUF version written.
     public static let version: UInt32 = 3
 
+    /// The destination and the temporary file written meanwhile.
     public let output: OutputPath
     /// Tensors in file order (the plan's order).
     public let tensors: [TensorSpec]
     /// The key/values as written, `general.file_type` and `general.quantization_version` included.
     public let metadata: [MetadataEntry]
+    /// Alignment of the data section and of every tensor.
     public let alignment: Int
     private let slots: [String: (offset: Int, count: Int)]
     private var fd: Int32
