@@ -15,6 +15,8 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
     case codec(file: String, tensor: String, problem: CodecError)
     /// A sparse delta file is corrupt or does not fit its base.
     case delta(file: String, violation: DeltaViolation)
+    /// A model cannot be converted between formats.
+    case conversion(file: String, problem: ConversionProblem)
     /// The path is not a checkpoint Claire recognizes.
     case unknownFormat(file: String)
 
@@ -22,7 +24,7 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
     public var file: String {
         switch self {
         case .io(let f, _), .safetensors(let f, _), .gguf(let f, _), .folder(let f, _), .codec(let f, _, _),
-             .unknownFormat(let f), .delta(let f, _):
+             .unknownFormat(let f), .delta(let f, _), .conversion(let f, _):
             return f
         }
     }
@@ -35,6 +37,7 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
         case .folder(let f, let p): return "\(f): \(p)"
         case .codec(let f, let t, let p): return "\(f): tensor '\(t)': \(p)"
         case .delta(let f, let v): return "\(f): \(v)"
+        case .conversion(let f, let p): return "\(f): \(p)"
         case .unknownFormat(let f):
             return "\(f): not a checkpoint (expected a .safetensors file, a .gguf file or a model folder)"
         }
