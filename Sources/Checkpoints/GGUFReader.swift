@@ -14,6 +14,11 @@ public enum GGUFReader {
     public static let defaultAlignment = 32
     /// ggml's GGML_MAX_DIMS.
     public static let maximumDimensions = 4
+    /// Most metadata array elements a file may hold in all. Each element becomes a
+    /// `MetadataValue` of 24 bytes however small its encoding (a u8 is one byte), so
+    /// this caps what a file can make Claire allocate; real vocabularies hold well
+    /// under a million entries.
+    public static let maximumArrayElements = 1 << 23
 
     /// The validated contents of a GGUF file.
     public struct Header: Sendable {
@@ -47,7 +52,7 @@ public enum GGUFReader {
 
     /// Validates a whole GGUF file held in `bytes`.
     public static func parse(_ bytes: UnsafeRawBufferPointer, fileIndex: Int = 0) throws(GGUFViolation) -> Header {
-        var cursor = Cursor(bytes: bytes)
+        var cursor = Cursor(bytes: bytes, arrayBudget: maximumArrayElements)
         guard bytes.count >= 4, bytes.prefix(4).elementsEqual("GGUF".utf8) else { throw .badMagic }
         cursor.position = 4
         let version = try cursor.u32("version")
@@ -138,6 +143,8 @@ public enum GGUFReader {
     struct Cursor {
         let bytes: UnsafeRawBufferPointer
         var position = 0
+        /// Array elements still allowed (see `maximumArrayElements`).
+        var arrayBudget: Int
 
         var remaining: Int { bytes.count - position }
 
@@ -196,6 +203,10 @@ public enum GGUFReader {
                 guard elementType != .array else { throw .nestedArray(key: key) }
                 let count = try u64("array length of '\(key)'")
                 try requireRoom(for: count, of: elementType.minimumEncodedSize, "array length of '\(key)'")
+                guard count <= UInt64(arrayBudget) else {
+                    throw .tooManyArrayElements(key: key, limit: GGUFReader.maximumArrayElements)
+                }
+                arrayBudget -= Int(count)
                 var values: [MetadataValue] = []
                 values.reserveCapacity(Int(count))
                 for _ in 0..<count { values.append(try value(of: elementType, key: key)) }
@@ -230,6 +241,7 @@ public enum GGUFViolation: Error, Equatable, Sendable, CustomStringConvertible {
     case unknownValueType(key: String, type: UInt32)
     case nestedArray(key: String)
     case badBool(key: String, value: UInt8)
+    case tooManyArrayElements(key: String, limit: Int)
     case alignmentNotU32(type: MetadataValueType)
     case badAlignment(UInt32)
     case duplicateTensor(String)
@@ -255,6 +267,8 @@ public enum GGUFViolation: Error, Equatable, Sendable, CustomStringConvertible {
         case .unknownValueType(let k, let t): return "metadata '\(k)': unknown value type \(t)"
         case .nestedArray(let k): return "metadata '\(k)': arrays of arrays are not allowed"
         case .badBool(let k, let v): return "metadata '\(k)': boolean byte is \(v), not 0 or 1"
+        case .tooManyArrayElements(let k, let limit):
+            return "metadata '\(k)': arrays hold more than \(limit) elements in all"
         case .alignmentNotU32(let t): return "general.alignment must be a u32, not \(t)"
         case .badAlignment(let a): return "general.alignment \(a) is not a non-zero power of two"
         case .duplicateTensor(let t): return "tensor '\(t)' appears more than once"

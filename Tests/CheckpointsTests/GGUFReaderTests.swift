@@ -358,3 +358,15 @@ func undecodableTypeIsNamed() throws {
     #expect(throws: error) { try c.decode(t) }
     #expect(error.description == "\(path): tensor 'blk.0.ffn_up.weight': element type IQ2_XXS cannot be decoded to numbers")
 }
+
+@Test("metadata arrays holding more elements than the reader keeps are refused before decoding them")
+func tooManyArrayElements() {
+    let count = GGUFReader.maximumArrayElements + 1
+    var f = GGUFBytes(tensors: 0, kvs: 1)
+    f.string("tokenizer.ggml.token_type")
+    f.u32(9)
+    f.u32(0)  // u8 elements: the bytes are present, but would become 24 times as much memory
+    f.u64(UInt64(count))
+    f.bytes += [UInt8](repeating: 0, count: count)
+    #expect(violation(f) == .tooManyArrayElements(key: "tokenizer.ggml.token_type", limit: GGUFReader.maximumArrayElements))
+}
