@@ -14,6 +14,17 @@ enum MagnitudeBins {
     /// Magnitudes at or above this pattern are infinite or NaN.
     static let nonFinite: UInt32 = 0x7f80_0000
 
+    /// Σ|δ| of `count` entries of coarse bin `bin` whose fine patterns add up to
+    /// `fineSum`. Inside one bin the exponent is fixed, so each value is
+    /// 2^(e−150)·(2²³ + mantissa) (2⁻¹⁴⁹·mantissa for subnormals) and the sum is
+    /// linear in the mantissas.
+    static func sum(bin: Int, count: Int, fineSum: Int) -> Double {
+        let exponent = bin >> 8
+        let leading = (bin & 0xff) << 15 + (exponent == 0 ? 0 : 1 << 23)
+        let significands = Double(count) * Double(leading) + Double(fineSum)
+        return significands * Double(sign: .plus, exponent: max(exponent, 1) - 150, significand: 1)
+    }
+
     /// The value whose magnitude pattern is (`bin`, `fine`).
     @inline(__always)
     static func value(bin: Int, fine: Int) -> Float {
@@ -70,15 +81,17 @@ enum DeltaKernels {
         unsafeBitCast(unsafeBitCast(v, to: Bits.self) & mask, to: Lanes.self)
     }
 
-    /// δ = tuned − base in place over `tuned`.
-    static func subtract(_ tuned: UnsafeMutablePointer<Float>, _ base: UnsafePointer<Float>, _ count: Int) {
-        for i in 0..<count { tuned[i] = tuned[i] - base[i] }
-    }
-
-    /// Zeros, non-finite entries, Σδ² and the largest magnitude pattern
-    /// (vector kernel; the tail runs one lane at a time).
-    static func measure(_ delta: UnsafePointer<Float>, _ count: Int, into moments: inout DeltaMoments) {
+    /// δ = tuned − base in place over `tuned`, then zeros, non-finite entries,
+    /// Σδ², the largest magnitude pattern, and the entries at or below each
+    /// threshold pattern in `thresholds` (added to `within`). Vector kernel; the
+    /// tail runs one lane at a time.
+    static func subtractAndMeasure(
+        _ tuned: UnsafeMutablePointer<Float>, _ base: UnsafePointer<Float>, _ count: Int,
+        thresholds: [UInt32], within: UnsafeMutablePointer<Int>, into moments: inout DeltaMoments
+    ) {
         let limit = Bits(repeating: MagnitudeBins.nonFinite)
+        let limits = thresholds.map { Bits(repeating: $0) }
+        var below = [Bits](repeating: Bits(), count: thresholds.count)
         var zeros = Bits(), nonFinite = Bits(), high = Bits()
         var squares = 0.0
         var i = 0
@@ -86,7 +99,8 @@ enum DeltaKernels {
             let end = min(count - 8, i + block)
             var partial = Lanes()
             while i <= end {
-                let v = load(delta, i)
+                let v = load(tuned, i) - load(base, i)
+                UnsafeMutableRawPointer(tuned + i).storeBytes(of: v, as: Lanes.self)
                 let bits = magnitudeBits(v)
                 let finite = ones(bits .< limit)
                 zeros &-= ones(bits .== Bits())
@@ -94,17 +108,22 @@ enum DeltaKernels {
                 partial += keep(v * v, finite)
                 let candidate = bits & finite
                 high ^= (high ^ candidate) & ones(candidate .> high)
+                for t in limits.indices { below[t] &-= ones(bits .<= limits[t]) }
                 i += 8
             }
             squares += Double(partial.sum())
         }
         var highBits: UInt32 = 0
         for lane in 0..<8 { highBits = max(highBits, high[lane]) }
+        for t in below.indices { within[t] += Int(below[t].wrappedSum()) }
         var zeroCount = Int(zeros.wrappedSum()), nonFiniteCount = Int(nonFinite.wrappedSum())
         while i < count {
-            let bits = delta[i].bitPattern & 0x7fff_ffff
+            let d = tuned[i] - base[i]
+            tuned[i] = d
+            let bits = d.bitPattern & 0x7fff_ffff
+            for t in thresholds.indices where bits <= thresholds[t] { within[t] += 1 }
             if bits == 0 { zeroCount += 1 } else if bits >= MagnitudeBins.nonFinite { nonFiniteCount += 1 } else {
-                squares += Double(delta[i]) * Double(delta[i])
+                squares += Double(d) * Double(d)
                 highBits = max(highBits, bits)
             }
             i += 1
@@ -115,15 +134,16 @@ enum DeltaKernels {
         moments.maxBits = max(moments.maxBits, highBits)
     }
 
-    /// Coarse histogram: count and Σ|δ| per bin of the non-zero finite entries.
+    /// Coarse histogram of the non-zero finite entries: count and Σ of fine
+    /// patterns per bin (integers, so the bin sums are exact and cheap to add).
     static func histogram(_ delta: UnsafePointer<Float>, _ count: Int,
-                          binCounts: UnsafeMutablePointer<Int>, binSums: UnsafeMutablePointer<Double>) {
+                          binCounts: UnsafeMutablePointer<Int>, fineSums: UnsafeMutablePointer<Int>) {
         for i in 0..<count {
             let bits = delta[i].bitPattern & 0x7fff_ffff
             guard bits &- 1 < MagnitudeBins.nonFinite &- 1 else { continue }  // zero wraps around, so one test
             let bin = Int(bits &>> MagnitudeBins.shift)
             binCounts[bin] &+= 1
-            binSums[bin] += Double(Float(bitPattern: bits))
+            fineSums[bin] &+= Int(bits & MagnitudeBins.fineMask)
         }
     }
 
@@ -253,16 +273,30 @@ enum DeltaKernels {
         return (entryCount, droppedCount)
     }
 
-    /// Second pass: for each non-zero finite entry whose coarse bin is flagged,
-    /// counts its fine pattern in every target histogram of that bin.
-    static func countBoundaryPatterns(
-        _ delta: UnsafePointer<Float>, _ count: Int, flags: UnsafePointer<UInt8>, targets: [FineTarget]
-    ) {
-        for i in 0..<count {
+    /// Second pass: for each non-zero finite entry whose coarse bin is one of
+    /// the targets', counts its fine pattern in every target histogram of that bin.
+    /// Vectors of eight are screened first; only those holding a hit go lane by lane.
+    static func countBoundaryPatterns(_ delta: UnsafePointer<Float>, _ count: Int, targets: [FineTarget]) {
+        let limit = Bits(repeating: MagnitudeBins.nonFinite)
+        let bins = targets.map { Bits(repeating: UInt32(truncatingIfNeeded: $0.bin)) }
+        var i = 0
+        while i + 8 <= count {
+            let bits = magnitudeBits(load(delta, i))
+            let coarse = bits &>> Bits(repeating: MagnitudeBins.shift)
+            var hit = Bits()
+            for bin in bins { hit |= ones(coarse .== bin) }
+            hit &= ones(bits .< limit) & ~ones(bits .== Bits())
+            if hit.wrappedSum() != 0 { countPatterns(delta, i..<(i + 8), targets) }
+            i += 8
+        }
+        countPatterns(delta, i..<count, targets)
+    }
+
+    private static func countPatterns(_ delta: UnsafePointer<Float>, _ range: Range<Int>, _ targets: [FineTarget]) {
+        for i in range {
             let bits = delta[i].bitPattern & 0x7fff_ffff
-            let bin = Int(bits &>> MagnitudeBins.shift)
-            guard flags[bin] != 0, bits != 0, bits < MagnitudeBins.nonFinite else { continue }
-            let fine = Int(bits & MagnitudeBins.fineMask)
+            guard bits != 0, bits < MagnitudeBins.nonFinite else { continue }
+            let bin = Int(bits &>> MagnitudeBins.shift), fine = Int(bits & MagnitudeBins.fineMask)
             for target in targets where target.bin == bin { target.counts[fine] &+= 1 }
         }
     }
@@ -274,27 +308,55 @@ enum DeltaKernels {
         _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int,
         boundaryA: Int, boundaryB: Int, overlap: PairOverlapScratch
     ) {
-        var bothClear = 0
-        for i in 0..<count {
+        let limit = Bits(repeating: MagnitudeBins.nonFinite), shift = Bits(repeating: MagnitudeBins.shift)
+        // Bins are below 2¹⁶, so "above −1" is "at least 0" and bin −1 never matches.
+        let clearA = Bits(repeating: UInt32(boundaryA + 1)), clearB = Bits(repeating: UInt32(boundaryB + 1))
+        let edgeA = Bits(repeating: UInt32(truncatingIfNeeded: boundaryA))
+        let edgeB = Bits(repeating: UInt32(truncatingIfNeeded: boundaryB))
+        var bothClear = Bits()
+        var i = 0
+        while i + 8 <= count {
+            let bitsA = magnitudeBits(load(a, i)), bitsB = magnitudeBits(load(b, i))
+            let valid = ones(bitsA .< limit) & ones(bitsB .< limit) & ~ones(bitsA .== Bits()) & ~ones(bitsB .== Bits())
+            let binA = bitsA &>> shift, binB = bitsB &>> shift
+            let inA = ones(binA .>= clearA), inB = ones(binB .>= clearB)
+            let onA = ones(binA .== edgeA), onB = ones(binB .== edgeB)
+            bothClear &-= valid & inA & inB
+            let edge = valid & (onA | onB) & (inA | onA) & (inB | onB)
+            if edge.wrappedSum() != 0 {
+                classify(a, b, i..<(i + 8), boundaryA: boundaryA, boundaryB: boundaryB, overlap: overlap, countClear: false)
+            }
+            i += 8
+        }
+        overlap.bothClear += Int(bothClear.wrappedSum())
+        classify(a, b, i..<count, boundaryA: boundaryA, boundaryB: boundaryB, overlap: overlap, countClear: true)
+    }
+
+    private static func classify(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ range: Range<Int>,
+        boundaryA: Int, boundaryB: Int, overlap: PairOverlapScratch, countClear: Bool
+    ) {
+        for i in range {
             let bitsA = a[i].bitPattern & 0x7fff_ffff, bitsB = b[i].bitPattern & 0x7fff_ffff
             guard bitsA != 0, bitsB != 0, bitsA < MagnitudeBins.nonFinite, bitsB < MagnitudeBins.nonFinite else { continue }
             let binA = Int(bitsA &>> MagnitudeBins.shift), binB = Int(bitsB &>> MagnitudeBins.shift)
+            let fineA = bitsA & MagnitudeBins.fineMask, fineB = bitsB & MagnitudeBins.fineMask
             if binA > boundaryA {
-                if binB > boundaryB { bothClear &+= 1 } else if binB == boundaryB {
-                    overlap.secondWhenFirstIn[Int(bitsB & MagnitudeBins.fineMask)] &+= 1
+                if binB > boundaryB {
+                    if countClear { overlap.bothClear += 1 }
+                } else if binB == boundaryB {
+                    overlap.secondWhenFirstIn[Int(fineB)] &+= 1
                     overlap.touched = true
                 }
             } else if binA == boundaryA {
                 if binB > boundaryB {
-                    overlap.firstWhenSecondIn[Int(bitsA & MagnitudeBins.fineMask)] &+= 1
+                    overlap.firstWhenSecondIn[Int(fineA)] &+= 1
                     overlap.touched = true
                 } else if binB == boundaryB {
-                    let key = (bitsA & MagnitudeBins.fineMask) &<< 15 | (bitsB & MagnitudeBins.fineMask)
-                    overlap.bothOnBoundary[key, default: 0] += 1
+                    overlap.bothOnBoundary[fineA &<< 15 | fineB, default: 0] += 1
                 }
             }
         }
-        overlap.bothClear += bothClear
     }
 }
 

@@ -13,22 +13,21 @@ struct TensorState {
 /// One worker's reusable buffers. Sizes: chunk buffers hold `chunk` floats;
 /// coarse arrays `MagnitudeBins.coarseCount` entries; fine arrays `fineCount`.
 final class StatisticsScratch {
-    /// Fine slots per delta: the tensor's top 1 %, its support, up to three
-    /// scopes' top 1 %, then one per threshold.
-    static let thresholdSlot = 5
+    /// Fine slots per delta: the tensor's top 1 %, its support, up to three scopes' top 1 %.
+    static let fineSlots = 5
 
     let chunk: Int
     let base: UnsafeMutablePointer<Float>
     let deltas: UnsafeMutablePointer<UnsafeMutablePointer<Float>>
     let deltaCount: Int
     let binCounts: [UnsafeMutablePointer<Int>]
-    let binSums: [UnsafeMutablePointer<Double>]
-    let flags: [UnsafeMutablePointer<UInt8>]
+    /// Σ of the fine (low 15 bit) patterns per coarse bin: with the count, the exact Σ|δ| of the bin.
+    let binFineSums: [UnsafeMutablePointer<Int>]
     /// [delta][slot] fine histograms.
     let fine: [[UnsafeMutablePointer<Int>]]
     let overlaps: [PairOverlapScratch]
 
-    init(chunk: Int, deltaCount: Int, pairCount: Int, thresholdCount: Int) {
+    init(chunk: Int, deltaCount: Int, pairCount: Int) {
         func zeroed<T: Numeric>(_ n: Int, _: T.Type) -> UnsafeMutablePointer<T> {
             let p = UnsafeMutablePointer<T>.allocate(capacity: n)
             p.initialize(repeating: 0, count: n)
@@ -40,10 +39,8 @@ final class StatisticsScratch {
         deltas = .allocate(capacity: deltaCount)
         for d in 0..<deltaCount { (deltas + d).initialize(to: zeroed(chunk, Float.self)) }
         binCounts = (0..<deltaCount).map { _ in zeroed(MagnitudeBins.coarseCount, Int.self) }
-        binSums = (0..<deltaCount).map { _ in zeroed(MagnitudeBins.coarseCount, Double.self) }
-        flags = (0..<deltaCount).map { _ in zeroed(MagnitudeBins.coarseCount, UInt8.self) }
-        let slots = Self.thresholdSlot + thresholdCount
-        fine = (0..<deltaCount).map { _ in (0..<slots).map { _ in zeroed(MagnitudeBins.fineCount, Int.self) } }
+        binFineSums = (0..<deltaCount).map { _ in zeroed(MagnitudeBins.coarseCount, Int.self) }
+        fine = (0..<deltaCount).map { _ in (0..<Self.fineSlots).map { _ in zeroed(MagnitudeBins.fineCount, Int.self) } }
         overlaps = (0..<pairCount).map { _ in PairOverlapScratch() }
     }
 
@@ -52,8 +49,7 @@ final class StatisticsScratch {
         for d in 0..<deltaCount { deltas[d].deallocate() }
         deltas.deallocate()
         for p in binCounts { p.deallocate() }
-        for p in binSums { p.deallocate() }
-        for p in flags { p.deallocate() }
+        for p in binFineSums { p.deallocate() }
         for slots in fine { for p in slots { p.deallocate() } }
     }
 }
@@ -128,8 +124,7 @@ final class StatisticsRun: @unchecked Sendable {
         failure = nil
         let workers = max(1, min(options.workers, order.count))
         DispatchQueue.concurrentPerform(iterations: workers) { _ in
-            let scratch = StatisticsScratch(chunk: options.chunkElements, deltaCount: deltaCount, pairCount: pairs.count,
-                                            thresholdCount: thresholdBits.count)
+            let scratch = StatisticsScratch(chunk: options.chunkElements, deltaCount: deltaCount, pairCount: pairs.count)
             while true {
                 lock.lock()
                 let index = failure == nil && next < order.count ? order[next] : nil
@@ -195,9 +190,11 @@ final class StatisticsRun: @unchecked Sendable {
                 stats.baseL1 += magnitude.sum
                 stats.baseFinite += magnitude.finite
                 for d in 0..<deltaCount {
-                    DeltaKernels.subtract(scratch.deltas[d], scratch.base, count)
-                    DeltaKernels.measure(scratch.deltas[d], count, into: &moments[d])
-                    DeltaKernels.histogram(scratch.deltas[d], count, binCounts: scratch.binCounts[d], binSums: scratch.binSums[d])
+                    stats.deltas[d].withinThreshold.withUnsafeMutableBufferPointer { within in
+                        DeltaKernels.subtractAndMeasure(scratch.deltas[d], scratch.base, count, thresholds: thresholdBits,
+                                                        within: within.baseAddress!, into: &moments[d])
+                    }
+                    DeltaKernels.histogram(scratch.deltas[d], count, binCounts: scratch.binCounts[d], fineSums: scratch.binFineSums[d])
                 }
                 for (p, (a, b)) in pairs.enumerated() {
                     DeltaKernels.comparePair(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p])
@@ -212,22 +209,15 @@ final class StatisticsRun: @unchecked Sendable {
             for d in 0..<deltaCount {
                 moments[d].findBinRange(scratch.binCounts[d])
                 let m = moments[d]
-                let counts = scratch.binCounts[d], sums = scratch.binSums[d]
+                let counts = scratch.binCounts[d], fineSums = scratch.binFineSums[d]
+                let sums = { (bin: Int) in MagnitudeBins.sum(bin: bin, count: counts[bin], fineSum: fineSums[bin]) }
                 var figures = stats.deltas[d]
                 figures.elements = tensor.base.elementCount - m.nonFinite
                 figures.nonFinite = m.nonFinite
                 figures.zeros = m.zeros
-                // Counts below each threshold's coarse bin; the second pass adds that bin's share.
-                for (j, limit) in thresholdBits.enumerated() {
-                    figures.withinThreshold[j] = m.zeros
-                    let below = min(m.highBin, Int(limit >> MagnitudeBins.shift) - 1)
-                    if below >= m.lowBin {
-                        for bin in m.lowBin...below { figures.withinThreshold[j] += counts[bin] }
-                    }
-                }
                 figures.l1 = 0
                 if m.highBin >= m.lowBin {
-                    for bin in m.lowBin...m.highBin { figures.l1 += sums[bin] }
+                    for bin in m.lowBin...m.highBin { figures.l1 += sums(bin) }
                 }
                 figures.sumOfSquares = m.sumOfSquares
                 figures.maxAbs = Float(bitPattern: m.maxBits)
@@ -239,16 +229,16 @@ final class StatisticsRun: @unchecked Sendable {
                 }
                 let supportK = max(1, Int(options.density * Double(figures.elements)))
                 state.top.append(TopBoundary(k: max(1, figures.topEntries), low: m.lowBin, high: m.highBin,
-                                             counts: { counts[$0] }, sums: { sums[$0] }))
+                                             counts: { counts[$0] }, sums: sums))
                 state.support.append(TopBoundary(k: supportK, low: m.lowBin, high: m.highBin,
-                                                 counts: { counts[$0] }, sums: { sums[$0] }))
+                                                 counts: { counts[$0] }, sums: sums))
                 state.statistics.deltas[d] = figures
             }
             lock.lock()
             for d in 0..<deltaCount {
                 for scope in tensor.scopes {
                     scopeHistograms[scope][d].add(low: moments[d].lowBin, high: moments[d].highBin,
-                                                  counts: scratch.binCounts[d], sums: scratch.binSums[d])
+                                                  counts: scratch.binCounts[d], fineSums: scratch.binFineSums[d])
                 }
             }
             states[index] = state
@@ -256,7 +246,7 @@ final class StatisticsRun: @unchecked Sendable {
             for d in 0..<deltaCount where moments[d].highBin >= moments[d].lowBin {
                 let low = moments[d].lowBin, width = moments[d].highBin - low + 1
                 (scratch.binCounts[d] + low).update(repeating: 0, count: width)
-                (scratch.binSums[d] + low).update(repeating: 0, count: width)
+                (scratch.binFineSums[d] + low).update(repeating: 0, count: width)
             }
         }
     }
@@ -288,19 +278,17 @@ final class StatisticsRun: @unchecked Sendable {
                 var list: [FineTarget] = []
                 var bins = [state.top[d].bin, state.support[d].bin]
                 for scope in tensor.scopes { bins.append(scopeTop[scope][d]?.bin ?? -1) }
-                while bins.count < StatisticsScratch.thresholdSlot { bins.append(-1) }
-                for limit in thresholdBits { bins.append(Int(limit >> MagnitudeBins.shift)) }
                 for (slot, bin) in bins.enumerated() where bin >= 0 {
                     list.append(FineTarget(bin: bin, counts: scratch.fine[d][slot]))
-                    scratch.flags[d][bin] = 1
                 }
                 targets.append(list)
             }
             try stream(tensor, scratch) { count in
                 for d in 0..<deltaCount {
-                    DeltaKernels.subtract(scratch.deltas[d], scratch.base, count)
+                    let delta = UnsafeMutableBufferPointer(start: scratch.deltas[d], count: count)
+                    TaskVector.subtract(UnsafeBufferPointer(delta), UnsafeBufferPointer(start: scratch.base, count: count), into: delta)
                     if !targets[d].isEmpty {
-                        DeltaKernels.countBoundaryPatterns(scratch.deltas[d], count, flags: scratch.flags[d], targets: targets[d])
+                        DeltaKernels.countBoundaryPatterns(scratch.deltas[d], count, targets: targets[d])
                     }
                 }
                 for (p, (a, b)) in pairs.enumerated() {
@@ -312,10 +300,6 @@ final class StatisticsRun: @unchecked Sendable {
             var supportPattern = [Int](), supportSize = [Int]()
             for d in 0..<deltaCount {
                 state.statistics.deltas[d].topMass = state.top[d].resolve(scratch.fine[d][0]).mass
-                for (j, limit) in thresholdBits.enumerated() {
-                    let fine = scratch.fine[d][StatisticsScratch.thresholdSlot + j]
-                    for f in 0...Int(limit & MagnitudeBins.fineMask) { state.statistics.deltas[d].withinThreshold[j] += fine[f] }
-                }
                 let support = state.support[d].resolve(scratch.fine[d][1])
                 supportPattern.append(support.pattern)
                 supportSize.append(support.support)
@@ -352,7 +336,6 @@ final class StatisticsRun: @unchecked Sendable {
             for d in 0..<deltaCount {
                 for target in targets[d] {
                     target.counts.update(repeating: 0, count: MagnitudeBins.fineCount)
-                    scratch.flags[d][target.bin] = 0
                 }
             }
         }

@@ -147,34 +147,36 @@ struct TopBoundary {
 final class RangeHistogram {
     private(set) var low = 0
     private(set) var counts: [Int] = []
-    private(set) var sums: [Double] = []
+    private(set) var fineSums: [Int] = []
     var high: Int { low + counts.count - 1 }
 
-    func add(low from: Int, high to: Int, counts source: UnsafePointer<Int>, sums sourceSums: UnsafePointer<Double>) {
+    func add(low from: Int, high to: Int, counts source: UnsafePointer<Int>, fineSums sourceSums: UnsafePointer<Int>) {
         guard to >= from else { return }
         if counts.isEmpty {
             low = from
             counts = [Int](repeating: 0, count: to - from + 1)
-            sums = [Double](repeating: 0, count: to - from + 1)
+            fineSums = [Int](repeating: 0, count: to - from + 1)
         } else if from < low || to > high {
             let newLow = min(low, from), newHigh = max(high, to)
             var c = [Int](repeating: 0, count: newHigh - newLow + 1)
-            var s = [Double](repeating: 0, count: newHigh - newLow + 1)
+            var s = [Int](repeating: 0, count: newHigh - newLow + 1)
             for i in counts.indices {
                 c[low - newLow + i] = counts[i]
-                s[low - newLow + i] = sums[i]
+                s[low - newLow + i] = fineSums[i]
             }
             low = newLow
             counts = c
-            sums = s
+            fineSums = s
         }
         for bin in from...to {
             counts[bin - low] += source[bin]
-            sums[bin - low] += sourceSums[bin]
+            fineSums[bin - low] += sourceSums[bin]
         }
     }
 
     func boundary(k: Int) -> TopBoundary {
-        TopBoundary(k: k, low: low, high: high, counts: { self.counts[$0 - self.low] }, sums: { self.sums[$0 - self.low] })
+        TopBoundary(k: k, low: low, high: high, counts: { self.counts[$0 - self.low] }, sums: {
+            MagnitudeBins.sum(bin: $0, count: self.counts[$0 - self.low], fineSum: self.fineSums[$0 - self.low])
+        })
     }
 }
