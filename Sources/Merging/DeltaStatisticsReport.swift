@@ -95,7 +95,7 @@ extension DeltaStatisticsReport {
             ("schema_version", .integer(Self.schemaVersion)),
             ("base", .string(basePath)),
             ("deltas", .array(names.indices.map { .object([("name", .string(names[$0])), ("path", .string(paths[$0]))]) })),
-            ("thresholds", .array(thresholds.map { number(Double($0)) })),
+            ("thresholds", .array(thresholds.map(number))),
             ("density", number(density)),
             ("top_fraction", number(0.01)),
             ("log10_bins", .object([
@@ -129,7 +129,7 @@ extension DeltaStatisticsReport {
                 ("zeros", .integer(f.zeros)),
                 ("zero_share", number(f.zeroShare)),
                 ("within", .array(thresholds.indices.map { j in
-                    .object([("threshold", number(Double(thresholds[j]))), ("count", .integer(f.withinThreshold[j])),
+                    .object([("threshold", number(thresholds[j])), ("count", .integer(f.withinThreshold[j])),
                              ("share", number(f.thresholdShare(j)))])
                 })),
                 ("l1", number(f.l1)),
@@ -177,6 +177,11 @@ func number(_ value: Double?) -> JSONValue {
     guard let value, value.isFinite else { return .null }
     if value == value.rounded(), value.magnitude < 1e15 { return .number(String(Int(value))) }
     return .number("\(value)")
+}
+
+/// A JSON number for a Float32 setting, written as its shortest text (1e-06, not 9.99999997e-07).
+func number(_ value: Float) -> JSONValue {
+    value.isFinite ? .number("\(value)") : .null
 }
 
 func percent(_ value: Double?) -> String {

@@ -86,7 +86,7 @@ public struct DeltaStatisticsPlot {
 
     /// Share of entries changed (non-zero δ) in each layer.
     private func densityPanel(_ f: Frame) -> String {
-        var out = panelTitle(f, "Density per layer (share of entries changed)")
+        var out = panelTitle(f, "Density per layer")
         let layers = report.layers
         guard let firstLayer = layers.first?.layer, let lastLayer = layers.last?.layer else {
             return out + emptyNote(f, "no tensor names a layer")
@@ -157,11 +157,11 @@ public struct DeltaStatisticsPlot {
         "<text x=\"\(fmt(f.x + f.width / 2))\" y=\"\(fmt(f.y + f.height / 2))\" text-anchor=\"middle\">\(escape(note))</text>\n"
     }
 
-    /// The smallest of 1, 2, 2.5, 5 × 10ⁿ at or above `value`.
+    /// The smallest round number at or above `value` whose quarters are round too.
     private func niceCeiling(_ value: Double) -> Double {
         guard value > 0 else { return 1 }
         let power = pow(10, (log10(value)).rounded(.down))
-        for m in [1.0, 2, 2.5, 5, 10] where m * power >= value * 1.0001 { return m * power }
+        for m in [1.0, 1.2, 1.6, 2, 2.4, 3.2, 4, 6, 8, 10] where m * power >= value * 1.0001 { return m * power }
         return 10 * power
     }
 
