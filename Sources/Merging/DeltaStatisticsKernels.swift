@@ -42,11 +42,11 @@ struct DeltaMoments {
     var lowBin = 0
     var highBin = -1
 
-    /// Finds the non-empty range of `binCounts` (the top is the largest magnitude's bin).
-    mutating func findBinRange(_ binCounts: UnsafePointer<Int>) {
+    /// Finds the non-empty range of a coarse histogram (the top is the largest magnitude's bin).
+    mutating func findBinRange(_ bins: UnsafePointer<Int>) {
         highBin = maxBits > 0 ? Int(maxBits &>> MagnitudeBins.shift) : -1
         lowBin = 0
-        while lowBin <= highBin && binCounts[lowBin] == 0 { lowBin += 1 }
+        while lowBin <= highBin && bins[2 * lowBin] == 0 { lowBin += 1 }
     }
 }
 
@@ -134,16 +134,16 @@ enum DeltaKernels {
         moments.maxBits = max(moments.maxBits, highBits)
     }
 
-    /// Coarse histogram of the non-zero finite entries: count and Σ of fine
-    /// patterns per bin (integers, so the bin sums are exact and cheap to add).
-    static func histogram(_ delta: UnsafePointer<Float>, _ count: Int,
-                          binCounts: UnsafeMutablePointer<Int>, fineSums: UnsafeMutablePointer<Int>) {
+    /// Coarse histogram of the non-zero finite entries: count (at 2·bin) and Σ of
+    /// fine patterns (at 2·bin + 1) per bin — integers, so the bin sums are exact
+    /// and cheap to add, side by side so one update touches one cache line.
+    static func histogram(_ delta: UnsafePointer<Float>, _ count: Int, bins: UnsafeMutablePointer<Int>) {
         for i in 0..<count {
             let bits = delta[i].bitPattern & 0x7fff_ffff
             guard bits &- 1 < MagnitudeBins.nonFinite &- 1 else { continue }  // zero wraps around, so one test
             let bin = Int(bits &>> MagnitudeBins.shift)
-            binCounts[bin] &+= 1
-            fineSums[bin] &+= Int(bits & MagnitudeBins.fineMask)
+            bins[2 * bin] &+= 1
+            bins[2 * bin + 1] &+= Int(bits & MagnitudeBins.fineMask)
         }
     }
 

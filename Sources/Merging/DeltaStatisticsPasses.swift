@@ -20,9 +20,9 @@ final class StatisticsScratch {
     let base: UnsafeMutablePointer<Float>
     let deltas: UnsafeMutablePointer<UnsafeMutablePointer<Float>>
     let deltaCount: Int
-    let binCounts: [UnsafeMutablePointer<Int>]
-    /// Σ of the fine (low 15 bit) patterns per coarse bin: with the count, the exact Σ|δ| of the bin.
-    let binFineSums: [UnsafeMutablePointer<Int>]
+    /// Per delta, the coarse histogram: count and Σ of fine (low 15 bit) patterns
+    /// of each bin, interleaved; with the count, the fine sum gives the exact Σ|δ| of the bin.
+    let bins: [UnsafeMutablePointer<Int>]
     /// [delta][slot] fine histograms.
     let fine: [[UnsafeMutablePointer<Int>]]
     let overlaps: [PairOverlapScratch]
@@ -38,8 +38,7 @@ final class StatisticsScratch {
         base = zeroed(chunk, Float.self)
         deltas = .allocate(capacity: deltaCount)
         for d in 0..<deltaCount { (deltas + d).initialize(to: zeroed(chunk, Float.self)) }
-        binCounts = (0..<deltaCount).map { _ in zeroed(MagnitudeBins.coarseCount, Int.self) }
-        binFineSums = (0..<deltaCount).map { _ in zeroed(MagnitudeBins.coarseCount, Int.self) }
+        bins = (0..<deltaCount).map { _ in zeroed(2 * MagnitudeBins.coarseCount, Int.self) }
         fine = (0..<deltaCount).map { _ in (0..<Self.fineSlots).map { _ in zeroed(MagnitudeBins.fineCount, Int.self) } }
         overlaps = (0..<pairCount).map { _ in PairOverlapScratch() }
     }
@@ -48,8 +47,7 @@ final class StatisticsScratch {
         base.deallocate()
         for d in 0..<deltaCount { deltas[d].deallocate() }
         deltas.deallocate()
-        for p in binCounts { p.deallocate() }
-        for p in binFineSums { p.deallocate() }
+        for p in bins { p.deallocate() }
         for slots in fine { for p in slots { p.deallocate() } }
     }
 }
@@ -98,6 +96,8 @@ final class StatisticsRun: @unchecked Sendable {
     var scopeTop: [[TopBoundary?]]
     /// [scope][delta] fine counts of the boundary bin, after the second pass.
     var scopeFine: [[[Int]?]]
+    /// One per worker, used by both passes (each pass leaves them cleared).
+    private let scratches: [StatisticsScratch]
 
     init(plan: StatisticsPlan, base: Checkpoint, tuned: [Checkpoint], options: DeltaStatisticsOptions) {
         self.plan = plan
@@ -114,6 +114,10 @@ final class StatisticsRun: @unchecked Sendable {
         scopeHistograms = (0..<scopeCount).map { _ in (0..<tuned.count).map { _ in RangeHistogram() } }
         scopeTop = [[TopBoundary?]](repeating: [TopBoundary?](repeating: nil, count: tuned.count), count: scopeCount)
         scopeFine = [[[Int]?]](repeating: [[Int]?](repeating: nil, count: tuned.count), count: scopeCount)
+        let workers = max(1, min(options.workers, plan.tensors.count))
+        scratches = (0..<workers).map { _ in
+            StatisticsScratch(chunk: options.chunkElements, deltaCount: tuned.count, pairCount: pairs.count)
+        }
     }
 
     /// Runs `body` for every tensor, largest first, on `options.workers` threads,
@@ -122,9 +126,8 @@ final class StatisticsRun: @unchecked Sendable {
         let order = plan.tensors.indices.sorted { plan.tensors[$0].base.elementCount > plan.tensors[$1].base.elementCount }
         next = 0
         failure = nil
-        let workers = max(1, min(options.workers, order.count))
-        DispatchQueue.concurrentPerform(iterations: workers) { _ in
-            let scratch = StatisticsScratch(chunk: options.chunkElements, deltaCount: deltaCount, pairCount: pairs.count)
+        DispatchQueue.concurrentPerform(iterations: scratches.count) { worker in
+            let scratch = scratches[worker]
             while true {
                 lock.lock()
                 let index = failure == nil && next < order.count ? order[next] : nil
@@ -194,7 +197,7 @@ final class StatisticsRun: @unchecked Sendable {
                         DeltaKernels.subtractAndMeasure(scratch.deltas[d], scratch.base, count, thresholds: thresholdBits,
                                                         within: within.baseAddress!, into: &moments[d])
                     }
-                    DeltaKernels.histogram(scratch.deltas[d], count, binCounts: scratch.binCounts[d], fineSums: scratch.binFineSums[d])
+                    DeltaKernels.histogram(scratch.deltas[d], count, bins: scratch.bins[d])
                 }
                 for (p, (a, b)) in pairs.enumerated() {
                     DeltaKernels.comparePair(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p])
@@ -207,10 +210,11 @@ final class StatisticsRun: @unchecked Sendable {
             }
             var state = TensorState(statistics: stats)
             for d in 0..<deltaCount {
-                moments[d].findBinRange(scratch.binCounts[d])
+                moments[d].findBinRange(scratch.bins[d])
                 let m = moments[d]
-                let counts = scratch.binCounts[d], fineSums = scratch.binFineSums[d]
-                let sums = { (bin: Int) in MagnitudeBins.sum(bin: bin, count: counts[bin], fineSum: fineSums[bin]) }
+                let histogram = scratch.bins[d]
+                let counts = { (bin: Int) in histogram[2 * bin] }
+                let sums = { (bin: Int) in MagnitudeBins.sum(bin: bin, count: histogram[2 * bin], fineSum: histogram[2 * bin + 1]) }
                 var figures = stats.deltas[d]
                 figures.elements = tensor.base.elementCount - m.nonFinite
                 figures.nonFinite = m.nonFinite
@@ -223,30 +227,29 @@ final class StatisticsRun: @unchecked Sendable {
                 figures.maxAbs = Float(bitPattern: m.maxBits)
                 figures.topEntries = figures.elements > 0 ? max(1, figures.elements / 100) : 0
                 if m.highBin >= m.lowBin {
-                    for bin in m.lowBin...m.highBin where counts[bin] > 0 {
-                        figures.log10Histogram[Int(Log10Bins.ofMagnitudeBin[bin])] += counts[bin]
+                    for bin in m.lowBin...m.highBin where counts(bin) > 0 {
+                        figures.log10Histogram[Int(Log10Bins.ofMagnitudeBin[bin])] += counts(bin)
                     }
                 }
                 let supportK = max(1, Int(options.density * Double(figures.elements)))
                 state.top.append(TopBoundary(k: max(1, figures.topEntries), low: m.lowBin, high: m.highBin,
-                                             counts: { counts[$0] }, sums: sums))
+                                             counts: counts, sums: sums))
                 state.support.append(TopBoundary(k: supportK, low: m.lowBin, high: m.highBin,
-                                                 counts: { counts[$0] }, sums: sums))
+                                                 counts: counts, sums: sums))
                 state.statistics.deltas[d] = figures
             }
             lock.lock()
             for d in 0..<deltaCount {
                 for scope in tensor.scopes {
                     scopeHistograms[scope][d].add(low: moments[d].lowBin, high: moments[d].highBin,
-                                                  counts: scratch.binCounts[d], fineSums: scratch.binFineSums[d])
+                                                  bins: scratch.bins[d])
                 }
             }
             states[index] = state
             lock.unlock()
             for d in 0..<deltaCount where moments[d].highBin >= moments[d].lowBin {
                 let low = moments[d].lowBin, width = moments[d].highBin - low + 1
-                (scratch.binCounts[d] + low).update(repeating: 0, count: width)
-                (scratch.binFineSums[d] + low).update(repeating: 0, count: width)
+                (scratch.bins[d] + 2 * low).update(repeating: 0, count: 2 * width)
             }
         }
     }

@@ -150,7 +150,7 @@ final class RangeHistogram {
     private(set) var fineSums: [Int] = []
     var high: Int { low + counts.count - 1 }
 
-    func add(low from: Int, high to: Int, counts source: UnsafePointer<Int>, fineSums sourceSums: UnsafePointer<Int>) {
+    func add(low from: Int, high to: Int, bins source: UnsafePointer<Int>) {
         guard to >= from else { return }
         if counts.isEmpty {
             low = from
@@ -169,8 +169,8 @@ final class RangeHistogram {
             fineSums = s
         }
         for bin in from...to {
-            counts[bin - low] += source[bin]
-            fineSums[bin - low] += sourceSums[bin]
+            counts[bin - low] += source[2 * bin]
+            fineSums[bin - low] += source[2 * bin + 1]
         }
     }
 

@@ -286,3 +286,29 @@ func tensorKindsFollowTheName(name: String, kind: TensorKind) {
     #expect(summary.contains("d1: 99.0 % of entries unchanged"))
     #expect(summary.contains("sign conflicts: 0.0 % of shared entries"))
 }
+
+@Test func plotIsSelfContainedAndReplacesTheFileAtomically() throws {
+    let fixture = StatisticsFixture()
+    let names = ["model.layers.0.mlp.up_proj.weight", "model.layers.1.mlp.up_proj.weight"]
+    let base = try fixture.checkpoint("base.safetensors", names.map { ($0, [4], [0, 0, 0, 0]) })
+    let a = try fixture.checkpoint("a.safetensors", names.map { ($0, [4], [1e-3, 2e-3, 0, -1e-4]) })
+    let b = try fixture.checkpoint("b.safetensors", names.map { ($0, [4], [0, 0, 5e-4, 0]) })
+    let report = try DeltaStatistics.compute(base: base, tuned: [a, b], names: ["sft", "dpo"])
+    let plot = DeltaStatisticsPlot(report)
+    let svg = plot.svg
+    #expect(svg.hasPrefix("<svg xmlns=\"http://www.w3.org/2000/svg\""))
+    #expect(!svg.contains("href") && !svg.contains("<script") && !svg.contains("url("))
+    #expect(svg.components(separatedBy: "<polyline").count - 1 == 4)  // two histograms, two density lines
+    #expect(svg.contains("log10 |δ|") && svg.contains("layer") && svg.contains("sft: 25.0 % zero"))
+    let path = fixture.folder + "/stats.svg"
+    try "old".write(toFile: path, atomically: false, encoding: .utf8)
+    try plot.write(to: path)
+    #expect(try String(contentsOfFile: path, encoding: .utf8) == svg)
+    let leftovers = try FileManager.default.contentsOfDirectory(atPath: fixture.folder).filter { $0.hasPrefix(".") }
+    #expect(leftovers.isEmpty)
+}
+
+@Test func plotOfAModelWithoutLayersSaysSo() throws {
+    let svg = DeltaStatisticsPlot(try StatisticsFixture().run([[0, 1]])).svg
+    #expect(svg.contains("no tensor names a layer"))
+}
