@@ -312,3 +312,12 @@ func tensorKindsFollowTheName(name: String, kind: TensorKind) {
     let svg = DeltaStatisticsPlot(try StatisticsFixture().run([[0, 1]])).svg
     #expect(svg.contains("no tensor names a layer"))
 }
+
+@Test func threeDeltasGiveThreePairsInOrderAndOneElection() throws {
+    let report = try StatisticsFixture().run([[1, 2], [1, -2], [-3, 0]])
+    #expect(report.model.pairs.map { [$0.first, $0.second] } == [[0, 1], [0, 2], [1, 2]])
+    // Sums −1 (elects −) and 0 (elects +): 1, 1 lose at the first; −2 loses at the second.
+    #expect(report.model.electionEntries == 5)
+    #expect(report.model.electionDropped == 3)
+    #expect(report.model.pairs[1].signAgreements == 0)
+}
