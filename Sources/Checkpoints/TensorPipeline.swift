@@ -14,7 +14,10 @@ public enum TensorPipeline {
         public var moreFloats: [Float] = []
         public var bytes: [UInt8] = []
 
-        /// Resizes `array` to `count` without shrinking its capacity.
+        /// Resizes `array` to `count` without shrinking its capacity. Inlinable so
+        /// callers in other modules get a specialized copy (the generic one goes
+        /// element by element through metadata lookups).
+        @inlinable
         public static func fit<T: Numeric>(_ array: inout [T], _ count: Int) {
             if array.count < count {
                 array.append(contentsOf: repeatElement(0, count: count - array.count))
