@@ -30,7 +30,7 @@ public enum FormatConversion {
                                 workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                                 progress: @escaping Progress = { _, _ in }) throws(CheckpointError) -> Report {
         guard type.isEncodable else { throw .conversion(file: output, problem: .unsupportedType(type.rawValue)) }
-        let checkpoint = try HFFolder.open(folder)
+        let checkpoint = try HFFolder.open(folder, followSymlinks: Checkpoint.followsSymlinks)
         let configPath = folder + "/config.json"
         guard HFFolder.fileExists(configPath) else {
             throw .conversion(file: folder, problem: .missingConfigField("(config.json is missing)"))

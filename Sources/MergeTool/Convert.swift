@@ -46,6 +46,8 @@ extension MergeTool {
         @Flag(help: "Replace an existing output.")
         var force = false
 
+        @OptionGroup var inputOptions: InputOptions
+
         static let ggufTypes: [String: DType] = [
             "f32": .f32, "f16": .f16, "bf16": .bf16, "q8_0": .q8_0, "q4_0": .q4_0, "q4_1": .q4_1,
             "q5_0": .q5_0, "q5_1": .q5_1, "q4_k": .q4_K, "q6_k": .q6_K,
@@ -67,6 +69,7 @@ extension MergeTool {
 
         func run() throws {
             OutputPath.installInterruptCleanup()
+            inputOptions.apply()
             try reportingErrors {
                 try refuseOverwritingInput(output: output, inputs: [input])
                 let shardSize = parseByteSize(maxShardSize)!

@@ -51,6 +51,8 @@ extension MergeTool.Delta {
         @Flag(help: "Replace an existing output.")
         var force = false
 
+        @OptionGroup var inputOptions: InputOptions
+
         func validate() throws {
             guard density > 0 && density <= 1 else { throw ValidationError("--density must be in (0, 1], got \(density)") }
             guard threads > 0 else { throw ValidationError("--threads must be at least 1") }
@@ -58,6 +60,7 @@ extension MergeTool.Delta {
 
         func run() throws {
             OutputPath.installInterruptCleanup()
+            inputOptions.apply()
             try reportingErrors {
                 try refuseOverwritingInput(output: output, inputs: [tuned, base])
                 let progress = ProgressLine(label: "extracting")
@@ -102,6 +105,8 @@ extension MergeTool.Delta {
         @Flag(help: "Replace an existing output.")
         var force = false
 
+        @OptionGroup var inputOptions: InputOptions
+
         func validate() throws {
             guard parseByteSize(maxShardSize) != nil else {
                 throw ValidationError("--max-shard-size '\(maxShardSize)' is not a size such as 5GB or 500MB")
@@ -111,6 +116,7 @@ extension MergeTool.Delta {
 
         func run() throws {
             OutputPath.installInterruptCleanup()
+            inputOptions.apply()
             try reportingErrors {
                 try refuseOverwritingInput(output: output, inputs: [delta, base])
                 let progress = ProgressLine(label: "applying")
