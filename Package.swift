@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "Claire",
-    platforms: [.macOS(.v13)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "merge-tool", targets: ["MergeTool"]),
         .executable(name: "claire-bench", targets: ["ClaireBench"]),

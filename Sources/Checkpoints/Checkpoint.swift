@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -67,6 +68,15 @@ public final class Checkpoint: Sendable {
         self.indexByName = index
     }
 
+    /// Whether shards that are links to files outside their model folder are
+    /// followed (the command line's `--follow-symlinks`); refused by default, so
+    /// a downloaded folder cannot make Claire read files elsewhere on the machine.
+    public static var followsSymlinks: Bool {
+        get { symlinkPolicy.withLock { $0 } }
+        set { symlinkPolicy.withLock { $0 = newValue } }
+    }
+    private static let symlinkPolicy = Mutex(false)
+
     /// Opens a `.safetensors` file, a `.gguf` file or a Hugging Face model folder.
     public static func open(_ path: String) throws(CheckpointError) -> Checkpoint {
         var info = stat()
@@ -74,7 +84,7 @@ public final class Checkpoint: Sendable {
             throw .io(file: path, problem: String(cString: strerror(errno)))
         }
         if (info.st_mode & S_IFMT) == S_IFDIR {
-            return try HFFolder.open(path)
+            return try HFFolder.open(path, followSymlinks: followsSymlinks)
         }
         let file = try MappedFile(path: path)
         if file.size >= 4, file.bytes(0..<4).elementsEqual("GGUF".utf8) {

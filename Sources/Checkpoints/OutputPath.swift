@@ -37,7 +37,9 @@ public final class OutputPath: @unchecked Sendable {
             throw .io(file: dest, problem: "already exists (use --force to replace it)")
         }
         let token = String(UInt64.random(in: 0...UInt64.max), radix: 36)
-        temporary = parent + "/." + url.lastPathComponent + ".partial-\(getpid())-" + token
+        let prefix = "." + url.lastPathComponent + ".partial-"
+        OutputPath.removeAbandoned(in: parent, prefix: prefix)
+        temporary = parent + "/" + prefix + "\(getpid())-" + token
         if isDirectory {
             guard mkdir(temporary, 0o755) == 0 else {
                 throw .io(file: dest, problem: "cannot create \(temporary): \(String(cString: strerror(errno)))")
@@ -88,8 +90,24 @@ public final class OutputPath: @unchecked Sendable {
         PendingOutputs.shared.remove(temporary)
     }
 
-    /// Removes pending temporaries and exits when SIGINT or SIGTERM arrives.
+    /// Removes temporaries for the same destination left by processes that no
+    /// longer exist (a run killed with SIGKILL cannot clean up after itself).
+    static func removeAbandoned(in parent: String, prefix: String) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix(prefix) {
+            let rest = name.dropFirst(prefix.count)
+            guard let dash = rest.firstIndex(of: "-"), let pid = Int32(rest[..<dash]) else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                try? FileManager.default.removeItem(atPath: parent + "/" + name)
+            }
+        }
+    }
+
+    /// Removes pending temporaries and exits (status 128 + signal number) when
+    /// SIGINT or SIGTERM arrives. Also ignores SIGXFSZ, so a write past the file-size limit fails with
+    /// EFBIG and is cleaned up like any other write error instead of killing
+    /// the process with the temporary left behind.
     public static func installInterruptCleanup() {
+        signal(SIGXFSZ, SIG_IGN)
         PendingOutputs.shared.installSignalHandlers()
     }
 
@@ -143,8 +161,9 @@ final class PendingOutputs: @unchecked Sendable {
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler { [weak self] in
                 self?.removeAll()
-                signal(sig, SIG_DFL)
-                kill(getpid(), sig)
+                // Exit at once with the shell's status for a signal death; re-raising
+                // would wait on threads that have the signal blocked.
+                _exit(128 + sig)
             }
             source.resume()
             sources.append(source)

@@ -84,6 +84,8 @@ extension MergeTool {
         @Flag(help: "Replace an existing output folder.")
         var force = false
 
+        @OptionGroup var input: InputOptions
+
         func validate() throws {
             if config != nil {
                 guard models.isEmpty, base == nil else {
@@ -104,6 +106,7 @@ extension MergeTool {
 
         func run() throws {
             OutputPath.installInterruptCleanup()
+            input.apply()
             try reportingErrors {
                 let (plan, recipe) = try makePlan()
                 try checkOutput(plan)
@@ -180,23 +183,10 @@ extension MergeTool {
 
         /// The output must not be one of the inputs (or the folder holding one).
         func checkOutput(_ plan: MergePlan) throws {
-            let target = canonical(output)
             var inputs = plan.models.map(\.path)
             if let base = plan.base { inputs.append(base) }
             if let config { inputs.append(config) }
-            for input in inputs {
-                let path = canonical(input)
-                if path == target || path.hasPrefix(target + "/") {
-                    throw MergeError.output(path: output, problem: "is an input of the merge (\(input)); choose another output")
-                }
-            }
-        }
-
-        private func canonical(_ path: String) -> String {
-            if let real = HFFolder.realPath(path) { return real }
-            let url = URL(fileURLWithPath: path).standardizedFileURL
-            let parent = HFFolder.realPath(url.deletingLastPathComponent().path) ?? url.deletingLastPathComponent().path
-            return parent + "/" + url.lastPathComponent
+            try refuseOverwritingInput(output: output, inputs: inputs)
         }
 
         /// Config and tokenizer files from the base folder (tokenizer from `tokenizer_source` if given).

@@ -26,7 +26,10 @@ extension MergeTool {
         @Flag(help: "Print a JSON report (schema in docs/inspect.md).")
         var json = false
 
+        @OptionGroup var inputOptions: InputOptions
+
         func run() throws {
+            inputOptions.apply()
             try reportingErrors {
                 let checkpoint = try Checkpoint.open(path)
                 let summary = CheckpointSummary(checkpoint)

@@ -12,8 +12,6 @@ public enum MergeError: Error, Equatable, CustomStringConvertible {
     case badPlan(String)
     /// Inputs that do not fit the base, every problem found (shapes, missing tensors, types).
     case incompatibleInputs(base: String, problems: [String])
-    /// The output path is unusable.
-    case output(path: String, problem: String)
     /// A checkpoint could not be read or written.
     case checkpoint(CheckpointError)
 
@@ -36,7 +34,6 @@ public enum MergeError: Error, Equatable, CustomStringConvertible {
             }
             let count = problems.count == 1 ? "1 problem" : "\(problems.count) problems"
             return "\(base): inputs do not fit the base (\(count)): \(shown)"
-        case .output(let path, let problem): return "\(path): \(problem)"
         case .checkpoint(let error): return error.description
         }
     }

@@ -207,16 +207,17 @@ public final class MergeExecutor: @unchecked Sendable {
     /// Decodes model `m` and subtracts the base already in `s.base`: δ in `s.inputs[m]`.
     private func decodeDelta(_ job: MergeJob, _ m: Int, _ range: Range<Int>, _ s: WorkerScratch) throws {
         let input = job.inputs[m]
-        let d = s.inputs[m], b = s.base
         if input.tensor.dtype == .bf16 {
             // The common case in one pass: BF16 is the upper half of a Float32.
+            let d = s.inputs[m], b = s.base
             let bytes = merge.checkpoints[input.checkpoint].data(of: input.tensor)
             let source = bytes.baseAddress!.assumingMemoryBound(to: UInt16.self) + range.lowerBound
             for i in 0..<range.count { d[i] = Float(bitPattern: UInt32(source[i]) &<< 16) - b[i] }
             return
         }
         try decode(input.tensor, in: input.checkpoint, range, into: s.inputs[m])
-        for i in 0..<range.count { d[i] -= b[i] }
+        let delta = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
+        TaskVector.subtract(UnsafeBufferPointer(delta), UnsafeBufferPointer(rebasing: s.base[0..<range.count]), into: delta)
     }
 
     /// Encodes `s.out` into the output bytes of `range` and releases the inputs' pages of the chunk.

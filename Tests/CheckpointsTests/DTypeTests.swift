@@ -12,7 +12,8 @@ func byteCountsFollowTheBlockLayout(dtype: DType) {
         }
     }
     #expect(dtype.byteCount(forElements: Int.max - 7) == nil || dtype.blockBytes <= dtype.blockElements)
-    #expect(DType(safetensorsName: dtype.safetensorsName) == dtype)
+    // ggml-only types (Q4_K, …) are not safetensors dtypes.
+    #expect((DType(safetensorsName: dtype.safetensorsName) == dtype) == dtype.isSafetensorsType)
 }
 
 @Test func elementCountsCheckOverflowAndSigns() {

@@ -95,3 +95,19 @@ func scratchFile(_ bytes: [UInt8], name: String) -> String {
         #expect(result.status == 64)
     }
 }
+
+@Suite struct SymlinkPolicyTests {
+    @Test func shardLinkedFromOutsideIsRefusedUnlessFollowed() throws {
+        let root = NSTemporaryDirectory() + "claire-links-" + UUID().uuidString
+        let folder = root + "/model"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: fixture("safetensors/tiny-llama/model.safetensors"), toPath: root + "/outside.safetensors")
+        try FileManager.default.createSymbolicLink(atPath: folder + "/model.safetensors", withDestinationPath: root + "/outside.safetensors")
+        let refused = try runTool(["inspect", folder])
+        #expect(refused.status == 1)
+        #expect(refused.err == "error: \(folder)/model.safetensors: shard 'model.safetensors' is a link to a file outside the model folder\n")
+        let followed = try runTool(["inspect", "--follow-symlinks", folder])
+        #expect(followed.status == 0)
+        #expect(followed.out.contains("tensors     21"))
+    }
+}

@@ -59,7 +59,7 @@ private let base = fixture("merge/base"), sft = fixture("merge/sft"), dpo = fixt
     @Test func refusesAnOutputThatIsAnInput() throws {
         let result = try runTool(["fuse", sft, dpo, "--base", base, "-o", dpo, "--force"])
         #expect(result.status == 1)
-        #expect(result.err.contains("is an input of the merge"))
+        #expect(result.err.contains("is an input (\(dpo)); choose another output"))
     }
 
     @Test func refusesDellaEpsilonOutOfRange() throws {
