@@ -75,6 +75,12 @@ extension MergeTool {
         @Option(help: "Output element type: bf16, f16 or f32 (default: the base's).")
         var dtype: String?
 
+        @Option(help: "Output format: safetensors (a model folder) or gguf (one file, from a base folder with config.json).")
+        var format: String = "safetensors"
+
+        @Option(help: "GGUF tensor type with --format gguf: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k.")
+        var type: String = "f16"
+
         @Option(help: "Largest shard size, e.g. 2GB or 500MB.")
         var maxShardSize: String = "5GB"
 
@@ -102,6 +108,10 @@ extension MergeTool {
             if let rescale, Rescale(rawValue: rescale) == nil { throw ValidationError("--rescale must be l1, inverse or none") }
             if let consensus, Consensus(rawValue: consensus) == nil { throw ValidationError("--consensus must be sum or count") }
             if TrimScope(rawValue: trim) == nil { throw ValidationError("--trim must be tensor or global") }
+            guard format == "safetensors" || format == "gguf" else { throw ValidationError("--format must be safetensors or gguf") }
+            guard Convert.ggufTypes[type.lowercased()] != nil else {
+                throw ValidationError("unknown --type '\(type)'; choose one of \(Convert.ggufTypes.keys.sorted().joined(separator: ", "))")
+            }
         }
 
         func run() throws {
@@ -112,20 +122,42 @@ extension MergeTool {
                 try checkOutput(plan)
                 let prepared = try PreparedMerge.prepare(plan)
                 for warning in prepared.warnings { printError("warning: \(warning)") }
-                let writer = try HFFolderWriter(folder: output, tensors: prepared.outputTensors,
-                                                maxShardSize: parseByteSize(maxShardSize)!, overwrite: force)
-                do {
-                    let progress = ProgressLine(label: "fuse")
-                    try MergeExecutor(prepared, threads: threads).run(into: writer) { progress.update($0) }
-                    progress.finish()
-                    try copySideFiles(prepared, into: writer)
-                    try writer.writeFile(name: ModelCard.recipeFileName, contents: Array(recipe.utf8))
-                    try writer.writeFile(name: "README.md", contents: Array(ModelCard.text(for: plan, recipe: recipe).utf8))
-                    try writer.commit()
-                } catch {
-                    writer.abort()
-                    throw error
+                guard format == "gguf" else {
+                    try writeFolder(prepared, recipe: recipe, to: output, overwrite: force)
+                    return
                 }
+                // GGUF: the merged folder is staged beside the output, then converted
+                // (names, Q/K row order, metadata and tokenizer from its config.json).
+                if FileManager.default.fileExists(atPath: output) && !force {
+                    throw CheckpointError.io(file: output, problem: "already exists (use --force to replace it)")
+                }
+                let url = URL(fileURLWithPath: output).standardizedFileURL
+                let staging = url.deletingLastPathComponent().path + "/." + url.lastPathComponent + ".fuse-\(getpid())"
+                defer { try? FileManager.default.removeItem(atPath: staging) }
+                try writeFolder(prepared, recipe: recipe, to: staging, overwrite: true)
+                let report = try FormatConversion.hfToGGUF(folder: staging, output: output, type: Convert.ggufTypes[type.lowercased()]!,
+                                                           overwrite: force, workers: threads)
+                for warning in report.warnings {
+                    printError("warning: " + warning.replacingOccurrences(of: staging, with: prepared.template.path))
+                }
+            }
+        }
+
+        /// Merges into the model folder `folder`, with side files, card and recipe.
+        private func writeFolder(_ prepared: PreparedMerge, recipe: String, to folder: String, overwrite: Bool) throws {
+            let writer = try HFFolderWriter(folder: folder, tensors: prepared.outputTensors,
+                                            maxShardSize: parseByteSize(maxShardSize)!, overwrite: overwrite)
+            do {
+                let progress = ProgressLine(label: "fuse")
+                try MergeExecutor(prepared, threads: threads).run(into: writer) { progress.update($0) }
+                progress.finish()
+                try copySideFiles(prepared, into: writer)
+                try writer.writeFile(name: ModelCard.recipeFileName, contents: Array(recipe.utf8))
+                try writer.writeFile(name: "README.md", contents: Array(ModelCard.text(for: prepared.plan, recipe: recipe).utf8))
+                try writer.commit()
+            } catch {
+                writer.abort()
+                throw error
             }
         }
 

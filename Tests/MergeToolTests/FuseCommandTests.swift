@@ -89,6 +89,22 @@ private let base = fixture("merge/base"), sft = fixture("merge/sft"), dpo = fixt
         #expect(result.err == "error: \(recipe): unknown key 'paramters' (did you mean 'parameters'?) (line 5)\n")
     }
 
+    @Test func writesGGUFThroughTheConverter() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let out = folder + "/merged.gguf"
+        let result = try runTool(["fuse", sft, dpo, "--base", base, "--format", "gguf", "--type", "q8_0", "-o", out])
+        #expect(result.status == 0)
+        #expect(result.err == "warning: \(base): no tokenizer.json; the GGUF file has no tokenizer keys\n")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder) == ["merged.gguf"])
+        let summary = try runTool(["inspect", out])
+        #expect(summary.out.contains("format      gguf, 1 file"))
+        #expect(summary.out.contains("Q8_0"))
+        let again = try runTool(["fuse", sft, dpo, "--base", base, "--format", "gguf", "-o", out])
+        #expect(again.status == 1)
+        #expect(again.err.contains("already exists (use --force to replace it)"))
+    }
+
     @Test func conflictingRecipeAndModelsIsAUsageError() throws {
         let result = try runTool(["fuse", sft, "--config", "r.yml", "-o", "x"])
         #expect(result.status == 64)
