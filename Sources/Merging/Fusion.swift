@@ -24,7 +24,7 @@ public struct Fusion: Sendable, Hashable {
     /// out = base + λ · mixed (/ divisor when normalizing), element by element.
     ///
     /// `deltas[i]` holds the weighted, sparsified delta uᵢ = wᵢ·δ̂ᵢ of model i; with
-    /// consensus the entries that disagree with the elected sign are zeroed in place.
+    /// consensus the first one is overwritten by the masked sum.
     /// Only entries whose sign matches the elected sign count, in both the sum and the
     /// divisor; an entry that is 0 never agrees. `divisors` is scratch of the same length.
     /// Every step is a plain loop over one model at a time, so it vectorizes.
@@ -56,24 +56,31 @@ public struct Fusion: Sendable, Hashable {
             }
         }
         for i in 0..<n { out[i] = out[i] >= 0 ? 1 : -1 }
-        divisors.update(repeating: 0)
-        for (m, u) in deltas.enumerated() {
+        // The first delta becomes the running masked sum, `divisors` the agreeing weights;
+        // 1 or 0 as a number rather than a branch, so the loops vectorize.
+        let mixed = deltas[0]
+        let w0 = weights[0]
+        for i in 0..<n {
+            let agrees: Float = mixed[i] * out[i] > 0 ? 1 : 0
+            mixed[i] *= agrees
+            divisors[i] = w0 * agrees
+        }
+        for m in 1..<deltas.count {
+            let u = deltas[m]
             let w = weights[m]
             for i in 0..<n {
-                // 1 or 0 as a number rather than a branch, so the loop vectorizes.
                 let agrees: Float = u[i] * out[i] > 0 ? 1 : 0
-                u[i] *= agrees
+                mixed[i] += u[i] * agrees
                 divisors[i] += w * agrees
             }
         }
-        Fusion.sum(deltas, into: out, n)
         if normalize {
             for i in 0..<n {
                 let d = divisors[i] == 0 ? 1 : divisors[i]
-                out[i] = base[i] + out[i] / d * lambda
+                out[i] = base[i] + mixed[i] / d * lambda
             }
         } else {
-            for i in 0..<n { out[i] = base[i] + out[i] * lambda }
+            for i in 0..<n { out[i] = base[i] + mixed[i] * lambda }
         }
     }
 
