@@ -15,6 +15,7 @@ public struct Fusion: Sendable, Hashable {
     /// Final scale λ of the fused delta.
     public var lambda: Float
 
+    /// A fusion with the given sign election, normalization and scale.
     public init(consensus: Consensus?, normalize: Bool, lambda: Float) {
         self.consensus = consensus
         self.normalize = normalize

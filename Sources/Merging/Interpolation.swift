@@ -65,6 +65,7 @@ public struct ModelStockStatistics: Sendable {
     /// ‖δᵢ‖² per model, then δᵢ·δⱼ per pair i < j (row-major pair order).
     public private(set) var sums: [Double]
 
+    /// Empty statistics for `models` fine-tuned models.
     public init(models: Int) {
         self.models = models
         sums = [Double](repeating: 0, count: models + models * (models - 1) / 2)

@@ -17,7 +17,9 @@ public final class MergeExecutor: @unchecked Sendable {
     /// Elements per chunk: a few hundred kilobytes per buffer, so a worker's buffers stay in cache.
     public static let chunkElements = 1 << 16
 
+    /// The merge being run.
     public let merge: PreparedMerge
+    /// Worker threads.
     public let threads: Int
     private let scratch: [WorkerScratch]
     /// Two output buffers: one is written out while the next tensor is computed into the other.

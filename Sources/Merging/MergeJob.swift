@@ -12,10 +12,13 @@ public struct MergeJob: Sendable {
         case merge
     }
 
+    /// Tensor name, as the base names it.
     public let name: String
+    /// How the tensor is produced.
     public let kind: Kind
     /// Output shape (the base's).
     public let shape: [Int]
+    /// Element type written.
     public let outputDType: DType
     /// The base's (or, for `linear` without a base, the first model's) tensor.
     public let template: TensorEntry
@@ -24,10 +27,12 @@ public struct MergeJob: Sendable {
     /// Per contributing model: its checkpoint index and tensor. Only the first
     /// `elementCount` entries are used (embedding rows past the base's are cut).
     public let inputs: [(checkpoint: Int, tensor: TensorEntry)]
+    /// Per contributing model, the parameters resolved for this tensor.
     public let weights: [Float]
     public let densities: [Double]
     public let gammas: [Double]
     public let epsilons: [Double]
+    /// Global parameters resolved for this tensor.
     public let lambda: Float
     public let normalize: Bool
     /// SLERP's interpolation factor.

@@ -7,6 +7,7 @@ public struct ModelSpec: Sendable, Equatable {
     /// Per-model parameters (weight, density, gamma, epsilon, …); they override the global ones.
     public var parameters: [String: ParameterValue]
 
+    /// A model with its own parameters.
     public init(path: String, parameters: [String: ParameterValue] = [:]) {
         self.path = path
         self.parameters = parameters
@@ -23,9 +24,11 @@ public enum TrimScope: String, Sendable, CaseIterable {
 
 /// What to merge and how: built from command-line flags or a mergekit YAML recipe.
 public struct MergePlan: Sendable, Equatable {
+    /// The merge method.
     public var method: MergeMethod
     /// The base model θ₀ (required by every method but `linear`).
     public var base: String?
+    /// The models, in recipe order (for `linear`, all of them contribute).
     public var models: [ModelSpec]
     /// Global parameters; the defaults for per-model ones.
     public var parameters: [String: ParameterValue]
@@ -33,6 +36,7 @@ public struct MergePlan: Sendable, Equatable {
     public var rescale: Rescale?
     /// Sign election for the methods that have one; nil takes the method's default.
     public var consensus: Consensus?
+    /// Scope of the magnitude trim.
     public var trim: TrimScope
     /// Seed of the random sparsifiers.
     public var seed: UInt64
@@ -41,6 +45,7 @@ public struct MergePlan: Sendable, Equatable {
     /// The model whose tokenizer files are copied (nil: the base).
     public var tokenizerSource: String?
 
+    /// A plan; every option defaults to the method's own default.
     public init(
         method: MergeMethod, base: String?, models: [ModelSpec], parameters: [String: ParameterValue] = [:],
         rescale: Rescale? = nil, consensus: Consensus? = nil, trim: TrimScope = .tensor, seed: UInt64 = 0,

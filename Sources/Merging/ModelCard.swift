@@ -2,6 +2,7 @@
 public enum ModelCard {
     /// Files copied from the base (or tokenizer source) folder into the output when present.
     public static let configFiles = ["config.json", "generation_config.json"]
+    /// Tokenizer files copied from the tokenizer source (the base unless the recipe says otherwise).
     public static let tokenizerFiles = [
         "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "added_tokens.json",
         "vocab.json", "merges.txt", "chat_template.jinja",

@@ -58,8 +58,10 @@ public indirect enum ParameterValue: Sendable, Equatable, CustomStringConvertibl
 public struct FilteredParameter: Sendable, Equatable {
     /// Substring of the tensor name; nil or `*` matches every tensor.
     public var filter: String?
+    /// The value taken when the filter matches.
     public var value: ParameterValue
 
+    /// An entry; a nil filter matches every tensor.
     public init(filter: String?, value: ParameterValue) {
         self.filter = filter
         self.value = value

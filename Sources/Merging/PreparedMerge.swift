@@ -3,6 +3,7 @@ import Checkpoints
 /// A merge whose inputs are open and checked: every tensor of the output is known,
 /// with its sources and resolved parameters, before the first byte is written.
 public final class PreparedMerge: Sendable {
+    /// The plan the merge was prepared from.
     public let plan: MergePlan
     /// Opened checkpoints; index 0 is the base (or the first model for `linear` without one).
     public let checkpoints: [Checkpoint]

@@ -15,9 +15,12 @@ public func magnitudeKey(_ x: Float) -> UInt32 { x.bitPattern & 0x7fff_ffff }
 /// The element at one rank of the (|δ|, index) order: its magnitude key, and how
 /// many elements with the same key precede it in index order.
 public struct RankBoundary: Sendable, Hashable {
+    /// Magnitude key of the element at the rank.
     public var key: UInt32
+    /// Elements with the same key before it, in index order.
     public var ordinal: Int
 
+    /// The element with `key`, preceded by `ordinal` equal keys.
     public init(key: UInt32, ordinal: Int) {
         self.key = key
         self.ordinal = ordinal
@@ -27,11 +30,14 @@ public struct RankBoundary: Sendable, Hashable {
 /// Where a chunk sits among the entries equal to a window's boundary keys: how many
 /// precede it, and (when known) how many it holds.
 public struct ChunkTies: Sendable, Hashable {
+    /// Entries equal to the lower boundary key before the chunk, and in it (nil: unknown).
     public var lowerBefore = 0
     public var lowerInChunk: Int?
+    /// Entries equal to the upper boundary key before the chunk, and in it (nil: unknown).
     public var upperBefore = 0
     public var upperInChunk: Int?
 
+    /// A chunk position among the boundary ties.
     public init(lowerBefore: Int = 0, lowerInChunk: Int? = nil, upperBefore: Int = 0, upperInChunk: Int? = nil) {
         self.lowerBefore = lowerBefore
         self.lowerInChunk = lowerInChunk
@@ -51,6 +57,7 @@ public struct MagnitudeWindow: Sendable, Hashable {
     /// True when no rank is kept.
     public var isEmpty: Bool
 
+    /// A window between two boundaries.
     public init(lower: RankBoundary?, upper: RankBoundary?, isEmpty: Bool = false) {
         self.lower = lower
         self.upper = upper
@@ -168,6 +175,7 @@ public struct RankSearch: Sendable {
     public private(set) var targets: [(bin: Int, rankInBin: Int)] = []
     private(set) var fine: [[Int]] = []
 
+    /// A search for the elements at `ranks` (0-based, ascending order of (|δ|, index)).
     public init(ranks: [Int]) {
         self.ranks = ranks
         coarse = [Int](repeating: 0, count: RankSearch.coarseBins)
