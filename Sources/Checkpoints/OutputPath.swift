@@ -1,0 +1,161 @@
+import Dispatch
+import Foundation
+
+/// An output being written: a hidden temporary sibling of the destination,
+/// renamed into place only by `commit()`.
+///
+/// Every writer goes through this one mechanism, so a failed or interrupted run
+/// never leaves a partial checkpoint: on error the temporary is removed
+/// (`abort()`, also done on deinit), and `installInterruptCleanup()` removes all
+/// pending temporaries when the process gets SIGINT or SIGTERM.
+public final class OutputPath: @unchecked Sendable {
+    /// Where the output appears when committed.
+    public let destination: String
+    /// Where it is written meanwhile (same folder, so the rename is atomic).
+    public let temporary: String
+    /// True when the output is a folder.
+    public let isDirectory: Bool
+    private let overwrite: Bool
+    private let lock = NSLock()
+    private var finished = false
+
+    /// Prepares a temporary for `destination`. Fails when the parent folder is
+    /// missing, or when `destination` exists and `overwrite` is false.
+    public init(destination: String, isDirectory: Bool, overwrite: Bool) throws(CheckpointError) {
+        var dest = destination
+        while dest.count > 1 && dest.hasSuffix("/") { dest.removeLast() }
+        self.destination = dest
+        self.isDirectory = isDirectory
+        self.overwrite = overwrite
+        let url = URL(fileURLWithPath: dest)
+        let parent = url.deletingLastPathComponent().path
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
+            throw .io(file: dest, problem: "parent folder \(parent) does not exist")
+        }
+        if FileManager.default.fileExists(atPath: dest) && !overwrite {
+            throw .io(file: dest, problem: "already exists (use --force to replace it)")
+        }
+        let token = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        temporary = parent + "/." + url.lastPathComponent + ".partial-\(getpid())-" + token
+        if isDirectory {
+            guard mkdir(temporary, 0o755) == 0 else {
+                throw .io(file: dest, problem: "cannot create \(temporary): \(String(cString: strerror(errno)))")
+            }
+        }
+        PendingOutputs.shared.add(temporary)
+    }
+
+    deinit { abort() }
+
+    /// Path of `name` inside a folder output's temporary.
+    public func temporaryPath(for name: String) -> String { temporary + "/" + name }
+
+    /// Flushes the temporary to disk and renames it to the destination
+    /// (replacing an existing one only when `overwrite` was given).
+    public func commit() throws(CheckpointError) {
+        lock.lock()
+        defer { lock.unlock() }
+        precondition(!finished, "output committed or aborted twice")
+        syncTree(temporary)
+        let fm = FileManager.default
+        var displaced: String?
+        if fm.fileExists(atPath: destination) {
+            guard overwrite else { throw .io(file: destination, problem: "already exists (use --force to replace it)") }
+            displaced = temporary + ".old"
+            guard rename(destination, displaced!) == 0 else {
+                throw .io(file: destination, problem: "cannot replace: \(String(cString: strerror(errno)))")
+            }
+        }
+        guard rename(temporary, destination) == 0 else {
+            let reason = String(cString: strerror(errno))
+            if let displaced { _ = rename(displaced, destination) }
+            throw .io(file: destination, problem: "cannot move output into place: \(reason)")
+        }
+        if let displaced { try? fm.removeItem(atPath: displaced) }
+        syncDirectory(URL(fileURLWithPath: destination).deletingLastPathComponent().path)
+        finished = true
+        PendingOutputs.shared.remove(temporary)
+    }
+
+    /// Removes the temporary; does nothing after `commit()`.
+    public func abort() {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !finished else { return }
+        finished = true
+        try? FileManager.default.removeItem(atPath: temporary)
+        PendingOutputs.shared.remove(temporary)
+    }
+
+    /// Removes pending temporaries and exits when SIGINT or SIGTERM arrives.
+    public static func installInterruptCleanup() {
+        PendingOutputs.shared.installSignalHandlers()
+    }
+
+    private func syncTree(_ path: String) {
+        if isDirectory {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] {
+                syncFile(path + "/" + name)
+            }
+            syncDirectory(path)
+        } else {
+            syncFile(path)
+        }
+    }
+
+    private func syncFile(_ path: String) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        fsync(fd)
+        close(fd)
+    }
+
+    private func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        fsync(fd)
+        close(fd)
+    }
+}
+
+/// The process-wide set of temporaries not yet committed.
+final class PendingOutputs: @unchecked Sendable {
+    static let shared = PendingOutputs()
+    private let lock = NSLock()
+    private var paths = Set<String>()
+    private var sources: [DispatchSourceSignal] = []
+
+    func add(_ path: String) {
+        lock.lock(); paths.insert(path); lock.unlock()
+    }
+
+    func remove(_ path: String) {
+        lock.lock(); paths.remove(path); lock.unlock()
+    }
+
+    func installSignalHandlers() {
+        lock.lock()
+        defer { lock.unlock() }
+        guard sources.isEmpty else { return }
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [weak self] in
+                self?.removeAll()
+                signal(sig, SIG_DFL)
+                kill(getpid(), sig)
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    private func removeAll() {
+        lock.lock()
+        let pending = paths
+        paths.removeAll()
+        lock.unlock()
+        for path in pending { try? FileManager.default.removeItem(atPath: path) }
+    }
+}

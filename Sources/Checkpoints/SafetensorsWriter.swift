@@ -1,0 +1,259 @@
+import Foundation
+
+/// The plan of one output tensor: what will be written, before any data exists.
+public struct TensorSpec: Sendable, Hashable {
+    public var name: String
+    public var dtype: DType
+    public var shape: [Int]
+
+    public init(name: String, dtype: DType, shape: [Int]) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+    }
+
+    /// Number of elements (1 for a scalar).
+    public var elementCount: Int { Checkpoints.elementCount(of: shape) ?? 0 }
+    /// Stored size in bytes.
+    public var byteCount: Int { dtype.byteCount(forElements: elementCount) ?? 0 }
+}
+
+/// Writes one safetensors file whose header is computed from the plan up front.
+///
+/// The layout is exactly what the reference writer (`safetensors.save_file`)
+/// produces for the same tensors: tensors ordered by dtype rank (descending)
+/// then by name, a compact JSON header padded with spaces to a multiple of 8.
+/// Because every tensor's offset is known in advance, `write` may be called
+/// from several threads in any order (each call is one `pwrite`).
+public final class SafetensorsFileWriter: @unchecked Sendable {
+    public let path: String
+    /// Tensors in file order.
+    public let tensors: [TensorSpec]
+    private let slots: [String: (offset: Int, count: Int)]
+    private let fileSize: Int
+    private var fd: Int32
+    private let lock = NSLock()
+    private var written = Set<String>()
+
+    /// The file order the reference writer uses: dtype rank descending, then name (bytewise).
+    public static func fileOrder(_ tensors: [TensorSpec]) -> [TensorSpec] {
+        tensors.sorted { a, b in
+            if a.dtype.safetensorsRank != b.dtype.safetensorsRank { return a.dtype.safetensorsRank > b.dtype.safetensorsRank }
+            return a.name.utf8.lexicographicallyPrecedes(b.name.utf8)
+        }
+    }
+
+    /// The header bytes (length prefix included) for `tensors` in file order.
+    public static func header(for ordered: [TensorSpec], metadata: [(key: String, value: String)]?) -> [UInt8] {
+        var members: [(key: String, value: JSONValue)] = []
+        if let metadata {
+            members.append(("__metadata__", .object(metadata.map { ($0.key, JSONValue.string($0.value)) })))
+        }
+        var offset = 0
+        for t in ordered {
+            let end = offset + t.byteCount
+            members.append((t.name, .object([
+                ("dtype", .string(t.dtype.safetensorsName)),
+                ("shape", .array(t.shape.map { .integer($0) })),
+                ("data_offsets", .array([.integer(offset), .integer(end)])),
+            ])))
+            offset = end
+        }
+        var json = Array(JSONValue.object(members).compactText.utf8)
+        json.append(contentsOf: repeatElement(UInt8(ascii: " "), count: (8 - json.count % 8) % 8))
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(8 + json.count)
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { bytes.append(contentsOf: $0) }
+        bytes.append(contentsOf: json)
+        return bytes
+    }
+
+    /// Creates `path` (which must not exist) and writes its header.
+    public init(path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]? = [("format", "pt")]) throws(CheckpointError) {
+        self.path = path
+        var seen = Set<String>()
+        for t in tensors {
+            guard seen.insert(t.name).inserted else { throw .io(file: path, problem: "tensor '\(t.name)' planned twice") }
+            guard Checkpoints.elementCount(of: t.shape) != nil, t.dtype.byteCount(forElements: t.elementCount) != nil else {
+                throw .io(file: path, problem: "tensor '\(t.name)': shape \(t.shape) does not fit dtype \(t.dtype)")
+            }
+        }
+        let ordered = Self.fileOrder(tensors)
+        self.tensors = ordered
+        let header = Self.header(for: ordered, metadata: metadata)
+        var slots: [String: (offset: Int, count: Int)] = [:]
+        var offset = header.count
+        for t in ordered {
+            slots[t.name] = (offset, t.byteCount)
+            offset += t.byteCount
+        }
+        self.slots = slots
+        self.fileSize = offset
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .io(file: path, problem: "cannot create: \(String(cString: strerror(errno)))") }
+        let failure = header.withUnsafeBytes { buffer in Result { () throws(CheckpointError) in try writeFully(buffer, at: 0) } }
+        try failure.get()
+        for t in ordered where t.byteCount == 0 { written.insert(t.name) }
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+    }
+
+    /// Writes the bytes of tensor `name`; thread-safe, any order, once per tensor.
+    public func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
+        guard let slot = slots[name] else { throw .io(file: path, problem: "tensor '\(name)' is not in the plan") }
+        guard bytes.count == slot.count else {
+            throw .io(file: path, problem: "tensor '\(name)': \(bytes.count) bytes given, \(slot.count) planned")
+        }
+        lock.lock()
+        let fresh = written.insert(name).inserted
+        lock.unlock()
+        guard fresh || slot.count == 0 else { throw .io(file: path, problem: "tensor '\(name)' written twice") }
+        try writeFully(bytes, at: slot.offset)
+    }
+
+    /// Checks every tensor was written, flushes and closes the file.
+    public func finish() throws(CheckpointError) {
+        lock.lock()
+        let missing = tensors.first { !written.contains($0.name) }
+        lock.unlock()
+        if let missing { throw .io(file: path, problem: "tensor '\(missing.name)' was never written") }
+        guard fsync(fd) == 0 else { throw .io(file: path, problem: "cannot flush: \(String(cString: strerror(errno)))") }
+        close(fd)
+        fd = -1
+    }
+
+    private func writeFully(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
+        var done = 0
+        while done < buffer.count {
+            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io(file: path, problem: "write failed: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+}
+
+/// Writes a checkpoint as a Hugging Face model folder: `model.safetensors`, or
+/// shards `model-0000i-of-0000N.safetensors` with `model.safetensors.index.json`,
+/// plus any side files (config, tokenizer). Everything goes into a temporary
+/// folder that `commit()` renames into place.
+public final class HFFolderWriter: @unchecked Sendable {
+    /// The default shard limit, as `transformers` uses.
+    public static let defaultMaxShardSize = 5_000_000_000
+
+    public let output: OutputPath
+    /// Shard file names in order.
+    public let shardNames: [String]
+    /// Tensors in the order they lie on disk (shard by shard): the best order to produce them in.
+    public let writeOrder: [TensorSpec]
+    private let shards: [SafetensorsFileWriter]
+    private let shardOf: [String: Int]
+
+    /// Plans the shards: tensors are taken in the given order and a new shard is
+    /// started when the next tensor would push the current one past `maxShardSize`.
+    public init(folder: String, tensors: [TensorSpec], maxShardSize: Int = HFFolderWriter.defaultMaxShardSize,
+                metadata: [(key: String, value: String)]? = [("format", "pt")], overwrite: Bool = false) throws(CheckpointError) {
+        var groups: [[TensorSpec]] = [[]]
+        var size = 0
+        for t in tensors {
+            if !groups[groups.count - 1].isEmpty && size + t.byteCount > maxShardSize {
+                groups.append([])
+                size = 0
+            }
+            groups[groups.count - 1].append(t)
+            size += t.byteCount
+        }
+        let names = groups.count == 1
+            ? [HFFolder.singleFileName]
+            : (1...groups.count).map { HFFolderWriter.shardName($0, of: groups.count) }
+        output = try OutputPath(destination: folder, isDirectory: true, overwrite: overwrite)
+        var writers: [SafetensorsFileWriter] = []
+        var shardOf: [String: Int] = [:]
+        for (i, group) in groups.enumerated() {
+            writers.append(try SafetensorsFileWriter(path: output.temporaryPath(for: names[i]), tensors: group, metadata: metadata))
+            for t in group { shardOf[t.name] = i }
+        }
+        shards = writers
+        shardNames = names
+        self.shardOf = shardOf
+        writeOrder = writers.flatMap(\.tensors)
+    }
+
+    /// `model-00002-of-00005.safetensors`.
+    public static func shardName(_ index: Int, of count: Int) -> String {
+        func five(_ n: Int) -> String { let s = String(n); return String(repeating: "0", count: max(0, 5 - s.count)) + s }
+        return "model-\(five(index))-of-\(five(count)).safetensors"
+    }
+
+    /// Writes the bytes of tensor `name`; thread-safe, any order.
+    public func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
+        guard let shard = shardOf[name] else { throw .io(file: output.destination, problem: "tensor '\(name)' is not in the plan") }
+        try shards[shard].write(name, bytes: bytes)
+    }
+
+    /// Adds a side file (e.g. a model card) with the given contents.
+    public func writeFile(name: String, contents: [UInt8]) throws(CheckpointError) {
+        guard HFFolder.isPlainFileName(name) else { throw .io(file: name, problem: "not a plain file name") }
+        let path = output.temporaryPath(for: name)
+        guard FileManager.default.createFile(atPath: path, contents: Data(contents)) else {
+            throw .io(file: path, problem: "cannot write")
+        }
+    }
+
+    /// Copies a side file (config, tokenizer) into the output, under `name` or its own name.
+    public func copyFile(from source: String, as name: String? = nil) throws(CheckpointError) {
+        let target = name ?? URL(fileURLWithPath: source).lastPathComponent
+        guard HFFolder.isPlainFileName(target) else { throw .io(file: target, problem: "not a plain file name") }
+        do {
+            try FileManager.default.copyItem(atPath: source, toPath: output.temporaryPath(for: target))
+        } catch {
+            throw .io(file: source, problem: "cannot copy into the output: \(error.localizedDescription)")
+        }
+    }
+
+    /// Finishes every shard, writes the index when sharded, and moves the folder into place.
+    public func commit() throws(CheckpointError) {
+        do {
+            for shard in shards { try shard.finish() }
+            if shards.count > 1 { try writeFile(name: HFFolder.indexFileName, contents: Array(indexJSON().utf8)) }
+            try output.commit()
+        } catch {
+            output.abort()
+            throw error
+        }
+    }
+
+    /// Removes everything written so far.
+    public func abort() { output.abort() }
+
+    /// The index as `transformers` writes it: sorted keys, two-space indent, trailing newline.
+    func indexJSON() -> String {
+        let total = shards.reduce(0) { $0 + $1.tensors.reduce(0) { $0 + $1.byteCount } }
+        let map = shardOf.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+            .map { (key: $0.key, value: JSONValue.string(shardNames[$0.value])) }
+        let index = JSONValue.object([
+            ("metadata", .object([("total_size", .integer(total))])),
+            ("weight_map", .object(map)),
+        ])
+        return index.prettyText + "\n"
+    }
+}
+
+/// Parses a size such as `5GB`, `500MB`, `2GiB` or `1000000` (bytes).
+public func parseByteSize(_ text: String) -> Int? {
+    let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("TiB", 1 << 40),
+                                   ("KB", 1_000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("TB", 1_000_000_000_000),
+                                   ("K", 1_000), ("M", 1_000_000), ("G", 1_000_000_000), ("B", 1)]
+    let trimmed = text.trimmingCharacters(in: .whitespaces)
+    for (suffix, scale) in units where trimmed.uppercased().hasSuffix(suffix.uppercased()) {
+        guard let value = Double(trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), value > 0 else { return nil }
+        let bytes = value * Double(scale)
+        return bytes < Double(Int.max) ? Int(bytes) : nil
+    }
+    guard let bytes = Int(trimmed), bytes > 0 else { return nil }
+    return bytes
+}
