@@ -148,3 +148,17 @@ public struct LlamaConfig: Equatable, Sendable {
         ])
     }
 }
+
+extension LlamaConfig {
+    /// Reads and checks a `config.json` file.
+    public static func load(_ path: String) throws(TrainingError) -> LlamaConfig {
+        let text: String
+        do {
+            let file = try MappedFile(path: path)
+            text = String(decoding: file.bytes, as: UTF8.self)
+        } catch {
+            throw .config(file: path, problem: "cannot read (\(error))")
+        }
+        return try parse(text, file: path)
+    }
+}

@@ -1,0 +1,61 @@
+import Checkpoints
+
+/// Reads and writes Claire-trained models as Hugging Face folders:
+/// `config.json` (LlamaForCausalLM), `model.safetensors` (Float32, HF tensor
+/// names), the byte tokenizer's files and `generation_config.json`.
+public enum ModelFolder {
+    /// Writes `model` to the folder `path` atomically (nothing appears unless all of it was written).
+    public static func save(_ model: LlamaModel, to path: String, overwrite: Bool = false) throws(TrainingError) {
+        let layout = model.layout
+        var specs: [TensorSpec] = []
+        for slot in layout.slots { specs.append(TensorSpec(name: slot.name, dtype: .f32, shape: slot.shape)) }
+        do throws(CheckpointError) {
+            let writer = try HFFolderWriter(folder: path, tensors: specs, overwrite: overwrite)
+            do throws(CheckpointError) {
+                for slot in layout.slots {
+                    let bytes = UnsafeRawBufferPointer(start: model.parameters.pointer + slot.offset,
+                                                       count: slot.count * MemoryLayout<Float>.size)
+                    try writer.write(slot.name, bytes: bytes)
+                }
+                func put(_ name: String, _ json: JSONValue) throws(CheckpointError) {
+                    try writer.writeFile(name: name, contents: Array((json.prettyText + "\n").utf8))
+                }
+                try put("config.json", model.config.configJSON)
+                try put("generation_config.json", ByteTokenizer.generationConfigJSON)
+                try put("tokenizer.json", ByteTokenizer.tokenizerJSON)
+                try put("tokenizer_config.json", ByteTokenizer.tokenizerConfigJSON(maxLength: model.config.maxPositions))
+                try writer.commit()
+            } catch {
+                writer.abort()
+                throw error
+            }
+        } catch {
+            throw .checkpoint(error)
+        }
+    }
+
+    /// Loads a model from a folder written by `save` (or any Llama folder with the
+    /// byte tokenizer's vocabulary and no unsupported options).
+    public static func load(_ path: String) throws(TrainingError) -> LlamaModel {
+        let folder = path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path
+        let config = try LlamaConfig.load(folder + "/config.json")
+        let checkpoint: Checkpoint
+        do { checkpoint = try Checkpoint.open(folder) } catch { throw .checkpoint(error) }
+        let layout = ParameterLayout(config: config)
+        let buffer = FloatBuffer(count: layout.count)
+        for slot in layout.slots {
+            guard let entry = checkpoint.tensor(named: slot.name) else {
+                throw .config(file: folder, problem: "tensor '\(slot.name)' is missing")
+            }
+            guard entry.shape == slot.shape else {
+                throw .config(file: folder, problem: "tensor '\(slot.name)' has shape \(entry.shape), config.json implies \(slot.shape)")
+            }
+            do {
+                try checkpoint.decode(entry, into: UnsafeMutableBufferPointer(start: buffer.pointer + slot.offset, count: slot.count))
+            } catch {
+                throw .checkpoint(error)
+            }
+        }
+        return LlamaModel(config: config, buffer: buffer)
+    }
+}
