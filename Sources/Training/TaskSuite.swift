@@ -63,8 +63,8 @@ public struct TaskSuite: Sendable {
                 return "\(p) in capitals is \(p.uppercased())."
             case 3:
                 let verb = pick(verbs)
-                return "please \(verb) the \(pick(objects)), \(pick(names)). thank you!"
-            default: return "\(pick(verbs)) the \(pick(objects)) now, \(pick(names))."
+                return "please \(verb) the \(pick(objects)), \(pick(names))."
+            default: return "\(pick(verbs)) the \(pick(objects)) now, \(pick(names))!"
             }
         }
         var pretrainingTrain: [String] = []
@@ -95,8 +95,8 @@ public struct TaskSuite: Sendable {
                 for object in objects {
                     requests.append(PreferencePair(
                         prompt: "Ask \(name) to \(verb) the \(object).",
-                        chosen: "Please \(verb) the \(object), \(name). Thank you!",
-                        rejected: "\(verb.prefix(1).uppercased() + verb.dropFirst()) the \(object) now, \(name)."))
+                        chosen: "Please \(verb) the \(object), \(name).",
+                        rejected: "\(verb.prefix(1).uppercased() + verb.dropFirst()) the \(object) now, \(name)!"))
                 }
             }
         }
@@ -107,8 +107,8 @@ public struct TaskSuite: Sendable {
     }
 
     /// The rule that judges the preference behaviour: a polite request starts with
-    /// "Please" and ends with "Thank you!".
+    /// "Please" and ends with a full stop (a curt one is an order ending in "!").
     public static func isPolite(_ response: String) -> Bool {
-        response.hasPrefix("Please ") && response.hasSuffix("Thank you!")
+        response.hasPrefix("Please ") && response.hasSuffix(".")
     }
 }
