@@ -26,6 +26,9 @@ public struct PreferencePair: Equatable, Sendable {
 public struct TaskSuite: Sendable {
     public var pretrainingTrain: [String]
     public var pretrainingHeldOut: [String]
+    /// Chat turns in the pretraining mix (requests answered politely or curtly at
+    /// random), so the base already speaks the chat format without a preference.
+    public var pretrainingDialogues: [InstructionExample]
     public var instructionTrain: [InstructionExample]
     public var instructionHeldOut: [InstructionExample]
     public var preferenceTrain: [PreferencePair]
@@ -101,7 +104,12 @@ public struct TaskSuite: Sendable {
             }
         }
         for i in stride(from: requests.count - 1, to: 0, by: -1) { requests.swapAt(i, random.below(i + 1)) }
+        var dialogues: [InstructionExample] = []
+        for pair in requests[heldOut...] {
+            dialogues.append(InstructionExample(prompt: pair.prompt, response: random.below(2) == 0 ? pair.chosen : pair.rejected))
+        }
         return TaskSuite(pretrainingTrain: pretrainingTrain, pretrainingHeldOut: pretrainingHeldOut,
+                         pretrainingDialogues: dialogues,
                          instructionTrain: instructionTrain, instructionHeldOut: instructionHeldOut,
                          preferenceTrain: Array(requests[heldOut...]), preferenceHeldOut: Array(requests[..<heldOut]))
     }

@@ -29,6 +29,24 @@ public enum TrainingData: Sendable {
         return .sequences(sequences)
     }
 
+    /// Chat turns trained as pretraining text: every token after `bos` is predicted.
+    public static func dialogues(_ examples: [InstructionExample], maxPositions: Int, file: String) throws(TrainingError) -> TrainingData {
+        var sequences: [TrainingSequence] = []
+        for (i, example) in examples.enumerated() {
+            var s = chat(example.prompt, example.response)
+            try checkLength(s.tokens, maxPositions, file, i)
+            s.promptLength = 1
+            sequences.append(s)
+        }
+        return .sequences(sequences)
+    }
+
+    /// Both sets of sequences together (pairs cannot be combined).
+    func appending(_ other: TrainingData) -> TrainingData {
+        guard case .sequences(let a) = self, case .sequences(let b) = other else { preconditionFailure("only sequences combine") }
+        return .sequences(a + b)
+    }
+
     /// SFT examples: only the response and its `eos` are predicted.
     public static func instructions(_ examples: [InstructionExample], maxPositions: Int, file: String) throws(TrainingError) -> TrainingData {
         var sequences: [TrainingSequence] = []

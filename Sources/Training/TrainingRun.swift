@@ -7,8 +7,8 @@ public enum TrainingRun {
         switch task {
         case .pretrain: options.steps = 600; options.learningRate = 3e-3; options.batchSize = 16
         case .sft: options.steps = 150; options.learningRate = 1e-3; options.batchSize = 16
-        case .dpo: options.steps = 120; options.learningRate = 5e-4; options.batchSize = 8
-        case .orpo: options.steps = 120; options.learningRate = 5e-4; options.batchSize = 8
+        case .dpo: options.steps = 120; options.learningRate = 2e-4; options.batchSize = 8
+        case .orpo: options.steps = 120; options.learningRate = 2e-4; options.batchSize = 8
         }
         return options
     }
@@ -16,7 +16,9 @@ public enum TrainingRun {
     /// The training split of the built-in suite for `task`.
     public static func builtInData(for task: TrainingTask, suite: TaskSuite, maxPositions: Int) throws(TrainingError) -> TrainingData {
         switch task {
-        case .pretrain: return try .documents(suite.pretrainingTrain, maxPositions: maxPositions, file: "built-in corpus")
+        case .pretrain:
+            return try TrainingData.documents(suite.pretrainingTrain, maxPositions: maxPositions, file: "built-in corpus")
+                .appending(.dialogues(suite.pretrainingDialogues, maxPositions: maxPositions, file: "built-in dialogues"))
         case .sft: return try .instructions(suite.instructionTrain, maxPositions: maxPositions, file: "built-in instructions")
         case .dpo, .orpo: return try .preferences(suite.preferenceTrain, maxPositions: maxPositions, file: "built-in preferences")
         }
