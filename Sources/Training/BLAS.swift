@@ -10,6 +10,9 @@ enum BLAS {
         openblas_set_num_threads(Int32(max(1, count)))
     }
 
+    /// How many threads OpenBLAS currently uses for one product.
+    static var threads: Int { Int(openblas_get_num_threads()) }
+
     /// `C[m×n] = alpha·A[m×k]·B[k×n] + beta·C` with leading dimensions given.
     @inline(__always)
     static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
