@@ -6,32 +6,7 @@ import Checkpoints
 public enum ModelFolder {
     /// Writes `model` to the folder `path` atomically (nothing appears unless all of it was written).
     public static func save(_ model: LlamaModel, to path: String, overwrite: Bool = false) throws(TrainingError) {
-        let layout = model.layout
-        var specs: [TensorSpec] = []
-        for slot in layout.slots { specs.append(TensorSpec(name: slot.name, dtype: .f32, shape: slot.shape)) }
-        do throws(CheckpointError) {
-            let writer = try HFFolderWriter(folder: path, tensors: specs, overwrite: overwrite)
-            do throws(CheckpointError) {
-                for slot in layout.slots {
-                    let bytes = UnsafeRawBufferPointer(start: model.parameters.pointer + slot.offset,
-                                                       count: slot.count * MemoryLayout<Float>.size)
-                    try writer.write(slot.name, bytes: bytes)
-                }
-                func put(_ name: String, _ json: JSONValue) throws(CheckpointError) {
-                    try writer.writeFile(name: name, contents: Array((json.prettyText + "\n").utf8))
-                }
-                try put("config.json", model.config.configJSON)
-                try put("generation_config.json", ByteTokenizer.generationConfigJSON)
-                try put("tokenizer.json", ByteTokenizer.tokenizerJSON)
-                try put("tokenizer_config.json", ByteTokenizer.tokenizerConfigJSON(maxLength: model.config.maxPositions))
-                try writer.commit()
-            } catch {
-                writer.abort()
-                throw error
-            }
-        } catch {
-            throw .checkpoint(error)
-        }
+        try ModelFolderWriter(path: path, config: model.config, overwrite: overwrite).write(model)
     }
 
     /// Loads a model from a folder written by `save` (or any Llama folder with the
@@ -57,5 +32,43 @@ public enum ModelFolder {
             }
         }
         return LlamaModel(config: config, buffer: buffer)
+    }
+}
+
+/// A model folder being written: created before training starts, so a bad output
+/// path fails at once instead of after the run, and committed by `write`.
+public final class ModelFolderWriter {
+    private let writer: HFFolderWriter
+    private let config: LlamaConfig
+
+    /// Prepares the temporary folder for a model of `config` at `path`.
+    public init(path: String, config: LlamaConfig, overwrite: Bool) throws(TrainingError) {
+        var specs: [TensorSpec] = []
+        for slot in ParameterLayout(config: config).slots { specs.append(TensorSpec(name: slot.name, dtype: .f32, shape: slot.shape)) }
+        do { writer = try HFFolderWriter(folder: path, tensors: specs, overwrite: overwrite) } catch { throw .checkpoint(error) }
+        self.config = config
+    }
+
+    /// Writes the weights and side files of `model` and moves the folder into place.
+    public func write(_ model: LlamaModel) throws(TrainingError) {
+        precondition(model.config == config, "the model does not match the prepared folder")
+        do throws(CheckpointError) {
+            for slot in model.layout.slots {
+                let bytes = UnsafeRawBufferPointer(start: model.parameters.pointer + slot.offset,
+                                                   count: slot.count * MemoryLayout<Float>.size)
+                try writer.write(slot.name, bytes: bytes)
+            }
+            func put(_ name: String, _ json: JSONValue) throws(CheckpointError) {
+                try writer.writeFile(name: name, contents: Array((json.prettyText + "\n").utf8))
+            }
+            try put("config.json", config.configJSON)
+            try put("generation_config.json", ByteTokenizer.generationConfigJSON)
+            try put("tokenizer.json", ByteTokenizer.tokenizerJSON)
+            try put("tokenizer_config.json", ByteTokenizer.tokenizerConfigJSON(maxLength: config.maxPositions))
+            try writer.commit()
+        } catch {
+            writer.abort()
+            throw .checkpoint(error)
+        }
     }
 }

@@ -39,8 +39,9 @@ public enum TrainingRun {
     public static func train(_ model: LlamaModel, task: TrainingTask, data: TrainingData, options: TrainingOptions,
                              output: String, overwrite: Bool = false,
                              progress: (StepReport) -> Void = { _ in }) throws(TrainingError) -> Double {
+        let folder = try ModelFolderWriter(path: output, config: model.config, overwrite: overwrite)
         let outcome = Trainer(model: model, task: task, data: data, options: options).run(progress: progress)
-        try ModelFolder.save(model, to: output, overwrite: overwrite)
+        try folder.write(model)
         switch outcome {
         case .completed(let loss): return loss
         case .diverged(let step, let kept): throw .diverged(file: output, step: step, keptStep: kept)
