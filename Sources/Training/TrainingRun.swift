@@ -7,7 +7,7 @@ public enum TrainingRun {
         switch task {
         case .pretrain: options.steps = 600; options.learningRate = 3e-3; options.batchSize = 16
         case .sft: options.steps = 150; options.learningRate = 1e-3; options.batchSize = 16
-        case .dpo: options.steps = 120; options.learningRate = 2e-4; options.batchSize = 8
+        case .dpo: options.steps = 120; options.learningRate = 5e-5; options.batchSize = 8
         case .orpo: options.steps = 120; options.learningRate = 2e-4; options.batchSize = 8
         }
         return options
