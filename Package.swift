@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "merge-tool", targets: ["MergeTool"]),
+        .executable(name: "claire-bench", targets: ["ClaireBench"]),
         .library(name: "Checkpoints", targets: ["Checkpoints"]),
         .library(name: "Merging", targets: ["Merging"]),
         .library(name: "Training", targets: ["Training"]),
@@ -32,6 +33,8 @@ let package = Package(
                 "Checkpoints", "Merging", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        .executableTarget(
+            name: "ClaireBench", dependencies: ["Checkpoints", "Merging"], path: "Benchmarks/ClaireBench"),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
         .testTarget(name: "MergingTests", dependencies: ["Merging"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training"]),

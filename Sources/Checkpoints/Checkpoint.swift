@@ -100,6 +100,7 @@ public final class Checkpoint: Sendable {
 
     /// Decodes `tensor` into `destination`, which must hold `elementCount` floats.
     public func decode(_ tensor: TensorEntry, into destination: UnsafeMutableBufferPointer<Float>) throws(CheckpointError) {
+        files[tensor.fileIndex].populate(tensor.byteRange)
         do {
             try ElementCodec.decode(tensor.dtype, from: data(of: tensor), into: destination)
         } catch {

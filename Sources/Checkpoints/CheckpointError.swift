@@ -7,17 +7,24 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
     case io(file: String, problem: String)
     /// A safetensors file breaks a format rule.
     case safetensors(file: String, violation: SafetensorsViolation)
+    /// A GGUF file breaks a format rule.
+    case gguf(file: String, violation: GGUFViolation)
     /// A Hugging Face model folder is inconsistent.
     case folder(file: String, problem: FolderProblem)
     /// A tensor cannot be decoded or encoded.
     case codec(file: String, tensor: String, problem: CodecError)
+    /// A sparse delta file is corrupt or does not fit its base.
+    case delta(file: String, violation: DeltaViolation)
+    /// A model cannot be converted between formats.
+    case conversion(file: String, problem: ConversionProblem)
     /// The path is not a checkpoint Claire recognizes.
     case unknownFormat(file: String)
 
     /// The file the problem is in.
     public var file: String {
         switch self {
-        case .io(let f, _), .safetensors(let f, _), .folder(let f, _), .codec(let f, _, _), .unknownFormat(let f):
+        case .io(let f, _), .safetensors(let f, _), .gguf(let f, _), .folder(let f, _), .codec(let f, _, _),
+             .unknownFormat(let f), .delta(let f, _), .conversion(let f, _):
             return f
         }
     }
@@ -26,8 +33,11 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .io(let f, let p): return "\(f): \(p)"
         case .safetensors(let f, let v): return "\(f): \(v)"
+        case .gguf(let f, let v): return "\(f): \(v)"
         case .folder(let f, let p): return "\(f): \(p)"
         case .codec(let f, let t, let p): return "\(f): tensor '\(t)': \(p)"
+        case .delta(let f, let v): return "\(f): \(v)"
+        case .conversion(let f, let p): return "\(f): \(p)"
         case .unknownFormat(let f):
             return "\(f): not a checkpoint (expected a .safetensors file, a .gguf file or a model folder)"
         }

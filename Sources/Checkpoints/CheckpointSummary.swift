@@ -42,10 +42,13 @@ public struct CheckpointSummary: Sendable {
         lines.append("  bytes       \(c.tensorBytes) (\(Self.humanBytes(c.tensorBytes)))")
         if !dtypeTotals.isEmpty {
             lines.append("")
-            lines.append("  dtype      tensors     parameters        bytes")
+            // GGUF files mix quantized types, so they also show the storage cost per weight.
+            let showBits = c.format == .gguf
+            lines.append("  dtype      tensors     parameters        bytes" + (showBits ? "  bits/weight" : ""))
             for d in dtypeTotals {
                 lines.append("  " + Self.pad(d.dtype.rawValue, 8) + Self.lpad(String(d.tensors), 10)
-                             + Self.lpad(Self.humanCount(d.parameters), 15) + Self.lpad(Self.humanBytes(d.bytes), 13))
+                             + Self.lpad(Self.humanCount(d.parameters), 15) + Self.lpad(Self.humanBytes(d.bytes), 13)
+                             + (showBits ? Self.lpad(Self.formatTwoDecimals(d.dtype.bitsPerWeight), 13) : ""))
             }
         }
         if !c.metadata.isEmpty {
@@ -83,16 +86,24 @@ public struct CheckpointSummary: Sendable {
         let c = checkpoint
         let files = c.files.map { f -> JSONValue in .string(f.path) }
         let dtypes = dtypeTotals.map { d -> (key: String, value: JSONValue) in
-            (d.dtype.rawValue, .object([("tensors", .integer(d.tensors)), ("parameters", .integer(d.parameters)),
-                                        ("bytes", .integer(d.bytes))]))
+            var fields: [(key: String, value: JSONValue)] = [
+                ("tensors", .integer(d.tensors)), ("parameters", .integer(d.parameters)), ("bytes", .integer(d.bytes)),
+            ]
+            if c.format == .gguf {
+                fields.append(("ggml_type", .integer(Int(d.dtype.ggmlTypeID ?? 0))))
+                fields.append(("bits_per_weight", .number(Self.formatTwoDecimals(d.dtype.bitsPerWeight))))
+            }
+            return (d.dtype.rawValue, .object(fields))
         }
         let metadata = c.metadata.map { e -> (key: String, value: JSONValue) in (e.key, Self.json(e.value)) }
         let tensors = c.tensors.map { t -> JSONValue in
-            .object([
+            var fields: [(key: String, value: JSONValue)] = [
                 ("name", .string(t.name)), ("dtype", .string(t.dtype.rawValue)),
                 ("shape", .array(t.shape.map { .integer($0) })), ("parameters", .integer(t.elementCount)),
                 ("bytes", .integer(t.byteCount)), ("file", .string(fileName(t))),
-            ])
+            ]
+            if c.format == .gguf { fields.append(("ggml_type", .integer(Int(t.dtype.ggmlTypeID ?? 0)))) }
+            return .object(fields)
         }
         return .object([
             ("path", .string(c.path)), ("format", .string(c.format.rawValue)), ("files", .array(files)),
@@ -115,6 +126,8 @@ public struct CheckpointSummary: Sendable {
                 ("type", .string("array")), ("element_type", .string(a.elementType.description)),
                 ("count", .integer(a.values.count)), ("head", .array(a.values.prefix(8).map(json))),
             ])
+        // u64 values above Int.max have no Int form; print them from the UInt64 itself.
+        case .uint64(let v): return .number(String(v))
         default: return .number(String(value.intValue ?? 0))
         }
     }
@@ -155,6 +168,13 @@ public struct CheckpointSummary: Sendable {
     static func formatOneDecimal(_ x: Double) -> String {
         let tenths = Int((x * 10).rounded())
         return "\(tenths / 10).\(tenths % 10)"
+    }
+
+    /// 4.5 → "4.50".
+    static func formatTwoDecimals(_ x: Double) -> String {
+        let hundredths = Int((x * 100).rounded())
+        let fraction = hundredths % 100
+        return "\(hundredths / 100)." + (fraction < 10 ? "0" : "") + "\(fraction)"
     }
 
     static func pad(_ s: String, _ width: Int) -> String {

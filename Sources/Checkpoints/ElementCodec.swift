@@ -13,6 +13,7 @@ public enum ElementCodec {
         _ dtype: DType, from source: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>
     ) throws(CodecError) {
         let n = destination.count
+        guard dtype.isDecodable else { throw .notDecodable(dtype) }
         guard n > 0 else { return }
         guard let expected = dtype.byteCount(forElements: n), expected == source.count else {
             throw .sizeMismatch(dtype: dtype, elements: n, bytes: source.count)
@@ -36,7 +37,17 @@ public enum ElementCodec {
         case .i32: convert(raw.assumingMemoryBound(to: Int32.self), out, n) { Float($0) }
         case .u64: convert(raw.assumingMemoryBound(to: UInt64.self), out, n) { Float($0) }
         case .i64: convert(raw.assumingMemoryBound(to: Int64.self), out, n) { Float($0) }
-        case .f4, .f6e2m3, .f6e3m2, .f8e8m0, .c64:
+        case .q8_0: GGMLQuants.decodeQ8_0(raw, out, blocks: n / 32)
+        case .q4_0: GGMLQuants.decodeQ4_0(raw, out, blocks: n / 32)
+        case .q4_1: GGMLQuants.decodeQ4_1(raw, out, blocks: n / 32)
+        case .q5_0: GGMLQuants.decodeQ5_0(raw, out, blocks: n / 32)
+        case .q5_1: GGMLQuants.decodeQ5_1(raw, out, blocks: n / 32)
+        case .q2_K: GGMLKQuants.decodeQ2_K(raw, out, blocks: n / 256)
+        case .q3_K: GGMLKQuants.decodeQ3_K(raw, out, blocks: n / 256)
+        case .q4_K: GGMLKQuants.decodeQ4_K(raw, out, blocks: n / 256)
+        case .q5_K: GGMLKQuants.decodeQ5_K(raw, out, blocks: n / 256)
+        case .q6_K: GGMLKQuants.decodeQ6_K(raw, out, blocks: n / 256)
+        default:
             throw .notDecodable(dtype)
         }
     }
@@ -47,6 +58,7 @@ public enum ElementCodec {
         _ dtype: DType, from source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableRawBufferPointer
     ) throws(CodecError) {
         let n = source.count
+        guard dtype.isEncodable else { throw .notEncodable(dtype) }
         guard n > 0 else { return }
         guard let expected = dtype.byteCount(forElements: n), expected == destination.count else {
             throw .sizeMismatch(dtype: dtype, elements: n, bytes: destination.count)
@@ -61,6 +73,13 @@ public enum ElementCodec {
         case .f64:
             let out = raw.assumingMemoryBound(to: Double.self)
             for i in 0..<n { out[i] = Double(input[i]) }
+        case .q8_0: GGMLQuants.encodeQ8_0(input, raw, blocks: n / 32)
+        case .q4_0: GGMLQuants.encodeQ4_0(input, raw, blocks: n / 32)
+        case .q4_1: GGMLQuants.encodeQ4_1(input, raw, blocks: n / 32)
+        case .q5_0: GGMLQuants.encodeQ5_0(input, raw, blocks: n / 32)
+        case .q5_1: GGMLQuants.encodeQ5_1(input, raw, blocks: n / 32)
+        case .q4_K: GGMLKQuants.encodeQ4_K(input, raw, blocks: n / 256)
+        case .q6_K: GGMLKQuants.encodeQ6_K(input, raw, blocks: n / 256)
         default:
             throw .notEncodable(dtype)
         }

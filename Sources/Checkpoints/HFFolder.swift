@@ -38,27 +38,30 @@ public enum HFFolder {
         guard file.size <= maximumIndexSize else {
             throw .folder(file: indexPath, problem: .badIndex("index is \(file.size) bytes, larger than any real index"))
         }
-        guard SafetensorsReader.validateUTF8(file.bytes) else {
-            throw .folder(file: indexPath, problem: .badIndex("not valid UTF-8"))
+        do {
+            return try parseIndex(file.bytes)
+        } catch {
+            throw .folder(file: indexPath, problem: error)
         }
+    }
+
+    /// Parses index JSON text; every shard name must stay inside the folder.
+    public static func parseIndex(_ bytes: UnsafeRawBufferPointer) throws(FolderProblem) -> [(tensor: String, shard: String)] {
+        guard SafetensorsReader.validateUTF8(bytes) else { throw .badIndex("not valid UTF-8") }
         let json: JSONValue
         do {
-            json = try JSONParser.parse(file.bytes)
+            json = try JSONParser.parse(bytes)
         } catch {
-            throw .folder(file: indexPath, problem: .badIndex(error.description))
+            throw .badIndex(error.description)
         }
-        guard case .object(let map)? = json["weight_map"] else {
-            throw .folder(file: indexPath, problem: .badIndex("no weight_map object"))
-        }
+        guard case .object(let map)? = json["weight_map"] else { throw .badIndex("no weight_map object") }
         var entries: [(tensor: String, shard: String)] = []
         entries.reserveCapacity(map.count)
         for (tensor, value) in map {
             guard case .string(let shard) = value else {
-                throw .folder(file: indexPath, problem: .badIndex("weight_map value for '\(tensor)' is not a file name"))
+                throw .badIndex("weight_map value for '\(tensor)' is not a file name")
             }
-            guard isPlainFileName(shard) else {
-                throw .folder(file: indexPath, problem: .shardEscapesFolder(shard: shard))
-            }
+            guard isPlainFileName(shard) else { throw .shardEscapesFolder(shard: shard) }
             entries.append((tensor, shard))
         }
         return entries

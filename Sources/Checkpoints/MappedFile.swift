@@ -63,6 +63,18 @@ public final class MappedFile: @unchecked Sendable {
         _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
     }
 
+    /// Maps the pages of `range` into the page table in one call
+    /// (`MADV_POPULATE_READ`, Linux 5.14+), which costs far less than taking one
+    /// page fault per 4 KiB while decoding. Silently does nothing where unsupported.
+    public func populate(_ range: Range<Int>) {
+        #if os(Linux)
+        guard let base, !range.isEmpty else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = range.lowerBound / page * page
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), range.upperBound - start, 22 /* MADV_POPULATE_READ */)
+        #endif
+    }
+
     /// Asks the kernel to read `range` ahead (`MADV_WILLNEED`).
     public func prefetch(_ range: Range<Int>) {
         guard let base, !range.isEmpty else { return }

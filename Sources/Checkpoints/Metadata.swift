@@ -1,5 +1,5 @@
 /// A typed metadata value, as GGUF stores them; safetensors metadata is all strings.
-public indirect enum MetadataValue: Equatable, Sendable {
+public enum MetadataValue: Equatable, Sendable {
     case uint8(UInt8)
     case int8(Int8)
     case uint16(UInt16)

@@ -37,7 +37,9 @@ public final class OutputPath: @unchecked Sendable {
             throw .io(file: dest, problem: "already exists (use --force to replace it)")
         }
         let token = String(UInt64.random(in: 0...UInt64.max), radix: 36)
-        temporary = parent + "/." + url.lastPathComponent + ".partial-\(getpid())-" + token
+        let prefix = "." + url.lastPathComponent + ".partial-"
+        OutputPath.removeAbandoned(in: parent, prefix: prefix)
+        temporary = parent + "/" + prefix + "\(getpid())-" + token
         if isDirectory {
             guard mkdir(temporary, 0o755) == 0 else {
                 throw .io(file: dest, problem: "cannot create \(temporary): \(String(cString: strerror(errno)))")
@@ -86,6 +88,18 @@ public final class OutputPath: @unchecked Sendable {
         finished = true
         try? FileManager.default.removeItem(atPath: temporary)
         PendingOutputs.shared.remove(temporary)
+    }
+
+    /// Removes temporaries for the same destination left by processes that no
+    /// longer exist (a run killed with SIGKILL cannot clean up after itself).
+    static func removeAbandoned(in parent: String, prefix: String) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix(prefix) {
+            let rest = name.dropFirst(prefix.count)
+            guard let dash = rest.firstIndex(of: "-"), let pid = Int32(rest[..<dash]) else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                try? FileManager.default.removeItem(atPath: parent + "/" + name)
+            }
+        }
     }
 
     /// Removes pending temporaries and exits when SIGINT or SIGTERM arrives.

@@ -114,7 +114,7 @@ extension MergeTool {
                 let examples = try data.map { (path) throws(TrainingError) in
                     try TrainingRun.fileData(for: task, path: path, maxPositions: positions)
                 } ?? TrainingRun.builtInData(for: task, suite: .builtIn(), maxPositions: positions)
-                let progress = ProgressLine()
+                let progress = StatusLine()
                 defer { progress.finish() }
                 let loss = try TrainingRun.train(model, task: task, data: examples, options: options, output: output,
                                                  overwrite: force) { report in

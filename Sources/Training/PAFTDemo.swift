@@ -21,13 +21,10 @@ public struct DemoMergeRequest: Sendable, Equatable {
     public let output: String
 }
 
-/// What the demo needs from the merge side of Claire: merging folders, and
-/// describing the deltas it merges (sparsity, magnitude, sign agreement).
+/// What the demo needs from the merge side of Claire: merging model folders.
 public protocol DemoMerger: Sendable {
     /// Writes the merge described by `request` to `request.output` as a model folder.
     func merge(_ request: DemoMergeRequest) throws
-    /// A human-readable report of the task vectors of `models` against `base`.
-    func deltaStatistics(models: [String], base: String) throws -> String
 }
 
 /// One row of the demo's table.
@@ -140,7 +137,9 @@ public struct PAFTDemo: Sendable {
             rows.append((request.name, request.output))
         }
         progress("delta statistics")
-        let statistics = try merger.deltaStatistics(models: [path("sft"), path("sft-l1"), path("dpo")], base: path("base"))
+        var deltas: [(name: String, values: [Float])] = []
+        for name in ["sft", "sft-l1", "dpo"] { deltas.append((name, try ModelFolder.load(path(name)).parameterValues)) }
+        let statistics = DeltaSummary(base: base.parameterValues, deltas: deltas).text
         var results: [DemoRow] = []
         for row in rows {
             progress("evaluating \(row.name)")

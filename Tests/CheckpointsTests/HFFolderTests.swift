@@ -194,3 +194,24 @@ import Testing
         #expect(parseByteSize(text) == nil)
     }
 }
+
+@Suite struct OutputPathTests {
+    @Test func temporaryOfADeadProcessIsSweptAway() throws {
+        let parent = temporaryFolder()
+        // PIDs are below 2^22 on Linux, so this one cannot be running.
+        let stale = parent + "/.out.partial-4194305-abc"
+        try FileManager.default.createDirectory(atPath: stale, withIntermediateDirectories: false)
+        let live = parent + "/.out.partial-\(getpid())-xyz"
+        try FileManager.default.createDirectory(atPath: live, withIntermediateDirectories: false)
+        let output = try OutputPath(destination: parent + "/out", isDirectory: true, overwrite: false)
+        #expect(!FileManager.default.fileExists(atPath: stale))
+        #expect(FileManager.default.fileExists(atPath: live))
+        output.abort()
+    }
+
+    @Test func missingParentFolderIsAnError() {
+        #expect(throws: CheckpointError.self) {
+            _ = try OutputPath(destination: "/nonexistent-parent/out", isDirectory: false, overwrite: false)
+        }
+    }
+}

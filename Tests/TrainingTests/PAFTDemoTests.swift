@@ -3,7 +3,7 @@ import Testing
 @testable import Training
 
 /// A merger for the pipeline test: plain task arithmetic θ₀ + Σ wᵢ(θᵢ − θ₀) whatever the
-/// method, and the fraction of exact zeros per delta — enough to check the wiring.
+/// method — enough to check the pipeline's wiring.
 struct TaskArithmeticMerger: DemoMerger {
     func merge(_ request: DemoMergeRequest) throws {
         let base = try ModelFolder.load(request.base)
@@ -14,18 +14,6 @@ struct TaskArithmeticMerger: DemoMerger {
             for i in merged.indices { merged[i] += Float(weight) * (values[i] - start[i]) }
         }
         try ModelFolder.save(LlamaModel(config: base.config, parameters: merged), to: request.output, overwrite: true)
-    }
-
-    func deltaStatistics(models: [String], base: String) throws -> String {
-        let start = try ModelFolder.load(base).parameterValues
-        var lines: [String] = []
-        for model in models {
-            let values = try ModelFolder.load(model).parameterValues
-            var zeros = 0
-            for i in values.indices where values[i] == start[i] { zeros += 1 }
-            lines.append("\(URL(fileURLWithPath: model).lastPathComponent): \(zeros) of \(values.count) unchanged")
-        }
-        return lines.joined(separator: "\n")
     }
 }
 
@@ -45,7 +33,18 @@ struct PAFTDemoTests {
         #expect(result.rows.map(\.name) == ["base", "sft", "sft-l1", "dpo", "sft→dpo (sequential)"] + demo.mergeRequests().map(\.name))
         #expect(result.rows.count == 11)
         #expect(result.markdownTable.split(separator: "\n").count == 13)
-        #expect(result.statistics.contains("sft-l1: "))
+        #expect(result.statistics.contains("| sft-l1 |"))
         #expect(result.rows[0].report.rewardMargin == 0)
+    }
+}
+
+struct DeltaSummaryTests {
+    @Test func countsZerosNormsAndSignAgreement() {
+        let base: [Float] = [0, 0, 0, 0]
+        let summary = DeltaSummary(base: base, deltas: [("a", [1, -1, 0, 0]), ("b", [2, 1, 0, 3])])
+        #expect(summary.rows[0].zeroFraction == 0.5)
+        #expect(summary.rows[1].norm == (14 as Double).squareRoot())
+        #expect(summary.agreements[0].overlap == 2)
+        #expect(summary.agreements[0].signAgreement == 0.5)
     }
 }

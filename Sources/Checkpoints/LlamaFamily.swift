@@ -1,0 +1,105 @@
+/// The Llama family of architectures as Hugging Face and GGUF name them: one
+/// table of tensor names, the Q/K row permutation, and which architectures
+/// convert.
+public enum LlamaFamily {
+    /// An architecture Claire converts between HF folders and GGUF.
+    public struct Architecture: Sendable, Equatable {
+        /// `architectures[0]` in config.json.
+        public let hfClass: String
+        /// `general.architecture` in GGUF (also the prefix of its hyperparameter keys).
+        public let ggufName: String
+        /// `model_type` in config.json.
+        public let modelType: String
+        /// True when Q and K rows are permuted from HF's rotate-half layout to
+        /// GGUF's interleaved pairs (llama.cpp does this for Llama and Mistral, not Qwen2).
+        public let permutesQK: Bool
+    }
+
+    /// The supported architectures.
+    public static let architectures: [Architecture] = [
+        Architecture(hfClass: "LlamaForCausalLM", ggufName: "llama", modelType: "llama", permutesQK: true),
+        Architecture(hfClass: "MistralForCausalLM", ggufName: "llama", modelType: "mistral", permutesQK: true),
+        Architecture(hfClass: "Qwen2ForCausalLM", ggufName: "qwen2", modelType: "qwen2", permutesQK: false),
+    ]
+
+    /// Tensors outside the layers: HF name → GGUF name.
+    static let globalNames: [(hf: String, gguf: String)] = [
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+        ("lm_head.weight", "output.weight"),
+    ]
+
+    /// Per-layer tensors: HF suffix after `model.layers.N.` → GGUF suffix after `blk.N.`.
+    static let layerNames: [(hf: String, gguf: String)] = [
+        ("input_layernorm.weight", "attn_norm.weight"),
+        ("self_attn.q_proj.weight", "attn_q.weight"),
+        ("self_attn.k_proj.weight", "attn_k.weight"),
+        ("self_attn.v_proj.weight", "attn_v.weight"),
+        ("self_attn.o_proj.weight", "attn_output.weight"),
+        ("self_attn.q_proj.bias", "attn_q.bias"),
+        ("self_attn.k_proj.bias", "attn_k.bias"),
+        ("self_attn.v_proj.bias", "attn_v.bias"),
+        ("post_attention_layernorm.weight", "ffn_norm.weight"),
+        ("mlp.gate_proj.weight", "ffn_gate.weight"),
+        ("mlp.up_proj.weight", "ffn_up.weight"),
+        ("mlp.down_proj.weight", "ffn_down.weight"),
+    ]
+
+    /// HF tensors llama.cpp drops because they are recomputed at load time.
+    public static func isDerived(hfName: String) -> Bool {
+        hfName.hasSuffix(".rotary_emb.inv_freq")
+    }
+
+    /// The GGUF name of an HF tensor, or nil when the family has no such tensor.
+    public static func ggufName(forHF name: String) -> String? {
+        if let global = globalNames.first(where: { $0.hf == name }) { return global.gguf }
+        guard let (layer, suffix) = split(name, prefix: "model.layers.") else { return nil }
+        return layerNames.first { $0.hf == suffix }.map { "blk.\(layer).\($0.gguf)" }
+    }
+
+    /// The HF name of a GGUF tensor, or nil when the family has no such tensor.
+    public static func hfName(forGGUF name: String) -> String? {
+        if let global = globalNames.first(where: { $0.gguf == name }) { return global.hf }
+        guard let (layer, suffix) = split(name, prefix: "blk.") else { return nil }
+        return layerNames.first { $0.gguf == suffix }.map { "model.layers.\(layer).\($0.hf)" }
+    }
+
+    private static func split(_ name: String, prefix: String) -> (Int, Substring)? {
+        guard name.hasPrefix(prefix) else { return nil }
+        let rest = name.dropFirst(prefix.count)
+        guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]), layer >= 0 else { return nil }
+        return (layer, rest[rest.index(after: dot)...])
+    }
+
+    /// Which attention projection a tensor is, for the permutation.
+    public enum Projection: Sendable { case query, key }
+
+    /// The projection an HF tensor name holds, if Q or K (weights and biases).
+    public static func projection(ofHF name: String) -> Projection? {
+        if name.hasSuffix("self_attn.q_proj.weight") || name.hasSuffix("self_attn.q_proj.bias") { return .query }
+        if name.hasSuffix("self_attn.k_proj.weight") || name.hasSuffix("self_attn.k_proj.bias") { return .key }
+        return nil
+    }
+
+    /// Reorders the rows of a `rows × columns` matrix (row-major) between HF's
+    /// rotate-half layout and GGUF's interleaved pairs, for `heads` heads:
+    /// viewed as [heads, 2, rows/heads/2, columns], the middle two axes swap on
+    /// the way to GGUF (`toGGUF`) and swap back on the way to HF.
+    /// - Precondition: `rows` is a multiple of `2 × heads`; buffers hold rows × columns elements.
+    public static func permuteRows(_ source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableBufferPointer<Float>,
+                                   rows: Int, columns: Int, heads: Int, toGGUF: Bool) {
+        let half = rows / heads / 2
+        for h in 0..<heads {
+            for pair in 0..<2 {
+                for i in 0..<half {
+                    // HF row index for (h, pair, i); GGUF row index for (h, i, pair).
+                    let hfRow = (h * 2 + pair) * half + i
+                    let ggufRow = (h * half + i) * 2 + pair
+                    let (from, to) = toGGUF ? (hfRow, ggufRow) : (ggufRow, hfRow)
+                    UnsafeMutableBufferPointer(rebasing: destination[(to * columns)..<((to + 1) * columns)])
+                        .update(fromContentsOf: source[(from * columns)..<((from + 1) * columns)])
+                }
+            }
+        }
+    }
+}

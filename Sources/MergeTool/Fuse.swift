@@ -1,0 +1,224 @@
+import ArgumentParser
+import Checkpoints
+import Dispatch
+import Foundation
+import Merging
+
+extension MergeTool {
+    struct Fuse: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Merge fine-tuned checkpoints of one base model into a new Hugging Face model folder.",
+            discussion: """
+                Inputs are .safetensors files, .gguf files or model folders. The output folder gets \
+                the merged weights (sharded above --max-shard-size), the base's config and tokenizer \
+                files, a README.md model card and the recipe as merge-config.yml. Every input is \
+                checked against the base before anything is written; the folder appears only when \
+                complete. Methods and parameters: docs/merging.md.
+
+                Examples:
+                  merge-tool fuse sft/ dpo/ --base base/ --method ties --density 0.3,1 -o merged/
+                  merge-tool fuse sft/ dpo/ --base base/ --method dare_ties --weights 1,0.5 --seed 7 -o merged/
+                  merge-tool fuse --config recipe.yml -o merged/
+                """)
+
+        @Argument(help: "The fine-tuned models to merge.")
+        var models: [String] = []
+
+        @Option(help: "The base model the task vectors are taken from.")
+        var base: String?
+
+        @Option(help: "A mergekit YAML recipe (instead of models and flags).")
+        var config: String?
+
+        @Option(name: [.short, .customLong("output")], help: "The output model folder.")
+        var output: String
+
+        @Option(help: "Merge method: \(MergeMethod.allCases.map(\.rawValue).joined(separator: ", ")).")
+        var method: String = "ties"
+
+        @Option(help: "Per-model weights, comma-separated (one value applies to all).")
+        var weights: String?
+
+        @Option(help: "Per-model densities, the fraction of each task vector kept (comma-separated).")
+        var density: String?
+
+        @Option(name: .customLong("lambda"), help: "Scale of the fused delta.")
+        var lambdaScale: Double?
+
+        @Option(help: "Breadcrumbs: fraction of largest entries dropped as outliers (default 0.01).")
+        var gamma: Double?
+
+        @Option(help: "DELLA: spread of keep probabilities around the density (default 0.15).")
+        var epsilon: Double?
+
+        @Option(name: .customLong("t"), help: "SLERP: interpolation factor from the base (0) to the other model (1).")
+        var interpolation: Double?
+
+        @Flag(help: "Model Stock: compute the interpolation factor per row.")
+        var filterWise = false
+
+        @Flag(inversion: .prefixedNo, help: "Divide by the sum of weights (default: per method).")
+        var normalize: Bool?
+
+        @Option(help: "Rescale after sparsifying: l1, inverse or none (default: per method).")
+        var rescale: String?
+
+        @Option(help: "Sign election of the TIES-style methods: sum or count.")
+        var consensus: String?
+
+        @Option(help: "Magnitude trim per tensor (default) or over the whole model: tensor or global.")
+        var trim: String = "tensor"
+
+        @Option(help: "Seed of the random sparsifiers (DARE, DELLA).")
+        var seed: UInt64 = 0
+
+        @Option(help: "Output element type: bf16, f16 or f32 (default: the base's).")
+        var dtype: String?
+
+        @Option(help: "Largest shard size, e.g. 2GB or 500MB.")
+        var maxShardSize: String = "5GB"
+
+        @Option(help: "Worker threads (default: all cores).")
+        var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+        @Flag(help: "Replace an existing output folder.")
+        var force = false
+
+        func validate() throws {
+            if config != nil {
+                guard models.isEmpty, base == nil else {
+                    throw ValidationError("give either --config or models and --base, not both")
+                }
+            } else if models.isEmpty {
+                throw ValidationError("name the models to merge, or a recipe with --config")
+            }
+            if parseByteSize(maxShardSize) == nil { throw ValidationError("--max-shard-size: '\(maxShardSize)' is not a size") }
+            if threads < 1 { throw ValidationError("--threads must be at least 1") }
+            if let dtype, MergeRecipe.outputDType(named: dtype) == nil {
+                throw ValidationError("--dtype must be bf16, f16 or f32")
+            }
+            if let rescale, Rescale(rawValue: rescale) == nil { throw ValidationError("--rescale must be l1, inverse or none") }
+            if let consensus, Consensus(rawValue: consensus) == nil { throw ValidationError("--consensus must be sum or count") }
+            if TrimScope(rawValue: trim) == nil { throw ValidationError("--trim must be tensor or global") }
+        }
+
+        func run() throws {
+            OutputPath.installInterruptCleanup()
+            try reportingErrors {
+                let (plan, recipe) = try makePlan()
+                try checkOutput(plan)
+                let prepared = try PreparedMerge.prepare(plan)
+                for warning in prepared.warnings { printError("warning: \(warning)") }
+                let writer = try HFFolderWriter(folder: output, tensors: prepared.outputTensors,
+                                                maxShardSize: parseByteSize(maxShardSize)!, overwrite: force)
+                do {
+                    let progress = ProgressLine(label: "fuse")
+                    try MergeExecutor(prepared, threads: threads).run(into: writer) { progress.update($0) }
+                    progress.finish()
+                    try copySideFiles(prepared, into: writer)
+                    try writer.writeFile(name: ModelCard.recipeFileName, contents: Array(recipe.utf8))
+                    try writer.writeFile(name: "README.md", contents: Array(ModelCard.text(for: plan, recipe: recipe).utf8))
+                    try writer.commit()
+                } catch {
+                    writer.abort()
+                    throw error
+                }
+            }
+        }
+
+        /// The plan and the recipe text stored with the output.
+        func makePlan() throws -> (MergePlan, String) {
+            if let config {
+                var (plan, text) = try MergeRecipe.load(config)
+                if let dtype { plan.outputDType = MergeRecipe.outputDType(named: dtype) }
+                return (plan, text)
+            }
+            let method = try MergeMethod.named(method)
+            var parameters: [String: ParameterValue] = [:]
+            if let lambdaScale { parameters["lambda"] = .number(lambdaScale) }
+            if let gamma { parameters["gamma"] = .number(gamma) }
+            if let epsilon { parameters["epsilon"] = .number(epsilon) }
+            if let interpolation { parameters["t"] = .number(interpolation) }
+            if filterWise { parameters["filter_wise"] = .number(1) }
+            if let normalize { parameters["normalize"] = .number(normalize ? 1 : 0) }
+            let weightList = try numbers(weights, "--weights")
+            let densityList = try numbers(density, "--density")
+            var specs: [ModelSpec] = []
+            for (i, path) in models.enumerated() {
+                var spec = ModelSpec(path: path)
+                // Weights are always written out: mergekit requires them in a recipe.
+                if method != .slerp && method != .modelStock { spec.parameters["weight"] = .number(pick(weightList, i) ?? 1) }
+                if let d = pick(densityList, i) { spec.parameters["density"] = .number(d) }
+                specs.append(spec)
+            }
+            let plan = MergePlan(
+                method: method, base: base, models: specs, parameters: parameters,
+                rescale: rescale.flatMap(Rescale.init(rawValue:)), consensus: consensus.flatMap(Consensus.init(rawValue:)),
+                trim: TrimScope(rawValue: trim) ?? .tensor, seed: seed,
+                outputDType: dtype.flatMap(MergeRecipe.outputDType(named:)))
+            return (plan, MergeRecipe.yaml(for: plan))
+        }
+
+        private func numbers(_ text: String?, _ flag: String) throws -> [Double] {
+            guard let text else { return [] }
+            var values: [Double] = []
+            for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+                guard let v = Double(part.trimmingCharacters(in: .whitespaces)), v.isFinite else {
+                    throw ValidationError("\(flag): '\(part)' is not a number")
+                }
+                values.append(v)
+            }
+            guard values.count == 1 || values.count == models.count else {
+                throw ValidationError("\(flag) has \(values.count) values for \(models.count) models")
+            }
+            return values
+        }
+
+        private func pick(_ values: [Double], _ i: Int) -> Double? {
+            values.isEmpty ? nil : values[values.count == 1 ? 0 : i]
+        }
+
+        /// The output must not be one of the inputs (or the folder holding one).
+        func checkOutput(_ plan: MergePlan) throws {
+            let target = canonical(output)
+            var inputs = plan.models.map(\.path)
+            if let base = plan.base { inputs.append(base) }
+            if let config { inputs.append(config) }
+            for input in inputs {
+                let path = canonical(input)
+                if path == target || path.hasPrefix(target + "/") {
+                    throw MergeError.output(path: output, problem: "is an input of the merge (\(input)); choose another output")
+                }
+            }
+        }
+
+        private func canonical(_ path: String) -> String {
+            if let real = HFFolder.realPath(path) { return real }
+            let url = URL(fileURLWithPath: path).standardizedFileURL
+            let parent = HFFolder.realPath(url.deletingLastPathComponent().path) ?? url.deletingLastPathComponent().path
+            return parent + "/" + url.lastPathComponent
+        }
+
+        /// Config and tokenizer files from the base folder (tokenizer from `tokenizer_source` if given).
+        private func copySideFiles(_ prepared: PreparedMerge, into writer: HFFolderWriter) throws {
+            let templateFolder = folder(of: prepared.template.path)
+            let tokenizerFolder = prepared.plan.tokenizerSource.map(folder(of:)) ?? templateFolder
+            for name in ModelCard.configFiles {
+                if let templateFolder, FileManager.default.fileExists(atPath: templateFolder + "/" + name) {
+                    try writer.copyFile(from: templateFolder + "/" + name)
+                }
+            }
+            for name in ModelCard.tokenizerFiles {
+                if let tokenizerFolder, FileManager.default.fileExists(atPath: tokenizerFolder + "/" + name) {
+                    try writer.copyFile(from: tokenizerFolder + "/" + name)
+                }
+            }
+        }
+
+        private func folder(of path: String) -> String? {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else { return nil }
+            return path
+        }
+    }
+}

@@ -1,0 +1,136 @@
+import Foundation
+
+/// The merge methods that interpolate weights directly instead of fusing task vectors.
+public enum Interpolation {
+    /// Linear: out = Σ wᵢθᵢ (/ Σ wᵢ when normalizing), accumulated in model order.
+    public static func linear(
+        _ models: [UnsafeBufferPointer<Float>], weights: [Float], normalize: Bool,
+        into out: UnsafeMutableBufferPointer<Float>
+    ) {
+        var total: Float = 0
+        for w in weights { total += w }
+        for i in 0..<out.count { out[i] = 0 }
+        for m in 0..<models.count {
+            let x = models[m]
+            let w = weights[m]
+            for i in 0..<out.count { out[i] += w * x[i] }
+        }
+        if normalize {
+            for i in 0..<out.count { out[i] /= total }
+        }
+    }
+
+    /// The two SLERP coefficients for one row pair from its statistics:
+    /// ‖a‖², ‖b‖² and a·b. Norms ≤ 1e-8 count as 1; nearly parallel rows
+    /// (|cos Ω| > 0.9995) fall back to linear interpolation.
+    public static func slerpCoefficients(t: Float, normA2: Double, normB2: Double, dot: Double) -> (Float, Float) {
+        var na = Float(normA2.squareRoot())
+        var nb = Float(normB2.squareRoot())
+        if !(na > 1e-8) { na = 1 }
+        if !(nb > 1e-8) { nb = 1 }
+        let cosine = min(max(Float(dot) / na / nb, -1), 1)
+        if abs(cosine) > 0.9995 { return (1 - t, t) }
+        let theta = acos(cosine)
+        let s = sin(theta)
+        return (sin((1 - t) * theta) / s, sin(t * theta) / s)
+    }
+
+    /// SLERP on whole rows of `rowLength` entries: `a` is the base, t = 0 gives it back.
+    public static func slerp(
+        _ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, t: Float, rowLength: Int,
+        into out: UnsafeMutableBufferPointer<Float>
+    ) {
+        var row = 0
+        while row < out.count {
+            let end = min(row + rowLength, out.count)
+            var aa = 0.0, bb = 0.0, ab = 0.0
+            for i in row..<end {
+                let x = Double(a[i]), y = Double(b[i])
+                aa += x * x
+                bb += y * y
+                ab += x * y
+            }
+            let (ca, cb) = slerpCoefficients(t: t, normA2: aa, normB2: bb, dot: ab)
+            for i in row..<end { out[i] = ca * a[i] + cb * b[i] }
+            row = end
+        }
+    }
+}
+
+/// Model Stock: the interpolation factor between the average of the fine-tuned
+/// models and the base, from the angle between their offsets.
+public struct ModelStockStatistics: Sendable {
+    /// Number of fine-tuned models N.
+    public let models: Int
+    /// ‖δᵢ‖² per model, then δᵢ·δⱼ per pair i < j (row-major pair order).
+    public private(set) var sums: [Double]
+
+    public init(models: Int) {
+        self.models = models
+        sums = [Double](repeating: 0, count: models + models * (models - 1) / 2)
+    }
+
+    /// Adds the offsets δᵢ = θᵢ − θ₀ of one span of entries (computed on the fly).
+    public mutating func accumulate(base: UnsafeBufferPointer<Float>, models x: [UnsafeBufferPointer<Float>]) {
+        let count = base.count
+        var slot = models
+        for i in 0..<models {
+            var s = 0.0
+            let a = x[i]
+            for e in 0..<count {
+                let d = Double(a[e] - base[e])
+                s += d * d
+            }
+            sums[i] += s
+        }
+        for i in 0..<models {
+            for j in (i + 1)..<max(i + 1, models) {
+                var s = 0.0
+                let a = x[i], b = x[j]
+                for e in 0..<count { s += Double(a[e] - base[e]) * Double(b[e] - base[e]) }
+                sums[slot] += s
+                slot += 1
+            }
+        }
+    }
+
+    /// Adds another span's statistics (combine spans in a fixed order for identical results).
+    public mutating func absorb(_ other: ModelStockStatistics) {
+        for k in 0..<sums.count { sums[k] += other.sums[k] }
+    }
+
+    /// t = N·cos θ / (1 + (N − 1)·cos θ), cos θ the mean pairwise cosine (each clamped
+    /// to [−1, 1], norms' product at least 1e-6); t = 0 when the denominator is below 1e-6.
+    public var interpolationFactor: Float {
+        var slot = models
+        var total = 0.0
+        var pairs = 0
+        for i in 0..<models {
+            for j in (i + 1)..<max(i + 1, models) {
+                let normProduct = max(sums[i].squareRoot() * sums[j].squareRoot(), 1e-6)
+                total += min(max(sums[slot] / normProduct, -1), 1)
+                pairs += 1
+                slot += 1
+            }
+        }
+        let cosine = pairs > 0 ? total / Double(pairs) : 0
+        let n = Double(models)
+        let denominator = 1 + (n - 1) * cosine
+        if abs(denominator) < 1e-6 { return 0 }
+        return Float(n * cosine / denominator)
+    }
+
+    /// out = t·mean(θᵢ) + (1 − t)·θ₀.
+    public static func blend(
+        base: UnsafeBufferPointer<Float>, models: [UnsafeBufferPointer<Float>], t: Float,
+        into out: UnsafeMutableBufferPointer<Float>
+    ) {
+        for i in 0..<out.count { out[i] = 0 }
+        for m in 0..<models.count {
+            let x = models[m]
+            for i in 0..<out.count { out[i] += x[i] }
+        }
+        let n = Float(models.count)
+        for i in 0..<out.count { out[i] = t * (out[i] / n) + (1 - t) * base[i] }
+    }
+}

@@ -1,0 +1,478 @@
+import Checkpoints
+import Dispatch
+import Foundation
+
+/// Runs a prepared merge: tensors one after another in the plan's order, each split
+/// into fixed chunks processed in parallel, decoded to Float32 in per-worker
+/// buffers, combined and encoded into one reused output buffer, then handed to the
+/// sink. Chunk boundaries and the order of every floating-point sum depend only on
+/// the tensor, never on the thread count, so the output bytes do not either.
+/// Resident memory is the scratch buffers, one output tensor and the input pages of
+/// the tensor in hand (released as soon as they are used).
+public final class MergeExecutor: @unchecked Sendable {
+    /// Elements per chunk: a few hundred kilobytes per buffer, so a worker's buffers stay in cache.
+    public static let chunkElements = 1 << 16
+
+    public let merge: PreparedMerge
+    public let threads: Int
+    private let scratch: [WorkerScratch]
+    private let output: UnsafeMutableRawBufferPointer
+    private let rescale: Rescale
+    private let fusion: Fusion?
+    /// Per model, the whole-model trim window (`--trim global`), found before the first tensor.
+    private var globalWindows: [MagnitudeWindow?] = []
+    /// Per model, boundary-key entries met so far in earlier tensors (global trim ties).
+    private var globalTiesSeen: [(lower: Int, upper: Int)] = []
+
+    /// Prepares buffers for `merge` on `threads` workers (at least 1).
+    public init(_ merge: PreparedMerge, threads: Int) {
+        self.merge = merge
+        self.threads = max(1, threads)
+        let models = merge.plan.contributingModels.count
+        var capacity = 1
+        var rowCapacity = 1
+        var outputBytes = 1
+        for job in merge.jobs where job.kind != .copy {
+            capacity = max(capacity, MergeExecutor.chunkSize(for: job, method: merge.plan.method))
+            rowCapacity = max(rowCapacity, job.rowLength)
+            outputBytes = max(outputBytes, job.outputByteCount)
+        }
+        if merge.plan.method.sparsifier != .dellaMagprune { rowCapacity = 1 }
+        var scratch: [WorkerScratch] = []
+        for _ in 0..<self.threads { scratch.append(WorkerScratch(capacity: capacity, models: models, rowCapacity: rowCapacity)) }
+        self.scratch = scratch
+        output = .allocate(byteCount: outputBytes, alignment: 64)
+        rescale = merge.plan.effectiveRescale
+        fusion = merge.plan.method.fusesTaskVectors
+            ? Fusion(consensus: merge.plan.effectiveConsensus, normalize: false, lambda: 1) : nil
+    }
+
+    deinit { output.deallocate() }
+
+    /// Row length the method's kernels need whole in a chunk (1: any split is fine).
+    static func kernelRowLength(for job: MergeJob, method: MergeMethod) -> Int {
+        switch method {
+        case .della, .dellaLinear: return job.rowLength
+        case .slerp: return job.shape.count >= 2 ? job.rowLength : 1
+        case .modelStock: return job.filterWise ? job.rowLength : 1
+        default: return 1
+        }
+    }
+
+    static func chunkSize(for job: MergeJob, method: MergeMethod) -> Int {
+        let row = max(kernelRowLength(for: job, method: method), 1)
+        if row >= chunkElements { return row }
+        return max(1, min(job.elementCount, chunkElements / row * row))
+    }
+
+    /// Produces every output tensor into `sink`, calling `progress` after each.
+    public func run(into sink: TensorSink, progress: (MergeProgress) -> Void = { _ in }) throws(MergeError) {
+        let total = merge.jobs.reduce(0) { $0 + $1.elementCount }
+        var state = MergeProgress(tensorsDone: 0, tensorCount: merge.jobs.count, elementsDone: 0, elementCount: total)
+        let models = merge.plan.contributingModels.count
+        globalWindows = [MagnitudeWindow?](repeating: nil, count: models)
+        globalTiesSeen = [(lower: Int, upper: Int)](repeating: (0, 0), count: models)
+        if merge.plan.trim == .global { try findGlobalWindows() }
+        do {
+            for job in merge.jobs {
+                try produce(job, into: sink)
+                state.tensorsDone += 1
+                state.elementsDone += job.elementCount
+                progress(state)
+            }
+        } catch let error as MergeError {
+            throw error
+        } catch let error as CheckpointError {
+            throw .checkpoint(error)
+        } catch {
+            throw .badPlan("\(error)")
+        }
+    }
+
+    // MARK: One tensor
+
+    private func produce(_ job: MergeJob, into sink: TensorSink) throws {
+        let template = merge.checkpoints[job.templateCheckpoint]
+        defer {
+            template.release(job.template)
+            for input in job.inputs { merge.checkpoints[input.checkpoint].release(input.tensor) }
+        }
+        if job.kind == .copy {
+            try sink.write(job.name, bytes: template.data(of: job.template))
+            return
+        }
+        let bytes = UnsafeMutableRawBufferPointer(rebasing: output[0..<job.outputByteCount])
+        switch (job.kind, merge.plan.method) {
+        case (.convert, _): try runConvert(job, into: bytes)
+        case (_, .linear): try runLinear(job, into: bytes)
+        case (_, .slerp): try runSlerp(job, into: bytes)
+        case (_, .modelStock): try runModelStock(job, into: bytes)
+        default: try runTaskVectors(job, into: bytes)
+        }
+        try sink.write(job.name, bytes: UnsafeRawBufferPointer(bytes))
+    }
+
+    /// Calls `body(worker, chunk, range)` for every chunk, chunks dealt round-robin
+    /// to the workers; the first error stops the tensor.
+    private func forEachChunk(
+        _ job: MergeJob, _ body: (WorkerScratch, Int, Range<Int>) throws -> Void
+    ) throws {
+        let size = MergeExecutor.chunkSize(for: job, method: merge.plan.method)
+        let count = job.elementCount
+        let chunks = (count + size - 1) / size
+        let failure = FirstError()
+        let workers = min(threads, max(chunks, 1))
+        let scratch = self.scratch
+        withoutActuallyEscaping(body) { body in
+            let work = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                var c = w
+                while c < chunks, failure.error == nil {
+                    do {
+                        try work.value(scratch[w], c, (c * size)..<min(count, (c + 1) * size))
+                    } catch {
+                        failure.record(error)
+                    }
+                    c += workers
+                }
+            }
+        }
+        if let error = failure.error { throw error }
+    }
+
+    private func chunkCount(_ job: MergeJob) -> Int {
+        let size = MergeExecutor.chunkSize(for: job, method: merge.plan.method)
+        return (job.elementCount + size - 1) / size
+    }
+
+    /// Decodes elements `range` of `tensor` into the start of `buffer`.
+    private func decode(_ tensor: TensorEntry, in checkpoint: Int, _ range: Range<Int>,
+                        into buffer: UnsafeMutableBufferPointer<Float>) throws
+    {
+        let file = merge.checkpoints[checkpoint]
+        let size = tensor.dtype.blockBytes
+        let bytes = UnsafeRawBufferPointer(rebasing: file.data(of: tensor)[(range.lowerBound * size)..<(range.upperBound * size)])
+        do {
+            try ElementCodec.decode(tensor.dtype, from: bytes, into: UnsafeMutableBufferPointer(rebasing: buffer[0..<range.count]))
+        } catch {
+            throw MergeError.checkpoint(.codec(file: file.path, tensor: tensor.name, problem: error))
+        }
+    }
+
+    private func decodeBase(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch) throws {
+        try decode(job.template, in: job.templateCheckpoint, range, into: s.base)
+    }
+
+    /// Decodes model `m` and subtracts the base already in `s.base`: δ in `s.inputs[m]`.
+    private func decodeDelta(_ job: MergeJob, _ m: Int, _ range: Range<Int>, _ s: WorkerScratch) throws {
+        let input = job.inputs[m]
+        try decode(input.tensor, in: input.checkpoint, range, into: s.inputs[m])
+        let d = s.inputs[m], b = s.base
+        for i in 0..<range.count { d[i] -= b[i] }
+    }
+
+    /// Encodes `s.out` into the output bytes of `range` and releases the inputs' pages of the chunk.
+    private func store(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch, into bytes: UnsafeMutableRawBufferPointer) throws {
+        let size = job.outputDType.blockBytes
+        let target = UnsafeMutableRawBufferPointer(rebasing: bytes[(range.lowerBound * size)..<(range.upperBound * size)])
+        do {
+            try ElementCodec.encode(job.outputDType, from: UnsafeBufferPointer(rebasing: s.out[0..<range.count]), into: target)
+        } catch {
+            throw MergeError.checkpoint(.codec(file: "output", tensor: job.name, problem: error))
+        }
+        release(job.template, in: job.templateCheckpoint, range)
+        for input in job.inputs { release(input.tensor, in: input.checkpoint, range) }
+    }
+
+    private func release(_ tensor: TensorEntry, in checkpoint: Int, _ range: Range<Int>) {
+        let file = merge.checkpoints[checkpoint]
+        let size = tensor.dtype.blockBytes
+        file.files[tensor.fileIndex].release((tensor.offset + range.lowerBound * size)..<(tensor.offset + range.upperBound * size))
+    }
+
+    // MARK: Methods
+
+    private func runConvert(_ job: MergeJob, into bytes: UnsafeMutableRawBufferPointer) throws {
+        try forEachChunk(job) { s, _, range in
+            try decodeBase(job, range, s)
+            s.out.baseAddress!.update(from: s.base.baseAddress!, count: range.count)
+            try store(job, range, s, into: bytes)
+        }
+    }
+
+    private func runLinear(_ job: MergeJob, into bytes: UnsafeMutableRawBufferPointer) throws {
+        try forEachChunk(job) { s, _, range in
+            var models: [UnsafeBufferPointer<Float>] = []
+            for (m, input) in job.inputs.enumerated() {
+                try decode(input.tensor, in: input.checkpoint, range, into: s.inputs[m])
+                models.append(UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]))
+            }
+            Interpolation.linear(models, weights: job.weights, normalize: job.normalize,
+                                 into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
+            try store(job, range, s, into: bytes)
+        }
+    }
+
+    private func runSlerp(_ job: MergeJob, into bytes: UnsafeMutableRawBufferPointer) throws {
+        let row = MergeExecutor.kernelRowLength(for: job, method: .slerp)
+        try forEachChunk(job) { s, _, range in
+            try decodeBase(job, range, s)
+            let other = job.inputs[0]
+            try decode(other.tensor, in: other.checkpoint, range, into: s.inputs[0])
+            Interpolation.slerp(UnsafeBufferPointer(rebasing: s.base[0..<range.count]),
+                                UnsafeBufferPointer(rebasing: s.inputs[0][0..<range.count]), t: job.t, rowLength: row,
+                                into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
+            try store(job, range, s, into: bytes)
+        }
+    }
+
+    private func runModelStock(_ job: MergeJob, into bytes: UnsafeMutableRawBufferPointer) throws {
+        let n = job.inputs.count
+        func decodeAll(_ s: WorkerScratch, _ range: Range<Int>) throws -> (UnsafeBufferPointer<Float>, [UnsafeBufferPointer<Float>]) {
+            try decodeBase(job, range, s)
+            var models: [UnsafeBufferPointer<Float>] = []
+            for (m, input) in job.inputs.enumerated() {
+                try decode(input.tensor, in: input.checkpoint, range, into: s.inputs[m])
+                models.append(UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]))
+            }
+            return (UnsafeBufferPointer(rebasing: s.base[0..<range.count]), models)
+        }
+        if job.filterWise {
+            let row = job.rowLength
+            try forEachChunk(job) { s, _, range in
+                let (base, models) = try decodeAll(s, range)
+                var start = 0
+                while start < range.count {
+                    let span = start..<min(start + row, range.count)
+                    var stats = ModelStockStatistics(models: n)
+                    stats.accumulate(base: UnsafeBufferPointer(rebasing: base[span]),
+                                     models: models.map { UnsafeBufferPointer(rebasing: $0[span]) })
+                    ModelStockStatistics.blend(base: UnsafeBufferPointer(rebasing: base[span]),
+                                               models: models.map { UnsafeBufferPointer(rebasing: $0[span]) },
+                                               t: stats.interpolationFactor,
+                                               into: UnsafeMutableBufferPointer(rebasing: s.out[span]))
+                    start = span.upperBound
+                }
+                try store(job, range, s, into: bytes)
+            }
+            return
+        }
+        let partial = ChunkResults(count: chunkCount(job), initial: ModelStockStatistics(models: n))
+        try forEachChunk(job) { s, c, range in
+            let (base, models) = try decodeAll(s, range)
+            partial[c].accumulate(base: base, models: models)
+        }
+        var stats = ModelStockStatistics(models: n)
+        for c in 0..<chunkCount(job) { stats.absorb(partial[c]) }
+        let t = stats.interpolationFactor
+        try forEachChunk(job) { s, _, range in
+            let (base, models) = try decodeAll(s, range)
+            ModelStockStatistics.blend(base: base, models: models, t: t,
+                                       into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
+            try store(job, range, s, into: bytes)
+        }
+    }
+
+    /// The task-vector family: sparsify each δᵢ, weigh, elect signs, fuse.
+    private func runTaskVectors(_ job: MergeJob, into bytes: UnsafeMutableRawBufferPointer) throws {
+        let n = job.inputs.count
+        let method = merge.plan.method
+        let chunks = chunkCount(job)
+        var masks: [TensorMask] = []
+        var searching: [Int] = []
+        for m in 0..<n {
+            let d = job.densities[m]
+            let stream = CounterRandom(seed: merge.plan.seed, tensor: job.name, model: m)
+            guard let sparsifier = method.sparsifier, d < 1 else { masks.append(.keepAll); continue }
+            if d <= 0 { masks.append(.keepNone); continue }
+            switch sparsifier {
+            case .random: masks.append(.random(density: Float(d), stream: stream))
+            case .dellaMagprune: masks.append(.della(density: Float(d), epsilon: Float(job.epsilons[m]), stream: stream))
+            case .magnitude, .magnitudeOutliers:
+                if let global = globalWindows[m] {
+                    masks.append(.window(global, density: Float(d)))
+                } else {
+                    masks.append(.keepAll)  // replaced once the window is found
+                    searching.append(m)
+                }
+            }
+        }
+        if !searching.isEmpty {
+            let windows = try searchWindows(job, models: searching, method: method)
+            for (k, m) in searching.enumerated() { masks[m] = .window(windows[k], density: Float(job.densities[m])) }
+        }
+
+        // Ties at a window boundary: entries equal to the boundary before each chunk.
+        var ties = [[(lower: Int, upper: Int)]](repeating: [(0, 0)], count: n)
+        let tieModels = (0..<n).filter { if case .window(let w, _) = masks[$0] { return w.needsOrdinals } else { return false } }
+        if !tieModels.isEmpty {
+            let counts = ChunkResults(count: chunks * n, initial: (lower: 0, upper: 0))
+            try forEachChunk(job) { s, c, range in
+                try decodeBase(job, range, s)
+                for m in tieModels {
+                    guard case .window(let w, _) = masks[m] else { continue }
+                    try decodeDelta(job, m, range, s)
+                    let values = UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count])
+                    let keys = w.tieKeys
+                    counts[c * n + m] = (keys.lower.map { RankSearch.countEqual(values, key: $0) } ?? 0,
+                                         keys.upper.map { RankSearch.countEqual(values, key: $0) } ?? 0)
+                }
+            }
+            for m in tieModels {
+                var running = globalTiesSeen[m]
+                ties[m] = []
+                for c in 0..<chunks {
+                    ties[m].append(running)
+                    running.lower += counts[c * n + m].lower
+                    running.upper += counts[c * n + m].upper
+                }
+                if globalWindows[m] != nil { globalTiesSeen[m] = running }
+            }
+        }
+
+        // L1 rescale: the factor restoring each sparsified δ's L1 norm over the whole tensor.
+        var factors = [Float](repeating: 1, count: n)
+        let rescaled = rescale == .l1 ? (0..<n).filter { masks[$0] != .keepAll && masks[$0] != .keepNone } : []
+        if !rescaled.isEmpty {
+            let sums = ChunkResults(count: chunks * n, initial: (before: 0.0, after: 0.0))
+            try forEachChunk(job) { s, c, range in
+                try decodeBase(job, range, s)
+                for m in rescaled {
+                    try decodeDelta(job, m, range, s)
+                    let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
+                    let before = MergeExecutor.l1(values)
+                    masks[m].apply(to: values, start: range.lowerBound, rowLength: job.rowLength, inverse: false,
+                                   ties: ties[m].count > c ? ties[m][c] : (0, 0), rowScratch: s.rows)
+                    sums[c * n + m] = (before, MergeExecutor.l1(values))
+                }
+            }
+            for m in rescaled {
+                var before = 0.0, after = 0.0
+                for c in 0..<chunks {
+                    before += sums[c * n + m].before
+                    after += sums[c * n + m].after
+                }
+                factors[m] = Sparsifier.l1RescaleFactor(before: before, after: after)
+            }
+        }
+
+        let fusion = Fusion(consensus: self.fusion?.consensus, normalize: job.normalize, lambda: job.lambda)
+        let inverse = rescale == .inverse
+        try forEachChunk(job) { s, c, range in
+            try decodeBase(job, range, s)
+            var deltas: [UnsafeMutableBufferPointer<Float>] = []
+            for m in 0..<n {
+                try decodeDelta(job, m, range, s)
+                let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
+                masks[m].apply(to: values, start: range.lowerBound, rowLength: job.rowLength, inverse: inverse,
+                               ties: ties[m].count > c ? ties[m][c] : (0, 0), rowScratch: s.rows)
+                let factor = factors[m], weight = job.weights[m]
+                if factor != 1 { for i in 0..<values.count { values[i] *= factor } }
+                for i in 0..<values.count { values[i] *= weight }
+                deltas.append(values)
+            }
+            fusion.combine(base: UnsafeBufferPointer(rebasing: s.base[0..<range.count]), deltas: deltas,
+                           weights: job.weights, into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
+            try store(job, range, s, into: bytes)
+        }
+    }
+
+    static func l1(_ values: UnsafeMutableBufferPointer<Float>) -> Double {
+        var sum: Float = 0
+        var total = 0.0
+        // Float partial sums over short runs vectorize; the runs are added in Double.
+        var i = 0
+        while i < values.count {
+            let end = min(i + 256, values.count)
+            sum = 0
+            for j in i..<end { sum += abs(values[j]) }
+            total += Double(sum)
+            i = end
+        }
+        return total
+    }
+
+    /// The kept-rank windows of the models in `models` for one tensor (two streaming passes).
+    private func searchWindows(_ job: MergeJob, models: [Int], method: MergeMethod) throws -> [MagnitudeWindow] {
+        let count = job.elementCount
+        let sparsifier = method.sparsifier!
+        var ranges: [Range<Int>] = []
+        for m in models { ranges.append(sparsifier.rankWindow(count: count, density: job.densities[m], gamma: job.gammas[m])) }
+        let searches = try rankSearch(ranges: ranges, count: count, jobs: [job], models: models)
+        var windows: [MagnitudeWindow] = []
+        for (k, range) in ranges.enumerated() {
+            windows.append(MagnitudeWindow.ranks(range.lowerBound, range.upperBound, count: count) { rank in
+                searches[k][rank]!
+            })
+        }
+        return windows
+    }
+
+    /// Finds, for each model, the elements at the ends of its window, over the chunks of `jobs`.
+    private func rankSearch(ranges: [Range<Int>], count: Int, jobs: [MergeJob], models: [Int]) throws -> [[Int: RankBoundary]] {
+        var wanted: [[Int]] = []
+        for range in ranges {
+            var ranks: [Int] = []
+            if range.lowerBound > 0 && range.lowerBound < range.upperBound { ranks.append(range.lowerBound) }
+            if range.upperBound < count && range.lowerBound < range.upperBound { ranks.append(range.upperBound) }
+            wanted.append(ranks)
+        }
+        for s in scratch { s.searches = wanted.map { RankSearch(ranks: $0) } }
+        for job in jobs {
+            try forEachChunk(job) { s, _, range in
+                try decodeBase(job, range, s)
+                for (k, m) in models.enumerated() where !wanted[k].isEmpty {
+                    try decodeDelta(job, m, range, s)
+                    s.searches[k].countCoarse(UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]))
+                }
+            }
+        }
+        var combined = scratch[0].searches
+        for s in scratch.dropFirst() { for k in 0..<combined.count { combined[k].absorb(s.searches[k]) } }
+        for k in 0..<combined.count { combined[k].finishCoarse() }
+        for s in scratch { s.searches = combined.map { $0.fineCounter() } }
+        for job in jobs {
+            try forEachChunk(job) { s, _, range in
+                try decodeBase(job, range, s)
+                for (k, m) in models.enumerated() where !wanted[k].isEmpty {
+                    try decodeDelta(job, m, range, s)
+                    s.searches[k].countFine(UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]))
+                }
+            }
+        }
+        var result: [[Int: RankBoundary]] = []
+        for k in 0..<combined.count {
+            var fine = scratch[0].searches[k]
+            for s in scratch.dropFirst() { fine.absorb(s.searches[k]) }
+            var found: [Int: RankBoundary] = [:]
+            for (rank, boundary) in zip(wanted[k], fine.boundaries()) { found[rank] = boundary }
+            result.append(found)
+        }
+        for s in scratch { s.searches = [] }
+        return result
+    }
+
+    /// `--trim global`: each trimmed model's top-k window over all its merged tensors at once.
+    private func findGlobalWindows() throws(MergeError) {
+        let jobs = merge.jobs.filter { $0.kind == .merge }
+        guard let first = jobs.first else { return }
+        let total = jobs.reduce(0) { $0 + $1.elementCount }
+        var models: [Int] = []
+        var ranges: [Range<Int>] = []
+        for m in 0..<first.inputs.count where first.densities[m] > 0 && first.densities[m] < 1 {
+            models.append(m)
+            ranges.append(Sparsifier.magnitude.rankWindow(count: total, density: first.densities[m], gamma: 0))
+        }
+        guard !models.isEmpty else { return }
+        do {
+            let found = try rankSearch(ranges: ranges, count: total, jobs: jobs, models: models)
+            for (k, m) in models.enumerated() {
+                globalWindows[m] = MagnitudeWindow.ranks(ranges[k].lowerBound, ranges[k].upperBound, count: total) { found[k][$0]! }
+            }
+        } catch let error as MergeError {
+            throw error
+        } catch {
+            throw .badPlan("\(error)")
+        }
+    }
+}

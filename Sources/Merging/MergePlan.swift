@@ -1,0 +1,129 @@
+import Checkpoints
+
+/// One input model of a merge and its own parameters.
+public struct ModelSpec: Sendable, Equatable {
+    /// A .safetensors file, a .gguf file or a model folder.
+    public var path: String
+    /// Per-model parameters (weight, density, gamma, epsilon, …); they override the global ones.
+    public var parameters: [String: ParameterValue]
+
+    public init(path: String, parameters: [String: ParameterValue] = [:]) {
+        self.path = path
+        self.parameters = parameters
+    }
+}
+
+/// Whether the magnitude trim ranks each tensor alone or the whole model at once.
+public enum TrimScope: String, Sendable, CaseIterable {
+    /// Per tensor and per model, as mergekit does.
+    case tensor
+    /// Over the whole model (the TIES paper), found by a streaming first pass.
+    case global
+}
+
+/// What to merge and how: built from command-line flags or a mergekit YAML recipe.
+public struct MergePlan: Sendable, Equatable {
+    public var method: MergeMethod
+    /// The base model θ₀ (required by every method but `linear`).
+    public var base: String?
+    public var models: [ModelSpec]
+    /// Global parameters; the defaults for per-model ones.
+    public var parameters: [String: ParameterValue]
+    /// Rescale after sparsifying; nil takes the method's default.
+    public var rescale: Rescale?
+    /// Sign election for the methods that have one; nil takes the method's default.
+    public var consensus: Consensus?
+    public var trim: TrimScope
+    /// Seed of the random sparsifiers.
+    public var seed: UInt64
+    /// Output element type; nil keeps the base's.
+    public var outputDType: DType?
+    /// The model whose tokenizer files are copied (nil: the base).
+    public var tokenizerSource: String?
+
+    public init(
+        method: MergeMethod, base: String?, models: [ModelSpec], parameters: [String: ParameterValue] = [:],
+        rescale: Rescale? = nil, consensus: Consensus? = nil, trim: TrimScope = .tensor, seed: UInt64 = 0,
+        outputDType: DType? = nil, tokenizerSource: String? = nil
+    ) {
+        self.method = method
+        self.base = base
+        self.models = models
+        self.parameters = parameters
+        self.rescale = rescale
+        self.consensus = consensus
+        self.trim = trim
+        self.seed = seed
+        self.outputDType = outputDType
+        self.tokenizerSource = tokenizerSource
+    }
+
+    /// The rescale in effect.
+    public var effectiveRescale: Rescale { method.sparsifier == nil ? .none : (rescale ?? method.defaultRescale) }
+
+    /// The sign election in effect.
+    public var effectiveConsensus: Consensus? {
+        guard let elected = method.defaultConsensus else { return nil }
+        return consensus ?? elected
+    }
+
+    /// The models that contribute besides the base (listing the base among the models,
+    /// as mergekit recipes do, adds nothing); for `linear`, every listed model.
+    public var contributingModels: [ModelSpec] {
+        guard method != .linear, let base else { return models }
+        return models.filter { $0.path != base }
+    }
+
+    /// Checks what can be checked without opening any file: model counts, known
+    /// parameter names and values that would make the merge produce NaN.
+    public func check() throws(MergeError) {
+        if method.needsBase && base == nil { throw .badPlan("\(method) needs a base model (--base or base_model)") }
+        let inputs = contributingModels
+        switch method {
+        case .slerp:
+            guard inputs.count == 1 else { throw .badPlan("slerp needs exactly two models, one of them the base") }
+            guard parameters["t"] != nil || models.contains(where: { $0.parameters["t"] != nil }) else {
+                throw .badPlan("slerp needs the interpolation factor t")
+            }
+        case .modelStock:
+            if inputs.count < 2 { throw .badPlan("model_stock needs at least two models besides the base") }
+        default:
+            if inputs.isEmpty { throw .badPlan("\(method) needs at least one model\(method.needsBase ? " besides the base" : "")") }
+        }
+        let known = method.parameterNames
+        for (name, value) in parameters {
+            guard known.contains(name) else { throw .badParameter(name: name, problem: "\(method) has no such parameter") }
+            try checkNumbers(name, value)
+        }
+        for model in models {
+            for (name, value) in model.parameters {
+                guard known.contains(name) else {
+                    throw .badParameter(name: name, problem: "\(method) has no such parameter (model \(model.path))")
+                }
+                try checkNumbers(name, value)
+            }
+        }
+    }
+
+    private func checkNumbers(_ name: String, _ value: ParameterValue) throws(MergeError) {
+        for v in value.allNumbers where !v.isFinite {
+            throw .badParameter(name: name, problem: "\(v) is not a finite number")
+        }
+    }
+
+    /// The checks that depend on the value a parameter takes for one tensor.
+    func checkResolved(density d: Double, epsilon: Double, model: String, tensor: String) throws(MergeError) {
+        guard let sparsifier = method.sparsifier else { return }
+        if d < 0 { throw .badParameter(name: "density", problem: "\(formatNumber(d)) is negative (model \(model))") }
+        if d >= 1 { return }
+        if sparsifier == .dellaMagprune {
+            guard epsilon >= 0, d - epsilon > 0, d + epsilon < 1 else {
+                throw .badParameter(
+                    name: "epsilon",
+                    problem: "density ± epsilon must lie strictly inside (0, 1), got density \(formatNumber(d)) and epsilon \(formatNumber(epsilon)) for '\(tensor)' (model \(model))")
+            }
+        } else if d == 0, effectiveRescale == .inverse {
+            throw .badParameter(name: "density", problem: "0 with --rescale inverse divides by zero (model \(model))")
+        }
+    }
+}

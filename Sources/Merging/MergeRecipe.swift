@@ -1,0 +1,277 @@
+import Checkpoints
+import Foundation
+import Yams
+
+/// mergekit's YAML recipe format: reading it into a `MergePlan` and writing a plan back.
+///
+/// Accepted keys: `models` (each `model` and optional `parameters`), `base_model`,
+/// `merge_method`, `parameters`, `dtype`, `out_dtype`, `tokenizer_source`, and Claire's
+/// own `seed`. Anything else is an error, so a misspelt key never silently changes a merge.
+public enum MergeRecipe {
+    static let topLevelKeys = ["models", "base_model", "merge_method", "parameters", "dtype", "out_dtype",
+                               "tokenizer_source", "seed"]
+    /// Parameters that are switches, written as true/false.
+    static let flagParameters: Set<String> = ["normalize", "filter_wise", "int8_mask"]
+    /// Global keys that configure the merge rather than weigh tensors.
+    static let optionKeys: Set<String> = ["rescale", "consensus", "trim"]
+
+    /// Reads and parses the recipe at `path`, returning the plan and the recipe's text.
+    public static func load(_ path: String) throws(MergeError) -> (plan: MergePlan, text: String) {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw .recipe(file: path, problem: "cannot read recipe: \(error.localizedDescription)")
+        }
+        return (try parse(text, file: path), text)
+    }
+
+    /// Parses recipe text; `file` names it in messages.
+    public static func parse(_ text: String, file: String) throws(MergeError) -> MergePlan {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw .recipe(file: file, problem: "not valid YAML: \(String(describing: error).split(separator: "\n").joined(separator: " "))")
+        }
+        guard let root, let top = root.mapping else {
+            throw .recipe(file: file, problem: "a recipe is a mapping with merge_method, base_model and models")
+        }
+        var fields: [String: Node] = [:]
+        for (keyNode, value) in top {
+            guard let key = keyNode.string else { throw .recipe(file: file, problem: "keys must be strings") }
+            guard topLevelKeys.contains(key) else {
+                if key == "slices" {
+                    throw .recipe(file: file, problem: "'slices' recipes are not supported; list whole models under 'models'")
+                }
+                let hint = closest(to: key, among: topLevelKeys).map { " (did you mean '\($0)'?)" } ?? ""
+                throw .recipe(file: file, problem: "unknown key '\(key)'\(hint)\(at(keyNode))")
+            }
+            fields[key] = value
+        }
+        guard let methodName = fields["merge_method"]?.string else {
+            throw .recipe(file: file, problem: "missing 'merge_method'")
+        }
+        let method = try MergeMethod.named(methodName)
+        var plan = MergePlan(method: method, base: fields["base_model"]?.string, models: [])
+        if let node = fields["base_model"], node.string == nil {
+            throw .recipe(file: file, problem: "'base_model' must be a path\(at(node))")
+        }
+
+        guard let modelList = fields["models"]?.sequence else {
+            throw .recipe(file: file, problem: "missing 'models' (a list of {model, parameters})")
+        }
+        for entry in modelList {
+            guard let mapping = entry.mapping else {
+                throw .recipe(file: file, problem: "each entry of 'models' must be a mapping with 'model'\(at(entry))")
+            }
+            var spec = ModelSpec(path: "")
+            for (keyNode, value) in mapping {
+                switch keyNode.string {
+                case "model":
+                    guard let path = value.string else { throw .recipe(file: file, problem: "'model' must be a path\(at(value))") }
+                    spec.path = path
+                case "parameters":
+                    spec.parameters = try parameters(value, file: file, allowOptions: false).values
+                default:
+                    throw .recipe(file: file, problem: "unknown key '\(keyNode.string ?? "?")' in a model entry (expected model, parameters)\(at(keyNode))")
+                }
+            }
+            guard !spec.path.isEmpty else { throw .recipe(file: file, problem: "a model entry has no 'model'\(at(entry))") }
+            plan.models.append(spec)
+        }
+
+        if let node = fields["parameters"] {
+            let parsed = try parameters(node, file: file, allowOptions: true)
+            plan.parameters = parsed.values
+            for (key, valueNode) in parsed.options {
+                try applyOption(key, valueNode, to: &plan, file: file)
+            }
+        }
+        if let node = fields["out_dtype"] ?? fields["dtype"] {
+            guard let name = node.string, let dtype = outputDType(named: name) else {
+                throw .recipe(file: file, problem: "unknown dtype '\(node.string ?? "?")' (float32, float16 or bfloat16)\(at(node))")
+            }
+            // `dtype` is the computation type (always Float32 here); it also names the
+            // output type when `out_dtype` is absent, as in mergekit.
+            plan.outputDType = dtype
+        }
+        if let node = fields["dtype"], node.string.flatMap(outputDType(named:)) == nil {
+            throw .recipe(file: file, problem: "unknown dtype '\(node.string ?? "?")' (float32, float16 or bfloat16)\(at(node))")
+        }
+        if let node = fields["tokenizer_source"] {
+            guard let source = node.string else { throw .recipe(file: file, problem: "'tokenizer_source' must be a path or 'base'\(at(node))") }
+            if source == "union" { throw .recipe(file: file, problem: "tokenizer_source 'union' is not supported (use 'base' or a model path)") }
+            plan.tokenizerSource = source == "base" ? nil : source
+        }
+        if let node = fields["seed"] {
+            guard let seed = node.int, seed >= 0 else { throw .recipe(file: file, problem: "'seed' must be a non-negative integer\(at(node))") }
+            plan.seed = UInt64(seed)
+        }
+        return plan
+    }
+
+    /// A parameters mapping: weighing values, and (globally) the option keys kept as nodes.
+    private static func parameters(_ node: Node, file: String, allowOptions: Bool) throws(MergeError)
+        -> (values: [String: ParameterValue], options: [(String, Node)])
+    {
+        guard let mapping = node.mapping else { throw .recipe(file: file, problem: "'parameters' must be a mapping\(at(node))") }
+        var values: [String: ParameterValue] = [:]
+        var options: [(String, Node)] = []
+        for (keyNode, value) in mapping {
+            guard let key = keyNode.string else { throw .recipe(file: file, problem: "parameter names must be strings\(at(keyNode))") }
+            if allowOptions, optionKeys.contains(key) {
+                options.append((key, value))
+                continue
+            }
+            values[key] = try parameterValue(value, name: key, file: file)
+        }
+        return (values, options)
+    }
+
+    private static func parameterValue(_ node: Node, name: String, file: String) throws(MergeError) -> ParameterValue {
+        if let scalar = node.scalar {
+            if let number = node.float ?? node.int.map(Double.init) { return .number(number) }
+            if let flag = node.bool { return .number(flag ? 1 : 0) }
+            throw .recipe(file: file, problem: "parameter '\(name)': '\(scalar.string)' is not a number\(at(node))")
+        }
+        guard let items = node.sequence, !items.isEmpty else {
+            throw .recipe(file: file, problem: "parameter '\(name)' must be a number, a list of numbers or a list of {filter, value}\(at(node))")
+        }
+        if items.allSatisfy({ $0.mapping != nil }) {
+            var entries: [FilteredParameter] = []
+            for item in items {
+                var entry = FilteredParameter(filter: nil, value: .number(0))
+                var hasValue = false
+                for (keyNode, value) in item.mapping! {
+                    switch keyNode.string {
+                    case "filter":
+                        guard let filter = value.string else { throw .recipe(file: file, problem: "parameter '\(name)': 'filter' must be a string\(at(value))") }
+                        entry.filter = filter
+                    case "value":
+                        entry.value = try parameterValue(value, name: name, file: file)
+                        hasValue = true
+                    default:
+                        throw .recipe(file: file, problem: "parameter '\(name)': unknown key '\(keyNode.string ?? "?")' (expected filter, value)\(at(keyNode))")
+                    }
+                }
+                guard hasValue else { throw .recipe(file: file, problem: "parameter '\(name)': an entry has no 'value'\(at(item))") }
+                entries.append(entry)
+            }
+            return .filtered(entries)
+        }
+        var numbers: [Double] = []
+        for item in items {
+            guard let number = item.float ?? item.int.map(Double.init) else {
+                throw .recipe(file: file, problem: "parameter '\(name)': gradient entries must be numbers\(at(item))")
+            }
+            numbers.append(number)
+        }
+        return .gradient(numbers)
+    }
+
+    private static func applyOption(_ key: String, _ node: Node, to plan: inout MergePlan, file: String) throws(MergeError) {
+        switch key {
+        case "rescale":
+            if let flag = node.bool {
+                plan.rescale = flag ? .l1 : Rescale.none
+            } else if let name = node.string, let rescale = Rescale(rawValue: name) {
+                plan.rescale = rescale
+            } else {
+                throw .recipe(file: file, problem: "'rescale' must be true, false, l1, inverse or none\(at(node))")
+            }
+        case "consensus":
+            guard let name = node.string, let consensus = Consensus(rawValue: name) else {
+                throw .recipe(file: file, problem: "'consensus' must be sum or count\(at(node))")
+            }
+            plan.consensus = consensus
+        default:
+            guard let name = node.string, let scope = TrimScope(rawValue: name) else {
+                throw .recipe(file: file, problem: "'trim' must be tensor or global\(at(node))")
+            }
+            plan.trim = scope
+        }
+    }
+
+    private static func at(_ node: Node) -> String {
+        guard let mark = node.mark else { return "" }
+        return " (line \(mark.line))"
+    }
+
+    /// Output element types by recipe or flag name (`bfloat16`, `bf16`, `BF16`, …).
+    public static func outputDType(named name: String) -> DType? {
+        switch name.lowercased() {
+        case "float32", "fp32", "f32": return .f32
+        case "float16", "fp16", "f16", "half": return .f16
+        case "bfloat16", "bf16": return .bf16
+        default: return nil
+        }
+    }
+
+    /// The plan as a mergekit-style recipe (what `fuse` stores beside its output).
+    public static func yaml(for plan: MergePlan) -> String {
+        var pairs: [(Node, Node)] = [("merge_method", Node(plan.method.rawValue))]
+        if let base = plan.base { pairs.append(("base_model", Node(base))) }
+        var models: [Node] = []
+        for model in plan.models {
+            var entry: [(Node, Node)] = [("model", Node(model.path))]
+            if !model.parameters.isEmpty { entry.append(("parameters", node(for: model.parameters, options: []))) }
+            models.append(Node.mapping(Node.Mapping(entry)))
+        }
+        pairs.append(("models", Node.sequence(Node.Sequence(models))))
+        var options: [(String, String)] = []
+        if let rescale = plan.rescale { options.append(("rescale", rescale.rawValue)) }
+        if let consensus = plan.consensus { options.append(("consensus", consensus.rawValue)) }
+        if plan.trim != .tensor { options.append(("trim", plan.trim.rawValue)) }
+        if !plan.parameters.isEmpty || !options.isEmpty {
+            pairs.append(("parameters", node(for: plan.parameters, options: options)))
+        }
+        if let dtype = plan.outputDType {
+            pairs.append(("dtype", "float32"))
+            pairs.append(("out_dtype", Node(recipeName(of: dtype))))
+        }
+        if let source = plan.tokenizerSource { pairs.append(("tokenizer_source", Node(source))) }
+        if plan.method.sparsifier == .random || plan.method.sparsifier == .dellaMagprune {
+            pairs.append(("seed", Node(String(plan.seed))))
+        }
+        return (try? Yams.serialize(node: Node.mapping(Node.Mapping(pairs)), sortKeys: false)) ?? ""
+    }
+
+    private static func node(for parameters: [String: ParameterValue], options: [(String, String)]) -> Node {
+        var pairs: [(Node, Node)] = []
+        for name in parameters.keys.sorted() {
+            let value = parameters[name]!
+            if flagParameters.contains(name), case .number(let v) = value {
+                pairs.append((Node(name), Node(v != 0 ? "true" : "false")))
+            } else {
+                pairs.append((Node(name), node(for: value)))
+            }
+        }
+        for (name, value) in options { pairs.append((Node(name), Node(value))) }
+        return Node.mapping(Node.Mapping(pairs))
+    }
+
+    private static func node(for value: ParameterValue) -> Node {
+        switch value {
+        case .number(let v): return Node(formatNumber(v))
+        case .gradient(let values):
+            return Node.sequence(Node.Sequence(values.map { Node(formatNumber($0)) }, .implicit, .flow))
+        case .filtered(let entries):
+            return Node.sequence(Node.Sequence(entries.map { e in
+                var pairs: [(Node, Node)] = []
+                if let filter = e.filter { pairs.append(("filter", Node(filter))) }
+                pairs.append(("value", node(for: e.value)))
+                return Node.mapping(Node.Mapping(pairs))
+            }))
+        }
+    }
+
+    static func recipeName(of dtype: DType) -> String {
+        switch dtype {
+        case .f32: return "float32"
+        case .f16: return "float16"
+        case .bf16: return "bfloat16"
+        default: return dtype.rawValue
+        }
+    }
+}

@@ -1,0 +1,96 @@
+/// A recipe parameter: a number, a gradient across layers, or a list of
+/// `{filter, value}` entries chosen by tensor name.
+public indirect enum ParameterValue: Sendable, Equatable, CustomStringConvertible {
+    /// One value for every tensor (booleans are 1 and 0).
+    case number(Double)
+    /// Values interpolated linearly across the layers, first to last.
+    case gradient([Double])
+    /// The first entry whose filter is a substring of the tensor name (or is nil or `*`) wins.
+    case filtered([FilteredParameter])
+
+    /// The value for the tensor `name`, at position `t` ∈ [0, 1] across the layers;
+    /// nil when no filter matches.
+    public func value(forTensor name: String, at t: Double) -> Double? {
+        switch self {
+        case .number(let v):
+            return v
+        case .gradient(let values):
+            return ParameterValue.interpolate(values, at: t)
+        case .filtered(let entries):
+            for entry in entries where entry.matches(name) {
+                return entry.value.value(forTensor: name, at: t)
+            }
+            return nil
+        }
+    }
+
+    /// A gradient [v₀ … v_{m−1}] at t: x = t·(m − 1), i = ⌊x⌋, (1 − f)·vᵢ + f·v_{i+1}.
+    public static func interpolate(_ values: [Double], at t: Double) -> Double {
+        guard values.count > 1 else { return values.first ?? 0 }
+        let x = min(max(t, 0), 1) * Double(values.count - 1)
+        let i = min(Int(x.rounded(.down)), values.count - 2)
+        let f = x - Double(i)
+        return (1 - f) * values[i] + f * values[i + 1]
+    }
+
+    /// Every number the value can produce (for checks before any work).
+    public var allNumbers: [Double] {
+        switch self {
+        case .number(let v): return [v]
+        case .gradient(let values): return values
+        case .filtered(let entries): return entries.flatMap { $0.value.allNumbers }
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .number(let v): return formatNumber(v)
+        case .gradient(let values): return "[" + values.map(formatNumber).joined(separator: ", ") + "]"
+        case .filtered(let entries):
+            return "[" + entries.map { e in
+                (e.filter.map { "{filter: \($0), value: " } ?? "{value: ") + e.value.description + "}"
+            }.joined(separator: ", ") + "]"
+        }
+    }
+}
+
+/// One `{filter, value}` entry of a filtered parameter.
+public struct FilteredParameter: Sendable, Equatable {
+    /// Substring of the tensor name; nil or `*` matches every tensor.
+    public var filter: String?
+    public var value: ParameterValue
+
+    public init(filter: String?, value: ParameterValue) {
+        self.filter = filter
+        self.value = value
+    }
+
+    func matches(_ name: String) -> Bool {
+        guard let filter, filter != "*" else { return true }
+        return name.contains(filter)
+    }
+}
+
+/// A number as a recipe shows it: integers without a fraction, others in shortest form.
+func formatNumber(_ v: Double) -> String {
+    if v == v.rounded(), abs(v) < 1e15 { return String(Int(v)) }
+    return "\(v)"
+}
+
+/// Where a tensor sits among the transformer layers.
+public enum LayerPosition {
+    /// The layer number in names like `model.layers.12.mlp…`, `blk.12.…` or `h.12.…`.
+    public static func layer(of name: String) -> Int? {
+        let parts = name.split(separator: ".")
+        for i in 1..<max(parts.count, 1) where ["layers", "blk", "h", "layer"].contains(parts[i - 1]) {
+            if let n = Int(parts[i]), n >= 0 { return n }
+        }
+        return nil
+    }
+
+    /// t = ℓ/(L − 1) for layer ℓ of L (1 when L = 1); 0 outside the layers.
+    public static func fraction(of name: String, layerCount: Int) -> Double {
+        guard let layer = layer(of: name) else { return 0 }
+        return layerCount > 1 ? Double(layer) / Double(layerCount - 1) : 1
+    }
+}

@@ -1,0 +1,164 @@
+import Checkpoints
+
+/// A merge whose inputs are open and checked: every tensor of the output is known,
+/// with its sources and resolved parameters, before the first byte is written.
+public final class PreparedMerge: Sendable {
+    public let plan: MergePlan
+    /// Opened checkpoints; index 0 is the base (or the first model for `linear` without one).
+    public let checkpoints: [Checkpoint]
+    /// Output tensors in the template's order.
+    public let jobs: [MergeJob]
+    /// Things the user should know that do not stop the merge.
+    public let warnings: [String]
+
+    init(plan: MergePlan, checkpoints: [Checkpoint], jobs: [MergeJob], warnings: [String]) {
+        self.plan = plan
+        self.checkpoints = checkpoints
+        self.jobs = jobs
+        self.warnings = warnings
+    }
+
+    /// The output's tensor list for a writer.
+    public var outputTensors: [TensorSpec] {
+        jobs.map { TensorSpec(name: $0.name, dtype: $0.outputDType, shape: $0.shape) }
+    }
+
+    /// The checkpoint the output is modelled on (config and tokenizer files come from it).
+    public var template: Checkpoint { checkpoints[0] }
+
+    /// Opens every input and checks it against the base; all problems are reported together.
+    public static func prepare(_ plan: MergePlan) throws(MergeError) -> PreparedMerge {
+        try plan.check()
+        var checkpoints: [Checkpoint] = []
+        var indexByPath: [String: Int] = [:]
+        func open(_ path: String) throws(MergeError) -> Int {
+            if let i = indexByPath[path] { return i }
+            do {
+                checkpoints.append(try Checkpoint.open(path))
+            } catch {
+                throw .checkpoint(error)
+            }
+            indexByPath[path] = checkpoints.count - 1
+            return checkpoints.count - 1
+        }
+        let contributing = plan.contributingModels
+        let templatePath = plan.base ?? contributing[0].path
+        _ = try open(templatePath)
+        var modelIndex: [Int] = []
+        for model in contributing { modelIndex.append(try open(model.path)) }
+        let template = checkpoints[0]
+
+        var layerCount = 0
+        for t in template.tensors {
+            if let layer = LayerPosition.layer(of: t.name) { layerCount = max(layerCount, layer + 1) }
+        }
+
+        var problems: [String] = []
+        var warnings: [String] = []
+        var jobs: [MergeJob] = []
+        let method = plan.method
+        let usesBaseValues = method != .linear
+        for entry in template.tensors {
+            let mergeable = entry.dtype.isFloatingPoint && entry.dtype.isDecodable
+            guard mergeable else {
+                jobs.append(job(entry, kind: .copy, dtype: entry.dtype, inputs: [], plan: plan, models: contributing,
+                                layerCount: layerCount))
+                continue
+            }
+            var outputDType = plan.outputDType ?? entry.dtype
+            if !outputDType.isEncodable {
+                warnings.append("tensor '\(entry.name)' is \(entry.dtype), which cannot be written; writing F32")
+                outputDType = .f32
+            }
+            var inputs: [(checkpoint: Int, tensor: TensorEntry)] = []
+            var missing: [String] = []
+            for (m, model) in contributing.enumerated() {
+                let checkpoint = checkpoints[modelIndex[m]]
+                guard let tensor = checkpoint.tensor(named: entry.name) else {
+                    missing.append(model.path)
+                    continue
+                }
+                if !tensor.dtype.isFloatingPoint || !tensor.dtype.isDecodable {
+                    problems.append("tensor '\(entry.name)' is \(tensor.dtype) in \(model.path), \(entry.dtype) in the base")
+                    continue
+                }
+                if tensor.shape != entry.shape {
+                    if isVocabularyTensor(entry.name), entry.shape.count >= 1, tensor.shape.count == entry.shape.count,
+                       tensor.shape.dropFirst() == entry.shape.dropFirst(), tensor.shape[0] > entry.shape[0]
+                    {
+                        warnings.append("tensor '\(entry.name)': \(model.path) has \(tensor.shape[0]) rows, the base \(entry.shape[0]); extra rows cut")
+                    } else {
+                        problems.append("tensor '\(entry.name)' has shape \(tensor.shape) in \(model.path) but \(entry.shape) in the base")
+                        continue
+                    }
+                }
+                inputs.append((modelIndex[m], tensor))
+            }
+            if missing.count == contributing.count && usesBaseValues {
+                jobs.append(job(entry, kind: .convert, dtype: outputDType, inputs: [], plan: plan, models: contributing,
+                                layerCount: layerCount))
+                continue
+            }
+            for path in missing { problems.append("tensor '\(entry.name)' is missing from \(path)") }
+            if inputs.count == contributing.count {
+                jobs.append(job(entry, kind: .merge, dtype: outputDType, inputs: inputs, plan: plan, models: contributing,
+                                layerCount: layerCount))
+            }
+        }
+        let baseOnly = jobs.filter { $0.kind == .convert }.count
+        if baseOnly > 0 { warnings.append("\(baseOnly) tensors only in the base are copied from it") }
+        for (m, model) in contributing.enumerated() {
+            let extra = checkpoints[modelIndex[m]].tensors.filter { template.tensor(named: $0.name) == nil }.count
+            if extra > 0 { warnings.append("\(model.path): \(extra) tensors not in the base are left out") }
+        }
+        if !problems.isEmpty { throw .incompatibleInputs(base: templatePath, problems: problems) }
+        for j in jobs where j.kind == .merge {
+            for m in 0..<contributing.count {
+                try plan.checkResolved(density: j.densities[m], epsilon: j.epsilons[m], model: contributing[m].path,
+                                       tensor: j.name)
+            }
+        }
+        if plan.trim == .global {
+            guard method.sparsifier == .magnitude else {
+                throw .badPlan("--trim global applies to the magnitude trim (ties), not to \(method)")
+            }
+            for model in contributing {
+                if case .number = model.parameters["density"] ?? plan.parameters["density"] ?? .number(1) { continue }
+                throw .badPlan("--trim global needs one density per model, not a filter or gradient (model \(model.path))")
+            }
+        }
+        return PreparedMerge(plan: plan, checkpoints: checkpoints, jobs: jobs, warnings: warnings)
+    }
+
+    /// Embedding and output-projection tensors, whose rows follow the vocabulary.
+    static func isVocabularyTensor(_ name: String) -> Bool {
+        name.contains("embed_tokens") || name.contains("lm_head") || name.contains("wte")
+            || name.hasPrefix("token_embd") || name == "output.weight"
+    }
+
+    private static func job(
+        _ entry: TensorEntry, kind: MergeJob.Kind, dtype: DType, inputs: [(checkpoint: Int, tensor: TensorEntry)],
+        plan: MergePlan, models: [ModelSpec], layerCount: Int
+    ) -> MergeJob {
+        let t = LayerPosition.fraction(of: entry.name, layerCount: layerCount)
+        func value(_ name: String, _ model: ModelSpec?, default fallback: Double) -> Double {
+            if let v = model?.parameters[name]?.value(forTensor: entry.name, at: t) { return v }
+            return plan.parameters[name]?.value(forTensor: entry.name, at: t) ?? fallback
+        }
+        var weights: [Float] = [], densities: [Double] = [], gammas: [Double] = [], epsilons: [Double] = []
+        for model in models {
+            weights.append(Float(value("weight", model, default: 1)))
+            densities.append(value("density", model, default: 1))
+            gammas.append(value("gamma", model, default: 0.01))
+            epsilons.append(value("epsilon", model, default: 0.15))
+        }
+        let other = models.first
+        return MergeJob(
+            name: entry.name, kind: kind, shape: entry.shape, outputDType: dtype, template: entry, templateCheckpoint: 0,
+            inputs: inputs, weights: weights, densities: densities, gammas: gammas, epsilons: epsilons,
+            lambda: Float(value("lambda", nil, default: 1)),
+            normalize: value("normalize", nil, default: plan.method.defaultNormalize ? 1 : 0) != 0,
+            t: Float(value("t", other, default: 0.5)),
+            filterWise: value("filter_wise", nil, default: 0) != 0)
+    }
+}

@@ -1,0 +1,206 @@
+/// Exact rank selection on magnitudes without sorting.
+///
+/// Magnitude sparsifiers keep the entries whose rank, in the ascending order of
+/// (|δ|, index), falls in a window [lo, hi). Ranks are found by a two-level radix
+/// selection on |δ|'s bit pattern (for non-negative floats the bit pattern orders
+/// like the value): a first pass counts the upper 16 bits, a second pass counts the
+/// lower 15 bits of the entries in the one coarse bin that holds the rank. Both
+/// passes stream over the data in chunks, so a tensor — or a whole model, for the
+/// TIES paper's global trim — never has to be held in memory or sorted.
+
+/// |x| as an order-preserving integer (the float's bits without the sign).
+@inline(__always)
+public func magnitudeKey(_ x: Float) -> UInt32 { x.bitPattern & 0x7fff_ffff }
+
+/// The element at one rank of the (|δ|, index) order: its magnitude key, and how
+/// many elements with the same key precede it in index order.
+public struct RankBoundary: Sendable, Hashable {
+    public var key: UInt32
+    public var ordinal: Int
+
+    public init(key: UInt32, ordinal: Int) {
+        self.key = key
+        self.ordinal = ordinal
+    }
+}
+
+/// The entries kept by a magnitude sparsifier: ranks [lower, upper) of the
+/// (|δ|, index) order, each end given by the element sitting at that rank
+/// (nil: the window is open on that side).
+public struct MagnitudeWindow: Sendable, Hashable {
+    /// Element at the first kept rank; nil keeps from rank 0.
+    public var lower: RankBoundary?
+    /// Element at the first rank past the window; nil keeps to the end.
+    public var upper: RankBoundary?
+    /// True when no rank is kept.
+    public var isEmpty: Bool
+
+    public init(lower: RankBoundary?, upper: RankBoundary?, isEmpty: Bool = false) {
+        self.lower = lower
+        self.upper = upper
+        self.isEmpty = isEmpty
+    }
+
+    /// True when applying the window needs each entry's ordinal among equal
+    /// magnitudes (a boundary splits a group of equal magnitudes).
+    public var needsOrdinals: Bool {
+        (lower?.ordinal ?? 0) > 0 || (upper?.ordinal ?? 0) > 0
+    }
+
+    /// Keys whose count before a chunk the window needs (to place ordinals).
+    var tieKeys: (lower: UInt32?, upper: UInt32?) {
+        ((lower?.ordinal ?? 0) > 0 ? lower?.key : nil, (upper?.ordinal ?? 0) > 0 ? upper?.key : nil)
+    }
+
+    /// Zeroes the entries of `values` outside the window. `lowerTiesBefore` and
+    /// `upperTiesBefore` count the entries equal to the lower/upper boundary key
+    /// that precede this chunk in the whole sequence (needed only when
+    /// `needsOrdinals`).
+    public func apply(to values: UnsafeMutableBufferPointer<Float>, lowerTiesBefore: Int = 0, upperTiesBefore: Int = 0) {
+        if isEmpty {
+            values.update(repeating: 0)
+            return
+        }
+        let lowKey = lower?.key ?? 0
+        let highKey = upper?.key ?? UInt32.max
+        let lowOrdinal = lower?.ordinal ?? 0
+        let highOrdinal = upper?.ordinal ?? 0
+        if lowOrdinal == 0 && highOrdinal == 0 {
+            // Fast path: keep lowKey ≤ key < highKey (nil upper keeps everything above).
+            let openTop = upper == nil
+            for i in 0..<values.count {
+                let key = magnitudeKey(values[i])
+                let keep = key >= lowKey && (openTop || key < highKey)
+                values[i] = keep ? values[i] : 0
+            }
+            return
+        }
+        var lowSeen = lowerTiesBefore
+        var highSeen = upperTiesBefore
+        for i in 0..<values.count {
+            let key = magnitudeKey(values[i])
+            var keep = key > lowKey || (lower == nil)
+            if lower != nil, key == lowKey {
+                keep = lowSeen >= lowOrdinal
+                lowSeen += 1
+            }
+            if upper != nil {
+                if key > highKey {
+                    keep = false
+                } else if key == highKey {
+                    keep = keep && highSeen < highOrdinal
+                    highSeen += 1
+                }
+            }
+            values[i] = keep ? values[i] : 0
+        }
+    }
+
+    /// The window of ranks [lo, hi) over `count` elements, given the elements found
+    /// at rank `lo` and rank `hi` (nil when the rank is 0 or `count`).
+    static func ranks(_ lo: Int, _ hi: Int, count: Int, at find: (Int) -> RankBoundary) -> MagnitudeWindow {
+        if hi <= lo || count == 0 { return MagnitudeWindow(lower: nil, upper: nil, isEmpty: true) }
+        return MagnitudeWindow(lower: lo > 0 ? find(lo) : nil, upper: hi < count ? find(hi) : nil)
+    }
+}
+
+/// Finds the elements at chosen ranks of the (|δ|, index) order in two streaming passes.
+///
+/// Usage: feed every chunk to `countCoarse`, call `finishCoarse()`, feed every chunk
+/// (in any order) to `countFine`, then read `boundaries()`. Counts are integers, so the
+/// result does not depend on chunk order or on how chunks were split among threads;
+/// partial counters from several threads are combined with `absorb`.
+public struct RankSearch: Sendable {
+    static let coarseBins = 1 << 16
+    static let fineBins = 1 << 15
+
+    /// The ranks searched, ascending order not required.
+    public let ranks: [Int]
+    private(set) var coarse: [Int]
+    /// Per searched rank: its coarse bin and its rank within that bin.
+    private(set) var targets: [(bin: Int, rankInBin: Int)] = []
+    private(set) var fine: [[Int]] = []
+
+    public init(ranks: [Int]) {
+        self.ranks = ranks
+        coarse = [Int](repeating: 0, count: RankSearch.coarseBins)
+    }
+
+    /// Pass 1: counts the upper 16 key bits of `values`.
+    public mutating func countCoarse(_ values: UnsafeBufferPointer<Float>) {
+        coarse.withUnsafeMutableBufferPointer { bins in
+            for i in 0..<values.count { bins[Int(magnitudeKey(values[i]) &>> 15)] += 1 }
+        }
+    }
+
+    /// Adds another searcher's counts (same ranks, same pass) to this one.
+    public mutating func absorb(_ other: RankSearch) {
+        if fine.isEmpty {
+            for b in 0..<coarse.count { coarse[b] += other.coarse[b] }
+        } else {
+            for t in 0..<fine.count {
+                for b in 0..<fine[t].count { fine[t][b] += other.fine[t][b] }
+            }
+        }
+    }
+
+    /// Ends pass 1: locates each rank's coarse bin.
+    public mutating func finishCoarse() {
+        targets = []
+        for rank in ranks {
+            var before = 0
+            var bin = 0
+            while bin < coarse.count - 1 && before + coarse[bin] <= rank {
+                before += coarse[bin]
+                bin += 1
+            }
+            targets.append((bin, rank - before))
+        }
+        fine = [[Int]](repeating: [Int](repeating: 0, count: RankSearch.fineBins), count: ranks.count)
+    }
+
+    /// A fresh pass-2 counter sharing this searcher's coarse result (for another thread).
+    public func fineCounter() -> RankSearch {
+        var copy = RankSearch(ranks: ranks)
+        copy.coarse = []
+        copy.targets = targets
+        copy.fine = [[Int]](repeating: [Int](repeating: 0, count: RankSearch.fineBins), count: ranks.count)
+        return copy
+    }
+
+    /// Pass 2: counts the lower 15 key bits of the entries in each target's coarse bin.
+    public mutating func countFine(_ values: UnsafeBufferPointer<Float>) {
+        for t in 0..<targets.count {
+            let bin = UInt32(targets[t].bin)
+            fine[t].withUnsafeMutableBufferPointer { bins in
+                for i in 0..<values.count {
+                    let key = magnitudeKey(values[i])
+                    if key &>> 15 == bin { bins[Int(key & 0x7fff)] += 1 }
+                }
+            }
+        }
+    }
+
+    /// The element at each searched rank, in the order of `ranks`.
+    public func boundaries() -> [RankBoundary] {
+        var result: [RankBoundary] = []
+        for t in 0..<targets.count {
+            var before = 0
+            var low = 0
+            while low < RankSearch.fineBins - 1 && before + fine[t][low] <= targets[t].rankInBin {
+                before += fine[t][low]
+                low += 1
+            }
+            let key = UInt32(targets[t].bin) &<< 15 | UInt32(low)
+            result.append(RankBoundary(key: key, ordinal: targets[t].rankInBin - before))
+        }
+        return result
+    }
+
+    /// Counts, in `values`, the entries whose key equals `key`.
+    public static func countEqual(_ values: UnsafeBufferPointer<Float>, key: UInt32) -> Int {
+        var n = 0
+        for i in 0..<values.count where magnitudeKey(values[i]) == key { n += 1 }
+        return n
+    }
+}

@@ -1,0 +1,168 @@
+/// How a task vector is thinned before fusion (one per merge method family).
+public enum Sparsifier: String, Sendable, CaseIterable {
+    /// TIES trim: keep the k = max(1, ⌊d·n⌋) entries of largest |δ|.
+    case magnitude
+    /// DARE: keep each entry independently with probability d.
+    case random
+    /// Breadcrumbs: drop the smallest entries and the top γ·n outliers, keep ⌊d·n⌋.
+    case magnitudeOutliers = "magnitude_outliers"
+    /// DELLA: per row, keep with a probability that grows with the entry's magnitude rank.
+    case dellaMagprune = "della_magprune"
+
+    /// True when the kept set is chosen by magnitude rank over the whole tensor.
+    public var selectsByRank: Bool { self == .magnitude || self == .magnitudeOutliers }
+
+    /// The window of kept ranks, ascending (|δ|, index) order, for `count` entries.
+    /// Only for the rank-selecting sparsifiers with 0 < density < 1.
+    public func rankWindow(count n: Int, density: Double, gamma: Double) -> Range<Int> {
+        switch self {
+        case .magnitude:
+            let k = min(n, max(1, Int((density * Double(n)).rounded(.down))))
+            return (n - k)..<n
+        case .magnitudeOutliers:
+            let keep = min(n, max(0, Int((density * Double(n)).rounded(.down))))
+            let top = max(0, Int((gamma * Double(n)).rounded(.down)))
+            let bottom = max(0, n - keep - top)
+            return bottom..<(bottom + keep)
+        case .random, .dellaMagprune:
+            preconditionFailure("\(self) does not select by rank")
+        }
+    }
+}
+
+/// How kept entries are scaled back up after sparsification.
+public enum Rescale: String, Sendable, CaseIterable {
+    /// Leave kept entries as they are.
+    case none
+    /// Scale the kept entries so the tensor's L1 norm is unchanged (mergekit's meaning);
+    /// skipped when either norm is below 1e-7.
+    case l1
+    /// Divide each kept entry by its keep probability (the DARE and DELLA papers).
+    case inverse
+}
+
+/// One model's sparsifier made concrete for one tensor: what the executor applies
+/// chunk by chunk.
+public enum TensorMask: Sendable, Hashable {
+    case keepAll
+    case keepNone
+    case window(MagnitudeWindow, density: Float)
+    case random(density: Float, stream: CounterRandom)
+    case della(density: Float, epsilon: Float, stream: CounterRandom)
+
+    /// True when the mask changes nothing.
+    public var isIdentity: Bool { self == .keepAll }
+
+    /// Applies the mask to `values`, the entries starting at flat index `start` of the
+    /// tensor, laid out in rows of `rowLength` (chunks hold whole rows). With
+    /// `inverse`, kept entries are divided by their keep probability.
+    /// `ties` are the counts of boundary-key entries before this chunk (see
+    /// `MagnitudeWindow.apply`); `rowScratch` holds at least `rowLength` slots.
+    public func apply(
+        to values: UnsafeMutableBufferPointer<Float>, start: Int, rowLength: Int, inverse: Bool,
+        ties: (lower: Int, upper: Int) = (0, 0), rowScratch: UnsafeMutableBufferPointer<UInt64>
+    ) {
+        switch self {
+        case .keepAll:
+            return
+        case .keepNone:
+            values.update(repeating: 0)
+        case .window(let window, let density):
+            window.apply(to: values, lowerTiesBefore: ties.lower, upperTiesBefore: ties.upper)
+            if inverse { Self.scale(values, by: 1 / density) }
+        case .random(let density, let stream):
+            let scale: Float = inverse ? 1 / density : 1
+            for i in 0..<values.count {
+                values[i] = stream.uniform(start + i) < density ? values[i] * scale : 0
+            }
+        case .della(let density, let epsilon, let stream):
+            var row = 0
+            while row < values.count {
+                let m = min(rowLength, values.count - row)
+                Self.dellaRow(UnsafeMutableBufferPointer(rebasing: values[row..<(row + m)]), start: start + row,
+                              density: density, epsilon: epsilon, stream: stream, inverse: inverse,
+                              scratch: rowScratch)
+                row += m
+            }
+        }
+    }
+
+    static func scale(_ values: UnsafeMutableBufferPointer<Float>, by factor: Float) {
+        for i in 0..<values.count { values[i] *= factor }
+    }
+
+    /// DELLA on one row: rank entries by (|δ|, index) ascending, r = 0…m−1; keep with
+    /// probability p = (d − ε) + 2ε·r/(m − 1) (p = d for a one-entry row).
+    static func dellaRow(
+        _ row: UnsafeMutableBufferPointer<Float>, start: Int, density: Float, epsilon: Float, stream: CounterRandom,
+        inverse: Bool, scratch: UnsafeMutableBufferPointer<UInt64>
+    ) {
+        let m = row.count
+        for i in 0..<m { scratch[i] = UInt64(magnitudeKey(row[i])) &<< 32 | UInt64(i) }
+        var ordered = UnsafeMutableBufferPointer(rebasing: scratch[0..<m])
+        ordered.sort()
+        let step: Float = m > 1 ? 2 * epsilon / Float(m - 1) : 0
+        let first: Float = m > 1 ? density - epsilon : density
+        for r in 0..<m {
+            let i = Int(truncatingIfNeeded: ordered[r] & 0xffff_ffff)
+            let p = first + step * Float(r)
+            row[i] = stream.uniform(start + i) < p ? (inverse ? row[i] / p : row[i]) : 0
+        }
+    }
+}
+
+extension Sparsifier {
+    /// Sparsifies a whole tensor held in memory — the reference form of what the
+    /// streaming executor does chunk by chunk. `rowLength` is the last-axis
+    /// product (the whole count for a 1-D tensor); `stream` supplies the random draws.
+    public func sparsify(
+        _ values: inout [Float], density: Double, gamma: Double = 0.01, epsilon: Double = 0.15,
+        rescale: Rescale, stream: CounterRandom, rowLength: Int? = nil
+    ) {
+        let mask = prepare(values: values, density: density, gamma: gamma, epsilon: epsilon, stream: stream)
+        let before = Self.l1(values)
+        let m = rowLength ?? max(values.count, 1)
+        var scratch = [UInt64](repeating: 0, count: m)
+        values.withUnsafeMutableBufferPointer { v in
+            scratch.withUnsafeMutableBufferPointer { s in
+                mask.apply(to: v, start: 0, rowLength: m, inverse: rescale == .inverse, rowScratch: s)
+            }
+        }
+        if rescale == .l1, !mask.isIdentity {
+            let factor = Self.l1RescaleFactor(before: before, after: Self.l1(values))
+            for i in values.indices { values[i] *= factor }
+        }
+    }
+
+    /// The mask for an in-memory tensor (rank search over one chunk).
+    func prepare(values: [Float], density: Double, gamma: Double, epsilon: Double, stream: CounterRandom) -> TensorMask {
+        if density >= 1 { return .keepAll }
+        if density <= 0 { return .keepNone }
+        switch self {
+        case .random: return .random(density: Float(density), stream: stream)
+        case .dellaMagprune: return .della(density: Float(density), epsilon: Float(epsilon), stream: stream)
+        case .magnitude, .magnitudeOutliers:
+            let window = rankWindow(count: values.count, density: density, gamma: gamma)
+            var search = RankSearch(ranks: [window.lowerBound, window.upperBound])
+            values.withUnsafeBufferPointer { search.countCoarse($0) }
+            search.finishCoarse()
+            values.withUnsafeBufferPointer { search.countFine($0) }
+            let found = search.boundaries()
+            let w = MagnitudeWindow.ranks(window.lowerBound, window.upperBound, count: values.count) {
+                $0 == window.lowerBound ? found[0] : found[1]
+            }
+            return .window(w, density: Float(density))
+        }
+    }
+
+    static func l1(_ values: [Float]) -> Double {
+        var sum = 0.0
+        for v in values { sum += Double(abs(v)) }
+        return sum
+    }
+
+    /// The L1 rescale factor: before / after, or 1 when either norm is below 1e-7.
+    public static func l1RescaleFactor(before: Double, after: Double) -> Float {
+        before < 1e-7 || after < 1e-7 ? 1 : Float(before / after)
+    }
+}

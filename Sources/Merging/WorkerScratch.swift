@@ -1,0 +1,66 @@
+import Foundation
+
+/// One worker thread's reusable Float32 buffers: allocated once per merge, so the hot
+/// loops never allocate.
+final class WorkerScratch: @unchecked Sendable {
+    let base: UnsafeMutableBufferPointer<Float>
+    let inputs: [UnsafeMutableBufferPointer<Float>]
+    let out: UnsafeMutableBufferPointer<Float>
+    let rows: UnsafeMutableBufferPointer<UInt64>
+    /// Per-model rank searchers of the current pass (worker-local counts).
+    var searches: [RankSearch] = []
+
+    init(capacity: Int, models: Int, rowCapacity: Int) {
+        base = .allocate(capacity: capacity)
+        out = .allocate(capacity: capacity)
+        var inputs: [UnsafeMutableBufferPointer<Float>] = []
+        for _ in 0..<max(models, 1) { inputs.append(.allocate(capacity: capacity)) }
+        self.inputs = inputs
+        rows = .allocate(capacity: max(rowCapacity, 1))
+    }
+
+    deinit {
+        base.deallocate()
+        out.deallocate()
+        for b in inputs { b.deallocate() }
+        rows.deallocate()
+    }
+}
+
+/// Per-chunk results written by whichever worker handles the chunk, read in chunk
+/// order afterwards (so sums do not depend on the thread count).
+final class ChunkResults<Value>: @unchecked Sendable {
+    let values: UnsafeMutableBufferPointer<Value>
+
+    init(count: Int, initial: Value) {
+        values = .allocate(capacity: max(count, 1))
+        values.initialize(repeating: initial)
+    }
+
+    deinit {
+        values.deinitialize()
+        values.deallocate()
+    }
+
+    subscript(_ i: Int) -> Value {
+        get { values[i] }
+        set { values[i] = newValue }
+    }
+}
+
+/// The first error raised by any worker.
+final class FirstError: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var error: Error?
+
+    func record(_ e: Error) {
+        lock.withLock { if error == nil { error = e } }
+    }
+}
+
+/// A value handed to worker threads whose safety the caller guarantees (each worker
+/// touches only its own chunks and scratch).
+struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}

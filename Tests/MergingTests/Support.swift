@@ -1,0 +1,72 @@
+import Checkpoints
+import Foundation
+@testable import Merging
+
+/// A tensor to write into a test checkpoint.
+struct TestTensor {
+    var name: String
+    var shape: [Int]
+    var values: [Float]
+    var dtype: DType = .f32
+}
+
+/// A fresh temporary folder, removed when the test's scope ends via `defer`.
+func temporaryFolder() -> String {
+    let path = NSTemporaryDirectory() + "claire-merge-" + UUID().uuidString
+    try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// Writes `tensors` as a safetensors file at `path` through the project's writer.
+func writeCheckpoint(_ path: String, _ tensors: [TestTensor]) {
+    let writer = try! SafetensorsFileWriter(path: path, tensors: tensors.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) })
+    for t in tensors {
+        var bytes = [UInt8](repeating: 0, count: t.dtype.byteCount(forElements: t.values.count)!)
+        if t.dtype == .i32 {
+            for (i, v) in t.values.enumerated() {
+                withUnsafeBytes(of: Int32(v).littleEndian) { bytes.replaceSubrange((4 * i)..<(4 * i + 4), with: $0) }
+            }
+        } else {
+            t.values.withUnsafeBufferPointer { v in
+                bytes.withUnsafeMutableBytes { try! ElementCodec.encode(t.dtype, from: v, into: $0) }
+            }
+        }
+        bytes.withUnsafeBytes { try! writer.write(t.name, bytes: $0) }
+    }
+    try! writer.finish()
+}
+
+/// Collects merged tensors in memory.
+final class MemorySink: TensorSink {
+    var tensors: [String: [UInt8]] = [:]
+    var order: [String] = []
+
+    func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
+        tensors[name] = Array(bytes)
+        order.append(name)
+    }
+
+    /// The tensor decoded from `dtype`.
+    func values(_ name: String, _ dtype: DType = .f32) -> [Float] {
+        let bytes = tensors[name]!
+        var out = [Float](repeating: 0, count: bytes.count / dtype.blockBytes)
+        bytes.withUnsafeBytes { b in out.withUnsafeMutableBufferPointer { try! ElementCodec.decode(dtype, from: b, into: $0) } }
+        return out
+    }
+}
+
+/// Runs `plan` on `threads` workers and returns the sink.
+func runMerge(_ plan: MergePlan, threads: Int = 2) throws -> MemorySink {
+    let prepared = try PreparedMerge.prepare(plan)
+    let sink = MemorySink()
+    try MergeExecutor(prepared, threads: threads).run(into: sink)
+    return sink
+}
+
+/// Deterministic pseudo-random values for bigger test tensors.
+func noise(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
+    let stream = CounterRandom(seed: seed, tensor: "noise", model: 0)
+    var values = [Float](repeating: 0, count: count)
+    for i in 0..<count { values[i] = (stream.uniform(i) - 0.5) * scale }
+    return values
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets in Fuzz/ and runs each for a while.
+#
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET ...]
+#
+# Targets: safetensors (header parser), hf-index (shard index reader), and
+# gguf (header, metadata and tensor infos) when its parser is built. Seeds come
+# from fixtures/; new corpus entries and crash reproducers go to .build-fuzz/
+# (or $FUZZ_DIR).
+# A crash, a leak, an allocation over 512 MB or an input taking more than
+# 10 s fails the run (exit 1) and leaves the reproducer under .build-fuzz/NAME/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-20}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors hf-index gguf)
+
+entry_of() {
+    case "$1" in
+        safetensors) echo Fuzz/SafetensorsHeader.swift ;;
+        hf-index) echo Fuzz/HFIndex.swift ;;
+        gguf) echo Fuzz/GGUFHeader.swift ;;
+        *) echo "unknown fuzz target '$1'" >&2; exit 64 ;;
+    esac
+}
+seeds_of() {
+    case "$1" in
+        safetensors) find fixtures -name '*.safetensors' -size -300k ;;
+        hf-index) find fixtures -name '*.index.json' ;;
+        gguf) find fixtures -name '*.gguf' -size -300k ;;
+    esac
+}
+
+status=0
+for target in "${targets[@]}"; do
+    entry=$(entry_of "$target")
+    if [ ! -f "$entry" ]; then
+        echo "fuzz $target: no entry point ($entry), skipped" >&2
+        continue
+    fi
+    work=${FUZZ_DIR:-.build-fuzz}/$target
+    mkdir -p "$work/corpus" "$work/crashes"
+    binary=$work/fuzz-$target
+    if [ ! -x "$binary" ] || [ -n "$(find Sources/Checkpoints "$entry" -newer "$binary" -name '*.swift' | head -1)" ]; then
+        echo "fuzz $target: building" >&2
+        swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name Checkpoints \
+            -I Sources/CZstd Sources/Checkpoints/*.swift "$entry" -o "$binary" 2>&1 | grep -v -E 'warning:|^\s*[0-9]* \||^\s*\|' >&2 || true
+        [ -x "$binary" ] || { echo "fuzz $target: build failed" >&2; exit 1; }
+    fi
+    seeds=$work/seeds
+    rm -rf "$seeds" && mkdir -p "$seeds"
+    seeds_of "$target" | while read -r f; do cp "$f" "$seeds/"; done
+    echo "fuzz $target: running for ${seconds}s" >&2
+    if ! "$binary" "$work/corpus" "$seeds" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+        -malloc_limit_mb=512 -print_final_stats=1 -artifact_prefix="$work/crashes/" >"$work/log.txt" 2>&1; then
+        echo "fuzz $target: FAILED — see $work/log.txt and $work/crashes/" >&2
+        tail -40 "$work/log.txt" >&2
+        status=1
+    else
+        runs=$(grep -E '^stat::number_of_executed_units' "$work/log.txt" | awk '{print $2}')
+        echo "fuzz $target: ok, ${runs:-?} inputs, no crash" >&2
+    fi
+done
+exit $status
