@@ -46,7 +46,7 @@ public struct DeltaSummary: Sendable {
         }
         var lines = ["| delta | exact zeros | L2 norm | mean \\|δ\\| of non-zeros |", "|---|---:|---:|---:|"]
         for r in rows {
-            lines.append("| \(r.name) | \(fixed(100 * r.zeroFraction, 1)) % | \(fixed(r.norm, 3)) | \(r.meanMagnitude) |")
+            lines.append("| \(r.name) | \(fixed(100 * r.zeroFraction, 1)) % | \(fixed(r.norm, 3)) | \(fixed(r.meanMagnitude, 5)) |")
         }
         lines.append("")
         lines.append("| deltas | both non-zero | same sign |")
