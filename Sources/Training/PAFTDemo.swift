@@ -19,6 +19,18 @@ public struct DemoMergeRequest: Sendable, Equatable {
     public let seed: UInt64
     /// Folder to write the merged model to (replace it if present).
     public let output: String
+
+    public init(name: String, method: String, models: [String], base: String, weights: [Double], density: Double,
+                seed: UInt64, output: String) {
+        self.name = name
+        self.method = method
+        self.models = models
+        self.base = base
+        self.weights = weights
+        self.density = density
+        self.seed = seed
+        self.output = output
+    }
 }
 
 /// What the demo needs from the merge side of Claire: merging model folders.
