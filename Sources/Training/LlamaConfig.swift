@@ -40,6 +40,9 @@ public struct LlamaConfig: Equatable, Sendable {
     public static let demo = LlamaConfig(hiddenSize: 128, layerCount: 4, headCount: 4, keyValueHeadCount: 2,
                                          intermediateSize: 352, maxPositions: 128)
 
+    /// The largest model this trainer builds (2 GB of Float32 weights).
+    public static let maximumParameters: Double = 5e8
+
     /// Checks the shape rules the model relies on; `file` names the source in messages.
     public func validate(file: String) throws(TrainingError) {
         func fail(_ problem: String) throws(TrainingError) { throw .config(file: file, problem: problem) }
@@ -59,8 +62,12 @@ public struct LlamaConfig: Equatable, Sendable {
         }
         if !(rmsNormEpsilon > 0) { try fail("rms_norm_eps must be positive") }
         if !(ropeTheta > 0) { try fail("rope_theta must be positive") }
-        if hiddenSize * max(vocabularySize, intermediateSize) > 1 << 28 || layerCount > 256 {
-            try fail("model is far larger than the toy scale this trainer is for")
+        // Counted in Double so absurd sizes cannot overflow before they are refused.
+        let h = Double(hiddenSize), kv = Double(keyValueHeadCount * (hiddenSize / headCount))
+        let perLayer = 2 * h + 2 * h * h + 2 * h * kv + 3 * h * Double(intermediateSize)
+        let parameters = Double(vocabularySize) * h * (tieWordEmbeddings ? 1 : 2) + Double(layerCount) * perLayer + h
+        if parameters > Self.maximumParameters {
+            try fail("model has \(Int(parameters)) parameters; this trainer is for toy scale (at most \(Int(Self.maximumParameters)))")
         }
     }
 

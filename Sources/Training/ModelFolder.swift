@@ -17,7 +17,8 @@ public enum ModelFolder {
         let checkpoint: Checkpoint
         do { checkpoint = try Checkpoint.open(folder) } catch { throw .checkpoint(error) }
         let layout = ParameterLayout(config: config)
-        let buffer = FloatBuffer(count: layout.count)
+        // Every tensor is checked against the config before the weights are allocated.
+        var entries: [TensorEntry] = []
         for slot in layout.slots {
             guard let entry = checkpoint.tensor(named: slot.name) else {
                 throw .config(file: folder, problem: "tensor '\(slot.name)' is missing")
@@ -25,6 +26,10 @@ public enum ModelFolder {
             guard entry.shape == slot.shape else {
                 throw .config(file: folder, problem: "tensor '\(slot.name)' has shape \(entry.shape), config.json implies \(slot.shape)")
             }
+            entries.append(entry)
+        }
+        let buffer = FloatBuffer(count: layout.count)
+        for (slot, entry) in zip(layout.slots, entries) {
             do {
                 try checkpoint.decode(entry, into: UnsafeMutableBufferPointer(start: buffer.pointer + slot.offset, count: slot.count))
             } catch {
