@@ -33,8 +33,11 @@ public final class GGUFWriter: @unchecked Sendable {
     /// types and `general.quantization_version` set to 2 when a tensor is
     /// quantized (each replaced in place when present, appended otherwise).
     /// `general.alignment`, when present, must be a u32 power of two.
-    public init(path: String, tensors: [TensorSpec], metadata: [MetadataEntry], overwrite: Bool = false)
-        throws(CheckpointError)
+    /// `fileType` overrides the guessed `general.file_type` when the caller knows
+    /// the type it asked for (a converter told "q8_0" records 7 even when small
+    /// tensors fell back to F16, as llama.cpp's converter does).
+    public init(path: String, tensors: [TensorSpec], metadata: [MetadataEntry], fileType: UInt32? = nil,
+                overwrite: Bool = false) throws(CheckpointError)
     {
         var seen = Set<String>()
         for t in tensors {
@@ -59,7 +62,7 @@ public final class GGUFWriter: @unchecked Sendable {
         self.alignment = alignment
         self.tensors = tensors
         var complete = metadata
-        Self.set("general.file_type", .uint32(Self.fileType(of: tensors)), in: &complete)
+        Self.set("general.file_type", .uint32(fileType ?? Self.fileType(of: tensors)), in: &complete)
         if tensors.contains(where: { $0.dtype.isQuantized }) {
             Self.set("general.quantization_version", .uint32(2), in: &complete)
         }

@@ -8,7 +8,7 @@ public struct LlamaHyperparameters: Sendable, Equatable {
     public var feedForwardLength: Int
     public var headCount: Int
     public var headCountKV: Int?
-    /// `head_dim` when the config states it (llama.cpp then records key/value lengths).
+    /// `head_dim` when the config states it (otherwise hidden size over heads).
     public var headDimension: Int?
     public var ropeTheta: Double?
     public var rmsNormEpsilon: Double
@@ -92,11 +92,11 @@ public struct LlamaHyperparameters: Sendable, Equatable {
         if let headCountKV { entries.append(MetadataEntry("\(a).attention.head_count_kv", .uint32(UInt32(headCountKV)))) }
         if let ropeTheta { entries.append(MetadataEntry("\(a).rope.freq_base", .float32(Float(ropeTheta)))) }
         entries.append(MetadataEntry("\(a).attention.layer_norm_rms_epsilon", .float32(Float(rmsNormEpsilon))))
-        if let headDimension {
-            entries.append(MetadataEntry("\(a).attention.key_length", .uint32(UInt32(headDimension))))
-            entries.append(MetadataEntry("\(a).attention.value_length", .uint32(UInt32(headDimension))))
+        if headDimension != nil || architecture.configSuppliesHeadDimension {
+            entries.append(MetadataEntry("\(a).attention.key_length", .uint32(UInt32(ropeDimension))))
+            entries.append(MetadataEntry("\(a).attention.value_length", .uint32(UInt32(ropeDimension))))
         }
-        if architecture.permutesQK {
+        if architecture.recordsVocabAndRopeDimension {
             entries.append(MetadataEntry("\(a).vocab_size", .uint32(UInt32(vocabSize))))
             entries.append(MetadataEntry("\(a).rope.dimension_count", .uint32(UInt32(ropeDimension))))
         }

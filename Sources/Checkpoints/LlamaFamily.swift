@@ -13,13 +13,21 @@ public enum LlamaFamily {
         /// True when Q and K rows are permuted from HF's rotate-half layout to
         /// GGUF's interleaved pairs (llama.cpp does this for Llama and Mistral, not Qwen2).
         public let permutesQK: Bool
+        /// True when transformers' config class fills in `head_dim` when config.json
+        /// omits it, so llama.cpp records key/value lengths for every model.
+        public let configSuppliesHeadDimension: Bool
+        /// True when llama.cpp also records `vocab_size` and `rope.dimension_count`.
+        public let recordsVocabAndRopeDimension: Bool
     }
 
     /// The supported architectures.
     public static let architectures: [Architecture] = [
-        Architecture(hfClass: "LlamaForCausalLM", ggufName: "llama", modelType: "llama", permutesQK: true),
-        Architecture(hfClass: "MistralForCausalLM", ggufName: "llama", modelType: "mistral", permutesQK: true),
-        Architecture(hfClass: "Qwen2ForCausalLM", ggufName: "qwen2", modelType: "qwen2", permutesQK: false),
+        Architecture(hfClass: "LlamaForCausalLM", ggufName: "llama", modelType: "llama", permutesQK: true,
+                     configSuppliesHeadDimension: true, recordsVocabAndRopeDimension: true),
+        Architecture(hfClass: "MistralForCausalLM", ggufName: "llama", modelType: "mistral", permutesQK: true,
+                     configSuppliesHeadDimension: true, recordsVocabAndRopeDimension: true),
+        Architecture(hfClass: "Qwen2ForCausalLM", ggufName: "qwen2", modelType: "qwen2", permutesQK: false,
+                     configSuppliesHeadDimension: false, recordsVocabAndRopeDimension: false),
     ]
 
     /// Tensors outside the layers: HF name → GGUF name.

@@ -102,8 +102,12 @@ public final class OutputPath: @unchecked Sendable {
         }
     }
 
-    /// Removes pending temporaries and exits when SIGINT or SIGTERM arrives.
+    /// Removes pending temporaries and exits (status 128 + signal number) when
+    /// SIGINT or SIGTERM arrives. Also ignores SIGXFSZ, so a write past the file-size limit fails with
+    /// EFBIG and is cleaned up like any other write error instead of killing
+    /// the process with the temporary left behind.
     public static func installInterruptCleanup() {
+        signal(SIGXFSZ, SIG_IGN)
         PendingOutputs.shared.installSignalHandlers()
     }
 
@@ -157,8 +161,9 @@ final class PendingOutputs: @unchecked Sendable {
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler { [weak self] in
                 self?.removeAll()
-                signal(sig, SIG_DFL)
-                kill(getpid(), sig)
+                // Exit at once with the shell's status for a signal death; re-raising
+                // would wait on threads that have the signal blocked.
+                _exit(128 + sig)
             }
             source.resume()
             sources.append(source)

@@ -83,6 +83,20 @@ public enum SparseDelta {
     /// changed entry). With `base == nil` (or a block type) the tensor is stored whole.
     public static func encode(name: String, dtype: DType, shape: [Int], tuned: UnsafeRawBufferPointer,
                               base: UnsafeRawBufferPointer?, changed: Int, positions: [Int]) -> EncodedTensor {
+        var next = 0
+        return encode(name: name, dtype: dtype, shape: shape, tuned: tuned, base: base, changed: changed,
+                      keptCount: positions.count) { i in
+            guard next < positions.count, positions[next] == i else { return false }
+            next += 1
+            return true
+        }
+    }
+
+    /// Encodes a tensor against its base, keeping the `keptCount` entries for
+    /// which `keep(index)` is true; `keep` is called once per index, in order.
+    public static func encode(name: String, dtype: DType, shape: [Int], tuned: UnsafeRawBufferPointer,
+                              base: UnsafeRawBufferPointer?, changed: Int, keptCount: Int,
+                              keep: (Int) -> Bool) -> EncodedTensor {
         let count = Checkpoints.elementCount(of: shape) ?? 0
         guard let base, let width = elementWidth(dtype) else {
             let values = shuffled(tuned, width: elementWidth(dtype) ?? 1, count: count).withUnsafeBytes { Zstd.compress($0) }
@@ -91,23 +105,27 @@ public enum SparseDelta {
                                  baseHash: 0, offset: 0, positionsSize: 0, valuesSize: 0, blobHash: 0), empty, values)
         }
         var gaps: [UInt8] = []
-        gaps.reserveCapacity(positions.count)
-        var xor = [UInt8](repeating: 0, count: positions.count * width)
+        gaps.reserveCapacity(keptCount)
+        var xor = [UInt8](repeating: 0, count: keptCount * width)
         var previous = -1
+        var k = 0
         xor.withUnsafeMutableBytes { out in
-            for (k, p) in positions.enumerated() {
+            for p in 0..<count where keep(p) {
+                precondition(k < keptCount, "more entries kept than announced")
                 appendVarint(UInt64(p - previous - 1), to: &gaps)
                 previous = p
                 for b in 0..<width {
                     // Byte plane b of entry k, so equal high bytes sit together for zstd.
-                    out[b * positions.count + k] = tuned[p * width + b] ^ base[p * width + b]
+                    out[b * keptCount + k] = tuned[p * width + b] ^ base[p * width + b]
                 }
+                k += 1
             }
         }
+        precondition(k == keptCount, "fewer entries kept than announced")
         let positionFrame = gaps.withUnsafeBytes { Zstd.compress($0) }
         let valueFrame = xor.withUnsafeBytes { Zstd.compress($0) }
         let hash = XXHash64.hash(base)
-        return finish(Record(name: name, dtype: dtype, shape: shape, mode: .sparse, kept: positions.count, changed: changed,
+        return finish(Record(name: name, dtype: dtype, shape: shape, mode: .sparse, kept: keptCount, changed: changed,
                              baseHash: hash, offset: 0, positionsSize: 0, valuesSize: 0, blobHash: 0), positionFrame, valueFrame)
     }
 

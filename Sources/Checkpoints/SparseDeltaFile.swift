@@ -264,22 +264,38 @@ extension SparseDelta {
                     throw .corruptBlob(tensor: record.name, reason: reason)
                 }
                 if !base.isEmpty { destination.copyMemory(from: base) }
-                var cursor = 0
-                var position = -1
-                for k in 0..<record.kept {
-                    guard let gap = SparseDelta.readVarint(gaps, &cursor) else {
-                        throw .corruptBlob(tensor: record.name, reason: "position list ends early")
+                let kept = record.kept
+                let consumed: Int? = gaps.withUnsafeBufferPointer { gapBytes in
+                    xor.withUnsafeBufferPointer { planes in
+                        SparseDelta.scatterXOR(gaps: gapBytes, planes: planes, kept: kept, width: width, count: count,
+                                               into: destination)
                     }
-                    let (next, overflow) = position.addingReportingOverflow(Int(clamping: gap) &+ 1)
-                    guard !overflow, next < count else {
-                        throw .corruptBlob(tensor: record.name, reason: "position past the end of the tensor")
-                    }
-                    position = next
-                    for b in 0..<width { destination[position * width + b] ^= xor[b * record.kept + k] }
+                }
+                guard let cursor = consumed else {
+                    throw .corruptBlob(tensor: record.name, reason: "position list ends early or points past the tensor")
                 }
                 guard cursor == gaps.count else { throw .corruptBlob(tensor: record.name, reason: "extra bytes in position list") }
             }
         }
+    }
+
+    /// XORs the byte planes of `kept` entries into `destination` at the positions
+    /// the varint gaps give; returns the gap bytes consumed, or nil when the list
+    /// ends early or a position falls outside the `count` elements.
+    /// Bounds: `planes` holds kept × width bytes, `destination` count × width.
+    static func scatterXOR(gaps: UnsafeBufferPointer<UInt8>, planes: UnsafeBufferPointer<UInt8>, kept: Int, width: Int,
+                           count: Int, into destination: UnsafeMutableRawBufferPointer) -> Int? {
+        guard let out = destination.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return kept == 0 ? 0 : nil }
+        var cursor = 0
+        var position = -1
+        for k in 0..<kept {
+            guard let value = readVarint(gaps, &cursor), value < UInt64(count - position - 1) else { return nil }
+            let gap = Int(value)
+            position += gap + 1
+            let base = position * width
+            for b in 0..<width { out[base + b] ^= planes[b * kept + k] }
+        }
+        return cursor
     }
 
     /// `write(2)`, named apart from the writer's own `write` method.
@@ -288,7 +304,8 @@ extension SparseDelta {
     }
 
     /// Reads one LEB128 varint at `cursor`; nil when the bytes end or it exceeds 64 bits.
-    static func readVarint(_ bytes: [UInt8], _ cursor: inout Int) -> UInt64? {
+    @inline(__always)
+    static func readVarint(_ bytes: UnsafeBufferPointer<UInt8>, _ cursor: inout Int) -> UInt64? {
         var value: UInt64 = 0
         var shift: UInt64 = 0
         while cursor < bytes.count {

@@ -41,8 +41,15 @@ extension MergeTool {
     }
 }
 
-/// Runs the demo's merges through the merge engine, as `merge-tool fuse` would.
+/// Runs the demo's merges through the merge engine, as `merge-tool fuse` would, and
+/// measures the deltas as `merge-tool stats` does.
 struct EngineMerger: DemoMerger {
+    func deltaStatistics(models: [String], names: [String], base: String) throws -> String {
+        var tuned: [Checkpoint] = []
+        for model in models { tuned.append(try Checkpoint.open(model)) }
+        return try DeltaStatistics.compute(base: try Checkpoint.open(base), tuned: tuned, names: names).text(by: .kind)
+    }
+
     func merge(_ request: DemoMergeRequest) throws {
         var specs: [ModelSpec] = []
         for (path, weight) in zip(request.models, request.weights) {

@@ -1,8 +1,10 @@
 import Foundation
 import Merging
 
-/// A one-line progress bar with ETA on standard error, drawn only when it is a terminal.
-final class ProgressLine {
+/// A one-line progress bar with ETA on standard error, drawn only when it is a
+/// terminal. Safe to update from several threads.
+final class ProgressLine: @unchecked Sendable {
+    private let lock = NSLock()
     private let label: String
     private let enabled = isatty(STDERR_FILENO) != 0
     private let start = Date()
@@ -12,22 +14,35 @@ final class ProgressLine {
     init(label: String) { self.label = label }
 
     func update(_ p: MergeProgress) {
+        draw(done: p.tensorsDone, total: p.tensorCount,
+             fraction: p.elementCount > 0 ? Double(p.elementsDone) / Double(p.elementCount) : 1)
+    }
+
+    /// Progress counted in tensors alone.
+    func update(done: Int, total: Int) {
+        draw(done: done, total: total, fraction: total > 0 ? Double(done) / Double(total) : 1)
+    }
+
+    private func draw(done: Int, total: Int, fraction: Double) {
         guard enabled else { return }
+        lock.lock()
+        defer { lock.unlock() }
         let now = Date()
-        guard now.timeIntervalSince(lastDraw) > 0.1 || p.tensorsDone == p.tensorCount else { return }
+        guard now.timeIntervalSince(lastDraw) > 0.1 || done == total else { return }
         lastDraw = now
-        let fraction = p.elementCount > 0 ? Double(p.elementsDone) / Double(p.elementCount) : 1
         let width = 30
         let filled = Int(fraction * Double(width))
         let elapsed = now.timeIntervalSince(start)
         let eta = fraction > 0 ? elapsed / fraction - elapsed : 0
         let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
-        let line = "\r\(label) [\(bar)] \(p.tensorsDone)/\(p.tensorCount) tensors, \(String(format: "%.1f", eta)) s left "
+        let line = "\r\(label) [\(bar)] \(done)/\(total) tensors, \(String(format: "%.1f", eta)) s left "
         FileHandle.standardError.write(Data(line.utf8))
         drawn = true
     }
 
     func finish() {
+        lock.lock()
+        defer { lock.unlock() }
         if drawn { FileHandle.standardError.write(Data("\n".utf8)) }
     }
 }

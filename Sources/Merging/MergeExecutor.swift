@@ -167,8 +167,8 @@ public final class MergeExecutor: @unchecked Sendable {
     private func decodeDelta(_ job: MergeJob, _ m: Int, _ range: Range<Int>, _ s: WorkerScratch) throws {
         let input = job.inputs[m]
         try decode(input.tensor, in: input.checkpoint, range, into: s.inputs[m])
-        let d = s.inputs[m], b = s.base
-        for i in 0..<range.count { d[i] -= b[i] }
+        let delta = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
+        TaskVector.subtract(UnsafeBufferPointer(delta), UnsafeBufferPointer(rebasing: s.base[0..<range.count]), into: delta)
     }
 
     /// Encodes `s.out` into the output bytes of `range` and releases the inputs' pages of the chunk.

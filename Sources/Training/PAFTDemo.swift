@@ -33,10 +33,13 @@ public struct DemoMergeRequest: Sendable, Equatable {
     }
 }
 
-/// What the demo needs from the merge side of Claire: merging model folders.
+/// What the demo needs from the merge side of Claire: merging model folders, and
+/// describing the deltas it merges (sparsity, magnitude, sign agreement).
 public protocol DemoMerger: Sendable {
     /// Writes the merge described by `request` to `request.output` as a model folder.
     func merge(_ request: DemoMergeRequest) throws
+    /// A report of the task vectors of `models` (named `names`) against `base`.
+    func deltaStatistics(models: [String], names: [String], base: String) throws -> String
 }
 
 /// One row of the demo's table.
@@ -149,9 +152,8 @@ public struct PAFTDemo: Sendable {
             rows.append((request.name, request.output))
         }
         progress("delta statistics")
-        var deltas: [(name: String, values: [Float])] = []
-        for name in ["sft", "sft-l1", "dpo"] { deltas.append((name, try ModelFolder.load(path(name)).parameterValues)) }
-        let statistics = DeltaSummary(base: base.parameterValues, deltas: deltas).text
+        let deltaNames = ["sft", "sft-l1", "dpo"]
+        let statistics = try merger.deltaStatistics(models: deltaNames.map(path), names: deltaNames, base: path("base"))
         var results: [DemoRow] = []
         for row in rows {
             progress("evaluating \(row.name)")

@@ -123,13 +123,13 @@ import Testing
         var bytes: [UInt8] = []
         SparseDelta.appendVarint(value, to: &bytes)
         var cursor = 0
-        #expect(SparseDelta.readVarint(bytes, &cursor) == value)
+        #expect(bytes.withUnsafeBufferPointer { SparseDelta.readVarint($0, &cursor) } == value)
         #expect(cursor == bytes.count)
     }
 
     @Test func overlongVarintIsRejected() {
         let bytes = [UInt8](repeating: 0xff, count: 11) + [0x01]
         var cursor = 0
-        #expect(SparseDelta.readVarint(bytes, &cursor) == nil)
+        #expect(bytes.withUnsafeBufferPointer { SparseDelta.readVarint($0, &cursor) } == nil)
     }
 }

@@ -25,5 +25,8 @@ struct DemoCommandTests {
         for i in merged.indices { largest = max(largest, abs(merged[i] - (base[i] + (a[i] - base[i]) + 0.5 * (b[i] - base[i])))) }
         #expect(largest < 1e-6)
         #expect(FileManager.default.fileExists(atPath: folder + "/merged/tokenizer.json"))
+        let statistics = try EngineMerger().deltaStatistics(models: [folder + "/a", folder + "/b"], names: ["first", "second"],
+                                                            base: folder + "/base")
+        #expect(statistics.contains("first vs second"))
     }
 }

@@ -1,0 +1,349 @@
+import Foundation
+
+/// Conversions between checkpoint formats: HF folder → GGUF, GGUF → HF folder,
+/// and re-typing / re-sharding within safetensors. Every conversion streams
+/// tensors through `TensorPipeline` and writes through an atomic output.
+public enum FormatConversion {
+    /// Progress: tensors done out of the total.
+    public typealias Progress = @Sendable (_ done: Int, _ total: Int) -> Void
+
+    /// What a conversion did, for the command line to report.
+    public struct Report: Sendable {
+        public var tensors: Int
+        public var bytesWritten: Int
+        public var warnings: [String]
+    }
+
+    // MARK: HF folder → GGUF
+
+    /// The GGUF type a tensor gets when `type` is asked for, following llama.cpp's
+    /// converter: 1-D tensors and norms stay F32; a tensor whose rows do not fill
+    /// whole quantization blocks falls back to F16.
+    public static func ggufType(for name: String, shape: [Int], requested type: DType) -> DType {
+        if shape.count <= 1 || name.hasSuffix("_norm.weight") { return .f32 }
+        if let inner = shape.last, inner % type.blockElements != 0 { return .f16 }
+        return type
+    }
+
+    /// Converts the Llama-family HF folder `folder` to the GGUF file `output`.
+    public static func hfToGGUF(folder: String, output: String, type: DType, overwrite: Bool = false,
+                                workers: Int = ProcessInfo.processInfo.activeProcessorCount,
+                                progress: @escaping Progress = { _, _ in }) throws(CheckpointError) -> Report {
+        guard type.isEncodable else { throw .conversion(file: output, problem: .unsupportedType(type.rawValue)) }
+        let checkpoint = try HFFolder.open(folder)
+        let configPath = folder + "/config.json"
+        guard HFFolder.fileExists(configPath) else {
+            throw .conversion(file: folder, problem: .missingConfigField("(config.json is missing)"))
+        }
+        let hp = try LlamaHyperparameters.read(configAt: configPath)
+        var warnings: [String] = []
+        let tokenizer = try GGUFTokenizer.read(folder: folder, vocabSize: hp.vocabSize)
+        if tokenizer == nil { warnings.append("\(folder): no tokenizer.json; the GGUF file has no tokenizer keys") }
+
+        struct Job: Sendable { let source: TensorEntry; let spec: TensorSpec; let heads: Int? }
+        var jobs: [Job] = []
+        for t in checkpoint.tensors where !LlamaFamily.isDerived(hfName: t.name) {
+            guard let name = LlamaFamily.ggufName(forHF: t.name) else {
+                throw .conversion(file: checkpoint.files[t.fileIndex].path, problem: .unexpectedTensor(t.name))
+            }
+            guard t.dtype.isDecodable else {
+                throw .conversion(file: checkpoint.files[t.fileIndex].path, problem: .unsupportedType(t.dtype.rawValue))
+            }
+            var heads: Int?
+            if hp.architecture.permutesQK, let projection = LlamaFamily.projection(ofHF: t.name) {
+                let h = projection == .query ? hp.headCount : hp.kvHeads
+                guard let rows = t.shape.first, rows % (2 * h) == 0 else {
+                    throw .conversion(file: checkpoint.files[t.fileIndex].path,
+                                      problem: .tensorShape(tensor: t.name, problem: "\(t.shape.first ?? 0) rows do not split into \(h) heads of pairs"))
+                }
+                heads = h
+            }
+            jobs.append(Job(source: t, spec: TensorSpec(name: name, dtype: ggufType(for: name, shape: t.shape, requested: type), shape: t.shape),
+                            heads: heads))
+        }
+
+        let folderName = URL(fileURLWithPath: folder).standardizedFileURL.lastPathComponent
+        var metadata = [
+            MetadataEntry("general.architecture", .string(hp.architecture.ggufName)),
+            MetadataEntry("general.type", .string("model")),
+            MetadataEntry("general.name", .string(folderName)),
+        ]
+        metadata += hp.ggufMetadata()
+        // Placed where llama.cpp places them; the writer fills in the file type.
+        let fileTypeIndex = metadata.firstIndex { $0.key.hasSuffix(".vocab_size") } ?? metadata.count
+        metadata.insert(MetadataEntry("general.file_type", .uint32(0)), at: fileTypeIndex)
+        metadata.append(MetadataEntry("general.quantization_version", .uint32(2)))
+        if let tokenizer { metadata += tokenizer.ggufMetadata() }
+
+        let writer = try GGUFWriter(path: output, tensors: jobs.map(\.spec), metadata: metadata,
+                                    fileType: GGUFWriter.llamaFileType(type), overwrite: overwrite)
+        let plan = jobs
+        let total = jobs.count
+        do {
+            try TensorPipeline.run(count: total, workers: workers, progress: { progress($0, total) }) { (i, scratch) throws(CheckpointError) in
+                let job = plan[i]
+                try transform(job.source, of: checkpoint, scratch: scratch) { values, columns in
+                    if let heads = job.heads {
+                        TensorPipeline.Scratch.fit(&scratch.moreFloats, values.count)
+                        scratch.moreFloats.withUnsafeMutableBufferPointer { out in
+                            LlamaFamily.permuteRows(UnsafeBufferPointer(values), into: out, rows: values.count / columns,
+                                                    columns: columns, heads: heads, toGGUF: true)
+                            _ = values.update(fromContentsOf: out)
+                        }
+                    }
+                }
+                try encodeAndWrite(scratch.floats, as: job.spec, scratch: scratch, file: output) { bytes throws(CheckpointError) in
+                    try writer.write(job.spec.name, bytes: bytes)
+                }
+                checkpoint.release(job.source)
+            }
+            try writer.finish()
+        } catch {
+            writer.abort()
+            throw error
+        }
+        return Report(tensors: total, bytesWritten: jobs.reduce(0) { $0 + $1.spec.byteCount }, warnings: warnings)
+    }
+
+    // MARK: GGUF → HF folder
+
+    /// Converts the Llama-family GGUF file `input` into the HF folder `output`,
+    /// dequantizing every tensor to `dtype`.
+    public static func ggufToHF(input: String, output: String, dtype: DType = .bf16,
+                                maxShardSize: Int = HFFolderWriter.defaultMaxShardSize, overwrite: Bool = false,
+                                workers: Int = ProcessInfo.processInfo.activeProcessorCount,
+                                progress: @escaping Progress = { _, _ in }) throws(CheckpointError) -> Report {
+        let checkpoint = try Checkpoint.open(input)
+        guard checkpoint.format == .gguf else {
+            throw .conversion(file: input, problem: .unsupportedSetting("input: expected a GGUF file"))
+        }
+        let hp: LlamaHyperparameters
+        let tokenizer: GGUFTokenizer?
+        do {
+            tokenizer = try GGUFTokenizer(gguf: checkpoint.metadata)
+            hp = try LlamaHyperparameters(gguf: checkpoint.metadata, tokenCount: tokenizer?.tokens.count,
+                                          hasOutputTensor: checkpoint.tensor(named: "output.weight") != nil)
+        } catch {
+            throw .conversion(file: input, problem: error)
+        }
+        var warnings: [String] = []
+        if tokenizer == nil { warnings.append("\(input): no tokenizer in the GGUF metadata; the folder has no tokenizer files") }
+
+        struct Job: Sendable { let source: TensorEntry; let spec: TensorSpec; let heads: Int? }
+        var jobs: [Job] = []
+        for t in checkpoint.tensors {
+            guard let name = LlamaFamily.hfName(forGGUF: t.name) else {
+                throw .conversion(file: input, problem: .unexpectedTensor(t.name))
+            }
+            guard t.dtype.isDecodable else { throw .conversion(file: input, problem: .unsupportedType(t.dtype.rawValue)) }
+            var heads: Int?
+            if hp.architecture.permutesQK, let projection = LlamaFamily.projection(ofHF: name) {
+                let h = projection == .query ? hp.headCount : hp.kvHeads
+                guard let rows = t.shape.first, rows % (2 * h) == 0 else {
+                    throw .conversion(file: input, problem: .tensorShape(tensor: t.name, problem: "rows do not split into \(h) heads of pairs"))
+                }
+                heads = h
+            }
+            jobs.append(Job(source: t, spec: TensorSpec(name: name, dtype: dtype, shape: t.shape), heads: heads))
+        }
+
+        let writer = try HFFolderWriter(folder: output, tensors: jobs.map(\.spec), maxShardSize: maxShardSize, overwrite: overwrite)
+        let plan = jobs
+        let total = jobs.count
+        do {
+            try TensorPipeline.run(count: total, workers: workers, progress: { progress($0, total) }) { (i, scratch) throws(CheckpointError) in
+                let job = plan[i]
+                try transform(job.source, of: checkpoint, scratch: scratch) { values, columns in
+                    if let heads = job.heads {
+                        TensorPipeline.Scratch.fit(&scratch.moreFloats, values.count)
+                        scratch.moreFloats.withUnsafeMutableBufferPointer { out in
+                            LlamaFamily.permuteRows(UnsafeBufferPointer(values), into: out, rows: values.count / columns,
+                                                    columns: columns, heads: heads, toGGUF: false)
+                            _ = values.update(fromContentsOf: out)
+                        }
+                    }
+                }
+                try encodeAndWrite(scratch.floats, as: job.spec, scratch: scratch, file: output) { bytes throws(CheckpointError) in
+                    try writer.write(job.spec.name, bytes: bytes)
+                }
+            }
+            try writer.writeFile(name: "config.json", contents: Array((hp.configJSON(dtype: dtype).prettyText + "\n").utf8))
+            var generation: [(key: String, value: JSONValue)] = []
+            if let bos = hp.bosTokenID { generation.append(("bos_token_id", .integer(bos))) }
+            if let eos = hp.eosTokenID { generation.append(("eos_token_id", .integer(eos))) }
+            try writer.writeFile(name: "generation_config.json", contents: Array((JSONValue.object(generation).prettyText + "\n").utf8))
+            if let tokenizer {
+                try writer.writeFile(name: "tokenizer.json", contents: Array(tokenizer.tokenizerJSON().compactText.utf8))
+                try writer.writeFile(name: "tokenizer_config.json",
+                                     contents: Array((tokenizer.tokenizerConfigJSON(contextLength: hp.contextLength).prettyText + "\n").utf8))
+            }
+            try writer.commit()
+        } catch {
+            writer.abort()
+            throw error
+        }
+        return Report(tensors: total, bytesWritten: jobs.reduce(0) { $0 + $1.spec.byteCount }, warnings: warnings)
+    }
+
+    // MARK: safetensors → safetensors
+
+    /// Rewrites a safetensors checkpoint with floating-point tensors in `dtype`
+    /// (other tensors copied as they are) and shards of at most `maxShardSize`.
+    /// `output` is a folder, or a single file when it ends in `.safetensors`.
+    public static func retype(input: String, output: String, dtype: DType?,
+                              maxShardSize: Int = HFFolderWriter.defaultMaxShardSize, overwrite: Bool = false,
+                              workers: Int = ProcessInfo.processInfo.activeProcessorCount,
+                              progress: @escaping Progress = { _, _ in }) throws(CheckpointError) -> Report {
+        let checkpoint = try Checkpoint.open(input)
+        if let dtype, !dtype.isEncodable || dtype.blockElements != 1 {
+            throw .conversion(file: output, problem: .unsupportedType(dtype.rawValue))
+        }
+        let specs = checkpoint.tensors.map { t -> TensorSpec in
+            let target = (dtype != nil && t.dtype.isFloatingPoint && t.dtype.isDecodable) ? dtype! : t.dtype
+            return TensorSpec(name: t.name, dtype: target, shape: t.shape)
+        }
+        for (t, spec) in zip(checkpoint.tensors, specs) where spec.dtype.safetensorsRank < 0 || DType(safetensorsName: spec.dtype.rawValue) == nil {
+            throw .conversion(file: input, problem: .unsupportedType("\(t.dtype) (tensor '\(t.name)') in safetensors"))
+        }
+        let metadata = checkpoint.metadata.compactMap { e in e.value.stringValue.map { (key: e.key, value: $0) } }
+        let sink: TensorSinkWriter
+        if output.hasSuffix(".safetensors") {
+            sink = try SingleFileWriter(path: output, tensors: specs, metadata: metadata.isEmpty ? [("format", "pt")] : metadata,
+                                        overwrite: overwrite)
+        } else {
+            let folderWriter = try HFFolderWriter(folder: output, tensors: specs, maxShardSize: maxShardSize,
+                                                  metadata: metadata.isEmpty ? [("format", "pt")] : metadata, overwrite: overwrite)
+            sink = folderWriter
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory), isDirectory.boolValue {
+                for name in sideFiles(in: input) {
+                    if name == "config.json", let dtype {
+                        let config = try readJSONFile(input + "/config.json")
+                        try folderWriter.writeFile(name: name, contents: Array((withTorchDType(config, dtype).prettyText + "\n").utf8))
+                    } else {
+                        try folderWriter.copyFile(from: input + "/" + name)
+                    }
+                }
+            }
+        }
+        let total = specs.count
+        do {
+            try TensorPipeline.run(count: total, workers: workers, progress: { progress($0, total) }) { (i, scratch) throws(CheckpointError) in
+                let source = checkpoint.tensors[i]
+                let spec = specs[i]
+                if spec.dtype == source.dtype {
+                    try sink.write(spec.name, bytes: checkpoint.data(of: source))
+                } else {
+                    try transform(source, of: checkpoint, scratch: scratch) { _, _ in }
+                    try encodeAndWrite(scratch.floats, as: spec, scratch: scratch, file: output) { bytes throws(CheckpointError) in
+                        try sink.write(spec.name, bytes: bytes)
+                    }
+                }
+                checkpoint.release(source)
+            }
+            try sink.commit()
+        } catch {
+            sink.abort()
+            throw error
+        }
+        return Report(tensors: total, bytesWritten: specs.reduce(0) { $0 + $1.byteCount }, warnings: [])
+    }
+
+    /// Files of a model folder other than weights and the index, copied to a converted folder.
+    public static func sideFiles(in folder: String) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        return names.filter { name in
+            !name.hasPrefix(".") && !name.hasSuffix(".safetensors") && name != HFFolder.indexFileName
+                && !name.hasSuffix(".bin") && !name.hasSuffix(".gguf") && !name.hasSuffix(".pt")
+                && HFFolder.fileExists(folder + "/" + name) && !isDirectory(folder + "/" + name)
+        }.sorted()
+    }
+
+    private static func isDirectory(_ path: String) -> Bool {
+        var flag: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &flag) && flag.boolValue
+    }
+
+    /// `config` with `torch_dtype` set to match `dtype` (when it has the key).
+    static func withTorchDType(_ config: JSONValue, _ dtype: DType) -> JSONValue {
+        guard case .object(var members) = config else { return config }
+        let name = dtype == .bf16 ? "bfloat16" : dtype == .f16 ? "float16" : dtype == .f64 ? "float64" : "float32"
+        for i in members.indices where members[i].key == "torch_dtype" || members[i].key == "dtype" {
+            members[i].value = .string(name)
+        }
+        return .object(members)
+    }
+
+    // MARK: Shared steps
+
+    /// Decodes `tensor` into `scratch.floats` and lets `adjust` rewrite the values
+    /// in place (given the row length).
+    static func transform(_ tensor: TensorEntry, of checkpoint: Checkpoint, scratch: TensorPipeline.Scratch,
+                          adjust: (UnsafeMutableBufferPointer<Float>, _ columns: Int) -> Void) throws(CheckpointError) {
+        TensorPipeline.Scratch.fit(&scratch.floats, tensor.elementCount)
+        let columns = max(1, tensor.shape.last ?? 1)
+        let failure: CheckpointError? = scratch.floats.withUnsafeMutableBufferPointer { values in
+            do throws(CheckpointError) {
+                try checkpoint.decode(tensor, into: values)
+            } catch {
+                return error
+            }
+            adjust(values, columns)
+            return nil
+        }
+        if let failure { throw failure }
+    }
+
+    /// Encodes `values` as `spec.dtype` in `scratch.bytes` and hands the bytes to `write`.
+    static func encodeAndWrite(_ values: [Float], as spec: TensorSpec, scratch: TensorPipeline.Scratch, file: String,
+                               write: (UnsafeRawBufferPointer) throws(CheckpointError) -> Void) throws(CheckpointError) {
+        TensorPipeline.Scratch.fit(&scratch.bytes, spec.byteCount)
+        let encoded: Result<Void, CheckpointError> = values.withUnsafeBufferPointer { source in
+            scratch.bytes.withUnsafeMutableBytes { destination in
+                do throws(CodecError) {
+                    try ElementCodec.encode(spec.dtype, from: source, into: destination)
+                } catch {
+                    return .failure(.codec(file: file, tensor: spec.name, problem: error))
+                }
+                return .success(())
+            }
+        }
+        try encoded.get()
+        let written: CheckpointError? = scratch.bytes.withUnsafeBytes { bytes in
+            do throws(CheckpointError) { try write(bytes) } catch { return error }
+            return nil
+        }
+        if let written { throw written }
+    }
+}
+
+/// A destination that takes tensors by name, then commits or aborts.
+protocol TensorSinkWriter: Sendable {
+    func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError)
+    func commit() throws(CheckpointError)
+    func abort()
+}
+
+extension HFFolderWriter: TensorSinkWriter {}
+
+/// One `.safetensors` file written atomically.
+final class SingleFileWriter: TensorSinkWriter, @unchecked Sendable {
+    let output: OutputPath
+    let file: SafetensorsFileWriter
+
+    init(path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]?, overwrite: Bool) throws(CheckpointError) {
+        output = try OutputPath(destination: path, isDirectory: false, overwrite: overwrite)
+        file = try SafetensorsFileWriter(path: output.temporary, tensors: tensors, metadata: metadata)
+    }
+
+    func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
+        try file.write(name, bytes: bytes)
+    }
+
+    func commit() throws(CheckpointError) {
+        try file.finish()
+        try output.commit()
+    }
+
+    func abort() { output.abort() }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import Checkpoints
+import Foundation
+
+extension MergeTool {
+    struct Convert: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Convert between Hugging Face safetensors folders and GGUF, or re-type and re-shard safetensors.",
+            discussion: """
+                The direction follows the paths:
+                  HF folder → OUT.gguf     Llama, Mistral and Qwen2 models; tensor names, Q/K row \
+                order, hyperparameters and the byte-level BPE tokenizer carried over as llama.cpp's \
+                converter does. --type picks the tensor type (default f16); 1-D tensors and norms \
+                stay f32, and rows that do not fill whole quantization blocks fall back to f16.
+                  IN.gguf → folder         back to a Hugging Face folder, every tensor dequantized to \
+                --dtype (default bf16), config.json and tokenizer files rebuilt from the metadata.
+                  safetensors → safetensors   floating-point tensors re-typed to --dtype, shards of at \
+                most --max-shard-size; OUT ending in .safetensors writes one file.
+
+                The output appears only when complete; an existing output is refused unless --force.
+
+                Examples:
+                  merge-tool convert my-model/ my-model-q8_0.gguf --type q8_0
+                  merge-tool convert my-model-q8_0.gguf my-model-hf/ --dtype f16
+                  merge-tool convert my-model/ my-model-f16/ --dtype f16 --max-shard-size 2GB
+                """)
+
+        @Argument(help: "Input: a model folder, a .safetensors file or a .gguf file.")
+        var input: String
+
+        @Argument(help: "Output: a .gguf file, a model folder, or a .safetensors file.")
+        var output: String
+
+        @Option(help: "GGUF tensor type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k.")
+        var type: String = "f16"
+
+        @Option(help: "Safetensors dtype for floating-point tensors: bf16, f16, f32 (GGUF input default: bf16).")
+        var dtype: String?
+
+        @Option(help: "Largest safetensors shard, e.g. 5GB, 500MB, 2GiB.")
+        var maxShardSize: String = "5GB"
+
+        @Option(help: "Worker threads (default: one per core).")
+        var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+        @Flag(help: "Replace an existing output.")
+        var force = false
+
+        static let ggufTypes: [String: DType] = [
+            "f32": .f32, "f16": .f16, "bf16": .bf16, "q8_0": .q8_0, "q4_0": .q4_0, "q4_1": .q4_1,
+            "q5_0": .q5_0, "q5_1": .q5_1, "q4_k": .q4_K, "q6_k": .q6_K,
+        ]
+        static let safetensorsTypes: [String: DType] = ["f32": .f32, "f16": .f16, "bf16": .bf16]
+
+        func validate() throws {
+            guard Self.ggufTypes[type.lowercased()] != nil else {
+                throw ValidationError("unknown --type '\(type)'; choose one of \(Self.ggufTypes.keys.sorted().joined(separator: ", "))")
+            }
+            if let dtype, Self.safetensorsTypes[dtype.lowercased()] == nil {
+                throw ValidationError("unknown --dtype '\(dtype)'; choose bf16, f16 or f32")
+            }
+            guard parseByteSize(maxShardSize) != nil else {
+                throw ValidationError("--max-shard-size '\(maxShardSize)' is not a size such as 5GB or 500MB")
+            }
+            guard threads > 0 else { throw ValidationError("--threads must be at least 1") }
+        }
+
+        func run() throws {
+            OutputPath.installInterruptCleanup()
+            try reportingErrors {
+                try refuseOverwritingInput(output: output, inputs: [input])
+                let shardSize = parseByteSize(maxShardSize)!
+                let storedType = dtype.map { Self.safetensorsTypes[$0.lowercased()]! }
+                let progress = ProgressLine(label: "converting")
+                let update: FormatConversion.Progress = { done, total in progress.update(done: done, total: total) }
+                let report: FormatConversion.Report
+                let inputIsGGUF = input.hasSuffix(".gguf")
+                if output.hasSuffix(".gguf") {
+                    guard !inputIsGGUF else { throw UsageProblem("GGUF to GGUF conversion is not supported; convert to a folder first") }
+                    report = try FormatConversion.hfToGGUF(folder: input, output: output, type: Self.ggufTypes[type.lowercased()]!,
+                                                           overwrite: force, workers: threads, progress: update)
+                } else if inputIsGGUF {
+                    report = try FormatConversion.ggufToHF(input: input, output: output, dtype: storedType ?? .bf16,
+                                                           maxShardSize: shardSize, overwrite: force, workers: threads,
+                                                           progress: update)
+                } else {
+                    report = try FormatConversion.retype(input: input, output: output, dtype: storedType,
+                                                         maxShardSize: shardSize, overwrite: force, workers: threads,
+                                                         progress: update)
+                }
+                progress.finish()
+                for warning in report.warnings { printError("warning: \(warning)") }
+                printOutput("wrote \(output): \(report.tensors) tensors, \(CheckpointSummary.humanBytes(report.bytesWritten))")
+            }
+        }
+    }
+}

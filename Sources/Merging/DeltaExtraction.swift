@@ -1,0 +1,218 @@
+import Checkpoints
+import Foundation
+
+/// Extracts a fine-tuned checkpoint's difference from its base into a `.delta`
+/// file, and rebuilds the fine-tuned checkpoint from a delta and the base.
+public enum DeltaExtraction {
+    /// How the stored entries are chosen when density < 1.
+    public enum Selection: String, Sendable, CaseIterable {
+        /// The entries of largest |fine-tuned − base| (TIES trim).
+        case magnitude
+        /// Each changed entry with probability `density` (DARE), from the seeded generator.
+        case random
+    }
+
+    /// What an extraction stored.
+    public struct Summary: Sendable {
+        public var tensors: Int
+        public var elements: Int
+        public var changed: Int
+        public var kept: Int
+        public var bytes: Int
+    }
+
+    /// Tensors encoded in parallel before they are appended in order.
+    static let batchSize = 8
+
+    /// Writes the delta of `tuned` against `base` to `output`.
+    public static func extract(tuned tunedPath: String, base basePath: String, output: String, density: Double,
+                               selection: Selection, seed: UInt64, overwrite: Bool,
+                               workers: Int = ProcessInfo.processInfo.activeProcessorCount,
+                               progress: @escaping @Sendable (Int, Int) -> Void = { _, _ in }) throws -> Summary {
+        guard density > 0 && density <= 1 else { throw MergeError.badParameter(name: "density", problem: "must be in (0, 1], got \(density)") }
+        let tuned = try Checkpoint.open(tunedPath)
+        let base = try Checkpoint.open(basePath)
+        let writer = try SparseDelta.Writer(path: output, overwrite: overwrite)
+        let tensors = tuned.tensors
+        let done = Counter()
+        var summary = Summary(tensors: tensors.count, elements: 0, changed: 0, kept: 0, bytes: 0)
+        do {
+            var start = 0
+            while start < tensors.count {
+                let batch = Array(tensors[start..<min(start + batchSize, tensors.count)])
+                let results = ResultSlots<SparseDelta.EncodedTensor>(count: batch.count)
+                try TensorPipeline.run(count: batch.count, workers: workers) { (i, scratch) throws(CheckpointError) in
+                    let t = batch[i]
+                    results.set(i, try encode(t, of: tuned, base: base, density: density, selection: selection, seed: seed,
+                                              scratch: scratch))
+                    tuned.release(t)
+                    progress(done.increment(), tensors.count)
+                }
+                for encoded in results.values {
+                    try writer.append(encoded)
+                    summary.elements += encoded.record.elementCount
+                    summary.changed += encoded.record.changed
+                    summary.kept += encoded.record.kept
+                    summary.bytes += encoded.record.blobSize
+                }
+                start += batch.count
+            }
+            let metadata = tuned.format == .safetensors ? tuned.metadata : []
+            try writer.commit(method: selection.rawValue, density: density, seed: seed, metadata: metadata)
+        } catch {
+            writer.abort()
+            throw error
+        }
+        return summary
+    }
+
+    /// Encodes one tensor: sparse against a base tensor of the same dtype and shape, whole otherwise.
+    static func encode(_ t: TensorEntry, of tuned: Checkpoint, base: Checkpoint, density: Double, selection: Selection,
+                       seed: UInt64, scratch: TensorPipeline.Scratch) throws(CheckpointError) -> SparseDelta.EncodedTensor {
+        let tunedBytes = tuned.data(of: t)
+        guard let b = base.tensor(named: t.name), b.dtype == t.dtype, b.shape == t.shape, t.dtype.blockElements == 1 else {
+            return SparseDelta.encode(name: t.name, dtype: t.dtype, shape: t.shape, tuned: tunedBytes, base: nil,
+                                      changed: t.elementCount, positions: [])
+        }
+        let baseBytes = base.data(of: b)
+        let width = t.dtype.blockBytes
+        let n = t.elementCount
+        var changed = 0
+        for i in 0..<n where !memoryEqual(tunedBytes, baseBytes, at: i * width, width) { changed += 1 }
+        // Integer and opaque tensors are kept whole: thinning them has no meaning.
+        let thinned = density < 1 && changed > 0 && t.dtype.isDecodable && t.dtype.isFloatingPoint
+        guard thinned else {
+            return SparseDelta.encode(name: t.name, dtype: t.dtype, shape: t.shape, tuned: tunedBytes, base: baseBytes,
+                                      changed: changed, keptCount: changed) { !memoryEqual(tunedBytes, baseBytes, at: $0 * width, width) }
+        }
+        // δ in scratch.floats (zero where the stored bits agree), then thinned in place.
+        TensorPipeline.Scratch.fit(&scratch.floats, n)
+        TensorPipeline.Scratch.fit(&scratch.moreFloats, n)
+        try scratch.floats.withUnsafeMutableBufferPointer { (v) throws(CheckpointError) in try tuned.decode(t, into: v) }
+        try scratch.moreFloats.withUnsafeMutableBufferPointer { (v) throws(CheckpointError) in try base.decode(b, into: v) }
+        for i in 0..<n {
+            scratch.floats[i] = memoryEqual(tunedBytes, baseBytes, at: i * width, width) ? 0 : scratch.floats[i] - scratch.moreFloats[i]
+        }
+        let sparsifier: Sparsifier = selection == .magnitude ? .magnitude : .random
+        sparsifier.sparsify(&scratch.floats, density: density, rescale: .none,
+                            stream: CounterRandom(seed: seed, tensor: t.name, model: 0))
+        var kept = 0
+        for i in 0..<n where scratch.floats[i] != 0 { kept += 1 }
+        let delta = scratch.floats
+        return SparseDelta.encode(name: t.name, dtype: t.dtype, shape: t.shape, tuned: tunedBytes, base: baseBytes,
+                                  changed: changed, keptCount: kept) { delta[$0] != 0 }
+    }
+
+    @inline(__always)
+    static func memoryEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, at offset: Int, _ width: Int) -> Bool {
+        switch width {
+        case 2: return a.loadUnaligned(fromByteOffset: offset, as: UInt16.self) == b.loadUnaligned(fromByteOffset: offset, as: UInt16.self)
+        case 4: return a.loadUnaligned(fromByteOffset: offset, as: UInt32.self) == b.loadUnaligned(fromByteOffset: offset, as: UInt32.self)
+        case 8: return a.loadUnaligned(fromByteOffset: offset, as: UInt64.self) == b.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+        default:
+            for k in 0..<width where a[offset + k] != b[offset + k] { return false }
+            return true
+        }
+    }
+
+    /// Rebuilds the fine-tuned checkpoint from `deltaPath` and `basePath` into
+    /// `output` (a folder, or one file when it ends in `.safetensors`); config and
+    /// tokenizer files are copied from the base folder.
+    public static func apply(delta deltaPath: String, base basePath: String, output: String, overwrite: Bool,
+                             maxShardSize: Int = HFFolderWriter.defaultMaxShardSize,
+                             workers: Int = ProcessInfo.processInfo.activeProcessorCount,
+                             progress: @escaping @Sendable (Int, Int) -> Void = { _, _ in }) throws -> Int {
+        let delta = try SparseDelta.File(path: deltaPath)
+        let base = try Checkpoint.open(basePath)
+        let records = delta.header.tensors
+        // Every problem with the base is found before anything is written.
+        for r in records where r.mode == .sparse {
+            guard let b = base.tensor(named: r.name) else {
+                throw CheckpointError.delta(file: deltaPath, violation: .baseMissing(tensor: r.name))
+            }
+            guard b.shape == r.shape, b.dtype == r.dtype else {
+                throw CheckpointError.delta(file: deltaPath, violation: .baseShapeMismatch(tensor: r.name, expected: r.shape, found: b.shape))
+            }
+        }
+        let specs = records.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+        let metadata = delta.header.metadata.compactMap { e in e.value.stringValue.map { (key: e.key, value: $0) } }
+        let folderWriter: HFFolderWriter?
+        let fileOutput: (output: OutputPath, file: SafetensorsFileWriter)?
+        if output.hasSuffix(".safetensors") {
+            let path = try OutputPath(destination: output, isDirectory: false, overwrite: overwrite)
+            fileOutput = (path, try SafetensorsFileWriter(path: path.temporary, tensors: specs, metadata: metadata.isEmpty ? nil : metadata))
+            folderWriter = nil
+        } else {
+            folderWriter = try HFFolderWriter(folder: output, tensors: specs, maxShardSize: maxShardSize,
+                                              metadata: metadata.isEmpty ? nil : metadata, overwrite: overwrite)
+            fileOutput = nil
+        }
+        let write: @Sendable (String, UnsafeRawBufferPointer) throws(CheckpointError) -> Void = { name, bytes throws(CheckpointError) in
+            if let folderWriter { try folderWriter.write(name, bytes: bytes) } else { try fileOutput!.file.write(name, bytes: bytes) }
+        }
+        do {
+            try TensorPipeline.run(count: records.count, workers: workers, progress: { progress($0, records.count) }) { (i, scratch) throws(CheckpointError) in
+                let r = records[i]
+                let size = r.dtype.byteCount(forElements: r.elementCount) ?? 0
+                TensorPipeline.Scratch.fit(&scratch.bytes, size)
+                let baseTensor = r.mode == .sparse ? base.tensor(named: r.name) : nil
+                let failure: CheckpointError? = scratch.bytes.withUnsafeMutableBytes { out in
+                    do throws(CheckpointError) {
+                        try delta.reconstruct(r, base: baseTensor.map { base.data(of: $0) }, into: out)
+                        try write(r.name, UnsafeRawBufferPointer(out))
+                    } catch {
+                        return error
+                    }
+                    return nil
+                }
+                if let failure { throw failure }
+                if let baseTensor { base.release(baseTensor) }
+            }
+            if let folderWriter {
+                var isDirectory: ObjCBool = false
+                if FileManager.default.fileExists(atPath: basePath, isDirectory: &isDirectory), isDirectory.boolValue {
+                    for name in FormatConversion.sideFiles(in: basePath) { try folderWriter.copyFile(from: basePath + "/" + name) }
+                }
+                try folderWriter.commit()
+            } else if let fileOutput {
+                try fileOutput.file.finish()
+                try fileOutput.output.commit()
+            }
+        } catch {
+            folderWriter?.abort()
+            fileOutput?.output.abort()
+            throw error
+        }
+        return records.count
+    }
+}
+
+/// A thread-safe counter.
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+
+    func increment() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        value += 1
+        return value
+    }
+}
+
+/// Results filled in by index from several threads.
+final class ResultSlots<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var slots: [T?]
+
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+
+    func set(_ i: Int, _ value: T) {
+        lock.lock()
+        slots[i] = value
+        lock.unlock()
+    }
+
+    /// The filled slots in index order.
+    var values: [T] { slots.compactMap { $0 } }
+}

@@ -1,0 +1,401 @@
+/// Magnitude bins over the bit pattern of |δ| as a Float32.
+///
+/// For non-negative floats the bit pattern orders like the value, so the top
+/// 16 bits of the 31-bit magnitude (8 exponent + 8 mantissa bits) split the
+/// positive floats into 65,536 coarse bins, each 1/256 of an octave wide, and
+/// the low 15 bits name one exact value inside a coarse bin. Counting coarse
+/// bins finds the bin that holds the k-th largest value; counting the 32,768
+/// fine patterns of that one bin then gives the k-th largest value exactly.
+enum MagnitudeBins {
+    static let shift: UInt32 = 15
+    static let coarseCount = 1 << 16
+    static let fineCount = 1 << 15
+    static let fineMask: UInt32 = 0x7fff
+    /// Magnitudes at or above this pattern are infinite or NaN.
+    static let nonFinite: UInt32 = 0x7f80_0000
+
+    /// Σ|δ| of `count` entries of coarse bin `bin` whose fine patterns add up to
+    /// `fineSum`. Inside one bin the exponent is fixed, so each value is
+    /// 2^(e−150)·(2²³ + mantissa) (2⁻¹⁴⁹·mantissa for subnormals) and the sum is
+    /// linear in the mantissas.
+    static func sum(bin: Int, count: Int, fineSum: Int) -> Double {
+        let exponent = bin >> 8
+        let leading = (bin & 0xff) << 15 + (exponent == 0 ? 0 : 1 << 23)
+        let significands = Double(count) * Double(leading) + Double(fineSum)
+        return significands * Double(sign: .plus, exponent: max(exponent, 1) - 150, significand: 1)
+    }
+
+    /// The value whose magnitude pattern is (`bin`, `fine`).
+    @inline(__always)
+    static func value(bin: Int, fine: Int) -> Float {
+        Float(bitPattern: UInt32(truncatingIfNeeded: bin) &<< shift | UInt32(truncatingIfNeeded: fine))
+    }
+}
+
+/// Running sums for one delta within one tensor during the first pass.
+struct DeltaMoments {
+    var nonFinite = 0
+    var zeros = 0
+    var sumOfSquares = 0.0
+    var maxBits: UInt32 = 0
+    /// Lowest and highest non-empty coarse bin, found once the tensor is done.
+    var lowBin = 0
+    var highBin = -1
+
+    /// Finds the non-empty range of a coarse histogram (the top is the largest magnitude's bin).
+    mutating func findBinRange(_ bins: UnsafePointer<Int>) {
+        highBin = maxBits > 0 ? Int(maxBits &>> MagnitudeBins.shift) : -1
+        lowBin = 0
+        while lowBin <= highBin && bins[2 * lowBin] == 0 { lowBin += 1 }
+    }
+}
+
+/// The chunk kernels of a statistics pass. Every pointer argument holds at
+/// least `count` elements (the caller's chunk buffers); histogram pointers hold
+/// `MagnitudeBins.coarseCount` or `fineCount` entries as named.
+enum DeltaKernels {
+    /// Lanes of the vector kernels; partial sums are kept in Float for one block
+    /// of `block` elements, then added into Double, which bounds the rounding error.
+    typealias Lanes = SIMD8<Float>
+    typealias Bits = SIMD8<UInt32>
+    static let block = 256
+
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>, _ i: Int) -> Lanes {
+        UnsafeRawPointer(p + i).loadUnaligned(as: Lanes.self)
+    }
+
+    @inline(__always)
+    static func magnitudeBits(_ v: Lanes) -> Bits {
+        unsafeBitCast(v, to: Bits.self) & Bits(repeating: 0x7fff_ffff)
+    }
+
+    /// A comparison result as lanes of all ones (true) or zeros. The generic
+    /// `replacing(with:where:)` and `pointwiseMin` compile to lane-by-lane loops,
+    /// so the kernels select with these masks and bitwise operations instead.
+    @inline(__always)
+    static func ones(_ mask: SIMDMask<SIMD8<Int32>>) -> Bits { unsafeBitCast(mask, to: Bits.self) }
+
+    @inline(__always)
+    static func keep(_ v: Lanes, _ mask: Bits) -> Lanes {
+        unsafeBitCast(unsafeBitCast(v, to: Bits.self) & mask, to: Lanes.self)
+    }
+
+    /// δ = tuned − base in place over `tuned`, then zeros, non-finite entries,
+    /// Σδ², the largest magnitude pattern, and the entries at or below each
+    /// threshold pattern in `thresholds` (added to `within`). Vector kernel; the
+    /// tail runs one lane at a time.
+    static func subtractAndMeasure(
+        _ tuned: UnsafeMutablePointer<Float>, _ base: UnsafePointer<Float>, _ count: Int,
+        thresholds: [UInt32], within: UnsafeMutablePointer<Int>, into moments: inout DeltaMoments
+    ) {
+        let limit = Bits(repeating: MagnitudeBins.nonFinite)
+        let limits = thresholds.map { Bits(repeating: $0) }
+        var below = [Bits](repeating: Bits(), count: thresholds.count)
+        var zeros = Bits(), nonFinite = Bits(), high = Bits()
+        var squares = 0.0
+        var i = 0
+        while i + 8 <= count {
+            let end = min(count - 8, i + block)
+            var partial = Lanes()
+            while i <= end {
+                let v = load(tuned, i) - load(base, i)
+                UnsafeMutableRawPointer(tuned + i).storeBytes(of: v, as: Lanes.self)
+                let bits = magnitudeBits(v)
+                let finite = ones(bits .< limit)
+                zeros &-= ones(bits .== Bits())
+                nonFinite &+= ~finite & Bits(repeating: 1)
+                partial += keep(v * v, finite)
+                let candidate = bits & finite
+                high ^= (high ^ candidate) & ones(candidate .> high)
+                for t in limits.indices { below[t] &-= ones(bits .<= limits[t]) }
+                i += 8
+            }
+            squares += Double(partial.sum())
+        }
+        var highBits: UInt32 = 0
+        for lane in 0..<8 { highBits = max(highBits, high[lane]) }
+        for t in below.indices { within[t] += Int(below[t].wrappedSum()) }
+        var zeroCount = Int(zeros.wrappedSum()), nonFiniteCount = Int(nonFinite.wrappedSum())
+        while i < count {
+            let d = tuned[i] - base[i]
+            tuned[i] = d
+            let bits = d.bitPattern & 0x7fff_ffff
+            for t in thresholds.indices where bits <= thresholds[t] { within[t] += 1 }
+            if bits == 0 { zeroCount += 1 } else if bits >= MagnitudeBins.nonFinite { nonFiniteCount += 1 } else {
+                squares += Double(d) * Double(d)
+                highBits = max(highBits, bits)
+            }
+            i += 1
+        }
+        moments.zeros += zeroCount
+        moments.nonFinite += nonFiniteCount
+        moments.sumOfSquares += squares
+        moments.maxBits = max(moments.maxBits, highBits)
+    }
+
+    /// Coarse histogram of the non-zero finite entries: count (at 2·bin) and Σ of
+    /// fine patterns (at 2·bin + 1) per bin — integers, so the bin sums are exact
+    /// and cheap to add, side by side so one update touches one cache line.
+    static func histogram(_ delta: UnsafePointer<Float>, _ count: Int, bins: UnsafeMutablePointer<Int>) {
+        for i in 0..<count {
+            let bits = delta[i].bitPattern & 0x7fff_ffff
+            guard bits &- 1 < MagnitudeBins.nonFinite &- 1 else { continue }  // zero wraps around, so one test
+            let bin = Int(bits &>> MagnitudeBins.shift)
+            bins[2 * bin] &+= 1
+            bins[2 * bin + 1] &+= Int(bits & MagnitudeBins.fineMask)
+        }
+    }
+
+    /// Σ|θ₀| and the number of finite entries.
+    static func baseMagnitude(_ base: UnsafePointer<Float>, _ count: Int) -> (sum: Double, finite: Int) {
+        let limit = Bits(repeating: MagnitudeBins.nonFinite)
+        var finite = Bits()
+        var sum = 0.0
+        var i = 0
+        while i + 8 <= count {
+            let end = min(count - 8, i + block)
+            var partial = Lanes()
+            while i <= end {
+                let bits = magnitudeBits(load(base, i))
+                let ok = ones(bits .< limit)
+                finite &-= ok
+                partial += unsafeBitCast(bits & ok, to: Lanes.self)
+                i += 8
+            }
+            sum += Double(partial.sum())
+        }
+        var finiteCount = Int(finite.wrappedSum())
+        while i < count {
+            let bits = base[i].bitPattern & 0x7fff_ffff
+            if bits < MagnitudeBins.nonFinite {
+                sum += Double(Float(bitPattern: bits))
+                finiteCount += 1
+            }
+            i += 1
+        }
+        return (sum, finiteCount)
+    }
+
+    /// Pair figures on the positions where both deltas are finite.
+    static func comparePair(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures) {
+        let limit = Bits(repeating: MagnitudeBins.nonFinite), sign = Bits(repeating: 0x8000_0000)
+        var positions = Bits(), both = Bits(), agree = Bits()
+        var dot = 0.0, squaresA = 0.0, squaresB = 0.0
+        var i = 0
+        while i + 8 <= count {
+            let end = min(count - 8, i + block)
+            var partialDot = Lanes(), partialA = Lanes(), partialB = Lanes()
+            while i <= end {
+                let u = load(a, i), v = load(b, i)
+                let bu = magnitudeBits(u), bv = magnitudeBits(v)
+                let valid = ones(bu .< limit) & ones(bv .< limit)
+                let x = keep(u, valid), y = keep(v, valid)
+                positions &-= valid
+                partialDot += x * y
+                partialA += x * x
+                partialB += y * y
+                let nonzero = valid & ~ones(bu .== Bits()) & ~ones(bv .== Bits())
+                both &-= nonzero
+                let sameSign = ones((unsafeBitCast(u, to: Bits.self) ^ unsafeBitCast(v, to: Bits.self)) .< sign)
+                agree &-= nonzero & sameSign
+                i += 8
+            }
+            dot += Double(partialDot.sum())
+            squaresA += Double(partialA.sum())
+            squaresB += Double(partialB.sum())
+        }
+        var positionCount = Int(positions.wrappedSum()), bothCount = Int(both.wrappedSum())
+        var agreeCount = Int(agree.wrappedSum())
+        while i < count {
+            let u = a[i], v = b[i]
+            i += 1
+            guard u.isFinite, v.isFinite else { continue }
+            positionCount += 1
+            dot += Double(u) * Double(v)
+            squaresA += Double(u) * Double(u)
+            squaresB += Double(v) * Double(v)
+            if u != 0 && v != 0 {
+                bothCount += 1
+                if (u.bitPattern ^ v.bitPattern) & 0x8000_0000 == 0 { agreeCount += 1 }
+            }
+        }
+        pair.positions += positionCount
+        pair.dot += dot
+        pair.squaresFirst += squaresA
+        pair.squaresSecond += squaresB
+        pair.bothNonzero += bothCount
+        pair.signAgreements += agreeCount
+    }
+
+    /// TIES election with sum consensus and unit weights: the elected sign is
+    /// that of Σδ (a zero sum elects +); a non-zero entry of the other sign is
+    /// dropped. Positions where any delta is non-finite are skipped.
+    static func elect(_ deltas: UnsafePointer<UnsafeMutablePointer<Float>>, deltaCount: Int, _ count: Int) -> (entries: Int, dropped: Int) {
+        let limit = Bits(repeating: MagnitudeBins.nonFinite), sign = Bits(repeating: 0x8000_0000)
+        var entries = Bits(), dropped = Bits()
+        var i = 0
+        while i + 8 <= count {
+            var sum = Lanes()
+            var finite = ~Bits()
+            for d in 0..<deltaCount {
+                let v = load(deltas[d], i)
+                finite &= ones(magnitudeBits(v) .< limit)
+                sum += v
+            }
+            // Sign bit of the sum, set only when the sum is below zero (−0 elects +).
+            let negative = ones(sum .< Lanes()) & sign
+            for d in 0..<deltaCount {
+                let v = load(deltas[d], i)
+                let bits = unsafeBitCast(v, to: Bits.self)
+                let nonzero = finite & ~ones((bits & Bits(repeating: 0x7fff_ffff)) .== Bits())
+                entries &-= nonzero
+                dropped &-= nonzero & ~ones(((bits & sign) ^ negative) .== Bits())
+            }
+            i += 8
+        }
+        var entryCount = Int(entries.wrappedSum()), droppedCount = Int(dropped.wrappedSum())
+        while i < count {
+            var sum: Float = 0
+            var finite = true
+            for d in 0..<deltaCount {
+                finite = finite && deltas[d][i].isFinite
+                sum += deltas[d][i]
+            }
+            if finite {
+                for d in 0..<deltaCount where deltas[d][i] != 0 {
+                    entryCount += 1
+                    if (deltas[d][i] < 0) != (sum < 0) { droppedCount += 1 }
+                }
+            }
+            i += 1
+        }
+        return (entryCount, droppedCount)
+    }
+
+    /// Second pass: for each non-zero finite entry whose coarse bin is one of
+    /// the targets', counts its fine pattern in every target histogram of that bin.
+    /// Vectors of eight are screened first; only those holding a hit go lane by lane.
+    static func countBoundaryPatterns(_ delta: UnsafePointer<Float>, _ count: Int, targets: [FineTarget]) {
+        let limit = Bits(repeating: MagnitudeBins.nonFinite)
+        let bins = targets.map { Bits(repeating: UInt32(truncatingIfNeeded: $0.bin)) }
+        var i = 0
+        while i + 8 <= count {
+            let bits = magnitudeBits(load(delta, i))
+            let coarse = bits &>> Bits(repeating: MagnitudeBins.shift)
+            var hit = Bits()
+            for bin in bins { hit |= ones(coarse .== bin) }
+            hit &= ones(bits .< limit) & ~ones(bits .== Bits())
+            if hit.wrappedSum() != 0 { countPatterns(delta, i..<(i + 8), targets) }
+            i += 8
+        }
+        countPatterns(delta, i..<count, targets)
+    }
+
+    private static func countPatterns(_ delta: UnsafePointer<Float>, _ range: Range<Int>, _ targets: [FineTarget]) {
+        for i in range {
+            let bits = delta[i].bitPattern & 0x7fff_ffff
+            guard bits != 0, bits < MagnitudeBins.nonFinite else { continue }
+            let bin = Int(bits &>> MagnitudeBins.shift), fine = Int(bits & MagnitudeBins.fineMask)
+            for target in targets where target.bin == bin { target.counts[fine] &+= 1 }
+        }
+    }
+
+    /// Second pass, per pair: classifies each position against both deltas'
+    /// top-k boundary bins (`boundaryA`/`boundaryB`, −1 when every non-zero entry
+    /// is in the support) and counts what the exact thresholds will decide later.
+    static func classifySupports(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int,
+        boundaryA: Int, boundaryB: Int, overlap: PairOverlapScratch
+    ) {
+        let limit = Bits(repeating: MagnitudeBins.nonFinite), shift = Bits(repeating: MagnitudeBins.shift)
+        // Bins are below 2¹⁶, so "above −1" is "at least 0" and bin −1 never matches.
+        let clearA = Bits(repeating: UInt32(boundaryA + 1)), clearB = Bits(repeating: UInt32(boundaryB + 1))
+        let edgeA = Bits(repeating: UInt32(truncatingIfNeeded: boundaryA))
+        let edgeB = Bits(repeating: UInt32(truncatingIfNeeded: boundaryB))
+        var bothClear = Bits()
+        var i = 0
+        while i + 8 <= count {
+            let bitsA = magnitudeBits(load(a, i)), bitsB = magnitudeBits(load(b, i))
+            let valid = ones(bitsA .< limit) & ones(bitsB .< limit) & ~ones(bitsA .== Bits()) & ~ones(bitsB .== Bits())
+            let binA = bitsA &>> shift, binB = bitsB &>> shift
+            let inA = ones(binA .>= clearA), inB = ones(binB .>= clearB)
+            let onA = ones(binA .== edgeA), onB = ones(binB .== edgeB)
+            bothClear &-= valid & inA & inB
+            let edge = valid & (onA | onB) & (inA | onA) & (inB | onB)
+            if edge.wrappedSum() != 0 {
+                classify(a, b, i..<(i + 8), boundaryA: boundaryA, boundaryB: boundaryB, overlap: overlap, countClear: false)
+            }
+            i += 8
+        }
+        overlap.bothClear += Int(bothClear.wrappedSum())
+        classify(a, b, i..<count, boundaryA: boundaryA, boundaryB: boundaryB, overlap: overlap, countClear: true)
+    }
+
+    private static func classify(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ range: Range<Int>,
+        boundaryA: Int, boundaryB: Int, overlap: PairOverlapScratch, countClear: Bool
+    ) {
+        for i in range {
+            let bitsA = a[i].bitPattern & 0x7fff_ffff, bitsB = b[i].bitPattern & 0x7fff_ffff
+            guard bitsA != 0, bitsB != 0, bitsA < MagnitudeBins.nonFinite, bitsB < MagnitudeBins.nonFinite else { continue }
+            let binA = Int(bitsA &>> MagnitudeBins.shift), binB = Int(bitsB &>> MagnitudeBins.shift)
+            let fineA = bitsA & MagnitudeBins.fineMask, fineB = bitsB & MagnitudeBins.fineMask
+            if binA > boundaryA {
+                if binB > boundaryB {
+                    if countClear { overlap.bothClear += 1 }
+                } else if binB == boundaryB {
+                    overlap.secondWhenFirstIn[Int(fineB)] &+= 1
+                    overlap.touched = true
+                }
+            } else if binA == boundaryA {
+                if binB > boundaryB {
+                    overlap.firstWhenSecondIn[Int(fineA)] &+= 1
+                    overlap.touched = true
+                } else if binB == boundaryB {
+                    overlap.bothOnBoundary[fineA &<< 15 | fineB, default: 0] += 1
+                }
+            }
+        }
+    }
+}
+
+/// A fine histogram that collects the patterns of one coarse bin.
+struct FineTarget {
+    let bin: Int
+    let counts: UnsafeMutablePointer<Int>
+}
+
+/// Second-pass counts for one pair's support overlap within one tensor.
+final class PairOverlapScratch {
+    /// Positions where both deltas are clearly inside their supports.
+    var bothClear = 0
+    /// Fine patterns of the first delta on its boundary bin where the second is clearly in, and vice versa.
+    let firstWhenSecondIn: UnsafeMutablePointer<Int>
+    let secondWhenFirstIn: UnsafeMutablePointer<Int>
+    /// Positions where both sit on their boundary bins: (fineA << 15 | fineB) → count.
+    var bothOnBoundary: [UInt32: Int] = [:]
+    var touched = false
+
+    init() {
+        firstWhenSecondIn = .allocate(capacity: MagnitudeBins.fineCount)
+        firstWhenSecondIn.initialize(repeating: 0, count: MagnitudeBins.fineCount)
+        secondWhenFirstIn = .allocate(capacity: MagnitudeBins.fineCount)
+        secondWhenFirstIn.initialize(repeating: 0, count: MagnitudeBins.fineCount)
+    }
+
+    deinit {
+        firstWhenSecondIn.deallocate()
+        secondWhenFirstIn.deallocate()
+    }
+
+    func reset() {
+        bothClear = 0
+        if touched {
+            firstWhenSecondIn.update(repeating: 0, count: MagnitudeBins.fineCount)
+            secondWhenFirstIn.update(repeating: 0, count: MagnitudeBins.fineCount)
+            touched = false
+        }
+        if !bothOnBoundary.isEmpty { bothOnBoundary.removeAll(keepingCapacity: true) }
+    }
+}
