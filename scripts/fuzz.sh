@@ -3,8 +3,8 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET ...]
 #
-# Targets: safetensors (header parser), hf-index (shard index reader), and
-# gguf (header, metadata and tensor infos) when its parser is built. Seeds come
+# Targets: safetensors (header parser), hf-index (shard index reader), gguf
+# (header, metadata and tensor infos) and delta (.delta reader and rebuild). Seeds come
 # from fixtures/; new corpus entries and crash reproducers go to .build-fuzz/
 # (or $FUZZ_DIR).
 # A crash, a leak, an allocation over 512 MB or an input taking more than
@@ -14,13 +14,14 @@ cd "$(dirname "$0")/.."
 seconds=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors hf-index gguf)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors hf-index gguf delta)
 
 entry_of() {
     case "$1" in
         safetensors) echo Fuzz/SafetensorsHeader.swift ;;
         hf-index) echo Fuzz/HFIndex.swift ;;
         gguf) echo Fuzz/GGUFHeader.swift ;;
+        delta) echo Fuzz/DeltaFile.swift ;;
         *) echo "unknown fuzz target '$1'" >&2; exit 64 ;;
     esac
 }
@@ -29,6 +30,7 @@ seeds_of() {
         safetensors) find fixtures -name '*.safetensors' -size -300k ;;
         hf-index) find fixtures -name '*.index.json' ;;
         gguf) find fixtures -name '*.gguf' -size -300k ;;
+        delta) find fixtures -name '*.delta' -size -300k ;;
     esac
 }
 

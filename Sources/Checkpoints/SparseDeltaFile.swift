@@ -225,15 +225,17 @@ extension SparseDelta {
         public func reconstruct(_ record: Record, base: UnsafeRawBufferPointer?,
                                 into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError) {
             do {
-                try decode(record, base: base, into: destination)
+                try File.decode(record, in: mapped.bytes, base: base, into: destination)
             } catch {
                 throw .delta(file: mapped.path, violation: error)
             }
         }
 
-        private func decode(_ record: Record, base: UnsafeRawBufferPointer?,
-                            into destination: UnsafeMutableRawBufferPointer) throws(DeltaViolation) {
-            let blob = mapped.bytes(record.offset..<(record.offset + record.blobSize))
+        /// Rebuilds `record` from the blob inside `file` (the whole delta file, as
+        /// validated by `parse`). Bounds: the record's blob lies inside `file`.
+        static func decode(_ record: Record, in file: UnsafeRawBufferPointer, base: UnsafeRawBufferPointer?,
+                           into destination: UnsafeMutableRawBufferPointer) throws(DeltaViolation) {
+            let blob = UnsafeRawBufferPointer(rebasing: file[record.offset..<(record.offset + record.blobSize)])
             guard XXHash64.hash(blob) == record.blobHash else { throw .blobChecksumMismatch(tensor: record.name) }
             let positionFrame = UnsafeRawBufferPointer(rebasing: blob[0..<record.positionsSize])
             let valueFrame = UnsafeRawBufferPointer(rebasing: blob[record.positionsSize...])

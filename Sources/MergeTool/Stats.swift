@@ -80,6 +80,7 @@ extension MergeTool {
             options.thresholds = try parsedThresholds()
             options.density = density
             let labels = try displayNames()
+            OutputPath.installInterruptCleanup()
             try reportingErrors {
                 let baseCheckpoint = try Checkpoint.open(base)
                 var checkpoints: [Checkpoint] = []

@@ -1,0 +1,75 @@
+import ArgumentParser
+import Checkpoints
+import Foundation
+import Merging
+import Training
+
+extension MergeTool {
+    struct Demo: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "PAFT end to end on the built-in tasks: train, merge, evaluate, print the table.",
+            discussion: """
+                Pretrains a base (or reuses OUT/base), trains SFT, DPO and L1-sparse SFT from it \
+                in parallel, the sequential SFT → DPO baseline, merges the deltas with task \
+                arithmetic, TIES and DARE-TIES, and evaluates every model on held-out data. \
+                The table is printed and written to OUT/results.md (docs/paft-demo.md explains it).
+
+                Example:
+                  merge-tool demo --out paft-demo
+                """)
+
+        @Option(help: "Folder for every model the demo trains and merges.")
+        var out: String = "paft-demo"
+
+        func run() throws {
+            OutputPath.installInterruptCleanup()
+            try reportingErrors {
+                let status = StatusLine()
+                let started = Date()
+                let result = try PAFTDemo(folder: out).run(merger: EngineMerger()) { line in
+                    status.update("[\(Int(Date().timeIntervalSince(started))) s] \(line)")
+                }
+                status.finish()
+                let text = "## Every model × every metric\n\n\(result.markdownTable)\n\n## Task vectors\n\n\(result.statistics)\n"
+                guard FileManager.default.createFile(atPath: out + "/results.md", contents: Data(text.utf8)) else {
+                    throw TrainingError.io(file: out + "/results.md", problem: "cannot write")
+                }
+                printOutput(text)
+                printOutput("total \(Int(Date().timeIntervalSince(started))) s; models and results.md in \(out)")
+            }
+        }
+    }
+}
+
+/// Runs the demo's merges through the merge engine, as `merge-tool fuse` would, and
+/// measures the deltas as `merge-tool stats` does.
+struct EngineMerger: DemoMerger {
+    func deltaStatistics(models: [String], names: [String], base: String) throws -> String {
+        var tuned: [Checkpoint] = []
+        for model in models { tuned.append(try Checkpoint.open(model)) }
+        return try DeltaStatistics.compute(base: try Checkpoint.open(base), tuned: tuned, names: names).text(by: .kind)
+    }
+
+    func merge(_ request: DemoMergeRequest) throws {
+        var specs: [ModelSpec] = []
+        for (path, weight) in zip(request.models, request.weights) {
+            var spec = ModelSpec(path: path, parameters: ["weight": .number(weight)])
+            if request.density < 1 { spec.parameters["density"] = .number(request.density) }
+            specs.append(spec)
+        }
+        let plan = MergePlan(method: try MergeMethod.named(request.method), base: request.base, models: specs, seed: request.seed)
+        let prepared = try PreparedMerge.prepare(plan)
+        let writer = try HFFolderWriter(folder: request.output, tensors: prepared.outputTensors, overwrite: true)
+        do {
+            try MergeExecutor(prepared, threads: ProcessInfo.processInfo.activeProcessorCount).run(into: writer)
+            for name in ModelCard.configFiles + ModelCard.tokenizerFiles
+            where FileManager.default.fileExists(atPath: request.base + "/" + name) {
+                try writer.copyFile(from: request.base + "/" + name)
+            }
+            try writer.commit()
+        } catch {
+            writer.abort()
+            throw error
+        }
+    }
+}

@@ -1,0 +1,27 @@
+import Foundation
+
+/// A one-line status display (e.g. training steps) on standard error, shown only
+/// when it is a terminal. Safe to update from several threads.
+final class StatusLine: @unchecked Sendable {
+    private let enabled = isatty(STDERR_FILENO) == 1
+    private let lock = NSLock()
+    private var shown = false
+
+    /// Replaces the line with `text`.
+    func update(_ text: String) {
+        guard enabled else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
+        shown = true
+    }
+
+    /// Ends the line so later output starts on a fresh one.
+    func finish() {
+        guard enabled else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        if shown { FileHandle.standardError.write(Data("\n".utf8)) }
+        shown = false
+    }
+}

@@ -1,0 +1,79 @@
+import Checkpoints
+
+/// Reads and writes Claire-trained models as Hugging Face folders:
+/// `config.json` (LlamaForCausalLM), `model.safetensors` (Float32, HF tensor
+/// names), the byte tokenizer's files and `generation_config.json`.
+public enum ModelFolder {
+    /// Writes `model` to the folder `path` atomically (nothing appears unless all of it was written).
+    public static func save(_ model: LlamaModel, to path: String, overwrite: Bool = false) throws(TrainingError) {
+        try ModelFolderWriter(path: path, config: model.config, overwrite: overwrite).write(model)
+    }
+
+    /// Loads a model from a folder written by `save` (or any Llama folder with the
+    /// byte tokenizer's vocabulary and no unsupported options).
+    public static func load(_ path: String) throws(TrainingError) -> LlamaModel {
+        let folder = path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path
+        let config = try LlamaConfig.load(folder + "/config.json")
+        let checkpoint: Checkpoint
+        do { checkpoint = try Checkpoint.open(folder) } catch { throw .checkpoint(error) }
+        let layout = ParameterLayout(config: config)
+        // Every tensor is checked against the config before the weights are allocated.
+        var entries: [TensorEntry] = []
+        for slot in layout.slots {
+            guard let entry = checkpoint.tensor(named: slot.name) else {
+                throw .config(file: folder, problem: "tensor '\(slot.name)' is missing")
+            }
+            guard entry.shape == slot.shape else {
+                throw .config(file: folder, problem: "tensor '\(slot.name)' has shape \(entry.shape), config.json implies \(slot.shape)")
+            }
+            entries.append(entry)
+        }
+        let buffer = FloatBuffer(count: layout.count)
+        for (slot, entry) in zip(layout.slots, entries) {
+            do {
+                try checkpoint.decode(entry, into: UnsafeMutableBufferPointer(start: buffer.pointer + slot.offset, count: slot.count))
+            } catch {
+                throw .checkpoint(error)
+            }
+        }
+        return LlamaModel(config: config, buffer: buffer)
+    }
+}
+
+/// A model folder being written: created before training starts, so a bad output
+/// path fails at once instead of after the run, and committed by `write`.
+public final class ModelFolderWriter {
+    private let writer: HFFolderWriter
+    private let config: LlamaConfig
+
+    /// Prepares the temporary folder for a model of `config` at `path`.
+    public init(path: String, config: LlamaConfig, overwrite: Bool) throws(TrainingError) {
+        var specs: [TensorSpec] = []
+        for slot in ParameterLayout(config: config).slots { specs.append(TensorSpec(name: slot.name, dtype: .f32, shape: slot.shape)) }
+        do { writer = try HFFolderWriter(folder: path, tensors: specs, overwrite: overwrite) } catch { throw .checkpoint(error) }
+        self.config = config
+    }
+
+    /// Writes the weights and side files of `model` and moves the folder into place.
+    public func write(_ model: LlamaModel) throws(TrainingError) {
+        precondition(model.config == config, "the model does not match the prepared folder")
+        do throws(CheckpointError) {
+            for slot in model.layout.slots {
+                let bytes = UnsafeRawBufferPointer(start: model.parameters.pointer + slot.offset,
+                                                   count: slot.count * MemoryLayout<Float>.size)
+                try writer.write(slot.name, bytes: bytes)
+            }
+            func put(_ name: String, _ json: JSONValue) throws(CheckpointError) {
+                try writer.writeFile(name: name, contents: Array((json.prettyText + "\n").utf8))
+            }
+            try put("config.json", config.configJSON)
+            try put("generation_config.json", ByteTokenizer.generationConfigJSON)
+            try put("tokenizer.json", ByteTokenizer.tokenizerJSON)
+            try put("tokenizer_config.json", ByteTokenizer.tokenizerConfigJSON(maxLength: config.maxPositions))
+            try writer.commit()
+        } catch {
+            writer.abort()
+            throw .checkpoint(error)
+        }
+    }
+}

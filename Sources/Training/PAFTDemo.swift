@@ -1,0 +1,190 @@
+import Dispatch
+import Foundation
+
+/// One merge the PAFT demo asks the merge engine for.
+public struct DemoMergeRequest: Sendable, Equatable {
+    /// Row label in the final table, e.g. "ties(sft-l1, dpo)".
+    public let name: String
+    /// The merge method, by its mergekit name: `task_arithmetic`, `ties` or `dare_ties`.
+    public let method: String
+    /// Fine-tuned model folders, in order.
+    public let models: [String]
+    /// The base folder the task vectors are taken against.
+    public let base: String
+    /// Per-model weights.
+    public let weights: [Double]
+    /// Per-model density (1 keeps every entry).
+    public let density: Double
+    /// Seed for random sparsifiers.
+    public let seed: UInt64
+    /// Folder to write the merged model to (replace it if present).
+    public let output: String
+
+    public init(name: String, method: String, models: [String], base: String, weights: [Double], density: Double,
+                seed: UInt64, output: String) {
+        self.name = name
+        self.method = method
+        self.models = models
+        self.base = base
+        self.weights = weights
+        self.density = density
+        self.seed = seed
+        self.output = output
+    }
+}
+
+/// What the demo needs from the merge side of Claire: merging model folders, and
+/// describing the deltas it merges (sparsity, magnitude, sign agreement).
+public protocol DemoMerger: Sendable {
+    /// Writes the merge described by `request` to `request.output` as a model folder.
+    func merge(_ request: DemoMergeRequest) throws
+    /// A report of the task vectors of `models` (named `names`) against `base`.
+    func deltaStatistics(models: [String], names: [String], base: String) throws -> String
+}
+
+/// One row of the demo's table.
+public struct DemoRow: Sendable, Equatable {
+    public let name: String
+    public let report: EvaluationReport
+}
+
+/// The demo's outcome: every model × every metric, and the delta statistics.
+public struct DemoResult: Sendable {
+    public let rows: [DemoRow]
+    public let statistics: String
+
+    /// The table as Markdown.
+    public var markdownTable: String {
+        func cell(_ x: Double?) -> String {
+            guard let x, x.isFinite else { return "–" }
+            return String(format: "%.3f", x)
+        }
+        var lines = ["| model | SFT loss ↓ | exact match ↑ | pref. acc. ↑ | reward margin ↑ | polite ↑ | perplexity ↓ |",
+                     "|---|---:|---:|---:|---:|---:|---:|"]
+        for row in rows {
+            let r = row.report
+            lines.append("| \(row.name) | \(cell(r.instructionLoss)) | \(cell(r.exactMatch)) | \(cell(r.preferenceAccuracy)) "
+                         + "| \(cell(r.rewardMargin)) | \(cell(r.politeRate)) | \(cell(r.perplexity)) |")
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// PAFT end to end on the built-in tasks: pretrain a base (or reuse one), train
+/// SFT, DPO and L1-sparse SFT from it in parallel, the sequential SFT → DPO
+/// baseline, merge through a `DemoMerger`, and evaluate every model.
+public struct PAFTDemo: Sendable {
+    /// Folder that receives every model (`base`, `sft`, `sft-l1`, `dpo`, `sft-dpo`, merges).
+    public var folder: String
+    public var config: LlamaConfig = .demo
+    public var suite: TaskSuite = .builtIn()
+    public var pretrain = TrainingRun.defaultOptions(for: .pretrain)
+    public var sft = TrainingRun.defaultOptions(for: .sft)
+    public var dpo = TrainingRun.defaultOptions(for: .dpo)
+    /// L1 weight of the sparse SFT run.
+    public var l1: Double = 0.1
+    /// Density for the TIES and DARE-TIES merges.
+    public var density: Double = 0.5
+
+    public init(folder: String) { self.folder = folder }
+
+    /// The merges the demo performs, in table order.
+    public func mergeRequests() -> [DemoMergeRequest] {
+        var requests: [DemoMergeRequest] = []
+        for sftName in ["sft", "sft-l1"] {
+            for method in ["task_arithmetic", "ties", "dare_ties"] {
+                let name = "\(method)(\(sftName), dpo)"
+                requests.append(DemoMergeRequest(
+                    name: name, method: method, models: [path(sftName), path("dpo")], base: path("base"),
+                    weights: [1, 1], density: method == "task_arithmetic" ? 1 : density, seed: 0,
+                    output: path("merge-\(method)-\(sftName)")))
+            }
+        }
+        return requests
+    }
+
+    func path(_ name: String) -> String { folder + "/" + name }
+
+    /// Runs every stage; `progress` receives one line per event (from several threads at once).
+    public func run(merger: DemoMerger, progress: @escaping @Sendable (String) -> Void) throws -> DemoResult {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let base: LlamaModel
+        if let reused = try? ModelFolder.load(path("base")), reused.config == config {
+            progress("base: reusing \(path("base"))")
+            base = reused
+        } else {
+            base = LlamaModel.initialized(config: config, seed: pretrain.seed)
+            let data = try TrainingRun.builtInData(for: .pretrain, suite: suite, maxPositions: config.maxPositions)
+            try TrainingRun.train(base, task: .pretrain, data: data, options: pretrain, output: path("base"), overwrite: true) {
+                progress("pretrain step \($0.step)/\($0.steps) loss \(String(format: "%.4f", $0.loss))")
+            }
+        }
+
+        // The three fine-tunes from the base are independent: one thread each, one BLAS thread each.
+        var l1Options = sft
+        l1Options.l1 = l1
+        let jobs: [(name: String, task: TrainingTask, options: TrainingOptions)] =
+            [("sft", .sft, sft), ("dpo", .dpo, dpo), ("sft-l1", .sft, l1Options)]
+        let failures = FailureList()
+        let threads = BLAS.threads
+        BLAS.setThreads(1)
+        DispatchQueue.concurrentPerform(iterations: jobs.count) { i in
+            let job = jobs[i]
+            do {
+                try fineTune(from: path("base"), task: job.task, options: job.options, output: path(job.name)) {
+                    progress("\(job.name) step \($0.step)/\($0.steps) loss \(String(format: "%.4f", $0.loss))")
+                }
+            } catch {
+                failures.add(error)
+            }
+        }
+        BLAS.setThreads(threads)
+        if let first = failures.first { throw first }
+        try fineTune(from: path("sft"), task: .dpo, options: dpo, output: path("sft-dpo")) {
+            progress("sft→dpo step \($0.step)/\($0.steps) loss \(String(format: "%.4f", $0.loss))")
+        }
+
+        var rows: [(name: String, folder: String)] = [("base", path("base")), ("sft", path("sft")), ("sft-l1", path("sft-l1")),
+                                                        ("dpo", path("dpo")), ("sft→dpo (sequential)", path("sft-dpo"))]
+        for request in mergeRequests() {
+            progress("merging \(request.name)")
+            try merger.merge(request)
+            rows.append((request.name, request.output))
+        }
+        progress("delta statistics")
+        let deltaNames = ["sft", "sft-l1", "dpo"]
+        let statistics = try merger.deltaStatistics(models: deltaNames.map(path), names: deltaNames, base: path("base"))
+        var results: [DemoRow] = []
+        for row in rows {
+            progress("evaluating \(row.name)")
+            let model = try ModelFolder.load(row.folder)
+            results.append(DemoRow(name: row.name, report: Evaluator.evaluate(model, base: base, suite: suite, beta: dpo.beta)))
+        }
+        return DemoResult(rows: results, statistics: statistics)
+    }
+
+    private func fineTune(from start: String, task: TrainingTask, options: TrainingOptions, output: String,
+                          progress: (StepReport) -> Void) throws(TrainingError) {
+        let model = try ModelFolder.load(start)
+        let data = try TrainingRun.builtInData(for: task, suite: suite, maxPositions: model.config.maxPositions)
+        try TrainingRun.train(model, task: task, data: data, options: options, output: output, overwrite: true, progress: progress)
+    }
+}
+
+/// Errors collected from parallel jobs.
+private final class FailureList: @unchecked Sendable {
+    private let lock = NSLock()
+    private var errors: [any Error] = []
+
+    func add(_ error: any Error) {
+        lock.lock()
+        errors.append(error)
+        lock.unlock()
+    }
+
+    var first: (any Error)? {
+        lock.lock()
+        defer { lock.unlock() }
+        return errors.first
+    }
+}

@@ -1,0 +1,32 @@
+import Foundation
+import Testing
+import Training
+@testable import MergeTool
+
+struct DemoCommandTests {
+    @Test func engineMergerWritesTaskArithmeticOfTrainedFolders() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("claire-demo-merge-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let config = LlamaConfig(hiddenSize: 8, layerCount: 1, headCount: 2, keyValueHeadCount: 1, intermediateSize: 8,
+                                 maxPositions: 16)
+        var models: [LlamaModel] = []
+        for (i, name) in ["base", "a", "b"].enumerated() {
+            let model = LlamaModel.initialized(config: config, seed: UInt64(i))
+            try ModelFolder.save(model, to: folder + "/" + name)
+            models.append(model)
+        }
+        try EngineMerger().merge(DemoMergeRequest(
+            name: "ta", method: "task_arithmetic", models: [folder + "/a", folder + "/b"], base: folder + "/base",
+            weights: [1, 0.5], density: 1, seed: 0, output: folder + "/merged"))
+        let merged = try ModelFolder.load(folder + "/merged").parameterValues
+        let base = models[0].parameterValues, a = models[1].parameterValues, b = models[2].parameterValues
+        var largest: Float = 0
+        for i in merged.indices { largest = max(largest, abs(merged[i] - (base[i] + (a[i] - base[i]) + 0.5 * (b[i] - base[i])))) }
+        #expect(largest < 1e-6)
+        #expect(FileManager.default.fileExists(atPath: folder + "/merged/tokenizer.json"))
+        let statistics = try EngineMerger().deltaStatistics(models: [folder + "/a", folder + "/b"], names: ["first", "second"],
+                                                            base: folder + "/base")
+        #expect(statistics.contains("first vs second"))
+    }
+}

@@ -1,0 +1,51 @@
+import Foundation
+import Testing
+@testable import Training
+
+/// A merger for the pipeline test: plain task arithmetic θ₀ + Σ wᵢ(θᵢ − θ₀) whatever the
+/// method, and the count of unchanged weights per delta — enough to check the pipeline's wiring.
+struct TaskArithmeticMerger: DemoMerger {
+    func merge(_ request: DemoMergeRequest) throws {
+        let base = try ModelFolder.load(request.base)
+        var merged = base.parameterValues
+        let start = base.parameterValues
+        for (model, weight) in zip(request.models, request.weights) {
+            let values = try ModelFolder.load(model).parameterValues
+            for i in merged.indices { merged[i] += Float(weight) * (values[i] - start[i]) }
+        }
+        try ModelFolder.save(LlamaModel(config: base.config, parameters: merged), to: request.output, overwrite: true)
+    }
+
+    func deltaStatistics(models: [String], names: [String], base: String) throws -> String {
+        let start = try ModelFolder.load(base).parameterValues
+        var lines: [String] = []
+        for (model, name) in zip(models, names) {
+            let values = try ModelFolder.load(model).parameterValues
+            var unchanged = 0
+            for i in values.indices where values[i] == start[i] { unchanged += 1 }
+            lines.append("\(name): \(unchanged) of \(values.count) unchanged")
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+struct PAFTDemoTests {
+    @Test func pipelineTrainsMergesAndTabulatesEveryModel() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("claire-demo-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var demo = PAFTDemo(folder: folder)
+        demo.config = TrainerTests.config
+        demo.suite = TaskSuite.builtIn(trainDocuments: 100, heldOut: 4)
+        for keyPath in [\PAFTDemo.pretrain, \PAFTDemo.sft, \PAFTDemo.dpo] {
+            demo[keyPath: keyPath].steps = 3
+            demo[keyPath: keyPath].batchSize = 4
+        }
+        demo.l1 = 1
+        let result = try demo.run(merger: TaskArithmeticMerger()) { _ in }
+        #expect(result.rows.map(\.name) == ["base", "sft", "sft-l1", "dpo", "sft→dpo (sequential)"] + demo.mergeRequests().map(\.name))
+        #expect(result.rows.count == 11)
+        #expect(result.markdownTable.split(separator: "\n").count == 13)
+        #expect(result.statistics.contains("sft-l1: "))
+        #expect(result.rows[0].report.rewardMargin == 0)
+    }
+}
