@@ -40,12 +40,14 @@ public final class OutputPath: @unchecked Sendable {
         let prefix = "." + url.lastPathComponent + ".partial-"
         OutputPath.removeAbandoned(in: parent, prefix: prefix)
         temporary = parent + "/" + prefix + "\(getpid())-" + token
+        // Registered before it exists, so a signal arriving in between still removes it.
+        PendingOutputs.shared.add(temporary)
         if isDirectory {
             guard mkdir(temporary, 0o755) == 0 else {
+                PendingOutputs.shared.remove(temporary)
                 throw .io(file: dest, problem: "cannot create \(temporary): \(String(cString: strerror(errno)))")
             }
         }
-        PendingOutputs.shared.add(temporary)
     }
 
     deinit { abort() }
@@ -175,6 +177,14 @@ final class PendingOutputs: @unchecked Sendable {
         let pending = paths
         paths.removeAll()
         lock.unlock()
-        for path in pending { try? FileManager.default.removeItem(atPath: path) }
+        // Writer threads keep running while the handler works, so a folder can gain a
+        // file between being emptied and removed: try again until it is gone.
+        for path in pending {
+            for _ in 0..<100 {
+                try? FileManager.default.removeItem(atPath: path)
+                var info = stat()
+                if lstat(path, &info) != 0 { break }
+            }
+        }
     }
 }
