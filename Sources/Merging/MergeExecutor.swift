@@ -193,8 +193,7 @@ public final class MergeExecutor: @unchecked Sendable {
                         into buffer: UnsafeMutableBufferPointer<Float>) throws
     {
         let file = merge.checkpoints[checkpoint]
-        let size = tensor.dtype.blockBytes
-        let bytes = UnsafeRawBufferPointer(rebasing: file.data(of: tensor)[(range.lowerBound * size)..<(range.upperBound * size)])
+        let bytes = UnsafeRawBufferPointer(rebasing: file.data(of: tensor)[MergeExecutor.byteRange(range, of: tensor.dtype)])
         do {
             try ElementCodec.decode(tensor.dtype, from: bytes, into: UnsafeMutableBufferPointer(rebasing: buffer[0..<range.count]))
         } catch {
@@ -224,8 +223,7 @@ public final class MergeExecutor: @unchecked Sendable {
 
     /// Encodes `s.out` into the output bytes of `range` and releases the inputs' pages of the chunk.
     private func store(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch, into bytes: UnsafeMutableRawBufferPointer) throws {
-        let size = job.outputDType.blockBytes
-        let target = UnsafeMutableRawBufferPointer(rebasing: bytes[(range.lowerBound * size)..<(range.upperBound * size)])
+        let target = UnsafeMutableRawBufferPointer(rebasing: bytes[MergeExecutor.byteRange(range, of: job.outputDType)])
         do {
             try ElementCodec.encode(job.outputDType, from: UnsafeBufferPointer(rebasing: s.out[0..<range.count]), into: target)
         } catch {
@@ -237,8 +235,16 @@ public final class MergeExecutor: @unchecked Sendable {
 
     private func release(_ tensor: TensorEntry, in checkpoint: Int, _ range: Range<Int>) {
         let file = merge.checkpoints[checkpoint]
-        let size = tensor.dtype.blockBytes
-        file.files[tensor.fileIndex].release((tensor.offset + range.lowerBound * size)..<(tensor.offset + range.upperBound * size))
+        let bytes = MergeExecutor.byteRange(range, of: tensor.dtype)
+        file.files[tensor.fileIndex].release((tensor.offset + bytes.lowerBound)..<(tensor.offset + bytes.upperBound))
+    }
+
+    /// The bytes holding elements `range` of a tensor of `dtype`. Chunks start and end on
+    /// whole blocks (chunk sizes and GGUF rows are multiples of every block size), so
+    /// quantized tensors slice exactly.
+    static func byteRange(_ range: Range<Int>, of dtype: DType) -> Range<Int> {
+        let elements = dtype.blockElements, bytes = dtype.blockBytes
+        return (range.lowerBound / elements * bytes)..<((range.upperBound + elements - 1) / elements * bytes)
     }
 
     // MARK: Methods

@@ -57,6 +57,7 @@ public final class PreparedMerge: Sendable {
         var problems: [String] = []
         var warnings: [String] = []
         var jobs: [MergeJob] = []
+        var quantizedBase = 0
         let method = plan.method
         let usesBaseValues = method != .linear
         for entry in template.tensors {
@@ -67,7 +68,11 @@ public final class PreparedMerge: Sendable {
                 continue
             }
             var outputDType = plan.outputDType ?? entry.dtype
-            if !outputDType.isEncodable {
+            if outputDType.isQuantized {
+                // Block-quantized (GGUF) base tensors have no safetensors type.
+                quantizedBase += 1
+                outputDType = .bf16
+            } else if !outputDType.isEncodable {
                 warnings.append("tensor '\(entry.name)' is \(entry.dtype), which cannot be written; writing F32")
                 outputDType = .f32
             }
@@ -106,6 +111,7 @@ public final class PreparedMerge: Sendable {
                                 layerCount: layerCount))
             }
         }
+        if quantizedBase > 0 { warnings.append("\(quantizedBase) quantized base tensors are written as BF16 (choose another type with --dtype)") }
         let baseOnly = jobs.filter { $0.kind == .convert }.count
         if baseOnly > 0 { warnings.append("\(baseOnly) tensors only in the base are copied from it") }
         for (m, model) in contributing.enumerated() {

@@ -199,3 +199,24 @@ func massiveTiesSplitAcrossChunksMatchTheInMemorySparsifier(method: MergeMethod)
                                 stream: CounterRandom(seed: 0, tensor: "w", model: 0))
     #expect(out.values("w") == expected)
 }
+
+@Test func quantizedGGUFInputsAreDecodedChunkByChunk() throws {
+    let conversion = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("fixtures/conversion").path
+    let base = conversion + "/llamacpp-f32.gguf", quantized = conversion + "/llamacpp-q8_0.gguf"
+    // Task arithmetic with weight 1 gives the tuned model back: here, Q8_0 decoded.
+    let out = try runMerge(MergePlan(method: .taskArithmetic, base: base, models: [ModelSpec(path: quantized)]))
+    let reference = try Checkpoint.open(quantized)
+    var checked = 0
+    for entry in reference.tensors where entry.dtype == .q8_0 {
+        let expected = try reference.decode(entry)
+        let merged = out.values(entry.name)
+        #expect(merged.count == expected.count)
+        for i in 0..<min(merged.count, expected.count) where abs(merged[i] - expected[i]) > 1e-6 * max(1, abs(expected[i])) {
+            Issue.record("\(entry.name)[\(i)]: \(merged[i]) vs \(expected[i])")
+            break
+        }
+        checked += 1
+    }
+    #expect(checked == 16)
+}
