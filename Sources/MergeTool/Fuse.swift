@@ -90,6 +90,9 @@ extension MergeTool {
         @Flag(help: "Replace an existing output folder.")
         var force = false
 
+        @Flag(help: "Stop with an error when an input tensor holds NaN or infinite values (default: a warning per tensor).")
+        var strict = false
+
         @OptionGroup var input: InputOptions
 
         func validate() throws {
@@ -131,9 +134,11 @@ extension MergeTool {
                 if FileManager.default.fileExists(atPath: output) && !force {
                     throw CheckpointError.io(file: output, problem: "already exists (use --force to replace it)")
                 }
-                let url = URL(fileURLWithPath: output).standardizedFileURL
-                let staging = url.deletingLastPathComponent().path + "/." + url.lastPathComponent + ".fuse-\(getpid())"
-                defer { try? FileManager.default.removeItem(atPath: staging) }
+                // The staging folder is a temporary of the output itself, so an interrupt
+                // removes it and a later run sweeps it up after a kill.
+                let stagingArea = try OutputPath(destination: output, isDirectory: true, overwrite: true)
+                defer { stagingArea.abort() }
+                let staging = stagingArea.temporaryPath(for: "merged")
                 try writeFolder(prepared, recipe: recipe, to: staging, overwrite: true)
                 let report = try FormatConversion.hfToGGUF(folder: staging, output: output, type: Convert.ggufTypes[type.lowercased()]!,
                                                            overwrite: force, workers: threads)
@@ -149,8 +154,13 @@ extension MergeTool {
                                             maxShardSize: parseByteSize(maxShardSize)!, overwrite: overwrite)
             do {
                 let progress = ProgressLine(label: "fuse")
-                try MergeExecutor(prepared, threads: threads).run(into: writer) { progress.update($0) }
+                let executor = MergeExecutor(prepared, threads: threads)
+                executor.strict = strict
+                try executor.run(into: writer) { progress.update($0) }
                 progress.finish()
+                for tensor in executor.nonFiniteInputs {
+                    printError("warning: input tensor \(tensor) holds NaN or infinite values (--strict makes this an error)")
+                }
                 try copySideFiles(prepared, into: writer)
                 try writer.writeFile(name: ModelCard.recipeFileName, contents: Array(recipe.utf8))
                 try writer.writeFile(name: "README.md", contents: Array(ModelCard.text(for: prepared.plan, recipe: recipe).utf8))

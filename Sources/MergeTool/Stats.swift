@@ -45,6 +45,8 @@ extension MergeTool {
         @Option(help: ArgumentHelp("Comma-separated display names, one per fine-tuned checkpoint.", valueName: "list"))
         var names: String?
 
+        @OptionGroup var inputOptions: InputOptions
+
         func validate() throws {
             guard !tuned.isEmpty else { throw ValidationError("Give at least one fine-tuned checkpoint.") }
             guard density > 0 && density <= 1 else { throw ValidationError("--density must lie in (0, 1], got \(density).") }
@@ -81,6 +83,7 @@ extension MergeTool {
             options.density = density
             let labels = try displayNames()
             OutputPath.installInterruptCleanup()
+            inputOptions.apply()
             try reportingErrors {
                 let baseCheckpoint = try Checkpoint.open(base)
                 var checkpoints: [Checkpoint] = []

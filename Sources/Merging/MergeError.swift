@@ -14,6 +14,8 @@ public enum MergeError: Error, Equatable, CustomStringConvertible {
     case incompatibleInputs(base: String, problems: [String])
     /// A checkpoint could not be read or written.
     case checkpoint(CheckpointError)
+    /// An input tensor holds NaN or infinite values and `--strict` was given.
+    case nonFiniteInput(file: String, tensor: String)
 
     /// How many problems an error message lists before summarizing the rest.
     static let listedProblems = 8
@@ -35,6 +37,8 @@ public enum MergeError: Error, Equatable, CustomStringConvertible {
             let count = problems.count == 1 ? "1 problem" : "\(problems.count) problems"
             return "\(base): inputs do not fit the base (\(count)): \(shown)"
         case .checkpoint(let error): return error.description
+        case .nonFiniteInput(let file, let tensor):
+            return "\(file): tensor '\(tensor)' holds NaN or infinite values (--strict)"
         }
     }
 }

@@ -33,6 +33,14 @@ public final class MergeExecutor: @unchecked Sendable {
     private var globalWindows: [MagnitudeWindow?] = []
     /// Per model, boundary-key entries met so far in earlier tensors (global trim ties).
     private var globalTiesSeen: [(lower: Int, upper: Int)] = []
+    /// Input tensors found holding NaN or infinite values.
+    private let nonFinite = NonFiniteInputs()
+    /// When true, the first NaN or infinite input value stops the merge with an error.
+    public var strict = false
+
+    /// The input tensors that held NaN or infinite values, as "tensor in file",
+    /// sorted (complete after `run`).
+    public var nonFiniteInputs: [String] { nonFinite.names }
 
     /// Prepares buffers for `merge` on `threads` workers (at least 1).
     public init(_ merge: PreparedMerge, threads: Int) {
@@ -194,11 +202,23 @@ public final class MergeExecutor: @unchecked Sendable {
     {
         let file = merge.checkpoints[checkpoint]
         let bytes = UnsafeRawBufferPointer(rebasing: file.data(of: tensor)[MergeExecutor.byteRange(range, of: tensor.dtype)])
+        let values = UnsafeMutableBufferPointer(rebasing: buffer[0..<range.count])
         do {
-            try ElementCodec.decode(tensor.dtype, from: bytes, into: UnsafeMutableBufferPointer(rebasing: buffer[0..<range.count]))
+            try ElementCodec.decode(tensor.dtype, from: bytes, into: values)
         } catch {
             throw MergeError.checkpoint(.codec(file: file.path, tensor: tensor.name, problem: error))
         }
+        if !MergeExecutor.allFinite(UnsafeBufferPointer(values)) {
+            if strict { throw MergeError.nonFiniteInput(file: file.path, tensor: tensor.name) }
+            nonFinite.record("'\(tensor.name)' in \(file.path)")
+        }
+    }
+
+    /// True when no value is NaN or infinite (the exponent field is never all ones).
+    static func allFinite(_ values: UnsafeBufferPointer<Float>) -> Bool {
+        var special: UInt32 = 0
+        for v in values { special |= (v.bitPattern & 0x7f80_0000) == 0x7f80_0000 ? 1 : 0 }
+        return special == 0
     }
 
     private func decodeBase(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch) throws {

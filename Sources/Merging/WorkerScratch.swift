@@ -73,3 +73,15 @@ struct UncheckedSendable<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }
 }
+
+/// Names of input tensors holding NaN or infinite values, gathered from workers.
+final class NonFiniteInputs: @unchecked Sendable {
+    private let lock = NSLock()
+    private var found = Set<String>()
+
+    func record(_ name: String) {
+        _ = lock.withLock { found.insert(name) }
+    }
+
+    var names: [String] { lock.withLock { found.sorted() } }
+}
