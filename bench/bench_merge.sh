@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
 done
 out="${out:-$work/out}"
 mkdir -p "$work" "$out"
-make_models=/work/shared/bench/make_models.py
+make_models="${MAKE_MODELS:-$root/../shared/bench/make_models.py}"
 [ -d "$work/models/base" ] || python3 "$make_models" "$work/models" >/dev/null
 (cd "$root" && swift build -c release --product merge-tool >/dev/null)
 tool="$root/.build/release/merge-tool"

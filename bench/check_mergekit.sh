@@ -15,7 +15,7 @@ mergekit="${MERGEKIT:-$(command -v mergekit-yaml || true)}"
 tool="$root/.build/release/merge-tool"
 [ -x "$tool" ] || (cd "$root" && swift build -c release --product merge-tool >/dev/null)
 mkdir -p "$work"
-[ -d "$work/models/base" ] || python3 /work/shared/bench/make_models.py "$work/models" \
+[ -d "$work/models/base" ] || python3 "${MAKE_MODELS:-$root/../shared/bench/make_models.py}" "$work/models" \
     --hidden 128 --layers 3 --vocab 512 --inter 256 --dtype f32 >/dev/null
 m="$work/models"
 recipe() {  # method, parameters block, model parameters
