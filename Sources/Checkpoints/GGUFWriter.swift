@@ -22,10 +22,7 @@ public final class GGUFWriter: @unchecked Sendable {
     public let metadata: [MetadataEntry]
     /// Alignment of the data section and of every tensor.
     public let alignment: Int
-    private let slots: [String: (offset: Int, count: Int)]
-    private var fd: Int32
-    private let lock = NSLock()
-    private var written = Set<String>()
+    private let file: PlannedFile
 
     /// Plans the file, creates its temporary and writes everything but the tensor data.
     ///
@@ -70,63 +67,31 @@ public final class GGUFWriter: @unchecked Sendable {
 
         var header = Self.encodeHeader(metadata: complete, tensors: tensors, alignment: alignment)
         header.append(contentsOf: repeatElement(0, count: Self.padding(header.count, alignment)))
-        var slots: [String: (offset: Int, count: Int)] = [:]
+        var slots: [(name: String, offset: Int, count: Int)] = []
         var offset = header.count
         for t in tensors {
-            slots[t.name] = (offset, t.byteCount)
+            slots.append((t.name, offset, t.byteCount))
             offset += t.byteCount + Self.padding(t.byteCount, alignment)
         }
-        self.slots = slots
-
         output = try OutputPath(destination: path, isDirectory: false, overwrite: overwrite)
-        fd = open(output.temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw .io(file: path, problem: "cannot create \(output.temporary): \(String(cString: strerror(errno)))")
-        }
         // Sizing the file first makes every padding byte a zero without writing it.
-        guard ftruncate(fd, off_t(offset)) == 0 else {
-            throw .io(file: path, problem: "cannot size the output: \(String(cString: strerror(errno)))")
-        }
-        let result = header.withUnsafeBytes { buffer in Result { () throws(CheckpointError) in try writeFully(buffer, at: 0) } }
-        try result.get()
-        for t in tensors where t.byteCount == 0 { written.insert(t.name) }
-    }
-
-    deinit {
-        if fd >= 0 { close(fd) }
+        file = try PlannedFile(creating: output.temporary, displayPath: path, header: header, slots: slots, size: offset)
     }
 
     /// Writes the stored bytes of tensor `name`; thread-safe, any order, once per tensor.
     public func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
-        guard let slot = slots[name] else { throw .io(file: output.destination, problem: "tensor '\(name)' is not in the plan") }
-        guard bytes.count == slot.count else {
-            throw .io(file: output.destination, problem: "tensor '\(name)': \(bytes.count) bytes given, \(slot.count) planned")
-        }
-        lock.lock()
-        let fresh = written.insert(name).inserted
-        lock.unlock()
-        guard fresh || slot.count == 0 else { throw .io(file: output.destination, problem: "tensor '\(name)' written twice") }
-        try writeFully(bytes, at: slot.offset)
+        try file.write(name, bytes: bytes)
     }
 
     /// Checks every tensor was written, then flushes the file and renames it into place.
     public func finish() throws(CheckpointError) {
-        lock.lock()
-        let missing = tensors.first { !written.contains($0.name) }
-        lock.unlock()
-        if let missing { throw .io(file: output.destination, problem: "tensor '\(missing.name)' was never written") }
-        guard close(fd) == 0 else {
-            fd = -1
-            throw .io(file: output.destination, problem: "cannot close: \(String(cString: strerror(errno)))")
-        }
-        fd = -1
+        try file.finish()
         try output.commit()
     }
 
     /// Removes the temporary file.
     public func abort() {
-        if fd >= 0 { close(fd) }
-        fd = -1
+        file.discard()
         output.abort()
     }
 
@@ -263,18 +228,6 @@ public final class GGUFWriter: @unchecked Sendable {
                 integer(UInt64(a.values.count))
                 for element in a.values { value(element) }
             }
-        }
-    }
-
-    private func writeFully(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
-        var done = 0
-        while done < buffer.count {
-            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .io(file: output.destination, problem: "write failed: \(String(cString: strerror(errno)))")
-            }
-            done += n
         }
     }
 }

@@ -29,11 +29,7 @@ public final class SafetensorsFileWriter: @unchecked Sendable {
     public let path: String
     /// Tensors in file order.
     public let tensors: [TensorSpec]
-    private let slots: [String: (offset: Int, count: Int)]
-    private let fileSize: Int
-    private var fd: Int32
-    private let lock = NSLock()
-    private var written = Set<String>()
+    private let file: PlannedFile
 
     /// The file order the reference writer uses: dtype rank descending, then name (bytewise).
     public static func fileOrder(_ tensors: [TensorSpec]) -> [TensorSpec] {
@@ -81,59 +77,23 @@ public final class SafetensorsFileWriter: @unchecked Sendable {
         let ordered = Self.fileOrder(tensors)
         self.tensors = ordered
         let header = Self.header(for: ordered, metadata: metadata)
-        var slots: [String: (offset: Int, count: Int)] = [:]
+        var slots: [(name: String, offset: Int, count: Int)] = []
         var offset = header.count
         for t in ordered {
-            slots[t.name] = (offset, t.byteCount)
+            slots.append((t.name, offset, t.byteCount))
             offset += t.byteCount
         }
-        self.slots = slots
-        self.fileSize = offset
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .io(file: path, problem: "cannot create: \(String(cString: strerror(errno)))") }
-        let failure = header.withUnsafeBytes { buffer in Result { () throws(CheckpointError) in try writeFully(buffer, at: 0) } }
-        try failure.get()
-        for t in ordered where t.byteCount == 0 { written.insert(t.name) }
-    }
-
-    deinit {
-        if fd >= 0 { close(fd) }
+        file = try PlannedFile(creating: path, displayPath: path, header: header, slots: slots, size: offset)
     }
 
     /// Writes the bytes of tensor `name`; thread-safe, any order, once per tensor.
     public func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
-        guard let slot = slots[name] else { throw .io(file: path, problem: "tensor '\(name)' is not in the plan") }
-        guard bytes.count == slot.count else {
-            throw .io(file: path, problem: "tensor '\(name)': \(bytes.count) bytes given, \(slot.count) planned")
-        }
-        lock.lock()
-        let fresh = written.insert(name).inserted
-        lock.unlock()
-        guard fresh || slot.count == 0 else { throw .io(file: path, problem: "tensor '\(name)' written twice") }
-        try writeFully(bytes, at: slot.offset)
+        try file.write(name, bytes: bytes)
     }
 
     /// Checks every tensor was written, flushes and closes the file.
     public func finish() throws(CheckpointError) {
-        lock.lock()
-        let missing = tensors.first { !written.contains($0.name) }
-        lock.unlock()
-        if let missing { throw .io(file: path, problem: "tensor '\(missing.name)' was never written") }
-        guard fsync(fd) == 0 else { throw .io(file: path, problem: "cannot flush: \(String(cString: strerror(errno)))") }
-        close(fd)
-        fd = -1
-    }
-
-    private func writeFully(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
-        var done = 0
-        while done < buffer.count {
-            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .io(file: path, problem: "write failed: \(String(cString: strerror(errno)))")
-            }
-            done += n
-        }
+        try file.finish()
     }
 }
 
