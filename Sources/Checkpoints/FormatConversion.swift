@@ -14,6 +14,14 @@ public enum FormatConversion {
         public var warnings: [String]
     }
 
+    /// One tensor to convert: where it comes from, what it becomes, and the head
+    /// count of its Q/K row permutation (nil: rows stay in place).
+    struct Job: Sendable {
+        let source: TensorEntry
+        let spec: TensorSpec
+        let heads: Int?
+    }
+
     // MARK: HF folder → GGUF
 
     /// The GGUF type a tensor gets when `type` is asked for, following llama.cpp's
@@ -40,7 +48,6 @@ public enum FormatConversion {
         let tokenizer = try GGUFTokenizer.read(folder: folder, vocabSize: hp.vocabSize)
         if tokenizer == nil { warnings.append("\(folder): no tokenizer.json; the GGUF file has no tokenizer keys") }
 
-        struct Job: Sendable { let source: TensorEntry; let spec: TensorSpec; let heads: Int? }
         var jobs: [Job] = []
         for t in checkpoint.tensors where !LlamaFamily.isDerived(hfName: t.name) {
             guard let name = LlamaFamily.ggufName(forHF: t.name) else {
@@ -49,15 +56,7 @@ public enum FormatConversion {
             guard t.dtype.isDecodable else {
                 throw .conversion(file: checkpoint.files[t.fileIndex].path, problem: .unsupportedType(t.dtype.rawValue))
             }
-            var heads: Int?
-            if hp.architecture.permutesQK, let projection = LlamaFamily.projection(ofHF: t.name) {
-                let h = projection == .query ? hp.headCount : hp.kvHeads
-                guard let rows = t.shape.first, rows % (2 * h) == 0 else {
-                    throw .conversion(file: checkpoint.files[t.fileIndex].path,
-                                      problem: .tensorShape(tensor: t.name, problem: "\(t.shape.first ?? 0) rows do not split into \(h) heads of pairs"))
-                }
-                heads = h
-            }
+            let heads = try permutationHeads(hfName: t.name, shape: t.shape, hp, file: checkpoint.files[t.fileIndex].path)
             jobs.append(Job(source: t, spec: TensorSpec(name: name, dtype: ggufType(for: name, shape: t.shape, requested: type), shape: t.shape),
                             heads: heads))
         }
@@ -77,32 +76,16 @@ public enum FormatConversion {
 
         let writer = try GGUFWriter(path: output, tensors: jobs.map(\.spec), metadata: metadata,
                                     fileType: GGUFWriter.llamaFileType(type), overwrite: overwrite)
-        let plan = jobs
-        let total = jobs.count
         do {
-            try TensorPipeline.run(count: total, workers: workers, progress: { progress($0, total) }) { (i, scratch) throws(CheckpointError) in
-                let job = plan[i]
-                try transform(job.source, of: checkpoint, scratch: scratch) { values, columns in
-                    if let heads = job.heads {
-                        TensorPipeline.Scratch.fit(&scratch.moreFloats, values.count)
-                        scratch.moreFloats.withUnsafeMutableBufferPointer { out in
-                            LlamaFamily.permuteRows(UnsafeBufferPointer(values), into: out, rows: values.count / columns,
-                                                    columns: columns, heads: heads, toGGUF: true)
-                            _ = values.update(fromContentsOf: out)
-                        }
-                    }
-                }
-                try encodeAndWrite(scratch.floats, as: job.spec, scratch: scratch, file: output) { bytes throws(CheckpointError) in
-                    try writer.write(job.spec.name, bytes: bytes)
-                }
-                checkpoint.release(job.source)
+            try run(jobs, from: checkpoint, toGGUF: true, workers: workers, progress: progress, output: output) {
+                (name, bytes) throws(CheckpointError) in try writer.write(name, bytes: bytes)
             }
             try writer.finish()
         } catch {
             writer.abort()
             throw error
         }
-        return Report(tensors: total, bytesWritten: jobs.reduce(0) { $0 + $1.spec.byteCount }, warnings: warnings)
+        return Report(tensors: jobs.count, bytesWritten: jobs.reduce(0) { $0 + $1.spec.byteCount }, warnings: warnings)
     }
 
     // MARK: GGUF → HF folder
@@ -129,43 +112,20 @@ public enum FormatConversion {
         var warnings: [String] = []
         if tokenizer == nil { warnings.append("\(input): no tokenizer in the GGUF metadata; the folder has no tokenizer files") }
 
-        struct Job: Sendable { let source: TensorEntry; let spec: TensorSpec; let heads: Int? }
         var jobs: [Job] = []
         for t in checkpoint.tensors {
             guard let name = LlamaFamily.hfName(forGGUF: t.name) else {
                 throw .conversion(file: input, problem: .unexpectedTensor(t.name))
             }
             guard t.dtype.isDecodable else { throw .conversion(file: input, problem: .unsupportedType(t.dtype.rawValue)) }
-            var heads: Int?
-            if hp.architecture.permutesQK, let projection = LlamaFamily.projection(ofHF: name) {
-                let h = projection == .query ? hp.headCount : hp.kvHeads
-                guard let rows = t.shape.first, rows % (2 * h) == 0 else {
-                    throw .conversion(file: input, problem: .tensorShape(tensor: t.name, problem: "rows do not split into \(h) heads of pairs"))
-                }
-                heads = h
-            }
+            let heads = try permutationHeads(hfName: name, shape: t.shape, hp, file: input)
             jobs.append(Job(source: t, spec: TensorSpec(name: name, dtype: dtype, shape: t.shape), heads: heads))
         }
 
         let writer = try HFFolderWriter(folder: output, tensors: jobs.map(\.spec), maxShardSize: maxShardSize, overwrite: overwrite)
-        let plan = jobs
-        let total = jobs.count
         do {
-            try TensorPipeline.run(count: total, workers: workers, progress: { progress($0, total) }) { (i, scratch) throws(CheckpointError) in
-                let job = plan[i]
-                try transform(job.source, of: checkpoint, scratch: scratch) { values, columns in
-                    if let heads = job.heads {
-                        TensorPipeline.Scratch.fit(&scratch.moreFloats, values.count)
-                        scratch.moreFloats.withUnsafeMutableBufferPointer { out in
-                            LlamaFamily.permuteRows(UnsafeBufferPointer(values), into: out, rows: values.count / columns,
-                                                    columns: columns, heads: heads, toGGUF: false)
-                            _ = values.update(fromContentsOf: out)
-                        }
-                    }
-                }
-                try encodeAndWrite(scratch.floats, as: job.spec, scratch: scratch, file: output) { bytes throws(CheckpointError) in
-                    try writer.write(job.spec.name, bytes: bytes)
-                }
+            try run(jobs, from: checkpoint, toGGUF: false, workers: workers, progress: progress, output: output) {
+                (name, bytes) throws(CheckpointError) in try writer.write(name, bytes: bytes)
             }
             try writer.writeFile(name: "config.json", contents: Array((hp.configJSON(dtype: dtype).prettyText + "\n").utf8))
             var generation: [(key: String, value: JSONValue)] = []
@@ -182,7 +142,7 @@ public enum FormatConversion {
             writer.abort()
             throw error
         }
-        return Report(tensors: total, bytesWritten: jobs.reduce(0) { $0 + $1.spec.byteCount }, warnings: warnings)
+        return Report(tensors: jobs.count, bytesWritten: jobs.reduce(0) { $0 + $1.spec.byteCount }, warnings: warnings)
     }
 
     // MARK: safetensors → safetensors
@@ -275,6 +235,42 @@ public enum FormatConversion {
     }
 
     // MARK: Shared steps
+
+    /// The head count for permuting an HF Q or K tensor's rows, or nil when the
+    /// tensor is not one or the architecture keeps HF's order.
+    static func permutationHeads(hfName: String, shape: [Int], _ hp: LlamaHyperparameters, file: String) throws(CheckpointError) -> Int? {
+        guard hp.architecture.permutesQK, let projection = LlamaFamily.projection(ofHF: hfName) else { return nil }
+        let heads = projection == .query ? hp.headCount : hp.kvHeads
+        guard let rows = shape.first, rows % (2 * heads) == 0 else {
+            throw .conversion(file: file, problem: .tensorShape(tensor: hfName, problem: "\(shape.first ?? 0) rows do not split into \(heads) heads of pairs"))
+        }
+        return heads
+    }
+
+    /// Streams `jobs`: decode, permute Q/K rows (towards GGUF's layout or back),
+    /// encode, hand the bytes to `write`, release the input pages.
+    static func run(_ jobs: [Job], from checkpoint: Checkpoint, toGGUF: Bool, workers: Int, progress: @escaping Progress,
+                    output: String, write: @escaping @Sendable (String, UnsafeRawBufferPointer) throws(CheckpointError) -> Void)
+        throws(CheckpointError)
+    {
+        let total = jobs.count
+        try TensorPipeline.run(count: total, workers: workers, progress: { progress($0, total) }) { (i, scratch) throws(CheckpointError) in
+            let job = jobs[i]
+            try transform(job.source, of: checkpoint, scratch: scratch) { values, columns in
+                guard let heads = job.heads else { return }
+                TensorPipeline.Scratch.fit(&scratch.moreFloats, values.count)
+                scratch.moreFloats.withUnsafeMutableBufferPointer { out in
+                    LlamaFamily.permuteRows(UnsafeBufferPointer(values), into: out, rows: values.count / columns,
+                                            columns: columns, heads: heads, toGGUF: toGGUF)
+                    _ = values.update(fromContentsOf: out)
+                }
+            }
+            try encodeAndWrite(scratch.floats, as: job.spec, scratch: scratch, file: output) { bytes throws(CheckpointError) in
+                try write(job.spec.name, bytes)
+            }
+            checkpoint.release(job.source)
+        }
+    }
 
     /// Decodes `tensor` into `scratch.floats` and lets `adjust` rewrite the values
     /// in place (given the row length).
