@@ -37,14 +37,9 @@ extension MergeTool {
         @Option(help: "Safetensors dtype for floating-point tensors: bf16, f16, f32 (GGUF input default: bf16).")
         var dtype: String?
 
-        @Option(help: "Largest safetensors shard, e.g. 5GB, 500MB, 2GiB.")
-        var maxShardSize: String = "5GB"
+        @OptionGroup var shards: ShardOptions
 
-        @Option(help: "Worker threads (default: one per core).")
-        var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-
-        @Flag(help: "Replace an existing output.")
-        var force = false
+        @OptionGroup var work: WorkOptions
 
         @OptionGroup var inputOptions: InputOptions
 
@@ -61,10 +56,6 @@ extension MergeTool {
             if let dtype, Self.safetensorsTypes[dtype.lowercased()] == nil {
                 throw ValidationError("unknown --dtype '\(dtype)'; choose bf16, f16 or f32")
             }
-            guard parseByteSize(maxShardSize) != nil else {
-                throw ValidationError("--max-shard-size '\(maxShardSize)' is not a size such as 5GB or 500MB")
-            }
-            guard threads > 0 else { throw ValidationError("--threads must be at least 1") }
         }
 
         func run() throws {
@@ -72,7 +63,7 @@ extension MergeTool {
             inputOptions.apply()
             try reportingErrors {
                 try refuseOverwritingInput(output: output, inputs: [input])
-                let shardSize = parseByteSize(maxShardSize)!
+                let shardSize = shards.bytes
                 let storedType = dtype.map { Self.safetensorsTypes[$0.lowercased()]! }
                 let progress = ProgressLine(label: "converting")
                 let update: FormatConversion.Progress = { done, total in progress.update(done: done, total: total) }
@@ -81,14 +72,14 @@ extension MergeTool {
                 if output.hasSuffix(".gguf") {
                     guard !inputIsGGUF else { throw UsageProblem("GGUF to GGUF conversion is not supported; convert to a folder first") }
                     report = try FormatConversion.hfToGGUF(folder: input, output: output, type: Self.ggufTypes[type.lowercased()]!,
-                                                           overwrite: force, workers: threads, progress: update)
+                                                           overwrite: work.force, workers: work.threads, progress: update)
                 } else if inputIsGGUF {
                     report = try FormatConversion.ggufToHF(input: input, output: output, dtype: storedType ?? .bf16,
-                                                           maxShardSize: shardSize, overwrite: force, workers: threads,
+                                                           maxShardSize: shardSize, overwrite: work.force, workers: work.threads,
                                                            progress: update)
                 } else {
                     report = try FormatConversion.retype(input: input, output: output, dtype: storedType,
-                                                         maxShardSize: shardSize, overwrite: force, workers: threads,
+                                                         maxShardSize: shardSize, overwrite: work.force, workers: work.threads,
                                                          progress: update)
                 }
                 progress.finish()

@@ -45,17 +45,12 @@ extension MergeTool.Delta {
         @Option(name: [.short, .customLong("output")], help: "The .delta file to write.")
         var output: String
 
-        @Option(help: "Worker threads (default: one per core).")
-        var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-
-        @Flag(help: "Replace an existing output.")
-        var force = false
+        @OptionGroup var work: WorkOptions
 
         @OptionGroup var inputOptions: InputOptions
 
         func validate() throws {
             guard density > 0 && density <= 1 else { throw ValidationError("--density must be in (0, 1], got \(density)") }
-            guard threads > 0 else { throw ValidationError("--threads must be at least 1") }
         }
 
         func run() throws {
@@ -67,7 +62,7 @@ extension MergeTool.Delta {
                 let started = Date()
                 let summary = try DeltaExtraction.extract(
                     tuned: tuned, base: base, output: output, density: density, selection: method, seed: seed,
-                    overwrite: force, workers: threads, progress: { progress.update(done: $0, total: $1) })
+                    overwrite: work.force, workers: work.threads, progress: { progress.update(done: $0, total: $1) })
                 progress.finish()
                 let tunedBytes = try Checkpoint.open(tuned).tensorBytes
                 let fileSize = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? summary.bytes
@@ -96,22 +91,13 @@ extension MergeTool.Delta {
         @Option(name: [.short, .customLong("output")], help: "Output folder, or a file ending in .safetensors.")
         var output: String
 
-        @Option(help: "Largest safetensors shard, e.g. 5GB, 500MB.")
-        var maxShardSize: String = "5GB"
+        @OptionGroup var shards: ShardOptions
 
-        @Option(help: "Worker threads (default: one per core).")
-        var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-
-        @Flag(help: "Replace an existing output.")
-        var force = false
+        @OptionGroup var work: WorkOptions
 
         @OptionGroup var inputOptions: InputOptions
 
         func validate() throws {
-            guard parseByteSize(maxShardSize) != nil else {
-                throw ValidationError("--max-shard-size '\(maxShardSize)' is not a size such as 5GB or 500MB")
-            }
-            guard threads > 0 else { throw ValidationError("--threads must be at least 1") }
         }
 
         func run() throws {
@@ -121,8 +107,8 @@ extension MergeTool.Delta {
                 try refuseOverwritingInput(output: output, inputs: [delta, base])
                 let progress = ProgressLine(label: "applying")
                 let count = try DeltaExtraction.apply(
-                    delta: delta, base: base, output: output, overwrite: force, maxShardSize: parseByteSize(maxShardSize)!,
-                    workers: threads, progress: { progress.update(done: $0, total: $1) })
+                    delta: delta, base: base, output: output, overwrite: work.force, maxShardSize: shards.bytes,
+                    workers: work.threads, progress: { progress.update(done: $0, total: $1) })
                 progress.finish()
                 printOutput("wrote \(output): \(count) tensors")
             }

@@ -81,14 +81,9 @@ extension MergeTool {
         @Option(help: "GGUF tensor type with --format gguf: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k.")
         var type: String = "f16"
 
-        @Option(help: "Largest shard size, e.g. 2GB or 500MB.")
-        var maxShardSize: String = "5GB"
+        @OptionGroup var shards: ShardOptions
 
-        @Option(help: "Worker threads (default: all cores).")
-        var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-
-        @Flag(help: "Replace an existing output folder.")
-        var force = false
+        @OptionGroup var work: WorkOptions
 
         @Flag(help: "Stop with an error when an input tensor holds NaN or infinite values (default: a warning per tensor).")
         var strict = false
@@ -103,8 +98,6 @@ extension MergeTool {
             } else if models.isEmpty {
                 throw ValidationError("name the models to merge, or a recipe with --config")
             }
-            if parseByteSize(maxShardSize) == nil { throw ValidationError("--max-shard-size: '\(maxShardSize)' is not a size") }
-            if threads < 1 { throw ValidationError("--threads must be at least 1") }
             if let dtype, MergeRecipe.outputDType(named: dtype) == nil {
                 throw ValidationError("--dtype must be bf16, f16 or f32")
             }
@@ -126,12 +119,12 @@ extension MergeTool {
                 let prepared = try PreparedMerge.prepare(plan)
                 for warning in prepared.warnings { printError("warning: \(warning)") }
                 guard format == "gguf" else {
-                    try writeFolder(prepared, recipe: recipe, to: output, overwrite: force)
+                    try writeFolder(prepared, recipe: recipe, to: output, overwrite: work.force)
                     return
                 }
                 // GGUF: the merged folder is staged beside the output, then converted
                 // (names, Q/K row order, metadata and tokenizer from its config.json).
-                if FileManager.default.fileExists(atPath: output) && !force {
+                if FileManager.default.fileExists(atPath: output) && !work.force {
                     throw CheckpointError.io(file: output, problem: "already exists (use --force to replace it)")
                 }
                 // The staging folder is a temporary of the output itself, so an interrupt
@@ -141,7 +134,7 @@ extension MergeTool {
                 let staging = stagingArea.temporaryPath(for: "merged")
                 try writeFolder(prepared, recipe: recipe, to: staging, overwrite: true)
                 let report = try FormatConversion.hfToGGUF(folder: staging, output: output, type: Convert.ggufTypes[type.lowercased()]!,
-                                                           overwrite: force, workers: threads)
+                                                           overwrite: work.force, workers: work.threads)
                 for warning in report.warnings {
                     printError("warning: " + warning.replacingOccurrences(of: staging, with: prepared.template.path))
                 }
@@ -151,10 +144,10 @@ extension MergeTool {
         /// Merges into the model folder `folder`, with side files, card and recipe.
         private func writeFolder(_ prepared: PreparedMerge, recipe: String, to folder: String, overwrite: Bool) throws {
             let writer = try HFFolderWriter(folder: folder, tensors: prepared.outputTensors,
-                                            maxShardSize: parseByteSize(maxShardSize)!, overwrite: overwrite)
+                                            maxShardSize: shards.bytes, overwrite: overwrite)
             do {
                 let progress = ProgressLine(label: "fuse")
-                let executor = MergeExecutor(prepared, threads: threads)
+                let executor = MergeExecutor(prepared, threads: work.threads)
                 executor.strict = strict
                 try executor.run(into: writer) { progress.update($0) }
                 progress.finish()
