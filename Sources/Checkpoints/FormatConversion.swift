@@ -38,6 +38,10 @@ public enum FormatConversion {
                                 workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                                 progress: @escaping Progress = { _, _ in }) throws(CheckpointError) -> Report {
         guard type.isEncodable else { throw .conversion(file: output, problem: .unsupportedType(type.rawValue)) }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw .conversion(file: folder, problem: .needsModelFolder)
+        }
         let checkpoint = try HFFolder.open(folder, followSymlinks: Checkpoint.followsSymlinks)
         let configPath = folder + "/config.json"
         guard HFFolder.fileExists(configPath) else {

@@ -18,6 +18,9 @@ public enum HFFolder {
     /// folder are refused unless `followSymlinks` is set.
     public static func open(_ path: String, followSymlinks: Bool = false) throws(CheckpointError) -> Checkpoint {
         let folder = path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path
+        var info = stat()
+        guard stat(folder, &info) == 0 else { throw .io(file: path, problem: String(cString: strerror(errno))) }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else { throw .io(file: path, problem: "not a model folder") }
         let indexPath = folder + "/" + indexFileName
         if fileExists(indexPath) {
             return try openSharded(folder: folder, indexPath: indexPath, followSymlinks: followSymlinks)

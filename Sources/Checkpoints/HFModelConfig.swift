@@ -192,9 +192,11 @@ public enum ConversionProblem: Error, Equatable, Sendable, CustomStringConvertib
     case unexpectedTensor(String)
     case tensorShape(tensor: String, problem: String)
     case unsupportedType(String)
+    case needsModelFolder
 
     public var description: String {
         switch self {
+        case .needsModelFolder: return "conversion to GGUF needs a model folder (config.json, weights, tokenizer files)"
         case .missingConfigField(let k): return "config.json has no '\(k)'"
         case .missingMetadata(let k): return "GGUF metadata has no '\(k)'"
         case .unsupportedArchitecture(let a):

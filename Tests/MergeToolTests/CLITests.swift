@@ -111,3 +111,21 @@ func scratchFile(_ bytes: [UInt8], name: String) -> String {
         #expect(followed.out.contains("tensors     21"))
     }
 }
+
+@Suite struct ConvertCommandTests {
+    @Test func missingInputAndSingleFileInputAreNamed() throws {
+        let missing = try runTool(["convert", "/nonexistent/model", NSTemporaryDirectory() + "never.gguf"])
+        #expect(missing.status == 1)
+        #expect(missing.err == "error: /nonexistent/model: No such file or directory\n")
+        let file = fixture("safetensors/shapes.safetensors")
+        let single = try runTool(["convert", file, NSTemporaryDirectory() + "never.gguf"])
+        #expect(single.status == 1)
+        #expect(single.err == "error: \(file): conversion to GGUF needs a model folder (config.json, weights, tokenizer files)\n")
+    }
+
+    @Test func unknownTypeIsAUsageError() throws {
+        let result = try runTool(["convert", "a", "b.gguf", "--type", "q3_k"])
+        #expect(result.status == 64)
+        #expect(result.err.contains("unknown --type 'q3_k'"))
+    }
+}
