@@ -104,7 +104,7 @@ public enum LlamaFamily {
                     let hfRow = (h * 2 + pair) * half + i
                     let ggufRow = (h * half + i) * 2 + pair
                     let (from, to) = toGGUF ? (hfRow, ggufRow) : (ggufRow, hfRow)
-                    UnsafeMutableBufferPointer(rebasing: destination[(to * columns)..<((to + 1) * columns)])
+                    _ = UnsafeMutableBufferPointer(rebasing: destination[(to * columns)..<((to + 1) * columns)])
                         .update(fromContentsOf: source[(from * columns)..<((from + 1) * columns)])
                 }
             }

@@ -39,11 +39,11 @@ public enum TensorPipeline {
         DispatchQueue.concurrentPerform(iterations: threads) { _ in
             let scratch = Scratch()
             while let job = state.next(limit: count) {
-                do {
+                do throws(E) {
                     try body(job, scratch)
                     progress(state.finish())
                 } catch {
-                    state.fail(error as! E)
+                    state.fail(error)
                     return
                 }
             }
