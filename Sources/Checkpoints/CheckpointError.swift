@@ -114,7 +114,8 @@ public enum FolderProblem: Error, Equatable, Sendable, CustomStringConvertible {
         case .tensorNotInShard(let t, let s): return "index places tensor '\(t)' in '\(s)', which does not contain it"
         case .tensorNotInIndex(let t, let s): return "shard '\(s)' holds tensor '\(t)', which the index does not list there"
         case .duplicateTensor(let t): return "tensor '\(t)' appears more than once"
-        case .symlinkOutside(let s): return "shard '\(s)' is a link to a file outside the model folder"
+        case .symlinkOutside(let s):
+            return "shard '\(s)' is a link to a file outside the model folder (--follow-symlinks allows it)"
         }
     }
 }

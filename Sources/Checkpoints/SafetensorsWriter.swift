@@ -168,11 +168,12 @@ public final class HFFolderWriter: @unchecked Sendable {
     public func copyFile(from source: String, as name: String? = nil) throws(CheckpointError) {
         let target = name ?? URL(fileURLWithPath: source).lastPathComponent
         guard HFFolder.isPlainFileName(target) else { throw .io(file: target, problem: "not a plain file name") }
-        do {
-            try FileManager.default.copyItem(atPath: source, toPath: output.temporaryPath(for: target))
-        } catch {
-            throw .io(file: source, problem: "cannot copy into the output: \(error.localizedDescription)")
+        // Copy the contents, not a link: side files in a hub cache are links to blobs
+        // that a relative link in the output would no longer reach.
+        guard let contents = FileManager.default.contents(atPath: source) else {
+            throw .io(file: source, problem: "cannot read")
         }
+        try writeFile(name: target, contents: [UInt8](contents))
     }
 
     /// Finishes every shard, writes the index when sharded, and moves the folder into place.

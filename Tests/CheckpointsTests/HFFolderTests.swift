@@ -215,3 +215,17 @@ import Testing
         }
     }
 }
+
+@Suite struct SideFileTests {
+    @Test func linkedSideFileIsCopiedAsContents() throws {
+        let dir = temporaryFolder()
+        try Data("{\"a\": 1}".utf8).write(to: URL(fileURLWithPath: dir + "/blob"))
+        try FileManager.default.createSymbolicLink(atPath: dir + "/config.json", withDestinationPath: dir + "/blob")
+        let writer = try HFFolderWriter(folder: dir + "/out", tensors: [])
+        try writer.copyFile(from: dir + "/config.json")
+        try writer.commit()
+        var info = stat()
+        #expect(lstat(dir + "/out/config.json", &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG)
+        #expect(FileManager.default.contents(atPath: dir + "/out/config.json") == Data("{\"a\": 1}".utf8))
+    }
+}

@@ -105,7 +105,7 @@ func scratchFile(_ bytes: [UInt8], name: String) -> String {
         try FileManager.default.createSymbolicLink(atPath: folder + "/model.safetensors", withDestinationPath: root + "/outside.safetensors")
         let refused = try runTool(["inspect", folder])
         #expect(refused.status == 1)
-        #expect(refused.err == "error: \(folder)/model.safetensors: shard 'model.safetensors' is a link to a file outside the model folder\n")
+        #expect(refused.err == "error: \(folder)/model.safetensors: shard 'model.safetensors' is a link to a file outside the model folder (--follow-symlinks allows it)\n")
         let followed = try runTool(["inspect", "--follow-symlinks", folder])
         #expect(followed.status == 0)
         #expect(followed.out.contains("tensors     21"))
