@@ -51,3 +51,15 @@ import Testing
         #expect(result.status == 64)
     }
 }
+
+@Suite struct DeltaFormatStabilityTests {
+    /// fixtures/delta/dpo.delta was written by an earlier build: the format must still read.
+    @Test func committedDeltaStillRebuildsItsFineTune() throws {
+        let dir = NSTemporaryDirectory() + "claire-delta-fixture-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let apply = try runTool(["delta", "apply", fixture("delta/dpo.delta"), "--base", fixture("merge/base"), "-o", dir + "/out"])
+        #expect(apply.status == 0, "\(apply.err)")
+        #expect(FileManager.default.contents(atPath: dir + "/out/model.safetensors")
+                == FileManager.default.contents(atPath: fixture("merge/dpo/model.safetensors")))
+    }
+}
