@@ -72,14 +72,14 @@ extension MergeTool {
                 if output.hasSuffix(".gguf") {
                     guard !inputIsGGUF else { throw UsageProblem("GGUF to GGUF conversion is not supported; convert to a folder first") }
                     report = try FormatConversion.hfToGGUF(folder: input, output: output, type: Self.ggufTypes[type.lowercased()]!,
-                                                           overwrite: work.force, workers: work.threads, progress: update)
+                                                           overwrite: work.force, workers: work.workerCount, progress: update)
                 } else if inputIsGGUF {
                     report = try FormatConversion.ggufToHF(input: input, output: output, dtype: storedType ?? .bf16,
-                                                           maxShardSize: shardSize, overwrite: work.force, workers: work.threads,
+                                                           maxShardSize: shardSize, overwrite: work.force, workers: work.workerCount,
                                                            progress: update)
                 } else {
                     report = try FormatConversion.retype(input: input, output: output, dtype: storedType,
-                                                         maxShardSize: shardSize, overwrite: work.force, workers: work.threads,
+                                                         maxShardSize: shardSize, overwrite: work.force, workers: work.workerCount,
                                                          progress: update)
                 }
                 progress.finish()

@@ -62,7 +62,7 @@ extension MergeTool.Delta {
                 let started = Date()
                 let summary = try DeltaExtraction.extract(
                     tuned: tuned, base: base, output: output, density: density, selection: method, seed: seed,
-                    overwrite: work.force, workers: work.threads, progress: { progress.update(done: $0, total: $1) })
+                    overwrite: work.force, workers: work.workerCount, progress: { progress.update(done: $0, total: $1) })
                 progress.finish()
                 let tunedBytes = try Checkpoint.open(tuned).tensorBytes
                 let fileSize = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? summary.bytes
@@ -108,7 +108,7 @@ extension MergeTool.Delta {
                 let progress = ProgressLine(label: "applying")
                 let count = try DeltaExtraction.apply(
                     delta: delta, base: base, output: output, overwrite: work.force, maxShardSize: shards.bytes,
-                    workers: work.threads, progress: { progress.update(done: $0, total: $1) })
+                    workers: work.workerCount, progress: { progress.update(done: $0, total: $1) })
                 progress.finish()
                 printOutput("wrote \(output): \(count) tensors")
             }

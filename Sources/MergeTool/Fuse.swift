@@ -134,7 +134,7 @@ extension MergeTool {
                 let staging = stagingArea.temporaryPath(for: "merged")
                 try writeFolder(prepared, recipe: recipe, to: staging, overwrite: true)
                 let report = try FormatConversion.hfToGGUF(folder: staging, output: output, type: Convert.ggufTypes[type.lowercased()]!,
-                                                           overwrite: work.force, workers: work.threads)
+                                                           overwrite: work.force, workers: work.workerCount)
                 for warning in report.warnings {
                     printError("warning: " + warning.replacingOccurrences(of: staging, with: prepared.template.path))
                 }
@@ -147,7 +147,7 @@ extension MergeTool {
                                             maxShardSize: shards.bytes, overwrite: overwrite)
             do {
                 let progress = ProgressLine(label: "fuse")
-                let executor = MergeExecutor(prepared, threads: work.threads)
+                let executor = MergeExecutor(prepared, threads: work.workerCount)
                 executor.strict = strict
                 try executor.run(into: writer) { progress.update($0) }
                 progress.finish()

@@ -16,13 +16,16 @@ struct InputOptions: ParsableArguments {
 /// Options every command that writes an output shares.
 struct WorkOptions: ParsableArguments {
     @Option(help: "Worker threads (default: one per core).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    var threads: Int?
+
+    /// The threads to use.
+    var workerCount: Int { threads ?? ProcessInfo.processInfo.activeProcessorCount }
 
     @Flag(help: "Replace an existing output.")
     var force = false
 
     func validate() throws {
-        guard threads > 0 else { throw ValidationError("--threads must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 }
 
