@@ -1,15 +1,14 @@
 import Foundation
 import Merging
 
-/// A one-line progress bar with ETA on standard error, drawn only when it is a
-/// terminal. Safe to update from several threads.
+/// A one-line progress bar with ETA, drawn through a `StatusLine` (so only on a
+/// terminal) at most ten times a second. Safe to update from several threads.
 final class ProgressLine: @unchecked Sendable {
     private let lock = NSLock()
     private let label: String
-    private let enabled = isatty(STDERR_FILENO) != 0
+    private let line = StatusLine()
     private let start = Date()
     private var lastDraw = Date.distantPast
-    private var drawn = false
 
     init(label: String) { self.label = label }
 
@@ -24,7 +23,7 @@ final class ProgressLine: @unchecked Sendable {
     }
 
     private func draw(done: Int, total: Int, fraction: Double) {
-        guard enabled else { return }
+        guard line.enabled else { return }
         lock.lock()
         defer { lock.unlock() }
         let now = Date()
@@ -35,15 +34,11 @@ final class ProgressLine: @unchecked Sendable {
         let elapsed = now.timeIntervalSince(start)
         let eta = fraction > 0 ? elapsed / fraction - elapsed : 0
         let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
-        let line = "\r\(label) [\(bar)] \(done)/\(total) tensors, \(String(format: "%.1f", eta)) s left "
-        FileHandle.standardError.write(Data(line.utf8))
-        drawn = true
+        line.update("\(label) [\(bar)] \(done)/\(total) tensors, \(String(format: "%.1f", eta)) s left")
     }
 
     /// Clears the bar, leaving the terminal as it was.
     func finish() {
-        lock.lock()
-        defer { lock.unlock() }
-        if drawn { FileHandle.standardError.write(Data("\r\u{1b}[K".utf8)) }
+        line.clear()
     }
 }

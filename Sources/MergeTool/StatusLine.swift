@@ -3,7 +3,8 @@ import Foundation
 /// A one-line status display (e.g. training steps) on standard error, shown only
 /// when it is a terminal. Safe to update from several threads.
 final class StatusLine: @unchecked Sendable {
-    private let enabled = isatty(STDERR_FILENO) == 1
+    /// True when standard error is a terminal, so anything is drawn at all.
+    let enabled = isatty(STDERR_FILENO) == 1
     private let lock = NSLock()
     private var shown = false
 
@@ -14,6 +15,15 @@ final class StatusLine: @unchecked Sendable {
         defer { lock.unlock() }
         FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
         shown = true
+    }
+
+    /// Erases the line, leaving the terminal as it was.
+    func clear() {
+        guard enabled else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        if shown { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        shown = false
     }
 
     /// Ends the line so later output starts on a fresh one.
