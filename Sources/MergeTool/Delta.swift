@@ -64,7 +64,7 @@ extension MergeTool.Delta {
                     tuned: tuned, base: base, output: output, density: density, selection: method, seed: seed,
                     overwrite: work.force, workers: work.workerCount, progress: { progress.update(done: $0, total: $1) })
                 progress.finish()
-                let tunedBytes = try Checkpoint.open(tuned).tensorBytes
+                let tunedBytes = summary.tunedBytes
                 let fileSize = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? summary.bytes
                 let percent = { (a: Int, b: Int) in b > 0 ? String(format: "%.1f %%", 100 * Double(a) / Double(b)) : "–" }
                 printOutput("""

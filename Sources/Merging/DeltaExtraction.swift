@@ -18,7 +18,10 @@ public enum DeltaExtraction {
         public var elements: Int
         public var changed: Int
         public var kept: Int
+        /// Bytes of the compressed blobs.
         public var bytes: Int
+        /// Stored bytes of the fine-tuned checkpoint's tensors.
+        public var tunedBytes: Int
     }
 
     /// Tensors encoded in parallel before they are appended in order.
@@ -35,7 +38,7 @@ public enum DeltaExtraction {
         let writer = try SparseDelta.Writer(path: output, overwrite: overwrite)
         let tensors = tuned.tensors
         let done = Counter()
-        var summary = Summary(tensors: tensors.count, elements: 0, changed: 0, kept: 0, bytes: 0)
+        var summary = Summary(tensors: tensors.count, elements: 0, changed: 0, kept: 0, bytes: 0, tunedBytes: tuned.tensorBytes)
         do {
             var start = 0
             while start < tensors.count {
