@@ -74,12 +74,4 @@ public final class MappedFile: @unchecked Sendable {
         _ = madvise(UnsafeMutableRawPointer(mutating: base + start), range.upperBound - start, 22 /* MADV_POPULATE_READ */)
         #endif
     }
-
-    /// Asks the kernel to read `range` ahead (`MADV_WILLNEED`).
-    public func prefetch(_ range: Range<Int>) {
-        guard let base, !range.isEmpty else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = range.lowerBound / page * page
-        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), range.upperBound - start, MADV_WILLNEED)
-    }
 }
