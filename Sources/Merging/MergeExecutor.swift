@@ -163,29 +163,47 @@ public final class MergeExecutor: @unchecked Sendable {
         return UnsafeRawBufferPointer(bytes)
     }
 
+    /// Elements per release segment: a final pass hands input pages back to the kernel
+    /// a segment at a time, since each `madvise` interrupts every core to flush its TLB.
+    static let segmentElements = 1 << 22
+
     /// Calls `body(worker, chunk, range)` for every chunk, chunks dealt round-robin
-    /// to the workers; the first error stops the tensor.
+    /// to the workers a segment at a time; the first error stops the tensor. With
+    /// `releasing` (the pass that reads the inputs for the last time), each segment's
+    /// input pages are released once all its chunks are done.
     private func forEachChunk(
-        _ job: MergeJob, _ body: (WorkerScratch, Int, Range<Int>) throws -> Void
+        _ job: MergeJob, releasing: Bool = false, _ body: (WorkerScratch, Int, Range<Int>) throws -> Void
     ) throws {
         let size = MergeExecutor.chunkSize(for: job, method: merge.plan.method)
         let count = job.elementCount
         let chunks = (count + size - 1) / size
+        let perSegment = max(1, MergeExecutor.segmentElements / size)
         let failure = FirstError()
-        let workers = min(threads, max(chunks, 1))
         let scratch = self.scratch
         withoutActuallyEscaping(body) { body in
             let work = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
-                var c = w
-                while c < chunks, failure.error == nil {
-                    do {
-                        try work.value(scratch[w], c, (c * size)..<min(count, (c + 1) * size))
-                    } catch {
-                        failure.record(error)
+            var first = 0
+            while first < chunks, failure.error == nil {
+                let end = min(chunks, first + perSegment)
+                let start = first
+                let workers = min(threads, end - start)
+                DispatchQueue.concurrentPerform(iterations: workers) { w in
+                    var c = start + w
+                    while c < end, failure.error == nil {
+                        do {
+                            try work.value(scratch[w], c, (c * size)..<min(count, (c + 1) * size))
+                        } catch {
+                            failure.record(error)
+                        }
+                        c += workers
                     }
-                    c += workers
                 }
+                if releasing {
+                    let elements = (start * size)..<min(count, end * size)
+                    release(job.template, in: job.templateCheckpoint, elements)
+                    for input in job.inputs { release(input.tensor, in: input.checkpoint, elements) }
+                }
+                first = end
             }
         }
         if let error = failure.error { throw error }
@@ -241,7 +259,7 @@ public final class MergeExecutor: @unchecked Sendable {
         TaskVector.subtract(UnsafeBufferPointer(delta), UnsafeBufferPointer(rebasing: s.base[0..<range.count]), into: delta)
     }
 
-    /// Encodes `s.out` into the output bytes of `range` and releases the inputs' pages of the chunk.
+    /// Encodes `s.out` into the output bytes of `range`.
     private func store(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch, into bytes: UnsafeMutableRawBufferPointer) throws {
         let target = UnsafeMutableRawBufferPointer(rebasing: bytes[MergeExecutor.byteRange(range, of: job.outputDType)])
         do {
@@ -249,8 +267,6 @@ public final class MergeExecutor: @unchecked Sendable {
         } catch {
             throw MergeError.checkpoint(.codec(file: "output", tensor: job.name, problem: error))
         }
-        release(job.template, in: job.templateCheckpoint, range)
-        for input in job.inputs { release(input.tensor, in: input.checkpoint, range) }
     }
 
     private func release(_ tensor: TensorEntry, in checkpoint: Int, _ range: Range<Int>) {
@@ -270,7 +286,7 @@ public final class MergeExecutor: @unchecked Sendable {
     // MARK: Methods
 
     private func runConvert(_ job: MergeJob, into bytes: UnsafeMutableRawBufferPointer) throws {
-        try forEachChunk(job) { s, _, range in
+        try forEachChunk(job, releasing: true) { s, _, range in
             try decodeBase(job, range, s)
             s.out.baseAddress!.update(from: s.base.baseAddress!, count: range.count)
             try store(job, range, s, into: bytes)
@@ -278,7 +294,7 @@ public final class MergeExecutor: @unchecked Sendable {
     }
 
     private func runLinear(_ job: MergeJob, into bytes: UnsafeMutableRawBufferPointer) throws {
-        try forEachChunk(job) { s, _, range in
+        try forEachChunk(job, releasing: true) { s, _, range in
             var models: [UnsafeBufferPointer<Float>] = []
             for (m, input) in job.inputs.enumerated() {
                 try decode(input.tensor, in: input.checkpoint, range, into: s.inputs[m])
@@ -292,7 +308,7 @@ public final class MergeExecutor: @unchecked Sendable {
 
     private func runSlerp(_ job: MergeJob, into bytes: UnsafeMutableRawBufferPointer) throws {
         let row = MergeExecutor.kernelRowLength(for: job, method: .slerp)
-        try forEachChunk(job) { s, _, range in
+        try forEachChunk(job, releasing: true) { s, _, range in
             try decodeBase(job, range, s)
             let other = job.inputs[0]
             try decode(other.tensor, in: other.checkpoint, range, into: s.inputs[0])
@@ -316,7 +332,7 @@ public final class MergeExecutor: @unchecked Sendable {
         }
         if job.filterWise {
             let row = job.rowLength
-            try forEachChunk(job) { s, _, range in
+            try forEachChunk(job, releasing: true) { s, _, range in
                 let (base, models) = try decodeAll(s, range)
                 var start = 0
                 while start < range.count {
@@ -342,7 +358,7 @@ public final class MergeExecutor: @unchecked Sendable {
         var stats = ModelStockStatistics(models: n)
         for c in 0..<chunkCount(job) { stats.absorb(partial[c]) }
         let t = stats.interpolationFactor
-        try forEachChunk(job) { s, _, range in
+        try forEachChunk(job, releasing: true) { s, _, range in
             let (base, models) = try decodeAll(s, range)
             ModelStockStatistics.blend(base: base, models: models, t: t,
                                        into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
@@ -468,7 +484,7 @@ public final class MergeExecutor: @unchecked Sendable {
 
         let fusion = Fusion(consensus: consensus, normalize: job.normalize, lambda: job.lambda)
         let inverse = rescale == .inverse
-        try forEachChunk(job) { s, c, range in
+        try forEachChunk(job, releasing: true) { s, c, range in
             try decodeBase(job, range, s)
             var deltas: [UnsafeMutableBufferPointer<Float>] = []
             for m in 0..<n {
