@@ -24,12 +24,73 @@ public struct Fusion: Sendable, Hashable {
 
     /// out = base + λ · mixed (/ divisor when normalizing), element by element.
     ///
-    /// `deltas[i]` holds the weighted, sparsified delta uᵢ = wᵢ·δ̂ᵢ of model i; with
-    /// consensus the first one is overwritten by the masked sum.
+    /// `deltas[i]` holds the weighted, sparsified delta uᵢ = wᵢ·δ̂ᵢ of model i; the
+    /// deltas may be used as scratch.
     /// Only entries whose sign matches the elected sign count, in both the sum and the
     /// divisor; an entry that is 0 never agrees. `divisors` is scratch of the same length.
     /// Every step is a plain loop over one model at a time, so it vectorizes.
+    /// Two deltas — the usual SFT + preference pair — take a one-loop form with the same
+    /// operations in the same order, so the result is bit for bit the general one.
     public func combine(
+        base: UnsafeBufferPointer<Float>, deltas: [UnsafeMutableBufferPointer<Float>], weights: [Float],
+        into out: UnsafeMutableBufferPointer<Float>, divisors: UnsafeMutableBufferPointer<Float>
+    ) {
+        if deltas.count == 2 {
+            combinePair(base: base, deltas[0], deltas[1], weights: (weights[0], weights[1]), into: out)
+        } else {
+            combineEach(base: base, deltas: deltas, weights: weights, into: out, divisors: divisors)
+        }
+    }
+
+    /// `combine` for two deltas in one pass over the entries.
+    func combinePair(
+        base: UnsafeBufferPointer<Float>, _ u0: UnsafeMutableBufferPointer<Float>, _ u1: UnsafeMutableBufferPointer<Float>,
+        weights: (Float, Float), into out: UnsafeMutableBufferPointer<Float>
+    ) {
+        let n = out.count
+        let (w0, w1) = weights
+        let lambda = self.lambda
+        guard let consensus else {
+            var divisor = w0 + w1
+            if abs(divisor) < 1e-8 { divisor = 1 }
+            if normalize {
+                for i in 0..<n { out[i] = base[i] + (u0[i] + u1[i]) / divisor * lambda }
+            } else {
+                for i in 0..<n { out[i] = base[i] + (u0[i] + u1[i]) * lambda }
+            }
+            return
+        }
+        // `out` first holds the elected sign; each loop is simple enough to vectorize.
+        switch consensus {
+        case .sum:
+            for i in 0..<n { out[i] = u0[i] + u1[i] >= 0 ? 1 : -1 }
+        case .count:
+            for i in 0..<n {
+                let a = u0[i], b = u1[i]
+                let votes: Float = (a > 0 ? 1 : (a < 0 ? -1 : 0)) + (b > 0 ? 1 : (b < 0 ? -1 : 0))
+                out[i] = votes >= 0 ? 1 : -1
+            }
+        }
+        if normalize {
+            for i in 0..<n {
+                let a = u0[i], b = u1[i], sign = out[i]
+                let agreesA: Float = a * sign > 0 ? 1 : 0
+                let agreesB: Float = b * sign > 0 ? 1 : 0
+                let divisor = w0 * agreesA + w1 * agreesB
+                out[i] = base[i] + (a * agreesA + b * agreesB) / (divisor == 0 ? 1 : divisor) * lambda
+            }
+        } else {
+            for i in 0..<n {
+                let a = u0[i], b = u1[i], sign = out[i]
+                let agreesA: Float = a * sign > 0 ? 1 : 0
+                let agreesB: Float = b * sign > 0 ? 1 : 0
+                out[i] = base[i] + (a * agreesA + b * agreesB) * lambda
+            }
+        }
+    }
+
+    /// `combine` for any number of deltas, one model at a time.
+    func combineEach(
         base: UnsafeBufferPointer<Float>, deltas: [UnsafeMutableBufferPointer<Float>], weights: [Float],
         into out: UnsafeMutableBufferPointer<Float>, divisors: UnsafeMutableBufferPointer<Float>
     ) {

@@ -2,8 +2,9 @@ import Checkpoints
 import Dispatch
 import Foundation
 
-/// A chunk's (lower key bits, count) pairs from one coarse bin.
-typealias BinCounts = [(key: UInt16, count: UInt32)]
+/// A magnitude window found for one tensor, with each chunk's count of the entries
+/// equal to its lower and upper boundary keys (nil: unknown, a counting pass finds them).
+typealias FoundWindow = (window: MagnitudeWindow, keyCounts: [(lower: Int, upper: Int)]?)
 
 /// Runs a prepared merge: tensors one after another in the plan's order, each split
 /// into fixed chunks processed in parallel, decoded to Float32 in per-worker
@@ -390,14 +391,12 @@ public final class MergeExecutor: @unchecked Sendable {
                 }
             }
         }
-        // Per searched model, per chunk: the boundary-bin entries seen by the search,
-        // which give each chunk's tie counts without another pass.
-        var binLists: [Int: (lower: ChunkResults<BinCounts?>?, upper: ChunkResults<BinCounts?>?)] = [:]
+        var knownCounts: [Int: [(lower: Int, upper: Int)]] = [:]
         if !searching.isEmpty {
             let found = try searchWindows(job, models: searching, method: method)
             for (k, m) in searching.enumerated() {
                 masks[m] = .window(found[k].window, density: Float(job.densities[m]))
-                binLists[m] = (found[k].lower, found[k].upper)
+                knownCounts[m] = found[k].keyCounts
             }
         }
 
@@ -406,24 +405,10 @@ public final class MergeExecutor: @unchecked Sendable {
         let tieModels = (0..<n).filter { if case .window(let w, _) = masks[$0] { return w.needsOrdinals } else { return false } }
         if !tieModels.isEmpty {
             let counts = ChunkResults(count: chunks * n, initial: (lower: 0, upper: 0))
-            var needPass: [Int] = []
+            let needPass = tieModels.filter { knownCounts[$0] == nil }
             for m in tieModels {
-                guard case .window(let w, _) = masks[m], let lists = binLists[m] else { needPass.append(m); continue }
-                let keys = w.tieKeys
-                var complete = true
-                for c in 0..<chunks where complete {
-                    var pair = (lower: 0, upper: 0)
-                    if let key = keys.lower {
-                        guard let list = lists.lower?[c] else { complete = false; continue }
-                        pair.lower = MergeExecutor.count(list, UInt16(truncatingIfNeeded: key & 0x7fff))
-                    }
-                    if let key = keys.upper {
-                        guard let list = lists.upper?[c] else { complete = false; continue }
-                        pair.upper = MergeExecutor.count(list, UInt16(truncatingIfNeeded: key & 0x7fff))
-                    }
-                    counts[c * n + m] = pair
-                }
-                if !complete { needPass.append(m) }
+                guard let known = knownCounts[m] else { continue }
+                for c in 0..<chunks { counts[c * n + m] = known[c] }
             }
             if !needPass.isEmpty {
                 try forEachChunk(job) { s, c, range in
@@ -519,41 +504,85 @@ public final class MergeExecutor: @unchecked Sendable {
         return total
     }
 
-    /// Distinct keys a chunk may record from a boundary's coarse bin before the tie
-    /// counts fall back to a counting pass (keeps the records small).
-    static let binListLimit = 1024
-
-    /// The kept-rank windows of the models in `models` for one tensor (two streaming
-    /// passes), with each chunk's entries from the lower and upper boundary bins.
-    private func searchWindows(_ job: MergeJob, models: [Int], method: MergeMethod) throws
-        -> [(window: MagnitudeWindow, lower: ChunkResults<BinCounts?>?, upper: ChunkResults<BinCounts?>?)]
-    {
-        let count = job.elementCount
-        let sparsifier = method.sparsifier!
-        var ranges: [Range<Int>] = []
-        for m in models { ranges.append(sparsifier.rankWindow(count: count, density: job.densities[m], gamma: job.gammas[m])) }
-        let (searches, lists) = try rankSearch(ranges: ranges, count: count, jobs: [job], models: models, recordChunks: true)
-        var result: [(window: MagnitudeWindow, lower: ChunkResults<BinCounts?>?, upper: ChunkResults<BinCounts?>?)] = []
-        for (k, range) in ranges.enumerated() {
-            let window = MagnitudeWindow.ranks(range.lowerBound, range.upperBound, count: count) { rank in searches[k][rank]! }
-            result.append((window, lists[k][range.lowerBound], lists[k][range.upperBound]))
-        }
-        return result
+    /// The ranks whose elements bound `window` among `count` elements (none for an
+    /// empty window; rank 0 and `count` need no search).
+    static func boundaryRanks(_ window: Range<Int>, count: Int) -> [Int] {
+        guard window.lowerBound < window.upperBound else { return [] }
+        var ranks: [Int] = []
+        if window.lowerBound > 0 { ranks.append(window.lowerBound) }
+        if window.upperBound < count { ranks.append(window.upperBound) }
+        return ranks
     }
 
-    /// Finds, for each model, the elements at the ends of its window, over the chunks of
-    /// `jobs`. With `recordChunks` (one job), also returns per model and searched rank the
-    /// chunks' entries from that rank's coarse bin (nil for a chunk past the limit).
-    private func rankSearch(ranges: [Range<Int>], count: Int, jobs: [MergeJob], models: [Int], recordChunks: Bool = false)
-        throws -> ([[Int: RankBoundary]], [[Int: ChunkResults<BinCounts?>]])
-    {
-        var wanted: [[Int]] = []
-        for range in ranges {
-            var ranks: [Int] = []
-            if range.lowerBound > 0 && range.lowerBound < range.upperBound { ranks.append(range.lowerBound) }
-            if range.upperBound < count && range.lowerBound < range.upperBound { ranks.append(range.upperBound) }
-            wanted.append(ranks)
+    /// The kept-rank windows of the models in `models` for one tensor: a sample, one
+    /// candidate pass (`CandidateRankSearch`), and the two-pass `RankSearch` for any
+    /// rank the sample's interval missed.
+    private func searchWindows(_ job: MergeJob, models: [Int], method: MergeMethod) throws -> [FoundWindow] {
+        let count = job.elementCount
+        let sparsifier = method.sparsifier!
+        let windows = models.map { sparsifier.rankWindow(count: count, density: job.densities[$0], gamma: job.gammas[$0]) }
+        let wanted = windows.map { MergeExecutor.boundaryRanks($0, count: count) }
+        var slots: [(model: Int, search: CandidateRankSearch)] = []
+        var missed = [[Int]](repeating: [], count: models.count)
+        let sampleRanges = CandidateRankSearch.sampleRanges(count: count)
+        let s = scratch[0]
+        for (k, m) in models.enumerated() where !wanted[k].isEmpty {
+            var sample: [UInt32] = []
+            for range in sampleRanges {
+                try decodeBase(job, range, s)
+                try decodeDelta(job, m, range, s)
+                for v in s.inputs[m][0..<range.count] { sample.append(magnitudeKey(v)) }
+            }
+            for rank in wanted[k] {
+                if let search = CandidateRankSearch(rank: rank, count: count, sample: sample) {
+                    slots.append((k, search))
+                } else {
+                    missed[k].append(rank)
+                }
+            }
         }
+        var found = [[Int: RankBoundary]](repeating: [:], count: models.count)
+        var keyCounts = [[Int: [Int]]](repeating: [:], count: models.count)
+        if !slots.isEmpty {
+            let chunks = chunkCount(job)
+            let parts = ChunkResults(count: chunks * slots.count, initial: ChunkCandidates())
+            let decoded = Set(slots.map(\.model)).sorted()
+            try forEachChunk(job) { s, c, range in
+                try decodeBase(job, range, s)
+                for k in decoded { try decodeDelta(job, models[k], range, s) }
+                for (j, slot) in slots.enumerated() {
+                    let values = UnsafeBufferPointer(rebasing: s.inputs[models[slot.model]][0..<range.count])
+                    parts[c * slots.count + j] = slot.search.collect(values, scratch: s.keys)
+                }
+            }
+            for (j, slot) in slots.enumerated() {
+                let chunkParts = (0..<chunks).map { parts[$0 * slots.count + j] }
+                if let (boundary, counts) = slot.search.resolve(chunkParts) {
+                    found[slot.model][slot.search.rank] = boundary
+                    keyCounts[slot.model][slot.search.rank] = counts
+                } else {
+                    missed[slot.model].append(slot.search.rank)
+                }
+            }
+        }
+        if missed.contains(where: { !$0.isEmpty }) {
+            let searched = try rankSearch(wanted: missed, jobs: [job], models: models)
+            for k in 0..<models.count { found[k].merge(searched[k]) { $1 } }
+        }
+        return windows.enumerated().map { k, range in
+            let window = MagnitudeWindow.ranks(range.lowerBound, range.upperBound, count: count) { found[k][$0]! }
+            let keys = window.tieKeys
+            let lower = keys.lower == nil ? nil : keyCounts[k][range.lowerBound]
+            let upper = keys.upper == nil ? nil : keyCounts[k][range.upperBound]
+            if (keys.lower != nil && lower == nil) || (keys.upper != nil && upper == nil) { return (window, nil) }
+            let chunks = lower?.count ?? upper?.count ?? 0
+            return (window, (0..<chunks).map { (lower?[$0] ?? 0, upper?[$0] ?? 0) })
+        }
+    }
+
+    /// Finds, for each model, the elements at its `wanted` ranks of the (|δ|, index)
+    /// order over the chunks of `jobs`, in two streaming passes.
+    private func rankSearch(wanted: [[Int]], jobs: [MergeJob], models: [Int]) throws -> [[Int: RankBoundary]] {
         for s in scratch { s.searches = wanted.map { RankSearch(ranks: $0) } }
         for job in jobs {
             try forEachChunk(job) { s, _, range in
@@ -568,28 +597,12 @@ public final class MergeExecutor: @unchecked Sendable {
         for s in scratch.dropFirst() { for k in 0..<combined.count { combined[k].absorb(s.searches[k]) } }
         for k in 0..<combined.count { combined[k].finishCoarse() }
         for s in scratch { s.searches = combined.map { $0.fineCounter() } }
-        var lists: [[Int: ChunkResults<BinCounts?>]] = []
-        for k in 0..<wanted.count {
-            var perRank: [Int: ChunkResults<BinCounts?>] = [:]
-            if recordChunks, let job = jobs.first {
-                for rank in wanted[k] { perRank[rank] = ChunkResults(count: chunkCount(job), initial: nil) }
-            }
-            lists.append(perRank)
-        }
         for job in jobs {
-            try forEachChunk(job) { s, c, range in
+            try forEachChunk(job) { s, _, range in
                 try decodeBase(job, range, s)
                 for (k, m) in models.enumerated() where !wanted[k].isEmpty {
                     try decodeDelta(job, m, range, s)
-                    let values = UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count])
-                    guard recordChunks else {
-                        s.searches[k].countFine(values)
-                        continue
-                    }
-                    for (t, rank) in wanted[k].enumerated() {
-                        lists[k][rank]![c] = s.searches[k].countFine(values, target: t, limit: MergeExecutor.binListLimit,
-                                                                     counts: s.binCounts)
-                    }
+                    s.searches[k].countFine(UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]))
                 }
             }
         }
@@ -602,12 +615,7 @@ public final class MergeExecutor: @unchecked Sendable {
             result.append(found)
         }
         for s in scratch { s.searches = [] }
-        return (result, lists)
-    }
-
-    static func count(_ list: BinCounts, _ value: UInt16) -> Int {
-        for pair in list where pair.key == value { return Int(pair.count) }
-        return 0
+        return result
     }
 
     /// `--trim global`: each trimmed model's top-k window over all its merged tensors at once.
@@ -623,7 +631,8 @@ public final class MergeExecutor: @unchecked Sendable {
         }
         guard !models.isEmpty else { return }
         do {
-            let (found, _) = try rankSearch(ranges: ranges, count: total, jobs: jobs, models: models)
+            let wanted = ranges.map { MergeExecutor.boundaryRanks($0, count: total) }
+            let found = try rankSearch(wanted: wanted, jobs: jobs, models: models)
             for (k, m) in models.enumerated() {
                 globalWindows[m] = MagnitudeWindow.ranks(ranges[k].lowerBound, ranges[k].upperBound, count: total) { found[k][$0]! }
             }

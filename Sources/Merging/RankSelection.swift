@@ -109,14 +109,7 @@ public struct MagnitudeWindow: Sendable, Hashable {
             }
         }
         if let keepLow = keepLowTies, let keepHigh = keepHighTies {
-            // One vectorizable select.
-            let openTop = upper == nil
-            for i in 0..<values.count {
-                let key = magnitudeKey(values[i])
-                let aboveLow = key > lowKey || (keepLow && key == lowKey)
-                let belowHigh = openTop || key < highKey || (keepHigh && key == highKey)
-                values[i] = aboveLow && belowHigh ? values[i] : 0
-            }
+            Self.keep(values, lowKey: lowKey, keepLow: keepLow, highKey: upper == nil ? nil : highKey, keepHigh: keepHigh)
             return
         }
         // The split chunk: settle boundary entries in index order (dropped ones become
@@ -139,14 +132,33 @@ public struct MagnitudeWindow: Sendable, Hashable {
             }
             if !keep { values[i] = 0 }
         }
-        let openTop = upper == nil
-        let keepLow = keepLowTies ?? true
-        let keepHigh = keepHighTies ?? true
+        Self.keep(values, lowKey: lowKey, keepLow: keepLowTies ?? true, highKey: upper == nil ? nil : highKey,
+                  keepHigh: keepHighTies ?? true)
+    }
+
+    /// Zeroes the entries whose key is below `lowKey` (or equal, unless `keepLow`) or
+    /// above `highKey` (or equal, unless `keepHigh`; nil: no upper end) — one
+    /// vectorizable select on a single unsigned comparison.
+    static func keep(
+        _ values: UnsafeMutableBufferPointer<Float>, lowKey: UInt32, keepLow: Bool, highKey: UInt32?, keepHigh: Bool
+    ) {
+        // Magnitude keys never exceed 0x7fff_ffff, so lowKey + 1 cannot wrap.
+        let first = keepLow ? lowKey : lowKey + 1
+        var last = UInt32.max
+        if let highKey {
+            if !keepHigh && highKey == 0 {
+                values.update(repeating: 0)
+                return
+            }
+            last = keepHigh ? highKey : highKey - 1
+        }
+        if first > last {
+            values.update(repeating: 0)
+            return
+        }
+        let span = last &- first
         for i in 0..<values.count {
-            let key = magnitudeKey(values[i])
-            let aboveLow = key > lowKey || (keepLow && key == lowKey)
-            let belowHigh = openTop || key < highKey || (keepHigh && key == highKey)
-            values[i] = aboveLow && belowHigh ? values[i] : 0
+            values[i] = magnitudeKey(values[i]) &- first <= span ? values[i] : 0
         }
     }
 
@@ -250,35 +262,6 @@ public struct RankSearch: Sendable {
             result.append(RankBoundary(key: key, ordinal: targets[t].rankInBin - before))
         }
         return result
-    }
-
-    /// Pass 2 for target `target`, also returning the chunk's own counts: how many
-    /// entries of `values` have each key in the target's coarse bin, as (lower 15 key
-    /// bits, count) pairs. Kept per chunk, they give the chunk's count of whichever key
-    /// ends up the boundary without another pass. The pairs are nil when the bin holds
-    /// more than `limit` distinct keys. `counts` is zeroed scratch of 2¹⁵ slots, left zeroed.
-    public mutating func countFine(
-        _ values: UnsafeBufferPointer<Float>, target t: Int, limit: Int, counts: UnsafeMutableBufferPointer<UInt32>
-    ) -> [(key: UInt16, count: UInt32)]? {
-        let bin = UInt32(targets[t].bin)
-        var seen: [UInt16] = []
-        for i in 0..<values.count {
-            let key = magnitudeKey(values[i])
-            guard key &>> 15 == bin else { continue }
-            let low = Int(key & 0x7fff)
-            if counts[low] == 0 { seen.append(UInt16(low)) }
-            counts[low] += 1
-        }
-        var pairs: [(key: UInt16, count: UInt32)]? = seen.count <= limit ? [] : nil
-        fine[t].withUnsafeMutableBufferPointer { histogram in
-            for low in seen {
-                let n = counts[Int(low)]
-                histogram[Int(low)] += Int(n)
-                pairs?.append((low, n))
-                counts[Int(low)] = 0
-            }
-        }
-        return pairs
     }
 
     /// Counts, in `values`, the entries whose key equals `key`.

@@ -9,8 +9,8 @@ final class WorkerScratch: @unchecked Sendable {
     /// Per-entry divisors of the consensus fusion.
     let divisors: UnsafeMutableBufferPointer<Float>
     let rows: UnsafeMutableBufferPointer<UInt64>
-    /// Zeroed counters for `RankSearch.binCounts`.
-    let binCounts: UnsafeMutableBufferPointer<UInt32>
+    /// Magnitude keys kept by `CandidateRankSearch.collect`.
+    let keys: UnsafeMutableBufferPointer<UInt32>
     /// Per-model rank searchers of the current pass (worker-local counts).
     var searches: [RankSearch] = []
 
@@ -22,8 +22,7 @@ final class WorkerScratch: @unchecked Sendable {
         for _ in 0..<max(models, 1) { inputs.append(.allocate(capacity: capacity)) }
         self.inputs = inputs
         rows = .allocate(capacity: max(rowCapacity, 1))
-        binCounts = .allocate(capacity: 1 << 15)
-        binCounts.initialize(repeating: 0)
+        keys = .allocate(capacity: capacity)
     }
 
     deinit {
@@ -32,7 +31,7 @@ final class WorkerScratch: @unchecked Sendable {
         divisors.deallocate()
         for b in inputs { b.deallocate() }
         rows.deallocate()
-        binCounts.deallocate()
+        keys.deallocate()
     }
 }
 

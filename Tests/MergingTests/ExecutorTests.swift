@@ -220,3 +220,20 @@ func massiveTiesSplitAcrossChunksMatchTheInMemorySparsifier(method: MergeMethod)
     }
     #expect(checked == 16)
 }
+
+@Test func aSampleThatMissesFallsBackToTheExactSearch() throws {
+    let folder = temporaryFolder()
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    // The sample sees only small changes; the kept quarter lies among the large ones.
+    let rows = 400, columns = 500, n = rows * columns
+    var values = [Float](repeating: 0, count: n)
+    for i in 0..<n { values[i] = Float(i % 97 + 100) * (i % 2 == 0 ? 1 : -1) }
+    for r in CandidateRankSearch.sampleRanges(count: n) { for i in r { values[i] = Float(i % 13 + 1) * 0.001 } }
+    let base = folder + "/base.safetensors", a = folder + "/a.safetensors"
+    writeCheckpoint(base, [TestTensor(name: "w", shape: [rows, columns], values: [Float](repeating: 0, count: n))])
+    writeCheckpoint(a, [TestTensor(name: "w", shape: [rows, columns], values: values)])
+    let out = try runMerge(MergePlan(method: .ties, base: base, models: [ModelSpec(path: a, parameters: ["density": .number(0.25)])]))
+    var expected = values
+    Sparsifier.magnitude.sparsify(&expected, density: 0.25, rescale: .none, stream: CounterRandom(seed: 0, tensor: "w", model: 0))
+    #expect(out.values("w") == expected)
+}

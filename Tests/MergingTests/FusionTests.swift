@@ -56,3 +56,40 @@ private let u2: [Float] = [-3, 1, 0, 1]
     let out = fuse(Fusion(consensus: nil, normalize: true, lambda: 1), base: [1], [[2], [-2]], weights: [1, -1])
     #expect(out == [1])
 }
+
+@Test(arguments: [Consensus.sum, .count, nil], [true, false])
+func twoDeltasFuseInOnePassExactlyAsInGeneral(consensus: Consensus?, normalize: Bool) {
+    // Signed zeros, exact cancellations and zero weights included.
+    let n = 4096
+    let baseValues = noise(n, seed: 11)
+    var a = noise(n, seed: 12), b = noise(n, seed: 13)
+    for i in stride(from: 0, to: n, by: 5) { a[i] = 0 }
+    for i in stride(from: 1, to: n, by: 7) { b[i] = -0.0 }
+    for i in stride(from: 2, to: n, by: 11) { b[i] = -a[i] }
+    for i in stride(from: 3, to: n, by: 13) { a[i] = -0.0; b[i] = 0 }
+    for weights: [Float] in [[1, 1], [0.3, 0.7], [1, -1], [0, 0]] {
+        let fusion = Fusion(consensus: consensus, normalize: normalize, lambda: 0.9)
+        var pair = [Float](repeating: .nan, count: n), general = [Float](repeating: .nan, count: n)
+        var divisors = [Float](repeating: .nan, count: n)
+        var a1 = a, b1 = b, a2 = a, b2 = b
+        baseValues.withUnsafeBufferPointer { base in
+            a1.withUnsafeMutableBufferPointer { a1 in
+                b1.withUnsafeMutableBufferPointer { b1 in
+                    pair.withUnsafeMutableBufferPointer {
+                        fusion.combinePair(base: base, a1, b1, weights: (weights[0], weights[1]), into: $0)
+                    }
+                }
+            }
+            a2.withUnsafeMutableBufferPointer { a2 in
+                b2.withUnsafeMutableBufferPointer { b2 in
+                    general.withUnsafeMutableBufferPointer { out in
+                        divisors.withUnsafeMutableBufferPointer {
+                            fusion.combineEach(base: base, deltas: [a2, b2], weights: weights, into: out, divisors: $0)
+                        }
+                    }
+                }
+            }
+        }
+        #expect(pair.map(\.bitPattern) == general.map(\.bitPattern))
+    }
+}
