@@ -88,28 +88,72 @@ public struct CounterRandom: Sendable, Hashable {
         forEachKeep(start: start, count: values.count, density: density, scale: scale) { i, keep in p[i] *= keep }
     }
 
-    /// (Σ|x|, Σ|x| over the entries `keepRandomly` would keep) for `values`, without
-    /// changing them: the two L1 norms of DARE's rescale in one read.
-    public func keptL1(_ values: UnsafeBufferPointer<Float>, start: Int, density: Float) -> (before: Double, after: Double) {
-        var before = 0.0, after = 0.0
-        var runBefore: Float = 0, runAfter: Float = 0
-        var run = 0
-        let p = values.baseAddress!
-        forEachKeep(start: start, count: values.count, density: density, scale: 1) { i, keep in
-            let magnitude = abs(p[i])
-            runBefore += magnitude
-            runAfter += magnitude * keep
-            run += 1
-            // Float partial sums over short runs, added in Double.
-            if run == 256 {
-                before += Double(runBefore)
-                after += Double(runAfter)
-                runBefore = 0
-                runAfter = 0
-                run = 0
-            }
+    /// Records in `keep` (1 kept, 0 dropped) the decisions `keepRandomly` takes for
+    /// `count` elements from `start`, so a mask drawn once can be measured
+    /// (`L1Norm.of(_:keptBy:)`) and replayed with `applyRecorded`.
+    public func drawMask(start: Int, count: Int, density: Float, into keep: UnsafeMutablePointer<UInt8>) {
+        var i = 0
+        if start & 1 == 1, count > 0 {
+            keep[0] = uniform(start) < density ? 1 : 0
+            i = 1
         }
-        return (before + Double(runBefore), after + Double(runAfter))
+        let threshold = CounterRandom.threshold(density)
+        while count - i >= 2 {
+            // Pairs whose counters share their upper 32 bits.
+            let pair = (start + i) >> 1
+            let blockEnd = ((pair >> 32) + 1) << 32
+            let pairs = min((count - i) / 2, blockEnd - pair)
+            let (low, high) = keys(block: pair)
+            CounterRandom.drawPairs(first: UInt32(truncatingIfNeeded: pair), pairs: pairs, low, high,
+                                    threshold: threshold, into: UnsafeMutableRawPointer(keep + i))
+            i += 2 * pairs
+        }
+        if i < count { keep[i] = uniform(start + i) < density ? 1 : 0 }
+    }
+
+    /// The number of 16-bit draws b with b·2⁻¹⁶ < `density`: a draw keeps its element
+    /// exactly when it is below this.
+    static func threshold(_ density: Float) -> UInt32 {
+        guard density > 0 else { return 0 }
+        return UInt32(min(65536, (density * 65536).rounded(.up)))
+    }
+
+    /// Keep bytes for `pairs` element pairs from counter `first`, four pairs per step
+    /// in vector lanes; each pair's two bytes are written as one little-endian UInt16.
+    static func drawPairs(first: UInt32, pairs: Int, _ low: UInt32, _ high: UInt32, threshold: UInt32,
+                          into keep: UnsafeMutableRawPointer) {
+        let lowKey = SIMD4<UInt32>(repeating: low), highKey = SIMD4<UInt32>(repeating: high)
+        let limit = SIMD4<UInt32>(repeating: threshold)
+        let zero = SIMD4<UInt32>(repeating: 0)
+        var j = 0
+        while j + 4 <= pairs {
+            var x = SIMD4<UInt32>(repeating: first &+ UInt32(truncatingIfNeeded: j)) &+ SIMD4<UInt32>(0, 1, 2, 3)
+            x = ((x ^ lowKey) &* 0x9e37_79b1) ^ highKey
+            x ^= x &>> 16
+            x &*= 0x7feb_352d
+            x ^= x &>> 15
+            x &*= 0x846c_a68b
+            x ^= x &>> 16
+            let even = zero.replacing(with: 1, where: (x & 0xffff) .< limit)
+            let odd = zero.replacing(with: 0x100, where: (x &>> 16) .< limit)
+            keep.storeBytes(of: SIMD4<UInt16>(truncatingIfNeeded: even | odd), toByteOffset: 2 * j, as: SIMD4<UInt16>.self)
+            j += 4
+        }
+        while j < pairs {
+            let h = hash(first &+ UInt32(truncatingIfNeeded: j), low, high)
+            let bytes: UInt16 = (h & 0xffff < threshold ? 1 : 0) | (h &>> 16 < threshold ? 0x100 : 0)
+            keep.storeBytes(of: bytes, toByteOffset: 2 * j, as: UInt16.self)
+            j += 1
+        }
+    }
+
+    /// The recorded mask applied to `values`, then the L1 factor and the model weight:
+    /// ((x · keep) · factor) · weight — the products `keepRandomly` with scale 1 and the
+    /// separate scalings would take, in one pass and bit for bit the same.
+    public static func applyRecorded(
+        _ values: UnsafeMutableBufferPointer<Float>, keep: UnsafePointer<UInt8>, factor: Float = 1, weight: Float = 1
+    ) {
+        for i in 0..<values.count { values[i] = values[i] * Float(keep[i]) * factor * weight }
     }
 
     /// SplitMix64's output function.

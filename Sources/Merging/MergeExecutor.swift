@@ -34,6 +34,10 @@ public final class MergeExecutor: @unchecked Sendable {
     private var globalWindows: [MagnitudeWindow?] = []
     /// Per model, boundary-key entries met so far in earlier tensors (global trim ties).
     private var globalTiesSeen: [(lower: Int, upper: Int)] = []
+    /// Per model, the random mask drawn by the L1-rescale pass (one byte per entry of
+    /// the largest merged tensor), replayed by the final pass instead of drawing again.
+    private var recordedMasks: [Int: UnsafeMutablePointer<UInt8>] = [:]
+    private let largestMergedTensor: Int
     /// Input tensors found holding NaN or infinite values.
     private let nonFinite = NonFiniteInputs()
     /// When true, the first NaN or infinite input value stops the merge with an error.
@@ -63,9 +67,21 @@ public final class MergeExecutor: @unchecked Sendable {
         outputs = [.allocate(byteCount: outputBytes, alignment: 64), .allocate(byteCount: outputBytes, alignment: 64)]
         rescale = merge.plan.effectiveRescale
         consensus = merge.plan.effectiveConsensus
+        largestMergedTensor = merge.jobs.filter { $0.kind == .merge }.map(\.elementCount).max() ?? 0
     }
 
-    deinit { for buffer in outputs { buffer.deallocate() } }
+    deinit {
+        for buffer in outputs { buffer.deallocate() }
+        for mask in recordedMasks.values { mask.deallocate() }
+    }
+
+    /// Model `m`'s buffer for a recorded random mask, allocated on first use.
+    private func recordedMask(for m: Int) -> UnsafeMutablePointer<UInt8> {
+        if let mask = recordedMasks[m] { return mask }
+        let mask = UnsafeMutablePointer<UInt8>.allocate(capacity: max(largestMergedTensor, 1))
+        recordedMasks[m] = mask
+        return mask
+    }
 
     /// Row length the method's kernels need whole in a chunk (1: any split is fine).
     static func kernelRowLength(for job: MergeJob, method: MergeMethod) -> Int {
@@ -440,6 +456,8 @@ public final class MergeExecutor: @unchecked Sendable {
         // L1 rescale: the factor restoring each sparsified δ's L1 norm over the whole tensor.
         var factors = [Float](repeating: 1, count: n)
         let rescaled = rescale == .l1 ? (0..<n).filter { masks[$0] != .keepAll && masks[$0] != .keepNone } : []
+        var recorded = [UnsafeMutablePointer<UInt8>?](repeating: nil, count: n)
+        for m in rescaled { if case .random = masks[m] { recorded[m] = recordedMask(for: m) } }
         if !rescaled.isEmpty {
             let sums = ChunkResults(count: chunks * n, initial: (before: 0.0, after: 0.0))
             try forEachChunk(job) { s, c, range in
@@ -448,13 +466,15 @@ public final class MergeExecutor: @unchecked Sendable {
                     try decodeDelta(job, m, range, s)
                     let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
                     if case .random(let density, let stream) = masks[m] {
-                        sums[c * n + m] = stream.keptL1(UnsafeBufferPointer(values), start: range.lowerBound, density: density)
+                        let keep = recorded[m]! + range.lowerBound
+                        stream.drawMask(start: range.lowerBound, count: range.count, density: density, into: keep)
+                        sums[c * n + m] = L1Norm.of(UnsafeBufferPointer(values), keptBy: keep)
                         continue
                     }
-                    let before = MergeExecutor.l1(values)
+                    let before = L1Norm.of(UnsafeBufferPointer(values))
                     masks[m].apply(to: values, start: range.lowerBound, rowLength: job.rowLength, inverse: false,
                                    ties: ties[m].count > c ? ties[m][c] : ChunkTies(), rowScratch: s.rows)
-                    sums[c * n + m] = (before, MergeExecutor.l1(values))
+                    sums[c * n + m] = (before, L1Norm.of(UnsafeBufferPointer(values)))
                 }
             }
             for m in rescaled {
@@ -475,11 +495,15 @@ public final class MergeExecutor: @unchecked Sendable {
             for m in 0..<n {
                 try decodeDelta(job, m, range, s)
                 let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
-                masks[m].apply(to: values, start: range.lowerBound, rowLength: job.rowLength, inverse: inverse,
-                               ties: ties[m].count > c ? ties[m][c] : ChunkTies(), rowScratch: s.rows)
                 let factor = factors[m], weight = job.weights[m]
-                if factor != 1 { for i in 0..<values.count { values[i] *= factor } }
-                for i in 0..<values.count { values[i] *= weight }
+                if let keep = recorded[m] {
+                    CounterRandom.applyRecorded(values, keep: keep + range.lowerBound, factor: factor, weight: weight)
+                } else {
+                    masks[m].apply(to: values, start: range.lowerBound, rowLength: job.rowLength, inverse: inverse,
+                                   ties: ties[m].count > c ? ties[m][c] : ChunkTies(), rowScratch: s.rows)
+                    // x · 1 is x exactly, so an unused factor changes nothing.
+                    for i in 0..<values.count { values[i] = values[i] * factor * weight }
+                }
                 deltas.append(values)
             }
             fusion.combine(base: UnsafeBufferPointer(rebasing: s.base[0..<range.count]), deltas: deltas,
@@ -487,21 +511,6 @@ public final class MergeExecutor: @unchecked Sendable {
                            divisors: UnsafeMutableBufferPointer(rebasing: s.divisors[0..<range.count]))
             try store(job, range, s, into: bytes)
         }
-    }
-
-    static func l1(_ values: UnsafeMutableBufferPointer<Float>) -> Double {
-        var sum: Float = 0
-        var total = 0.0
-        // Float partial sums over short runs vectorize; the runs are added in Double.
-        var i = 0
-        while i < values.count {
-            let end = min(i + 256, values.count)
-            sum = 0
-            for j in i..<end { sum += abs(values[j]) }
-            total += Double(sum)
-            i = end
-        }
-        return total
     }
 
     /// The ranks whose elements bound `window` among `count` elements (none for an

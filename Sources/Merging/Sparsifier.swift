@@ -160,3 +160,52 @@ extension Sparsifier {
         before < 1e-7 || after < 1e-7 ? 1 : Float(before / after)
     }
 }
+
+/// L1 norms of chunks for the streaming rescale: Float sums in eight fixed lanes over
+/// runs of 256 entries, each run added in Double. The order of every addition depends
+/// only on the entries, so the sums are the same on any thread count.
+public enum L1Norm {
+    /// Σ|x|.
+    public static func of(_ values: UnsafeBufferPointer<Float>) -> Double {
+        sums(values, keep: nil).before
+    }
+
+    /// (Σ|x|, Σ|x| over the entries whose `keep` byte is 1).
+    public static func of(_ values: UnsafeBufferPointer<Float>, keptBy keep: UnsafePointer<UInt8>) -> (before: Double, after: Double) {
+        sums(values, keep: keep)
+    }
+
+    @inline(__always)
+    static func sums(_ values: UnsafeBufferPointer<Float>, keep: UnsafePointer<UInt8>?) -> (before: Double, after: Double) {
+        guard let v = values.baseAddress else { return (0, 0) }
+        var before = 0.0, after = 0.0
+        var i = 0
+        while i < values.count {
+            let end = min(i + 256, values.count)
+            var runBefore = SIMD8<Float>(), runAfter = SIMD8<Float>()
+            while i + 8 <= end {
+                let bits = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD8<UInt32>.self) & 0x7fff_ffff
+                let magnitude = unsafeBitCast(bits, to: SIMD8<Float>.self)
+                runBefore += magnitude
+                if let keep {
+                    let kept = UnsafeRawPointer(keep + i).loadUnaligned(as: SIMD8<UInt8>.self)
+                    runAfter += magnitude * SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: kept))
+                }
+                i += 8
+            }
+            var b: Float = 0, a: Float = 0
+            for lane in 0..<8 {
+                b += runBefore[lane]
+                a += runAfter[lane]
+            }
+            while i < end {
+                b += abs(v[i])
+                if let keep { a += abs(v[i]) * Float(keep[i]) }
+                i += 1
+            }
+            before += Double(b)
+            after += Double(a)
+        }
+        return (before, keep == nil ? before : after)
+    }
+}

@@ -105,9 +105,30 @@ private func sparsified(_ sparsifier: Sparsifier, _ values: [Float], density: Do
     let random = CounterRandom(seed: 5, tensor: "t", model: 1)
     var masked = values
     masked.withUnsafeMutableBufferPointer { random.keepRandomly($0, start: 3, density: 0.4, scale: 1) }
-    let sums = values.withUnsafeBufferPointer { random.keptL1($0, start: 3, density: 0.4) }
+    var keep = [UInt8](repeating: 7, count: values.count)
+    keep.withUnsafeMutableBufferPointer { random.drawMask(start: 3, count: values.count, density: 0.4, into: $0.baseAddress!) }
+    let sums = values.withUnsafeBufferPointer { v in keep.withUnsafeBufferPointer { L1Norm.of(v, keptBy: $0.baseAddress!) } }
     #expect(sums.before == Sparsifier.l1(values))
     #expect(sums.after == Sparsifier.l1(masked))
+    // The recorded mask replays the same products.
+    var replayed = values
+    replayed.withUnsafeMutableBufferPointer { v in keep.withUnsafeBufferPointer { CounterRandom.applyRecorded(v, keep: $0.baseAddress!) } }
+    #expect(replayed.map(\.bitPattern) == masked.map(\.bitPattern))
+    #expect(keep.allSatisfy { $0 <= 1 })
+}
+
+@Test(arguments: [0, 5, (1 << 33) - 13], [Float(0.3), 0.5, 0.999, 1, 0])
+func drawnMaskTakesTheDecisionsOfKeepRandomly(start: Int, density: Float) {
+    // Odd and even starts, a crossing of the counters' 2³² block, and the density edges.
+    let random = CounterRandom(seed: 9, tensor: "w", model: 2)
+    for count in [0, 1, 2, 7, 8, 9, 1001] {
+        var values = [Float](repeating: 1, count: count)
+        values.withUnsafeMutableBufferPointer { random.keepRandomly($0, start: start, density: density, scale: 1) }
+        var keep = [UInt8](repeating: 9, count: count + 1)
+        keep.withUnsafeMutableBufferPointer { random.drawMask(start: start, count: count, density: density, into: $0.baseAddress!) }
+        #expect(keep.prefix(count).map(Float.init) == values)
+        #expect(keep[count] == 9)
+    }
 }
 
 @Test func seedAndNameChangeTheRandomStream() {
@@ -140,4 +161,21 @@ private func sparsified(_ sparsifier: Sparsifier, _ values: [Float], density: Do
         if v[2] != 0 { kept[1] += 1 }
     }
     #expect(kept[0] > 190 && kept[1] > 190)
+}
+
+@Test func chunkL1NormsAgreeWithDoubleSums() {
+    // Odd length: full eight-lane steps, a short run and a scalar tail.
+    let values = noise(1029, seed: 21, scale: 3)
+    var keep = [UInt8](repeating: 0, count: values.count)
+    for i in keep.indices where i % 3 != 0 { keep[i] = 1 }
+    var before = 0.0, after = 0.0
+    for i in values.indices {
+        before += Double(abs(values[i]))
+        if keep[i] == 1 { after += Double(abs(values[i])) }
+    }
+    let plain = values.withUnsafeBufferPointer { L1Norm.of($0) }
+    let masked = values.withUnsafeBufferPointer { v in keep.withUnsafeBufferPointer { L1Norm.of(v, keptBy: $0.baseAddress!) } }
+    #expect(abs(plain - before) <= 1e-5 * before)
+    #expect(masked.before == plain)
+    #expect(abs(masked.after - after) <= 1e-5 * after)
 }
