@@ -90,24 +90,32 @@ public enum LlamaFamily {
     }
 
     /// Reorders the rows of a `rows × columns` matrix (row-major) between HF's
-    /// rotate-half layout and GGUF's interleaved pairs, for `heads` heads:
-    /// viewed as [heads, 2, rows/heads/2, columns], the middle two axes swap on
-    /// the way to GGUF (`toGGUF`) and swap back on the way to HF.
+    /// rotate-half layout and GGUF's interleaved pairs, for `heads` heads (see
+    /// `sourceRow`): towards GGUF with `toGGUF`, back to HF without.
     /// - Precondition: `rows` is a multiple of `2 × heads`; buffers hold rows × columns elements.
     public static func permuteRows(_ source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableBufferPointer<Float>,
                                    rows: Int, columns: Int, heads: Int, toGGUF: Bool) {
-        let half = rows / heads / 2
-        for h in 0..<heads {
-            for pair in 0..<2 {
-                for i in 0..<half {
-                    // HF row index for (h, pair, i); GGUF row index for (h, i, pair).
-                    let hfRow = (h * 2 + pair) * half + i
-                    let ggufRow = (h * half + i) * 2 + pair
-                    let (from, to) = toGGUF ? (hfRow, ggufRow) : (ggufRow, hfRow)
-                    _ = UnsafeMutableBufferPointer(rebasing: destination[(to * columns)..<((to + 1) * columns)])
-                        .update(fromContentsOf: source[(from * columns)..<((from + 1) * columns)])
-                }
-            }
+        for to in 0..<rows {
+            let from = sourceRow(to, rows: rows, heads: heads, toGGUF: toGGUF)
+            _ = UnsafeMutableBufferPointer(rebasing: destination[(to * columns)..<((to + 1) * columns)])
+                .update(fromContentsOf: source[(from * columns)..<((from + 1) * columns)])
         }
+    }
+
+    /// For row `row` of a Q or K tensor in one layout, the row holding it in the other:
+    /// viewed as [heads, 2, rows/heads/2] (HF, rotate-half) or [heads, rows/heads/2, 2]
+    /// (GGUF, interleaved pairs). With `toGGUF`, `row` is a GGUF row and the result
+    /// the HF row it comes from; without, the reverse.
+    /// - Precondition: `rows` is a multiple of `2 × heads`.
+    public static func sourceRow(_ row: Int, rows: Int, heads: Int, toGGUF: Bool) -> Int {
+        let half = rows / heads / 2
+        if toGGUF {
+            let (head, rest) = row.quotientAndRemainder(dividingBy: 2 * half)
+            let (i, pair) = rest.quotientAndRemainder(dividingBy: 2)
+            return (head * 2 + pair) * half + i
+        }
+        let (head, rest) = row.quotientAndRemainder(dividingBy: 2 * half)
+        let (pair, i) = rest.quotientAndRemainder(dividingBy: half)
+        return (head * half + i) * 2 + pair
     }
 }

@@ -256,6 +256,24 @@ public final class MergeExecutor: @unchecked Sendable {
         return special == 0
     }
 
+    /// Decodes elements `range` of a model's tensor, in the output's row order, into
+    /// the start of `buffer`; rows stored in another order are read row by row.
+    private func decode(_ input: MergeInput, _ range: Range<Int>, into buffer: UnsafeMutableBufferPointer<Float>) throws {
+        guard let order = input.rowOrder else {
+            try decode(input.tensor, in: input.checkpoint, range, into: buffer)
+            return
+        }
+        var start = range.lowerBound
+        while start < range.upperBound {
+            let row = start / order.columns
+            let end = min(range.upperBound, (row + 1) * order.columns)
+            let shift = (order.sourceRow(row) - row) * order.columns
+            try decode(input.tensor, in: input.checkpoint, (start + shift)..<(end + shift),
+                       into: UnsafeMutableBufferPointer(rebasing: buffer[(start - range.lowerBound)...]))
+            start = end
+        }
+    }
+
     private func decodeBase(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch) throws {
         try decode(job.template, in: job.templateCheckpoint, range, into: s.base)
     }
@@ -263,7 +281,7 @@ public final class MergeExecutor: @unchecked Sendable {
     /// Decodes model `m` and subtracts the base already in `s.base`: δ in `s.inputs[m]`.
     private func decodeDelta(_ job: MergeJob, _ m: Int, _ range: Range<Int>, _ s: WorkerScratch) throws {
         let input = job.inputs[m]
-        if input.tensor.dtype == .bf16 {
+        if input.tensor.dtype == .bf16, input.rowOrder == nil {
             // The common case in one pass: BF16 is the upper half of a Float32.
             let d = s.inputs[m], b = s.base
             let bytes = merge.checkpoints[input.checkpoint].data(of: input.tensor)
@@ -271,7 +289,7 @@ public final class MergeExecutor: @unchecked Sendable {
             for i in 0..<range.count { d[i] = Float(bitPattern: UInt32(source[i]) &<< 16) - b[i] }
             return
         }
-        try decode(input.tensor, in: input.checkpoint, range, into: s.inputs[m])
+        try decode(input, range, into: s.inputs[m])
         let delta = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
         TaskVector.subtract(UnsafeBufferPointer(delta), UnsafeBufferPointer(rebasing: s.base[0..<range.count]), into: delta)
     }
@@ -314,7 +332,7 @@ public final class MergeExecutor: @unchecked Sendable {
         try forEachChunk(job, releasing: true) { s, _, range in
             var models: [UnsafeBufferPointer<Float>] = []
             for (m, input) in job.inputs.enumerated() {
-                try decode(input.tensor, in: input.checkpoint, range, into: s.inputs[m])
+                try decode(input, range, into: s.inputs[m])
                 models.append(UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]))
             }
             Interpolation.linear(models, weights: job.weights, normalize: job.normalize,
@@ -328,7 +346,7 @@ public final class MergeExecutor: @unchecked Sendable {
         try forEachChunk(job, releasing: true) { s, _, range in
             try decodeBase(job, range, s)
             let other = job.inputs[0]
-            try decode(other.tensor, in: other.checkpoint, range, into: s.inputs[0])
+            try decode(other, range, into: s.inputs[0])
             Interpolation.slerp(UnsafeBufferPointer(rebasing: s.base[0..<range.count]),
                                 UnsafeBufferPointer(rebasing: s.inputs[0][0..<range.count]), t: job.t, rowLength: row,
                                 into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
@@ -342,7 +360,7 @@ public final class MergeExecutor: @unchecked Sendable {
             try decodeBase(job, range, s)
             var models: [UnsafeBufferPointer<Float>] = []
             for (m, input) in job.inputs.enumerated() {
-                try decode(input.tensor, in: input.checkpoint, range, into: s.inputs[m])
+                try decode(input, range, into: s.inputs[m])
                 models.append(UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]))
             }
             return (UnsafeBufferPointer(rebasing: s.base[0..<range.count]), models)

@@ -26,7 +26,7 @@ public struct MergeJob: Sendable {
     public let templateCheckpoint: Int
     /// Per contributing model: its checkpoint index and tensor. Only the first
     /// `elementCount` entries are used (embedding rows past the base's are cut).
-    public let inputs: [(checkpoint: Int, tensor: TensorEntry)]
+    public let inputs: [MergeInput]
     /// Per contributing model, the parameters resolved for this tensor.
     public let weights: [Float]
     public let densities: [Double]
@@ -51,4 +51,42 @@ public struct MergeJob: Sendable {
 
     /// Output bytes.
     public var outputByteCount: Int { outputDType.byteCount(forElements: elementCount) ?? 0 }
+}
+
+/// One contributing model's tensor for an output tensor.
+public struct MergeInput: Sendable {
+    /// Index in `PreparedMerge.checkpoints`.
+    public let checkpoint: Int
+    public let tensor: TensorEntry
+    /// Set when the tensor stores its rows in another order than the output (a Llama
+    /// Q or K projection in the other format's head layout).
+    public let rowOrder: RowOrder?
+
+    public init(checkpoint: Int, tensor: TensorEntry, rowOrder: RowOrder? = nil) {
+        self.checkpoint = checkpoint
+        self.tensor = tensor
+        self.rowOrder = rowOrder
+    }
+}
+
+/// Where an input's rows sit: output row r is stored as row `sourceRow(r)`.
+public struct RowOrder: Sendable, Hashable {
+    public let rows: Int
+    public let columns: Int
+    /// Attention heads of the projection.
+    public let heads: Int
+    /// True when the output is in GGUF's layout and the input in HF's.
+    public let toGGUF: Bool
+
+    public init(rows: Int, columns: Int, heads: Int, toGGUF: Bool) {
+        self.rows = rows
+        self.columns = columns
+        self.heads = heads
+        self.toGGUF = toGGUF
+    }
+
+    /// The input row holding output row `row`.
+    public func sourceRow(_ row: Int) -> Int {
+        LlamaFamily.sourceRow(row, rows: rows, heads: heads, toGGUF: toGGUF)
+    }
 }

@@ -48,6 +48,8 @@ public final class PreparedMerge: Sendable {
         var modelIndex: [Int] = []
         for model in contributing { modelIndex.append(try open(model.path)) }
         let template = checkpoints[0]
+        let bridges = modelIndex.map { FormatBridge(base: template, model: checkpoints[$0]) }
+        var matched = [Set<String>](repeating: [], count: contributing.count)
 
         var layerCount = 0
         for t in template.tensors {
@@ -63,6 +65,9 @@ public final class PreparedMerge: Sendable {
         for entry in template.tensors {
             let mergeable = entry.dtype.isFloatingPoint && entry.dtype.isDecodable
             guard mergeable else {
+                for m in contributing.indices {
+                    if let name = bridges[m].map({ $0.modelName(for: entry.name) }) ?? entry.name { matched[m].insert(name) }
+                }
                 jobs.append(job(entry, kind: .copy, dtype: entry.dtype, inputs: [], plan: plan, models: contributing,
                                 layerCount: layerCount))
                 continue
@@ -76,13 +81,24 @@ public final class PreparedMerge: Sendable {
                 warnings.append("tensor '\(entry.name)' is \(entry.dtype), which cannot be written; writing F32")
                 outputDType = .f32
             }
-            var inputs: [(checkpoint: Int, tensor: TensorEntry)] = []
+            var inputs: [MergeInput] = []
             var missing: [String] = []
             for (m, model) in contributing.enumerated() {
                 let checkpoint = checkpoints[modelIndex[m]]
-                guard let tensor = checkpoint.tensor(named: entry.name) else {
+                let name = bridges[m].map { $0.modelName(for: entry.name) } ?? entry.name
+                guard let name, let tensor = checkpoint.tensor(named: name) else {
                     missing.append(model.path)
                     continue
+                }
+                matched[m].insert(name)
+                var rowOrder: RowOrder?
+                if let bridge = bridges[m] {
+                    switch bridge.rowOrder(for: entry.name, shape: entry.shape) {
+                    case .success(let order): rowOrder = order
+                    case .failure(let problem):
+                        problems.append("tensor '\(entry.name)' cannot be read from \(model.path): \(problem.description)")
+                        continue
+                    }
                 }
                 if !tensor.dtype.isFloatingPoint || !tensor.dtype.isDecodable {
                     problems.append("tensor '\(entry.name)' is \(tensor.dtype) in \(model.path), \(entry.dtype) in the base")
@@ -98,7 +114,7 @@ public final class PreparedMerge: Sendable {
                         continue
                     }
                 }
-                inputs.append((modelIndex[m], tensor))
+                inputs.append(MergeInput(checkpoint: modelIndex[m], tensor: tensor, rowOrder: rowOrder))
             }
             if missing.count == contributing.count && usesBaseValues {
                 jobs.append(job(entry, kind: .convert, dtype: outputDType, inputs: [], plan: plan, models: contributing,
@@ -115,7 +131,7 @@ public final class PreparedMerge: Sendable {
         let baseOnly = jobs.filter { $0.kind == .convert }.count
         if baseOnly > 0 { warnings.append("\(baseOnly) tensors only in the base are copied from it") }
         for (m, model) in contributing.enumerated() {
-            let extra = checkpoints[modelIndex[m]].tensors.filter { template.tensor(named: $0.name) == nil }.count
+            let extra = checkpoints[modelIndex[m]].tensors.filter { !matched[m].contains($0.name) }.count
             if extra > 0 { warnings.append("\(model.path): \(extra) tensors not in the base are left out") }
         }
         if !problems.isEmpty { throw .incompatibleInputs(base: templatePath, problems: problems) }
@@ -144,7 +160,7 @@ public final class PreparedMerge: Sendable {
     }
 
     private static func job(
-        _ entry: TensorEntry, kind: MergeJob.Kind, dtype: DType, inputs: [(checkpoint: Int, tensor: TensorEntry)],
+        _ entry: TensorEntry, kind: MergeJob.Kind, dtype: DType, inputs: [MergeInput],
         plan: MergePlan, models: [ModelSpec], layerCount: Int
     ) -> MergeJob {
         let t = LayerPosition.fraction(of: entry.name, layerCount: layerCount)

@@ -237,3 +237,64 @@ func massiveTiesSplitAcrossChunksMatchTheInMemorySparsifier(method: MergeMethod)
     Sparsifier.magnitude.sparsify(&expected, density: 0.25, rescale: .none, stream: CounterRandom(seed: 0, tensor: "w", model: 0))
     #expect(out.values("w") == expected)
 }
+
+private let conversionFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("fixtures/conversion").path
+
+@Test func aGGUFModelMergesIntoAHuggingFaceBase() throws {
+    // llama.cpp's f32 GGUF of the same weights: every delta is zero only if names map
+    // and the Q/K rows are read back in Hugging Face's order.
+    let base = conversionFixtures + "/tiny-llama-gqa", gguf = conversionFixtures + "/llamacpp-f32.gguf"
+    let prepared = try PreparedMerge.prepare(MergePlan(method: .ties, base: base,
+                                                       models: [ModelSpec(path: gguf, parameters: ["density": .number(0.5)])]))
+    #expect(prepared.warnings.allSatisfy { !$0.contains("left out") })
+    let out = try runMerge(prepared.plan)
+    let reference = try Checkpoint.open(base)
+    for entry in reference.tensors {
+        let same = out.tensors[entry.name] == Array(reference.data(of: entry))
+        #expect(same, "\(entry.name)")
+    }
+    #expect(out.tensors.count == reference.tensors.count)
+}
+
+@Test func aHuggingFaceModelMergesIntoAGGUFBase() throws {
+    let base = conversionFixtures + "/llamacpp-f32.gguf", folder = conversionFixtures + "/tiny-llama-gqa"
+    let out = try runMerge(MergePlan(method: .taskArithmetic, base: base, models: [ModelSpec(path: folder)]))
+    let reference = try Checkpoint.open(base)
+    var merged = 0
+    for entry in reference.tensors where entry.dtype == .f32 {
+        let same = try out.values(entry.name) == reference.decode(entry)
+        #expect(same, "\(entry.name)")
+        merged += 1
+    }
+    #expect(merged == reference.tensors.count)
+}
+
+@Test func aQuantizedGGUFModelIsReadInTheBaseLayout() throws {
+    // Weight 1 gives the model back: the Q8_0 values, un-permuted, as GGUF → HF conversion yields them.
+    let folder = temporaryFolder()
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    let base = conversionFixtures + "/tiny-llama-gqa", gguf = conversionFixtures + "/llamacpp-q8_0.gguf"
+    let out = try runMerge(MergePlan(method: .taskArithmetic, base: base, models: [ModelSpec(path: gguf)], outputDType: .f32))
+    try FormatConversion.ggufToHF(input: gguf, output: folder + "/hf", dtype: .f32)
+    let converted = try Checkpoint.open(folder + "/hf")
+    for entry in converted.tensors {
+        let expected = try converted.decode(entry), merged = out.values(entry.name)
+        #expect(merged.count == expected.count)
+        for i in 0..<min(merged.count, expected.count) where abs(merged[i] - expected[i]) > 1e-6 * max(1e-2, abs(expected[i])) {
+            Issue.record("\(entry.name)[\(i)]: \(merged[i]) vs \(expected[i])")
+            break
+        }
+    }
+}
+
+@Test func rowOrdersBetweenTheLayoutsAreInverse() {
+    for (rows, heads) in [(8, 2), (12, 3), (64, 4)] {
+        for row in 0..<rows {
+            let hf = LlamaFamily.sourceRow(row, rows: rows, heads: heads, toGGUF: true)
+            #expect(LlamaFamily.sourceRow(hf, rows: rows, heads: heads, toGGUF: false) == row)
+        }
+    }
+    // Two heads of four rows: GGUF interleaves each head's halves.
+    #expect((0..<8).map { LlamaFamily.sourceRow($0, rows: 8, heads: 2, toGGUF: true) } == [0, 2, 1, 3, 4, 6, 5, 7])
+}

@@ -1,0 +1,56 @@
+import Checkpoints
+
+/// Pairs a base's tensors with a model stored in the other format of the Llama
+/// family — a Hugging Face folder or safetensors file against a GGUF file — so the
+/// two can be merged without converting first. Names are translated through
+/// `LlamaFamily`'s table, and Q/K projections, whose rows GGUF stores as interleaved
+/// pairs per head, are read in the base's layout. Head counts come from the GGUF
+/// file's metadata.
+struct FormatBridge {
+    /// True when the base is the GGUF side.
+    let baseIsGGUF: Bool
+    let permutesQK: Bool
+    let headCount: Int
+    let kvHeadCount: Int
+
+    /// The bridge between `base` and `model`, or nil when they name tensors alike
+    /// (same format) or the GGUF side is not a Llama-family architecture.
+    init?(base: Checkpoint, model: Checkpoint) {
+        baseIsGGUF = base.format == .gguf
+        guard baseIsGGUF != (model.format == .gguf) else { return nil }
+        let gguf = baseIsGGUF ? base : model
+        func value(_ key: String) -> MetadataValue? { gguf.metadata.first { $0.key == key }?.value }
+        guard let name = value("general.architecture")?.stringValue,
+              let architecture = LlamaFamily.architectures.first(where: { $0.ggufName == name }),
+              let heads = value("\(name).attention.head_count")?.intValue, heads > 0
+        else { return nil }
+        permutesQK = architecture.permutesQK
+        headCount = heads
+        kvHeadCount = value("\(name).attention.head_count_kv")?.intValue ?? heads
+    }
+
+    /// The model's name for the base tensor `name` (nil: the family has no such tensor).
+    func modelName(for name: String) -> String? {
+        baseIsGGUF ? LlamaFamily.hfName(forGGUF: name) : LlamaFamily.ggufName(forHF: name)
+    }
+
+    /// How the model stores the rows of base tensor `name` of `shape`: nil when in the
+    /// same order, a problem when the rows do not split into the heads' pairs.
+    func rowOrder(for name: String, shape: [Int]) -> Result<RowOrder?, BridgeProblem> {
+        guard permutesQK, let hfName = baseIsGGUF ? LlamaFamily.hfName(forGGUF: name) : name,
+              let projection = LlamaFamily.projection(ofHF: hfName)
+        else { return .success(nil) }
+        let heads = projection == .query ? headCount : kvHeadCount
+        let count = shape.reduce(1, *)
+        let rows = shape.first ?? 0
+        guard rows > 0, heads > 0, rows % (2 * heads) == 0 else {
+            return .failure(BridgeProblem(description: "\(rows) rows do not split into \(heads) heads of pairs"))
+        }
+        return .success(RowOrder(rows: rows, columns: count / rows, heads: heads, toGGUF: baseIsGGUF))
+    }
+}
+
+/// Why a tensor cannot be read across formats.
+struct BridgeProblem: Error {
+    let description: String
+}
