@@ -519,8 +519,11 @@ public final class MergeExecutor: @unchecked Sendable {
                 } else {
                     masks[m].apply(to: values, start: range.lowerBound, rowLength: job.rowLength, inverse: inverse,
                                    ties: ties[m].count > c ? ties[m][c] : ChunkTies(), rowScratch: s.rows)
-                    // x · 1 is x exactly, so an unused factor changes nothing.
-                    for i in 0..<values.count { values[i] = values[i] * factor * weight }
+                    // x · 1 is x exactly: an unused factor changes nothing, and with
+                    // weight 1 as well the loop can be skipped.
+                    if factor != 1 || weight != 1 {
+                        for i in 0..<values.count { values[i] = values[i] * factor * weight }
+                    }
                 }
                 deltas.append(values)
             }
