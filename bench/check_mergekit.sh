@@ -46,6 +46,13 @@ for method in task_arithmetic ties linear breadcrumbs slerp model_stock; do
     "$mergekit" "$work/$method.yml" "$work/mk-$method" >"$work/mk-$method.log" 2>&1
     "$tool" fuse --config "$work/$method.yml" -o "$work/cl-$method"
     printf '%-16s ' "$method"
-    python3 "$here/compare_outputs.py" "$work/cl-$method" "$work/mk-$method" || status=1
+    if [ "$method" = slerp ]; then
+        # Where rows nearly cancel, float32 rounding moves the result by many BF16
+        # steps; the verdict is agreement with the exact result (bench/slerp_exact.py).
+        python3 "$here/compare_outputs.py" "$work/cl-$method" "$work/mk-$method" || true
+        python3 "$here/slerp_exact.py" "$work" || status=1
+    else
+        python3 "$here/compare_outputs.py" "$work/cl-$method" "$work/mk-$method" || status=1
+    fi
 done
 exit $status
