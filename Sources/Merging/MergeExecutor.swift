@@ -243,10 +243,13 @@ public final class MergeExecutor: @unchecked Sendable {
         } catch {
             throw MergeError.checkpoint(.codec(file: file.path, tensor: tensor.name, problem: error))
         }
-        if !MergeExecutor.allFinite(UnsafeBufferPointer(values)) {
-            if strict { throw MergeError.nonFiniteInput(file: file.path, tensor: tensor.name) }
-            nonFinite.record("'\(tensor.name)' in \(file.path)")
-        }
+        if !MergeExecutor.allFinite(UnsafeBufferPointer(values)) { try noteNonFinite(tensor, in: file) }
+    }
+
+    /// Records that `tensor` of `file` holds NaN or infinite values (with `strict`, stops the merge).
+    private func noteNonFinite(_ tensor: TensorEntry, in file: Checkpoint) throws {
+        if strict { throw MergeError.nonFiniteInput(file: file.path, tensor: tensor.name) }
+        nonFinite.record("'\(tensor.name)' in \(file.path)")
     }
 
     /// True when no value is NaN or infinite (the exponent field is never all ones).
@@ -284,9 +287,15 @@ public final class MergeExecutor: @unchecked Sendable {
         if input.tensor.dtype == .bf16, input.rowOrder == nil {
             // The common case in one pass: BF16 is the upper half of a Float32.
             let d = s.inputs[m], b = s.base
-            let bytes = merge.checkpoints[input.checkpoint].data(of: input.tensor)
-            let source = bytes.baseAddress!.assumingMemoryBound(to: UInt16.self) + range.lowerBound
-            for i in 0..<range.count { d[i] = Float(bitPattern: UInt32(source[i]) &<< 16) - b[i] }
+            let file = merge.checkpoints[input.checkpoint]
+            let source = file.data(of: input.tensor).baseAddress!.assumingMemoryBound(to: UInt16.self) + range.lowerBound
+            var special: UInt16 = 0
+            for i in 0..<range.count {
+                let x = source[i]
+                d[i] = Float(bitPattern: UInt32(x) &<< 16) - b[i]
+                special |= x & 0x7f80 == 0x7f80 ? 1 : 0
+            }
+            if special != 0 { try noteNonFinite(input.tensor, in: file) }
             return
         }
         try decode(input, range, into: s.inputs[m])

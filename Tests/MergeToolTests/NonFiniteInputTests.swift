@@ -4,30 +4,34 @@ import Testing
 
 @Suite struct NonFiniteInputTests {
     /// A folder with base, a clean fine-tune and one holding a NaN and an infinity.
-    private func models() throws -> String {
+    private func models(_ dtype: DType = .f32) throws -> String {
         let dir = NSTemporaryDirectory() + "claire-nan-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         for (name, values) in [("base", [Float](repeating: 1, count: 8)),
                                ("clean", [Float](repeating: 1.5, count: 8)),
                                ("broken", [1, .nan, 1, .infinity, 1, 1, 1, 1] as [Float])] {
             let writer = try SafetensorsFileWriter(path: dir + "/\(name).safetensors",
-                                                   tensors: [TensorSpec(name: "w", dtype: .f32, shape: [2, 4])])
-            try values.withUnsafeBytes { try writer.write("w", bytes: $0) }
+                                                   tensors: [TensorSpec(name: "w", dtype: dtype, shape: [2, 4])])
+            var bytes = [UInt8](repeating: 0, count: dtype.byteCount(forElements: values.count)!)
+            try values.withUnsafeBufferPointer { v in try bytes.withUnsafeMutableBytes { try ElementCodec.encode(dtype, from: v, into: $0) } }
+            try bytes.withUnsafeBytes { try writer.write("w", bytes: $0) }
             try writer.finish()
         }
         return dir
     }
 
-    @Test func nonFiniteInputIsReportedPerTensor() throws {
-        let dir = try models()
+    @Test(arguments: [DType.f32, .bf16, .f16])
+    func nonFiniteInputIsReportedPerTensor(dtype: DType) throws {
+        let dir = try models(dtype)
         let result = try runTool(["fuse", dir + "/clean.safetensors", dir + "/broken.safetensors", "--base", dir + "/base.safetensors",
                                   "--method", "task_arithmetic", "-o", dir + "/out"])
         #expect(result.status == 0)
         #expect(result.err == "warning: input tensor 'w' in \(dir)/broken.safetensors holds NaN or infinite values (--strict makes this an error)\n")
     }
 
-    @Test func strictMakesItAnErrorAndLeavesNothing() throws {
-        let dir = try models()
+    @Test(arguments: [DType.f32, .bf16])
+    func strictMakesItAnErrorAndLeavesNothing(dtype: DType) throws {
+        let dir = try models(dtype)
         let result = try runTool(["fuse", dir + "/clean.safetensors", dir + "/broken.safetensors", "--base", dir + "/base.safetensors",
                                   "--method", "task_arithmetic", "--strict", "-o", dir + "/out"])
         #expect(result.status == 1)
