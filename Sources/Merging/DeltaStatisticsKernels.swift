@@ -32,7 +32,33 @@ enum MagnitudeBins {
     }
 }
 
-/// Running sums for one delta within one tensor during the first pass.
+/// The coarse histogram of the full pass, one UInt64 per bin: the count in the
+/// top 24 bits and the Σ of fine patterns in the low 40, so an entry costs one
+/// add. A bin holds at most 2²⁴ entries, so the histogram is emptied into the
+/// interleaved Int histogram at least every `capacity` entries. Eight spare
+/// slots after the bins take the zero and non-finite entries, one per lane
+/// position, so repeated updates of one slot stay apart.
+enum PackedBins {
+    static let one: UInt64 = 1 << 40
+    static let spare = MagnitudeBins.coarseCount
+    static let slots = MagnitudeBins.coarseCount + 8
+    static let capacity = 1 << 24
+
+    /// Adds bins 0…`highest` of `packed` into `bins` (count at 2·bin, fine sum
+    /// at 2·bin + 1) and clears `packed`, spare slots included.
+    static func empty(_ packed: UnsafeMutablePointer<UInt64>, upTo highest: Int, into bins: UnsafeMutablePointer<Int>) {
+        if highest >= 0 {
+            for bin in 0...highest where packed[bin] != 0 {
+                bins[2 * bin] += Int(packed[bin] &>> 40)
+                bins[2 * bin + 1] += Int(packed[bin] & (one - 1))
+                packed[bin] = 0
+            }
+        }
+        (packed + spare).update(repeating: 0, count: slots - spare)
+    }
+}
+
+/// Running sums for one delta within one tensor during the full pass.
 struct DeltaMoments {
     var nonFinite = 0
     var zeros = 0
@@ -58,6 +84,8 @@ enum DeltaKernels {
     /// of `block` elements, then added into Double, which bounds the rounding error.
     typealias Lanes = SIMD8<Float>
     typealias Bits = SIMD8<UInt32>
+    /// Coarse bins compared as signed lanes (bins are below 2¹⁶, bounds may be −1).
+    typealias Signed = SIMD8<Int32>
     static let block = 256
 
     @inline(__always)
@@ -82,16 +110,12 @@ enum DeltaKernels {
     }
 
     /// δ = tuned − base in place over `tuned`, then zeros, non-finite entries,
-    /// Σδ², the largest magnitude pattern, and the entries at or below each
-    /// threshold pattern in `thresholds` (added to `within`). Vector kernel; the
-    /// tail runs one lane at a time.
+    /// Σδ² and the largest magnitude pattern. Vector kernel; the tail runs one
+    /// lane at a time.
     static func subtractAndMeasure(
-        _ tuned: UnsafeMutablePointer<Float>, _ base: UnsafePointer<Float>, _ count: Int,
-        thresholds: [UInt32], within: UnsafeMutablePointer<Int>, into moments: inout DeltaMoments
+        _ tuned: UnsafeMutablePointer<Float>, _ base: UnsafePointer<Float>, _ count: Int, into moments: inout DeltaMoments
     ) {
         let limit = Bits(repeating: MagnitudeBins.nonFinite)
-        let limits = thresholds.map { Bits(repeating: $0) }
-        var below = [Bits](repeating: Bits(), count: thresholds.count)
         var zeros = Bits(), nonFinite = Bits(), high = Bits()
         var squares = 0.0
         var i = 0
@@ -108,20 +132,17 @@ enum DeltaKernels {
                 partial += keep(v * v, finite)
                 let candidate = bits & finite
                 high ^= (high ^ candidate) & ones(candidate .> high)
-                for t in limits.indices { below[t] &-= ones(bits .<= limits[t]) }
                 i += 8
             }
             squares += Double(partial.sum())
         }
         var highBits: UInt32 = 0
         for lane in 0..<8 { highBits = max(highBits, high[lane]) }
-        for t in below.indices { within[t] += Int(below[t].wrappedSum()) }
         var zeroCount = Int(zeros.wrappedSum()), nonFiniteCount = Int(nonFinite.wrappedSum())
         while i < count {
             let d = tuned[i] - base[i]
             tuned[i] = d
             let bits = d.bitPattern & 0x7fff_ffff
-            for t in thresholds.indices where bits <= thresholds[t] { within[t] += 1 }
             if bits == 0 { zeroCount += 1 } else if bits >= MagnitudeBins.nonFinite { nonFiniteCount += 1 } else {
                 squares += Double(d) * Double(d)
                 highBits = max(highBits, bits)
@@ -134,17 +155,23 @@ enum DeltaKernels {
         moments.maxBits = max(moments.maxBits, highBits)
     }
 
-    /// Coarse histogram of the non-zero finite entries: count (at 2·bin) and Σ of
-    /// fine patterns (at 2·bin + 1) per bin — integers, so the bin sums are exact
-    /// and cheap to add, side by side so one update touches one cache line.
-    static func histogram(_ delta: UnsafePointer<Float>, _ count: Int, bins: UnsafeMutablePointer<Int>) {
+    /// Adds every non-zero finite |δ| to the packed coarse histogram and copies
+    /// the patterns that fall in flagged bins to `collected`; returns how many
+    /// were copied. Branch-free: zero and non-finite entries go to spare slots.
+    static func histogram(
+        _ delta: UnsafePointer<Float>, _ count: Int, packed: UnsafeMutablePointer<UInt64>,
+        flags: UnsafePointer<UInt8>, collected: UnsafeMutablePointer<UInt32>
+    ) -> Int {
+        var n = 0
         for i in 0..<count {
-            let bits = delta[i].bitPattern & 0x7fff_ffff
-            guard bits &- 1 < MagnitudeBins.nonFinite &- 1 else { continue }  // zero wraps around, so one test
-            let bin = Int(bits &>> MagnitudeBins.shift)
-            bins[2 * bin] &+= 1
-            bins[2 * bin + 1] &+= Int(bits & MagnitudeBins.fineMask)
+            let key = delta[i].bitPattern & 0x7fff_ffff
+            // Zero wraps around, so one test sends zeros and non-finite entries aside.
+            let slot = key &- 1 < MagnitudeBins.nonFinite &- 1 ? Int(key &>> MagnitudeBins.shift) : PackedBins.spare + (i & 7)
+            packed[slot] &+= UInt64(key & MagnitudeBins.fineMask) | PackedBins.one
+            collected[n] = key
+            n &+= Int(flags[slot])
         }
+        return n
     }
 
     /// Σ|θ₀| and the number of finite entries.
@@ -177,10 +204,20 @@ enum DeltaKernels {
         return (sum, finiteCount)
     }
 
-    /// Pair figures on the positions where both deltas are finite.
-    static func comparePair(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures) {
+    /// Pair figures on the positions where both deltas are finite, and the
+    /// support screen: positions where both deltas are surely in their top-k
+    /// supports are counted, positions where one may be and the other is not
+    /// surely out are recorded with both patterns for when the exact
+    /// thresholds are known.
+    static func comparePair(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures,
+        screen: SupportScreen, candidates: PairCandidates
+    ) {
         let limit = Bits(repeating: MagnitudeBins.nonFinite), sign = Bits(repeating: 0x8000_0000)
-        var positions = Bits(), both = Bits(), agree = Bits()
+        let shift = Bits(repeating: MagnitudeBins.shift)
+        let lowA = Signed(repeating: screen.lowA), highA = Signed(repeating: screen.highA)
+        let lowB = Signed(repeating: screen.lowB), highB = Signed(repeating: screen.highB)
+        var positions = Bits(), both = Bits(), agree = Bits(), bothClear = Bits()
         var dot = 0.0, squaresA = 0.0, squaresB = 0.0
         var i = 0
         while i + 8 <= count {
@@ -199,6 +236,16 @@ enum DeltaKernels {
                 both &-= nonzero
                 let sameSign = ones((unsafeBitCast(u, to: Bits.self) ^ unsafeBitCast(v, to: Bits.self)) .< sign)
                 agree &-= nonzero & sameSign
+                let binA = unsafeBitCast(bu &>> shift, to: Signed.self), binB = unsafeBitCast(bv &>> shift, to: Signed.self)
+                let inA = nonzero & ones(binA .>= lowA), inB = nonzero & ones(binB .>= lowB)
+                let clearA = nonzero & ones(binA .> highA), clearB = nonzero & ones(binB .> highB)
+                bothClear &-= clearA & clearB
+                let record = inA & inB & ~(clearA & clearB)
+                if record.wrappedSum() != 0 {
+                    for lane in 0..<8 where record[lane] != 0 {
+                        candidates.records.append(UInt64(bu[lane]) &<< 32 | UInt64(bv[lane]))
+                    }
+                }
                 i += 8
             }
             dot += Double(partialDot.sum())
@@ -207,6 +254,7 @@ enum DeltaKernels {
         }
         var positionCount = Int(positions.wrappedSum()), bothCount = Int(both.wrappedSum())
         var agreeCount = Int(agree.wrappedSum())
+        candidates.bothClear += Int(bothClear.wrappedSum())
         while i < count {
             let u = a[i], v = b[i]
             i += 1
@@ -218,6 +266,15 @@ enum DeltaKernels {
             if u != 0 && v != 0 {
                 bothCount += 1
                 if (u.bitPattern ^ v.bitPattern) & 0x8000_0000 == 0 { agreeCount += 1 }
+                let bu = u.bitPattern & 0x7fff_ffff, bv = v.bitPattern & 0x7fff_ffff
+                let binA = Int32(bu &>> MagnitudeBins.shift), binB = Int32(bv &>> MagnitudeBins.shift)
+                let inA = binA >= screen.lowA, inB = binB >= screen.lowB
+                let clearA = binA > screen.highA, clearB = binB > screen.highB
+                if clearA && clearB {
+                    candidates.bothClear += 1
+                } else if inA && inB {
+                    candidates.records.append(UInt64(bu) &<< 32 | UInt64(bv))
+                }
             }
         }
         pair.positions += positionCount
@@ -273,7 +330,7 @@ enum DeltaKernels {
         return (entryCount, droppedCount)
     }
 
-    /// Second pass: for each non-zero finite entry whose coarse bin is one of
+    /// Boundary pass: for each non-zero finite entry whose coarse bin is one of
     /// the targets', counts its fine pattern in every target histogram of that bin.
     /// Vectors of eight are screened first; only those holding a hit go lane by lane.
     static func countBoundaryPatterns(_ delta: UnsafePointer<Float>, _ count: Int, targets: [FineTarget]) {
@@ -301,7 +358,7 @@ enum DeltaKernels {
         }
     }
 
-    /// Second pass, per pair: classifies each position against both deltas'
+    /// Boundary pass, per pair: classifies each position against both deltas'
     /// top-k boundary bins (`boundaryA`/`boundaryB`, −1 when every non-zero entry
     /// is in the support) and counts what the exact thresholds will decide later.
     static func classifySupports(
@@ -366,7 +423,7 @@ struct FineTarget {
     let counts: UnsafeMutablePointer<Int>
 }
 
-/// Second-pass counts for one pair's support overlap within one tensor.
+/// Boundary-pass counts for one pair's support overlap within one tensor.
 final class PairOverlapScratch {
     /// Positions where both deltas are clearly inside their supports.
     var bothClear = 0
@@ -397,5 +454,49 @@ final class PairOverlapScratch {
             touched = false
         }
         if !bothOnBoundary.isEmpty { bothOnBoundary.removeAll(keepingCapacity: true) }
+    }
+}
+
+/// Per delta of a pair, the coarse bins of the support screen: entries in bins
+/// above `high` are surely in the top-k support, entries in bins `low`…`high`
+/// may be, lower ones are not. `nothing` screens no position.
+struct SupportScreen {
+    let lowA: Int32, highA: Int32, lowB: Int32, highB: Int32
+
+    static let nothing = SupportScreen(lowA: .max, highA: .max, lowB: .max, highB: .max)
+
+    init(lowA: Int32, highA: Int32, lowB: Int32, highB: Int32) {
+        self.lowA = lowA
+        self.highA = highA
+        self.lowB = lowB
+        self.highB = highB
+    }
+
+    init(_ a: CandidateRange, _ b: CandidateRange) {
+        self.init(lowA: Int32(a.collected?.lowerBound ?? 0), highA: Int32(a.high),
+                  lowB: Int32(b.collected?.lowerBound ?? 0), highB: Int32(b.high))
+    }
+}
+
+/// What the support screen of one pair found within one tensor.
+final class PairCandidates {
+    /// Positions where both deltas are surely in their supports.
+    var bothClear = 0
+    /// Positions to decide later: pattern of the first delta (high half) and of the second.
+    var records: [UInt64] = []
+
+    /// Positions in both supports, given each delta's exact threshold pattern
+    /// (the support keeps every non-zero pattern at or above it).
+    func intersection(thresholdA: UInt32, thresholdB: UInt32) -> Int {
+        var count = bothClear
+        for record in records where UInt32(record &>> 32) >= thresholdA && UInt32(truncatingIfNeeded: record) >= thresholdB {
+            count += 1
+        }
+        return count
+    }
+
+    func reset() {
+        bothClear = 0
+        records.removeAll(keepingCapacity: true)
     }
 }

@@ -2,16 +2,26 @@ import Checkpoints
 import Dispatch
 import Foundation
 
-/// What the first pass learned about one tensor.
+/// What the full pass learned about one tensor.
 struct TensorState {
     var statistics: ScopeStatistics
     /// Per delta: where the top 1 % ends, and where the top-k support at the run's density ends.
     var top: [TopBoundary] = []
     var support: [TopBoundary] = []
+    /// The full pass did not collect the values its own top-k figures need
+    /// (a sampled range missed): the boundary pass computes them.
+    var unresolved = false
+}
+
+/// The candidate ranges the sample gave one tensor, per delta (nil: not collected).
+struct TensorRanges {
+    var top: [CandidateRange?]
+    var support: [CandidateRange?]
 }
 
 /// One worker's reusable buffers. Sizes: chunk buffers hold `chunk` floats;
-/// coarse arrays `MagnitudeBins.coarseCount` entries; fine arrays `fineCount`.
+/// coarse arrays `MagnitudeBins.coarseCount` entries (packed ones and flags
+/// `PackedBins.slots`); fine arrays `fineCount`.
 final class StatisticsScratch {
     /// Fine slots per delta: the tensor's top 1 %, its support, up to three scopes' top 1 %.
     static let fineSlots = 5
@@ -23,9 +33,22 @@ final class StatisticsScratch {
     /// Per delta, the coarse histogram: count and Σ of fine (low 15 bit) patterns
     /// of each bin, interleaved; with the count, the fine sum gives the exact Σ|δ| of the bin.
     let bins: [UnsafeMutablePointer<Int>]
+    /// Per delta, the packed histogram the full pass adds to (see `PackedBins`).
+    let packed: [UnsafeMutablePointer<UInt64>]
+    /// Per delta, 1 for the coarse bins whose exact patterns the full pass collects.
+    let flags: [UnsafeMutablePointer<UInt8>]
+    /// Per delta, the patterns one chunk collected, and all the tensor collected.
+    let collected: [UnsafeMutablePointer<UInt32>]
+    let patterns: [PatternCounts]
     /// [delta][slot] fine histograms.
     let fine: [[UnsafeMutablePointer<Int>]]
     let overlaps: [PairOverlapScratch]
+    let pairCandidates: [PairCandidates]
+    /// Per delta, sample counts per coarse bin and the bins they touched.
+    let sampleCounts: [UnsafeMutablePointer<Int32>]
+    var sampleBins: [[Int]]
+    /// Raw bytes of one sample piece (`chunk` elements of up to 8 bytes).
+    let raw: UnsafeMutableRawPointer
 
     init(chunk: Int, deltaCount: Int, pairCount: Int) {
         func zeroed<T: Numeric>(_ n: Int, _: T.Type) -> UnsafeMutablePointer<T> {
@@ -39,8 +62,16 @@ final class StatisticsScratch {
         deltas = .allocate(capacity: deltaCount)
         for d in 0..<deltaCount { (deltas + d).initialize(to: zeroed(chunk, Float.self)) }
         bins = (0..<deltaCount).map { _ in zeroed(2 * MagnitudeBins.coarseCount, Int.self) }
+        packed = (0..<deltaCount).map { _ in zeroed(PackedBins.slots, UInt64.self) }
+        flags = (0..<deltaCount).map { _ in zeroed(PackedBins.slots, UInt8.self) }
+        collected = (0..<deltaCount).map { _ in zeroed(chunk, UInt32.self) }
+        patterns = (0..<deltaCount).map { _ in PatternCounts() }
         fine = (0..<deltaCount).map { _ in (0..<Self.fineSlots).map { _ in zeroed(MagnitudeBins.fineCount, Int.self) } }
         overlaps = (0..<pairCount).map { _ in PairOverlapScratch() }
+        pairCandidates = (0..<pairCount).map { _ in PairCandidates() }
+        sampleCounts = (0..<deltaCount).map { _ in zeroed(MagnitudeBins.coarseCount, Int32.self) }
+        sampleBins = [[Int]](repeating: [], count: deltaCount)
+        raw = .allocate(byteCount: 8 * chunk, alignment: 16)
     }
 
     deinit {
@@ -48,7 +79,18 @@ final class StatisticsScratch {
         for d in 0..<deltaCount { deltas[d].deallocate() }
         deltas.deallocate()
         for p in bins { p.deallocate() }
+        for p in packed { p.deallocate() }
+        for p in flags { p.deallocate() }
+        for p in collected { p.deallocate() }
         for slots in fine { for p in slots { p.deallocate() } }
+        for p in sampleCounts { p.deallocate() }
+        raw.deallocate()
+    }
+
+    /// Sets (1) or clears (0) the collection flags of `bins` for delta `d`.
+    func flag(_ bins: ClosedRange<Int>?, delta d: Int, _ value: UInt8) {
+        guard let bins else { return }
+        (flags[d] + bins.lowerBound).update(repeating: value, count: bins.count)
     }
 }
 
@@ -90,13 +132,23 @@ final class StatisticsRun: @unchecked Sendable {
     private var next = 0
     private var failure: CheckpointError?
     var states: [TensorState?]
-    /// [scope][delta] coarse histograms of the first pass.
+    /// Per tensor, the candidate ranges from its sample.
+    var ranges: [TensorRanges?]
+    /// [scope][delta] sample estimates, then the values collected around each scope's boundary
+    /// (nil when not collected: the boundary pass counts that scope's boundary bin).
+    let scopeEstimates: [[SampleEstimate]]
+    var scopeCandidates: [[ScopeCandidates?]]
+    /// Distinct patterns held by all `scopeCandidates` together (at most `sampling.scopePatternBudget`).
+    private var heldPatterns = 0
+    /// [scope][delta] coarse histograms of the full pass.
     let scopeHistograms: [[RangeHistogram]]
-    /// [scope][delta] top-1 % boundaries, after the first pass.
+    /// [scope][delta] top-1 % boundaries, after the full pass.
     var scopeTop: [[TopBoundary?]]
-    /// [scope][delta] fine counts of the boundary bin, after the second pass.
+    /// [scope][delta] top-1 % mass, once resolved.
+    var scopeMass: [[Double?]]
+    /// [scope][delta] fine counts of the boundary bin, for scopes the boundary pass resolves.
     var scopeFine: [[[Int]?]]
-    /// One per worker, used by both passes (each pass leaves them cleared).
+    /// One per worker, used by every pass (each pass leaves them cleared).
     private let scratches: [StatisticsScratch]
 
     init(plan: StatisticsPlan, base: Checkpoint, tuned: [Checkpoint], options: DeltaStatisticsOptions) {
@@ -110,9 +162,13 @@ final class StatisticsRun: @unchecked Sendable {
         self.pairs = pairs
         thresholdBits = options.thresholds.map { $0.magnitude.bitPattern }
         states = [TensorState?](repeating: nil, count: plan.tensors.count)
+        ranges = [TensorRanges?](repeating: nil, count: plan.tensors.count)
         let scopeCount = plan.scopeNames.count
+        scopeEstimates = (0..<scopeCount).map { _ in (0..<tuned.count).map { _ in SampleEstimate() } }
+        scopeCandidates = [[ScopeCandidates?]](repeating: [ScopeCandidates?](repeating: nil, count: tuned.count), count: scopeCount)
         scopeHistograms = (0..<scopeCount).map { _ in (0..<tuned.count).map { _ in RangeHistogram() } }
         scopeTop = [[TopBoundary?]](repeating: [TopBoundary?](repeating: nil, count: tuned.count), count: scopeCount)
+        scopeMass = [[Double?]](repeating: [Double?](repeating: nil, count: tuned.count), count: scopeCount)
         scopeFine = [[[Int]?]](repeating: [[Int]?](repeating: nil, count: tuned.count), count: scopeCount)
         let workers = max(1, min(options.workers, plan.tensors.count))
         scratches = (0..<workers).map { _ in
@@ -120,13 +176,16 @@ final class StatisticsRun: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` for every tensor, largest first, on `options.workers` threads,
+    /// Runs `body` for every tensor in `indexes`, largest first, on `options.workers` threads,
     /// each with its own scratch. The first error stops the remaining work.
-    private func forEachTensor(_ body: @Sendable (Int, StatisticsScratch) throws(CheckpointError) -> Void) throws(DeltaStatisticsError) {
-        let order = plan.tensors.indices.sorted { plan.tensors[$0].base.elementCount > plan.tensors[$1].base.elementCount }
+    private func forEachTensor(_ indexes: [Int]? = nil,
+                               _ body: @Sendable (Int, StatisticsScratch) throws(CheckpointError) -> Void) throws(DeltaStatisticsError) {
+        let order = (indexes ?? Array(plan.tensors.indices)).sorted {
+            plan.tensors[$0].base.elementCount > plan.tensors[$1].base.elementCount
+        }
         next = 0
         failure = nil
-        DispatchQueue.concurrentPerform(iterations: scratches.count) { worker in
+        DispatchQueue.concurrentPerform(iterations: min(scratches.count, order.count)) { worker in
             let scratch = scratches[worker]
             while true {
                 lock.lock()
@@ -178,29 +237,132 @@ final class StatisticsRun: @unchecked Sendable {
         }
     }
 
-    // MARK: First pass
+    // MARK: Sampling pre-pass
 
-    func firstPass() throws(DeltaStatisticsError) {
+    /// Reads a sample of every tensor and derives the candidate ranges: each
+    /// tensor's for its own top 1 % and support, each scope's for its top 1 %.
+    func samplePass() throws(DeltaStatisticsError) {
+        let reader: SampleReader
+        do { reader = try SampleReader([base] + tuned) } catch { throw .checkpoint(error) }
+        let design = options.sampling
         try forEachTensor { (index, scratch) throws(CheckpointError) in
             let tensor = plan.tensors[index]
+            let runs = SampleRuns(elements: tensor.base.elementCount, design: design)
+            var samples = [DeltaSample](repeating: DeltaSample(), count: deltaCount)
+            for start in runs.starts {
+                var offset = 0
+                while offset < runs.length {
+                    let count = min(scratch.chunk, runs.length - offset)
+                    try reader.read(0, tensor.base, start: start + offset, count: count, raw: scratch.raw, into: scratch.base)
+                    for d in 0..<deltaCount {
+                        try reader.read(1 + d, tensor.tuned[d], start: start + offset, count: count, raw: scratch.raw,
+                                        into: scratch.deltas[d])
+                        tally(scratch.deltas[d], scratch.base, count, into: &samples[d], scratch: scratch, delta: d)
+                    }
+                    offset += count
+                }
+            }
+            var tensorRanges = TensorRanges(top: [], support: [])
+            for d in 0..<deltaCount {
+                samples[d].bins = scratch.sampleBins[d].sorted(by: >).map { bin in
+                    defer { scratch.sampleCounts[d][bin] = 0 }
+                    return (bin, Int(scratch.sampleCounts[d][bin]))
+                }
+                scratch.sampleBins[d].removeAll(keepingCapacity: true)
+                let estimate = SampleEstimate()
+                estimate.add(samples[d], runs: runs)
+                tensorRanges.top.append(estimate.range(share: 0.01, design: design))
+                tensorRanges.support.append(estimate.range(share: options.density, design: design))
+            }
+            lock.lock()
+            for d in 0..<deltaCount {
+                for scope in tensor.scopes { scopeEstimates[scope][d].add(samples[d], runs: runs) }
+            }
+            ranges[index] = tensorRanges
+            lock.unlock()
+        }
+        for scope in plan.scopeNames.indices {
+            for d in 0..<deltaCount {
+                scopeCandidates[scope][d] = scopeEstimates[scope][d].range(share: 0.01, design: design).map(ScopeCandidates.init)
+            }
+        }
+    }
+
+    /// Counts the sampled δ = tuned − base of one piece by coarse bin.
+    private func tally(_ tuned: UnsafePointer<Float>, _ base: UnsafePointer<Float>, _ count: Int,
+                       into sample: inout DeltaSample, scratch: StatisticsScratch, delta d: Int) {
+        let counts = scratch.sampleCounts[d]
+        sample.sampled += count
+        for i in 0..<count {
+            let key = (tuned[i] - base[i]).bitPattern & 0x7fff_ffff
+            if key >= MagnitudeBins.nonFinite {
+                sample.nonFinite += 1
+            } else if key != 0 {
+                let bin = Int(key &>> MagnitudeBins.shift)
+                if counts[bin] == 0 { scratch.sampleBins[d].append(bin) }
+                counts[bin] += 1
+            }
+        }
+    }
+
+    // MARK: Full pass
+
+    /// The coarse bins each delta collects exact patterns from in tensor `index`:
+    /// the tensor's candidate ranges, its scopes', and the bins of the thresholds.
+    private func collectedBins(_ index: Int, delta d: Int) -> [ClosedRange<Int>] {
+        var list: [ClosedRange<Int>] = []
+        if let bins = ranges[index]!.top[d]?.collected { list.append(bins) }
+        if let bins = ranges[index]!.support[d]?.collected { list.append(bins) }
+        for scope in plan.tensors[index].scopes {
+            if let bins = scopeCandidates[scope][d]?.range.collected { list.append(bins) }
+        }
+        for bits in thresholdBits where bits < MagnitudeBins.nonFinite {
+            let bin = Int(bits &>> MagnitudeBins.shift)
+            list.append(bin...bin)
+        }
+        return list
+    }
+
+    /// One pass over every tensor: all additive figures, the coarse
+    /// histograms, and the exact patterns of the candidate bins, from which each
+    /// tensor's top-k figures are resolved at its end.
+    func fullPass() throws(DeltaStatisticsError) {
+        try forEachTensor { (index, scratch) throws(CheckpointError) in
+            let tensor = plan.tensors[index]
+            let tensorRanges = ranges[index]!
+            lock.lock()
+            let collected = (0..<deltaCount).map { collectedBins(index, delta: $0) }
+            lock.unlock()
+            for d in 0..<deltaCount { for bins in collected[d] { scratch.flag(bins, delta: d, 1) } }
+            let screens = pairs.map { a, b in
+                if let ra = tensorRanges.support[a], let rb = tensorRanges.support[b] { return SupportScreen(ra, rb) }
+                return SupportScreen.nothing
+            }
             var stats = ScopeStatistics(name: tensor.name, layer: layerIndex(ofTensor: tensor.name),
                                         deltaCount: deltaCount, thresholdCount: thresholdBits.count)
             stats.tensorCount = 1
             stats.elements = tensor.base.elementCount
             var moments = [DeltaMoments](repeating: DeltaMoments(), count: deltaCount)
+            var pending = 0
             try stream(tensor, scratch) { count in
                 let magnitude = DeltaKernels.baseMagnitude(scratch.base, count)
                 stats.baseL1 += magnitude.sum
                 stats.baseFinite += magnitude.finite
+                pending += count
                 for d in 0..<deltaCount {
-                    stats.deltas[d].withinThreshold.withUnsafeMutableBufferPointer { within in
-                        DeltaKernels.subtractAndMeasure(scratch.deltas[d], scratch.base, count, thresholds: thresholdBits,
-                                                        within: within.baseAddress!, into: &moments[d])
+                    DeltaKernels.subtractAndMeasure(scratch.deltas[d], scratch.base, count, into: &moments[d])
+                    let found = DeltaKernels.histogram(scratch.deltas[d], count, packed: scratch.packed[d],
+                                                       flags: scratch.flags[d], collected: scratch.collected[d])
+                    let patterns = scratch.patterns[d], keys = scratch.collected[d]
+                    for c in 0..<found { patterns.add(keys[c]) }
+                    if pending >= PackedBins.capacity - scratch.chunk {
+                        PackedBins.empty(scratch.packed[d], upTo: Int(moments[d].maxBits &>> MagnitudeBins.shift), into: scratch.bins[d])
                     }
-                    DeltaKernels.histogram(scratch.deltas[d], count, bins: scratch.bins[d])
                 }
+                if pending >= PackedBins.capacity - scratch.chunk { pending = 0 }
                 for (p, (a, b)) in pairs.enumerated() {
-                    DeltaKernels.comparePair(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p])
+                    DeltaKernels.comparePair(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p],
+                                             screen: screens[p], candidates: scratch.pairCandidates[p])
                 }
                 if deltaCount > 1 {
                     let election = DeltaKernels.elect(scratch.deltas, deltaCount: deltaCount, count)
@@ -210,81 +372,141 @@ final class StatisticsRun: @unchecked Sendable {
             }
             var state = TensorState(statistics: stats)
             for d in 0..<deltaCount {
-                moments[d].findBinRange(scratch.bins[d])
-                let m = moments[d]
-                let histogram = scratch.bins[d]
-                let counts = { (bin: Int) in histogram[2 * bin] }
-                let sums = { (bin: Int) in MagnitudeBins.sum(bin: bin, count: histogram[2 * bin], fineSum: histogram[2 * bin + 1]) }
-                var figures = stats.deltas[d]
-                figures.elements = tensor.base.elementCount - m.nonFinite
-                figures.nonFinite = m.nonFinite
-                figures.zeros = m.zeros
-                figures.l1 = 0
-                if m.highBin >= m.lowBin {
-                    for bin in m.lowBin...m.highBin { figures.l1 += sums(bin) }
-                }
-                figures.sumOfSquares = m.sumOfSquares
-                figures.maxAbs = Float(bitPattern: m.maxBits)
-                figures.topEntries = figures.elements > 0 ? max(1, figures.elements / 100) : 0
-                if m.highBin >= m.lowBin {
-                    for bin in m.lowBin...m.highBin where counts(bin) > 0 {
-                        figures.log10Histogram[Int(Log10Bins.ofMagnitudeBin[bin])] += counts(bin)
-                    }
-                }
-                let supportK = max(1, Int(options.density * Double(figures.elements)))
-                state.top.append(TopBoundary(k: max(1, figures.topEntries), low: m.lowBin, high: m.highBin,
-                                             counts: counts, sums: sums))
-                state.support.append(TopBoundary(k: supportK, low: m.lowBin, high: m.highBin,
-                                                 counts: counts, sums: sums))
-                state.statistics.deltas[d] = figures
+                PackedBins.empty(scratch.packed[d], upTo: Int(moments[d].maxBits &>> MagnitudeBins.shift), into: scratch.bins[d])
+                state.measure(delta: d, moments: &moments[d], elements: tensor.base.elementCount, scratch: scratch,
+                              thresholdBits: thresholdBits, density: options.density)
             }
+            resolveTop(&state, scratch: scratch)
+            resolveSupports(&state, ranges: tensorRanges, scratch: scratch)
             lock.lock()
             for d in 0..<deltaCount {
                 for scope in tensor.scopes {
-                    scopeHistograms[scope][d].add(low: moments[d].lowBin, high: moments[d].highBin,
-                                                  bins: scratch.bins[d])
+                    scopeHistograms[scope][d].add(low: moments[d].lowBin, high: moments[d].highBin, bins: scratch.bins[d])
+                    collect(scratch.patterns[d], into: scope, delta: d)
                 }
             }
             states[index] = state
             lock.unlock()
-            for d in 0..<deltaCount where moments[d].highBin >= moments[d].lowBin {
-                let low = moments[d].lowBin, width = moments[d].highBin - low + 1
-                (scratch.bins[d] + 2 * low).update(repeating: 0, count: 2 * width)
+            for d in 0..<deltaCount {
+                for bins in collected[d] { scratch.flag(bins, delta: d, 0) }
+                scratch.patterns[d].removeAll()
+                if moments[d].highBin >= moments[d].lowBin {
+                    let low = moments[d].lowBin, width = moments[d].highBin - low + 1
+                    (scratch.bins[d] + 2 * low).update(repeating: 0, count: 2 * width)
+                }
             }
+            for candidates in scratch.pairCandidates { candidates.reset() }
         }
     }
 
-    /// Finds each scope's top-1 % boundary from its coarse histogram.
-    func findScopeBoundaries() {
+    /// The tensor's top-1 % mass of each delta, from the collected patterns of its boundary bin.
+    private func resolveTop(_ state: inout TensorState, scratch: StatisticsScratch) {
+        for d in 0..<deltaCount {
+            guard let mass = resolve(state.top[d], scratch: scratch, delta: d)?.mass else {
+                state.unresolved = true
+                return
+            }
+            state.statistics.deltas[d].topMass = mass
+        }
+    }
+
+    /// Support sizes and intersections, when every delta's support boundary lies in the range its screen used.
+    private func resolveSupports(_ state: inout TensorState, ranges tensorRanges: TensorRanges, scratch: StatisticsScratch) {
+        guard !state.unresolved else { return }
+        var threshold: [UInt32] = [], size: [Int] = []
+        for d in 0..<deltaCount {
+            guard let range = tensorRanges.support[d], range.holds(state.support[d].bin),
+                  let support = resolve(state.support[d], scratch: scratch, delta: d) else {
+                state.unresolved = true
+                return
+            }
+            threshold.append(state.support[d].bin < 0 ? 1 : UInt32(state.support[d].bin << 15 | support.pattern))
+            size.append(support.support)
+        }
+        for (p, (a, b)) in pairs.enumerated() {
+            state.statistics.pairs[p].supportFirst = size[a]
+            state.statistics.pairs[p].supportSecond = size[b]
+            state.statistics.pairs[p].supportIntersection =
+                scratch.pairCandidates[p].intersection(thresholdA: threshold[a], thresholdB: threshold[b])
+        }
+    }
+
+    /// Resolves `boundary` from the patterns delta `d` collected, or nil when its bin was not collected.
+    private func resolve(_ boundary: TopBoundary, scratch: StatisticsScratch, delta d: Int) -> (pattern: Int, mass: Double, support: Int)? {
+        guard boundary.bin >= 0 else { return boundary.resolve(nil) }
+        guard scratch.flags[d][boundary.bin] != 0 else { return nil }
+        let fine = scratch.fine[d][0], patterns = scratch.patterns[d]
+        patterns.spread(bin: boundary.bin, into: fine)
+        defer { patterns.spread(bin: boundary.bin, into: fine, sign: -1) }
+        return boundary.resolve(fine)
+    }
+
+    /// Adds a tensor's patterns in the scope's range to the scope's (under `lock`);
+    /// past the budget the scope stops collecting and is left to the boundary pass.
+    private func collect(_ patterns: PatternCounts, into scope: Int, delta d: Int) {
+        guard let candidates = scopeCandidates[scope][d], let bins = candidates.range.collected else { return }
+        let before = candidates.patterns.count
+        candidates.patterns.add(patterns, bins: bins)
+        heldPatterns += candidates.patterns.count - before
+        if heldPatterns > options.sampling.scopePatternBudget {
+            heldPatterns -= candidates.patterns.count
+            scopeCandidates[scope][d] = nil
+        }
+    }
+
+    /// Finds each scope's top-1 % boundary from its coarse histogram and
+    /// resolves its mass from the collected patterns where the range held it.
+    func resolveScopes() {
         var elements = [[Int]](repeating: [Int](repeating: 0, count: deltaCount), count: plan.scopeNames.count)
         for (index, tensor) in plan.tensors.enumerated() {
             for scope in tensor.scopes {
                 for d in 0..<deltaCount { elements[scope][d] += states[index]!.statistics.deltas[d].elements }
             }
         }
+        var fine = [Int](repeating: 0, count: MagnitudeBins.fineCount)
         for scope in plan.scopeNames.indices {
             for d in 0..<deltaCount where elements[scope][d] > 0 {
-                scopeTop[scope][d] = scopeHistograms[scope][d].boundary(k: max(1, elements[scope][d] / 100))
+                let top = scopeHistograms[scope][d].boundary(k: max(1, elements[scope][d] / 100))
+                scopeTop[scope][d] = top
+                if top.bin < 0 {
+                    scopeMass[scope][d] = top.resolve(nil).mass
+                } else if let candidates = scopeCandidates[scope][d], candidates.range.holds(top.bin) {
+                    fine.withUnsafeMutableBufferPointer { buffer in
+                        candidates.patterns.spread(bin: top.bin, into: buffer.baseAddress!)
+                        scopeMass[scope][d] = top.resolve(buffer.baseAddress!).mass
+                        candidates.patterns.spread(bin: top.bin, into: buffer.baseAddress!, sign: -1)
+                    }
+                }
+                scopeCandidates[scope][d] = nil
             }
         }
     }
 
-    // MARK: Second pass
+    // MARK: Boundary pass
 
-    func secondPass() throws(DeltaStatisticsError) {
-        try forEachTensor { (index, scratch) throws(CheckpointError) in
+    /// Streams again the tensors whose exact values the full pass did not
+    /// collect (a sampled range missed their boundary, or a scope's), and
+    /// counts the patterns of the exact boundary bins. Does nothing when every
+    /// range held its boundary.
+    func boundaryPass() throws(DeltaStatisticsError) {
+        let open = plan.scopeNames.indices.map { scope in
+            (0..<deltaCount).map { d in scopeTop[scope][d] != nil && scopeMass[scope][d] == nil }
+        }
+        let work = plan.tensors.indices.filter { index in
+            states[index]!.unresolved || plan.tensors[index].scopes.contains { scope in open[scope].contains(true) }
+        }
+        guard !work.isEmpty else { return }
+        try forEachTensor(work) { (index, scratch) throws(CheckpointError) in
             let tensor = plan.tensors[index]
             var state = states[index]!
             // Fine targets: slot 0 the tensor's top 1 %, slot 1 its support, 2… its scopes.
             var targets: [[FineTarget]] = []
             for d in 0..<deltaCount {
-                var list: [FineTarget] = []
-                var bins = [state.top[d].bin, state.support[d].bin]
-                for scope in tensor.scopes { bins.append(scopeTop[scope][d]?.bin ?? -1) }
-                for (slot, bin) in bins.enumerated() where bin >= 0 {
-                    list.append(FineTarget(bin: bin, counts: scratch.fine[d][slot]))
-                }
-                targets.append(list)
+                var bins = state.unresolved ? [state.top[d].bin, state.support[d].bin] : [-1, -1]
+                for scope in tensor.scopes { bins.append(open[scope][d] ? scopeTop[scope][d]!.bin : -1) }
+                targets.append(bins.enumerated().filter { $0.element >= 0 }.map { slot, bin in
+                    FineTarget(bin: bin, counts: scratch.fine[d][slot])
+                })
             }
             try stream(tensor, scratch) { count in
                 for d in 0..<deltaCount {
@@ -294,40 +516,17 @@ final class StatisticsRun: @unchecked Sendable {
                         DeltaKernels.countBoundaryPatterns(scratch.deltas[d], count, targets: targets[d])
                     }
                 }
+                guard state.unresolved else { return }
                 for (p, (a, b)) in pairs.enumerated() {
                     DeltaKernels.classifySupports(scratch.deltas[a], scratch.deltas[b], count,
                                                   boundaryA: state.support[a].bin, boundaryB: state.support[b].bin,
                                                   overlap: scratch.overlaps[p])
                 }
             }
-            var supportPattern = [Int](), supportSize = [Int]()
-            for d in 0..<deltaCount {
-                state.statistics.deltas[d].topMass = state.top[d].resolve(scratch.fine[d][0]).mass
-                let support = state.support[d].resolve(scratch.fine[d][1])
-                supportPattern.append(support.pattern)
-                supportSize.append(support.support)
-            }
-            for (p, (a, b)) in pairs.enumerated() {
-                let overlap = scratch.overlaps[p]
-                var intersection = overlap.bothClear
-                if state.support[b].bin >= 0 {
-                    for f in supportPattern[b]..<MagnitudeBins.fineCount { intersection += overlap.secondWhenFirstIn[f] }
-                }
-                if state.support[a].bin >= 0 {
-                    for f in supportPattern[a]..<MagnitudeBins.fineCount { intersection += overlap.firstWhenSecondIn[f] }
-                }
-                for (key, count) in overlap.bothOnBoundary
-                where Int(key >> 15) >= supportPattern[a] && Int(key & MagnitudeBins.fineMask) >= supportPattern[b] {
-                    intersection += count
-                }
-                state.statistics.pairs[p].supportFirst = supportSize[a]
-                state.statistics.pairs[p].supportSecond = supportSize[b]
-                state.statistics.pairs[p].supportIntersection = intersection
-                overlap.reset()
-            }
+            if state.unresolved { resolveFromBoundaryCounts(&state, scratch: scratch) }
             lock.lock()
             for d in 0..<deltaCount {
-                for (i, scope) in tensor.scopes.enumerated() where (scopeTop[scope][d]?.bin ?? -1) >= 0 {
+                for (i, scope) in tensor.scopes.enumerated() where open[scope][d] {
                     let fine = scratch.fine[d][2 + i]
                     var total = scopeFine[scope][d] ?? [Int](repeating: 0, count: MagnitudeBins.fineCount)
                     for f in 0..<MagnitudeBins.fineCount where fine[f] != 0 { total[f] += fine[f] }
@@ -342,6 +541,44 @@ final class StatisticsRun: @unchecked Sendable {
                 }
             }
         }
+        for scope in plan.scopeNames.indices {
+            for d in 0..<deltaCount where open[scope][d] {
+                let top = scopeTop[scope][d]!
+                scopeMass[scope][d] = scopeFine[scope][d].map { f in f.withUnsafeBufferPointer { top.resolve($0.baseAddress!).mass } }
+                    ?? top.resolve(nil).mass
+                scopeFine[scope][d] = nil
+            }
+        }
+    }
+
+    /// A tensor's own top-k figures from the fine counts and overlap classes of the boundary pass.
+    private func resolveFromBoundaryCounts(_ state: inout TensorState, scratch: StatisticsScratch) {
+        var supportPattern = [Int](), supportSize = [Int]()
+        for d in 0..<deltaCount {
+            state.statistics.deltas[d].topMass = state.top[d].resolve(scratch.fine[d][0]).mass
+            let support = state.support[d].resolve(scratch.fine[d][1])
+            supportPattern.append(support.pattern)
+            supportSize.append(support.support)
+        }
+        for (p, (a, b)) in pairs.enumerated() {
+            let overlap = scratch.overlaps[p]
+            var intersection = overlap.bothClear
+            if state.support[b].bin >= 0 {
+                for f in supportPattern[b]..<MagnitudeBins.fineCount { intersection += overlap.secondWhenFirstIn[f] }
+            }
+            if state.support[a].bin >= 0 {
+                for f in supportPattern[a]..<MagnitudeBins.fineCount { intersection += overlap.firstWhenSecondIn[f] }
+            }
+            for (key, count) in overlap.bothOnBoundary
+            where Int(key >> 15) >= supportPattern[a] && Int(key & MagnitudeBins.fineMask) >= supportPattern[b] {
+                intersection += count
+            }
+            state.statistics.pairs[p].supportFirst = supportSize[a]
+            state.statistics.pairs[p].supportSecond = supportSize[b]
+            state.statistics.pairs[p].supportIntersection = intersection
+            overlap.reset()
+        }
+        state.unresolved = false
     }
 
     // MARK: Report
@@ -358,11 +595,7 @@ final class StatisticsRun: @unchecked Sendable {
             for d in 0..<deltaCount {
                 let figures = scopes[scope].deltas[d]
                 scopes[scope].deltas[d].topEntries = figures.elements > 0 ? max(1, figures.elements / 100) : 0
-                if let top = scopeTop[scope][d] {
-                    let fine = scopeFine[scope][d]
-                    scopes[scope].deltas[d].topMass = fine.map { f in f.withUnsafeBufferPointer { top.resolve($0.baseAddress!).mass } }
-                        ?? top.resolve(nil).mass
-                }
+                if let mass = scopeMass[scope][d] { scopes[scope].deltas[d].topMass = mass }
             }
         }
         let kindScopes = TensorKind.allCases.indices.map { scopes[1 + $0] }.filter { $0.tensorCount > 0 }
@@ -371,5 +604,51 @@ final class StatisticsRun: @unchecked Sendable {
             basePath: base.path, names: names, paths: tuned.map(\.path), thresholds: options.thresholds,
             density: options.density, model: scopes[0], kinds: kindScopes, layers: Array(layerScopes),
             tensors: states.map { $0!.statistics }, skipped: plan.skipped)
+    }
+}
+
+extension TensorState {
+    /// Fills delta `d`'s figures from its moments and coarse histogram (in
+    /// `scratch.bins[d]`) and the collected patterns of the threshold bins,
+    /// and sets its top-1 % and support boundaries.
+    mutating func measure(delta d: Int, moments m: inout DeltaMoments, elements: Int, scratch: StatisticsScratch,
+                          thresholdBits: [UInt32], density: Double) {
+        m.findBinRange(scratch.bins[d])
+        let histogram = scratch.bins[d]
+        let counts = { (bin: Int) in histogram[2 * bin] }
+        let sums = { (bin: Int) in MagnitudeBins.sum(bin: bin, count: histogram[2 * bin], fineSum: histogram[2 * bin + 1]) }
+        var figures = statistics.deltas[d]
+        figures.elements = elements - m.nonFinite
+        figures.nonFinite = m.nonFinite
+        figures.zeros = m.zeros
+        figures.l1 = 0
+        if m.highBin >= m.lowBin {
+            for bin in m.lowBin...m.highBin { figures.l1 += sums(bin) }
+        }
+        figures.sumOfSquares = m.sumOfSquares
+        figures.maxAbs = Float(bitPattern: m.maxBits)
+        figures.topEntries = figures.elements > 0 ? max(1, figures.elements / 100) : 0
+        if m.highBin >= m.lowBin {
+            for bin in m.lowBin...m.highBin where counts(bin) > 0 {
+                figures.log10Histogram[Int(Log10Bins.ofMagnitudeBin[bin])] += counts(bin)
+            }
+        }
+        // |δ| ≤ τ: zeros, the bins below τ's, and the collected patterns of τ's bin up to τ.
+        for (t, bits) in thresholdBits.enumerated() {
+            guard bits < MagnitudeBins.nonFinite else {
+                figures.withinThreshold[t] = figures.elements
+                continue
+            }
+            let bin = Int(bits &>> MagnitudeBins.shift)
+            var within = m.zeros + scratch.patterns[d].count(bin: bin, atMost: bits)
+            if m.highBin >= m.lowBin && bin > m.lowBin {
+                for below in m.lowBin..<min(bin, m.highBin + 1) { within += counts(below) }
+            }
+            figures.withinThreshold[t] = within
+        }
+        let supportK = max(1, Int(density * Double(figures.elements)))
+        top.append(TopBoundary(k: max(1, figures.topEntries), low: m.lowBin, high: m.highBin, counts: counts, sums: sums))
+        support.append(TopBoundary(k: supportK, low: m.lowBin, high: m.highBin, counts: counts, sums: sums))
+        statistics.deltas[d] = figures
     }
 }

@@ -6,20 +6,25 @@ extension DeltaStatistics {
     /// Streams δᵢ = θᵢ − θ₀ for every tensor the base shares with all of `tuned`
     /// and measures them (see `docs/stats.md` for every figure).
     ///
-    /// Two passes over the checkpoints, tensors in parallel, each decoded in
+    /// A sampling pre-pass reads a small, evenly spaced part of every tensor
+    /// and predicts, for each top-k boundary (each tensor's top 1 % and
+    /// support, each scope's top 1 %), a few coarse bins that hold it. One full
+    /// pass then streams the checkpoints, tensors in parallel, each decoded in
     /// chunks into reused Float32 buffers, input pages released behind the
-    /// cursor: the first pass takes the moments and coarse magnitude histograms,
-    /// the second counts the exact values inside the few coarse bins that hold a
-    /// k-th largest magnitude, so every top-k figure is exact.
+    /// cursor: it takes the moments and coarse magnitude histograms and keeps
+    /// the exact values of the predicted bins, from which every top-k figure is
+    /// resolved exactly. Only a boundary the prediction missed costs a second,
+    /// boundary pass over the tensors concerned.
     public static func compute(
         base: Checkpoint, tuned: [Checkpoint], names: [String], options: DeltaStatisticsOptions = DeltaStatisticsOptions()
     ) throws(DeltaStatisticsError) -> DeltaStatisticsReport {
         precondition(!tuned.isEmpty && names.count == tuned.count, "one name per fine-tuned checkpoint")
         let plan = try StatisticsPlan(base: base, tuned: tuned)
         let run = StatisticsRun(plan: plan, base: base, tuned: tuned, options: options)
-        try run.firstPass()
-        run.findScopeBoundaries()
-        try run.secondPass()
+        try run.samplePass()
+        try run.fullPass()
+        run.resolveScopes()
+        try run.boundaryPass()
         return run.report(names: names)
     }
 }
@@ -88,7 +93,7 @@ struct StatisticsPlan {
     }
 }
 
-/// Where the k-th largest magnitude lies after the coarse pass.
+/// Where the k-th largest magnitude lies, from a coarse histogram.
 struct TopBoundary {
     /// Coarse bin holding the k-th largest value; −1 when k reaches past every
     /// non-zero entry (the top k then holds all of them).
