@@ -32,29 +32,36 @@ enum MagnitudeBins {
     }
 }
 
-/// The coarse histogram of the full pass, one UInt64 per bin: the count in the
-/// top 24 bits and the Σ of fine patterns in the low 40, so an entry costs one
-/// add. A bin holds at most 2²⁴ entries, so the histogram is emptied into the
-/// interleaved Int histogram at least every `capacity` entries. Eight spare
-/// slots after the bins take the zero and non-finite entries, one per lane
-/// position, so repeated updates of one slot stay apart.
+/// The coarse histogram of the full pass, one UInt64 per bin: the count in
+/// bits 40–62 and the Σ of fine patterns in the low 40, so an entry costs one
+/// add; the top bit marks the bins whose exact patterns are collected, so the
+/// same load tells. A bin holds at most 2²³ entries, so the histogram is emptied
+/// into the interleaved Int histogram at least every `capacity` entries. Eight
+/// spare slots after the bins take the zero and non-finite entries, one per
+/// lane position, so repeated updates of one slot stay apart.
 enum PackedBins {
     static let one: UInt64 = 1 << 40
+    static let collect: UInt64 = 1 << 63
     static let spare = MagnitudeBins.coarseCount
     static let slots = MagnitudeBins.coarseCount + 8
-    static let capacity = 1 << 24
+    static let capacity = 1 << 23
 
     /// Adds bins 0…`highest` of `packed` into `bins` (count at 2·bin, fine sum
-    /// at 2·bin + 1) and clears `packed`, spare slots included.
+    /// at 2·bin + 1) and clears their counts (not their marks) and the spare slots.
     static func empty(_ packed: UnsafeMutablePointer<UInt64>, upTo highest: Int, into bins: UnsafeMutablePointer<Int>) {
         if highest >= 0 {
-            for bin in 0...highest where packed[bin] != 0 {
-                bins[2 * bin] += Int(packed[bin] &>> 40)
+            for bin in 0...highest where packed[bin] & ~collect != 0 {
+                bins[2 * bin] += Int(packed[bin] &>> 40 & (collect &>> 40 - 1))
                 bins[2 * bin + 1] += Int(packed[bin] & (one - 1))
-                packed[bin] = 0
+                packed[bin] &= collect
             }
         }
         (packed + spare).update(repeating: 0, count: slots - spare)
+    }
+
+    /// Marks (or unmarks) `bins` as collected.
+    static func mark(_ packed: UnsafeMutablePointer<UInt64>, _ bins: ClosedRange<Int>, _ on: Bool) {
+        for bin in bins { packed[bin] = on ? packed[bin] | collect : packed[bin] & ~collect }
     }
 }
 
@@ -156,20 +163,20 @@ enum DeltaKernels {
     }
 
     /// Adds every non-zero finite |δ| to the packed coarse histogram and copies
-    /// the patterns that fall in flagged bins to `collected`; returns how many
+    /// the patterns that fall in marked bins to `collected`; returns how many
     /// were copied. Branch-free: zero and non-finite entries go to spare slots.
     static func histogram(
-        _ delta: UnsafePointer<Float>, _ count: Int, packed: UnsafeMutablePointer<UInt64>,
-        flags: UnsafePointer<UInt8>, collected: UnsafeMutablePointer<UInt32>
+        _ delta: UnsafePointer<Float>, _ count: Int, packed: UnsafeMutablePointer<UInt64>, collected: UnsafeMutablePointer<UInt32>
     ) -> Int {
         var n = 0
         for i in 0..<count {
             let key = delta[i].bitPattern & 0x7fff_ffff
             // Zero wraps around, so one test sends zeros and non-finite entries aside.
             let slot = key &- 1 < MagnitudeBins.nonFinite &- 1 ? Int(key &>> MagnitudeBins.shift) : PackedBins.spare + (i & 7)
-            packed[slot] &+= UInt64(key & MagnitudeBins.fineMask) | PackedBins.one
+            let entry = packed[slot] &+ (UInt64(key & MagnitudeBins.fineMask) | PackedBins.one)
+            packed[slot] = entry
             collected[n] = key
-            n &+= Int(flags[slot])
+            n &+= Int(entry &>> 63)
         }
         return n
     }
@@ -204,20 +211,10 @@ enum DeltaKernels {
         return (sum, finiteCount)
     }
 
-    /// Pair figures on the positions where both deltas are finite, and the
-    /// support screen: positions where both deltas are surely in their top-k
-    /// supports are counted, positions where one may be and the other is not
-    /// surely out are recorded with both patterns for when the exact
-    /// thresholds are known.
-    static func comparePair(
-        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures,
-        screen: SupportScreen, candidates: PairCandidates
-    ) {
+    /// Pair figures on the positions where both deltas are finite.
+    static func comparePair(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures) {
         let limit = Bits(repeating: MagnitudeBins.nonFinite), sign = Bits(repeating: 0x8000_0000)
-        let shift = Bits(repeating: MagnitudeBins.shift)
-        let lowA = Signed(repeating: screen.lowA), highA = Signed(repeating: screen.highA)
-        let lowB = Signed(repeating: screen.lowB), highB = Signed(repeating: screen.highB)
-        var positions = Bits(), both = Bits(), agree = Bits(), bothClear = Bits()
+        var positions = Bits(), both = Bits(), agree = Bits()
         var dot = 0.0, squaresA = 0.0, squaresB = 0.0
         var i = 0
         while i + 8 <= count {
@@ -236,16 +233,6 @@ enum DeltaKernels {
                 both &-= nonzero
                 let sameSign = ones((unsafeBitCast(u, to: Bits.self) ^ unsafeBitCast(v, to: Bits.self)) .< sign)
                 agree &-= nonzero & sameSign
-                let binA = unsafeBitCast(bu &>> shift, to: Signed.self), binB = unsafeBitCast(bv &>> shift, to: Signed.self)
-                let inA = nonzero & ones(binA .>= lowA), inB = nonzero & ones(binB .>= lowB)
-                let clearA = nonzero & ones(binA .> highA), clearB = nonzero & ones(binB .> highB)
-                bothClear &-= clearA & clearB
-                let record = inA & inB & ~(clearA & clearB)
-                if record.wrappedSum() != 0 {
-                    for lane in 0..<8 where record[lane] != 0 {
-                        candidates.records.append(UInt64(bu[lane]) &<< 32 | UInt64(bv[lane]))
-                    }
-                }
                 i += 8
             }
             dot += Double(partialDot.sum())
@@ -254,7 +241,6 @@ enum DeltaKernels {
         }
         var positionCount = Int(positions.wrappedSum()), bothCount = Int(both.wrappedSum())
         var agreeCount = Int(agree.wrappedSum())
-        candidates.bothClear += Int(bothClear.wrappedSum())
         while i < count {
             let u = a[i], v = b[i]
             i += 1
@@ -266,15 +252,6 @@ enum DeltaKernels {
             if u != 0 && v != 0 {
                 bothCount += 1
                 if (u.bitPattern ^ v.bitPattern) & 0x8000_0000 == 0 { agreeCount += 1 }
-                let bu = u.bitPattern & 0x7fff_ffff, bv = v.bitPattern & 0x7fff_ffff
-                let binA = Int32(bu &>> MagnitudeBins.shift), binB = Int32(bv &>> MagnitudeBins.shift)
-                let inA = binA >= screen.lowA, inB = binB >= screen.lowB
-                let clearA = binA > screen.highA, clearB = binB > screen.highB
-                if clearA && clearB {
-                    candidates.bothClear += 1
-                } else if inA && inB {
-                    candidates.records.append(UInt64(bu) &<< 32 | UInt64(bv))
-                }
             }
         }
         pair.positions += positionCount
@@ -283,6 +260,47 @@ enum DeltaKernels {
         pair.squaresSecond += squaresB
         pair.bothNonzero += bothCount
         pair.signAgreements += agreeCount
+    }
+
+    /// The support screen of a pair: positions where both deltas are surely in
+    /// their top-k supports are counted; positions where both may be, and not
+    /// both surely, are recorded with both patterns for when the exact
+    /// thresholds are known. Zero and non-finite entries are in no support.
+    static func screenSupports(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, screen: SupportScreen, into candidates: PairCandidates
+    ) {
+        let limit = Bits(repeating: MagnitudeBins.nonFinite)
+        let shift = Bits(repeating: MagnitudeBins.shift)
+        let lowA = Signed(repeating: screen.lowA), highA = Signed(repeating: screen.highA)
+        let lowB = Signed(repeating: screen.lowB), highB = Signed(repeating: screen.highB)
+        var bothClear = Bits()
+        var i = 0
+        while i + 8 <= count {
+            let bu = magnitudeBits(load(a, i)), bv = magnitudeBits(load(b, i))
+            let nonzero = ones(bu .< limit) & ones(bv .< limit) & ~ones(bu .== Bits()) & ~ones(bv .== Bits())
+            let binA = unsafeBitCast(bu &>> shift, to: Signed.self), binB = unsafeBitCast(bv &>> shift, to: Signed.self)
+            let clear = nonzero & ones(binA .> highA) & ones(binB .> highB)
+            bothClear &-= clear
+            let record = nonzero & ones(binA .>= lowA) & ones(binB .>= lowB) & ~clear
+            if any(record .!= Bits()) {
+                for lane in 0..<8 where record[lane] != 0 {
+                    candidates.records.append(UInt64(bu[lane]) &<< 32 | UInt64(bv[lane]))
+                }
+            }
+            i += 8
+        }
+        candidates.bothClear += Int(bothClear.wrappedSum())
+        while i < count {
+            let bu = a[i].bitPattern & 0x7fff_ffff, bv = b[i].bitPattern & 0x7fff_ffff
+            i += 1
+            guard bu &- 1 < MagnitudeBins.nonFinite &- 1, bv &- 1 < MagnitudeBins.nonFinite &- 1 else { continue }
+            let binA = Int32(bu &>> MagnitudeBins.shift), binB = Int32(bv &>> MagnitudeBins.shift)
+            if binA > screen.highA && binB > screen.highB {
+                candidates.bothClear += 1
+            } else if binA >= screen.lowA && binB >= screen.lowB {
+                candidates.records.append(UInt64(bu) &<< 32 | UInt64(bv))
+            }
+        }
     }
 
     /// TIES election with sum consensus and unit weights: the elected sign is
@@ -459,22 +477,15 @@ final class PairOverlapScratch {
 
 /// Per delta of a pair, the coarse bins of the support screen: entries in bins
 /// above `high` are surely in the top-k support, entries in bins `low`…`high`
-/// may be, lower ones are not. `nothing` screens no position.
+/// may be, lower ones are not.
 struct SupportScreen {
     let lowA: Int32, highA: Int32, lowB: Int32, highB: Int32
 
-    static let nothing = SupportScreen(lowA: .max, highA: .max, lowB: .max, highB: .max)
-
-    init(lowA: Int32, highA: Int32, lowB: Int32, highB: Int32) {
-        self.lowA = lowA
-        self.highA = highA
-        self.lowB = lowB
-        self.highB = highB
-    }
-
     init(_ a: CandidateRange, _ b: CandidateRange) {
-        self.init(lowA: Int32(a.collected?.lowerBound ?? 0), highA: Int32(a.high),
-                  lowB: Int32(b.collected?.lowerBound ?? 0), highB: Int32(b.high))
+        lowA = Int32(a.collected?.lowerBound ?? 0)
+        highA = Int32(a.high)
+        lowB = Int32(b.collected?.lowerBound ?? 0)
+        highB = Int32(b.high)
     }
 }
 

@@ -20,7 +20,7 @@ struct TensorRanges {
 }
 
 /// One worker's reusable buffers. Sizes: chunk buffers hold `chunk` floats;
-/// coarse arrays `MagnitudeBins.coarseCount` entries (packed ones and flags
+/// coarse arrays `MagnitudeBins.coarseCount` entries (packed ones
 /// `PackedBins.slots`); fine arrays `fineCount`.
 final class StatisticsScratch {
     /// Fine slots per delta: the tensor's top 1 %, its support, up to three scopes' top 1 %.
@@ -33,10 +33,9 @@ final class StatisticsScratch {
     /// Per delta, the coarse histogram: count and Σ of fine (low 15 bit) patterns
     /// of each bin, interleaved; with the count, the fine sum gives the exact Σ|δ| of the bin.
     let bins: [UnsafeMutablePointer<Int>]
-    /// Per delta, the packed histogram the full pass adds to (see `PackedBins`).
+    /// Per delta, the packed histogram the full pass adds to, which also marks
+    /// the coarse bins whose exact patterns it collects (see `PackedBins`).
     let packed: [UnsafeMutablePointer<UInt64>]
-    /// Per delta, 1 for the coarse bins whose exact patterns the full pass collects.
-    let flags: [UnsafeMutablePointer<UInt8>]
     /// Per delta, the patterns one chunk collected, and all the tensor collected.
     let collected: [UnsafeMutablePointer<UInt32>]
     let patterns: [PatternCounts]
@@ -63,7 +62,6 @@ final class StatisticsScratch {
         for d in 0..<deltaCount { (deltas + d).initialize(to: zeroed(chunk, Float.self)) }
         bins = (0..<deltaCount).map { _ in zeroed(2 * MagnitudeBins.coarseCount, Int.self) }
         packed = (0..<deltaCount).map { _ in zeroed(PackedBins.slots, UInt64.self) }
-        flags = (0..<deltaCount).map { _ in zeroed(PackedBins.slots, UInt8.self) }
         collected = (0..<deltaCount).map { _ in zeroed(chunk, UInt32.self) }
         patterns = (0..<deltaCount).map { _ in PatternCounts() }
         fine = (0..<deltaCount).map { _ in (0..<Self.fineSlots).map { _ in zeroed(MagnitudeBins.fineCount, Int.self) } }
@@ -80,18 +78,14 @@ final class StatisticsScratch {
         deltas.deallocate()
         for p in bins { p.deallocate() }
         for p in packed { p.deallocate() }
-        for p in flags { p.deallocate() }
         for p in collected { p.deallocate() }
         for slots in fine { for p in slots { p.deallocate() } }
         for p in sampleCounts { p.deallocate() }
         raw.deallocate()
     }
 
-    /// Sets (1) or clears (0) the collection flags of `bins` for delta `d`.
-    func flag(_ bins: ClosedRange<Int>?, delta d: Int, _ value: UInt8) {
-        guard let bins else { return }
-        (flags[d] + bins.lowerBound).update(repeating: value, count: bins.count)
-    }
+    /// Whether delta `d` collects the exact patterns of coarse bin `bin`.
+    func collects(_ bin: Int, delta d: Int) -> Bool { packed[d][bin] & PackedBins.collect != 0 }
 }
 
 /// Hands input pages back to the kernel behind a streaming cursor.
@@ -333,10 +327,10 @@ final class StatisticsRun: @unchecked Sendable {
             lock.lock()
             let collected = (0..<deltaCount).map { collectedBins(index, delta: $0) }
             lock.unlock()
-            for d in 0..<deltaCount { for bins in collected[d] { scratch.flag(bins, delta: d, 1) } }
+            for d in 0..<deltaCount { for bins in collected[d] { PackedBins.mark(scratch.packed[d], bins, true) } }
+            // Pairs whose supports were not both predicted are left to the boundary pass.
             let screens = pairs.map { a, b in
-                if let ra = tensorRanges.support[a], let rb = tensorRanges.support[b] { return SupportScreen(ra, rb) }
-                return SupportScreen.nothing
+                tensorRanges.support[a].flatMap { ra in tensorRanges.support[b].map { SupportScreen(ra, $0) } }
             }
             var stats = ScopeStatistics(name: tensor.name, layer: layerIndex(ofTensor: tensor.name),
                                         deltaCount: deltaCount, thresholdCount: thresholdBits.count)
@@ -352,7 +346,7 @@ final class StatisticsRun: @unchecked Sendable {
                 for d in 0..<deltaCount {
                     DeltaKernels.subtractAndMeasure(scratch.deltas[d], scratch.base, count, into: &moments[d])
                     let found = DeltaKernels.histogram(scratch.deltas[d], count, packed: scratch.packed[d],
-                                                       flags: scratch.flags[d], collected: scratch.collected[d])
+                                                       collected: scratch.collected[d])
                     let patterns = scratch.patterns[d], keys = scratch.collected[d]
                     for c in 0..<found { patterns.add(keys[c]) }
                     if pending >= PackedBins.capacity - scratch.chunk {
@@ -361,8 +355,11 @@ final class StatisticsRun: @unchecked Sendable {
                 }
                 if pending >= PackedBins.capacity - scratch.chunk { pending = 0 }
                 for (p, (a, b)) in pairs.enumerated() {
-                    DeltaKernels.comparePair(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p],
-                                             screen: screens[p], candidates: scratch.pairCandidates[p])
+                    DeltaKernels.comparePair(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p])
+                    if let screen = screens[p] {
+                        DeltaKernels.screenSupports(scratch.deltas[a], scratch.deltas[b], count, screen: screen,
+                                                    into: scratch.pairCandidates[p])
+                    }
                 }
                 if deltaCount > 1 {
                     let election = DeltaKernels.elect(scratch.deltas, deltaCount: deltaCount, count)
@@ -388,7 +385,7 @@ final class StatisticsRun: @unchecked Sendable {
             states[index] = state
             lock.unlock()
             for d in 0..<deltaCount {
-                for bins in collected[d] { scratch.flag(bins, delta: d, 0) }
+                for bins in collected[d] { PackedBins.mark(scratch.packed[d], bins, false) }
                 scratch.patterns[d].removeAll()
                 if moments[d].highBin >= moments[d].lowBin {
                     let low = moments[d].lowBin, width = moments[d].highBin - low + 1
@@ -434,7 +431,7 @@ final class StatisticsRun: @unchecked Sendable {
     /// Resolves `boundary` from the patterns delta `d` collected, or nil when its bin was not collected.
     private func resolve(_ boundary: TopBoundary, scratch: StatisticsScratch, delta d: Int) -> (pattern: Int, mass: Double, support: Int)? {
         guard boundary.bin >= 0 else { return boundary.resolve(nil) }
-        guard scratch.flags[d][boundary.bin] != 0 else { return nil }
+        guard scratch.collects(boundary.bin, delta: d) else { return nil }
         let fine = scratch.fine[d][0], patterns = scratch.patterns[d]
         patterns.spread(bin: boundary.bin, into: fine)
         defer { patterns.spread(bin: boundary.bin, into: fine, sign: -1) }
