@@ -65,6 +65,13 @@ enum PackedBins {
     }
 }
 
+/// What the measure of one delta found in one chunk.
+struct ChunkMeasure {
+    var zeros = 0
+    var nonFinite = 0
+    var sumOfSquares = 0.0
+}
+
 /// Running sums for one delta within one tensor during the full pass.
 struct DeltaMoments {
     var nonFinite = 0
@@ -117,11 +124,12 @@ enum DeltaKernels {
     }
 
     /// δ = tuned − base in place over `tuned`, then zeros, non-finite entries,
-    /// Σδ² and the largest magnitude pattern. Vector kernel; the tail runs one
-    /// lane at a time.
+    /// Σδ² and the largest magnitude pattern, added to `moments` and returned
+    /// for the chunk. Vector kernel; the tail runs one lane at a time.
+    @discardableResult
     static func subtractAndMeasure(
         _ tuned: UnsafeMutablePointer<Float>, _ base: UnsafePointer<Float>, _ count: Int, into moments: inout DeltaMoments
-    ) {
+    ) -> ChunkMeasure {
         let limit = Bits(repeating: MagnitudeBins.nonFinite)
         var zeros = Bits(), nonFinite = Bits(), high = Bits()
         var squares = 0.0
@@ -160,6 +168,7 @@ enum DeltaKernels {
         moments.nonFinite += nonFiniteCount
         moments.sumOfSquares += squares
         moments.maxBits = max(moments.maxBits, highBits)
+        return ChunkMeasure(zeros: zeroCount, nonFinite: nonFiniteCount, sumOfSquares: squares)
     }
 
     /// Adds every non-zero finite |δ| to the packed coarse histogram and copies
@@ -211,8 +220,25 @@ enum DeltaKernels {
         return (sum, finiteCount)
     }
 
-    /// Pair figures on the positions where both deltas are finite.
-    static func comparePair(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures) {
+    /// Pair figures on the positions where both deltas are finite. When
+    /// neither delta has a non-finite entry in the chunk, their measures give
+    /// the positions and Σa², Σb² (summed in the same order, so the same
+    /// values) and only the rest is computed.
+    static func comparePair(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures,
+                            measures: (ChunkMeasure, ChunkMeasure)) {
+        if measures.0.nonFinite == 0 && measures.1.nonFinite == 0 {
+            compare(a, b, count, into: &pair, allFinite: true)
+            pair.positions += count
+            pair.squaresFirst += measures.0.sumOfSquares
+            pair.squaresSecond += measures.1.sumOfSquares
+        } else {
+            compare(a, b, count, into: &pair, allFinite: false)
+        }
+    }
+
+    @inline(__always)
+    private static func compare(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures,
+                                allFinite: Bool) {
         let limit = Bits(repeating: MagnitudeBins.nonFinite), sign = Bits(repeating: 0x8000_0000)
         var positions = Bits(), both = Bits(), agree = Bits()
         var dot = 0.0, squaresA = 0.0, squaresB = 0.0
@@ -223,21 +249,28 @@ enum DeltaKernels {
             while i <= end {
                 let u = load(a, i), v = load(b, i)
                 let bu = magnitudeBits(u), bv = magnitudeBits(v)
-                let valid = ones(bu .< limit) & ones(bv .< limit)
-                let x = keep(u, valid), y = keep(v, valid)
-                positions &-= valid
-                partialDot += x * y
-                partialA += x * x
-                partialB += y * y
-                let nonzero = valid & ~ones(bu .== Bits()) & ~ones(bv .== Bits())
+                var nonzero = ~ones(bu .== Bits()) & ~ones(bv .== Bits())
+                if allFinite {
+                    partialDot += u * v
+                } else {
+                    let valid = ones(bu .< limit) & ones(bv .< limit)
+                    let x = keep(u, valid), y = keep(v, valid)
+                    positions &-= valid
+                    partialDot += x * y
+                    partialA += x * x
+                    partialB += y * y
+                    nonzero &= valid
+                }
                 both &-= nonzero
                 let sameSign = ones((unsafeBitCast(u, to: Bits.self) ^ unsafeBitCast(v, to: Bits.self)) .< sign)
                 agree &-= nonzero & sameSign
                 i += 8
             }
             dot += Double(partialDot.sum())
-            squaresA += Double(partialA.sum())
-            squaresB += Double(partialB.sum())
+            if !allFinite {
+                squaresA += Double(partialA.sum())
+                squaresB += Double(partialB.sum())
+            }
         }
         var positionCount = Int(positions.wrappedSum()), bothCount = Int(both.wrappedSum())
         var agreeCount = Int(agree.wrappedSum())
@@ -245,10 +278,12 @@ enum DeltaKernels {
             let u = a[i], v = b[i]
             i += 1
             guard u.isFinite, v.isFinite else { continue }
-            positionCount += 1
             dot += Double(u) * Double(v)
-            squaresA += Double(u) * Double(u)
-            squaresB += Double(v) * Double(v)
+            if !allFinite {
+                positionCount += 1
+                squaresA += Double(u) * Double(u)
+                squaresB += Double(v) * Double(v)
+            }
             if u != 0 && v != 0 {
                 bothCount += 1
                 if (u.bitPattern ^ v.bitPattern) & 0x8000_0000 == 0 { agreeCount += 1 }

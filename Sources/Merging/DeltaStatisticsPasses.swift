@@ -343,8 +343,9 @@ final class StatisticsRun: @unchecked Sendable {
                 stats.baseL1 += magnitude.sum
                 stats.baseFinite += magnitude.finite
                 pending += count
+                var measures: [ChunkMeasure] = []
                 for d in 0..<deltaCount {
-                    DeltaKernels.subtractAndMeasure(scratch.deltas[d], scratch.base, count, into: &moments[d])
+                    measures.append(DeltaKernels.subtractAndMeasure(scratch.deltas[d], scratch.base, count, into: &moments[d]))
                     let found = DeltaKernels.histogram(scratch.deltas[d], count, packed: scratch.packed[d],
                                                        collected: scratch.collected[d])
                     let patterns = scratch.patterns[d], keys = scratch.collected[d]
@@ -354,14 +355,22 @@ final class StatisticsRun: @unchecked Sendable {
                     }
                 }
                 if pending >= PackedBins.capacity - scratch.chunk { pending = 0 }
+                let bothBefore = stats.pairs.first?.bothNonzero ?? 0, agreeBefore = stats.pairs.first?.signAgreements ?? 0
                 for (p, (a, b)) in pairs.enumerated() {
-                    DeltaKernels.comparePair(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p])
+                    DeltaKernels.comparePair(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p],
+                                             measures: (measures[a], measures[b]))
                     if let screen = screens[p] {
                         DeltaKernels.screenSupports(scratch.deltas[a], scratch.deltas[b], count, screen: screen,
                                                     into: scratch.pairCandidates[p])
                     }
                 }
-                if deltaCount > 1 {
+                if deltaCount == 2 && measures[0].nonFinite == 0 && measures[1].nonFinite == 0 {
+                    // Two finite deltas: Σδ takes the sign of the larger |δ| (+ on a tie), so exactly
+                    // one entry loses wherever both are non-zero with opposite signs.
+                    let both = stats.pairs[0].bothNonzero - bothBefore, agree = stats.pairs[0].signAgreements - agreeBefore
+                    stats.electionEntries += 2 * count - measures[0].zeros - measures[1].zeros
+                    stats.electionDropped += both - agree
+                } else if deltaCount > 1 {
                     let election = DeltaKernels.elect(scratch.deltas, deltaCount: deltaCount, count)
                     stats.electionEntries += election.entries
                     stats.electionDropped += election.dropped
