@@ -46,7 +46,7 @@ final class StatisticsScratch {
     /// Per delta, sample counts per coarse bin and the bins they touched.
     let sampleCounts: [UnsafeMutablePointer<Int32>]
     var sampleBins: [[Int]]
-    /// Raw bytes of one sample piece (`chunk` elements of up to 8 bytes).
+    /// Raw bytes of one chunk (`chunk` elements of up to 8 bytes).
     let raw: UnsafeMutableRawPointer
 
     init(chunk: Int, deltaCount: Int, pairCount: Int) {
@@ -88,29 +88,6 @@ final class StatisticsScratch {
     func collects(_ bin: Int, delta d: Int) -> Bool { packed[d][bin] & PackedBins.collect != 0 }
 }
 
-/// Hands input pages back to the kernel behind a streaming cursor.
-struct ReleaseCursor {
-    static let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-    static let stride = 4 << 20
-    let file: MappedFile
-    let entry: TensorEntry
-    private var released: Int
-
-    init(_ checkpoint: Checkpoint, _ entry: TensorEntry) {
-        file = checkpoint.files[entry.fileIndex]
-        self.entry = entry
-        released = entry.offset / Self.page * Self.page
-    }
-
-    /// Releases the pages before `elements` elements once enough have accumulated (or at the end).
-    mutating func advance(toElement elements: Int) {
-        let end = entry.offset + entry.dtype.byteCount(forElements: elements)!
-        guard end - released >= Self.stride || elements == entry.elementCount else { return }
-        file.release(released..<end)
-        released = end / Self.page * Self.page
-    }
-}
-
 /// The shared state of one statistics run.
 final class StatisticsRun: @unchecked Sendable {
     let plan: StatisticsPlan
@@ -144,8 +121,11 @@ final class StatisticsRun: @unchecked Sendable {
     var scopeFine: [[[Int]?]]
     /// One per worker, used by every pass (each pass leaves them cleared).
     private let scratches: [StatisticsScratch]
+    /// Reads the base (checkpoint 0) and the fine-tuned checkpoints.
+    private let reader: CheckpointReader
 
-    init(plan: StatisticsPlan, base: Checkpoint, tuned: [Checkpoint], options: DeltaStatisticsOptions) {
+    init(plan: StatisticsPlan, base: Checkpoint, tuned: [Checkpoint], options: DeltaStatisticsOptions) throws(DeltaStatisticsError) {
+        do { reader = try CheckpointReader([base] + tuned) } catch { throw .checkpoint(error) }
         self.plan = plan
         self.base = base
         self.tuned = tuned
@@ -199,35 +179,20 @@ final class StatisticsRun: @unchecked Sendable {
         if let failure { throw .checkpoint(failure) }
     }
 
-    /// Decodes elements [start, start + count) of `entry` into `destination`.
-    private func decode(_ checkpoint: Checkpoint, _ entry: TensorEntry, start: Int, count: Int,
-                        into destination: UnsafeMutablePointer<Float>) throws(CheckpointError) {
-        let width = entry.dtype.blockBytes  // floating-point types store one element per block
-        let bytes = UnsafeRawBufferPointer(rebasing: checkpoint.data(of: entry)[(start * width)..<((start + count) * width)])
-        do {
-            try ElementCodec.decode(entry.dtype, from: bytes, into: UnsafeMutableBufferPointer(start: destination, count: count))
-        } catch {
-            throw .codec(file: checkpoint.files[entry.fileIndex].path, tensor: entry.name, problem: error)
-        }
-    }
-
-    /// Streams one tensor chunk by chunk: decodes the base and every δ into the
-    /// scratch, calls `measure` with the chunk length, and releases pages behind.
+    /// Streams one tensor chunk by chunk: reads the base and every fine-tuned
+    /// checkpoint into the scratch and calls `measure` with the chunk length.
     private func stream(_ tensor: PlannedTensor, _ scratch: StatisticsScratch,
                         _ measure: (Int) -> Void) throws(CheckpointError) {
-        var cursors = [ReleaseCursor(base, tensor.base)]
-        for d in 0..<deltaCount { cursors.append(ReleaseCursor(tuned[d], tensor.tuned[d])) }
         let n = tensor.base.elementCount
         var start = 0
         while start < n {
             let count = min(scratch.chunk, n - start)
-            try decode(base, tensor.base, start: start, count: count, into: scratch.base)
+            try reader.read(0, tensor.base, start: start, count: count, raw: scratch.raw, into: scratch.base)
             for d in 0..<deltaCount {
-                try decode(tuned[d], tensor.tuned[d], start: start, count: count, into: scratch.deltas[d])
+                try reader.read(1 + d, tensor.tuned[d], start: start, count: count, raw: scratch.raw, into: scratch.deltas[d])
             }
             measure(count)
             start += count
-            for c in cursors.indices { cursors[c].advance(toElement: start) }
         }
     }
 
@@ -236,8 +201,6 @@ final class StatisticsRun: @unchecked Sendable {
     /// Reads a sample of every tensor and derives the candidate ranges: each
     /// tensor's for its own top 1 % and support, each scope's for its top 1 %.
     func samplePass() throws(DeltaStatisticsError) {
-        let reader: SampleReader
-        do { reader = try SampleReader([base] + tuned) } catch { throw .checkpoint(error) }
         let design = options.sampling
         try forEachTensor { (index, scratch) throws(CheckpointError) in
             let tensor = plan.tensors[index]

@@ -9,18 +9,17 @@ extension DeltaStatistics {
     /// A sampling pre-pass reads a small, evenly spaced part of every tensor
     /// and predicts, for each top-k boundary (each tensor's top 1 % and
     /// support, each scope's top 1 %), a few coarse bins that hold it. One full
-    /// pass then streams the checkpoints, tensors in parallel, each decoded in
-    /// chunks into reused Float32 buffers, input pages released behind the
-    /// cursor: it takes the moments and coarse magnitude histograms and keeps
-    /// the exact values of the predicted bins, from which every top-k figure is
-    /// resolved exactly. Only a boundary the prediction missed costs a second,
+    /// pass then streams the checkpoints, tensors in parallel, each read with
+    /// `pread(2)` and decoded in chunks into reused Float32 buffers: it takes
+    /// the moments and coarse magnitude histograms and keeps the exact values
+    /// of the predicted bins, from which every top-k figure is resolved exactly. Only a boundary the prediction missed costs a second,
     /// boundary pass over the tensors concerned.
     public static func compute(
         base: Checkpoint, tuned: [Checkpoint], names: [String], options: DeltaStatisticsOptions = DeltaStatisticsOptions()
     ) throws(DeltaStatisticsError) -> DeltaStatisticsReport {
         precondition(!tuned.isEmpty && names.count == tuned.count, "one name per fine-tuned checkpoint")
         let plan = try StatisticsPlan(base: base, tuned: tuned)
-        let run = StatisticsRun(plan: plan, base: base, tuned: tuned, options: options)
+        let run = try StatisticsRun(plan: plan, base: base, tuned: tuned, options: options)
         try run.samplePass()
         try run.fullPass()
         run.resolveScopes()

@@ -55,7 +55,7 @@ private struct SampledModel {
             try fixture.checkpoint("ft\(d).safetensors", names.map { ($0, [deltas[d][$0]!.count], deltas[d][$0]!) })
         }
         let plan = try StatisticsPlan(base: base, tuned: tuned)
-        return StatisticsRun(plan: plan, base: base, tuned: tuned, options: options)
+        return try StatisticsRun(plan: plan, base: base, tuned: tuned, options: options)
     }
 
     /// Every top-k and threshold figure of `report` against the direct computation.
@@ -241,4 +241,20 @@ private func randomModel(seed: UInt64) -> SampledModel {
     #expect(counts.count(bin: bin, atMost: Float(4100).bitPattern) == inBin.filter { $0.key <= Float(4100).bitPattern }.values.reduce(0, +))
     counts.removeAll()
     #expect(counts.count == 0)
+}
+
+@Test func aCheckpointTruncatedAfterOpeningIsAReadError() throws {
+    let fixture = StatisticsFixture()
+    let n = 100_000
+    let base = try fixture.checkpoint("base.safetensors", [("w", [n], [Float](repeating: 0, count: n))])
+    let tuned = try fixture.checkpoint("ft.safetensors", [("w", [n], [Float](repeating: 1, count: n))])
+    let handle = try #require(FileHandle(forWritingAtPath: tuned.path))
+    try handle.truncate(atOffset: UInt64(tuned.files[0].size / 2))
+    try handle.close()
+    #expect {
+        try DeltaStatistics.compute(base: base, tuned: [tuned], names: ["ft"])
+    } throws: { error in
+        guard case .checkpoint(.io(let file, let problem)) = error as? DeltaStatisticsError else { return false }
+        return file == tuned.path && problem.contains("shorter")
+    }
 }
