@@ -29,7 +29,6 @@ final class PatternCounts {
         counts.deallocate()
     }
 
-    @inline(__always)
     func add(_ key: UInt32, _ n: Int = 1) {
         var slot = Int((key &* 0x9e37_79b1) &>> shift)
         while true {
@@ -46,6 +45,33 @@ final class PatternCounts {
                 return
             }
             slot = (slot + 1) & (capacity - 1)
+        }
+    }
+
+    /// Counts each of `keys[0..<n]` once. The table's fields are read once,
+    /// not per pattern, so the loop costs a hash and a probe per pattern.
+    func add(_ list: UnsafePointer<UInt32>, count n: Int) {
+        var i = 0
+        while i < n {
+            let keys = self.keys, counts = self.counts, mask = capacity - 1, shift = self.shift
+            var added = 0
+            // Stop before the table could pass half full, then grow and go on.
+            let room = capacity / 2 - count
+            while i < n && added < room {
+                let key = list[i]
+                var slot = Int((key &* 0x9e37_79b1) &>> shift)
+                while keys[slot] != key && keys[slot] != 0 { slot = (slot + 1) & mask }
+                if keys[slot] == key {
+                    counts[slot] += 1
+                } else {
+                    keys[slot] = key
+                    counts[slot] = 1
+                    added += 1
+                }
+                i += 1
+            }
+            count += added
+            if count * 2 >= capacity { grow() }
         }
     }
 

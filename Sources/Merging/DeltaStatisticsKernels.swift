@@ -118,6 +118,14 @@ enum DeltaKernels {
     @inline(__always)
     static func ones(_ mask: SIMDMask<SIMD8<Int32>>) -> Bits { unsafeBitCast(mask, to: Bits.self) }
 
+    /// Whether any lane of a mask is set: `any(_:)` reduces lane by lane over
+    /// SSE2, an OR of the mask's four 64-bit words takes a few instructions.
+    @inline(__always)
+    static func anyLane(_ mask: Bits) -> Bool {
+        let words = unsafeBitCast(mask, to: SIMD4<UInt64>.self)
+        return words[0] | words[1] | words[2] | words[3] != 0
+    }
+
     @inline(__always)
     static func keep(_ v: Lanes, _ mask: Bits) -> Lanes {
         unsafeBitCast(unsafeBitCast(v, to: Bits.self) & mask, to: Lanes.self)
@@ -130,8 +138,9 @@ enum DeltaKernels {
     static func subtractAndMeasure(
         _ tuned: UnsafeMutablePointer<Float>, _ base: UnsafePointer<Float>, _ count: Int, into moments: inout DeltaMoments
     ) -> ChunkMeasure {
-        let limit = Bits(repeating: MagnitudeBins.nonFinite)
-        var zeros = Bits(), nonFinite = Bits(), high = Bits()
+        // Magnitude patterns are non-negative as Int32: signed lane compares order them.
+        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
+        var zeros = Bits(), nonFinite = Bits(), high = Signed()
         var squares = 0.0
         var i = 0
         while i + 8 <= count {
@@ -140,19 +149,19 @@ enum DeltaKernels {
             while i <= end {
                 let v = load(tuned, i) - load(base, i)
                 UnsafeMutableRawPointer(tuned + i).storeBytes(of: v, as: Lanes.self)
-                let bits = magnitudeBits(v)
+                let bits = unsafeBitCast(magnitudeBits(v), to: Signed.self)
                 let finite = ones(bits .< limit)
-                zeros &-= ones(bits .== Bits())
+                zeros &-= ones(bits .== Signed())
                 nonFinite &+= ~finite & Bits(repeating: 1)
                 partial += keep(v * v, finite)
-                let candidate = bits & finite
-                high ^= (high ^ candidate) & ones(candidate .> high)
+                let candidate = bits & unsafeBitCast(finite, to: Signed.self)
+                high ^= (high ^ candidate) & unsafeBitCast(ones(candidate .> high), to: Signed.self)
                 i += 8
             }
             squares += Double(partial.sum())
         }
         var highBits: UInt32 = 0
-        for lane in 0..<8 { highBits = max(highBits, high[lane]) }
+        for lane in 0..<8 { highBits = max(highBits, UInt32(high[lane])) }
         var zeroCount = Int(zeros.wrappedSum()), nonFiniteCount = Int(nonFinite.wrappedSum())
         while i < count {
             let d = tuned[i] - base[i]
@@ -192,7 +201,7 @@ enum DeltaKernels {
 
     /// Σ|θ₀| and the number of finite entries.
     static func baseMagnitude(_ base: UnsafePointer<Float>, _ count: Int) -> (sum: Double, finite: Int) {
-        let limit = Bits(repeating: MagnitudeBins.nonFinite)
+        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
         var finite = Bits()
         var sum = 0.0
         var i = 0
@@ -201,7 +210,7 @@ enum DeltaKernels {
             var partial = Lanes()
             while i <= end {
                 let bits = magnitudeBits(load(base, i))
-                let ok = ones(bits .< limit)
+                let ok = ones(unsafeBitCast(bits, to: Signed.self) .< limit)
                 finite &-= ok
                 partial += unsafeBitCast(bits & ok, to: Lanes.self)
                 i += 8
@@ -304,38 +313,42 @@ enum DeltaKernels {
     static func screenSupports(
         _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, screen: SupportScreen, into candidates: PairCandidates
     ) {
-        let limit = Bits(repeating: MagnitudeBins.nonFinite)
-        let shift = Bits(repeating: MagnitudeBins.shift)
-        let lowA = Signed(repeating: screen.lowA), highA = Signed(repeating: screen.highA)
-        let lowB = Signed(repeating: screen.lowB), highB = Signed(repeating: screen.highB)
+        // Magnitude patterns are non-negative as Int32, so signed lane compares order them;
+        // "in" is a pattern above `low…` and finite, "clear" one above `high…` as well.
+        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
+        let lowA = Signed(repeating: screen.lowKeyA), highA = Signed(repeating: screen.highKeyA)
+        let lowB = Signed(repeating: screen.lowKeyB), highB = Signed(repeating: screen.highKeyB)
+        let magnitude = Signed(repeating: 0x7fff_ffff)
         var bothClear = Bits()
+        var records: [UInt64] = []
         var i = 0
         while i + 8 <= count {
-            let bu = magnitudeBits(load(a, i)), bv = magnitudeBits(load(b, i))
-            let nonzero = ones(bu .< limit) & ones(bv .< limit) & ~ones(bu .== Bits()) & ~ones(bv .== Bits())
-            let binA = unsafeBitCast(bu &>> shift, to: Signed.self), binB = unsafeBitCast(bv &>> shift, to: Signed.self)
-            let clear = nonzero & ones(binA .> highA) & ones(binB .> highB)
+            let ka = UnsafeRawPointer(a + i).loadUnaligned(as: Signed.self) & magnitude
+            let kb = UnsafeRawPointer(b + i).loadUnaligned(as: Signed.self) & magnitude
+            let both = ones(ka .> lowA) & ones(ka .< limit) & ones(kb .> lowB) & ones(kb .< limit)
+            let clear = both & ones(ka .> highA) & ones(kb .> highB)
             bothClear &-= clear
-            let record = nonzero & ones(binA .>= lowA) & ones(binB .>= lowB) & ~clear
-            if any(record .!= Bits()) {
+            let record = both & ~clear
+            if anyLane(record) {
                 for lane in 0..<8 where record[lane] != 0 {
-                    candidates.records.append(UInt64(bu[lane]) &<< 32 | UInt64(bv[lane]))
+                    records.append(UInt64(UInt32(ka[lane])) &<< 32 | UInt64(UInt32(kb[lane])))
                 }
             }
             i += 8
         }
-        candidates.bothClear += Int(bothClear.wrappedSum())
+        var clearCount = Int(bothClear.wrappedSum())
         while i < count {
-            let bu = a[i].bitPattern & 0x7fff_ffff, bv = b[i].bitPattern & 0x7fff_ffff
+            let ka = Int32(bitPattern: a[i].bitPattern & 0x7fff_ffff), kb = Int32(bitPattern: b[i].bitPattern & 0x7fff_ffff)
             i += 1
-            guard bu &- 1 < MagnitudeBins.nonFinite &- 1, bv &- 1 < MagnitudeBins.nonFinite &- 1 else { continue }
-            let binA = Int32(bu &>> MagnitudeBins.shift), binB = Int32(bv &>> MagnitudeBins.shift)
-            if binA > screen.highA && binB > screen.highB {
-                candidates.bothClear += 1
-            } else if binA >= screen.lowA && binB >= screen.lowB {
-                candidates.records.append(UInt64(bu) &<< 32 | UInt64(bv))
+            guard ka > screen.lowKeyA, kb > screen.lowKeyB, ka < limit[0], kb < limit[0] else { continue }
+            if ka > screen.highKeyA && kb > screen.highKeyB {
+                clearCount += 1
+            } else {
+                records.append(UInt64(UInt32(ka)) &<< 32 | UInt64(UInt32(kb)))
             }
         }
+        candidates.bothClear += clearCount
+        candidates.records += records
     }
 
     /// TIES election with sum consensus and unit weights: the elected sign is
@@ -510,17 +523,21 @@ final class PairOverlapScratch {
     }
 }
 
-/// Per delta of a pair, the coarse bins of the support screen: entries in bins
-/// above `high` are surely in the top-k support, entries in bins `low`…`high`
-/// may be, lower ones are not.
+/// Per delta of a pair, the support screen in magnitude patterns: entries
+/// above `highKey` are surely in the top-k support, entries above `lowKey`
+/// may be, others (zero included) are not.
 struct SupportScreen {
-    let lowA: Int32, highA: Int32, lowB: Int32, highB: Int32
+    let lowKeyA: Int32, highKeyA: Int32, lowKeyB: Int32, highKeyB: Int32
 
     init(_ a: CandidateRange, _ b: CandidateRange) {
-        lowA = Int32(a.collected?.lowerBound ?? 0)
-        highA = Int32(a.high)
-        lowB = Int32(b.collected?.lowerBound ?? 0)
-        highB = Int32(b.high)
+        // From bin l means above pattern (l << 15) − 1 (and above 0: non-zero);
+        // above bin h means above pattern ((h + 1) << 15) − 1 (−1 when h is −1).
+        func keys(_ range: CandidateRange) -> (Int32, Int32) {
+            let low = range.collected?.lowerBound ?? 0
+            return (Int32(max((low << MagnitudeBins.shift) - 1, 0)), Int32(((range.high + 1) << MagnitudeBins.shift) - 1))
+        }
+        (lowKeyA, highKeyA) = keys(a)
+        (lowKeyB, highKeyB) = keys(b)
     }
 }
 

@@ -311,8 +311,7 @@ final class StatisticsRun: @unchecked Sendable {
                     measures.append(DeltaKernels.subtractAndMeasure(scratch.deltas[d], scratch.base, count, into: &moments[d]))
                     let found = DeltaKernels.histogram(scratch.deltas[d], count, packed: scratch.packed[d],
                                                        collected: scratch.collected[d])
-                    let patterns = scratch.patterns[d], keys = scratch.collected[d]
-                    for c in 0..<found { patterns.add(keys[c]) }
+                    scratch.patterns[d].add(scratch.collected[d], count: found)
                     if pending >= PackedBins.capacity - scratch.chunk {
                         PackedBins.empty(scratch.packed[d], upTo: Int(moments[d].maxBits &>> MagnitudeBins.shift), into: scratch.bins[d])
                     }

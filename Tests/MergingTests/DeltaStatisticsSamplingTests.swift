@@ -241,6 +241,12 @@ private func randomModel(seed: UInt64) -> SampledModel {
     #expect(counts.count(bin: bin, atMost: Float(4100).bitPattern) == inBin.filter { $0.key <= Float(4100).bitPattern }.values.reduce(0, +))
     counts.removeAll()
     #expect(counts.count == 0)
+    // Reused after clearing, through the list form, across growth again.
+    let list = (0..<30_000).map { Float(1 + $0 % 7000).bitPattern }
+    list.withUnsafeBufferPointer { counts.add($0.baseAddress!, count: $0.count) }
+    var again: [UInt32: Int] = [:]
+    counts.forEach { again[$0] = $1 }
+    #expect(again == Dictionary(list.map { ($0, 1) }, uniquingKeysWith: +))
 }
 
 @Test func aCheckpointTruncatedAfterOpeningIsAReadError() throws {
