@@ -199,6 +199,52 @@ enum DeltaKernels {
         return n
     }
 
+    /// `histogram` for a chunk of mostly zero entries: vector compares mark
+    /// the non-zero finite ones 64 at a time in a bit mask, and only those are
+    /// visited (the loop over a mask's bits mispredicts once per 64 entries,
+    /// where testing each entry would mispredict at every non-zero one).
+    /// Leaves the masks in `masks` (one word per 64 entries, rounded up).
+    static func sparseHistogram(
+        _ delta: UnsafePointer<Float>, _ count: Int, packed: UnsafeMutablePointer<UInt64>, collected: UnsafeMutablePointer<UInt32>,
+        masks: UnsafeMutablePointer<UInt64>
+    ) -> Int {
+        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
+        let weights = Bits(1, 2, 4, 8, 16, 32, 64, 128)
+        var n = 0
+        @inline(__always) func add(_ key: UInt32) {
+            let slot = Int(key &>> MagnitudeBins.shift)
+            let entry = packed[slot] &+ (UInt64(key & MagnitudeBins.fineMask) | PackedBins.one)
+            packed[slot] = entry
+            collected[n] = key
+            n &+= Int(entry &>> 63)
+        }
+        var start = 0
+        while start + 64 <= count {
+            var word: UInt64 = 0
+            for group in 0..<8 {
+                let bits = unsafeBitCast(magnitudeBits(load(delta, start + 8 * group)), to: Signed.self)
+                let counted = ones(bits .> Signed()) & ones(bits .< limit)
+                word |= UInt64((counted & weights).wrappedSum()) &<< (8 * group)
+            }
+            masks[start / 64] = word
+            while word != 0 {
+                add(delta[start + word.trailingZeroBitCount].bitPattern & 0x7fff_ffff)
+                word &= word &- 1
+            }
+            start += 64
+        }
+        var tail: UInt64 = 0
+        for i in start..<count {
+            let key = delta[i].bitPattern & 0x7fff_ffff
+            if key &- 1 < MagnitudeBins.nonFinite &- 1 {
+                add(key)
+                tail |= 1 &<< (i - start)
+            }
+        }
+        if start < count { masks[start / 64] = tail }
+        return n
+    }
+
     /// Σ|θ₀| and the number of finite entries.
     static func baseMagnitude(_ base: UnsafePointer<Float>, _ count: Int) -> (sum: Double, finite: Int) {
         let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
@@ -348,6 +394,34 @@ enum DeltaKernels {
             }
         }
         candidates.bothClear += clearCount
+        candidates.records += records
+    }
+
+    /// `screenSupports` on the positions marked in `masks` (as `sparseHistogram`
+    /// leaves them), which must include every position where both deltas are
+    /// non-zero and finite: a zero entry is in no support.
+    static func screenSupports(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, screen: SupportScreen, into candidates: PairCandidates,
+        masks: UnsafePointer<UInt64>
+    ) {
+        let limit = Int32(bitPattern: MagnitudeBins.nonFinite)
+        var clear = 0
+        var records: [UInt64] = []
+        for w in 0..<((count + 63) / 64) {
+            var word = masks[w]
+            while word != 0 {
+                let i = 64 * w + word.trailingZeroBitCount
+                word &= word &- 1
+                let ka = Int32(bitPattern: a[i].bitPattern & 0x7fff_ffff), kb = Int32(bitPattern: b[i].bitPattern & 0x7fff_ffff)
+                guard ka > screen.lowKeyA, kb > screen.lowKeyB, ka < limit, kb < limit else { continue }
+                if ka > screen.highKeyA && kb > screen.highKeyB {
+                    clear += 1
+                } else {
+                    records.append(UInt64(UInt32(ka)) &<< 32 | UInt64(UInt32(kb)))
+                }
+            }
+        }
+        candidates.bothClear += clear
         candidates.records += records
     }
 

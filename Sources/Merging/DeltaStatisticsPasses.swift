@@ -39,6 +39,8 @@ final class StatisticsScratch {
     /// Per delta, the patterns one chunk collected, and all the tensor collected.
     let collected: [UnsafeMutablePointer<UInt32>]
     let patterns: [PatternCounts]
+    /// Per delta, bit masks of the non-zero finite entries of a mostly zero chunk.
+    let masks: [UnsafeMutablePointer<UInt64>]
     /// [delta][slot] fine histograms.
     let fine: [[UnsafeMutablePointer<Int>]]
     let overlaps: [PairOverlapScratch]
@@ -64,6 +66,7 @@ final class StatisticsScratch {
         packed = (0..<deltaCount).map { _ in zeroed(PackedBins.slots, UInt64.self) }
         collected = (0..<deltaCount).map { _ in zeroed(chunk, UInt32.self) }
         patterns = (0..<deltaCount).map { _ in PatternCounts() }
+        masks = (0..<deltaCount).map { _ in zeroed((chunk + 63) / 64, UInt64.self) }
         fine = (0..<deltaCount).map { _ in (0..<Self.fineSlots).map { _ in zeroed(MagnitudeBins.fineCount, Int.self) } }
         overlaps = (0..<pairCount).map { _ in PairOverlapScratch() }
         pairCandidates = (0..<pairCount).map { _ in PairCandidates() }
@@ -79,6 +82,7 @@ final class StatisticsScratch {
         for p in bins { p.deallocate() }
         for p in packed { p.deallocate() }
         for p in collected { p.deallocate() }
+        for p in masks { p.deallocate() }
         for slots in fine { for p in slots { p.deallocate() } }
         for p in sampleCounts { p.deallocate() }
         raw.deallocate()
@@ -307,10 +311,15 @@ final class StatisticsRun: @unchecked Sendable {
                 stats.baseFinite += magnitude.finite
                 pending += count
                 var measures: [ChunkMeasure] = []
+                var sparse = [Bool](repeating: false, count: deltaCount)
                 for d in 0..<deltaCount {
                     measures.append(DeltaKernels.subtractAndMeasure(scratch.deltas[d], scratch.base, count, into: &moments[d]))
-                    let found = DeltaKernels.histogram(scratch.deltas[d], count, packed: scratch.packed[d],
-                                                       collected: scratch.collected[d])
+                    // Mostly zero (a sparse fine-tune): visit the non-zero entries only.
+                    sparse[d] = 4 * (measures[d].zeros + measures[d].nonFinite) >= 3 * count
+                    let found = sparse[d]
+                        ? DeltaKernels.sparseHistogram(scratch.deltas[d], count, packed: scratch.packed[d],
+                                                       collected: scratch.collected[d], masks: scratch.masks[d])
+                        : DeltaKernels.histogram(scratch.deltas[d], count, packed: scratch.packed[d], collected: scratch.collected[d])
                     scratch.patterns[d].add(scratch.collected[d], count: found)
                     if pending >= PackedBins.capacity - scratch.chunk {
                         PackedBins.empty(scratch.packed[d], upTo: Int(moments[d].maxBits &>> MagnitudeBins.shift), into: scratch.bins[d])
@@ -322,8 +331,13 @@ final class StatisticsRun: @unchecked Sendable {
                     DeltaKernels.comparePair(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p],
                                              measures: (measures[a], measures[b]))
                     if let screen = screens[p] {
-                        DeltaKernels.screenSupports(scratch.deltas[a], scratch.deltas[b], count, screen: screen,
-                                                    into: scratch.pairCandidates[p])
+                        if let sparseOne = sparse[b] ? b : sparse[a] ? a : nil {
+                            DeltaKernels.screenSupports(scratch.deltas[a], scratch.deltas[b], count, screen: screen,
+                                                        into: scratch.pairCandidates[p], masks: scratch.masks[sparseOne])
+                        } else {
+                            DeltaKernels.screenSupports(scratch.deltas[a], scratch.deltas[b], count, screen: screen,
+                                                        into: scratch.pairCandidates[p])
+                        }
                     }
                 }
                 if deltaCount == 2 && measures[0].nonFinite == 0 && measures[1].nonFinite == 0 {

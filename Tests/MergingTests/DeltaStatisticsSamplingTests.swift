@@ -264,3 +264,37 @@ private func randomModel(seed: UInt64) -> SampledModel {
         return file == tuned.path && problem.contains("shorter")
     }
 }
+
+@Test(arguments: [0, 1])
+func mostlyZeroDeltasGiveTheSameFiguresThroughTheSparsePaths(sparseIndex: Int) throws {
+    // One delta 90 % zeros (with non-finite entries), the other dense: the histogram and
+    // the support screen visit only the sparse one's non-zero entries.
+    var generator = SplitMix(state: 19 + UInt64(sparseIndex))
+    var deltas: [[String: [Float]]] = [[:], [:]]
+    for (name, n) in zip(SampledModel.names, [3001, 2048, 2500, 4096]) {
+        var sparse = [Float](repeating: 0, count: n)
+        for i in 0..<n where Int.random(in: 0..<10, using: &generator) == 0 {
+            sparse[i] = Float(Int.random(in: -300...300, using: &generator)) / 64
+        }
+        sparse[n / 3] = .nan
+        sparse[n / 2] = -.infinity
+        deltas[sparseIndex][name] = sparse
+        deltas[1 - sparseIndex][name] = (0..<n).map { _ in Float(Int.random(in: -40...40, using: &generator)) / 64 }
+    }
+    let model = SampledModel(deltas: deltas)
+    let options = partialSampling()
+    let run = try model.run(options)
+    try run.samplePass()
+    try run.fullPass()
+    run.resolveScopes()
+    try run.boundaryPass()
+    let report = run.report(names: ["a", "b"])
+    model.expectExact(report, options: options)
+    for tensor in report.tensors {
+        let values = deltas[sparseIndex][tensor.name]!
+        let figures = tensor.deltas[sparseIndex]
+        #expect(figures.l1 == Direct.magnitudes(values).reduce(0, +))
+        #expect(figures.nonFinite == 2)
+        #expect(figures.log10Histogram.reduce(0, +) == values.filter { $0.isFinite && $0 != 0 }.count)
+    }
+}
