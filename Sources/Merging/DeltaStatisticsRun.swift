@@ -172,9 +172,15 @@ final class RangeHistogram {
             counts = c
             fineSums = s
         }
-        for bin in from...to {
-            counts[bin - low] += source[2 * bin]
-            fineSums[bin - low] += source[2 * bin + 1]
+        // Through buffer pointers: one exclusivity check per call, not two per bin.
+        let offset = low
+        counts.withUnsafeMutableBufferPointer { counts in
+            fineSums.withUnsafeMutableBufferPointer { sums in
+                for bin in from...to {
+                    counts[bin - offset] += source[2 * bin]
+                    sums[bin - offset] += source[2 * bin + 1]
+                }
+            }
         }
     }
 
