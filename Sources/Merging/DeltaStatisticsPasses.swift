@@ -102,7 +102,7 @@ final class StatisticsRun: @unchecked Sendable {
     let pairs: [(Int, Int)]
     let thresholdBits: [UInt32]
 
-    private let lock = NSLock()
+    let lock = NSLock()
     /// Work queue position and first error of the current pass (under `lock`).
     private var next = 0
     private var failure: CheckpointError?
@@ -126,7 +126,7 @@ final class StatisticsRun: @unchecked Sendable {
     /// One per worker, used by every pass (each pass leaves them cleared).
     private let scratches: [StatisticsScratch]
     /// Reads the base (checkpoint 0) and the fine-tuned checkpoints.
-    private let reader: CheckpointReader
+    let reader: CheckpointReader
 
     init(plan: StatisticsPlan, base: Checkpoint, tuned: [Checkpoint], options: DeltaStatisticsOptions) throws(DeltaStatisticsError) {
         do { reader = try CheckpointReader([base] + tuned) } catch { throw .checkpoint(error) }
@@ -156,7 +156,7 @@ final class StatisticsRun: @unchecked Sendable {
 
     /// Runs `body` for every tensor in `indexes`, largest first, on `options.workers` threads,
     /// each with its own scratch. The first error stops the remaining work.
-    private func forEachTensor(_ indexes: [Int]? = nil,
+    func forEachTensor(_ indexes: [Int]? = nil,
                                _ body: @Sendable (Int, StatisticsScratch) throws(CheckpointError) -> Void) throws(DeltaStatisticsError) {
         let order = (indexes ?? Array(plan.tensors.indices)).sorted {
             plan.tensors[$0].base.elementCount > plan.tensors[$1].base.elementCount
@@ -185,7 +185,7 @@ final class StatisticsRun: @unchecked Sendable {
 
     /// Streams one tensor chunk by chunk: reads the base and every fine-tuned
     /// checkpoint into the scratch and calls `measure` with the chunk length.
-    private func stream(_ tensor: PlannedTensor, _ scratch: StatisticsScratch,
+    func stream(_ tensor: PlannedTensor, _ scratch: StatisticsScratch,
                         _ measure: (Int) -> Void) throws(CheckpointError) {
         let n = tensor.base.elementCount
         var start = 0
@@ -197,72 +197,6 @@ final class StatisticsRun: @unchecked Sendable {
             }
             measure(count)
             start += count
-        }
-    }
-
-    // MARK: Sampling pre-pass
-
-    /// Reads a sample of every tensor and derives the candidate ranges: each
-    /// tensor's for its own top 1 % and support, each scope's for its top 1 %.
-    func samplePass() throws(DeltaStatisticsError) {
-        let design = options.sampling
-        try forEachTensor { (index, scratch) throws(CheckpointError) in
-            let tensor = plan.tensors[index]
-            let runs = SampleRuns(elements: tensor.base.elementCount, design: design)
-            var samples = [DeltaSample](repeating: DeltaSample(), count: deltaCount)
-            for start in runs.starts {
-                var offset = 0
-                while offset < runs.length {
-                    let count = min(scratch.chunk, runs.length - offset)
-                    try reader.read(0, tensor.base, start: start + offset, count: count, raw: scratch.raw, into: scratch.base)
-                    for d in 0..<deltaCount {
-                        try reader.read(1 + d, tensor.tuned[d], start: start + offset, count: count, raw: scratch.raw,
-                                        into: scratch.deltas[d])
-                        tally(scratch.deltas[d], scratch.base, count, into: &samples[d], scratch: scratch, delta: d)
-                    }
-                    offset += count
-                }
-            }
-            var tensorRanges = TensorRanges(top: [], support: [])
-            for d in 0..<deltaCount {
-                samples[d].bins = scratch.sampleBins[d].sorted(by: >).map { bin in
-                    defer { scratch.sampleCounts[d][bin] = 0 }
-                    return (bin, Int(scratch.sampleCounts[d][bin]))
-                }
-                scratch.sampleBins[d].removeAll(keepingCapacity: true)
-                let estimate = SampleEstimate()
-                estimate.add(samples[d], runs: runs)
-                tensorRanges.top.append(estimate.range(share: 0.01, design: design))
-                tensorRanges.support.append(estimate.range(share: options.density, design: design))
-            }
-            lock.lock()
-            for d in 0..<deltaCount {
-                for scope in tensor.scopes { scopeEstimates[scope][d].add(samples[d], runs: runs) }
-            }
-            ranges[index] = tensorRanges
-            lock.unlock()
-        }
-        for scope in plan.scopeNames.indices {
-            for d in 0..<deltaCount {
-                scopeCandidates[scope][d] = scopeEstimates[scope][d].range(share: 0.01, design: design).map(ScopeCandidates.init)
-            }
-        }
-    }
-
-    /// Counts the sampled δ = tuned − base of one piece by coarse bin.
-    private func tally(_ tuned: UnsafePointer<Float>, _ base: UnsafePointer<Float>, _ count: Int,
-                       into sample: inout DeltaSample, scratch: StatisticsScratch, delta d: Int) {
-        let counts = scratch.sampleCounts[d]
-        sample.sampled += count
-        for i in 0..<count {
-            let key = (tuned[i] - base[i]).bitPattern & 0x7fff_ffff
-            if key >= MagnitudeBins.nonFinite {
-                sample.nonFinite += 1
-            } else if key != 0 {
-                let bin = Int(key &>> MagnitudeBins.shift)
-                if counts[bin] == 0 { scratch.sampleBins[d].append(bin) }
-                counts[bin] += 1
-            }
         }
     }
 
@@ -462,105 +396,6 @@ final class StatisticsRun: @unchecked Sendable {
                 scopeCandidates[scope][d] = nil
             }
         }
-    }
-
-    // MARK: Boundary pass
-
-    /// Streams again the tensors whose exact values the full pass did not
-    /// collect (a sampled range missed their boundary, or a scope's), and
-    /// counts the patterns of the exact boundary bins. Does nothing when every
-    /// range held its boundary.
-    func boundaryPass() throws(DeltaStatisticsError) {
-        let open = plan.scopeNames.indices.map { scope in
-            (0..<deltaCount).map { d in scopeTop[scope][d] != nil && scopeMass[scope][d] == nil }
-        }
-        let work = plan.tensors.indices.filter { index in
-            states[index]!.unresolved || plan.tensors[index].scopes.contains { scope in open[scope].contains(true) }
-        }
-        guard !work.isEmpty else { return }
-        try forEachTensor(work) { (index, scratch) throws(CheckpointError) in
-            let tensor = plan.tensors[index]
-            var state = states[index]!
-            // Fine targets: slot 0 the tensor's top 1 %, slot 1 its support, 2… its scopes.
-            var targets: [[FineTarget]] = []
-            for d in 0..<deltaCount {
-                var bins = state.unresolved ? [state.top[d].bin, state.support[d].bin] : [-1, -1]
-                for scope in tensor.scopes { bins.append(open[scope][d] ? scopeTop[scope][d]!.bin : -1) }
-                targets.append(bins.enumerated().filter { $0.element >= 0 }.map { slot, bin in
-                    FineTarget(bin: bin, counts: scratch.fine[d][slot])
-                })
-            }
-            try stream(tensor, scratch) { count in
-                for d in 0..<deltaCount {
-                    let delta = UnsafeMutableBufferPointer(start: scratch.deltas[d], count: count)
-                    TaskVector.subtract(UnsafeBufferPointer(delta), UnsafeBufferPointer(start: scratch.base, count: count), into: delta)
-                    if !targets[d].isEmpty {
-                        DeltaKernels.countBoundaryPatterns(scratch.deltas[d], count, targets: targets[d])
-                    }
-                }
-                guard state.unresolved else { return }
-                for (p, (a, b)) in pairs.enumerated() {
-                    DeltaKernels.classifySupports(scratch.deltas[a], scratch.deltas[b], count,
-                                                  boundaryA: state.support[a].bin, boundaryB: state.support[b].bin,
-                                                  overlap: scratch.overlaps[p])
-                }
-            }
-            if state.unresolved { resolveFromBoundaryCounts(&state, scratch: scratch) }
-            lock.lock()
-            for d in 0..<deltaCount {
-                for (i, scope) in tensor.scopes.enumerated() where open[scope][d] {
-                    let fine = scratch.fine[d][2 + i]
-                    var total = scopeFine[scope][d] ?? [Int](repeating: 0, count: MagnitudeBins.fineCount)
-                    for f in 0..<MagnitudeBins.fineCount where fine[f] != 0 { total[f] += fine[f] }
-                    scopeFine[scope][d] = total
-                }
-            }
-            states[index] = state
-            lock.unlock()
-            for d in 0..<deltaCount {
-                for target in targets[d] {
-                    target.counts.update(repeating: 0, count: MagnitudeBins.fineCount)
-                }
-            }
-        }
-        for scope in plan.scopeNames.indices {
-            for d in 0..<deltaCount where open[scope][d] {
-                let top = scopeTop[scope][d]!
-                scopeMass[scope][d] = scopeFine[scope][d].map { f in f.withUnsafeBufferPointer { top.resolve($0.baseAddress!).mass } }
-                    ?? top.resolve(nil).mass
-                scopeFine[scope][d] = nil
-            }
-        }
-    }
-
-    /// A tensor's own top-k figures from the fine counts and overlap classes of the boundary pass.
-    private func resolveFromBoundaryCounts(_ state: inout TensorState, scratch: StatisticsScratch) {
-        var supportPattern = [Int](), supportSize = [Int]()
-        for d in 0..<deltaCount {
-            state.statistics.deltas[d].topMass = state.top[d].resolve(scratch.fine[d][0]).mass
-            let support = state.support[d].resolve(scratch.fine[d][1])
-            supportPattern.append(support.pattern)
-            supportSize.append(support.support)
-        }
-        for (p, (a, b)) in pairs.enumerated() {
-            let overlap = scratch.overlaps[p]
-            var intersection = overlap.bothClear
-            if state.support[b].bin >= 0 {
-                for f in supportPattern[b]..<MagnitudeBins.fineCount { intersection += overlap.secondWhenFirstIn[f] }
-            }
-            if state.support[a].bin >= 0 {
-                for f in supportPattern[a]..<MagnitudeBins.fineCount { intersection += overlap.firstWhenSecondIn[f] }
-            }
-            for (key, count) in overlap.bothOnBoundary
-            where Int(key >> 15) >= supportPattern[a] && Int(key & MagnitudeBins.fineMask) >= supportPattern[b] {
-                intersection += count
-            }
-            state.statistics.pairs[p].supportFirst = supportSize[a]
-            state.statistics.pairs[p].supportSecond = supportSize[b]
-            state.statistics.pairs[p].supportIntersection = intersection
-            overlap.reset()
-        }
-        state.unresolved = false
     }
 
     // MARK: Report

@@ -146,3 +146,69 @@ final class SampleEstimate {
         return held <= design.maximumShare * Double(max(elements, 1)) ? range : nil
     }
 }
+
+extension StatisticsRun {
+    /// Reads a sample of every tensor and derives the candidate ranges: each
+    /// tensor's for its own top 1 % and support, each scope's for its top 1 %.
+    func samplePass() throws(DeltaStatisticsError) {
+        let design = options.sampling
+        try forEachTensor { (index, scratch) throws(CheckpointError) in
+            let tensor = plan.tensors[index]
+            let runs = SampleRuns(elements: tensor.base.elementCount, design: design)
+            var samples = [DeltaSample](repeating: DeltaSample(), count: deltaCount)
+            for start in runs.starts {
+                var offset = 0
+                while offset < runs.length {
+                    let count = min(scratch.chunk, runs.length - offset)
+                    try reader.read(0, tensor.base, start: start + offset, count: count, raw: scratch.raw, into: scratch.base)
+                    for d in 0..<deltaCount {
+                        try reader.read(1 + d, tensor.tuned[d], start: start + offset, count: count, raw: scratch.raw,
+                                        into: scratch.deltas[d])
+                        tally(scratch.deltas[d], scratch.base, count, into: &samples[d], scratch: scratch, delta: d)
+                    }
+                    offset += count
+                }
+            }
+            var tensorRanges = TensorRanges(top: [], support: [])
+            for d in 0..<deltaCount {
+                samples[d].bins = scratch.sampleBins[d].sorted(by: >).map { bin in
+                    defer { scratch.sampleCounts[d][bin] = 0 }
+                    return (bin, Int(scratch.sampleCounts[d][bin]))
+                }
+                scratch.sampleBins[d].removeAll(keepingCapacity: true)
+                let estimate = SampleEstimate()
+                estimate.add(samples[d], runs: runs)
+                tensorRanges.top.append(estimate.range(share: 0.01, design: design))
+                tensorRanges.support.append(estimate.range(share: options.density, design: design))
+            }
+            lock.lock()
+            for d in 0..<deltaCount {
+                for scope in tensor.scopes { scopeEstimates[scope][d].add(samples[d], runs: runs) }
+            }
+            ranges[index] = tensorRanges
+            lock.unlock()
+        }
+        for scope in plan.scopeNames.indices {
+            for d in 0..<deltaCount {
+                scopeCandidates[scope][d] = scopeEstimates[scope][d].range(share: 0.01, design: design).map(ScopeCandidates.init)
+            }
+        }
+    }
+
+    /// Counts the sampled δ = tuned − base of one piece by coarse bin.
+    private func tally(_ tuned: UnsafePointer<Float>, _ base: UnsafePointer<Float>, _ count: Int,
+                       into sample: inout DeltaSample, scratch: StatisticsScratch, delta d: Int) {
+        let counts = scratch.sampleCounts[d]
+        sample.sampled += count
+        for i in 0..<count {
+            let key = (tuned[i] - base[i]).bitPattern & 0x7fff_ffff
+            if key >= MagnitudeBins.nonFinite {
+                sample.nonFinite += 1
+            } else if key != 0 {
+                let bin = Int(key &>> MagnitudeBins.shift)
+                if counts[bin] == 0 { scratch.sampleBins[d].append(bin) }
+                counts[bin] += 1
+            }
+        }
+    }
+}
