@@ -12,6 +12,8 @@ public struct DeltaStatisticsOptions: Sendable {
     public var workers: Int = defaultWorkerCount()
     /// Elements decoded per step; bounds the scratch memory of each worker.
     public var chunkElements: Int = 16_384
+    /// How the sampling pre-pass reads the tensors (decides speed only, never a figure).
+    var sampling = SampleDesign()
 
     public init() {}
 }

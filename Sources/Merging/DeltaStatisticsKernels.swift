@@ -32,7 +32,47 @@ enum MagnitudeBins {
     }
 }
 
-/// Running sums for one delta within one tensor during the first pass.
+/// The coarse histogram of the full pass, one UInt64 per bin: the count in
+/// bits 40–62 and the Σ of fine patterns in the low 40, so an entry costs one
+/// add; the top bit marks the bins whose exact patterns are collected, so the
+/// same load tells. A bin holds at most 2²³ entries, so the histogram is emptied
+/// into the interleaved Int histogram at least every `capacity` entries. Eight
+/// spare slots after the bins take the zero and non-finite entries, one per
+/// lane position, so repeated updates of one slot stay apart.
+enum PackedBins {
+    static let one: UInt64 = 1 << 40
+    static let collect: UInt64 = 1 << 63
+    static let spare = MagnitudeBins.coarseCount
+    static let slots = MagnitudeBins.coarseCount + 8
+    static let capacity = 1 << 23
+
+    /// Adds bins 0…`highest` of `packed` into `bins` (count at 2·bin, fine sum
+    /// at 2·bin + 1) and clears their counts (not their marks) and the spare slots.
+    static func empty(_ packed: UnsafeMutablePointer<UInt64>, upTo highest: Int, into bins: UnsafeMutablePointer<Int>) {
+        if highest >= 0 {
+            for bin in 0...highest where packed[bin] & ~collect != 0 {
+                bins[2 * bin] += Int(packed[bin] &>> 40 & (collect &>> 40 - 1))
+                bins[2 * bin + 1] += Int(packed[bin] & (one - 1))
+                packed[bin] &= collect
+            }
+        }
+        (packed + spare).update(repeating: 0, count: slots - spare)
+    }
+
+    /// Marks (or unmarks) `bins` as collected.
+    static func mark(_ packed: UnsafeMutablePointer<UInt64>, _ bins: ClosedRange<Int>, _ on: Bool) {
+        for bin in bins { packed[bin] = on ? packed[bin] | collect : packed[bin] & ~collect }
+    }
+}
+
+/// What the measure of one delta found in one chunk.
+struct ChunkMeasure {
+    var zeros = 0
+    var nonFinite = 0
+    var sumOfSquares = 0.0
+}
+
+/// Running sums for one delta within one tensor during the full pass.
 struct DeltaMoments {
     var nonFinite = 0
     var zeros = 0
@@ -58,6 +98,8 @@ enum DeltaKernels {
     /// of `block` elements, then added into Double, which bounds the rounding error.
     typealias Lanes = SIMD8<Float>
     typealias Bits = SIMD8<UInt32>
+    /// Coarse bins compared as signed lanes (bins are below 2¹⁶, bounds may be −1).
+    typealias Signed = SIMD8<Int32>
     static let block = 256
 
     @inline(__always)
@@ -76,23 +118,29 @@ enum DeltaKernels {
     @inline(__always)
     static func ones(_ mask: SIMDMask<SIMD8<Int32>>) -> Bits { unsafeBitCast(mask, to: Bits.self) }
 
+    /// Whether any lane of a mask is set: `any(_:)` reduces lane by lane over
+    /// SSE2, an OR of the mask's four 64-bit words takes a few instructions.
+    @inline(__always)
+    static func anyLane(_ mask: Bits) -> Bool {
+        let words = unsafeBitCast(mask, to: SIMD4<UInt64>.self)
+        return words[0] | words[1] | words[2] | words[3] != 0
+    }
+
     @inline(__always)
     static func keep(_ v: Lanes, _ mask: Bits) -> Lanes {
         unsafeBitCast(unsafeBitCast(v, to: Bits.self) & mask, to: Lanes.self)
     }
 
     /// δ = tuned − base in place over `tuned`, then zeros, non-finite entries,
-    /// Σδ², the largest magnitude pattern, and the entries at or below each
-    /// threshold pattern in `thresholds` (added to `within`). Vector kernel; the
-    /// tail runs one lane at a time.
+    /// Σδ² and the largest magnitude pattern, added to `moments` and returned
+    /// for the chunk. Vector kernel; the tail runs one lane at a time.
+    @discardableResult
     static func subtractAndMeasure(
-        _ tuned: UnsafeMutablePointer<Float>, _ base: UnsafePointer<Float>, _ count: Int,
-        thresholds: [UInt32], within: UnsafeMutablePointer<Int>, into moments: inout DeltaMoments
-    ) {
-        let limit = Bits(repeating: MagnitudeBins.nonFinite)
-        let limits = thresholds.map { Bits(repeating: $0) }
-        var below = [Bits](repeating: Bits(), count: thresholds.count)
-        var zeros = Bits(), nonFinite = Bits(), high = Bits()
+        _ tuned: UnsafeMutablePointer<Float>, _ base: UnsafePointer<Float>, _ count: Int, into moments: inout DeltaMoments
+    ) -> ChunkMeasure {
+        // Magnitude patterns are non-negative as Int32: signed lane compares order them.
+        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
+        var zeros = Bits(), nonFinite = Bits(), high = Signed()
         var squares = 0.0
         var i = 0
         while i + 8 <= count {
@@ -101,27 +149,24 @@ enum DeltaKernels {
             while i <= end {
                 let v = load(tuned, i) - load(base, i)
                 UnsafeMutableRawPointer(tuned + i).storeBytes(of: v, as: Lanes.self)
-                let bits = magnitudeBits(v)
+                let bits = unsafeBitCast(magnitudeBits(v), to: Signed.self)
                 let finite = ones(bits .< limit)
-                zeros &-= ones(bits .== Bits())
+                zeros &-= ones(bits .== Signed())
                 nonFinite &+= ~finite & Bits(repeating: 1)
                 partial += keep(v * v, finite)
-                let candidate = bits & finite
-                high ^= (high ^ candidate) & ones(candidate .> high)
-                for t in limits.indices { below[t] &-= ones(bits .<= limits[t]) }
+                let candidate = bits & unsafeBitCast(finite, to: Signed.self)
+                high ^= (high ^ candidate) & unsafeBitCast(ones(candidate .> high), to: Signed.self)
                 i += 8
             }
             squares += Double(partial.sum())
         }
         var highBits: UInt32 = 0
-        for lane in 0..<8 { highBits = max(highBits, high[lane]) }
-        for t in below.indices { within[t] += Int(below[t].wrappedSum()) }
+        for lane in 0..<8 { highBits = max(highBits, UInt32(high[lane])) }
         var zeroCount = Int(zeros.wrappedSum()), nonFiniteCount = Int(nonFinite.wrappedSum())
         while i < count {
             let d = tuned[i] - base[i]
             tuned[i] = d
             let bits = d.bitPattern & 0x7fff_ffff
-            for t in thresholds.indices where bits <= thresholds[t] { within[t] += 1 }
             if bits == 0 { zeroCount += 1 } else if bits >= MagnitudeBins.nonFinite { nonFiniteCount += 1 } else {
                 squares += Double(d) * Double(d)
                 highBits = max(highBits, bits)
@@ -132,24 +177,77 @@ enum DeltaKernels {
         moments.nonFinite += nonFiniteCount
         moments.sumOfSquares += squares
         moments.maxBits = max(moments.maxBits, highBits)
+        return ChunkMeasure(zeros: zeroCount, nonFinite: nonFiniteCount, sumOfSquares: squares)
     }
 
-    /// Coarse histogram of the non-zero finite entries: count (at 2·bin) and Σ of
-    /// fine patterns (at 2·bin + 1) per bin — integers, so the bin sums are exact
-    /// and cheap to add, side by side so one update touches one cache line.
-    static func histogram(_ delta: UnsafePointer<Float>, _ count: Int, bins: UnsafeMutablePointer<Int>) {
+    /// Adds every non-zero finite |δ| to the packed coarse histogram and copies
+    /// the patterns that fall in marked bins to `collected`; returns how many
+    /// were copied. Branch-free: zero and non-finite entries go to spare slots.
+    static func histogram(
+        _ delta: UnsafePointer<Float>, _ count: Int, packed: UnsafeMutablePointer<UInt64>, collected: UnsafeMutablePointer<UInt32>
+    ) -> Int {
+        var n = 0
         for i in 0..<count {
-            let bits = delta[i].bitPattern & 0x7fff_ffff
-            guard bits &- 1 < MagnitudeBins.nonFinite &- 1 else { continue }  // zero wraps around, so one test
-            let bin = Int(bits &>> MagnitudeBins.shift)
-            bins[2 * bin] &+= 1
-            bins[2 * bin + 1] &+= Int(bits & MagnitudeBins.fineMask)
+            let key = delta[i].bitPattern & 0x7fff_ffff
+            // Zero wraps around, so one test sends zeros and non-finite entries aside.
+            let slot = key &- 1 < MagnitudeBins.nonFinite &- 1 ? Int(key &>> MagnitudeBins.shift) : PackedBins.spare + (i & 7)
+            let entry = packed[slot] &+ (UInt64(key & MagnitudeBins.fineMask) | PackedBins.one)
+            packed[slot] = entry
+            collected[n] = key
+            n &+= Int(entry &>> 63)
         }
+        return n
+    }
+
+    /// `histogram` for a chunk of mostly zero entries: vector compares mark
+    /// the non-zero finite ones 64 at a time in a bit mask, and only those are
+    /// visited (the loop over a mask's bits mispredicts once per 64 entries,
+    /// where testing each entry would mispredict at every non-zero one).
+    /// Leaves the masks in `masks` (one word per 64 entries, rounded up).
+    static func sparseHistogram(
+        _ delta: UnsafePointer<Float>, _ count: Int, packed: UnsafeMutablePointer<UInt64>, collected: UnsafeMutablePointer<UInt32>,
+        masks: UnsafeMutablePointer<UInt64>
+    ) -> Int {
+        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
+        let weights = Bits(1, 2, 4, 8, 16, 32, 64, 128)
+        var n = 0
+        @inline(__always) func add(_ key: UInt32) {
+            let slot = Int(key &>> MagnitudeBins.shift)
+            let entry = packed[slot] &+ (UInt64(key & MagnitudeBins.fineMask) | PackedBins.one)
+            packed[slot] = entry
+            collected[n] = key
+            n &+= Int(entry &>> 63)
+        }
+        var start = 0
+        while start + 64 <= count {
+            var word: UInt64 = 0
+            for group in 0..<8 {
+                let bits = unsafeBitCast(magnitudeBits(load(delta, start + 8 * group)), to: Signed.self)
+                let counted = ones(bits .> Signed()) & ones(bits .< limit)
+                word |= UInt64((counted & weights).wrappedSum()) &<< (8 * group)
+            }
+            masks[start / 64] = word
+            while word != 0 {
+                add(delta[start + word.trailingZeroBitCount].bitPattern & 0x7fff_ffff)
+                word &= word &- 1
+            }
+            start += 64
+        }
+        var tail: UInt64 = 0
+        for i in start..<count {
+            let key = delta[i].bitPattern & 0x7fff_ffff
+            if key &- 1 < MagnitudeBins.nonFinite &- 1 {
+                add(key)
+                tail |= 1 &<< (i - start)
+            }
+        }
+        if start < count { masks[start / 64] = tail }
+        return n
     }
 
     /// Σ|θ₀| and the number of finite entries.
     static func baseMagnitude(_ base: UnsafePointer<Float>, _ count: Int) -> (sum: Double, finite: Int) {
-        let limit = Bits(repeating: MagnitudeBins.nonFinite)
+        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
         var finite = Bits()
         var sum = 0.0
         var i = 0
@@ -158,7 +256,7 @@ enum DeltaKernels {
             var partial = Lanes()
             while i <= end {
                 let bits = magnitudeBits(load(base, i))
-                let ok = ones(bits .< limit)
+                let ok = ones(unsafeBitCast(bits, to: Signed.self) .< limit)
                 finite &-= ok
                 partial += unsafeBitCast(bits & ok, to: Lanes.self)
                 i += 8
@@ -177,8 +275,25 @@ enum DeltaKernels {
         return (sum, finiteCount)
     }
 
-    /// Pair figures on the positions where both deltas are finite.
-    static func comparePair(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures) {
+    /// Pair figures on the positions where both deltas are finite. When
+    /// neither delta has a non-finite entry in the chunk, their measures give
+    /// the positions and Σa², Σb² (summed in the same order, so the same
+    /// values) and only the rest is computed.
+    static func comparePair(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures,
+                            measures: (ChunkMeasure, ChunkMeasure)) {
+        if measures.0.nonFinite == 0 && measures.1.nonFinite == 0 {
+            compare(a, b, count, into: &pair, allFinite: true)
+            pair.positions += count
+            pair.squaresFirst += measures.0.sumOfSquares
+            pair.squaresSecond += measures.1.sumOfSquares
+        } else {
+            compare(a, b, count, into: &pair, allFinite: false)
+        }
+    }
+
+    @inline(__always)
+    private static func compare(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures,
+                                allFinite: Bool) {
         let limit = Bits(repeating: MagnitudeBins.nonFinite), sign = Bits(repeating: 0x8000_0000)
         var positions = Bits(), both = Bits(), agree = Bits()
         var dot = 0.0, squaresA = 0.0, squaresB = 0.0
@@ -189,21 +304,28 @@ enum DeltaKernels {
             while i <= end {
                 let u = load(a, i), v = load(b, i)
                 let bu = magnitudeBits(u), bv = magnitudeBits(v)
-                let valid = ones(bu .< limit) & ones(bv .< limit)
-                let x = keep(u, valid), y = keep(v, valid)
-                positions &-= valid
-                partialDot += x * y
-                partialA += x * x
-                partialB += y * y
-                let nonzero = valid & ~ones(bu .== Bits()) & ~ones(bv .== Bits())
+                var nonzero = ~ones(bu .== Bits()) & ~ones(bv .== Bits())
+                if allFinite {
+                    partialDot += u * v
+                } else {
+                    let valid = ones(bu .< limit) & ones(bv .< limit)
+                    let x = keep(u, valid), y = keep(v, valid)
+                    positions &-= valid
+                    partialDot += x * y
+                    partialA += x * x
+                    partialB += y * y
+                    nonzero &= valid
+                }
                 both &-= nonzero
                 let sameSign = ones((unsafeBitCast(u, to: Bits.self) ^ unsafeBitCast(v, to: Bits.self)) .< sign)
                 agree &-= nonzero & sameSign
                 i += 8
             }
             dot += Double(partialDot.sum())
-            squaresA += Double(partialA.sum())
-            squaresB += Double(partialB.sum())
+            if !allFinite {
+                squaresA += Double(partialA.sum())
+                squaresB += Double(partialB.sum())
+            }
         }
         var positionCount = Int(positions.wrappedSum()), bothCount = Int(both.wrappedSum())
         var agreeCount = Int(agree.wrappedSum())
@@ -211,10 +333,12 @@ enum DeltaKernels {
             let u = a[i], v = b[i]
             i += 1
             guard u.isFinite, v.isFinite else { continue }
-            positionCount += 1
             dot += Double(u) * Double(v)
-            squaresA += Double(u) * Double(u)
-            squaresB += Double(v) * Double(v)
+            if !allFinite {
+                positionCount += 1
+                squaresA += Double(u) * Double(u)
+                squaresB += Double(v) * Double(v)
+            }
             if u != 0 && v != 0 {
                 bothCount += 1
                 if (u.bitPattern ^ v.bitPattern) & 0x8000_0000 == 0 { agreeCount += 1 }
@@ -226,6 +350,79 @@ enum DeltaKernels {
         pair.squaresSecond += squaresB
         pair.bothNonzero += bothCount
         pair.signAgreements += agreeCount
+    }
+
+    /// The support screen of a pair: positions where both deltas are surely in
+    /// their top-k supports are counted; positions where both may be, and not
+    /// both surely, are recorded with both patterns for when the exact
+    /// thresholds are known. Zero and non-finite entries are in no support.
+    static func screenSupports(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, screen: SupportScreen, into candidates: PairCandidates
+    ) {
+        // Magnitude patterns are non-negative as Int32, so signed lane compares order them;
+        // "in" is a pattern above `low…` and finite, "clear" one above `high…` as well.
+        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
+        let lowA = Signed(repeating: screen.lowKeyA), highA = Signed(repeating: screen.highKeyA)
+        let lowB = Signed(repeating: screen.lowKeyB), highB = Signed(repeating: screen.highKeyB)
+        let magnitude = Signed(repeating: 0x7fff_ffff)
+        var bothClear = Bits()
+        var records: [UInt64] = []
+        var i = 0
+        while i + 8 <= count {
+            let ka = UnsafeRawPointer(a + i).loadUnaligned(as: Signed.self) & magnitude
+            let kb = UnsafeRawPointer(b + i).loadUnaligned(as: Signed.self) & magnitude
+            let both = ones(ka .> lowA) & ones(ka .< limit) & ones(kb .> lowB) & ones(kb .< limit)
+            let clear = both & ones(ka .> highA) & ones(kb .> highB)
+            bothClear &-= clear
+            let record = both & ~clear
+            if anyLane(record) {
+                for lane in 0..<8 where record[lane] != 0 {
+                    records.append(UInt64(UInt32(ka[lane])) &<< 32 | UInt64(UInt32(kb[lane])))
+                }
+            }
+            i += 8
+        }
+        var clearCount = Int(bothClear.wrappedSum())
+        while i < count {
+            let ka = Int32(bitPattern: a[i].bitPattern & 0x7fff_ffff), kb = Int32(bitPattern: b[i].bitPattern & 0x7fff_ffff)
+            i += 1
+            guard ka > screen.lowKeyA, kb > screen.lowKeyB, ka < limit[0], kb < limit[0] else { continue }
+            if ka > screen.highKeyA && kb > screen.highKeyB {
+                clearCount += 1
+            } else {
+                records.append(UInt64(UInt32(ka)) &<< 32 | UInt64(UInt32(kb)))
+            }
+        }
+        candidates.bothClear += clearCount
+        candidates.records += records
+    }
+
+    /// `screenSupports` on the positions marked in `masks` (as `sparseHistogram`
+    /// leaves them), which must include every position where both deltas are
+    /// non-zero and finite: a zero entry is in no support.
+    static func screenSupports(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, screen: SupportScreen, into candidates: PairCandidates,
+        masks: UnsafePointer<UInt64>
+    ) {
+        let limit = Int32(bitPattern: MagnitudeBins.nonFinite)
+        var clear = 0
+        var records: [UInt64] = []
+        for w in 0..<((count + 63) / 64) {
+            var word = masks[w]
+            while word != 0 {
+                let i = 64 * w + word.trailingZeroBitCount
+                word &= word &- 1
+                let ka = Int32(bitPattern: a[i].bitPattern & 0x7fff_ffff), kb = Int32(bitPattern: b[i].bitPattern & 0x7fff_ffff)
+                guard ka > screen.lowKeyA, kb > screen.lowKeyB, ka < limit, kb < limit else { continue }
+                if ka > screen.highKeyA && kb > screen.highKeyB {
+                    clear += 1
+                } else {
+                    records.append(UInt64(UInt32(ka)) &<< 32 | UInt64(UInt32(kb)))
+                }
+            }
+        }
+        candidates.bothClear += clear
+        candidates.records += records
     }
 
     /// TIES election with sum consensus and unit weights: the elected sign is
@@ -272,130 +469,45 @@ enum DeltaKernels {
         }
         return (entryCount, droppedCount)
     }
+}
 
-    /// Second pass: for each non-zero finite entry whose coarse bin is one of
-    /// the targets', counts its fine pattern in every target histogram of that bin.
-    /// Vectors of eight are screened first; only those holding a hit go lane by lane.
-    static func countBoundaryPatterns(_ delta: UnsafePointer<Float>, _ count: Int, targets: [FineTarget]) {
-        let limit = Bits(repeating: MagnitudeBins.nonFinite)
-        let bins = targets.map { Bits(repeating: UInt32(truncatingIfNeeded: $0.bin)) }
-        var i = 0
-        while i + 8 <= count {
-            let bits = magnitudeBits(load(delta, i))
-            let coarse = bits &>> Bits(repeating: MagnitudeBins.shift)
-            var hit = Bits()
-            for bin in bins { hit |= ones(coarse .== bin) }
-            hit &= ones(bits .< limit) & ~ones(bits .== Bits())
-            if hit.wrappedSum() != 0 { countPatterns(delta, i..<(i + 8), targets) }
-            i += 8
-        }
-        countPatterns(delta, i..<count, targets)
-    }
+/// Per delta of a pair, the support screen in magnitude patterns: entries
+/// above `highKey` are surely in the top-k support, entries above `lowKey`
+/// may be, others (zero included) are not.
+struct SupportScreen {
+    let lowKeyA: Int32, highKeyA: Int32, lowKeyB: Int32, highKeyB: Int32
 
-    private static func countPatterns(_ delta: UnsafePointer<Float>, _ range: Range<Int>, _ targets: [FineTarget]) {
-        for i in range {
-            let bits = delta[i].bitPattern & 0x7fff_ffff
-            guard bits != 0, bits < MagnitudeBins.nonFinite else { continue }
-            let bin = Int(bits &>> MagnitudeBins.shift), fine = Int(bits & MagnitudeBins.fineMask)
-            for target in targets where target.bin == bin { target.counts[fine] &+= 1 }
+    init(_ a: CandidateRange, _ b: CandidateRange) {
+        // From bin l means above pattern (l << 15) − 1 (and above 0: non-zero);
+        // above bin h means above pattern ((h + 1) << 15) − 1 (−1 when h is −1).
+        func keys(_ range: CandidateRange) -> (Int32, Int32) {
+            let low = range.collected?.lowerBound ?? 0
+            return (Int32(max((low << MagnitudeBins.shift) - 1, 0)), Int32(((range.high + 1) << MagnitudeBins.shift) - 1))
         }
-    }
-
-    /// Second pass, per pair: classifies each position against both deltas'
-    /// top-k boundary bins (`boundaryA`/`boundaryB`, −1 when every non-zero entry
-    /// is in the support) and counts what the exact thresholds will decide later.
-    static func classifySupports(
-        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int,
-        boundaryA: Int, boundaryB: Int, overlap: PairOverlapScratch
-    ) {
-        let limit = Bits(repeating: MagnitudeBins.nonFinite), shift = Bits(repeating: MagnitudeBins.shift)
-        // Bins are below 2¹⁶, so "above −1" is "at least 0" and bin −1 never matches.
-        let clearA = Bits(repeating: UInt32(boundaryA + 1)), clearB = Bits(repeating: UInt32(boundaryB + 1))
-        let edgeA = Bits(repeating: UInt32(truncatingIfNeeded: boundaryA))
-        let edgeB = Bits(repeating: UInt32(truncatingIfNeeded: boundaryB))
-        var bothClear = Bits()
-        var i = 0
-        while i + 8 <= count {
-            let bitsA = magnitudeBits(load(a, i)), bitsB = magnitudeBits(load(b, i))
-            let valid = ones(bitsA .< limit) & ones(bitsB .< limit) & ~ones(bitsA .== Bits()) & ~ones(bitsB .== Bits())
-            let binA = bitsA &>> shift, binB = bitsB &>> shift
-            let inA = ones(binA .>= clearA), inB = ones(binB .>= clearB)
-            let onA = ones(binA .== edgeA), onB = ones(binB .== edgeB)
-            bothClear &-= valid & inA & inB
-            let edge = valid & (onA | onB) & (inA | onA) & (inB | onB)
-            if edge.wrappedSum() != 0 {
-                classify(a, b, i..<(i + 8), boundaryA: boundaryA, boundaryB: boundaryB, overlap: overlap, countClear: false)
-            }
-            i += 8
-        }
-        overlap.bothClear += Int(bothClear.wrappedSum())
-        classify(a, b, i..<count, boundaryA: boundaryA, boundaryB: boundaryB, overlap: overlap, countClear: true)
-    }
-
-    private static func classify(
-        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ range: Range<Int>,
-        boundaryA: Int, boundaryB: Int, overlap: PairOverlapScratch, countClear: Bool
-    ) {
-        for i in range {
-            let bitsA = a[i].bitPattern & 0x7fff_ffff, bitsB = b[i].bitPattern & 0x7fff_ffff
-            guard bitsA != 0, bitsB != 0, bitsA < MagnitudeBins.nonFinite, bitsB < MagnitudeBins.nonFinite else { continue }
-            let binA = Int(bitsA &>> MagnitudeBins.shift), binB = Int(bitsB &>> MagnitudeBins.shift)
-            let fineA = bitsA & MagnitudeBins.fineMask, fineB = bitsB & MagnitudeBins.fineMask
-            if binA > boundaryA {
-                if binB > boundaryB {
-                    if countClear { overlap.bothClear += 1 }
-                } else if binB == boundaryB {
-                    overlap.secondWhenFirstIn[Int(fineB)] &+= 1
-                    overlap.touched = true
-                }
-            } else if binA == boundaryA {
-                if binB > boundaryB {
-                    overlap.firstWhenSecondIn[Int(fineA)] &+= 1
-                    overlap.touched = true
-                } else if binB == boundaryB {
-                    overlap.bothOnBoundary[fineA &<< 15 | fineB, default: 0] += 1
-                }
-            }
-        }
+        (lowKeyA, highKeyA) = keys(a)
+        (lowKeyB, highKeyB) = keys(b)
     }
 }
 
-/// A fine histogram that collects the patterns of one coarse bin.
-struct FineTarget {
-    let bin: Int
-    let counts: UnsafeMutablePointer<Int>
-}
-
-/// Second-pass counts for one pair's support overlap within one tensor.
-final class PairOverlapScratch {
-    /// Positions where both deltas are clearly inside their supports.
+/// What the support screen of one pair found within one tensor.
+final class PairCandidates {
+    /// Positions where both deltas are surely in their supports.
     var bothClear = 0
-    /// Fine patterns of the first delta on its boundary bin where the second is clearly in, and vice versa.
-    let firstWhenSecondIn: UnsafeMutablePointer<Int>
-    let secondWhenFirstIn: UnsafeMutablePointer<Int>
-    /// Positions where both sit on their boundary bins: (fineA << 15 | fineB) → count.
-    var bothOnBoundary: [UInt32: Int] = [:]
-    var touched = false
+    /// Positions to decide later: pattern of the first delta (high half) and of the second.
+    var records: [UInt64] = []
 
-    init() {
-        firstWhenSecondIn = .allocate(capacity: MagnitudeBins.fineCount)
-        firstWhenSecondIn.initialize(repeating: 0, count: MagnitudeBins.fineCount)
-        secondWhenFirstIn = .allocate(capacity: MagnitudeBins.fineCount)
-        secondWhenFirstIn.initialize(repeating: 0, count: MagnitudeBins.fineCount)
-    }
-
-    deinit {
-        firstWhenSecondIn.deallocate()
-        secondWhenFirstIn.deallocate()
+    /// Positions in both supports, given each delta's exact threshold pattern
+    /// (the support keeps every non-zero pattern at or above it).
+    func intersection(thresholdA: UInt32, thresholdB: UInt32) -> Int {
+        var count = bothClear
+        for record in records where UInt32(record &>> 32) >= thresholdA && UInt32(truncatingIfNeeded: record) >= thresholdB {
+            count += 1
+        }
+        return count
     }
 
     func reset() {
         bothClear = 0
-        if touched {
-            firstWhenSecondIn.update(repeating: 0, count: MagnitudeBins.fineCount)
-            secondWhenFirstIn.update(repeating: 0, count: MagnitudeBins.fineCount)
-            touched = false
-        }
-        if !bothOnBoundary.isEmpty { bothOnBoundary.removeAll(keepingCapacity: true) }
+        records.removeAll(keepingCapacity: true)
     }
 }

@@ -2,16 +2,26 @@ import Checkpoints
 import Dispatch
 import Foundation
 
-/// What the first pass learned about one tensor.
+/// What the full pass learned about one tensor.
 struct TensorState {
     var statistics: ScopeStatistics
     /// Per delta: where the top 1 % ends, and where the top-k support at the run's density ends.
     var top: [TopBoundary] = []
     var support: [TopBoundary] = []
+    /// The full pass did not collect the values its own top-k figures need
+    /// (a sampled range missed): the boundary pass computes them.
+    var unresolved = false
+}
+
+/// The candidate ranges the sample gave one tensor, per delta (nil: not collected).
+struct TensorRanges {
+    var top: [CandidateRange?]
+    var support: [CandidateRange?]
 }
 
 /// One worker's reusable buffers. Sizes: chunk buffers hold `chunk` floats;
-/// coarse arrays `MagnitudeBins.coarseCount` entries; fine arrays `fineCount`.
+/// coarse arrays `MagnitudeBins.coarseCount` entries (packed ones
+/// `PackedBins.slots`); fine arrays `fineCount`.
 final class StatisticsScratch {
     /// Fine slots per delta: the tensor's top 1 %, its support, up to three scopes' top 1 %.
     static let fineSlots = 5
@@ -23,9 +33,23 @@ final class StatisticsScratch {
     /// Per delta, the coarse histogram: count and Σ of fine (low 15 bit) patterns
     /// of each bin, interleaved; with the count, the fine sum gives the exact Σ|δ| of the bin.
     let bins: [UnsafeMutablePointer<Int>]
+    /// Per delta, the packed histogram the full pass adds to, which also marks
+    /// the coarse bins whose exact patterns it collects (see `PackedBins`).
+    let packed: [UnsafeMutablePointer<UInt64>]
+    /// Per delta, the patterns one chunk collected, and all the tensor collected.
+    let collected: [UnsafeMutablePointer<UInt32>]
+    let patterns: [PatternCounts]
+    /// Per delta, bit masks of the non-zero finite entries of a mostly zero chunk.
+    let masks: [UnsafeMutablePointer<UInt64>]
     /// [delta][slot] fine histograms.
     let fine: [[UnsafeMutablePointer<Int>]]
     let overlaps: [PairOverlapScratch]
+    let pairCandidates: [PairCandidates]
+    /// Per delta, sample counts per coarse bin and the bins they touched.
+    let sampleCounts: [UnsafeMutablePointer<Int32>]
+    var sampleBins: [[Int]]
+    /// Raw bytes of one chunk (`chunk` elements of up to 8 bytes).
+    let raw: UnsafeMutableRawPointer
 
     init(chunk: Int, deltaCount: Int, pairCount: Int) {
         func zeroed<T: Numeric>(_ n: Int, _: T.Type) -> UnsafeMutablePointer<T> {
@@ -39,8 +63,16 @@ final class StatisticsScratch {
         deltas = .allocate(capacity: deltaCount)
         for d in 0..<deltaCount { (deltas + d).initialize(to: zeroed(chunk, Float.self)) }
         bins = (0..<deltaCount).map { _ in zeroed(2 * MagnitudeBins.coarseCount, Int.self) }
+        packed = (0..<deltaCount).map { _ in zeroed(PackedBins.slots, UInt64.self) }
+        collected = (0..<deltaCount).map { _ in zeroed(chunk, UInt32.self) }
+        patterns = (0..<deltaCount).map { _ in PatternCounts() }
+        masks = (0..<deltaCount).map { _ in zeroed((chunk + 63) / 64, UInt64.self) }
         fine = (0..<deltaCount).map { _ in (0..<Self.fineSlots).map { _ in zeroed(MagnitudeBins.fineCount, Int.self) } }
         overlaps = (0..<pairCount).map { _ in PairOverlapScratch() }
+        pairCandidates = (0..<pairCount).map { _ in PairCandidates() }
+        sampleCounts = (0..<deltaCount).map { _ in zeroed(MagnitudeBins.coarseCount, Int32.self) }
+        sampleBins = [[Int]](repeating: [], count: deltaCount)
+        raw = .allocate(byteCount: 8 * chunk, alignment: 16)
     }
 
     deinit {
@@ -48,31 +80,16 @@ final class StatisticsScratch {
         for d in 0..<deltaCount { deltas[d].deallocate() }
         deltas.deallocate()
         for p in bins { p.deallocate() }
+        for p in packed { p.deallocate() }
+        for p in collected { p.deallocate() }
+        for p in masks { p.deallocate() }
         for slots in fine { for p in slots { p.deallocate() } }
-    }
-}
-
-/// Hands input pages back to the kernel behind a streaming cursor.
-struct ReleaseCursor {
-    static let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-    static let stride = 4 << 20
-    let file: MappedFile
-    let entry: TensorEntry
-    private var released: Int
-
-    init(_ checkpoint: Checkpoint, _ entry: TensorEntry) {
-        file = checkpoint.files[entry.fileIndex]
-        self.entry = entry
-        released = entry.offset / Self.page * Self.page
+        for p in sampleCounts { p.deallocate() }
+        raw.deallocate()
     }
 
-    /// Releases the pages before `elements` elements once enough have accumulated (or at the end).
-    mutating func advance(toElement elements: Int) {
-        let end = entry.offset + entry.dtype.byteCount(forElements: elements)!
-        guard end - released >= Self.stride || elements == entry.elementCount else { return }
-        file.release(released..<end)
-        released = end / Self.page * Self.page
-    }
+    /// Whether delta `d` collects the exact patterns of coarse bin `bin`.
+    func collects(_ bin: Int, delta d: Int) -> Bool { packed[d][bin] & PackedBins.collect != 0 }
 }
 
 /// The shared state of one statistics run.
@@ -85,21 +102,34 @@ final class StatisticsRun: @unchecked Sendable {
     let pairs: [(Int, Int)]
     let thresholdBits: [UInt32]
 
-    private let lock = NSLock()
+    let lock = NSLock()
     /// Work queue position and first error of the current pass (under `lock`).
     private var next = 0
     private var failure: CheckpointError?
     var states: [TensorState?]
-    /// [scope][delta] coarse histograms of the first pass.
+    /// Per tensor, the candidate ranges from its sample.
+    var ranges: [TensorRanges?]
+    /// [scope][delta] sample estimates, then the values collected around each scope's boundary
+    /// (nil when not collected: the boundary pass counts that scope's boundary bin).
+    let scopeEstimates: [[SampleEstimate]]
+    var scopeCandidates: [[ScopeCandidates?]]
+    /// Distinct patterns held by all `scopeCandidates` together (at most `sampling.scopePatternBudget`).
+    private var heldPatterns = 0
+    /// [scope][delta] coarse histograms of the full pass.
     let scopeHistograms: [[RangeHistogram]]
-    /// [scope][delta] top-1 % boundaries, after the first pass.
+    /// [scope][delta] top-1 % boundaries, after the full pass.
     var scopeTop: [[TopBoundary?]]
-    /// [scope][delta] fine counts of the boundary bin, after the second pass.
+    /// [scope][delta] top-1 % mass, once resolved.
+    var scopeMass: [[Double?]]
+    /// [scope][delta] fine counts of the boundary bin, for scopes the boundary pass resolves.
     var scopeFine: [[[Int]?]]
-    /// One per worker, used by both passes (each pass leaves them cleared).
+    /// One per worker, used by every pass (each pass leaves them cleared).
     private let scratches: [StatisticsScratch]
+    /// Reads the base (checkpoint 0) and the fine-tuned checkpoints.
+    let reader: CheckpointReader
 
-    init(plan: StatisticsPlan, base: Checkpoint, tuned: [Checkpoint], options: DeltaStatisticsOptions) {
+    init(plan: StatisticsPlan, base: Checkpoint, tuned: [Checkpoint], options: DeltaStatisticsOptions) throws(DeltaStatisticsError) {
+        do { reader = try CheckpointReader([base] + tuned) } catch { throw .checkpoint(error) }
         self.plan = plan
         self.base = base
         self.tuned = tuned
@@ -110,9 +140,13 @@ final class StatisticsRun: @unchecked Sendable {
         self.pairs = pairs
         thresholdBits = options.thresholds.map { $0.magnitude.bitPattern }
         states = [TensorState?](repeating: nil, count: plan.tensors.count)
+        ranges = [TensorRanges?](repeating: nil, count: plan.tensors.count)
         let scopeCount = plan.scopeNames.count
+        scopeEstimates = (0..<scopeCount).map { _ in (0..<tuned.count).map { _ in SampleEstimate() } }
+        scopeCandidates = [[ScopeCandidates?]](repeating: [ScopeCandidates?](repeating: nil, count: tuned.count), count: scopeCount)
         scopeHistograms = (0..<scopeCount).map { _ in (0..<tuned.count).map { _ in RangeHistogram() } }
         scopeTop = [[TopBoundary?]](repeating: [TopBoundary?](repeating: nil, count: tuned.count), count: scopeCount)
+        scopeMass = [[Double?]](repeating: [Double?](repeating: nil, count: tuned.count), count: scopeCount)
         scopeFine = [[[Int]?]](repeating: [[Int]?](repeating: nil, count: tuned.count), count: scopeCount)
         let workers = max(1, min(options.workers, plan.tensors.count))
         scratches = (0..<workers).map { _ in
@@ -120,13 +154,16 @@ final class StatisticsRun: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` for every tensor, largest first, on `options.workers` threads,
+    /// Runs `body` for every tensor in `indexes`, largest first, on `options.workers` threads,
     /// each with its own scratch. The first error stops the remaining work.
-    private func forEachTensor(_ body: @Sendable (Int, StatisticsScratch) throws(CheckpointError) -> Void) throws(DeltaStatisticsError) {
-        let order = plan.tensors.indices.sorted { plan.tensors[$0].base.elementCount > plan.tensors[$1].base.elementCount }
+    func forEachTensor(_ indexes: [Int]? = nil,
+                               _ body: @Sendable (Int, StatisticsScratch) throws(CheckpointError) -> Void) throws(DeltaStatisticsError) {
+        let order = (indexes ?? Array(plan.tensors.indices)).sorted {
+            plan.tensors[$0].base.elementCount > plan.tensors[$1].base.elementCount
+        }
         next = 0
         failure = nil
-        DispatchQueue.concurrentPerform(iterations: scratches.count) { worker in
+        DispatchQueue.concurrentPerform(iterations: min(scratches.count, order.count)) { worker in
             let scratch = scratches[worker]
             while true {
                 lock.lock()
@@ -146,63 +183,104 @@ final class StatisticsRun: @unchecked Sendable {
         if let failure { throw .checkpoint(failure) }
     }
 
-    /// Decodes elements [start, start + count) of `entry` into `destination`.
-    private func decode(_ checkpoint: Checkpoint, _ entry: TensorEntry, start: Int, count: Int,
-                        into destination: UnsafeMutablePointer<Float>) throws(CheckpointError) {
-        let width = entry.dtype.blockBytes  // floating-point types store one element per block
-        let bytes = UnsafeRawBufferPointer(rebasing: checkpoint.data(of: entry)[(start * width)..<((start + count) * width)])
-        do {
-            try ElementCodec.decode(entry.dtype, from: bytes, into: UnsafeMutableBufferPointer(start: destination, count: count))
-        } catch {
-            throw .codec(file: checkpoint.files[entry.fileIndex].path, tensor: entry.name, problem: error)
-        }
-    }
-
-    /// Streams one tensor chunk by chunk: decodes the base and every δ into the
-    /// scratch, calls `measure` with the chunk length, and releases pages behind.
-    private func stream(_ tensor: PlannedTensor, _ scratch: StatisticsScratch,
+    /// Streams one tensor chunk by chunk: reads the base and every fine-tuned
+    /// checkpoint into the scratch and calls `measure` with the chunk length.
+    func stream(_ tensor: PlannedTensor, _ scratch: StatisticsScratch,
                         _ measure: (Int) -> Void) throws(CheckpointError) {
-        var cursors = [ReleaseCursor(base, tensor.base)]
-        for d in 0..<deltaCount { cursors.append(ReleaseCursor(tuned[d], tensor.tuned[d])) }
         let n = tensor.base.elementCount
         var start = 0
         while start < n {
             let count = min(scratch.chunk, n - start)
-            try decode(base, tensor.base, start: start, count: count, into: scratch.base)
+            try reader.read(0, tensor.base, start: start, count: count, raw: scratch.raw, into: scratch.base)
             for d in 0..<deltaCount {
-                try decode(tuned[d], tensor.tuned[d], start: start, count: count, into: scratch.deltas[d])
+                try reader.read(1 + d, tensor.tuned[d], start: start, count: count, raw: scratch.raw, into: scratch.deltas[d])
             }
             measure(count)
             start += count
-            for c in cursors.indices { cursors[c].advance(toElement: start) }
         }
     }
 
-    // MARK: First pass
+    // MARK: Full pass
 
-    func firstPass() throws(DeltaStatisticsError) {
+    /// The coarse bins each delta collects exact patterns from in tensor `index`:
+    /// the tensor's candidate ranges, its scopes', and the bins of the thresholds.
+    private func collectedBins(_ index: Int, delta d: Int) -> [ClosedRange<Int>] {
+        var list: [ClosedRange<Int>] = []
+        if let bins = ranges[index]!.top[d]?.collected { list.append(bins) }
+        if let bins = ranges[index]!.support[d]?.collected { list.append(bins) }
+        for scope in plan.tensors[index].scopes {
+            if let bins = scopeCandidates[scope][d]?.range.collected { list.append(bins) }
+        }
+        for bits in thresholdBits where bits < MagnitudeBins.nonFinite {
+            let bin = Int(bits &>> MagnitudeBins.shift)
+            list.append(bin...bin)
+        }
+        return list
+    }
+
+    /// One pass over every tensor: all additive figures, the coarse
+    /// histograms, and the exact patterns of the candidate bins, from which each
+    /// tensor's top-k figures are resolved at its end.
+    func fullPass() throws(DeltaStatisticsError) {
         try forEachTensor { (index, scratch) throws(CheckpointError) in
             let tensor = plan.tensors[index]
+            let tensorRanges = ranges[index]!
+            lock.lock()
+            let collected = (0..<deltaCount).map { collectedBins(index, delta: $0) }
+            lock.unlock()
+            for d in 0..<deltaCount { for bins in collected[d] { PackedBins.mark(scratch.packed[d], bins, true) } }
+            // Pairs whose supports were not both predicted are left to the boundary pass.
+            let screens = pairs.map { a, b in
+                tensorRanges.support[a].flatMap { ra in tensorRanges.support[b].map { SupportScreen(ra, $0) } }
+            }
             var stats = ScopeStatistics(name: tensor.name, layer: layerIndex(ofTensor: tensor.name),
                                         deltaCount: deltaCount, thresholdCount: thresholdBits.count)
             stats.tensorCount = 1
             stats.elements = tensor.base.elementCount
             var moments = [DeltaMoments](repeating: DeltaMoments(), count: deltaCount)
+            var pending = 0
             try stream(tensor, scratch) { count in
                 let magnitude = DeltaKernels.baseMagnitude(scratch.base, count)
                 stats.baseL1 += magnitude.sum
                 stats.baseFinite += magnitude.finite
+                pending += count
+                var measures: [ChunkMeasure] = []
+                var sparse = [Bool](repeating: false, count: deltaCount)
                 for d in 0..<deltaCount {
-                    stats.deltas[d].withinThreshold.withUnsafeMutableBufferPointer { within in
-                        DeltaKernels.subtractAndMeasure(scratch.deltas[d], scratch.base, count, thresholds: thresholdBits,
-                                                        within: within.baseAddress!, into: &moments[d])
+                    measures.append(DeltaKernels.subtractAndMeasure(scratch.deltas[d], scratch.base, count, into: &moments[d]))
+                    // Mostly zero (a sparse fine-tune): visit the non-zero entries only.
+                    sparse[d] = 4 * (measures[d].zeros + measures[d].nonFinite) >= 3 * count
+                    let found = sparse[d]
+                        ? DeltaKernels.sparseHistogram(scratch.deltas[d], count, packed: scratch.packed[d],
+                                                       collected: scratch.collected[d], masks: scratch.masks[d])
+                        : DeltaKernels.histogram(scratch.deltas[d], count, packed: scratch.packed[d], collected: scratch.collected[d])
+                    scratch.patterns[d].add(scratch.collected[d], count: found)
+                    if pending >= PackedBins.capacity - scratch.chunk {
+                        PackedBins.empty(scratch.packed[d], upTo: Int(moments[d].maxBits &>> MagnitudeBins.shift), into: scratch.bins[d])
                     }
-                    DeltaKernels.histogram(scratch.deltas[d], count, bins: scratch.bins[d])
                 }
+                if pending >= PackedBins.capacity - scratch.chunk { pending = 0 }
+                let bothBefore = stats.pairs.first?.bothNonzero ?? 0, agreeBefore = stats.pairs.first?.signAgreements ?? 0
                 for (p, (a, b)) in pairs.enumerated() {
-                    DeltaKernels.comparePair(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p])
+                    DeltaKernels.comparePair(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p],
+                                             measures: (measures[a], measures[b]))
+                    if let screen = screens[p] {
+                        if let sparseOne = sparse[b] ? b : sparse[a] ? a : nil {
+                            DeltaKernels.screenSupports(scratch.deltas[a], scratch.deltas[b], count, screen: screen,
+                                                        into: scratch.pairCandidates[p], masks: scratch.masks[sparseOne])
+                        } else {
+                            DeltaKernels.screenSupports(scratch.deltas[a], scratch.deltas[b], count, screen: screen,
+                                                        into: scratch.pairCandidates[p])
+                        }
+                    }
                 }
-                if deltaCount > 1 {
+                if deltaCount == 2 && measures[0].nonFinite == 0 && measures[1].nonFinite == 0 {
+                    // Two finite deltas: Σδ takes the sign of the larger |δ| (+ on a tie), so exactly
+                    // one entry loses wherever both are non-zero with opposite signs.
+                    let both = stats.pairs[0].bothNonzero - bothBefore, agree = stats.pairs[0].signAgreements - agreeBefore
+                    stats.electionEntries += 2 * count - measures[0].zeros - measures[1].zeros
+                    stats.electionDropped += both - agree
+                } else if deltaCount > 1 {
                     let election = DeltaKernels.elect(scratch.deltas, deltaCount: deltaCount, count)
                     stats.electionEntries += election.entries
                     stats.electionDropped += election.dropped
@@ -210,136 +288,112 @@ final class StatisticsRun: @unchecked Sendable {
             }
             var state = TensorState(statistics: stats)
             for d in 0..<deltaCount {
-                moments[d].findBinRange(scratch.bins[d])
-                let m = moments[d]
-                let histogram = scratch.bins[d]
-                let counts = { (bin: Int) in histogram[2 * bin] }
-                let sums = { (bin: Int) in MagnitudeBins.sum(bin: bin, count: histogram[2 * bin], fineSum: histogram[2 * bin + 1]) }
-                var figures = stats.deltas[d]
-                figures.elements = tensor.base.elementCount - m.nonFinite
-                figures.nonFinite = m.nonFinite
-                figures.zeros = m.zeros
-                figures.l1 = 0
-                if m.highBin >= m.lowBin {
-                    for bin in m.lowBin...m.highBin { figures.l1 += sums(bin) }
-                }
-                figures.sumOfSquares = m.sumOfSquares
-                figures.maxAbs = Float(bitPattern: m.maxBits)
-                figures.topEntries = figures.elements > 0 ? max(1, figures.elements / 100) : 0
-                if m.highBin >= m.lowBin {
-                    for bin in m.lowBin...m.highBin where counts(bin) > 0 {
-                        figures.log10Histogram[Int(Log10Bins.ofMagnitudeBin[bin])] += counts(bin)
-                    }
-                }
-                let supportK = max(1, Int(options.density * Double(figures.elements)))
-                state.top.append(TopBoundary(k: max(1, figures.topEntries), low: m.lowBin, high: m.highBin,
-                                             counts: counts, sums: sums))
-                state.support.append(TopBoundary(k: supportK, low: m.lowBin, high: m.highBin,
-                                                 counts: counts, sums: sums))
-                state.statistics.deltas[d] = figures
+                PackedBins.empty(scratch.packed[d], upTo: Int(moments[d].maxBits &>> MagnitudeBins.shift), into: scratch.bins[d])
+                state.measure(delta: d, moments: &moments[d], elements: tensor.base.elementCount, scratch: scratch,
+                              thresholdBits: thresholdBits, density: options.density)
             }
+            resolveTop(&state, scratch: scratch)
+            resolveSupports(&state, ranges: tensorRanges, scratch: scratch)
             lock.lock()
             for d in 0..<deltaCount {
                 for scope in tensor.scopes {
-                    scopeHistograms[scope][d].add(low: moments[d].lowBin, high: moments[d].highBin,
-                                                  bins: scratch.bins[d])
+                    scopeHistograms[scope][d].add(low: moments[d].lowBin, high: moments[d].highBin, bins: scratch.bins[d])
+                    collect(scratch.patterns[d], into: scope, delta: d)
                 }
             }
             states[index] = state
             lock.unlock()
-            for d in 0..<deltaCount where moments[d].highBin >= moments[d].lowBin {
-                let low = moments[d].lowBin, width = moments[d].highBin - low + 1
-                (scratch.bins[d] + 2 * low).update(repeating: 0, count: 2 * width)
+            for d in 0..<deltaCount {
+                for bins in collected[d] { PackedBins.mark(scratch.packed[d], bins, false) }
+                scratch.patterns[d].removeAll()
+                if moments[d].highBin >= moments[d].lowBin {
+                    let low = moments[d].lowBin, width = moments[d].highBin - low + 1
+                    (scratch.bins[d] + 2 * low).update(repeating: 0, count: 2 * width)
+                }
             }
+            for candidates in scratch.pairCandidates { candidates.reset() }
         }
     }
 
-    /// Finds each scope's top-1 % boundary from its coarse histogram.
-    func findScopeBoundaries() {
+    /// The tensor's top-1 % mass of each delta, from the collected patterns of its boundary bin.
+    private func resolveTop(_ state: inout TensorState, scratch: StatisticsScratch) {
+        for d in 0..<deltaCount {
+            guard let mass = resolve(state.top[d], scratch: scratch, delta: d)?.mass else {
+                state.unresolved = true
+                return
+            }
+            state.statistics.deltas[d].topMass = mass
+        }
+    }
+
+    /// Support sizes and intersections, when every delta's support boundary lies in the range its screen used.
+    private func resolveSupports(_ state: inout TensorState, ranges tensorRanges: TensorRanges, scratch: StatisticsScratch) {
+        guard !state.unresolved else { return }
+        var threshold: [UInt32] = [], size: [Int] = []
+        for d in 0..<deltaCount {
+            guard let range = tensorRanges.support[d], range.holds(state.support[d].bin),
+                  let support = resolve(state.support[d], scratch: scratch, delta: d) else {
+                state.unresolved = true
+                return
+            }
+            threshold.append(state.support[d].bin < 0 ? 1 : UInt32(state.support[d].bin << 15 | support.pattern))
+            size.append(support.support)
+        }
+        for (p, (a, b)) in pairs.enumerated() {
+            state.statistics.pairs[p].supportFirst = size[a]
+            state.statistics.pairs[p].supportSecond = size[b]
+            state.statistics.pairs[p].supportIntersection =
+                scratch.pairCandidates[p].intersection(thresholdA: threshold[a], thresholdB: threshold[b])
+        }
+    }
+
+    /// Resolves `boundary` from the patterns delta `d` collected, or nil when its bin was not collected.
+    private func resolve(_ boundary: TopBoundary, scratch: StatisticsScratch, delta d: Int) -> (pattern: Int, mass: Double, support: Int)? {
+        guard boundary.bin >= 0 else { return boundary.resolve(nil) }
+        guard scratch.collects(boundary.bin, delta: d) else { return nil }
+        let fine = scratch.fine[d][0], patterns = scratch.patterns[d]
+        patterns.spread(bin: boundary.bin, into: fine)
+        defer { patterns.spread(bin: boundary.bin, into: fine, sign: -1) }
+        return boundary.resolve(fine)
+    }
+
+    /// Adds a tensor's patterns in the scope's range to the scope's (under `lock`);
+    /// past the budget the scope stops collecting and is left to the boundary pass.
+    private func collect(_ patterns: PatternCounts, into scope: Int, delta d: Int) {
+        guard let candidates = scopeCandidates[scope][d], let bins = candidates.range.collected else { return }
+        let before = candidates.patterns.count
+        candidates.patterns.add(patterns, bins: bins)
+        heldPatterns += candidates.patterns.count - before
+        if heldPatterns > options.sampling.scopePatternBudget {
+            heldPatterns -= candidates.patterns.count
+            scopeCandidates[scope][d] = nil
+        }
+    }
+
+    /// Finds each scope's top-1 % boundary from its coarse histogram and
+    /// resolves its mass from the collected patterns where the range held it.
+    func resolveScopes() {
         var elements = [[Int]](repeating: [Int](repeating: 0, count: deltaCount), count: plan.scopeNames.count)
         for (index, tensor) in plan.tensors.enumerated() {
             for scope in tensor.scopes {
                 for d in 0..<deltaCount { elements[scope][d] += states[index]!.statistics.deltas[d].elements }
             }
         }
+        var fine = [Int](repeating: 0, count: MagnitudeBins.fineCount)
         for scope in plan.scopeNames.indices {
             for d in 0..<deltaCount where elements[scope][d] > 0 {
-                scopeTop[scope][d] = scopeHistograms[scope][d].boundary(k: max(1, elements[scope][d] / 100))
-            }
-        }
-    }
-
-    // MARK: Second pass
-
-    func secondPass() throws(DeltaStatisticsError) {
-        try forEachTensor { (index, scratch) throws(CheckpointError) in
-            let tensor = plan.tensors[index]
-            var state = states[index]!
-            // Fine targets: slot 0 the tensor's top 1 %, slot 1 its support, 2… its scopes.
-            var targets: [[FineTarget]] = []
-            for d in 0..<deltaCount {
-                var list: [FineTarget] = []
-                var bins = [state.top[d].bin, state.support[d].bin]
-                for scope in tensor.scopes { bins.append(scopeTop[scope][d]?.bin ?? -1) }
-                for (slot, bin) in bins.enumerated() where bin >= 0 {
-                    list.append(FineTarget(bin: bin, counts: scratch.fine[d][slot]))
-                }
-                targets.append(list)
-            }
-            try stream(tensor, scratch) { count in
-                for d in 0..<deltaCount {
-                    let delta = UnsafeMutableBufferPointer(start: scratch.deltas[d], count: count)
-                    TaskVector.subtract(UnsafeBufferPointer(delta), UnsafeBufferPointer(start: scratch.base, count: count), into: delta)
-                    if !targets[d].isEmpty {
-                        DeltaKernels.countBoundaryPatterns(scratch.deltas[d], count, targets: targets[d])
+                let top = scopeHistograms[scope][d].boundary(k: max(1, elements[scope][d] / 100))
+                scopeTop[scope][d] = top
+                if top.bin < 0 {
+                    scopeMass[scope][d] = top.resolve(nil).mass
+                } else if let candidates = scopeCandidates[scope][d], candidates.range.holds(top.bin) {
+                    fine.withUnsafeMutableBufferPointer { buffer in
+                        candidates.patterns.spread(bin: top.bin, into: buffer.baseAddress!)
+                        scopeMass[scope][d] = top.resolve(buffer.baseAddress!).mass
+                        candidates.patterns.spread(bin: top.bin, into: buffer.baseAddress!, sign: -1)
                     }
                 }
-                for (p, (a, b)) in pairs.enumerated() {
-                    DeltaKernels.classifySupports(scratch.deltas[a], scratch.deltas[b], count,
-                                                  boundaryA: state.support[a].bin, boundaryB: state.support[b].bin,
-                                                  overlap: scratch.overlaps[p])
-                }
-            }
-            var supportPattern = [Int](), supportSize = [Int]()
-            for d in 0..<deltaCount {
-                state.statistics.deltas[d].topMass = state.top[d].resolve(scratch.fine[d][0]).mass
-                let support = state.support[d].resolve(scratch.fine[d][1])
-                supportPattern.append(support.pattern)
-                supportSize.append(support.support)
-            }
-            for (p, (a, b)) in pairs.enumerated() {
-                let overlap = scratch.overlaps[p]
-                var intersection = overlap.bothClear
-                if state.support[b].bin >= 0 {
-                    for f in supportPattern[b]..<MagnitudeBins.fineCount { intersection += overlap.secondWhenFirstIn[f] }
-                }
-                if state.support[a].bin >= 0 {
-                    for f in supportPattern[a]..<MagnitudeBins.fineCount { intersection += overlap.firstWhenSecondIn[f] }
-                }
-                for (key, count) in overlap.bothOnBoundary
-                where Int(key >> 15) >= supportPattern[a] && Int(key & MagnitudeBins.fineMask) >= supportPattern[b] {
-                    intersection += count
-                }
-                state.statistics.pairs[p].supportFirst = supportSize[a]
-                state.statistics.pairs[p].supportSecond = supportSize[b]
-                state.statistics.pairs[p].supportIntersection = intersection
-                overlap.reset()
-            }
-            lock.lock()
-            for d in 0..<deltaCount {
-                for (i, scope) in tensor.scopes.enumerated() where (scopeTop[scope][d]?.bin ?? -1) >= 0 {
-                    let fine = scratch.fine[d][2 + i]
-                    var total = scopeFine[scope][d] ?? [Int](repeating: 0, count: MagnitudeBins.fineCount)
-                    for f in 0..<MagnitudeBins.fineCount where fine[f] != 0 { total[f] += fine[f] }
-                    scopeFine[scope][d] = total
-                }
-            }
-            states[index] = state
-            lock.unlock()
-            for d in 0..<deltaCount {
-                for target in targets[d] {
-                    target.counts.update(repeating: 0, count: MagnitudeBins.fineCount)
-                }
+                scopeCandidates[scope][d] = nil
             }
         }
     }
@@ -358,11 +412,7 @@ final class StatisticsRun: @unchecked Sendable {
             for d in 0..<deltaCount {
                 let figures = scopes[scope].deltas[d]
                 scopes[scope].deltas[d].topEntries = figures.elements > 0 ? max(1, figures.elements / 100) : 0
-                if let top = scopeTop[scope][d] {
-                    let fine = scopeFine[scope][d]
-                    scopes[scope].deltas[d].topMass = fine.map { f in f.withUnsafeBufferPointer { top.resolve($0.baseAddress!).mass } }
-                        ?? top.resolve(nil).mass
-                }
+                if let mass = scopeMass[scope][d] { scopes[scope].deltas[d].topMass = mass }
             }
         }
         let kindScopes = TensorKind.allCases.indices.map { scopes[1 + $0] }.filter { $0.tensorCount > 0 }
@@ -371,5 +421,51 @@ final class StatisticsRun: @unchecked Sendable {
             basePath: base.path, names: names, paths: tuned.map(\.path), thresholds: options.thresholds,
             density: options.density, model: scopes[0], kinds: kindScopes, layers: Array(layerScopes),
             tensors: states.map { $0!.statistics }, skipped: plan.skipped)
+    }
+}
+
+extension TensorState {
+    /// Fills delta `d`'s figures from its moments and coarse histogram (in
+    /// `scratch.bins[d]`) and the collected patterns of the threshold bins,
+    /// and sets its top-1 % and support boundaries.
+    mutating func measure(delta d: Int, moments m: inout DeltaMoments, elements: Int, scratch: StatisticsScratch,
+                          thresholdBits: [UInt32], density: Double) {
+        m.findBinRange(scratch.bins[d])
+        let histogram = scratch.bins[d]
+        let counts = { (bin: Int) in histogram[2 * bin] }
+        let sums = { (bin: Int) in MagnitudeBins.sum(bin: bin, count: histogram[2 * bin], fineSum: histogram[2 * bin + 1]) }
+        var figures = statistics.deltas[d]
+        figures.elements = elements - m.nonFinite
+        figures.nonFinite = m.nonFinite
+        figures.zeros = m.zeros
+        figures.l1 = 0
+        if m.highBin >= m.lowBin {
+            for bin in m.lowBin...m.highBin { figures.l1 += sums(bin) }
+        }
+        figures.sumOfSquares = m.sumOfSquares
+        figures.maxAbs = Float(bitPattern: m.maxBits)
+        figures.topEntries = figures.elements > 0 ? max(1, figures.elements / 100) : 0
+        if m.highBin >= m.lowBin {
+            for bin in m.lowBin...m.highBin where counts(bin) > 0 {
+                figures.log10Histogram[Int(Log10Bins.ofMagnitudeBin[bin])] += counts(bin)
+            }
+        }
+        // |δ| ≤ τ: zeros, the bins below τ's, and the collected patterns of τ's bin up to τ.
+        for (t, bits) in thresholdBits.enumerated() {
+            guard bits < MagnitudeBins.nonFinite else {
+                figures.withinThreshold[t] = figures.elements
+                continue
+            }
+            let bin = Int(bits &>> MagnitudeBins.shift)
+            var within = m.zeros + scratch.patterns[d].count(bin: bin, atMost: bits)
+            if m.highBin >= m.lowBin && bin > m.lowBin {
+                for below in m.lowBin..<min(bin, m.highBin + 1) { within += counts(below) }
+            }
+            figures.withinThreshold[t] = within
+        }
+        let supportK = max(1, Int(density * Double(figures.elements)))
+        top.append(TopBoundary(k: max(1, figures.topEntries), low: m.lowBin, high: m.highBin, counts: counts, sums: sums))
+        support.append(TopBoundary(k: supportK, low: m.lowBin, high: m.highBin, counts: counts, sums: sums))
+        statistics.deltas[d] = figures
     }
 }

@@ -6,20 +6,24 @@ extension DeltaStatistics {
     /// Streams δᵢ = θᵢ − θ₀ for every tensor the base shares with all of `tuned`
     /// and measures them (see `docs/stats.md` for every figure).
     ///
-    /// Two passes over the checkpoints, tensors in parallel, each decoded in
-    /// chunks into reused Float32 buffers, input pages released behind the
-    /// cursor: the first pass takes the moments and coarse magnitude histograms,
-    /// the second counts the exact values inside the few coarse bins that hold a
-    /// k-th largest magnitude, so every top-k figure is exact.
+    /// A sampling pre-pass reads a small, evenly spaced part of every tensor
+    /// and predicts, for each top-k boundary (each tensor's top 1 % and
+    /// support, each scope's top 1 %), a few coarse bins that hold it. One full
+    /// pass then streams the checkpoints, tensors in parallel, each read with
+    /// `pread(2)` and decoded in chunks into reused Float32 buffers: it takes
+    /// the moments and coarse magnitude histograms and keeps the exact values
+    /// of the predicted bins, from which every top-k figure is resolved exactly. Only a boundary the prediction missed costs a second,
+    /// boundary pass over the tensors concerned.
     public static func compute(
         base: Checkpoint, tuned: [Checkpoint], names: [String], options: DeltaStatisticsOptions = DeltaStatisticsOptions()
     ) throws(DeltaStatisticsError) -> DeltaStatisticsReport {
         precondition(!tuned.isEmpty && names.count == tuned.count, "one name per fine-tuned checkpoint")
         let plan = try StatisticsPlan(base: base, tuned: tuned)
-        let run = StatisticsRun(plan: plan, base: base, tuned: tuned, options: options)
-        try run.firstPass()
-        run.findScopeBoundaries()
-        try run.secondPass()
+        let run = try StatisticsRun(plan: plan, base: base, tuned: tuned, options: options)
+        try run.samplePass()
+        try run.fullPass()
+        run.resolveScopes()
+        try run.boundaryPass()
         return run.report(names: names)
     }
 }
@@ -88,7 +92,7 @@ struct StatisticsPlan {
     }
 }
 
-/// Where the k-th largest magnitude lies after the coarse pass.
+/// Where the k-th largest magnitude lies, from a coarse histogram.
 struct TopBoundary {
     /// Coarse bin holding the k-th largest value; −1 when k reaches past every
     /// non-zero entry (the top k then holds all of them).
@@ -168,9 +172,15 @@ final class RangeHistogram {
             counts = c
             fineSums = s
         }
-        for bin in from...to {
-            counts[bin - low] += source[2 * bin]
-            fineSums[bin - low] += source[2 * bin + 1]
+        // Through buffer pointers: one exclusivity check per call, not two per bin.
+        let offset = low
+        counts.withUnsafeMutableBufferPointer { counts in
+            fineSums.withUnsafeMutableBufferPointer { sums in
+                for bin in from...to {
+                    counts[bin - offset] += source[2 * bin]
+                    sums[bin - offset] += source[2 * bin + 1]
+                }
+            }
         }
     }
 

@@ -313,6 +313,35 @@ func tensorKindsFollowTheName(name: String, kind: TensorKind) {
     #expect(svg.contains("no tensor names a layer"))
 }
 
+/// The sum-consensus election with unit weights, position by position.
+private func directElection(_ deltas: [[Float]]) -> (entries: Int, dropped: Int) {
+    var entries = 0, dropped = 0
+    for i in deltas[0].indices where deltas.allSatisfy({ $0[i].isFinite }) {
+        let sum = deltas.reduce(Float(0)) { $0 + $1[i] }
+        for d in deltas where d[i] != 0 {
+            entries += 1
+            if (d[i] < 0) != (sum < 0) { dropped += 1 }
+        }
+    }
+    return (entries, dropped)
+}
+
+@Test func twoDeltaElectionFollowsTheSumRuleWithTiesZerosAndNonFiniteChunks() throws {
+    var generator = SystemRandomNumberGenerator()
+    let n = 3000
+    var a = (0..<n).map { _ in Float(Int.random(in: -4...4, using: &generator)) / 8 }
+    var b = (0..<n).map { _ in Float(Int.random(in: -4...4, using: &generator)) / 8 }
+    for i in stride(from: 0, to: n, by: 7) { b[i] = -a[i] }  // exact ties: the sum is zero and elects +
+    a[5] = -0.0
+    b[2500] = .nan  // one chunk goes through the election kernel
+    var options = DeltaStatisticsOptions()
+    options.chunkElements = 256
+    let model = try StatisticsFixture().run([a, b], options: options).model
+    let expected = directElection([a, b])
+    #expect(model.electionEntries == expected.entries)
+    #expect(model.electionDropped == expected.dropped)
+}
+
 @Test func threeDeltasGiveThreePairsInOrderAndOneElection() throws {
     let report = try StatisticsFixture().run([[1, 2], [1, -2], [-3, 0]])
     #expect(report.model.pairs.map { [$0.first, $0.second] } == [[0, 1], [0, 2], [1, 2]])
