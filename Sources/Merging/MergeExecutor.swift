@@ -289,13 +289,15 @@ public final class MergeExecutor: @unchecked Sendable {
             let d = s.inputs[m], b = s.base
             let file = merge.checkpoints[input.checkpoint]
             let source = file.data(of: input.tensor).baseAddress!.assumingMemoryBound(to: UInt16.self) + range.lowerBound
-            var special: UInt16 = 0
+            // The largest exponent field seen, as a vectorizable maximum: all ones
+            // marks a NaN or an infinity.
+            var exponent: Int16 = 0
             for i in 0..<range.count {
                 let x = source[i]
                 d[i] = Float(bitPattern: UInt32(x) &<< 16) - b[i]
-                special |= x & 0x7f80 == 0x7f80 ? 1 : 0
+                exponent = max(exponent, Int16(bitPattern: x & 0x7f80))
             }
-            if special != 0 { try noteNonFinite(input.tensor, in: file) }
+            if exponent == 0x7f80 { try noteNonFinite(input.tensor, in: file) }
             return
         }
         try decode(input, range, into: s.inputs[m])
