@@ -60,28 +60,37 @@ public struct Fusion: Sendable, Hashable {
             }
             return
         }
-        // `out` first holds the elected sign; each loop is simple enough to vectorize.
         switch consensus {
         case .sum:
-            for i in 0..<n { out[i] = u0[i] + u1[i] >= 0 ? 1 : -1 }
+            fusePair(base: base, u0, u1, weights: weights, into: out) { a, b in a + b >= 0 ? 1 : -1 }
         case .count:
-            for i in 0..<n {
-                let a = u0[i], b = u1[i]
+            fusePair(base: base, u0, u1, weights: weights, into: out) { a, b in
                 let votes: Float = (a > 0 ? 1 : (a < 0 ? -1 : 0)) + (b > 0 ? 1 : (b < 0 ? -1 : 0))
-                out[i] = votes >= 0 ? 1 : -1
+                return votes >= 0 ? 1 : -1
             }
         }
+    }
+
+    /// The elected-sign fusion of two deltas in one loop; `elect` gives the sign (±1)
+    /// of an entry's pair. Inlined per election rule, so each loop vectorizes.
+    @inline(__always)
+    private func fusePair(
+        base: UnsafeBufferPointer<Float>, _ u0: UnsafeMutableBufferPointer<Float>, _ u1: UnsafeMutableBufferPointer<Float>,
+        weights: (Float, Float), into out: UnsafeMutableBufferPointer<Float>, elect: (Float, Float) -> Float
+    ) {
+        let (w0, w1) = weights
+        let lambda = self.lambda
         if normalize {
-            for i in 0..<n {
-                let a = u0[i], b = u1[i], sign = out[i]
+            for i in 0..<out.count {
+                let a = u0[i], b = u1[i], sign = elect(a, b)
                 let agreesA: Float = a * sign > 0 ? 1 : 0
                 let agreesB: Float = b * sign > 0 ? 1 : 0
                 let divisor = w0 * agreesA + w1 * agreesB
                 out[i] = base[i] + (a * agreesA + b * agreesB) / (divisor == 0 ? 1 : divisor) * lambda
             }
         } else {
-            for i in 0..<n {
-                let a = u0[i], b = u1[i], sign = out[i]
+            for i in 0..<out.count {
+                let a = u0[i], b = u1[i], sign = elect(a, b)
                 let agreesA: Float = a * sign > 0 ? 1 : 0
                 let agreesB: Float = b * sign > 0 ? 1 : 0
                 out[i] = base[i] + (a * agreesA + b * agreesB) * lambda
