@@ -184,17 +184,18 @@ public final class MergeExecutor: @unchecked Sendable {
     /// a segment at a time, since each `madvise` interrupts every core to flush its TLB.
     static let segmentElements = 1 << 22
 
-    /// Calls `body(worker, chunk, range)` for every chunk, chunks dealt round-robin
-    /// to the workers a segment at a time; the first error stops the tensor. With
-    /// `releasing` (the pass that reads the inputs for the last time), each segment's
-    /// input pages are released once all its chunks are done.
+    /// Calls `body(worker, chunk, range)` for every chunk; each worker takes the next
+    /// chunk not yet taken, so a worker slowed by another thread (the writer) does not
+    /// hold the others back. The first error stops the tensor. With `releasing` (the
+    /// pass that reads the inputs for the last time), chunks are handed out a segment
+    /// at a time and each segment's input pages are released once its chunks are done.
     private func forEachChunk(
         _ job: MergeJob, releasing: Bool = false, _ body: (WorkerScratch, Int, Range<Int>) throws -> Void
     ) throws {
         let size = MergeExecutor.chunkSize(for: job, method: merge.plan.method)
         let count = job.elementCount
         let chunks = (count + size - 1) / size
-        let perSegment = max(1, MergeExecutor.segmentElements / size)
+        let perSegment = releasing ? max(1, MergeExecutor.segmentElements / size) : max(chunks, 1)
         let failure = FirstError()
         let scratch = self.scratch
         withoutActuallyEscaping(body) { body in
@@ -202,21 +203,20 @@ public final class MergeExecutor: @unchecked Sendable {
             var first = 0
             while first < chunks, failure.error == nil {
                 let end = min(chunks, first + perSegment)
-                let start = first
-                let workers = min(threads, end - start)
-                DispatchQueue.concurrentPerform(iterations: workers) { w in
-                    var c = start + w
-                    while c < end, failure.error == nil {
+                let next = ChunkCounter(first)
+                DispatchQueue.concurrentPerform(iterations: min(threads, end - first)) { w in
+                    while failure.error == nil {
+                        let c = next.take()
+                        guard c < end else { break }
                         do {
                             try work.value(scratch[w], c, (c * size)..<min(count, (c + 1) * size))
                         } catch {
                             failure.record(error)
                         }
-                        c += workers
                     }
                 }
                 if releasing {
-                    let elements = (start * size)..<min(count, end * size)
+                    let elements = (first * size)..<min(count, end * size)
                     release(job.template, in: job.templateCheckpoint, elements)
                     for input in job.inputs { release(input.tensor, in: input.checkpoint, elements) }
                 }

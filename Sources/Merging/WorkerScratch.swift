@@ -56,6 +56,22 @@ final class ChunkResults<Value>: @unchecked Sendable {
     }
 }
 
+/// Hands out chunk indices one at a time to whichever worker asks.
+final class ChunkCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var next: Int
+
+    init(_ first: Int) { next = first }
+
+    /// The next chunk index (past the end once all are taken).
+    func take() -> Int {
+        lock.withLock {
+            defer { next += 1 }
+            return next
+        }
+    }
+}
+
 /// The first error raised by any worker.
 final class FirstError: @unchecked Sendable {
     private let lock = NSLock()
