@@ -28,6 +28,8 @@ public final class MergeExecutor: @unchecked Sendable {
     /// Signalled when the write from the matching output buffer has finished.
     private let outputFree = [DispatchSemaphore(value: 1), DispatchSemaphore(value: 1)]
     private let writer = DispatchQueue(label: "claire.merge.writer")
+    /// Hands input pages back to the kernel once a segment is done.
+    private let releaser = DispatchQueue(label: "claire.merge.release")
     private let rescale: Rescale
     private let consensus: Consensus?
     /// Per model, the whole-model trim window (`--trim global`), found before the first tensor.
@@ -145,6 +147,7 @@ public final class MergeExecutor: @unchecked Sendable {
                 progress(state)
             }
             writer.sync {}
+            releaser.sync {}
             if let error = failure.error { throw error }
         } catch let error as MergeError {
             writer.sync {}
@@ -166,8 +169,12 @@ public final class MergeExecutor: @unchecked Sendable {
         let template = merge.checkpoints[job.templateCheckpoint]
         if job.kind == .copy { return template.data(of: job.template) }
         defer {
-            template.release(job.template)
-            for input in job.inputs { merge.checkpoints[input.checkpoint].release(input.tensor) }
+            let done = UncheckedSendable((merge, job))
+            releaser.async {
+                let (merge, job) = done.value
+                merge.checkpoints[job.templateCheckpoint].release(job.template)
+                for input in job.inputs { merge.checkpoints[input.checkpoint].release(input.tensor) }
+            }
         }
         let bytes = UnsafeMutableRawBufferPointer(rebasing: output[0..<job.outputByteCount])
         switch (job.kind, merge.plan.method) {
@@ -216,9 +223,14 @@ public final class MergeExecutor: @unchecked Sendable {
                     }
                 }
                 if releasing {
+                    // Off the critical path: the workers go on with the next segment.
                     let elements = (first * size)..<min(count, end * size)
-                    release(job.template, in: job.templateCheckpoint, elements)
-                    for input in job.inputs { release(input.tensor, in: input.checkpoint, elements) }
+                    let segment = UncheckedSendable((self, job))
+                    releaser.async {
+                        let (executor, job) = segment.value
+                        executor.release(job.template, in: job.templateCheckpoint, elements)
+                        for input in job.inputs { executor.release(input.tensor, in: input.checkpoint, elements) }
+                    }
                 }
                 first = end
             }
