@@ -55,7 +55,8 @@ public struct CandidateRankSearch: Sendable, Hashable {
         }
         let s = keys.count
         let q = Double(rank) / Double(count)
-        let estimate = keys.withUnsafeMutableBufferPointer { Self.select($0, min(s - 1, Int(q * Double(s)))) }
+        let middle = min(s - 1, Int(q * Double(s)))
+        let estimate = keys.withUnsafeMutableBufferPointer { Self.select($0, middle) }
         self.estimate = estimate
         // Spread of the share below the estimate between runs (batch means).
         var shares: [Double] = []
@@ -75,54 +76,60 @@ public struct CandidateRankSearch: Sendable, Hashable {
         let highIndex = Int(((q + margin) * Double(s)).rounded(.up))
         let share = Double(min(highIndex, s) - max(lowIndex, 0)) / Double(s)
         guard share <= Self.maxCandidateShare else { return nil }
-        low = lowIndex <= 0 ? 0 : keys.withUnsafeMutableBufferPointer { Self.select($0, lowIndex) }
-        high = highIndex >= s - 1 ? UInt32.max : keys.withUnsafeMutableBufferPointer { Self.select($0, highIndex) }
+        // The first selection left smaller keys before `middle` and larger after it.
+        // (The margin keeps lowIndex below and highIndex above `middle`.)
+        low = lowIndex <= 0 ? 0 : lowIndex >= middle ? estimate
+            : keys.withUnsafeMutableBufferPointer { Self.select($0, lowIndex, in: 0..<middle) }
+        high = highIndex >= s - 1 ? UInt32.max : highIndex <= middle ? estimate
+            : keys.withUnsafeMutableBufferPointer { Self.select($0, highIndex, in: (middle + 1)..<s) }
     }
 
-    /// One chunk's part of the pass: how many of `values` lie below the interval, with
-    /// the keys inside it in index order. `scratch` holds at least `values.count` keys.
+    /// One chunk's part of the pass: how many of `values` lie below the interval and
+    /// below and at the estimate, with the keys inside the interval in index order.
+    /// `scratch` holds at least `values.count` keys.
     public func collect(_ values: UnsafeBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<UInt32>) -> ChunkCandidates {
-        var below = 0
+        var below = 0, belowEstimate = 0, atEstimate = 0
         var kept = 0
-        let low = self.low, span = high &- low
+        let low = UInt64(self.low), span = UInt64(high &- self.low), estimate = UInt64(self.estimate)
         let out = scratch.baseAddress!
         for v in values {
-            let key = magnitudeKey(v)
-            below &+= key < low ? 1 : 0
-            // Stored always, kept by advancing: one unsigned compare, no branch.
-            out[kept] = key
-            kept &+= key &- low <= span ? 1 : 0
+            // Comparisons as borrows of 64-bit subtractions (keys are below 2³¹), so
+            // the compiler has no branch to make of them; a mispredicted branch per
+            // entry would cost more than the whole loop.
+            let key = UInt64(magnitudeKey(v))
+            below &+= Int((key &- low) &>> 63)
+            belowEstimate &+= Int((key &- estimate) &>> 63)
+            atEstimate &+= Int(((key ^ estimate) &- 1) &>> 63)
+            // Stored always, kept by advancing.
+            out[kept] = UInt32(truncatingIfNeeded: key)
+            kept &+= Int(1 &- ((span &- ((key &- low) & 0xffff_ffff)) &>> 63))
         }
-        return ChunkCandidates(below: below, keys: Array(UnsafeBufferPointer(start: out, count: kept)))
+        return ChunkCandidates(below: below, belowEstimate: belowEstimate, atEstimate: atEstimate,
+                               keys: Array(UnsafeBufferPointer(start: out, count: kept)))
     }
 
     /// The element at `rank`, and each chunk's count of its key, from every chunk's
     /// part in chunk order; nil when the rank lies outside the collected interval.
     /// Deltas of low-precision weights take few distinct values, so the sample's
-    /// estimate is usually the key itself: one counting pass confirms it, and only
+    /// estimate is usually the key itself, which the chunks' counts confirm; only
     /// otherwise are the candidates gathered for a selection.
     public func resolve(_ chunks: [ChunkCandidates]) -> (boundary: RankBoundary, keyCounts: [Int])? {
+        let belowEstimate = chunks.reduce(0) { $0 + $1.belowEstimate }
+        let atEstimate = chunks.reduce(0) { $0 + $1.atEstimate }
+        if rank >= belowEstimate && rank < belowEstimate + atEstimate {
+            return (RankBoundary(key: estimate, ordinal: rank - belowEstimate), chunks.map(\.atEstimate))
+        }
         let below = chunks.reduce(0) { $0 + $1.below }
         let total = chunks.reduce(0) { $0 + $1.keys.count }
         guard rank >= below, rank - below < total else { return nil }
         let target = rank - below
-        var (smaller, keyCounts) = Self.count(chunks, key: estimate)
-        var key = estimate
-        if target < smaller || target >= smaller + keyCounts.reduce(0, +) {
-            var all: [UInt32] = []
-            all.reserveCapacity(total)
-            for chunk in chunks { all.append(contentsOf: chunk.keys) }
-            key = all.withUnsafeMutableBufferPointer { Self.select($0, target) }
-            (smaller, keyCounts) = Self.count(chunks, key: key)
-        }
-        return (RankBoundary(key: key, ordinal: target - smaller), keyCounts)
-    }
-
-    /// The candidates below `key`, and each chunk's count of `key`.
-    static func count(_ chunks: [ChunkCandidates], key: UInt32) -> (smaller: Int, perChunk: [Int]) {
+        var all: [UInt32] = []
+        all.reserveCapacity(total)
+        for chunk in chunks { all.append(contentsOf: chunk.keys) }
+        let key = all.withUnsafeMutableBufferPointer { Self.select($0, target) }
         var smaller = 0
-        var perChunk: [Int] = []
-        perChunk.reserveCapacity(chunks.count)
+        var keyCounts: [Int] = []
+        keyCounts.reserveCapacity(chunks.count)
         for chunk in chunks {
             var equal = 0
             chunk.keys.withUnsafeBufferPointer { keys in
@@ -131,17 +138,23 @@ public struct CandidateRankSearch: Sendable, Hashable {
                     equal &+= k == key ? 1 : 0
                 }
             }
-            perChunk.append(equal)
+            keyCounts.append(equal)
         }
-        return (smaller, perChunk)
+        return (RankBoundary(key: key, ordinal: target - smaller), keyCounts)
     }
 
     /// The `k`-th smallest of `values` (0-based), reordering them: quickselect with a
     /// median-of-three pivot, finishing with a sort if the partitions stop shrinking,
     /// so crafted inputs cannot make it quadratic.
     static func select(_ values: UnsafeMutableBufferPointer<UInt32>, _ k: Int) -> UInt32 {
-        precondition(k >= 0 && k < values.count, "rank outside the values")
-        var lo = 0, hi = values.count - 1
+        select(values, k, in: 0..<values.count)
+    }
+
+    /// The `k`-th smallest of `values` (0-based), given that it lies in `range`:
+    /// every value before the range is no larger and every value after no smaller.
+    static func select(_ values: UnsafeMutableBufferPointer<UInt32>, _ k: Int, in range: Range<Int>) -> UInt32 {
+        precondition(range.contains(k) && range.upperBound <= values.count, "rank outside the values")
+        var lo = range.lowerBound, hi = range.upperBound - 1
         var rounds = 0
         while lo < hi {
             rounds += 1
@@ -177,14 +190,19 @@ public struct CandidateRankSearch: Sendable, Hashable {
     }
 }
 
-/// One chunk's share of a candidate pass: entries below the interval, and the keys
-/// inside it in index order.
+/// One chunk's share of a candidate pass: counts against the interval and the
+/// estimate, and the keys inside the interval in index order.
 public struct ChunkCandidates: Sendable, Hashable {
+    /// Entries below the interval, below the estimate and equal to it.
     public var below: Int
+    public var belowEstimate: Int
+    public var atEstimate: Int
     public var keys: [UInt32]
 
-    public init(below: Int = 0, keys: [UInt32] = []) {
+    public init(below: Int = 0, belowEstimate: Int = 0, atEstimate: Int = 0, keys: [UInt32] = []) {
         self.below = below
+        self.belowEstimate = belowEstimate
+        self.atEstimate = atEstimate
         self.keys = keys
     }
 }

@@ -577,15 +577,9 @@ public final class MergeExecutor: @unchecked Sendable {
         let wanted = windows.map { MergeExecutor.boundaryRanks($0, count: count) }
         var slots: [(model: Int, search: CandidateRankSearch)] = []
         var missed = [[Int]](repeating: [], count: models.count)
-        let sampleRanges = CandidateRankSearch.sampleRanges(count: count)
-        let s = scratch[0]
-        for (k, m) in models.enumerated() where !wanted[k].isEmpty {
-            var sample: [UInt32] = []
-            for range in sampleRanges {
-                try decodeBase(job, range, s)
-                try decodeDelta(job, m, range, s)
-                for v in s.inputs[m][0..<range.count] { sample.append(magnitudeKey(v)) }
-            }
+        let searched = models.indices.filter { !wanted[$0].isEmpty }
+        let samples = try sampleKeys(job, models: searched.map { models[$0] })
+        for (k, sample) in zip(searched, samples) {
             for rank in wanted[k] {
                 if let search = CandidateRankSearch(rank: rank, count: count, sample: sample) {
                     slots.append((k, search))
@@ -631,6 +625,37 @@ public final class MergeExecutor: @unchecked Sendable {
             let chunks = lower?.count ?? upper?.count ?? 0
             return (window, (0..<chunks).map { (lower?[$0] ?? 0, upper?[$0] ?? 0) })
         }
+    }
+
+    /// The magnitude keys of each model's δ over `CandidateRankSearch.sampleRanges`,
+    /// runs concatenated; the runs are read in parallel.
+    private func sampleKeys(_ job: MergeJob, models: [Int]) throws -> [[UInt32]] {
+        let ranges = CandidateRankSearch.sampleRanges(count: job.elementCount)
+        var starts = [0]
+        for range in ranges { starts.append(starts.last! + range.count) }
+        let offsets = starts, total = starts.last!
+        let keys = models.map { _ in ChunkResults(count: total, initial: UInt32(0)) }
+        let next = ChunkCounter(0)
+        let failure = FirstError()
+        let scratch = self.scratch
+        DispatchQueue.concurrentPerform(iterations: min(threads, ranges.count)) { w in
+            while failure.error == nil {
+                let r = next.take()
+                guard r < ranges.count else { break }
+                let range = ranges[r], s = scratch[w]
+                do {
+                    try decodeBase(job, range, s)
+                    for (k, m) in models.enumerated() {
+                        try decodeDelta(job, m, range, s)
+                        for i in 0..<range.count { keys[k][offsets[r] + i] = magnitudeKey(s.inputs[m][i]) }
+                    }
+                } catch {
+                    failure.record(error)
+                }
+            }
+        }
+        if let error = failure.error { throw error }
+        return keys.map { Array($0.values) }
     }
 
     /// Finds, for each model, the elements at its `wanted` ranks of the (|δ|, index)
