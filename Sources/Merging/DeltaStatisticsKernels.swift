@@ -384,14 +384,8 @@ enum DeltaKernels {
         }
         var clearCount = Int(bothClear.wrappedSum())
         while i < count {
-            let ka = Int32(bitPattern: a[i].bitPattern & 0x7fff_ffff), kb = Int32(bitPattern: b[i].bitPattern & 0x7fff_ffff)
+            screenEntry(a[i], b[i], screen: screen, limit: limit[0], clear: &clearCount, records: &records)
             i += 1
-            guard ka > screen.lowKeyA, kb > screen.lowKeyB, ka < limit[0], kb < limit[0] else { continue }
-            if ka > screen.highKeyA && kb > screen.highKeyB {
-                clearCount += 1
-            } else {
-                records.append(UInt64(UInt32(ka)) &<< 32 | UInt64(UInt32(kb)))
-            }
         }
         candidates.bothClear += clearCount
         candidates.records += records
@@ -412,17 +406,24 @@ enum DeltaKernels {
             while word != 0 {
                 let i = 64 * w + word.trailingZeroBitCount
                 word &= word &- 1
-                let ka = Int32(bitPattern: a[i].bitPattern & 0x7fff_ffff), kb = Int32(bitPattern: b[i].bitPattern & 0x7fff_ffff)
-                guard ka > screen.lowKeyA, kb > screen.lowKeyB, ka < limit, kb < limit else { continue }
-                if ka > screen.highKeyA && kb > screen.highKeyB {
-                    clear += 1
-                } else {
-                    records.append(UInt64(UInt32(ka)) &<< 32 | UInt64(UInt32(kb)))
-                }
+                screenEntry(a[i], b[i], screen: screen, limit: limit, clear: &clear, records: &records)
             }
         }
         candidates.bothClear += clear
         candidates.records += records
+    }
+
+    /// One pair of entries through the support screen: counted as clearly in both
+    /// supports, recorded for the exact check, or left out (below a support or not finite).
+    @inline(__always)
+    static func screenEntry(_ a: Float, _ b: Float, screen: SupportScreen, limit: Int32, clear: inout Int, records: inout [UInt64]) {
+        let ka = Int32(bitPattern: a.bitPattern & 0x7fff_ffff), kb = Int32(bitPattern: b.bitPattern & 0x7fff_ffff)
+        guard ka > screen.lowKeyA, kb > screen.lowKeyB, ka < limit, kb < limit else { return }
+        if ka > screen.highKeyA && kb > screen.highKeyB {
+            clear += 1
+        } else {
+            records.append(UInt64(UInt32(ka)) &<< 32 | UInt64(UInt32(kb)))
+        }
     }
 
     /// TIES election with sum consensus and unit weights: the elected sign is
