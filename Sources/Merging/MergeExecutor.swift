@@ -300,7 +300,7 @@ public final class MergeExecutor: @unchecked Sendable {
             // The common case in one pass: BF16 is the upper half of a Float32.
             let d = s.inputs[m], b = s.base
             let file = merge.checkpoints[input.checkpoint]
-            let source = file.data(of: input.tensor).baseAddress!.assumingMemoryBound(to: UInt16.self) + range.lowerBound
+            let source = bf16Elements(input.tensor, in: input.checkpoint) + range.lowerBound
             // The largest exponent field seen, as a vectorizable maximum: all ones
             // marks a NaN or an infinity.
             var exponent: Int16 = 0
@@ -315,6 +315,11 @@ public final class MergeExecutor: @unchecked Sendable {
         try decode(input, range, into: s.inputs[m])
         let delta = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
         TaskVector.subtract(UnsafeBufferPointer(delta), UnsafeBufferPointer(rebasing: s.base[0..<range.count]), into: delta)
+    }
+
+    /// The elements of a BF16 tensor, in place in its mapped file.
+    private func bf16Elements(_ tensor: TensorEntry, in checkpoint: Int) -> UnsafePointer<UInt16> {
+        merge.checkpoints[checkpoint].data(of: tensor).baseAddress!.assumingMemoryBound(to: UInt16.self)
     }
 
     /// Encodes `s.out` into the output bytes of `range`.
@@ -501,9 +506,25 @@ public final class MergeExecutor: @unchecked Sendable {
         for m in rescaled { if case .random = masks[m] { recorded[m] = recordedMask(for: m) } }
         if !rescaled.isEmpty {
             let sums = ChunkResults(count: chunks * n, initial: (before: 0.0, after: 0.0))
+            // A random mask over BF16 base and model measures δ straight from the bytes.
+            // (Non-finite inputs are reported by the fusion pass, which decodes them all.)
+            let direct = rescaled.filter {
+                recorded[$0] != nil && job.template.dtype == .bf16 && job.inputs[$0].tensor.dtype == .bf16
+                    && job.inputs[$0].rowOrder == nil
+            }
+            let decoded = rescaled.filter { !direct.contains($0) }
             try forEachChunk(job) { s, c, range in
+                for m in direct {
+                    guard case .random(let density, let stream) = masks[m] else { continue }
+                    let keep = recorded[m]! + range.lowerBound
+                    stream.drawMask(start: range.lowerBound, count: range.count, density: density, into: keep)
+                    sums[c * n + m] = L1Norm.ofDifference(bf16: bf16Elements(job.inputs[m].tensor, in: job.inputs[m].checkpoint) + range.lowerBound,
+                                                          minus: bf16Elements(job.template, in: job.templateCheckpoint) + range.lowerBound,
+                                                          count: range.count, keptBy: keep)
+                }
+                guard !decoded.isEmpty else { return }
                 try decodeBase(job, range, s)
-                for m in rescaled {
+                for m in decoded {
                     try decodeDelta(job, m, range, s)
                     let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
                     if case .random(let density, let stream) = masks[m] {

@@ -167,25 +167,52 @@ extension Sparsifier {
 public enum L1Norm {
     /// Σ|x|.
     public static func of(_ values: UnsafeBufferPointer<Float>) -> Double {
-        sums(values, keep: nil).before
+        guard let v = values.baseAddress else { return 0 }
+        return sums(count: values.count, keep: nil, lanes: { magnitudes(v + $0) }, entry: { abs(v[$0]) }).before
     }
 
     /// (Σ|x|, Σ|x| over the entries whose `keep` byte is 1).
     public static func of(_ values: UnsafeBufferPointer<Float>, keptBy keep: UnsafePointer<UInt8>) -> (before: Double, after: Double) {
-        sums(values, keep: keep)
+        guard let v = values.baseAddress else { return (0, 0) }
+        return sums(count: values.count, keep: keep, lanes: { magnitudes(v + $0) }, entry: { abs(v[$0]) })
+    }
+
+    /// `of(_:keptBy:)` for δ = x − base of two BF16 tensors, read straight from their
+    /// bytes: the same differences in the same order, without decoding into buffers.
+    public static func ofDifference(
+        bf16 x: UnsafePointer<UInt16>, minus base: UnsafePointer<UInt16>, count: Int, keptBy keep: UnsafePointer<UInt8>
+    ) -> (before: Double, after: Double) {
+        @inline(__always) func widen(_ p: UnsafePointer<UInt16>) -> SIMD8<Float> {
+            let halves = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<UInt16>.self)
+            return unsafeBitCast(SIMD8<UInt32>(truncatingIfNeeded: halves) &<< 16, to: SIMD8<Float>.self)
+        }
+        return sums(count: count, keep: keep, lanes: { i in
+            let delta = widen(x + i) - widen(base + i)
+            return unsafeBitCast(unsafeBitCast(delta, to: SIMD8<UInt32>.self) & 0x7fff_ffff, to: SIMD8<Float>.self)
+        }, entry: { i in
+            abs(Float(bitPattern: UInt32(x[i]) &<< 16) - Float(bitPattern: UInt32(base[i]) &<< 16))
+        })
     }
 
     @inline(__always)
-    static func sums(_ values: UnsafeBufferPointer<Float>, keep: UnsafePointer<UInt8>?) -> (before: Double, after: Double) {
-        guard let v = values.baseAddress else { return (0, 0) }
+    static func magnitudes(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+        let bits = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<UInt32>.self) & 0x7fff_ffff
+        return unsafeBitCast(bits, to: SIMD8<Float>.self)
+    }
+
+    /// The sums over `count` entries whose magnitudes `lanes` gives eight at a time
+    /// and `entry` one at a time.
+    @inline(__always)
+    static func sums(
+        count: Int, keep: UnsafePointer<UInt8>?, lanes: (Int) -> SIMD8<Float>, entry: (Int) -> Float
+    ) -> (before: Double, after: Double) {
         var before = 0.0, after = 0.0
         var i = 0
-        while i < values.count {
-            let end = min(i + 256, values.count)
+        while i < count {
+            let end = min(i + 256, count)
             var runBefore = SIMD8<Float>(), runAfter = SIMD8<Float>()
             while i + 8 <= end {
-                let bits = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD8<UInt32>.self) & 0x7fff_ffff
-                let magnitude = unsafeBitCast(bits, to: SIMD8<Float>.self)
+                let magnitude = lanes(i)
                 runBefore += magnitude
                 if let keep {
                     let kept = UnsafeRawPointer(keep + i).loadUnaligned(as: SIMD8<UInt8>.self)
@@ -199,8 +226,9 @@ public enum L1Norm {
                 a += runAfter[lane]
             }
             while i < end {
-                b += abs(v[i])
-                if let keep { a += abs(v[i]) * Float(keep[i]) }
+                let magnitude = entry(i)
+                b += magnitude
+                if let keep { a += magnitude * Float(keep[i]) }
                 i += 1
             }
             before += Double(b)

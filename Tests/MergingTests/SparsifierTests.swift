@@ -1,4 +1,5 @@
 import Testing
+import Checkpoints
 @testable import Merging
 
 private let stream = CounterRandom(seed: 0, tensor: "t", model: 0)
@@ -178,4 +179,22 @@ func drawnMaskTakesTheDecisionsOfKeepRandomly(start: Int, density: Float) {
     #expect(abs(plain - before) <= 1e-5 * before)
     #expect(masked.before == plain)
     #expect(abs(masked.after - after) <= 1e-5 * after)
+}
+
+@Test func bf16DifferenceNormsEqualThoseOfTheDecodedDelta() {
+    // Same sums bit for bit as measuring δ decoded to Float32, full runs and tail alike.
+    let n = 1029
+    let x = noise(n, seed: 31).map(ElementCodec.floatToBF16), base = noise(n, seed: 32).map(ElementCodec.floatToBF16)
+    var keep = [UInt8](repeating: 0, count: n)
+    for i in keep.indices where i % 5 != 1 { keep[i] = 1 }
+    let delta = (0..<n).map { Float(bitPattern: UInt32(x[$0]) << 16) - Float(bitPattern: UInt32(base[$0]) << 16) }
+    let decoded = delta.withUnsafeBufferPointer { v in keep.withUnsafeBufferPointer { L1Norm.of(v, keptBy: $0.baseAddress!) } }
+    let direct = x.withUnsafeBufferPointer { xs in
+        base.withUnsafeBufferPointer { bs in
+            keep.withUnsafeBufferPointer { L1Norm.ofDifference(bf16: xs.baseAddress!, minus: bs.baseAddress!, count: n, keptBy: $0.baseAddress!) }
+        }
+    }
+    #expect(direct.before == decoded.before)
+    #expect(direct.after == decoded.after)
+    #expect(direct.after < direct.before)
 }
