@@ -9,7 +9,9 @@ extension MergeTool {
         static let configuration = CommandConfiguration(
             abstract: "Merge fine-tuned checkpoints of one base model into a new Hugging Face model folder.",
             discussion: """
-                Inputs are .safetensors files, .gguf files or model folders. The output folder gets \
+                Inputs are .safetensors files, .gguf files or model folders, and may be mixed: a \
+                Llama-family GGUF model is matched to a Hugging Face base by name (and the other way \
+                round), its Q/K rows read in the base's order. The output folder gets \
                 the merged weights (sharded above --max-shard-size), the base's config and tokenizer \
                 files, a README.md model card and the recipe as merge-config.yml. Every input is \
                 checked against the base before anything is written; the folder appears only when \

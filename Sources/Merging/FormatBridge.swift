@@ -34,6 +34,11 @@ struct FormatBridge {
         baseIsGGUF ? LlamaFamily.hfName(forGGUF: name) : LlamaFamily.ggufName(forHF: name)
     }
 
+    /// The name a model reached through `bridge` (nil: same format) gives base tensor `name`.
+    static func modelName(for name: String, through bridge: FormatBridge?) -> String? {
+        bridge.map { $0.modelName(for: name) } ?? name
+    }
+
     /// How the model stores the rows of base tensor `name` of `shape`: nil when in the
     /// same order, a problem when the rows do not split into the heads' pairs.
     func rowOrder(for name: String, shape: [Int]) -> Result<RowOrder?, BridgeProblem> {

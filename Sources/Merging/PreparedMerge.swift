@@ -66,7 +66,7 @@ public final class PreparedMerge: Sendable {
             let mergeable = entry.dtype.isFloatingPoint && entry.dtype.isDecodable
             guard mergeable else {
                 for m in contributing.indices {
-                    if let name = bridges[m].map({ $0.modelName(for: entry.name) }) ?? entry.name { matched[m].insert(name) }
+                    if let name = FormatBridge.modelName(for: entry.name, through: bridges[m]) { matched[m].insert(name) }
                 }
                 jobs.append(job(entry, kind: .copy, dtype: entry.dtype, inputs: [], plan: plan, models: contributing,
                                 layerCount: layerCount))
@@ -85,8 +85,8 @@ public final class PreparedMerge: Sendable {
             var missing: [String] = []
             for (m, model) in contributing.enumerated() {
                 let checkpoint = checkpoints[modelIndex[m]]
-                let name = bridges[m].map { $0.modelName(for: entry.name) } ?? entry.name
-                guard let name, let tensor = checkpoint.tensor(named: name) else {
+                guard let name = FormatBridge.modelName(for: entry.name, through: bridges[m]),
+                      let tensor = checkpoint.tensor(named: name) else {
                     missing.append(model.path)
                     continue
                 }
