@@ -12,8 +12,9 @@ typealias FoundWindow = (window: MagnitudeWindow, keyCounts: [(lower: Int, upper
 /// to the sink by a writer thread while the next tensor is computed. Chunk boundaries
 /// and the order of every floating-point sum depend only on the tensor, never on the
 /// thread count, so the output bytes do not either.
-/// Resident memory is the scratch buffers, two output tensors and the input pages of
-/// the tensor in hand (released as soon as they are used).
+/// Resident memory is the scratch buffers, two output tensors, the input pages of
+/// the tensor in hand (released as soon as they are used) and, for DARE with L1
+/// rescaling, a recorded mask of one byte per entry of the largest tensor.
 public final class MergeExecutor: @unchecked Sendable {
     /// Elements per chunk: a few hundred kilobytes per buffer, so a worker's buffers stay in cache.
     public static let chunkElements = 1 << 16

@@ -101,7 +101,7 @@ private func sparsified(_ sparsifier: Sparsifier, _ values: [Float], density: Do
     #expect(chunked == whole)
 }
 
-@Test func keptL1MatchesTheMaskItDescribes() {
+@Test func recordedMaskGivesTheL1NormsAndProductsOfKeepRandomly() {
     let values: [Float] = (0..<999).map { Float($0 % 17) - 8 }
     let random = CounterRandom(seed: 5, tensor: "t", model: 1)
     var masked = values
