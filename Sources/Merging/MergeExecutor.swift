@@ -515,23 +515,22 @@ public final class MergeExecutor: @unchecked Sendable {
             }
             let decoded = rescaled.filter { !direct.contains($0) }
             try forEachChunk(job) { s, c, range in
+                for m in rescaled {
+                    guard let keep = recorded[m], case .random(let density, let stream) = masks[m] else { continue }
+                    stream.drawMask(start: range.lowerBound, count: range.count, density: density, into: keep + range.lowerBound)
+                }
                 for m in direct {
-                    guard case .random(let density, let stream) = masks[m] else { continue }
-                    let keep = recorded[m]! + range.lowerBound
-                    stream.drawMask(start: range.lowerBound, count: range.count, density: density, into: keep)
                     sums[c * n + m] = L1Norm.ofDifference(bf16: bf16Elements(job.inputs[m].tensor, in: job.inputs[m].checkpoint) + range.lowerBound,
                                                           minus: bf16Elements(job.template, in: job.templateCheckpoint) + range.lowerBound,
-                                                          count: range.count, keptBy: keep)
+                                                          count: range.count, keptBy: recorded[m]! + range.lowerBound)
                 }
                 guard !decoded.isEmpty else { return }
                 try decodeBase(job, range, s)
                 for m in decoded {
                     try decodeDelta(job, m, range, s)
                     let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
-                    if case .random(let density, let stream) = masks[m] {
-                        let keep = recorded[m]! + range.lowerBound
-                        stream.drawMask(start: range.lowerBound, count: range.count, density: density, into: keep)
-                        sums[c * n + m] = L1Norm.of(UnsafeBufferPointer(values), keptBy: keep)
+                    if let keep = recorded[m] {
+                        sums[c * n + m] = L1Norm.of(UnsafeBufferPointer(values), keptBy: keep + range.lowerBound)
                         continue
                     }
                     let before = L1Norm.of(UnsafeBufferPointer(values))
@@ -683,29 +682,25 @@ public final class MergeExecutor: @unchecked Sendable {
     /// Finds, for each model, the elements at its `wanted` ranks of the (|δ|, index)
     /// order over the chunks of `jobs`, in two streaming passes.
     private func rankSearch(wanted: [[Int]], jobs: [MergeJob], models: [Int]) throws -> [[Int: RankBoundary]] {
-        for s in scratch { s.searches = wanted.map { RankSearch(ranks: $0) } }
-        for job in jobs {
-            try forEachChunk(job) { s, _, range in
-                try decodeBase(job, range, s)
-                for (k, m) in models.enumerated() where !wanted[k].isEmpty {
-                    try decodeDelta(job, m, range, s)
-                    s.searches[k].countCoarse(UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]))
+        // Each pass hands every searched model's δ, chunk by chunk, to its searcher.
+        func pass(_ count: @escaping (inout RankSearch, UnsafeBufferPointer<Float>) -> Void) throws {
+            for job in jobs {
+                try forEachChunk(job) { s, _, range in
+                    try decodeBase(job, range, s)
+                    for (k, m) in models.enumerated() where !wanted[k].isEmpty {
+                        try decodeDelta(job, m, range, s)
+                        count(&s.searches[k], UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]))
+                    }
                 }
             }
         }
+        for s in scratch { s.searches = wanted.map { RankSearch(ranks: $0) } }
+        try pass { $0.countCoarse($1) }
         var combined = scratch[0].searches
         for s in scratch.dropFirst() { for k in 0..<combined.count { combined[k].absorb(s.searches[k]) } }
         for k in 0..<combined.count { combined[k].finishCoarse() }
         for s in scratch { s.searches = combined.map { $0.fineCounter() } }
-        for job in jobs {
-            try forEachChunk(job) { s, _, range in
-                try decodeBase(job, range, s)
-                for (k, m) in models.enumerated() where !wanted[k].isEmpty {
-                    try decodeDelta(job, m, range, s)
-                    s.searches[k].countFine(UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]))
-                }
-            }
-        }
+        try pass { $0.countFine($1) }
         var result: [[Int: RankBoundary]] = []
         for k in 0..<combined.count {
             var fine = scratch[0].searches[k]
