@@ -26,15 +26,12 @@ public struct CandidateRankSearch: Sendable, Hashable {
     /// The sample's guess of the key at the rank (tried first when resolving).
     public let estimate: UInt32
 
-    /// The element ranges sampled from a tensor of `count` elements: `sampleRuns`
-    /// runs of `runLength` starting on multiples of 1024 elements (whole blocks of
-    /// every quantized type), or the whole tensor when it is not much larger.
+    /// The element ranges sampled from a tensor of `count` elements (`SampleRuns`):
+    /// `sampleRuns` runs of `runLength` starting on multiples of 1024 elements (whole
+    /// blocks of every quantized type), or the whole tensor when it is not much larger.
     public static func sampleRanges(count: Int) -> [Range<Int>] {
-        if count <= 4 * sampleRuns * runLength { return count > 0 ? [0..<count] : [] }
-        return (0..<sampleRuns).map { i in
-            let start = (count / sampleRuns * i) / 1024 * 1024
-            return start..<min(count, start + runLength)
-        }
+        SampleRuns(elements: count, runs: sampleRuns, runLength: runLength,
+                   wholeTensorLimit: 4 * sampleRuns * runLength, alignment: 1024).ranges
     }
 
     /// The search for `rank` among `count` elements, from the magnitude keys of the

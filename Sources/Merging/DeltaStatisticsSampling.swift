@@ -27,32 +27,13 @@ struct SampleDesign: Sendable {
     var scopePatternBudget = 1 << 22
 }
 
-/// The element ranges the pre-pass reads from one tensor: evenly spaced runs,
-/// each centred in its stratum, or the whole tensor when it is small.
-struct SampleRuns {
-    let elements: Int
-    let starts: [Int]
-    let length: Int
-
+extension SampleRuns {
+    /// The runs the statistics pre-pass reads: one element in `design.sparsity`, in
+    /// at least `design.minimumRuns` runs.
     init(elements n: Int, design: SampleDesign) {
-        elements = n
-        if n <= max(design.wholeTensorLimit, design.runLength) {
-            starts = n > 0 ? [0] : []
-            length = n
-            return
-        }
-        let runs = min(n / design.runLength, max(design.minimumRuns, n / (design.sparsity * design.runLength)))
-        let stride = n / runs
-        let offset = (stride - design.runLength) / 2
-        starts = (0..<runs).map { $0 * stride + offset }
-        length = design.runLength
+        self.init(elements: n, runs: max(design.minimumRuns, n / (design.sparsity * design.runLength)),
+                  runLength: design.runLength, wholeTensorLimit: design.wholeTensorLimit)
     }
-
-    var sampled: Int { starts.count * length }
-    /// Entries of the tensor each sampled entry stands for.
-    var weight: Double { sampled > 0 ? Double(elements) / Double(sampled) : 0 }
-    /// Finite-population correction of the variance: 0 when the whole tensor is read.
-    var correction: Double { sampled > 0 ? 1 - Double(sampled) / Double(elements) : 0 }
 }
 
 /// What the sample of one tensor showed for one delta: sampled entries,
