@@ -243,9 +243,9 @@ public enum FormatConversion {
     /// The head count for permuting an HF Q or K tensor's rows, or nil when the
     /// tensor is not one or the architecture keeps HF's order.
     static func permutationHeads(hfName: String, shape: [Int], _ hp: LlamaHyperparameters, file: String) throws(CheckpointError) -> Int? {
-        guard hp.architecture.permutesQK, let projection = LlamaFamily.projection(ofHF: hfName) else { return nil }
-        let heads = projection == .query ? hp.headCount : hp.kvHeads
-        guard let rows = shape.first, rows % (2 * heads) == 0 else {
+        guard let heads = LlamaFamily.permutedHeads(ofHF: hfName, architecture: hp.architecture, headCount: hp.headCount,
+                                                    kvHeads: hp.kvHeads) else { return nil }
+        guard let rows = shape.first, LlamaFamily.splitsIntoPairs(rows, heads: heads) else {
             throw .conversion(file: file, problem: .tensorShape(tensor: hfName, problem: "\(shape.first ?? 0) rows do not split into \(heads) heads of pairs"))
         }
         return heads

@@ -89,6 +89,21 @@ public enum LlamaFamily {
         return nil
     }
 
+    /// The heads whose rows a Q or K projection's permutation runs over — every head
+    /// for Q, the key/value heads for K — or nil when `hfName` is neither or
+    /// `architecture` keeps Hugging Face's order. Whether the rows split into pairs
+    /// per head is `splitsIntoPairs`.
+    public static func permutedHeads(ofHF hfName: String, architecture: Architecture, headCount: Int, kvHeads: Int) -> Int? {
+        guard architecture.permutesQK, let projection = projection(ofHF: hfName) else { return nil }
+        return projection == .query ? headCount : kvHeads
+    }
+
+    /// True when `rows` rows split into `heads` heads of row pairs, as the Q/K
+    /// permutation needs.
+    public static func splitsIntoPairs(_ rows: Int, heads: Int) -> Bool {
+        heads > 0 && rows % (2 * heads) == 0
+    }
+
     /// Reorders the rows of a `rows × columns` matrix (row-major) between HF's
     /// rotate-half layout and GGUF's interleaved pairs, for `heads` heads (see
     /// `sourceRow`): towards GGUF with `toGGUF`, back to HF without.

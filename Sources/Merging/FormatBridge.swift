@@ -9,7 +9,7 @@ import Checkpoints
 struct FormatBridge {
     /// True when the base is the GGUF side.
     let baseIsGGUF: Bool
-    let permutesQK: Bool
+    let architecture: LlamaFamily.Architecture
     let headCount: Int
     let kvHeadCount: Int
 
@@ -24,7 +24,7 @@ struct FormatBridge {
               let architecture = LlamaFamily.architectures.first(where: { $0.ggufName == name }),
               let heads = value("\(name).attention.head_count")?.intValue, heads > 0
         else { return nil }
-        permutesQK = architecture.permutesQK
+        self.architecture = architecture
         headCount = heads
         kvHeadCount = value("\(name).attention.head_count_kv")?.intValue ?? heads
     }
@@ -42,13 +42,13 @@ struct FormatBridge {
     /// How the model stores the rows of base tensor `name` of `shape`: nil when in the
     /// same order, a problem when the rows do not split into the heads' pairs.
     func rowOrder(for name: String, shape: [Int]) -> Result<RowOrder?, BridgeProblem> {
-        guard permutesQK, let hfName = baseIsGGUF ? LlamaFamily.hfName(forGGUF: name) : name,
-              let projection = LlamaFamily.projection(ofHF: hfName)
+        guard let hfName = baseIsGGUF ? LlamaFamily.hfName(forGGUF: name) : name,
+              let heads = LlamaFamily.permutedHeads(ofHF: hfName, architecture: architecture, headCount: headCount,
+                                                    kvHeads: kvHeadCount)
         else { return .success(nil) }
-        let heads = projection == .query ? headCount : kvHeadCount
         let count = shape.reduce(1, *)
         let rows = shape.first ?? 0
-        guard rows > 0, heads > 0, rows % (2 * heads) == 0 else {
+        guard rows > 0, LlamaFamily.splitsIntoPairs(rows, heads: heads) else {
             return .failure(BridgeProblem(description: "\(rows) rows do not split into \(heads) heads of pairs"))
         }
         return .success(RowOrder(rows: rows, columns: count / rows, heads: heads, toGGUF: baseIsGGUF))
