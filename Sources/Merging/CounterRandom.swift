@@ -54,31 +54,42 @@ public struct CounterRandom: Sendable, Hashable {
         return x ^ (x &>> 16)
     }
 
+    /// Walks `count` elements from `start` the way the draws are made: a lone element
+    /// (`single(i, index)`) where the range starts or ends inside a pair, and between,
+    /// runs of whole pairs whose counters share their upper 32 bits
+    /// (`pairs(i, first counter, pair count, keys)`); `i` is the offset from `start`.
+    @inline(__always)
+    func forEachPairRun(start: Int, count: Int, single: (Int, Int) -> Void,
+                        pairs: (Int, UInt32, Int, (low: UInt32, high: UInt32)) -> Void) {
+        var i = 0
+        if start & 1 == 1, count > 0 {
+            single(0, start)
+            i = 1
+        }
+        while count - i >= 2 {
+            let pair = (start + i) >> 1
+            let blockEnd = ((pair >> 32) + 1) << 32
+            let run = min((count - i) / 2, blockEnd - pair)
+            pairs(i, UInt32(truncatingIfNeeded: pair), run, keys(block: pair))
+            i += 2 * run
+        }
+        if i < count { single(i, start + i) }
+    }
+
     /// Calls `body(i, keep)` for the entries of `count` elements from `start`, where
     /// `keep` is `scale` with probability `density` and 0 otherwise — the DARE mask,
     /// written pair by pair with 32-bit counters so it vectorizes.
     @inline(__always)
     func forEachKeep(start: Int, count: Int, density: Float, scale: Float, _ body: (Int, Float) -> Void) {
-        var i = 0
-        if start & 1 == 1, count > 0 {
-            body(0, uniform(start) < density ? scale : 0)
-            i = 1
-        }
-        while count - i >= 2 {
-            // Pairs whose counters share their upper 32 bits.
-            let pair = (start + i) >> 1
-            let blockEnd = ((pair >> 32) + 1) << 32
-            let pairs = min((count - i) / 2, blockEnd - pair)
-            let (low, high) = keys(block: pair)
-            let first = UInt32(truncatingIfNeeded: pair)
-            for j in 0..<pairs {
-                let h = CounterRandom.hash(first &+ UInt32(truncatingIfNeeded: j), low, high)
+        forEachPairRun(start: start, count: count, single: { i, index in
+            body(i, uniform(index) < density ? scale : 0)
+        }, pairs: { i, first, run, keys in
+            for j in 0..<run {
+                let h = CounterRandom.hash(first &+ UInt32(truncatingIfNeeded: j), keys.low, keys.high)
                 body(i + 2 * j, Float(h & 0xffff) * 0x1p-16 < density ? scale : 0)
                 body(i + 2 * j + 1, Float(h &>> 16) * 0x1p-16 < density ? scale : 0)
             }
-            i += 2 * pairs
-        }
-        if i < count { body(i, uniform(start + i) < density ? scale : 0) }
+        })
     }
 
     /// Keeps each entry of `values` (element indices from `start`) with probability
@@ -92,23 +103,13 @@ public struct CounterRandom: Sendable, Hashable {
     /// `count` elements from `start`, so a mask drawn once can be measured
     /// (`L1Norm.of(_:keptBy:)`) and replayed with `applyRecorded`.
     public func drawMask(start: Int, count: Int, density: Float, into keep: UnsafeMutablePointer<UInt8>) {
-        var i = 0
-        if start & 1 == 1, count > 0 {
-            keep[0] = uniform(start) < density ? 1 : 0
-            i = 1
-        }
         let threshold = CounterRandom.threshold(density)
-        while count - i >= 2 {
-            // Pairs whose counters share their upper 32 bits.
-            let pair = (start + i) >> 1
-            let blockEnd = ((pair >> 32) + 1) << 32
-            let pairs = min((count - i) / 2, blockEnd - pair)
-            let (low, high) = keys(block: pair)
-            CounterRandom.drawPairs(first: UInt32(truncatingIfNeeded: pair), pairs: pairs, low, high,
-                                    threshold: threshold, into: UnsafeMutableRawPointer(keep + i))
-            i += 2 * pairs
-        }
-        if i < count { keep[i] = uniform(start + i) < density ? 1 : 0 }
+        forEachPairRun(start: start, count: count, single: { i, index in
+            keep[i] = uniform(index) < density ? 1 : 0
+        }, pairs: { i, first, run, keys in
+            CounterRandom.drawPairs(first: first, pairs: run, keys.low, keys.high, threshold: threshold,
+                                    into: UnsafeMutableRawPointer(keep + i))
+        })
     }
 
     /// The number of 16-bit draws b with b·2⁻¹⁶ < `density`: a draw keeps its element
