@@ -1,14 +1,15 @@
 /// Conversions between stored element types and Float32.
 ///
-/// Every kernel works on raw buffers the caller has already bounds-checked:
-/// `source` holds exactly the bytes of `destination.count` elements. Loops are
+/// `decode` and `encode` refuse mismatched sizes with a `CodecError`; every kernel
+/// behind them checks again, once at entry, that `source` holds exactly the bytes of
+/// `destination.count` elements (or the reverse), and traps otherwise. Loops are
 /// plain indexed loops over unsafe pointers so the optimizer can vectorize them;
 /// half-precision conversions are done with bit manipulation because Swift's
 /// `Float16` conversion calls a slow library routine on CPUs without F16C.
 public enum ElementCodec {
 
-    /// Decodes `destination.count` elements of `dtype` from `source`.
-    /// - Precondition: `source.count == dtype.byteCount(forElements: destination.count)`.
+    /// Decodes `destination.count` elements of `dtype` from `source`; throws
+    /// `.sizeMismatch` unless `source.count == dtype.byteCount(forElements: destination.count)`.
     public static func decode(
         _ dtype: DType, from source: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>
     ) throws(CodecError) {
@@ -49,8 +50,8 @@ public enum ElementCodec {
         }
     }
 
-    /// Encodes `source` into `dtype`, rounding to nearest even.
-    /// - Precondition: `destination.count == dtype.byteCount(forElements: source.count)`.
+    /// Encodes `source` into `dtype`, rounding to nearest even; throws `.sizeMismatch`
+    /// unless `destination.count == dtype.byteCount(forElements: source.count)`.
     public static func encode(
         _ dtype: DType, from source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableRawBufferPointer
     ) throws(CodecError) {
