@@ -14,8 +14,10 @@
 /// | Q5_K | 176 | d, dmin, 12 bytes of 6-bit scales and mins, 32 bytes of fifth bits, 128 bytes of nibbles |
 /// | Q6_K | 210 | 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 int8 scales, d |
 ///
-/// Bounds: the source holds `blocks × blockBytes` bytes, the destination
-/// `blocks × 256` elements (or the reverse for encoders).
+/// Bounds: the float side holds `blocks × 256` elements and the stored side exactly
+/// `blocks × blockBytes` bytes, checked once at each kernel's entry by
+/// `GGMLQuants.decoding` / `encoding`. The per-block helpers index one block
+/// (and fixed-size scratch) at constant offsets below the block size.
 enum GGMLKQuants {
     static let superBlock = 256
     /// ggml's GROUP_MAX_EPS: groups below this magnitude are all zero.
@@ -23,7 +25,9 @@ enum GGMLKQuants {
 
     // MARK: Decoders
 
-    static func decodeQ2_K(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, blocks: Int) {
+    static func decodeQ2_K(_ source: UnsafeRawBufferPointer, _ destination: UnsafeMutableBufferPointer<Float>) {
+        guard let (src, dst, blocks) = GGMLQuants.decoding(source, destination, blockElements: 256, blockBytes: 84)
+        else { return }
         for b in 0..<blocks {
             let block = src + b * 84
             let scales = block.assumingMemoryBound(to: UInt8.self)
@@ -46,7 +50,9 @@ enum GGMLKQuants {
         }
     }
 
-    static func decodeQ3_K(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, blocks: Int) {
+    static func decodeQ3_K(_ source: UnsafeRawBufferPointer, _ destination: UnsafeMutableBufferPointer<Float>) {
+        guard let (src, dst, blocks) = GGMLQuants.decoding(source, destination, blockElements: 256, blockBytes: 110)
+        else { return }
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 16) { scratch in
             let groupScale = scratch.baseAddress!
             for b in 0..<blocks {
@@ -90,7 +96,9 @@ enum GGMLKQuants {
         return ((q[j + 4] & 0xf) | (q[j - 4] >> 6) << 4, (q[j + 4] >> 4) | (q[j] >> 6) << 4)
     }
 
-    static func decodeQ4_K(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, blocks: Int) {
+    static func decodeQ4_K(_ source: UnsafeRawBufferPointer, _ destination: UnsafeMutableBufferPointer<Float>) {
+        guard let (src, dst, blocks) = GGMLQuants.decoding(source, destination, blockElements: 256, blockBytes: 144)
+        else { return }
         for b in 0..<blocks {
             let block = src + b * 144
             let d = GGMLQuants.loadHalf(block, 0)
@@ -111,7 +119,9 @@ enum GGMLKQuants {
         }
     }
 
-    static func decodeQ5_K(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, blocks: Int) {
+    static func decodeQ5_K(_ source: UnsafeRawBufferPointer, _ destination: UnsafeMutableBufferPointer<Float>) {
+        guard let (src, dst, blocks) = GGMLQuants.decoding(source, destination, blockElements: 256, blockBytes: 176)
+        else { return }
         for b in 0..<blocks {
             let block = src + b * 176
             let d = GGMLQuants.loadHalf(block, 0)
@@ -134,7 +144,9 @@ enum GGMLKQuants {
         }
     }
 
-    static func decodeQ6_K(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, blocks: Int) {
+    static func decodeQ6_K(_ source: UnsafeRawBufferPointer, _ destination: UnsafeMutableBufferPointer<Float>) {
+        guard let (src, dst, blocks) = GGMLQuants.decoding(source, destination, blockElements: 256, blockBytes: 210)
+        else { return }
         for b in 0..<blocks {
             let block = src + b * 210
             let ql = block.assumingMemoryBound(to: UInt8.self)
@@ -256,7 +268,9 @@ enum GGMLKQuants {
     /// Q4_K (`quantize_row_q4_K_ref`): 8 groups of 32, each fitted as x ≈ scale·q − min
     /// with q in 0...15; scales and mins are then quantized to 6 bits against the
     /// super-block's d and dmin, and the quants recomputed with the stored values.
-    static func encodeQ4_K(_ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, blocks: Int) {
+    static func encodeQ4_K(_ source: UnsafeBufferPointer<Float>, _ destination: UnsafeMutableRawBufferPointer) {
+        guard let (src, dst, blocks) = GGMLQuants.encoding(source, destination, blockElements: 256, blockBytes: 144)
+        else { return }
         withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 64) { floats in
             withUnsafeTemporaryAllocation(of: SIMD8<Int32>.self, capacity: 64) { ints in
                 withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 256) { levels in
@@ -413,7 +427,9 @@ enum GGMLKQuants {
     /// Q6_K (`quantize_row_q6_K_ref`): 16 groups of 16, each fitted as x ≈ scale·q with
     /// q in −32...31; the scales are quantized to int8 against the super-block's d
     /// and the quants recomputed with the stored values.
-    static func encodeQ6_K(_ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, blocks: Int) {
+    static func encodeQ6_K(_ source: UnsafeBufferPointer<Float>, _ destination: UnsafeMutableRawBufferPointer) {
+        guard let (src, dst, blocks) = GGMLQuants.encoding(source, destination, blockElements: 256, blockBytes: 210)
+        else { return }
         withUnsafeTemporaryAllocation(of: SIMD16<Float>.self, capacity: 16) { floats in
             withUnsafeTemporaryAllocation(of: SIMD16<Int32>.self, capacity: 32) { ints in
                 withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 256) { levels in

@@ -13,9 +13,47 @@
 /// | Q5_0 | 22 | d, u32 fifth bits (bit j = element j), 16 bytes of nibbles |
 /// | Q5_1 | 24 | d, m, u32 fifth bits, 16 bytes of nibbles |
 ///
-/// Every kernel takes `blocks` whole blocks: the source holds `blocks × blockBytes`
-/// readable bytes and the destination `blocks × 32` elements (or the reverse).
+/// Every kernel takes whole blocks: the float side holds `blocks × 32` elements and
+/// the stored side exactly `blocks × blockBytes` bytes. `wholeBlocks` checks that once
+/// at each kernel's entry; inside, a block's pointer is `blocks` strides in at most.
 enum GGMLQuants {
+
+    /// The number of whole blocks `elements` floats and `bytes` stored bytes describe.
+    /// Traps (in release builds too) unless both sides hold exactly the same whole
+    /// blocks, so a wrong caller stops here instead of reading or writing past a buffer.
+    @inline(__always)
+    static func wholeBlocks(elements: Int, bytes: Int, blockElements: Int, blockBytes: Int) -> Int {
+        let blocks = elements / blockElements
+        precondition(elements >= 0 && elements == blocks * blockElements && bytes == blocks * blockBytes,
+                     "block kernel given \(elements) elements and \(bytes) bytes")
+        return blocks
+    }
+
+    /// Checked entry of a decoder: whole blocks, source and destination base addresses
+    /// (nil when there is no block).
+    @inline(__always)
+    static func decoding(
+        _ source: UnsafeRawBufferPointer, _ destination: UnsafeMutableBufferPointer<Float>, blockElements: Int,
+        blockBytes: Int
+    ) -> (UnsafeRawPointer, UnsafeMutablePointer<Float>, Int)? {
+        let blocks = wholeBlocks(elements: destination.count, bytes: source.count, blockElements: blockElements,
+                                 blockBytes: blockBytes)
+        guard blocks > 0 else { return nil }
+        return (source.baseAddress!, destination.baseAddress!, blocks)
+    }
+
+    /// Checked entry of an encoder: whole blocks, source and destination base addresses
+    /// (nil when there is no block).
+    @inline(__always)
+    static func encoding(
+        _ source: UnsafeBufferPointer<Float>, _ destination: UnsafeMutableRawBufferPointer, blockElements: Int,
+        blockBytes: Int
+    ) -> (UnsafePointer<Float>, UnsafeMutableRawPointer, Int)? {
+        let blocks = wholeBlocks(elements: source.count, bytes: destination.count, blockElements: blockElements,
+                                 blockBytes: blockBytes)
+        guard blocks > 0 else { return nil }
+        return (source.baseAddress!, destination.baseAddress!, blocks)
+    }
 
     // MARK: Scalar helpers shared with the K-quant kernels
 
@@ -60,7 +98,8 @@ enum GGMLQuants {
 
     // MARK: Q8_0
 
-    static func decodeQ8_0(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, blocks: Int) {
+    static func decodeQ8_0(_ source: UnsafeRawBufferPointer, _ destination: UnsafeMutableBufferPointer<Float>) {
+        guard let (src, dst, blocks) = decoding(source, destination, blockElements: 32, blockBytes: 34) else { return }
         for b in 0..<blocks {
             let block = src + b * 34
             let d = loadHalf(block, 0)
@@ -70,7 +109,8 @@ enum GGMLQuants {
         }
     }
 
-    static func encodeQ8_0(_ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, blocks: Int) {
+    static func encodeQ8_0(_ source: UnsafeBufferPointer<Float>, _ destination: UnsafeMutableRawBufferPointer) {
+        guard let (src, dst, blocks) = encoding(source, destination, blockElements: 32, blockBytes: 34) else { return }
         for b in 0..<blocks {
             let x = src + b * 32
             let block = dst + b * 34
@@ -89,7 +129,8 @@ enum GGMLQuants {
 
     // MARK: Q4_0 / Q4_1
 
-    static func decodeQ4_0(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, blocks: Int) {
+    static func decodeQ4_0(_ source: UnsafeRawBufferPointer, _ destination: UnsafeMutableBufferPointer<Float>) {
+        guard let (src, dst, blocks) = decoding(source, destination, blockElements: 32, blockBytes: 18) else { return }
         for b in 0..<blocks {
             let block = src + b * 18
             let d = loadHalf(block, 0)
@@ -102,11 +143,13 @@ enum GGMLQuants {
         }
     }
 
-    static func encodeQ4_0(_ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, blocks: Int) {
+    static func encodeQ4_0(_ source: UnsafeBufferPointer<Float>, _ destination: UnsafeMutableRawBufferPointer) {
+        guard let (src, dst, blocks) = encoding(source, destination, blockElements: 32, blockBytes: 18) else { return }
         encodeSymmetric(src, dst, blocks: blocks, blockBytes: 18, levels: 8, fifthBit: false)
     }
 
-    static func decodeQ4_1(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, blocks: Int) {
+    static func decodeQ4_1(_ source: UnsafeRawBufferPointer, _ destination: UnsafeMutableBufferPointer<Float>) {
+        guard let (src, dst, blocks) = decoding(source, destination, blockElements: 32, blockBytes: 20) else { return }
         for b in 0..<blocks {
             let block = src + b * 20
             let d = loadHalf(block, 0)
@@ -120,13 +163,15 @@ enum GGMLQuants {
         }
     }
 
-    static func encodeQ4_1(_ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, blocks: Int) {
+    static func encodeQ4_1(_ source: UnsafeBufferPointer<Float>, _ destination: UnsafeMutableRawBufferPointer) {
+        guard let (src, dst, blocks) = encoding(source, destination, blockElements: 32, blockBytes: 20) else { return }
         encodeAffine(src, dst, blocks: blocks, blockBytes: 20, maxLevel: 15, fifthBit: false)
     }
 
     // MARK: Q5_0 / Q5_1
 
-    static func decodeQ5_0(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, blocks: Int) {
+    static func decodeQ5_0(_ source: UnsafeRawBufferPointer, _ destination: UnsafeMutableBufferPointer<Float>) {
+        guard let (src, dst, blocks) = decoding(source, destination, blockElements: 32, blockBytes: 22) else { return }
         for b in 0..<blocks {
             let block = src + b * 22
             let d = loadHalf(block, 0)
@@ -142,11 +187,13 @@ enum GGMLQuants {
         }
     }
 
-    static func encodeQ5_0(_ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, blocks: Int) {
+    static func encodeQ5_0(_ source: UnsafeBufferPointer<Float>, _ destination: UnsafeMutableRawBufferPointer) {
+        guard let (src, dst, blocks) = encoding(source, destination, blockElements: 32, blockBytes: 22) else { return }
         encodeSymmetric(src, dst, blocks: blocks, blockBytes: 22, levels: 16, fifthBit: true)
     }
 
-    static func decodeQ5_1(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, blocks: Int) {
+    static func decodeQ5_1(_ source: UnsafeRawBufferPointer, _ destination: UnsafeMutableBufferPointer<Float>) {
+        guard let (src, dst, blocks) = decoding(source, destination, blockElements: 32, blockBytes: 24) else { return }
         for b in 0..<blocks {
             let block = src + b * 24
             let d = loadHalf(block, 0)
@@ -163,7 +210,8 @@ enum GGMLQuants {
         }
     }
 
-    static func encodeQ5_1(_ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, blocks: Int) {
+    static func encodeQ5_1(_ source: UnsafeBufferPointer<Float>, _ destination: UnsafeMutableRawBufferPointer) {
+        guard let (src, dst, blocks) = encoding(source, destination, blockElements: 32, blockBytes: 24) else { return }
         encodeAffine(src, dst, blocks: blocks, blockBytes: 24, maxLevel: 31, fifthBit: true)
     }
 
@@ -171,6 +219,7 @@ enum GGMLQuants {
 
     /// Q4_0 / Q5_0: d = (the value of largest magnitude, first one on ties) / −levels,
     /// q = trunc(x / d + levels + ½) capped at 2·levels − 1.
+    /// Bound: called only by the encoders above after their checked entry, with `blocks` whole blocks.
     private static func encodeSymmetric(
         _ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, blocks: Int, blockBytes: Int, levels: Float,
         fifthBit: Bool
@@ -196,6 +245,7 @@ enum GGMLQuants {
     }
 
     /// Q4_1 / Q5_1: d = (max − min) / maxLevel, m = min, q = trunc((x − min) / d + ½) capped at maxLevel.
+    /// Bound: called only by the encoders above after their checked entry, with `blocks` whole blocks.
     private static func encodeAffine(
         _ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, blocks: Int, blockBytes: Int, maxLevel: Float,
         fifthBit: Bool

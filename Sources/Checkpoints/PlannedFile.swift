@@ -63,6 +63,8 @@ final class PlannedFile: @unchecked Sendable {
         fd = -1
     }
 
+    /// Writes all of `buffer` at `offset`; reads only `buffer.count` bytes of it (pwrite
+    /// never reports more than it was asked to write, so `done` stays within the buffer).
     private func writeFully(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
         var done = 0
         while done < buffer.count {

@@ -45,6 +45,7 @@ public struct XXHash64: Sendable {
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
         guard !bytes.isEmpty else { return }
         totalLength &+= UInt64(bytes.count)
+        // Every slice below is in range: take ≤ bytes.count and start + whole ≤ bytes.count.
         var start = 0
         if !pending.isEmpty {
             let take = min(32 - pending.count, bytes.count)

@@ -53,6 +53,7 @@ final class AdamW {
         let stepSize = Float(rate / correction1)
         let rootCorrection2 = Float(correction2.squareRoot())
         let decay = 1 - Float(rate) * weightDecay
+        precondition(gradient.count == parameters.count && first.count == parameters.count && second.count == parameters.count)
         let p = parameters.pointer, g = gradient.pointer, m = first.pointer, v = second.pointer
         let b1 = beta1, b2 = beta2, eps = epsilon
         for i in 0..<parameters.count {
@@ -89,6 +90,7 @@ enum ParameterUpdate {
     /// Soft-thresholds the delta from `start`: δ ← sign(δ)·max(|δ| − threshold, 0), so
     /// small deltas become exact zeros (the parameter equals its starting value bit for bit).
     static func shrinkDelta(_ parameters: FloatBuffer, start: FloatBuffer, threshold: Float) {
+        precondition(start.count == parameters.count)
         let p = parameters.pointer, s = start.pointer
         for i in 0..<parameters.count {
             let delta = p[i] - s[i]

@@ -120,9 +120,8 @@ public enum Evaluator {
                 for (t, token) in s.enumerated() { inputs[b * length + t] = token }
             }
             let activations = model.forward(TokenBatch(inputs: inputs, sequenceCount: sequences.count, length: length))
-            let logits = activations.logits.pointer
             for b in sequences.indices where !finished[b] {
-                let row = logits + (b * length + sequences[b].count - 1) * vocabulary
+                let row = activations.logits.elements(at: (b * length + sequences[b].count - 1) * vocabulary, count: vocabulary)
                 var best = 0
                 for v in 1..<vocabulary where row[v] > row[best] { best = v }
                 if best == ByteTokenizer.eos { finished[b] = true; continue }

@@ -18,6 +18,7 @@ final class FloatBuffer: @unchecked Sendable {
         pointer = .allocate(capacity: max(count, 1))
         pointer.initialize(repeating: 0, count: max(count, 1))
         values.withUnsafeBufferPointer { source in
+            // `count` is `values.count`, so the copy stays inside both.
             if let base = source.baseAddress { pointer.update(from: base, count: count) }
         }
     }
@@ -47,5 +48,22 @@ final class FloatBuffer: @unchecked Sendable {
     }
 
     /// The values as an array.
-    var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
+    var array: [Float] { Array(elements) }
+
+    /// All elements, as a buffer the kernels take.
+    var elements: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: pointer, count: count) }
+
+    /// Elements `offset ..< offset + length`; traps (in release builds too) unless that
+    /// range lies inside this buffer, so no view handed to a kernel reaches past it.
+    func elements(at offset: Int, count length: Int) -> UnsafeMutableBufferPointer<Float> {
+        precondition(offset >= 0 && length >= 0 && offset <= count && length <= count - offset,
+                     "elements \(offset) ..< \(offset) + \(length) of a buffer of \(count)")
+        return UnsafeMutableBufferPointer(start: pointer + offset, count: length)
+    }
+
+    /// Elements from `offset` to the end: the operand of a strided product, whose
+    /// kernel checks the extent it reads against this view's count.
+    func elements(from offset: Int) -> UnsafeMutableBufferPointer<Float> {
+        elements(at: offset, count: count - offset)
+    }
 }

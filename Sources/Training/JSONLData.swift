@@ -53,7 +53,7 @@ public enum JSONLData {
             var end = start
             while end < bytes.count && bytes[end] != 0x0A { end += 1 }
             line += 1
-            let slice = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+            let slice = UnsafeRawBufferPointer(rebasing: bytes[start..<end])  // start ≤ end ≤ bytes.count
             start = end + 1
             if slice.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
             guard let text = String(validating: slice, as: UTF8.self) else {

@@ -51,7 +51,7 @@ public final class LlamaModel {
 
     /// The weights of one named tensor.
     public func values(of slot: ParameterLayout.Slot) -> [Float] {
-        Array(UnsafeBufferPointer(start: parameters.pointer + slot.offset, count: slot.count))
+        Array(parameters.elements(at: slot.offset, count: slot.count))
     }
 
     /// All weights, in layout order.
@@ -60,7 +60,26 @@ public final class LlamaModel {
     /// Runs the model on `batch` and returns the logits, `rowCount × vocabularySize`, row-major.
     public func logits(_ batch: TokenBatch) -> [Float] {
         let a = forward(batch)
-        return Array(UnsafeBufferPointer(start: a.logits.pointer, count: batch.rowCount * config.vocabularySize))
+        return Array(a.logits.elements(at: 0, count: batch.rowCount * config.vocabularySize))
+    }
+
+    /// The weights (or, from `gradient`, their gradients) of the tensors the passes use,
+    /// as views checked against the buffer once each.
+    private struct Weights {
+        let inputNorm, query, key, value, output, postNorm, gate, up, down: UnsafeMutableBufferPointer<Float>
+
+        init(_ buffer: FloatBuffer, _ s: ParameterLayout.LayerSlots, _ c: LlamaConfig) {
+            let h = c.hiddenSize, inter = c.intermediateSize
+            inputNorm = buffer.elements(at: s.inputNorm, count: h)
+            query = buffer.elements(at: s.query, count: c.queryWidth * h)
+            key = buffer.elements(at: s.key, count: c.keyValueWidth * h)
+            value = buffer.elements(at: s.value, count: c.keyValueWidth * h)
+            output = buffer.elements(at: s.output, count: h * c.queryWidth)
+            postNorm = buffer.elements(at: s.postNorm, count: h)
+            gate = buffer.elements(at: s.gate, count: inter * h)
+            up = buffer.elements(at: s.up, count: inter * h)
+            down = buffer.elements(at: s.down, count: h * inter)
+        }
     }
 
     /// The forward pass; the returned activations stay valid until the next call.
@@ -68,139 +87,152 @@ public final class LlamaModel {
     func forward(_ batch: TokenBatch) -> Activations {
         let a = workspace(sequences: batch.sequenceCount, length: batch.length)
         let c = config, n = batch.rowCount, h = c.hiddenSize, hd = c.headDimension
-        let w = parameters.pointer
         let eps = Float(c.rmsNormEpsilon)
+        precondition(batch.inputs.count >= n)
         a.tokens = batch.inputs
+        let embedded = a.layerInput[0]
         for r in 0..<n {
             let token = Int(batch.inputs[r])
             precondition(token >= 0 && token < c.vocabularySize, "token id out of range")
-            (a.layerInput[0].pointer + r * h).update(from: w + layout.embedding + token * h, count: h)
+            let row = parameters.elements(at: layout.embedding + token * h, count: h)
+            let out = embedded.elements(at: r * h, count: h)
+            for i in 0..<h { out[i] = row[i] }
         }
         let scale = 1 / Float(hd).squareRoot()
         let group = c.headCount / c.keyValueHeadCount
+        let inter = c.intermediateSize
         for l in 0..<c.layerCount {
-            let s = layout.layers[l], x = a.layerInput[l].pointer
-            Kernels.rmsNorm(x, weight: w + s.inputNorm, rows: n, width: h, epsilon: eps,
-                            output: a.norm1[l].pointer, reciprocalRoot: a.root1[l].pointer)
-            BLAS.linear(a.norm1[l].pointer, rows: n, inFeatures: h, weight: w + s.query, outFeatures: c.queryWidth, into: a.query[l].pointer)
-            BLAS.linear(a.norm1[l].pointer, rows: n, inFeatures: h, weight: w + s.key, outFeatures: c.keyValueWidth, into: a.key[l].pointer)
-            BLAS.linear(a.norm1[l].pointer, rows: n, inFeatures: h, weight: w + s.value, outFeatures: c.keyValueWidth, into: a.value[l].pointer)
-            Kernels.rotate(a.query[l].pointer, rows: n, length: a.length, heads: c.headCount, headDimension: hd,
-                           cosine: a.cosine.pointer, sine: a.sine.pointer, inverse: false)
-            Kernels.rotate(a.key[l].pointer, rows: n, length: a.length, heads: c.keyValueHeadCount, headDimension: hd,
-                           cosine: a.cosine.pointer, sine: a.sine.pointer, inverse: false)
+            let w = Weights(parameters, layout.layers[l], c), x = a.layerInput[l].elements
+            let norm1 = a.norm1[l].elements, query = a.query[l], key = a.key[l], value = a.value[l]
+            Kernels.rmsNorm(x, weight: w.inputNorm, rows: n, width: h, epsilon: eps,
+                            output: norm1, reciprocalRoot: a.root1[l].elements)
+            BLAS.linear(norm1, rows: n, inFeatures: h, weight: w.query, outFeatures: c.queryWidth, into: query.elements)
+            BLAS.linear(norm1, rows: n, inFeatures: h, weight: w.key, outFeatures: c.keyValueWidth, into: key.elements)
+            BLAS.linear(norm1, rows: n, inFeatures: h, weight: w.value, outFeatures: c.keyValueWidth, into: value.elements)
+            Kernels.rotate(query.elements, rows: n, length: a.length, heads: c.headCount, headDimension: hd,
+                           cosine: a.cosine.elements, sine: a.sine.elements, inverse: false)
+            Kernels.rotate(key.elements, rows: n, length: a.length, heads: c.keyValueHeadCount, headDimension: hd,
+                           cosine: a.cosine.elements, sine: a.sine.elements, inverse: false)
             let t = a.length
             for b in 0..<a.sequences {
                 for head in 0..<c.headCount {
                     let kv = head / group
-                    let q = a.query[l].pointer + b * t * c.queryWidth + head * hd
-                    let k = a.key[l].pointer + b * t * c.keyValueWidth + kv * hd
-                    let v = a.value[l].pointer + b * t * c.keyValueWidth + kv * hd
-                    let p = a.probabilities[l].pointer + (b * c.headCount + head) * t * t
+                    let q = query.elements(from: b * t * c.queryWidth + head * hd)
+                    let k = key.elements(from: b * t * c.keyValueWidth + kv * hd)
+                    let v = value.elements(from: b * t * c.keyValueWidth + kv * hd)
+                    let p = a.probabilities[l].elements(at: (b * c.headCount + head) * t * t, count: t * t)
                     BLAS.gemm(transA: false, transB: true, m: t, n: t, k: hd, alpha: scale, a: q, lda: c.queryWidth,
                               b: k, ldb: c.keyValueWidth, beta: 0, c: p, ldc: t)
                     Kernels.causalSoftmax(p, length: t)
                     BLAS.gemm(transA: false, transB: false, m: t, n: hd, k: t, a: p, lda: t, b: v, ldb: c.keyValueWidth,
-                              beta: 0, c: a.attention[l].pointer + b * t * c.queryWidth + head * hd, ldc: c.queryWidth)
+                              beta: 0, c: a.attention[l].elements(from: b * t * c.queryWidth + head * hd), ldc: c.queryWidth)
                 }
             }
             // Residual: mid = x + attention · Woᵀ.
-            let mid = a.middle[l].pointer
-            mid.update(from: x, count: n * h)
-            BLAS.gemm(transA: false, transB: true, m: n, n: h, k: c.queryWidth, a: a.attention[l].pointer, lda: c.queryWidth,
-                      b: w + s.output, ldb: c.queryWidth, beta: 1, c: mid, ldc: h)
-            Kernels.rmsNorm(mid, weight: w + s.postNorm, rows: n, width: h, epsilon: eps,
-                            output: a.norm2[l].pointer, reciprocalRoot: a.root2[l].pointer)
-            let inter = c.intermediateSize
-            BLAS.linear(a.norm2[l].pointer, rows: n, inFeatures: h, weight: w + s.gate, outFeatures: inter, into: a.gate[l].pointer)
-            BLAS.linear(a.norm2[l].pointer, rows: n, inFeatures: h, weight: w + s.up, outFeatures: inter, into: a.up[l].pointer)
-            Kernels.swiglu(gate: a.gate[l].pointer, up: a.up[l].pointer, count: n * inter, output: a.activated[l].pointer)
-            let next = a.layerInput[l + 1].pointer
-            next.update(from: mid, count: n * h)
-            BLAS.gemm(transA: false, transB: true, m: n, n: h, k: inter, a: a.activated[l].pointer, lda: inter,
-                      b: w + s.down, ldb: inter, beta: 1, c: next, ldc: h)
+            let mid = a.middle[l]
+            mid.copy(from: a.layerInput[l])
+            BLAS.gemm(transA: false, transB: true, m: n, n: h, k: c.queryWidth, a: a.attention[l].elements, lda: c.queryWidth,
+                      b: w.output, ldb: c.queryWidth, beta: 1, c: mid.elements, ldc: h)
+            let norm2 = a.norm2[l].elements
+            Kernels.rmsNorm(mid.elements, weight: w.postNorm, rows: n, width: h, epsilon: eps,
+                            output: norm2, reciprocalRoot: a.root2[l].elements)
+            BLAS.linear(norm2, rows: n, inFeatures: h, weight: w.gate, outFeatures: inter, into: a.gate[l].elements)
+            BLAS.linear(norm2, rows: n, inFeatures: h, weight: w.up, outFeatures: inter, into: a.up[l].elements)
+            Kernels.swiglu(gate: a.gate[l].elements, up: a.up[l].elements, count: n * inter, output: a.activated[l].elements)
+            let next = a.layerInput[l + 1]
+            next.copy(from: mid)
+            BLAS.gemm(transA: false, transB: true, m: n, n: h, k: inter, a: a.activated[l].elements, lda: inter,
+                      b: w.down, ldb: inter, beta: 1, c: next.elements, ldc: h)
         }
-        Kernels.rmsNorm(a.layerInput[c.layerCount].pointer, weight: w + layout.finalNorm, rows: n, width: h, epsilon: eps,
-                        output: a.finalNorm.pointer, reciprocalRoot: a.finalRoot.pointer)
-        BLAS.linear(a.finalNorm.pointer, rows: n, inFeatures: h, weight: w + layout.lmHead, outFeatures: c.vocabularySize,
-                    into: a.logits.pointer)
+        Kernels.rmsNorm(a.layerInput[c.layerCount].elements, weight: parameters.elements(at: layout.finalNorm, count: h),
+                        rows: n, width: h, epsilon: eps, output: a.finalNorm.elements, reciprocalRoot: a.finalRoot.elements)
+        BLAS.linear(a.finalNorm.elements, rows: n, inFeatures: h,
+                    weight: parameters.elements(at: layout.lmHead, count: c.vocabularySize * h),
+                    outFeatures: c.vocabularySize, into: a.logits.elements)
         return a
     }
 
     /// The backward pass for the last `forward`: `logitGradient` (`rowCount × vocabularySize`)
     /// is ∂L/∂logits; the parameter gradient is added into `gradient` (one value per parameter).
-    func backward(logitGradient: UnsafePointer<Float>, into gradient: FloatBuffer) {
+    func backward(logitGradient: UnsafeMutableBufferPointer<Float>, into gradient: FloatBuffer) {
         guard let a = activations else { preconditionFailure("backward without forward") }
         precondition(gradient.count == layout.count)
         let c = config, n = a.sequences * a.length, h = c.hiddenSize, hd = c.headDimension, t = a.length
-        let w = parameters.pointer, g = gradient.pointer
-        let dx = a.residualGradient.pointer, dh = a.normGradient.pointer
-        dx.update(repeating: 0, count: n * h)
-        BLAS.linearBackward(dy: logitGradient, x: a.finalNorm.pointer, rows: n, inFeatures: h, outFeatures: c.vocabularySize,
-                            weight: w + layout.lmHead, weightGradient: g + layout.lmHead, inputGradient: dh, accumulate: false)
-        Kernels.rmsNormBackward(dy: dh, x: a.layerInput[c.layerCount].pointer, weight: w + layout.finalNorm,
-                                reciprocalRoot: a.finalRoot.pointer, rows: n, width: h, inputGradient: dx,
-                                weightGradient: g + layout.finalNorm)
+        let dx = a.residualGradient.elements, dh = a.normGradient.elements
+        let vocabulary = c.vocabularySize
+        dx.update(repeating: 0)
+        BLAS.linearBackward(dy: logitGradient, x: a.finalNorm.elements, rows: n, inFeatures: h, outFeatures: vocabulary,
+                            weight: parameters.elements(at: layout.lmHead, count: vocabulary * h),
+                            weightGradient: gradient.elements(at: layout.lmHead, count: vocabulary * h),
+                            inputGradient: dh, accumulate: false)
+        Kernels.rmsNormBackward(dy: dh, x: a.layerInput[c.layerCount].elements,
+                                weight: parameters.elements(at: layout.finalNorm, count: h),
+                                reciprocalRoot: a.finalRoot.elements, rows: n, width: h, inputGradient: dx,
+                                weightGradient: gradient.elements(at: layout.finalNorm, count: h))
         let scale = 1 / Float(hd).squareRoot()
         let group = c.headCount / c.keyValueHeadCount
         let inter = c.intermediateSize
         for l in stride(from: c.layerCount - 1, through: 0, by: -1) {
-            let s = layout.layers[l]
+            let w = Weights(parameters, layout.layers[l], c), g = Weights(gradient, layout.layers[l], c)
             // MLP: dx holds ∂L/∂(layer output) = ∂L/∂(down output), and flows through the residual.
-            BLAS.linearBackward(dy: dx, x: a.activated[l].pointer, rows: n, inFeatures: inter, outFeatures: h,
-                                weight: w + s.down, weightGradient: g + s.down, inputGradient: a.activatedGradient.pointer,
+            BLAS.linearBackward(dy: dx, x: a.activated[l].elements, rows: n, inFeatures: inter, outFeatures: h,
+                                weight: w.down, weightGradient: g.down, inputGradient: a.activatedGradient.elements,
                                 accumulate: false)
-            Kernels.swigluBackward(dAct: a.activatedGradient.pointer, gate: a.gate[l].pointer, up: a.up[l].pointer,
-                                   count: n * inter, dGate: a.gateGradient.pointer, dUp: a.upGradient.pointer)
-            BLAS.linearBackward(dy: a.gateGradient.pointer, x: a.norm2[l].pointer, rows: n, inFeatures: h, outFeatures: inter,
-                                weight: w + s.gate, weightGradient: g + s.gate, inputGradient: dh, accumulate: false)
-            BLAS.linearBackward(dy: a.upGradient.pointer, x: a.norm2[l].pointer, rows: n, inFeatures: h, outFeatures: inter,
-                                weight: w + s.up, weightGradient: g + s.up, inputGradient: dh, accumulate: true)
-            Kernels.rmsNormBackward(dy: dh, x: a.middle[l].pointer, weight: w + s.postNorm, reciprocalRoot: a.root2[l].pointer,
-                                    rows: n, width: h, inputGradient: dx, weightGradient: g + s.postNorm)
+            Kernels.swigluBackward(dAct: a.activatedGradient.elements, gate: a.gate[l].elements, up: a.up[l].elements,
+                                   count: n * inter, dGate: a.gateGradient.elements, dUp: a.upGradient.elements)
+            BLAS.linearBackward(dy: a.gateGradient.elements, x: a.norm2[l].elements, rows: n, inFeatures: h, outFeatures: inter,
+                                weight: w.gate, weightGradient: g.gate, inputGradient: dh, accumulate: false)
+            BLAS.linearBackward(dy: a.upGradient.elements, x: a.norm2[l].elements, rows: n, inFeatures: h, outFeatures: inter,
+                                weight: w.up, weightGradient: g.up, inputGradient: dh, accumulate: true)
+            Kernels.rmsNormBackward(dy: dh, x: a.middle[l].elements, weight: w.postNorm, reciprocalRoot: a.root2[l].elements,
+                                    rows: n, width: h, inputGradient: dx, weightGradient: g.postNorm)
             // Attention: dx now holds ∂L/∂mid, which is ∂L/∂(o_proj output).
-            let dAttention = a.attentionGradient.pointer
-            BLAS.linearBackward(dy: dx, x: a.attention[l].pointer, rows: n, inFeatures: c.queryWidth, outFeatures: h,
-                                weight: w + s.output, weightGradient: g + s.output, inputGradient: dAttention, accumulate: false)
-            let dq = a.queryGradient.pointer, dk = a.keyGradient.pointer, dv = a.valueGradient.pointer
-            dk.update(repeating: 0, count: n * c.keyValueWidth)
-            dv.update(repeating: 0, count: n * c.keyValueWidth)
-            let dp = a.scoreGradient.pointer
+            let dAttention = a.attentionGradient
+            BLAS.linearBackward(dy: dx, x: a.attention[l].elements, rows: n, inFeatures: c.queryWidth, outFeatures: h,
+                                weight: w.output, weightGradient: g.output, inputGradient: dAttention.elements,
+                                accumulate: false)
+            let dq = a.queryGradient, dk = a.keyGradient, dv = a.valueGradient
+            dk.zero()
+            dv.zero()
+            let dp = a.scoreGradient.elements(at: 0, count: t * t)
             for b in 0..<a.sequences {
                 for head in 0..<c.headCount {
                     let kv = head / group
                     let qOffset = b * t * c.queryWidth + head * hd
                     let kvOffset = b * t * c.keyValueWidth + kv * hd
-                    let p = a.probabilities[l].pointer + (b * c.headCount + head) * t * t
-                    let dOut = dAttention + qOffset
+                    let p = a.probabilities[l].elements(at: (b * c.headCount + head) * t * t, count: t * t)
+                    let dOut = dAttention.elements(from: qOffset)
                     BLAS.gemm(transA: false, transB: true, m: t, n: t, k: hd, a: dOut, lda: c.queryWidth,
-                              b: a.value[l].pointer + kvOffset, ldb: c.keyValueWidth, beta: 0, c: dp, ldc: t)
+                              b: a.value[l].elements(from: kvOffset), ldb: c.keyValueWidth, beta: 0, c: dp, ldc: t)
                     BLAS.gemm(transA: true, transB: false, m: t, n: hd, k: t, a: p, lda: t, b: dOut, ldb: c.queryWidth,
-                              beta: 1, c: dv + kvOffset, ldc: c.keyValueWidth)
+                              beta: 1, c: dv.elements(from: kvOffset), ldc: c.keyValueWidth)
                     Kernels.causalSoftmaxBackward(dp, probabilities: p, length: t, scale: scale)
-                    BLAS.gemm(transA: false, transB: false, m: t, n: hd, k: t, a: dp, lda: t, b: a.key[l].pointer + kvOffset,
-                              ldb: c.keyValueWidth, beta: 0, c: dq + qOffset, ldc: c.queryWidth)
-                    BLAS.gemm(transA: true, transB: false, m: t, n: hd, k: t, a: dp, lda: t, b: a.query[l].pointer + qOffset,
-                              ldb: c.queryWidth, beta: 1, c: dk + kvOffset, ldc: c.keyValueWidth)
+                    BLAS.gemm(transA: false, transB: false, m: t, n: hd, k: t, a: dp, lda: t,
+                              b: a.key[l].elements(from: kvOffset), ldb: c.keyValueWidth, beta: 0,
+                              c: dq.elements(from: qOffset), ldc: c.queryWidth)
+                    BLAS.gemm(transA: true, transB: false, m: t, n: hd, k: t, a: dp, lda: t,
+                              b: a.query[l].elements(from: qOffset), ldb: c.queryWidth, beta: 1,
+                              c: dk.elements(from: kvOffset), ldc: c.keyValueWidth)
                 }
             }
-            Kernels.rotate(dq, rows: n, length: t, heads: c.headCount, headDimension: hd,
-                           cosine: a.cosine.pointer, sine: a.sine.pointer, inverse: true)
-            Kernels.rotate(dk, rows: n, length: t, heads: c.keyValueHeadCount, headDimension: hd,
-                           cosine: a.cosine.pointer, sine: a.sine.pointer, inverse: true)
-            BLAS.linearBackward(dy: dq, x: a.norm1[l].pointer, rows: n, inFeatures: h, outFeatures: c.queryWidth,
-                                weight: w + s.query, weightGradient: g + s.query, inputGradient: dh, accumulate: false)
-            BLAS.linearBackward(dy: dk, x: a.norm1[l].pointer, rows: n, inFeatures: h, outFeatures: c.keyValueWidth,
-                                weight: w + s.key, weightGradient: g + s.key, inputGradient: dh, accumulate: true)
-            BLAS.linearBackward(dy: dv, x: a.norm1[l].pointer, rows: n, inFeatures: h, outFeatures: c.keyValueWidth,
-                                weight: w + s.value, weightGradient: g + s.value, inputGradient: dh, accumulate: true)
-            Kernels.rmsNormBackward(dy: dh, x: a.layerInput[l].pointer, weight: w + s.inputNorm, reciprocalRoot: a.root1[l].pointer,
-                                    rows: n, width: h, inputGradient: dx, weightGradient: g + s.inputNorm)
+            Kernels.rotate(dq.elements, rows: n, length: t, heads: c.headCount, headDimension: hd,
+                           cosine: a.cosine.elements, sine: a.sine.elements, inverse: true)
+            Kernels.rotate(dk.elements, rows: n, length: t, heads: c.keyValueHeadCount, headDimension: hd,
+                           cosine: a.cosine.elements, sine: a.sine.elements, inverse: true)
+            BLAS.linearBackward(dy: dq.elements, x: a.norm1[l].elements, rows: n, inFeatures: h, outFeatures: c.queryWidth,
+                                weight: w.query, weightGradient: g.query, inputGradient: dh, accumulate: false)
+            BLAS.linearBackward(dy: dk.elements, x: a.norm1[l].elements, rows: n, inFeatures: h, outFeatures: c.keyValueWidth,
+                                weight: w.key, weightGradient: g.key, inputGradient: dh, accumulate: true)
+            BLAS.linearBackward(dy: dv.elements, x: a.norm1[l].elements, rows: n, inFeatures: h, outFeatures: c.keyValueWidth,
+                                weight: w.value, weightGradient: g.value, inputGradient: dh, accumulate: true)
+            Kernels.rmsNormBackward(dy: dh, x: a.layerInput[l].elements, weight: w.inputNorm, reciprocalRoot: a.root1[l].elements,
+                                    rows: n, width: h, inputGradient: dx, weightGradient: g.inputNorm)
         }
         for r in 0..<n {
             let token = Int(a.tokens[r])
-            let row = g + layout.embedding + token * h, d = dx + r * h
-            for i in 0..<h { row[i] += d[i] }
+            precondition(token >= 0 && token < vocabulary, "token id out of range")
+            let row = gradient.elements(at: layout.embedding + token * h, count: h)
+            for i in 0..<h { row[i] += dx[r * h + i] }
         }
     }
 

@@ -31,7 +31,7 @@ public enum ModelFolder {
         let buffer = FloatBuffer(count: layout.count)
         for (slot, entry) in zip(layout.slots, entries) {
             do {
-                try checkpoint.decode(entry, into: UnsafeMutableBufferPointer(start: buffer.pointer + slot.offset, count: slot.count))
+                try checkpoint.decode(entry, into: buffer.elements(at: slot.offset, count: slot.count))
             } catch {
                 throw .checkpoint(error)
             }
@@ -59,9 +59,8 @@ public final class ModelFolderWriter {
         precondition(model.config == config, "the model does not match the prepared folder")
         do throws(CheckpointError) {
             for slot in model.layout.slots {
-                let bytes = UnsafeRawBufferPointer(start: model.parameters.pointer + slot.offset,
-                                                   count: slot.count * MemoryLayout<Float>.size)
-                try writer.write(slot.name, bytes: bytes)
+                let values = model.parameters.elements(at: slot.offset, count: slot.count)
+                try writer.write(slot.name, bytes: UnsafeRawBufferPointer(values))
             }
             func put(_ name: String, _ json: JSONValue) throws(CheckpointError) {
                 try writer.writeFile(name: name, contents: Array((json.prettyText + "\n").utf8))

@@ -32,13 +32,16 @@ struct TargetLogProbs {
 /// with respect to the logits from a per-row ∂L/∂logp.
 enum LogitLoss {
     /// Log-probabilities of the targets, and leaves the softmax in `logits` (in place)
-    /// for `logitGradient`.
-    static func targetLogProbs(logits: UnsafeMutablePointer<Float>, batch: TokenBatch, vocabulary: Int) -> TargetLogProbs {
+    /// for `logitGradient`. Bounds: `logits` holds `rowCount × vocabulary` floats and every
+    /// counted target is below `vocabulary` (both checked: once, and once per row).
+    static func targetLogProbs(logits: UnsafeMutableBufferPointer<Float>, batch: TokenBatch, vocabulary: Int) -> TargetLogProbs {
+        precondition(vocabulary > 0 && logits.count >= batch.rowCount * vocabulary && batch.targets.count >= batch.rowCount)
         var result = TargetLogProbs(rows: [Double](repeating: 0, count: batch.rowCount),
                                     sums: [Double](repeating: 0, count: batch.sequenceCount),
                                     counts: [Int](repeating: 0, count: batch.sequenceCount))
         for r in 0..<batch.rowCount {
-            let row = logits + r * vocabulary
+            // In range: (r + 1) · vocabulary ≤ rowCount · vocabulary ≤ logits.count.
+            let row = UnsafeMutableBufferPointer(rebasing: logits[(r * vocabulary)..<((r + 1) * vocabulary)])
             var peak = -Float.infinity
             for v in 0..<vocabulary { peak = max(peak, row[v]) }
             var sum: Double = 0
@@ -48,6 +51,7 @@ enum LogitLoss {
                 sum += Double(e)
             }
             let target = Int(batch.targets[r])
+            precondition(target < vocabulary, "target token out of range")
             if target >= 0 {
                 let logp = log(Double(row[target])) - log(sum)
                 result.rows[r] = logp
@@ -61,13 +65,17 @@ enum LogitLoss {
     }
 
     /// Overwrites the softmax in `logits` with ∂L/∂logits = g·(onehot − softmax) per row.
-    static func logitGradient(softmax: UnsafeMutablePointer<Float>, batch: TokenBatch, vocabulary: Int, rowGradient: [Double]) {
+    /// Bounds: as `targetLogProbs`, checked the same way.
+    static func logitGradient(softmax: UnsafeMutableBufferPointer<Float>, batch: TokenBatch, vocabulary: Int, rowGradient: [Double]) {
+        precondition(vocabulary > 0 && softmax.count >= batch.rowCount * vocabulary && batch.targets.count >= batch.rowCount)
         for r in 0..<batch.rowCount {
-            let row = softmax + r * vocabulary
+            // In range: (r + 1) · vocabulary ≤ rowCount · vocabulary ≤ softmax.count.
+            let row = UnsafeMutableBufferPointer(rebasing: softmax[(r * vocabulary)..<((r + 1) * vocabulary)])
             let g = Float(rowGradient[r])
             let target = Int(batch.targets[r])
+            precondition(target < vocabulary, "target token out of range")
             if target < 0 || g == 0 {
-                row.update(repeating: 0, count: vocabulary)
+                row.update(repeating: 0)
                 continue
             }
             for v in 0..<vocabulary { row[v] = -g * row[v] }
