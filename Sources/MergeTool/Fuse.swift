@@ -137,6 +137,13 @@ extension MergeTool {
                 if FileManager.default.fileExists(atPath: output) && !work.force {
                     throw CheckpointError.io(file: output, problem: "already exists (use --force to replace it)")
                 }
+                // The conversion reads config.json from the base folder: check before merging.
+                guard let templateFolder = folder(of: prepared.template.path) else {
+                    throw CheckpointError.conversion(file: prepared.template.path, problem: .needsModelFolder)
+                }
+                guard FileManager.default.fileExists(atPath: templateFolder + "/config.json") else {
+                    throw CheckpointError.conversion(file: templateFolder, problem: .missingConfigFile)
+                }
                 // The staging folder is a temporary of the output itself, so an interrupt
                 // removes it and a later run sweeps it up after a kill.
                 let stagingArea = try OutputPath(destination: output, isDirectory: true, overwrite: true)
