@@ -84,7 +84,7 @@ private func runToolLimited(fileBlocks blocks: Int, _ arguments: [String]) throw
         let dir = try scratchFolder()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let recipe = dir + "/recipe.yml"
-        try ("merge_method: [" + String(repeating: "x", count: 200_000) + "\n").write(toFile: recipe, atomically: false, encoding: .utf8)
+        try ("merge_method: [" + String(repeating: "x", count: 30_000) + "\n").write(toFile: recipe, atomically: false, encoding: .utf8)
         let result = try runTool(["fuse", "--config", recipe, "-o", dir + "/out"])
         #expect(result.status == 1)
         #expect(result.err.hasPrefix("error: \(recipe): not valid YAML: "))
