@@ -23,19 +23,19 @@ enum OutputRange {
         }
     }
 
-    /// Scans `values` once: the largest finite magnitude against the type's limit, and
-    /// whether any value is NaN or infinite.
+    /// Scans `values`: one max-reduction over the magnitudes (the common case ends
+    /// there), and only when it reaches the limit a second pass telling a too-large
+    /// finite value from NaN or infinity.
     static func scan(_ values: UnsafeBufferPointer<Float>, as dtype: DType) -> Finding {
         let limit = overflowBits(for: dtype)
+        var largest: UInt32 = 0
+        for v in values { largest = max(largest, v.bitPattern & 0x7fff_ffff) }
+        if largest < limit { return .fits }
         var largestFinite: UInt32 = 0
-        var special: UInt32 = 0
         for v in values {
             let magnitude = v.bitPattern & 0x7fff_ffff
-            let isSpecial: UInt32 = magnitude >= 0x7f80_0000 ? 1 : 0
-            special |= isSpecial
-            largestFinite = max(largestFinite, isSpecial == 1 ? 0 : magnitude)
+            if magnitude < 0x7f80_0000 { largestFinite = max(largestFinite, magnitude) }
         }
-        if largestFinite >= limit { return .tooLarge }
-        return special != 0 ? .nonFinite : .fits
+        return largestFinite >= limit ? .tooLarge : .nonFinite
     }
 }
