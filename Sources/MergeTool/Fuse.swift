@@ -150,8 +150,15 @@ extension MergeTool {
                 defer { stagingArea.abort() }
                 let staging = stagingArea.temporaryPath(for: "merged")
                 try writeFolder(prepared, recipe: recipe, to: staging, overwrite: true)
-                let report = try FormatConversion.hfToGGUF(folder: staging, output: output, type: Convert.ggufTypes[type.lowercased()]!,
+                let report: FormatConversion.Report
+                do {
+                    report = try FormatConversion.hfToGGUF(folder: staging, output: output, type: Convert.ggufTypes[type.lowercased()]!,
                                                            overwrite: work.force, workers: work.workerCount)
+                } catch {
+                    // The staged folder is gone by the time the message is read; its files
+                    // come from the base folder, so that is what the message names.
+                    throw RelabeledError(error, replacing: staging, with: templateFolder)
+                }
                 for warning in report.warnings {
                     printError("warning: " + warning.replacingOccurrences(of: staging, with: prepared.template.path))
                 }

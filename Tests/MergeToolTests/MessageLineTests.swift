@@ -104,3 +104,19 @@ private func runToolLimited(fileBlocks blocks: Int, _ arguments: [String]) throw
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
     }
 }
+
+@Suite struct StagedOutputMessageTests {
+    @Test func aConversionErrorAfterFuseNamesTheBaseFolder() throws {
+        let dir = NSTemporaryDirectory() + "claire-messages-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir + "/base", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.copyItem(atPath: fixture("merge/base/model.safetensors"), toPath: dir + "/base/model.safetensors")
+        let config = try String(contentsOfFile: fixture("merge/base/config.json"), encoding: .utf8)
+            .replacingOccurrences(of: "LlamaForCausalLM", with: "GPT2LMHeadModel")
+        try config.write(toFile: dir + "/base/config.json", atomically: false, encoding: .utf8)
+        let result = try runTool(["fuse", fixture("merge/sft"), "--base", dir + "/base", "--format", "gguf", "-o", dir + "/m.gguf"])
+        #expect(result.status == 1)
+        #expect(result.err.hasPrefix("error: \(dir)/base/config.json: architecture 'GPT2LMHeadModel' is not supported"), "\(result.err)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["base"])
+    }
+}
