@@ -97,6 +97,8 @@ public enum SafetensorsViolation: Error, Equatable, Sendable, CustomStringConver
 /// An inconsistency in a Hugging Face model folder.
 public enum FolderProblem: Error, Equatable, Sendable, CustomStringConvertible {
     case noWeights
+    /// No safetensors weights, but GGUF files (a GGUF model is opened by its file's path).
+    case onlyGGUF([String])
     case badIndex(String)
     case shardEscapesFolder(shard: String)
     case missingShard(shard: String)
@@ -107,7 +109,10 @@ public enum FolderProblem: Error, Equatable, Sendable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .noWeights: return "no model.safetensors, model.safetensors.index.json or .gguf file in folder"
+        case .noWeights: return "no model.safetensors or model.safetensors.index.json in folder"
+        case .onlyGGUF(let names):
+            let listed = names.prefix(3).map { "'\($0)'" }.joined(separator: ", ") + (names.count > 3 ? ", …" : "")
+            return "no model.safetensors or model.safetensors.index.json in folder; it holds \(listed): give the .gguf file's own path"
         case .badIndex(let why): return "bad index: \(why)"
         case .shardEscapesFolder(let s): return "index names shard '\(s)' outside the model folder"
         case .missingShard(let s): return "index names shard '\(s)', which does not exist"

@@ -45,7 +45,7 @@ public enum FormatConversion {
         let checkpoint = try HFFolder.open(folder, followSymlinks: Checkpoint.followsSymlinks)
         let configPath = folder + "/config.json"
         guard HFFolder.fileExists(configPath) else {
-            throw .conversion(file: folder, problem: .missingConfigField("(config.json is missing)"))
+            throw .conversion(file: folder, problem: .missingConfigFile)
         }
         let hp = try LlamaHyperparameters.read(configAt: configPath)
         var warnings: [String] = []

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Foundation
 
 /// A Hugging Face model folder: `model.safetensors`, or shards named by
 /// `model.safetensors.index.json`, opened as one checkpoint.
@@ -32,7 +33,8 @@ public enum HFFolder {
             return Checkpoint(path: path, format: .safetensors, files: [file], tensors: header.tensors,
                               metadata: header.metadata)
         }
-        throw .folder(file: path, problem: .noWeights)
+        let gguf = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".gguf") }.sorted()
+        throw .folder(file: path, problem: gguf.isEmpty ? .noWeights : .onlyGGUF(gguf))
     }
 
     /// Reads the index's `weight_map`: tensor name → shard file name, in index order.

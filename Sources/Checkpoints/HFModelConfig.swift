@@ -184,6 +184,7 @@ public struct LlamaHyperparameters: Sendable, Equatable {
 
 /// Why a model cannot be converted.
 public enum ConversionProblem: Error, Equatable, Sendable, CustomStringConvertible {
+    case missingConfigFile
     case missingConfigField(String)
     case missingMetadata(String)
     case unsupportedArchitecture(String)
@@ -197,6 +198,7 @@ public enum ConversionProblem: Error, Equatable, Sendable, CustomStringConvertib
     public var description: String {
         switch self {
         case .needsModelFolder: return "conversion to GGUF needs a model folder (config.json, weights, tokenizer files)"
+        case .missingConfigFile: return "no config.json in the folder (conversion to GGUF takes the architecture and sizes from it)"
         case .missingConfigField(let k): return "config.json has no '\(k)'"
         case .missingMetadata(let k): return "GGUF metadata has no '\(k)'"
         case .unsupportedArchitecture(let a):

@@ -16,6 +16,7 @@ public enum DeltaViolation: Error, Equatable, Sendable, CustomStringConvertible 
     case wrongBase(tensor: String)
     case baseMissing(tensor: String)
     case baseShapeMismatch(tensor: String, expected: [Int], found: [Int])
+    case baseDTypeMismatch(tensor: String, expected: DType, found: DType)
 
     public var description: String {
         switch self {
@@ -30,6 +31,7 @@ public enum DeltaViolation: Error, Equatable, Sendable, CustomStringConvertible 
             return "tensor '\(t)': the base differs from the one this delta was extracted against (checksum mismatch)"
         case .baseMissing(let t): return "tensor '\(t)': not in the base, but the delta needs it"
         case .baseShapeMismatch(let t, let e, let f): return "tensor '\(t)': base has shape \(f), delta expects \(e)"
+        case .baseDTypeMismatch(let t, let e, let f): return "tensor '\(t)': base stores \(f), delta expects \(e)"
         }
     }
 }

@@ -38,22 +38,22 @@ extension MergeTool {
         @Option(help: "Merge method: \(MergeMethod.allCases.map(\.rawValue).joined(separator: ", ")).")
         var method: String = "ties"
 
-        @Option(help: "Per-model weights, comma-separated (one value applies to all).")
+        @Option(help: "Per-model weights, comma-separated (one value applies to all); each \(ParameterRange.describe("weight")).")
         var weights: String?
 
-        @Option(help: "Per-model densities, the fraction of each task vector kept (comma-separated).")
+        @Option(help: "Per-model densities, the fraction of each task vector kept (comma-separated; \(ParameterRange.describe("density"))).")
         var density: String?
 
-        @Option(name: .customLong("lambda"), help: "Scale of the fused delta.")
+        @Option(name: .customLong("lambda"), help: "Scale of the fused delta, \(ParameterRange.describe("lambda")) (default 1).")
         var lambdaScale: Double?
 
-        @Option(help: "Breadcrumbs: fraction of largest entries dropped as outliers (default 0.01).")
+        @Option(help: "Breadcrumbs: fraction of largest entries dropped as outliers, \(ParameterRange.describe("gamma")) (default 0.01).")
         var gamma: Double?
 
-        @Option(help: "DELLA: spread of keep probabilities around the density (default 0.15).")
+        @Option(help: "DELLA: spread of keep probabilities around the density, \(ParameterRange.describe("epsilon")) (default 0.15).")
         var epsilon: Double?
 
-        @Option(name: .customLong("t"), help: "SLERP: interpolation factor from the base (0) to the other model (1).")
+        @Option(name: .customLong("t"), help: "SLERP: interpolation factor from the base (0) to the other model (1), \(ParameterRange.describe("t")).")
         var interpolation: Double?
 
         @Flag(help: "Model Stock: compute the interpolation factor per row.")
@@ -110,6 +110,14 @@ extension MergeTool {
             guard Convert.ggufTypes[type.lowercased()] != nil else {
                 throw ValidationError("unknown --type '\(type)'; choose one of \(Convert.ggufTypes.keys.sorted().joined(separator: ", "))")
             }
+            for (flag, name, value) in [("--lambda", "lambda", lambdaScale), ("--gamma", "gamma", gamma),
+                                        ("--epsilon", "epsilon", epsilon), ("--t", "t", interpolation)] {
+                if let value, let problem = ParameterRange.problem(name: name, value: value) {
+                    throw ValidationError("\(flag): \(problem)")
+                }
+            }
+            _ = try numbers(weights, "--weights", parameter: "weight")
+            _ = try numbers(density, "--density", parameter: "density")
         }
 
         func run() throws {
@@ -129,14 +137,28 @@ extension MergeTool {
                 if FileManager.default.fileExists(atPath: output) && !work.force {
                     throw CheckpointError.io(file: output, problem: "already exists (use --force to replace it)")
                 }
+                // The conversion reads config.json from the base folder: check before merging.
+                guard let templateFolder = folder(of: prepared.template.path) else {
+                    throw CheckpointError.conversion(file: prepared.template.path, problem: .needsModelFolder)
+                }
+                guard FileManager.default.fileExists(atPath: templateFolder + "/config.json") else {
+                    throw CheckpointError.conversion(file: templateFolder, problem: .missingConfigFile)
+                }
                 // The staging folder is a temporary of the output itself, so an interrupt
                 // removes it and a later run sweeps it up after a kill.
                 let stagingArea = try OutputPath(destination: output, isDirectory: true, overwrite: true)
                 defer { stagingArea.abort() }
                 let staging = stagingArea.temporaryPath(for: "merged")
                 try writeFolder(prepared, recipe: recipe, to: staging, overwrite: true)
-                let report = try FormatConversion.hfToGGUF(folder: staging, output: output, type: Convert.ggufTypes[type.lowercased()]!,
+                let report: FormatConversion.Report
+                do {
+                    report = try FormatConversion.hfToGGUF(folder: staging, output: output, type: Convert.ggufTypes[type.lowercased()]!,
                                                            overwrite: work.force, workers: work.workerCount)
+                } catch {
+                    // The staged folder is gone by the time the message is read; its files
+                    // come from the base folder, so that is what the message names.
+                    throw RelabeledError(error, replacing: staging, with: templateFolder)
+                }
                 for warning in report.warnings {
                     printError("warning: " + warning.replacingOccurrences(of: staging, with: prepared.template.path))
                 }
@@ -181,8 +203,8 @@ extension MergeTool {
             if let interpolation { parameters["t"] = .number(interpolation) }
             if filterWise { parameters["filter_wise"] = .number(1) }
             if let normalize { parameters["normalize"] = .number(normalize ? 1 : 0) }
-            let weightList = try numbers(weights, "--weights")
-            let densityList = try numbers(density, "--density")
+            let weightList = try numbers(weights, "--weights", parameter: "weight")
+            let densityList = try numbers(density, "--density", parameter: "density")
             var specs: [ModelSpec] = []
             for (i, path) in models.enumerated() {
                 var spec = ModelSpec(path: path)
@@ -199,13 +221,15 @@ extension MergeTool {
             return (plan, MergeRecipe.yaml(for: plan))
         }
 
-        private func numbers(_ text: String?, _ flag: String) throws -> [Double] {
+        /// A comma-separated list of values of `parameter`, each within its `ParameterRange`.
+        private func numbers(_ text: String?, _ flag: String, parameter: String) throws -> [Double] {
             guard let text else { return [] }
             var values: [Double] = []
             for part in text.split(separator: ",", omittingEmptySubsequences: false) {
-                guard let v = Double(part.trimmingCharacters(in: .whitespaces)), v.isFinite else {
+                guard let v = Double(part.trimmingCharacters(in: .whitespaces)) else {
                     throw ValidationError("\(flag): '\(part)' is not a number")
                 }
+                if let problem = ParameterRange.problem(name: parameter, value: v) { throw ValidationError("\(flag): \(problem)") }
                 values.append(v)
             }
             guard values.count == 1 || values.count == models.count else {

@@ -15,17 +15,22 @@ struct InputOptions: ParsableArguments {
 
 /// Options every command that writes an output shares.
 struct WorkOptions: ParsableArguments {
-    @Option(help: "Worker threads (default: one per core).")
+    /// The most worker threads a command starts; each holds its own buffers.
+    static let maximumThreads = 256
+
+    @Option(help: "Worker threads, 1 to \(WorkOptions.maximumThreads) (default: one per core).")
     var threads: Int?
 
     /// The threads to use.
-    var workerCount: Int { threads ?? ProcessInfo.processInfo.activeProcessorCount }
+    var workerCount: Int { threads ?? min(ProcessInfo.processInfo.activeProcessorCount, Self.maximumThreads) }
 
     @Flag(help: "Replace an existing output.")
     var force = false
 
     func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let threads, !(1...Self.maximumThreads).contains(threads) {
+            throw ValidationError("--threads must lie between 1 and \(Self.maximumThreads), got \(threads)")
+        }
     }
 }
 

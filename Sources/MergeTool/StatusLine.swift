@@ -8,12 +8,13 @@ final class StatusLine: @unchecked Sendable {
     private let lock = NSLock()
     private var shown = false
 
-    /// Replaces the line with `text`.
+    /// Replaces the line with `text` (its control characters shown as escapes).
     func update(_ text: String) {
         guard enabled else { return }
+        let visible = DiagnosticText.escapingControls(text, keepingLayout: false)
         lock.lock()
         defer { lock.unlock() }
-        FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
+        FileHandle.standardError.write(Data(("\r\u{1B}[K" + visible).utf8))
         shown = true
     }
 

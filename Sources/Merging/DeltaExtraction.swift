@@ -133,8 +133,11 @@ public enum DeltaExtraction {
             guard let b = base.tensor(named: r.name) else {
                 throw CheckpointError.delta(file: deltaPath, violation: .baseMissing(tensor: r.name))
             }
-            guard b.shape == r.shape, b.dtype == r.dtype else {
+            guard b.shape == r.shape else {
                 throw CheckpointError.delta(file: deltaPath, violation: .baseShapeMismatch(tensor: r.name, expected: r.shape, found: b.shape))
+            }
+            guard b.dtype == r.dtype else {
+                throw CheckpointError.delta(file: deltaPath, violation: .baseDTypeMismatch(tensor: r.name, expected: r.dtype, found: b.dtype))
             }
         }
         let specs = records.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }

@@ -249,6 +249,8 @@ public enum DeltaStatisticsError: Error, Equatable, CustomStringConvertible {
     case noSharedTensors(file: String, base: String)
     /// The checkpoints could not be read.
     case checkpoint(CheckpointError)
+    /// A tensor is block-quantized (GGUF), which the statistics passes do not read.
+    case quantized(file: String, tensor: String, dtype: DType)
 
     public var description: String {
         switch self {
@@ -258,6 +260,9 @@ public enum DeltaStatisticsError: Error, Equatable, CustomStringConvertible {
             return "\(f): shares no tensor with the base \(b) (not a fine-tune of it, or differently named tensors)"
         case .checkpoint(let e):
             return e.description
+        case .quantized(let f, let t, let d):
+            return "\(f): tensor '\(t)' is \(d); stats reads unquantized tensors (F32, F16, BF16, …): "
+                + "dequantize it first, e.g. merge-tool convert \(f) <folder> --dtype f32"
         }
     }
 }

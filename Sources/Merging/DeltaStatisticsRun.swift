@@ -80,6 +80,10 @@ struct StatisticsPlan {
                 skipped.append(SkippedTensor(name: entry.name, reason: "missing from a fine-tuned checkpoint"))
                 continue
             }
+            // The passes read element ranges of one value per stored element.
+            for (checkpoint, tensor) in zip([base] + tuned, [entry] + entries) where tensor.dtype.isQuantized {
+                throw .quantized(file: checkpoint.path, tensor: tensor.name, dtype: tensor.dtype)
+            }
             let dtypes = [entry.dtype] + entries.map(\.dtype)
             guard dtypes.allSatisfy({ $0.isFloatingPoint }) else {
                 skipped.append(SkippedTensor(name: entry.name, reason: "not floating point (\(dtypes.map(\.rawValue).joined(separator: ", ")))"))

@@ -16,6 +16,8 @@ public enum MergeError: Error, Equatable, CustomStringConvertible {
     case checkpoint(CheckpointError)
     /// An input tensor holds NaN or infinite values and `--strict` was given.
     case nonFiniteInput(file: String, tensor: String)
+    /// Finite inputs merged to values the output type cannot hold (they would be ±Inf or NaN).
+    case outputOutOfRange(tensor: String, dtype: DType)
 
     /// How many problems an error message lists before summarizing the rest.
     static let listedProblems = 8
@@ -39,6 +41,9 @@ public enum MergeError: Error, Equatable, CustomStringConvertible {
         case .checkpoint(let error): return error.description
         case .nonFiniteInput(let file, let tensor):
             return "\(file): tensor '\(tensor)' holds NaN or infinite values (--strict)"
+        case .outputOutOfRange(let tensor, let dtype):
+            let wider = dtype == .f32 ? "" : ", or write F32 with --dtype f32"
+            return "merged tensor '\(tensor)' has values beyond the range of \(dtype) (they would be written as Inf or NaN); lower the weights or lambda\(wider)"
         }
     }
 }

@@ -325,9 +325,22 @@ public final class MergeExecutor: @unchecked Sendable {
 
     /// Encodes `s.out` into the output bytes of `range`.
     private func store(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch, into bytes: UnsafeMutableRawBufferPointer) throws {
+        let values = UnsafeBufferPointer(rebasing: s.out[0..<range.count])
+        switch OutputRange.scan(values, as: job.outputDType) {
+        case .fits: break
+        case .tooLarge: throw MergeError.outputOutOfRange(tensor: job.name, dtype: job.outputDType)
+        case .nonFinite:
+            // NaN or infinite inputs (allowed without --strict, and reported) carry through;
+            // from finite inputs it is the arithmetic that overflowed.
+            let recorded = Set(nonFinite.names)
+            let sources = [(job.template, job.templateCheckpoint)] + job.inputs.map { ($0.tensor, $0.checkpoint) }
+            guard sources.contains(where: { recorded.contains("'\($0.0.name)' in \(merge.checkpoints[$0.1].path)") }) else {
+                throw MergeError.outputOutOfRange(tensor: job.name, dtype: job.outputDType)
+            }
+        }
         let target = UnsafeMutableRawBufferPointer(rebasing: bytes[MergeExecutor.byteRange(range, of: job.outputDType)])
         do {
-            try ElementCodec.encode(job.outputDType, from: UnsafeBufferPointer(rebasing: s.out[0..<range.count]), into: target)
+            try ElementCodec.encode(job.outputDType, from: values, into: target)
         } catch {
             throw MergeError.checkpoint(.codec(file: "output", tensor: job.name, problem: error))
         }

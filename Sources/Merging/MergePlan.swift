@@ -110,9 +110,28 @@ public struct MergePlan: Sendable, Equatable {
         }
     }
 
+    /// Every number a value can produce (gradients interpolate between their numbers,
+    /// so checking the numbers checks every value) against `ParameterRange`.
     private func checkNumbers(_ name: String, _ value: ParameterValue) throws(MergeError) {
-        for v in value.allNumbers where !v.isFinite {
-            throw .badParameter(name: name, problem: "\(v) is not a finite number")
+        for v in value.allNumbers {
+            if let problem = ParameterRange.problem(name: name, value: v) { throw .badParameter(name: name, problem: problem) }
+        }
+    }
+
+    /// With `normalize`, linear divides by Σ wᵢ: the weights one tensor gets must not
+    /// cancel to (nearly) 0.
+    func checkResolved(weights: [Float], normalize: Bool, tensor: String) throws(MergeError) {
+        guard method == .linear, normalize else { return }
+        var sum = 0.0, magnitude = 0.0
+        for w in weights {
+            sum += Double(w)
+            magnitude += abs(Double(w))
+        }
+        guard abs(sum) >= ParameterRange.minimumWeightSumShare * magnitude, sum != 0 else {
+            let list = weights.map { formatNumber(Double($0)) }.joined(separator: ", ")
+            throw .badParameter(
+                name: "weight",
+                problem: "the weights of '\(tensor)' (\(list)) sum to \(formatNumber(sum)), and normalizing divides by that sum (use --no-normalize or other weights)")
         }
     }
 
@@ -129,6 +148,14 @@ public struct MergePlan: Sendable, Equatable {
             }
         } else if d == 0, effectiveRescale == .inverse {
             throw .badParameter(name: "density", problem: "0 with --rescale inverse divides by zero (model \(model))")
+        }
+        // Inverse rescaling divides each kept entry by its keep probability.
+        let smallestKeep = sparsifier == .dellaMagprune ? d - epsilon : d
+        if effectiveRescale == .inverse, smallestKeep < ParameterRange.minimumInverseKeep {
+            let what = sparsifier == .dellaMagprune ? "density − epsilon" : "density"
+            throw .badParameter(
+                name: "density",
+                problem: "\(what) is \(formatNumber(smallestKeep)) for '\(tensor)' (model \(model)); --rescale inverse divides by it, so it must be at least \(formatNumber(ParameterRange.minimumInverseKeep))")
         }
     }
 }

@@ -15,24 +15,61 @@ public enum MergeRecipe {
     /// Global keys that configure the merge rather than weigh tensors.
     static let optionKeys: Set<String> = ["rescale", "consensus", "trim"]
 
+    /// The largest recipe file read; real recipes are a few kilobytes.
+    public static let maximumFileSize = 1 << 20
+    /// The most values a recipe's parameters may expand to (every number of every
+    /// gradient and filter list, counted once per use of a YAML alias).
+    public static let maximumParameterValues = 100_000
+
     /// Reads and parses the recipe at `path`, returning the plan and the recipe's text.
     public static func load(_ path: String) throws(MergeError) -> (plan: MergePlan, text: String) {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw .recipe(file: path, problem: "cannot read recipe: \(error.localizedDescription)")
-        }
+        let text = try readText(path)
         return (try parse(text, file: path), text)
+    }
+
+    /// The recipe's text: a regular file of at most `maximumFileSize` bytes of UTF-8.
+    /// Opened without blocking, so a FIFO or device is refused rather than waited on.
+    static func readText(_ path: String) throws(MergeError) -> String {
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw .recipe(file: path, problem: "cannot read recipe: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .recipe(file: path, problem: "cannot read recipe: \(String(cString: strerror(errno)))") }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw .recipe(file: path, problem: "not a regular file") }
+        guard info.st_size <= off_t(maximumFileSize) else {
+            throw .recipe(file: path, problem: "recipe is \(info.st_size) bytes, more than the \(maximumFileSize)-byte limit")
+        }
+        // One byte more than the limit is asked for, so a file that grew since fstat is caught.
+        var bytes = [UInt8](repeating: 0, count: maximumFileSize + 1)
+        var count = 0
+        while count < bytes.count {
+            let got = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
+            if got < 0 && errno == EINTR { continue }
+            guard got >= 0 else { throw .recipe(file: path, problem: "cannot read recipe: \(String(cString: strerror(errno)))") }
+            if got == 0 { break }
+            count += got
+        }
+        guard count <= maximumFileSize else {
+            throw .recipe(file: path, problem: "recipe is more than the \(maximumFileSize)-byte limit")
+        }
+        guard let text = String(validating: bytes[..<count], as: UTF8.self) else {
+            throw .recipe(file: path, problem: "not valid UTF-8")
+        }
+        return text
     }
 
     /// Parses recipe text; `file` names it in messages.
     public static func parse(_ text: String, file: String) throws(MergeError) -> MergePlan {
+        var budget = maximumParameterValues
+        return try parse(text, file: file, budget: &budget)
+    }
+
+    private static func parse(_ text: String, file: String, budget: inout Int) throws(MergeError) -> MergePlan {
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
         } catch {
-            throw .recipe(file: file, problem: "not valid YAML: \(String(describing: error).split(separator: "\n").joined(separator: " "))")
+            throw .recipe(file: file, problem: "not valid YAML: \(yamlProblem(error))")
         }
         guard let root, let top = root.mapping else {
             throw .recipe(file: file, problem: "a recipe is a mapping with merge_method, base_model and models")
@@ -72,7 +109,7 @@ public enum MergeRecipe {
                     guard let path = value.string else { throw .recipe(file: file, problem: "'model' must be a path\(at(value))") }
                     spec.path = path
                 case "parameters":
-                    spec.parameters = try parameters(value, file: file, allowOptions: false).values
+                    spec.parameters = try parameters(value, file: file, allowOptions: false, budget: &budget).values
                 default:
                     throw .recipe(file: file, problem: "unknown key '\(keyNode.string ?? "?")' in a model entry (expected model, parameters)\(at(keyNode))")
                 }
@@ -82,7 +119,7 @@ public enum MergeRecipe {
         }
 
         if let node = fields["parameters"] {
-            let parsed = try parameters(node, file: file, allowOptions: true)
+            let parsed = try parameters(node, file: file, allowOptions: true, budget: &budget)
             plan.parameters = parsed.values
             for (key, valueNode) in parsed.options {
                 try applyOption(key, valueNode, to: &plan, file: file)
@@ -112,7 +149,7 @@ public enum MergeRecipe {
     }
 
     /// A parameters mapping: weighing values, and (globally) the option keys kept as nodes.
-    private static func parameters(_ node: Node, file: String, allowOptions: Bool) throws(MergeError)
+    private static func parameters(_ node: Node, file: String, allowOptions: Bool, budget: inout Int) throws(MergeError)
         -> (values: [String: ParameterValue], options: [(String, Node)])
     {
         guard let mapping = node.mapping else { throw .recipe(file: file, problem: "'parameters' must be a mapping\(at(node))") }
@@ -124,12 +161,20 @@ public enum MergeRecipe {
                 options.append((key, value))
                 continue
             }
-            values[key] = try parameterValue(value, name: key, file: file)
+            values[key] = try parameterValue(value, name: key, file: file, budget: &budget)
         }
         return (values, options)
     }
 
-    private static func parameterValue(_ node: Node, name: String, file: String) throws(MergeError) -> ParameterValue {
+    /// Converts one parameter's node; each scalar, list and entry spends one unit of
+    /// `budget`, so aliases nested inside aliases cannot expand without bound.
+    private static func parameterValue(_ node: Node, name: String, file: String, budget: inout Int) throws(MergeError)
+        -> ParameterValue
+    {
+        budget -= 1
+        guard budget >= 0 else {
+            throw .recipe(file: file, problem: "parameters expand to more than \(maximumParameterValues) values (through YAML aliases?)")
+        }
         if let scalar = node.scalar {
             if let number = node.float ?? node.int.map(Double.init) { return .number(number) }
             if let flag = node.bool { return .number(flag ? 1 : 0) }
@@ -149,7 +194,7 @@ public enum MergeRecipe {
                         guard let filter = value.string else { throw .recipe(file: file, problem: "parameter '\(name)': 'filter' must be a string\(at(value))") }
                         entry.filter = filter
                     case "value":
-                        entry.value = try parameterValue(value, name: name, file: file)
+                        entry.value = try parameterValue(value, name: name, file: file, budget: &budget)
                         hasValue = true
                     default:
                         throw .recipe(file: file, problem: "parameter '\(name)': unknown key '\(keyNode.string ?? "?")' (expected filter, value)\(at(keyNode))")
@@ -162,6 +207,10 @@ public enum MergeRecipe {
         }
         var numbers: [Double] = []
         for item in items {
+            budget -= 1
+            guard budget >= 0 else {
+                throw .recipe(file: file, problem: "parameters expand to more than \(maximumParameterValues) values (through YAML aliases?)")
+            }
             guard let number = item.float ?? item.int.map(Double.init) else {
                 throw .recipe(file: file, problem: "parameter '\(name)': gradient entries must be numbers\(at(item))")
             }
@@ -190,6 +239,29 @@ public enum MergeRecipe {
                 throw .recipe(file: file, problem: "'trim' must be tensor or global\(at(node))")
             }
             plan.trim = scope
+        }
+    }
+
+    /// A Yams error as a short message: where and what, without the snippet of the
+    /// offending line Yams appends (a recipe line may be megabytes long).
+    static func yamlProblem(_ error: any Error) -> String {
+        guard let error = error as? YamlError else { return "\(error)" }
+        func place(_ context: YamlError.Context?, _ problem: String, _ mark: Mark) -> String {
+            var text = "line \(mark.line), column \(mark.column): \(problem)"
+            if let context { text += " (\(context.text) at line \(context.mark.line), column \(context.mark.column))" }
+            return text
+        }
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+             .composer(let context, let problem, let mark, _):
+            return place(context, problem, mark)
+        case .reader(let problem, let offset, _, _):
+            return offset.map { "\(problem) at byte \($0)" } ?? problem
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            let keys = duplicates.sorted().map { "'\($0)'" }.joined(separator: ", ")
+            return "line \(context.mark.line): keys given twice in one mapping: \(keys)"
+        default:
+            return String(describing: error).split(separator: "\n").first.map(String.init) ?? "unreadable"
         }
     }
 

@@ -96,3 +96,44 @@ public enum LayerPosition {
         return layerCount > 1 ? Double(layer) / Double(layerCount - 1) : 1
     }
 }
+
+/// The values each numeric merge parameter may take: finite, and bounded so that the
+/// Float32 arithmetic of a merge stays finite on real weights (a delta times a weight
+/// times λ is at most 10¹² times the delta). One table for flags and recipes alike;
+/// docs/merging.md states the same ranges.
+public enum ParameterRange {
+    /// The largest |weight| and |lambda|.
+    public static let maximumScale = 1e6
+    /// The smallest keep probability (density, or density − epsilon for DELLA) that
+    /// `--rescale inverse` divides by.
+    public static let minimumInverseKeep = 1e-6
+    /// With `normalize`, |Σ wᵢ| must be at least this share of Σ |wᵢ|: dividing by a
+    /// sum that cancels to nearly 0 would blow the result up (or divide by zero).
+    public static let minimumWeightSumShare = 1e-6
+
+    /// The allowed values of parameter `name`; nil for a parameter with no bound
+    /// beyond being finite (flags such as `normalize`).
+    public static func bounds(of name: String) -> ClosedRange<Double>? {
+        switch name {
+        case "weight", "lambda": return -maximumScale...maximumScale
+        case "density": return 0...Double.greatestFiniteMagnitude
+        case "gamma", "epsilon", "t": return 0...1
+        default: return nil
+        }
+    }
+
+    /// Why `value` is not allowed for parameter `name`, or nil when it is.
+    public static func problem(name: String, value: Double) -> String? {
+        guard value.isFinite else { return "\(value) is not a finite number" }
+        guard let range = bounds(of: name), !range.contains(value) else { return nil }
+        if range.upperBound == .greatestFiniteMagnitude { return "\(formatNumber(value)) is negative" }
+        return "\(formatNumber(value)) lies outside [\(formatNumber(range.lowerBound)), \(formatNumber(range.upperBound))]"
+    }
+
+    /// The range of `name` as help text shows it.
+    public static func describe(_ name: String) -> String {
+        guard let range = bounds(of: name) else { return "any finite number" }
+        if range.upperBound == .greatestFiniteMagnitude { return "at least \(formatNumber(range.lowerBound))" }
+        return "\(formatNumber(range.lowerBound)) to \(formatNumber(range.upperBound))"
+    }
+}

@@ -136,6 +136,7 @@ public final class PreparedMerge: Sendable {
         }
         if !problems.isEmpty { throw .incompatibleInputs(base: templatePath, problems: problems) }
         for j in jobs where j.kind == .merge {
+            try plan.checkResolved(weights: j.weights, normalize: j.normalize, tensor: j.name)
             for m in 0..<contributing.count {
                 try plan.checkResolved(density: j.densities[m], epsilon: j.epsilons[m], model: contributing[m].path,
                                        tensor: j.name)
