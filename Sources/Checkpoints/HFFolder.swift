@@ -70,9 +70,10 @@ public enum HFFolder {
         return entries
     }
 
-    /// True for a name that stays inside its folder: no separators, not `.` or `..`, not empty.
+    /// True for a name that stays inside its folder: no separators, not `.` or `..`, not empty
+    /// (checked on the name's bytes, see `FilePaths`).
     public static func isPlainFileName(_ name: String) -> Bool {
-        !name.isEmpty && name != "." && name != ".." && !name.contains("/") && !name.contains("\0")
+        FilePaths.isPlainFileName(name)
     }
 
     private static func openSharded(folder: String, indexPath: String, followSymlinks: Bool) throws(CheckpointError) -> Checkpoint {
@@ -112,15 +113,20 @@ public enum HFFolder {
     }
 
     private static func openShard(_ shardPath: String, name: String, folder: String, followSymlinks: Bool) throws(CheckpointError) -> MappedFile {
-        if !followSymlinks {
-            var info = stat()
-            if lstat(shardPath, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK {
-                guard let real = realPath(shardPath), let root = realPath(folder), real.hasPrefix(root + "/") else {
-                    throw .folder(file: shardPath, problem: .symlinkOutside(shard: name))
-                }
-            }
+        if !followSymlinks && !staysInside(shardPath, folder: folder) {
+            throw .folder(file: shardPath, problem: .symlinkOutside(shard: name))
         }
         return try MappedFile(path: shardPath)
+    }
+
+    /// The link rule for every file taken from a model folder (shards and side files):
+    /// false when `path` is a link whose target lies outside `folder`, compared as
+    /// resolved bytes. A file that is not a link always stays inside.
+    public static func staysInside(_ path: String, folder: String) -> Bool {
+        var info = stat()
+        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK else { return true }
+        guard let real = FilePaths.resolved(path), let root = FilePaths.resolved(folder) else { return false }
+        return real != root && FilePaths.lies(real, within: root)
     }
 
     static func fileExists(_ path: String) -> Bool {

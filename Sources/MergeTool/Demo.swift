@@ -21,22 +21,43 @@ extension MergeTool {
         @Option(help: "Folder for every model the demo trains and merges.")
         var out: String = "paft-demo"
 
+        @Flag(help: "Replace the models and results of an earlier run in the folder.")
+        var force = false
+
         func run() throws {
             OutputPath.installInterruptCleanup()
             try reportingErrors {
+                let demo = PAFTDemo(folder: out)
+                if !force { try refuseReplacing(demo) }
                 let status = StatusLine()
                 let started = Date()
-                let result = try PAFTDemo(folder: out).run(merger: EngineMerger()) { line in
+                let result = try demo.run(merger: EngineMerger()) { line in
                     status.update("[\(Int(Date().timeIntervalSince(started))) s] \(line)")
                 }
                 status.finish()
                 let text = "## Every model × every metric\n\n\(result.markdownTable)\n\n## Task vectors\n\n\(result.statistics)\n"
-                guard FileManager.default.createFile(atPath: out + "/results.md", contents: Data(text.utf8)) else {
+                let results = try OutputPath(destination: out + "/results.md", isDirectory: false, overwrite: true)
+                guard FileManager.default.createFile(atPath: results.temporary, contents: Data(text.utf8)) else {
                     throw TrainingError.io(file: out + "/results.md", problem: "cannot write")
                 }
+                try results.commit()
                 printOutput(text)
                 printOutput("total \(Int(Date().timeIntervalSince(started))) s; models and results.md in \(out)")
             }
+        }
+    }
+}
+
+extension MergeTool.Demo {
+    /// Without --force, an existing output of the demo is refused, except a base
+    /// that holds a model of the demo's shape (reused as the run's base).
+    func refuseReplacing(_ demo: PAFTDemo) throws {
+        for name in demo.outputNames() {
+            let path = demo.path(name)
+            var info = stat()
+            guard lstat(path, &info) == 0 else { continue }
+            if name == "base", let model = try? ModelFolder.load(path), model.config == demo.config { continue }
+            throw CheckpointError.io(file: path, problem: "already exists (use --force to replace it)")
         }
     }
 }

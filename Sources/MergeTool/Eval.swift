@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoints
 import Training
 
 extension MergeTool {
@@ -33,6 +34,7 @@ extension MergeTool {
         }
 
         func run() throws {
+            OutputPath.installInterruptCleanup()
             try reportingErrors {
                 let policy = try ModelFolder.load(model)
                 let reference = try base.map { (path) throws(TrainingError) in try ModelFolder.load(path) }

@@ -222,6 +222,7 @@ extension MergeTool {
         func checkOutput(_ plan: MergePlan) throws {
             var inputs = plan.models.map(\.path)
             if let base = plan.base { inputs.append(base) }
+            if let tokenizerSource = plan.tokenizerSource { inputs.append(tokenizerSource) }
             if let config { inputs.append(config) }
             try refuseOverwritingInput(output: output, inputs: inputs)
         }

@@ -4,6 +4,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Checkpoints
 import Training
 
 extension TrainingTask: ExpressibleByArgument {}
@@ -90,7 +91,9 @@ extension MergeTool {
         }
 
         func run() throws {
+            OutputPath.installInterruptCleanup()
             try reportingErrors {
+                try refuseOverwritingInput(output: output, inputs: [base, config, data].compactMap { $0 })
                 let model: LlamaModel
                 if let base {
                     model = try ModelFolder.load(base)

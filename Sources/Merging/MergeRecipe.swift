@@ -17,11 +17,15 @@ public enum MergeRecipe {
 
     /// Reads and parses the recipe at `path`, returning the plan and the recipe's text.
     public static func load(_ path: String) throws(MergeError) -> (plan: MergePlan, text: String) {
-        let text: String
+        let bytes: [UInt8]
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
+            bytes = try InputFile.readAll(path, cap: InputFile.maximumRecipeSize, what: "a recipe")
         } catch {
-            throw .recipe(file: path, problem: "cannot read recipe: \(error.localizedDescription)")
+            guard case .io(_, let problem) = error else { throw .checkpoint(error) }
+            throw .recipe(file: path, problem: "cannot read recipe: \(problem)")
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw .recipe(file: path, problem: "not valid UTF-8")
         }
         return (try parse(text, file: path), text)
     }

@@ -4,6 +4,9 @@ import Checkpoints
 /// `{"prompt", "response"}` for SFT, `{"prompt", "chosen", "rejected"}` for
 /// preferences and `{"text"}` for pretraining. Blank lines are skipped.
 public enum JSONLData {
+    /// The cap on one line (one example), parsed whole.
+    public static let maximumLineSize = 16 << 20
+
     /// Instruction examples from `path`.
     public static func instructions(_ path: String) throws(TrainingError) -> [InstructionExample] {
         var examples: [InstructionExample] = []
@@ -53,6 +56,10 @@ public enum JSONLData {
             var end = start
             while end < bytes.count && bytes[end] != 0x0A { end += 1 }
             line += 1
+            guard end - start <= maximumLineSize else {
+                throw .data(file: path, line: line,
+                            problem: "line is \(end - start) bytes, more than the \(InputFile.describeSize(maximumLineSize)) a line may have")
+            }
             let slice = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
             start = end + 1
             if slice.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
