@@ -119,6 +119,17 @@ public enum HFFolder {
         return try MappedFile(path: shardPath)
     }
 
+    /// The path of the side file `name` (config, tokenizer, …) of `folder`, checked
+    /// against the link rule of shards: a link leaving the folder is refused unless
+    /// `Checkpoint.followsSymlinks`.
+    public static func sideFile(_ name: String, in folder: String) throws(CheckpointError) -> String {
+        let path = folder + "/" + name
+        guard Checkpoint.followsSymlinks || staysInside(path, folder: folder) else {
+            throw .io(file: path, problem: "is a link to a file outside the model folder (--follow-symlinks allows it)")
+        }
+        return path
+    }
+
     /// The link rule for every file taken from a model folder (shards and side files):
     /// false when `path` is a link whose target lies outside `folder`, compared as
     /// resolved bytes. A file that is not a link always stays inside.

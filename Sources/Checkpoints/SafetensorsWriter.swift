@@ -167,12 +167,11 @@ public final class HFFolderWriter: @unchecked Sendable {
     public func copyFile(from source: String, as name: String? = nil) throws(CheckpointError) {
         let bytes = Array(source.utf8)
         let cut = bytes.lastIndex(of: UInt8(ascii: "/"))
-        let target = name ?? String(decoding: bytes[(cut.map { $0 + 1 } ?? 0)...], as: UTF8.self)
+        let sourceName = String(decoding: bytes[(cut.map { $0 + 1 } ?? 0)...], as: UTF8.self)
+        let target = name ?? sourceName
         guard HFFolder.isPlainFileName(target) else { throw .io(file: target, problem: "not a plain file name") }
         let folder = cut.map { $0 == 0 ? "/" : String(decoding: bytes[..<$0], as: UTF8.self) } ?? "."
-        guard Checkpoint.followsSymlinks || HFFolder.staysInside(source, folder: folder) else {
-            throw .io(file: source, problem: "is a link to a file outside the model folder (--follow-symlinks allows it)")
-        }
+        _ = try HFFolder.sideFile(sourceName, in: folder)
         // Copy the contents, not a link: side files in a hub cache are links to blobs
         // that a relative link in the output would no longer reach.
         try NewFile.copy(from: source, to: output.temporaryPath(for: target), display: output.destination + "/" + target)

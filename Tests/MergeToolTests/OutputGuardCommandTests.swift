@@ -197,6 +197,18 @@ func runTool(_ arguments: [String], within seconds: Double, limits: String = "")
         #expect(FileManager.default.contents(atPath: dir + "/out/tokenizer.json") == Data("private".utf8))
     }
 
+    @Test(arguments: [["convert", "{dir}/base", "{dir}/out.gguf"], ["convert", "{dir}/base", "{dir}/out", "--dtype", "f32"]])
+    func aConfigLinkLeavingTheModelFolderIsNotRead(arguments: [String]) throws {
+        let dir = scratchFolder()
+        try FileManager.default.copyItem(atPath: fixture("safetensors/tiny-llama"), toPath: dir + "/base")
+        try FileManager.default.moveItem(atPath: dir + "/base/config.json", toPath: dir + "/elsewhere.json")
+        try FileManager.default.createSymbolicLink(atPath: dir + "/base/config.json", withDestinationPath: dir + "/elsewhere.json")
+        let result = try runTool(arguments.map { $0.replacingOccurrences(of: "{dir}", with: dir) })
+        #expect(result.status == 1)
+        #expect(result.err == "error: \(dir)/base/config.json: is a link to a file outside the model folder (--follow-symlinks allows it)\n")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["base", "elsewhere.json"])
+    }
+
     @Test func aLargeSideFileIsCopiedInBoundedMemory() throws {
         let dir = scratchFolder()
         try FileManager.default.copyItem(atPath: fixture("safetensors/tiny-llama"), toPath: dir + "/base")

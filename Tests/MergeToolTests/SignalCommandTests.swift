@@ -33,6 +33,12 @@ import Testing
         }
         #expect(ready, "the run ended before it could be interrupted")
         process.terminate()
+        let deadline = Date().addingTimeInterval(30)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            Issue.record("SIGTERM did not end the run")
+        }
         process.waitUntilExit()
         #expect(process.terminationReason == .exit && process.terminationStatus == 128 + SIGTERM,
                 "status \(process.terminationStatus)")
