@@ -26,19 +26,27 @@ public final class OutputPath: @unchecked Sendable {
     /// True when the output is a folder.
     public let isDirectory: Bool
     private let overwrite: Bool
+    /// The folder holding the destination.
+    private let parent: String
     private let lock = NSLock()
     private var finished = false
 
     /// Prepares a temporary for `destination`. Fails when the parent folder is
     /// missing, or when `destination` exists and `overwrite` is false.
     public init(destination: String, isDirectory: Bool, overwrite: Bool) throws(CheckpointError) {
-        var dest = destination
-        while dest.count > 1 && dest.hasSuffix("/") { dest.removeLast() }
+        // The path is split on its bytes (see `FilePaths`): "/" followed by a combining
+        // mark is one Character, but still a separator to the file system.
+        let slash = UInt8(ascii: "/")
+        var bytes = Array(destination.utf8)
+        while bytes.count > 1 && bytes.last == slash { bytes.removeLast() }
+        let dest = String(decoding: bytes, as: UTF8.self)
         self.destination = dest
         self.isDirectory = isDirectory
         self.overwrite = overwrite
-        let url = URL(fileURLWithPath: dest)
-        let parent = url.deletingLastPathComponent().path
+        let cut = bytes.lastIndex(of: slash)
+        let name = String(decoding: bytes[(cut.map { $0 + 1 } ?? 0)...], as: UTF8.self)
+        let parent = cut.map { $0 == 0 ? "/" : String(decoding: bytes[..<$0], as: UTF8.self) } ?? "."
+        self.parent = parent
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
             throw .io(file: dest, problem: "parent folder \(parent) does not exist")
@@ -47,7 +55,7 @@ public final class OutputPath: @unchecked Sendable {
             throw .io(file: dest, problem: "already exists (use --force to replace it)")
         }
         let token = String(UInt64.random(in: 0...UInt64.max), radix: 36)
-        let prefix = "." + url.lastPathComponent + ".partial-"
+        let prefix = "." + name + ".partial-"
         OutputPath.removeAbandoned(in: parent, prefix: prefix, destination: dest)
         temporary = parent + "/" + prefix + "\(getpid())-" + token
         // Registered before it exists, so a signal arriving in between still removes it.
@@ -96,7 +104,7 @@ public final class OutputPath: @unchecked Sendable {
                 throw .io(file: destination, problem: "cannot move output into place: \(String(cString: strerror(errno)))")
             }
         }
-        syncDirectory(URL(fileURLWithPath: destination).deletingLastPathComponent().path)
+        syncDirectory(parent)
         finished = true
         PendingOutputs.shared.remove(temporary)
     }
@@ -116,13 +124,16 @@ public final class OutputPath: @unchecked Sendable {
     /// output displaced by a replacement that was cut short is put back when the
     /// destination is missing.
     static func removeAbandoned(in parent: String, prefix: String, destination: String) {
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix(prefix) {
-            let rest = name.dropFirst(prefix.count)
+        let prefixBytes = Array(prefix.utf8)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] {
+            let nameBytes = Array(name.utf8)
+            guard nameBytes.starts(with: prefixBytes) else { continue }
+            let rest = String(decoding: nameBytes[prefixBytes.count...], as: UTF8.self)
             guard let dash = rest.firstIndex(of: "-"), let pid = Int32(rest[..<dash]) else { continue }
             guard kill(pid, 0) != 0 && errno == ESRCH else { continue }
             let path = parent + "/" + name
             var info = stat()
-            if name.hasSuffix(".old") && lstat(destination, &info) != 0 && rename(path, destination) == 0 { continue }
+            if nameBytes.reversed().starts(with: Array(".old".utf8).reversed()) && lstat(destination, &info) != 0 && rename(path, destination) == 0 { continue }
             try? FileManager.default.removeItem(atPath: path)
         }
     }

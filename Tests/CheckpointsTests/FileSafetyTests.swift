@@ -156,6 +156,26 @@ import Testing
         #expect(listing(dir) == ["out"])
     }
 
+    @Test func theSweepKeepsToItsOwnDestinationsBytes() throws {
+        let dir = temporaryFolder()
+        // A displaced old output of the decomposed spelling must not be restored under,
+        // or swept by, a run writing the precomposed one.
+        let displaced = dir + "/." + Self.decomposed + ".partial-2147483646-x.old"
+        try makeFolder(displaced)
+        let output = try OutputPath(destination: dir + "/" + Self.composed, isDirectory: true, overwrite: true)
+        output.abort()
+        #expect(listing(dir) == ["." + Self.decomposed + ".partial-2147483646-x.old"])
+        #expect(!FileManager.default.fileExists(atPath: dir + "/" + Self.composed))
+    }
+
+    @Test func aTemporaryIsASiblingEvenWhenTheNameStartsWithACombiningMark() throws {
+        let dir = temporaryFolder()
+        try makeFolder(dir + "/sub")
+        let output = try OutputPath(destination: dir + "/sub/\u{301}m", isDirectory: false, overwrite: false)
+        #expect(Array(output.temporary.utf8).starts(with: Array((dir + "/sub/.\u{301}m.partial-").utf8)))
+        output.abort()
+    }
+
     @Test func aDisplacedOutputIsRemovedWhenTheDestinationExists() throws {
         let dir = temporaryFolder()
         try makeFolder(dir + "/out")
