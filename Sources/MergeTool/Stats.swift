@@ -87,7 +87,7 @@ extension MergeTool {
             inputOptions.apply()
             try reportingErrors {
                 if let plot {
-                    try refuseOverwritingInput(output: plot, inputs: [base] + tuned)
+                    try OutputGuard.check(output: plot, inputs: [base] + tuned)
                     var info = stat()
                     if stat(plot, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR {
                         throw CheckpointError.io(file: plot, problem: "is a folder; --plot names the .svg file to write")

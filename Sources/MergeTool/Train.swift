@@ -93,7 +93,7 @@ extension MergeTool {
         func run() throws {
             OutputPath.installInterruptCleanup()
             try reportingErrors {
-                try refuseOverwritingInput(output: output, inputs: [base, config, data].compactMap { $0 })
+                try OutputGuard.check(output: output, inputs: [base, config, data].compactMap { $0 })
                 let model: LlamaModel
                 if let base {
                     model = try ModelFolder.load(base)
