@@ -39,7 +39,8 @@ public enum HFFolder {
     public static func readIndex(_ indexPath: String) throws(CheckpointError) -> [(tensor: String, shard: String)] {
         let file = try MappedFile(path: indexPath)
         guard file.size <= maximumIndexSize else {
-            throw .folder(file: indexPath, problem: .badIndex("index is \(file.size) bytes, larger than any real index"))
+            throw .folder(file: indexPath, problem: .badIndex(
+                "index is \(file.size) bytes, more than the \(InputFile.describeSize(maximumIndexSize)) an index may have"))
         }
         do {
             return try parseIndex(file.bytes)

@@ -225,6 +225,28 @@ func runTool(_ arguments: [String], within seconds: Double, limits: String = "")
         #expect(attributes[.size] as? Int == 256 << 20)
     }
 
+    @Test func aTokenizerLargerThanTheCapIsNotParsed() throws {
+        let dir = scratchFolder()
+        try FileManager.default.copyItem(atPath: fixture("safetensors/tiny-llama"), toPath: dir + "/base")
+        let path = dir + "/base/tokenizer.json"
+        #expect(FileManager.default.createFile(atPath: path, contents: nil))
+        #expect(truncate(path, (256 << 20) + 1) == 0)
+        let result = try runTool(["convert", dir + "/base", dir + "/out.gguf"])
+        #expect(result.status == 1)
+        #expect(result.err == "error: \(path): is \((256 << 20) + 1) bytes, more than the 256 MiB a JSON file may have\n")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/out.gguf"))
+    }
+
+    @Test func aShardIndexLargerThanTheCapIsRefused() throws {
+        let dir = scratchFolder()
+        try FileManager.default.copyItem(atPath: fixture("safetensors/tiny-llama-sharded"), toPath: dir + "/base")
+        let path = dir + "/base/model.safetensors.index.json"
+        #expect(truncate(path, (64 << 20) + 1) == 0)
+        let result = try runTool(["inspect", dir + "/base"])
+        #expect(result.status == 1)
+        #expect(result.err == "error: \(path): bad index: index is \((64 << 20) + 1) bytes, more than the 64 MiB an index may have\n")
+    }
+
     @Test func aRecipeLargerThanTheCapIsRefused() throws {
         let dir = scratchFolder()
         let recipe = dir + "/r.yml"
