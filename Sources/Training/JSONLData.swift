@@ -48,7 +48,12 @@ public enum JSONLData {
 
     private static func forEachLine(_ path: String, _ body: (Int, JSONValue) throws(TrainingError) -> Void) throws(TrainingError) {
         let file: MappedFile
-        do { file = try MappedFile(path: path) } catch { throw .io(file: path, problem: "cannot read (\(error))") }
+        do {
+            file = try MappedFile(path: path)
+        } catch {
+            guard case .io(_, let problem) = error else { throw .io(file: path, problem: "cannot read (\(error))") }
+            throw .io(file: path, problem: "cannot read: \(problem)")
+        }
         let bytes = file.bytes
         var start = 0
         var line = 0

@@ -167,7 +167,8 @@ extension LlamaConfig {
             let bytes = try InputFile.readAll(path, cap: maximumFileSize, what: "a config.json")
             text = String(decoding: bytes, as: UTF8.self)
         } catch {
-            throw .config(file: path, problem: "cannot read (\(error))")
+            guard case .io(_, let problem) = error else { throw .config(file: path, problem: "cannot read (\(error))") }
+            throw .config(file: path, problem: "cannot read: \(problem)")
         }
         return try parse(text, file: path)
     }

@@ -179,6 +179,9 @@ func runTool(_ arguments: [String], within seconds: Double, limits: String = "")
         #expect(!result.timedOut, "blocked opening the FIFO")
         #expect(result.status == 1)
         #expect(result.err.hasPrefix("error: ") && result.err.contains("not a regular file (a FIFO)"), "\(result.err)")
+        let named = result.err.contains(fifo) ? fifo : dir + "/model/config.json"
+        #expect(result.err.filter { $0 == "\n" }.count == 1 && result.err.components(separatedBy: named).count == 2,
+                "one line naming the file once: \(result.err)")
     }
 
     @Test func aSideFileLinkLeavingTheBaseFolderNeedsFollowSymlinks() throws {
@@ -274,6 +277,6 @@ func runTool(_ arguments: [String], within seconds: Double, limits: String = "")
         try ("{}" + String(repeating: " ", count: 17 << 20)).write(toFile: config, atomically: true, encoding: .utf8)
         let result = try runTool(["train", "pretrain", "--config", config, "--steps", "1", "-o", dir + "/out"])
         #expect(result.status == 1)
-        #expect(result.err.contains("more than the 16 MiB a config.json may have"), "\(result.err)")
+        #expect(result.err == "error: \(config): cannot read: is \((17 << 20) + 2) bytes, more than the 16 MiB a config.json may have\n")
     }
 }
