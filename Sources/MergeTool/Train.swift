@@ -76,6 +76,8 @@ extension MergeTool {
         @Flag(help: "Replace the output folder if it exists.")
         var force = false
 
+        @OptionGroup var inputOptions: InputOptions
+
         func validate() throws {
             if task != .pretrain && base == nil { throw ValidationError("\(task.rawValue) needs --base") }
             if base != nil && config != nil { throw ValidationError("--config and --base exclude each other") }
@@ -92,6 +94,7 @@ extension MergeTool {
 
         func run() throws {
             OutputPath.installInterruptCleanup()
+            inputOptions.apply()
             try reportingErrors {
                 try OutputGuard.check(output: output, inputs: [base, config, data].compactMap { $0 })
                 let model: LlamaModel

@@ -212,6 +212,17 @@ func runTool(_ arguments: [String], within seconds: Double, limits: String = "")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["base", "elsewhere.json"])
     }
 
+    @Test func aTrainingBaseWhoseConfigLinksOutsideIsRefused() throws {
+        let dir = scratchFolder()
+        #expect(try runTool(["train", "pretrain", "--steps", "1", "-o", dir + "/base"]).status == 0)
+        try FileManager.default.moveItem(atPath: dir + "/base/config.json", toPath: dir + "/elsewhere.json")
+        try FileManager.default.createSymbolicLink(atPath: dir + "/base/config.json", withDestinationPath: dir + "/elsewhere.json")
+        let result = try runTool(["eval", dir + "/base"])
+        #expect(result.status == 1)
+        #expect(result.err == "error: \(dir)/base/config.json: is a link to a file outside the model folder (--follow-symlinks allows it)\n")
+        #expect(try runTool(["eval", dir + "/base", "--follow-symlinks"]).status == 0)
+    }
+
     @Test func aLargeSideFileIsCopiedInBoundedMemory() throws {
         let dir = scratchFolder()
         try FileManager.default.copyItem(atPath: fixture("safetensors/tiny-llama"), toPath: dir + "/base")
