@@ -47,7 +47,7 @@ public enum FormatConversion {
         guard HFFolder.fileExists(configPath) else {
             throw .conversion(file: folder, problem: .missingConfigFile)
         }
-        let hp = try LlamaHyperparameters.read(configAt: configPath)
+        let hp = try LlamaHyperparameters.read(configAt: HFFolder.sideFile("config.json", in: folder))
         var warnings: [String] = []
         let tokenizer = try GGUFTokenizer.read(folder: folder, vocabSize: hp.vocabSize)
         if tokenizer == nil { warnings.append("\(folder): no tokenizer.json; the GGUF file has no tokenizer keys") }
@@ -182,7 +182,7 @@ public enum FormatConversion {
             if FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory), isDirectory.boolValue {
                 for name in sideFiles(in: input) {
                     if name == "config.json", let dtype {
-                        let config = try readJSONFile(input + "/config.json")
+                        let config = try readJSONFile(HFFolder.sideFile("config.json", in: input))
                         try folderWriter.writeFile(name: name, contents: Array((withTorchDType(config, dtype).prettyText + "\n").utf8))
                     } else {
                         try folderWriter.copyFile(from: input + "/" + name)

@@ -41,7 +41,8 @@ public enum HFFolder {
     public static func readIndex(_ indexPath: String) throws(CheckpointError) -> [(tensor: String, shard: String)] {
         let file = try MappedFile(path: indexPath)
         guard file.size <= maximumIndexSize else {
-            throw .folder(file: indexPath, problem: .badIndex("index is \(file.size) bytes, larger than any real index"))
+            throw .folder(file: indexPath, problem: .badIndex(
+                "index is \(file.size) bytes, more than the \(InputFile.describeSize(maximumIndexSize)) an index may have"))
         }
         do {
             return try parseIndex(file.bytes)
@@ -72,9 +73,10 @@ public enum HFFolder {
         return entries
     }
 
-    /// True for a name that stays inside its folder: no separators, not `.` or `..`, not empty.
+    /// True for a name that stays inside its folder: no separators, not `.` or `..`, not empty
+    /// (checked on the name's bytes, see `FilePaths`).
     public static func isPlainFileName(_ name: String) -> Bool {
-        !name.isEmpty && name != "." && name != ".." && !name.contains("/") && !name.contains("\0")
+        FilePaths.isPlainFileName(name)
     }
 
     private static func openSharded(folder: String, indexPath: String, followSymlinks: Bool) throws(CheckpointError) -> Checkpoint {
@@ -114,15 +116,31 @@ public enum HFFolder {
     }
 
     private static func openShard(_ shardPath: String, name: String, folder: String, followSymlinks: Bool) throws(CheckpointError) -> MappedFile {
-        if !followSymlinks {
-            var info = stat()
-            if lstat(shardPath, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK {
-                guard let real = realPath(shardPath), let root = realPath(folder), real.hasPrefix(root + "/") else {
-                    throw .folder(file: shardPath, problem: .symlinkOutside(shard: name))
-                }
-            }
+        if !followSymlinks && !staysInside(shardPath, folder: folder) {
+            throw .folder(file: shardPath, problem: .symlinkOutside(shard: name))
         }
         return try MappedFile(path: shardPath)
+    }
+
+    /// The path of the side file `name` (config, tokenizer, …) of `folder`, checked
+    /// against the link rule of shards: a link leaving the folder is refused unless
+    /// `Checkpoint.followsSymlinks`.
+    public static func sideFile(_ name: String, in folder: String) throws(CheckpointError) -> String {
+        let path = folder + "/" + name
+        guard Checkpoint.followsSymlinks || staysInside(path, folder: folder) else {
+            throw .io(file: path, problem: "is a link to a file outside the model folder (--follow-symlinks allows it)")
+        }
+        return path
+    }
+
+    /// The link rule for every file taken from a model folder (shards and side files):
+    /// false when `path` is a link whose target lies outside `folder`, compared as
+    /// resolved bytes. A file that is not a link always stays inside.
+    public static func staysInside(_ path: String, folder: String) -> Bool {
+        var info = stat()
+        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK else { return true }
+        guard let real = FilePaths.resolved(path), let root = FilePaths.resolved(folder) else { return false }
+        return real != root && FilePaths.lies(real, within: root)
     }
 
     static func fileExists(_ path: String) -> Bool {

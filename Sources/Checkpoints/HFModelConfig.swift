@@ -216,7 +216,9 @@ public enum ConversionProblem: Error, Equatable, Sendable, CustomStringConvertib
 /// Reads and parses a JSON file of at most 256 MiB.
 public func readJSONFile(_ path: String, rejectDuplicateKeys: Bool = true) throws(CheckpointError) -> JSONValue {
     let file = try MappedFile(path: path)
-    guard file.size <= 256 << 20 else { throw .io(file: path, problem: "JSON file of \(file.size) bytes is too large") }
+    guard file.size <= InputFile.maximumJSONSize else {
+        throw .io(file: path, problem: "is \(file.size) bytes, more than the \(InputFile.describeSize(InputFile.maximumJSONSize)) a JSON file may have")
+    }
     guard SafetensorsReader.validateUTF8(file.bytes) else { throw .io(file: path, problem: "not valid UTF-8") }
     do {
         return try JSONParser.parse(file.bytes, rejectDuplicateKeys: rejectDuplicateKeys)

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Foundation
 
 /// A read-only memory map of a whole file.
 ///
@@ -17,28 +18,30 @@ public final class MappedFile: @unchecked Sendable {
     /// Size of the file in bytes when it was mapped.
     public let size: Int
     private let base: UnsafeRawPointer?
+    /// This map's entry in the table the SIGBUS handler consults.
+    private let region: Int?
 
-    /// Maps `path` (`open(2)` + `fstat(2)` + `mmap(2)`); the descriptor is closed at once.
+    /// Maps `path` (`InputFile.open` + `mmap(2)`); the descriptor is closed at once.
+    /// Refuses anything but a regular file, without blocking on a FIFO.
     public init(path: String) throws(CheckpointError) {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .io(file: path, problem: String(cString: strerror(errno))) }
+        let (fd, size) = try InputFile.open(path)
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw .io(file: path, problem: String(cString: strerror(errno))) }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw .io(file: path, problem: "not a regular file") }
-        size = Int(info.st_size)
+        self.size = size
         if size == 0 {
             base = nil
+            region = nil
             return
         }
         guard let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), mapped != MAP_FAILED else {
             throw .io(file: path, problem: "cannot map file: \(String(cString: strerror(errno)))")
         }
         base = UnsafeRawPointer(mapped)
+        region = MappedRegions.add(start: UInt(bitPattern: mapped), count: size, path: path)
     }
 
     deinit {
+        if let region { MappedRegions.remove(region) }
         if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) }
     }
 
@@ -74,4 +77,101 @@ public final class MappedFile: @unchecked Sendable {
         _ = madvise(UnsafeMutableRawPointer(mutating: base + start), range.upperBound - start, 22 /* MADV_POPULATE_READ */)
         #endif
     }
+}
+
+/// The address ranges of every live `MappedFile`, so a fault inside one can be
+/// reported as the file it belongs to.
+///
+/// A file truncated by another process while it is mapped makes any read of the
+/// lost pages raise SIGBUS. `installFaultHandler()` turns that into the usual
+/// `error: <file>: changed size while being read` and exit status 1, after
+/// removing pending outputs, instead of a crash. A fault outside every mapped
+/// input is left to the default action.
+///
+/// The table is a fixed array of slots written under a lock and read without one
+/// by the handler (which may not take locks): a slot is published by writing its
+/// path and end before its start, and withdrawn by clearing its start first.
+enum MappedRegions {
+    static let capacity = 4096
+    nonisolated(unsafe) private static let starts = UnsafeMutablePointer<UInt>.allocate(capacity: capacity)
+    nonisolated(unsafe) private static let ends = UnsafeMutablePointer<UInt>.allocate(capacity: capacity)
+    nonisolated(unsafe) private static let paths = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: capacity)
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var initialized = false
+
+    /// Records `count` bytes at `start` as belonging to `path`; returns the slot, or
+    /// nil when every slot is taken (the map then works, unreported on a fault).
+    static func add(start: UInt, count: Int, path: String) -> Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        if !initialized {
+            starts.initialize(repeating: 0, count: capacity)
+            ends.initialize(repeating: 0, count: capacity)
+            paths.initialize(repeating: nil, count: capacity)
+            initialized = true
+        }
+        for slot in 0..<capacity where starts[slot] == 0 && paths[slot] == nil {
+            paths[slot] = strdup(path)
+            ends[slot] = start &+ UInt(count)
+            starts[slot] = start
+            return slot
+        }
+        return nil
+    }
+
+    /// Withdraws a slot returned by `add`.
+    static func remove(_ slot: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        starts[slot] = 0
+        ends[slot] = 0
+        free(paths[slot])
+        paths[slot] = nil
+    }
+
+    /// The path of the map holding `address`; called from the signal handler, so it
+    /// takes no lock and allocates nothing.
+    static func path(containing address: UInt) -> UnsafeMutablePointer<CChar>? {
+        guard initialized else { return nil }
+        for slot in 0..<capacity {
+            let start = starts[slot]
+            if start != 0 && address >= start && address < ends[slot] { return paths[slot] }
+        }
+        return nil
+    }
+
+    /// Installs the SIGBUS handler described above (once per process).
+    static func installFaultHandler() {
+        var action = sigaction()
+        #if os(Linux)
+        action.__sigaction_handler.sa_sigaction = mappedInputFault
+        #else
+        action.__sigaction_u.__sa_sigaction = mappedInputFault
+        #endif
+        action.sa_flags = SA_SIGINFO
+        sigemptyset(&action.sa_mask)
+        sigaction(SIGBUS, &action, nil)
+    }
+}
+
+/// The SIGBUS handler: reports a fault inside a mapped input and exits with status 1;
+/// any other fault gets the default action when the faulting access is retried.
+private func mappedInputFault(_ number: Int32, _ info: UnsafeMutablePointer<siginfo_t>?, _ context: UnsafeMutableRawPointer?) {
+    #if os(Linux)
+    let address = UInt(bitPattern: info?.pointee._sifields._sigfault.si_addr)
+    #else
+    let address = UInt(bitPattern: info?.pointee.si_addr)
+    #endif
+    guard let path = MappedRegions.path(containing: address) else {
+        signal(SIGBUS, SIG_DFL)
+        return
+    }
+    func put(_ text: StaticString) { _ = write(STDERR_FILENO, text.utf8Start, text.utf8CodeUnitCount) }
+    put("error: ")
+    _ = write(STDERR_FILENO, path, strlen(path))
+    put(": changed size while being read\n")
+    // Not async-signal-safe in general, but the faulting thread is reading an input
+    // (no lock of its own held) and every other thread keeps running, so it completes.
+    PendingOutputs.shared.removeAll()
+    _exit(1)
 }

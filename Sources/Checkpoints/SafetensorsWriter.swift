@@ -158,22 +158,23 @@ public final class HFFolderWriter: @unchecked Sendable {
     /// Adds a side file (e.g. a model card) with the given contents.
     public func writeFile(name: String, contents: [UInt8]) throws(CheckpointError) {
         guard HFFolder.isPlainFileName(name) else { throw .io(file: name, problem: "not a plain file name") }
-        let path = output.temporaryPath(for: name)
-        guard FileManager.default.createFile(atPath: path, contents: Data(contents)) else {
-            throw .io(file: path, problem: "cannot write")
-        }
+        try NewFile.store(contents, to: output.temporaryPath(for: name), display: output.destination + "/" + name)
     }
 
     /// Copies a side file (config, tokenizer) into the output, under `name` or its own name.
+    /// A link leaving the folder that holds `source` is refused unless
+    /// `Checkpoint.followsSymlinks`, as for shards; the contents stream through a fixed buffer.
     public func copyFile(from source: String, as name: String? = nil) throws(CheckpointError) {
-        let target = name ?? URL(fileURLWithPath: source).lastPathComponent
+        let bytes = Array(source.utf8)
+        let cut = bytes.lastIndex(of: UInt8(ascii: "/"))
+        let sourceName = String(decoding: bytes[(cut.map { $0 + 1 } ?? 0)...], as: UTF8.self)
+        let target = name ?? sourceName
         guard HFFolder.isPlainFileName(target) else { throw .io(file: target, problem: "not a plain file name") }
+        let folder = cut.map { $0 == 0 ? "/" : String(decoding: bytes[..<$0], as: UTF8.self) } ?? "."
+        _ = try HFFolder.sideFile(sourceName, in: folder)
         // Copy the contents, not a link: side files in a hub cache are links to blobs
         // that a relative link in the output would no longer reach.
-        guard let contents = FileManager.default.contents(atPath: source) else {
-            throw .io(file: source, problem: "cannot read")
-        }
-        try writeFile(name: target, contents: [UInt8](contents))
+        try NewFile.copy(from: source, to: output.temporaryPath(for: target), display: output.destination + "/" + target)
     }
 
     /// Finishes every shard, writes the index when sharded, and moves the folder into place.

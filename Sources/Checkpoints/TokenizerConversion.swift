@@ -44,11 +44,12 @@ public struct GGUFTokenizer: Sendable, Equatable {
     public static func read(folder: String, vocabSize: Int) throws(CheckpointError) -> GGUFTokenizer? {
         let tokenizerPath = folder + "/tokenizer.json"
         guard HFFolder.fileExists(tokenizerPath) else { return nil }
-        let tokenizer = try readJSONFile(tokenizerPath, rejectDuplicateKeys: false)
+        let tokenizer = try readJSONFile(HFFolder.sideFile("tokenizer.json", in: folder), rejectDuplicateKeys: false)
         let configPath = folder + "/tokenizer_config.json"
-        let config = HFFolder.fileExists(configPath) ? try readJSONFile(configPath, rejectDuplicateKeys: false) : nil
+        let config = HFFolder.fileExists(configPath)
+            ? try readJSONFile(HFFolder.sideFile("tokenizer_config.json", in: folder), rejectDuplicateKeys: false) : nil
         let modelConfigPath = folder + "/config.json"
-        let modelConfig = HFFolder.fileExists(modelConfigPath) ? try readJSONFile(modelConfigPath) : nil
+        let modelConfig = HFFolder.fileExists(modelConfigPath) ? try readJSONFile(HFFolder.sideFile("config.json", in: folder)) : nil
         do {
             return try GGUFTokenizer(tokenizer: tokenizer, config: config, modelConfig: modelConfig, vocabSize: vocabSize)
         } catch {

@@ -62,7 +62,7 @@ extension MergeTool {
             OutputPath.installInterruptCleanup()
             inputOptions.apply()
             try reportingErrors {
-                try refuseOverwritingInput(output: output, inputs: [input])
+                try OutputGuard.check(output: output, inputs: [input])
                 let shardSize = shards.bytes
                 let storedType = dtype.map { Self.safetensorsTypes[$0.lowercased()]! }
                 let progress = ProgressLine(label: "converting")

@@ -57,7 +57,7 @@ extension MergeTool.Delta {
             OutputPath.installInterruptCleanup()
             inputOptions.apply()
             try reportingErrors {
-                try refuseOverwritingInput(output: output, inputs: [tuned, base])
+                try OutputGuard.check(output: output, inputs: [tuned, base])
                 let progress = ProgressLine(label: "extracting")
                 let started = Date()
                 let summary = try DeltaExtraction.extract(
@@ -104,7 +104,7 @@ extension MergeTool.Delta {
             OutputPath.installInterruptCleanup()
             inputOptions.apply()
             try reportingErrors {
-                try refuseOverwritingInput(output: output, inputs: [delta, base])
+                try OutputGuard.check(output: output, inputs: [delta, base])
                 let progress = ProgressLine(label: "applying")
                 let count = try DeltaExtraction.apply(
                     delta: delta, base: base, output: output, overwrite: work.force, maxShardSize: shards.bytes,

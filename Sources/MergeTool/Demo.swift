@@ -21,24 +21,54 @@ extension MergeTool {
         @Option(help: "Folder for every model the demo trains and merges.")
         var out: String = "paft-demo"
 
+        @Flag(help: "Replace files and folders under the demo's output names that an earlier demo run did not write.")
+        var force = false
+
         func run() throws {
             OutputPath.installInterruptCleanup()
             try reportingErrors {
+                let demo = PAFTDemo(folder: out)
+                if !force { try refuseReplacing(demo) }
                 let status = StatusLine()
                 let started = Date()
-                let result = try PAFTDemo(folder: out).run(merger: EngineMerger()) { line in
+                let result = try demo.run(merger: EngineMerger()) { line in
                     status.update("[\(Int(Date().timeIntervalSince(started))) s] \(line)")
                 }
                 status.finish()
-                let text = "## Every model × every metric\n\n\(result.markdownTable)\n\n## Task vectors\n\n\(result.statistics)\n"
-                guard FileManager.default.createFile(atPath: out + "/results.md", contents: Data(text.utf8)) else {
+                let text = "\(Self.resultsHeading)\n\(result.markdownTable)\n\n## Task vectors\n\n\(result.statistics)\n"
+                let results = try OutputPath(destination: out + "/results.md", isDirectory: false, overwrite: true)
+                guard FileManager.default.createFile(atPath: results.temporary, contents: Data(text.utf8)) else {
                     throw TrainingError.io(file: out + "/results.md", problem: "cannot write")
                 }
+                try results.commit()
                 printOutput(text)
                 printOutput("total \(Int(Date().timeIntervalSince(started))) s; models and results.md in \(out)")
             }
         }
     }
+}
+
+extension MergeTool.Demo {
+    /// Without --force, only what an earlier demo run wrote may be replaced: a model
+    /// folder holding a model of the demo's shape (the base is reused, not replaced),
+    /// or a results.md the demo wrote. Anything else under an output name is refused.
+    func refuseReplacing(_ demo: PAFTDemo) throws {
+        for name in demo.outputNames() {
+            let path = demo.path(name)
+            var info = stat()
+            guard lstat(path, &info) == 0 else { continue }
+            if name == "results.md" {
+                let start = try? InputFile.readAll(path, cap: 1 << 20, what: "a results.md")
+                if let start, start.starts(with: Array(Self.resultsHeading.utf8)) { continue }
+            } else if let model = try? ModelFolder.load(path), model.config == demo.config {
+                continue
+            }
+            throw CheckpointError.io(file: path, problem: "already exists (use --force to replace it)")
+        }
+    }
+
+    /// The first line of results.md.
+    static let resultsHeading = "## Every model × every metric\n"
 }
 
 /// Runs the demo's merges through the merge engine, as `merge-tool fuse` would, and

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoints
 import Training
 
 extension MergeTool {
@@ -28,11 +29,15 @@ extension MergeTool {
         @Flag(help: "Print a JSON object.")
         var json = false
 
+        @OptionGroup var inputOptions: InputOptions
+
         func validate() throws {
             if !(beta > 0) { throw ValidationError("--beta must be positive") }
         }
 
         func run() throws {
+            OutputPath.installInterruptCleanup()
+            inputOptions.apply()
             try reportingErrors {
                 let policy = try ModelFolder.load(model)
                 let reference = try base.map { (path) throws(TrainingError) in try ModelFolder.load(path) }

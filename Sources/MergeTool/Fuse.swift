@@ -242,12 +242,13 @@ extension MergeTool {
             values.isEmpty ? nil : values[values.count == 1 ? 0 : i]
         }
 
-        /// The output must not be one of the inputs (or the folder holding one).
+        /// The output must not be, hold or lie inside an input (models, base, tokenizer source, recipe).
         func checkOutput(_ plan: MergePlan) throws {
             var inputs = plan.models.map(\.path)
             if let base = plan.base { inputs.append(base) }
+            if let tokenizerSource = plan.tokenizerSource { inputs.append(tokenizerSource) }
             if let config { inputs.append(config) }
-            try refuseOverwritingInput(output: output, inputs: inputs)
+            try OutputGuard.check(output: output, inputs: inputs)
         }
 
         /// Config and tokenizer files from the base folder (tokenizer from `tokenizer_source` if given).

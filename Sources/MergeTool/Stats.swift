@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpoints
+import Foundation
 import Merging
 
 extension StatisticsGrouping: ExpressibleByArgument {}
@@ -85,6 +86,13 @@ extension MergeTool {
             OutputPath.installInterruptCleanup()
             inputOptions.apply()
             try reportingErrors {
+                if let plot {
+                    try OutputGuard.check(output: plot, inputs: [base] + tuned)
+                    var info = stat()
+                    if stat(plot, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR {
+                        throw CheckpointError.io(file: plot, problem: "is a folder; --plot names the .svg file to write")
+                    }
+                }
                 let baseCheckpoint = try Checkpoint.open(base)
                 var checkpoints: [Checkpoint] = []
                 for path in tuned { checkpoints.append(try Checkpoint.open(path)) }

@@ -4,6 +4,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Checkpoints
 import Training
 
 extension TrainingTask: ExpressibleByArgument {}
@@ -75,6 +76,8 @@ extension MergeTool {
         @Flag(help: "Replace the output folder if it exists.")
         var force = false
 
+        @OptionGroup var inputOptions: InputOptions
+
         func validate() throws {
             if task != .pretrain && base == nil { throw ValidationError("\(task.rawValue) needs --base") }
             if base != nil && config != nil { throw ValidationError("--config and --base exclude each other") }
@@ -90,7 +93,10 @@ extension MergeTool {
         }
 
         func run() throws {
+            OutputPath.installInterruptCleanup()
+            inputOptions.apply()
             try reportingErrors {
+                try OutputGuard.check(output: output, inputs: [base, config, data].compactMap { $0 })
                 let model: LlamaModel
                 if let base {
                     model = try ModelFolder.load(base)

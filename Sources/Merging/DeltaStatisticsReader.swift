@@ -17,13 +17,12 @@ final class CheckpointReader: @unchecked Sendable {
         for checkpoint in checkpoints {
             var files: [Int32] = []
             for file in checkpoint.files {
-                let fd = open(file.path, O_RDONLY | O_CLOEXEC)
-                guard fd >= 0 else {
-                    let problem = String(cString: strerror(errno))
+                do {
+                    files.append(try InputFile.open(file.path).fd)
+                } catch {
                     for list in descriptors + [files] { for fd in list { close(fd) } }
-                    throw .io(file: file.path, problem: problem)
+                    throw error
                 }
-                files.append(fd)
             }
             descriptors.append(files)
         }

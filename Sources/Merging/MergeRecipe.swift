@@ -15,47 +15,23 @@ public enum MergeRecipe {
     /// Global keys that configure the merge rather than weigh tensors.
     static let optionKeys: Set<String> = ["rescale", "consensus", "trim"]
 
-    /// The largest recipe file read; real recipes are a few kilobytes.
-    public static let maximumFileSize = 1 << 20
     /// The most values a recipe's parameters may expand to (every number of every
     /// gradient and filter list, counted once per use of a YAML alias).
     public static let maximumParameterValues = 100_000
 
     /// Reads and parses the recipe at `path`, returning the plan and the recipe's text.
     public static func load(_ path: String) throws(MergeError) -> (plan: MergePlan, text: String) {
-        let text = try readText(path)
-        return (try parse(text, file: path), text)
-    }
-
-    /// The recipe's text: a regular file of at most `maximumFileSize` bytes of UTF-8.
-    /// Opened without blocking, so a FIFO or device is refused rather than waited on.
-    static func readText(_ path: String) throws(MergeError) -> String {
-        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else { throw .recipe(file: path, problem: "cannot read recipe: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw .recipe(file: path, problem: "cannot read recipe: \(String(cString: strerror(errno)))") }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw .recipe(file: path, problem: "not a regular file") }
-        guard info.st_size <= off_t(maximumFileSize) else {
-            throw .recipe(file: path, problem: "recipe is \(info.st_size) bytes, more than the \(maximumFileSize)-byte limit")
+        let bytes: [UInt8]
+        do {
+            bytes = try InputFile.readAll(path, cap: InputFile.maximumRecipeSize, what: "a recipe")
+        } catch {
+            guard case .io(_, let problem) = error else { throw .checkpoint(error) }
+            throw .recipe(file: path, problem: "cannot read recipe: \(problem)")
         }
-        // One byte more than the limit is asked for, so a file that grew since fstat is caught.
-        var bytes = [UInt8](repeating: 0, count: maximumFileSize + 1)
-        var count = 0
-        while count < bytes.count {
-            let got = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
-            if got < 0 && errno == EINTR { continue }
-            guard got >= 0 else { throw .recipe(file: path, problem: "cannot read recipe: \(String(cString: strerror(errno)))") }
-            if got == 0 { break }
-            count += got
-        }
-        guard count <= maximumFileSize else {
-            throw .recipe(file: path, problem: "recipe is more than the \(maximumFileSize)-byte limit")
-        }
-        guard let text = String(validating: bytes[..<count], as: UTF8.self) else {
+        guard let text = String(validating: bytes, as: UTF8.self) else {
             throw .recipe(file: path, problem: "not valid UTF-8")
         }
-        return text
+        return (try parse(text, file: path), text)
     }
 
     /// Parses recipe text; `file` names it in messages.

@@ -4,6 +4,9 @@ import Checkpoints
 /// `{"prompt", "response"}` for SFT, `{"prompt", "chosen", "rejected"}` for
 /// preferences and `{"text"}` for pretraining. Blank lines are skipped.
 public enum JSONLData {
+    /// The cap on one line (one example), parsed whole.
+    public static let maximumLineSize = 16 << 20
+
     /// Instruction examples from `path`.
     public static func instructions(_ path: String) throws(TrainingError) -> [InstructionExample] {
         var examples: [InstructionExample] = []
@@ -45,7 +48,12 @@ public enum JSONLData {
 
     private static func forEachLine(_ path: String, _ body: (Int, JSONValue) throws(TrainingError) -> Void) throws(TrainingError) {
         let file: MappedFile
-        do { file = try MappedFile(path: path) } catch { throw .io(file: path, problem: "cannot read (\(error))") }
+        do {
+            file = try MappedFile(path: path)
+        } catch {
+            guard case .io(_, let problem) = error else { throw .io(file: path, problem: "cannot read (\(error))") }
+            throw .io(file: path, problem: "cannot read: \(problem)")
+        }
         let bytes = file.bytes
         var start = 0
         var line = 0
@@ -53,6 +61,10 @@ public enum JSONLData {
             var end = start
             while end < bytes.count && bytes[end] != 0x0A { end += 1 }
             line += 1
+            guard end - start <= maximumLineSize else {
+                throw .data(file: path, line: line,
+                            problem: "line is \(end - start) bytes, more than the \(InputFile.describeSize(maximumLineSize)) a line may have")
+            }
             let slice = UnsafeRawBufferPointer(rebasing: bytes[start..<end])  // start ≤ end ≤ bytes.count
             start = end + 1
             if slice.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }

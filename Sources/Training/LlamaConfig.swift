@@ -157,14 +157,18 @@ public struct LlamaConfig: Equatable, Sendable {
 }
 
 extension LlamaConfig {
+    /// The cap on a `config.json` read whole; real ones are a few kilobytes.
+    public static let maximumFileSize = 16 << 20
+
     /// Reads and checks a `config.json` file.
     public static func load(_ path: String) throws(TrainingError) -> LlamaConfig {
         let text: String
         do {
-            let file = try MappedFile(path: path)
-            text = String(decoding: file.bytes, as: UTF8.self)
+            let bytes = try InputFile.readAll(path, cap: maximumFileSize, what: "a config.json")
+            text = String(decoding: bytes, as: UTF8.self)
         } catch {
-            throw .config(file: path, problem: "cannot read (\(error))")
+            guard case .io(_, let problem) = error else { throw .config(file: path, problem: "cannot read (\(error))") }
+            throw .config(file: path, problem: "cannot read: \(problem)")
         }
         return try parse(text, file: path)
     }

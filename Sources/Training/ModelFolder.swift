@@ -13,7 +13,9 @@ public enum ModelFolder {
     /// byte tokenizer's vocabulary and no unsupported options).
     public static func load(_ path: String) throws(TrainingError) -> LlamaModel {
         let folder = path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path
-        let config = try LlamaConfig.load(folder + "/config.json")
+        let configPath: String
+        do { configPath = try HFFolder.sideFile("config.json", in: folder) } catch { throw .checkpoint(error) }
+        let config = try LlamaConfig.load(configPath)
         let checkpoint: Checkpoint
         do { checkpoint = try Checkpoint.open(folder) } catch { throw .checkpoint(error) }
         let layout = ParameterLayout(config: config)

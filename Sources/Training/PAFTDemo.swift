@@ -88,6 +88,14 @@ public struct PAFTDemo: Sendable {
 
     public init(folder: String) { self.folder = folder }
 
+    /// Names of everything `run` writes into `folder` (`base` is reused instead when it
+    /// already holds a model of `config`).
+    public func outputNames() -> [String] {
+        ["base", "sft", "sft-l1", "dpo", "sft-dpo"]
+            + mergeRequests().map { String($0.output.utf8.split(separator: UInt8(ascii: "/")).last.map { Substring($0) } ?? "") }
+            + ["results.md"]
+    }
+
     /// The merges the demo performs, in table order.
     public func mergeRequests() -> [DemoMergeRequest] {
         var requests: [DemoMergeRequest] = []
@@ -103,7 +111,8 @@ public struct PAFTDemo: Sendable {
         return requests
     }
 
-    func path(_ name: String) -> String { folder + "/" + name }
+    /// The path of `name` inside `folder`.
+    public func path(_ name: String) -> String { folder + "/" + name }
 
     /// Runs every stage; `progress` receives one line per event (from several threads at once).
     public func run(merger: DemoMerger, progress: @escaping @Sendable (String) -> Void) throws -> DemoResult {

@@ -36,25 +36,6 @@ import Testing
         #expect(plan.models[1].parameters["density"] == .gradient([0.2, 0.6]))
     }
 
-    @Test func aRecipeLargerThanTheCapIsRefusedBeforeParsing() throws {
-        let dir = temporaryFolder()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let path = dir + "/big.yml"
-        let text = "merge_method: linear\n# " + String(repeating: "x", count: MergeRecipe.maximumFileSize) + "\n"
-        try text.write(toFile: path, atomically: false, encoding: .utf8)
-        #expect(throws: MergeError.recipe(file: path, problem: "recipe is \(text.utf8.count) bytes, more than the 1048576-byte limit")) {
-            try MergeRecipe.load(path)
-        }
-    }
-
-    @Test func aFIFOIsRefusedWithoutWaiting() throws {
-        let dir = temporaryFolder()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let path = dir + "/pipe.yml"
-        #expect(mkfifo(path, 0o600) == 0)
-        #expect(throws: MergeError.recipe(file: path, problem: "not a regular file")) { try MergeRecipe.load(path) }
-    }
-
     @Test func aYAMLErrorIsShortAndOnOneLine() {
         let line = "merge_method: [" + String(repeating: "x", count: 100_000)
         do {

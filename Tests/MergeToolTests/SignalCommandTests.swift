@@ -1,0 +1,88 @@
+import Foundation
+import Testing
+
+/// Signals, resource limits and inputs changing under a run: a clean error, nothing partial left.
+@Suite struct SignalCommandTests {
+    private func scratchFolder() -> String {
+        let path = NSTemporaryDirectory() + "claire-signals-" + UUID().uuidString
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    /// Starts `merge-tool` with `arguments` and waits until `ready` holds (or the run ends).
+    private func start(_ arguments: [String], until ready: (Process) throws -> Bool) throws -> (Process, Pipe, Bool) {
+        let process = Process()
+        process.executableURL = toolURL()
+        process.arguments = arguments
+        let err = Pipe()
+        process.standardOutput = Pipe()
+        process.standardError = err
+        try process.run()
+        let deadline = Date().addingTimeInterval(120)
+        while process.isRunning && Date() < deadline {
+            if try ready(process) { return (process, err, true) }
+            usleep(200)
+        }
+        return (process, err, false)
+    }
+
+    @Test func trainRemovesItsTemporaryOnTermination() throws {
+        let dir = scratchFolder()
+        let (process, _, ready) = try start(["train", "pretrain", "--steps", "100000", "-o", dir + "/out"]) { _ in
+            try FileManager.default.contentsOfDirectory(atPath: dir).contains { $0.hasPrefix(".out.partial-") }
+        }
+        #expect(ready, "the run ended before it could be interrupted")
+        process.terminate()
+        let deadline = Date().addingTimeInterval(30)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            Issue.record("SIGTERM did not end the run")
+        }
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit && process.terminationStatus == 128 + SIGTERM,
+                "status \(process.terminationStatus)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == [])
+    }
+
+    @Test func trainPastTheFileSizeLimitFailsCleanly() throws {
+        let dir = scratchFolder()
+        // bash's ulimit -f counts 1024-byte blocks; the model's weights are over 1 MB.
+        let result = try runTool(["train", "pretrain", "--steps", "1", "-o", dir + "/out"], within: 300, limits: "ulimit -f 1024")
+        #expect(!result.timedOut)
+        #expect(result.status == 1, "\(result.err)")
+        #expect(result.err.hasPrefix("error: ") && result.err.contains("File too large"), "\(result.err)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == [])
+    }
+
+    @Test func anInputTruncatedWhileMappedIsReportedAsAnError() throws {
+        let dir = scratchFolder()
+        // One 100 MB F32 tensor, so the conversion is still reading when the file shrinks.
+        let count = 25_000_000
+        let header = "{\"w\":{\"dtype\":\"F32\",\"shape\":[\(count)],\"data_offsets\":[0,\(count * 4)]}}"
+        var padded = Array(header.utf8)
+        padded += Array(repeating: UInt8(ascii: " "), count: (8 - padded.count % 8) % 8)
+        var bytes: [UInt8] = []
+        withUnsafeBytes(of: UInt64(padded.count).littleEndian) { bytes.append(contentsOf: $0) }
+        bytes += padded
+        let input = dir + "/in.safetensors"
+        #expect(FileManager.default.createFile(atPath: input, contents: Data(bytes)))
+        let handle = try #require(FileHandle(forWritingAtPath: input))
+        handle.seekToEndOfFile()
+        let block = Data((0..<250_000).map { Float($0 % 1000 + 1) }.withUnsafeBytes { Array($0) })
+        for _ in 0..<100 { handle.write(block) }
+        handle.closeFile()
+
+        let (process, err, ready) = try start(["convert", input, dir + "/out", "--dtype", "f16", "--threads", "1"]) { process in
+            let maps = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/maps", encoding: .utf8)) ?? ""
+            return maps.contains(input)
+        }
+        #expect(ready, "the run ended before the input could be truncated")
+        #expect(truncate(input, 0) == 0)
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit && process.terminationStatus == 1, "status \(process.terminationStatus)")
+        #expect(message == "error: \(input): changed size while being read\n")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["in.safetensors"])
+    }
+}
