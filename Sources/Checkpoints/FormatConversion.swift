@@ -284,12 +284,13 @@ public enum FormatConversion {
         let total = jobs.count
         try TensorPipeline.run(count: total, workers: workers, progress: { progress($0, total) }) { (i, scratch) throws(CheckpointError) in
             let job = jobs[i]
-            try transform(job.source, of: checkpoint, scratch: scratch) { values, columns in
-                guard let heads = job.heads else { return }
+            try transform(job.source, of: checkpoint, scratch: scratch) { values, _ in
+                // Rows are the first dimension: a 1-D bias is a column of rows, not one row.
+                guard let heads = job.heads, let rows = job.source.shape.first, rows > 0 else { return }
                 TensorPipeline.Scratch.fit(&scratch.moreFloats, values.count)
                 scratch.moreFloats.withUnsafeMutableBufferPointer { out in
-                    LlamaFamily.permuteRows(UnsafeBufferPointer(values), into: out, rows: values.count / columns,
-                                            columns: columns, heads: heads, toGGUF: toGGUF)
+                    LlamaFamily.permuteRows(UnsafeBufferPointer(values), into: out, rows: rows,
+                                            columns: values.count / rows, heads: heads, toGGUF: toGGUF)
                     _ = values.update(fromContentsOf: out)
                 }
             }

@@ -94,6 +94,31 @@ import Testing
         #expect(tensor == "model.layers.9223372036854775807.input_layernorm.weight" && text.contains("past the 2 layers"))
     }
 
+    @Test func aQueryBiasIsPermutedAsAColumnOfRows() throws {
+        let copy = temporaryFolder() + "/model"
+        try FileManager.default.copyItem(atPath: folder, toPath: copy)
+        let path = copy + "/model.safetensors"
+        let source = try Checkpoint.open(path)
+        let bias = (0..<32).map(Float.init)
+        let specs = source.tensors.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+            + [TensorSpec(name: "model.layers.0.self_attn.q_proj.bias", dtype: .f32, shape: [32])]
+        let out = copy + "/with-bias.tmp"
+        let writer = try SafetensorsFileWriter(path: out, tensors: specs)
+        for t in source.tensors { try writer.write(t.name, bytes: source.data(of: t)) }
+        try bias.withUnsafeBytes { try writer.write("model.layers.0.self_attn.q_proj.bias", bytes: $0) }
+        try writer.finish()
+        try FileManager.default.removeItem(atPath: path)
+        try FileManager.default.moveItem(atPath: out, toPath: path)
+
+        let gguf = temporaryFolder() + "/m.gguf"
+        _ = try FormatConversion.hfToGGUF(folder: copy, output: gguf, type: .f32, workers: 1)
+        let converted = try Checkpoint.open(gguf)
+        let values = try converted.decode(try #require(converted.tensor(named: "blk.0.attn_q.bias")))
+        // 4 heads of 8 rows: each head's two halves interleaved.
+        let expected = (0..<32).map { Float(LlamaFamily.sourceRow($0, rows: 32, heads: 4, toGGUF: true)) }
+        #expect(values == expected)
+    }
+
     // MARK: GGUF → HF folder
 
     /// The f32 fixture rewritten with `edit` applied to its metadata and tensor names.
