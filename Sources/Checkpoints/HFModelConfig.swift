@@ -88,7 +88,7 @@ public struct LlamaHyperparameters: Sendable, Equatable {
     func validate(names source: Source) throws(ConversionProblem) {
         let a = architecture.ggufName
         func name(_ config: String, _ gguf: String) -> String { source == .config ? config : "\(a).\(gguf)" }
-        var sizes: [(String, Int?)] = [
+        let sizes: [(String, Int?)] = [
             (name("num_hidden_layers", "block_count"), blockCount),
             (name("max_position_embeddings", "context_length"), contextLength),
             (name("hidden_size", "embedding_length"), embeddingLength),
@@ -96,8 +96,8 @@ public struct LlamaHyperparameters: Sendable, Equatable {
             (name("num_attention_heads", "attention.head_count"), headCount),
             (name("num_key_value_heads", "attention.head_count_kv"), headCountKV),
             (name("head_dim", "attention.key_length"), headDimension),
+            (name("vocab_size", "vocab_size"), vocabSize),
         ]
-        sizes.append((name("vocab_size", "vocab_size"), vocabSize))
         for case let (key, value?) in sizes where value < 1 || value > Int(UInt32.max) {
             throw .unsupportedSetting("\(key) \(value) (must be between 1 and \(UInt32.max))")
         }
@@ -117,10 +117,11 @@ public struct LlamaHyperparameters: Sendable, Equatable {
         if let ropeTheta, !(Float(ropeTheta).isFinite && ropeTheta > 0) {
             throw .unsupportedSetting("\(name("rope_theta", "rope.freq_base")) \(ropeTheta) (must be positive and finite in Float32)")
         }
+        let gguf = source == .gguf
         let ids: [(String, Int?)] = [
-            (name("bos_token_id", "tokenizer.ggml.bos_token_id"), bosTokenID),
-            (name("eos_token_id", "tokenizer.ggml.eos_token_id"), eosTokenID),
-            (name("pad_token_id", "tokenizer.ggml.padding_token_id"), padTokenID),
+            (gguf ? "tokenizer.ggml.bos_token_id" : "bos_token_id", bosTokenID),
+            (gguf ? "tokenizer.ggml.eos_token_id" : "eos_token_id", eosTokenID),
+            (gguf ? "tokenizer.ggml.padding_token_id" : "pad_token_id", padTokenID),
         ]
         for case let (key, id?) in ids where id < 0 || id >= vocabSize {
             throw .unsupportedSetting("\(key) \(id) (outside the vocabulary of \(vocabSize) tokens)")

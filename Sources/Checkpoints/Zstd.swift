@@ -25,7 +25,8 @@ public enum Zstd {
     /// block size limit, RFC 8878 §3.1.1.2.3), so a declared size beyond this is a lie
     /// and must not size an allocation.
     public static func maximumContentSize(frameBytes: Int) -> UInt64 {
-        UInt64(max(0, frameBytes) / 3 + 1) * (128 << 10)
+        let (most, overflow) = UInt64(max(0, frameBytes) / 3 + 1).multipliedReportingOverflow(by: 128 << 10)
+        return overflow ? .max : most
     }
 
     /// Decompresses one frame into `destination`, which must be exactly the
