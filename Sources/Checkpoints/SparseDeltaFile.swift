@@ -158,7 +158,13 @@ extension SparseDelta {
             let json = UnsafeRawBufferPointer(rebasing: bytes[headerStart..<trailerStart])
             guard XXHash64.hash(json) == storedHash else { throw .headerChecksumMismatch }
             let value: JSONValue
-            do { value = try JSONParser.parse(json) } catch { throw .badHeader(error.description) }
+            // Shapes (arrays inside the tensor list's records, level 4) are capped like
+            // safetensors ranks; the tensor list itself (level 2) is bounded by the header size.
+            do {
+                value = try JSONParser.parse(json, maximumArrayLength: SafetensorsReader.maximumRank, cappedFromDepth: 3)
+            } catch {
+                throw .badHeader(error.description)
+            }
             guard value["format"]?.stringValue == "claire-delta" else { throw .badHeader("format is not claire-delta") }
             guard value["version"]?.nonNegativeInteger == 1 else { throw .badHeader("unsupported version") }
             guard case .array(let items)? = value["tensors"] else { throw .badHeader("no tensor list") }

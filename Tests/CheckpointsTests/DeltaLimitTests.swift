@@ -83,6 +83,17 @@ import Testing
         #expect(reason.contains("position list of 64 bytes"))
     }
 
+    @Test func shapesAreCappedLikeSafetensorsRanksWhileParsing() {
+        func record(rank: Int) -> String {
+            let shape = Array(repeating: "1", count: rank).joined(separator: ",")
+            return #""name":"w","dtype":"F32","shape":["# + shape + #"],"mode":"full","kept":1,"changed":1,"base_xxh64":"0000000000000000""#
+        }
+        let values = compressed([0, 0, 128, 63])
+        #expect(openingFails(craftedDelta(record: record(rank: 64), positions: compressed([]), values: values)) == nil)
+        #expect(openingFails(craftedDelta(record: record(rank: 65), positions: compressed([]), values: values))
+                == .badHeader("an array holds more than 64 elements"))
+    }
+
     @Test func blobSizesSummingPastIntMaxAreRefused() {
         let record = #""name":"w","dtype":"F32","shape":[4],"mode":"full","kept":4,"changed":4,"base_xxh64":"0000000000000000""#
         let path = craftedDelta(record: record, positions: [], values: [], positionsSize: String(Int.max), valuesSize: "16")
