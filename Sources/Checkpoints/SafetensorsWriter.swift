@@ -78,7 +78,15 @@ public final class SafetensorsFileWriter: @unchecked Sendable {
     {
         var seen = Set<String>()
         var total = 0
+        var nameBytes = 0
+        func tooLarge(_ bytes: Int) -> CheckpointError {
+            .io(file: path, problem: "the header of \(tensors.count) tensors takes \(bytes) bytes or more, "
+                    + "more than the \(SafetensorsReader.maximumHeaderLength) safetensors readers accept")
+        }
         for t in tensors {
+            // The names alone bound the header from below: refused before any JSON is built.
+            nameBytes += t.name.utf8.count
+            guard UInt64(nameBytes) <= SafetensorsReader.maximumHeaderLength else { throw tooLarge(nameBytes) }
             guard t.name != "__metadata__" else {
                 throw .io(file: path, problem: "a tensor cannot be named '__metadata__' in safetensors (the header's metadata key)")
             }
@@ -94,10 +102,7 @@ public final class SafetensorsFileWriter: @unchecked Sendable {
         }
         let ordered = fileOrder(tensors)
         let header = header(for: ordered, metadata: metadata)
-        guard UInt64(header.count - 8) <= SafetensorsReader.maximumHeaderLength else {
-            throw .io(file: path, problem: "the header of \(tensors.count) tensors takes \(header.count - 8) bytes, "
-                          + "more than the \(SafetensorsReader.maximumHeaderLength) safetensors readers accept")
-        }
+        guard UInt64(header.count - 8) <= SafetensorsReader.maximumHeaderLength else { throw tooLarge(header.count - 8) }
         guard case (let size, false) = total.addingReportingOverflow(header.count) else {
             throw .io(file: path, problem: "the tensors do not fit in one file")
         }
