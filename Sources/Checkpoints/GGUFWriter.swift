@@ -42,11 +42,19 @@ public final class GGUFWriter: @unchecked Sendable {
             try Self.validate(t, path: path)
         }
         var keys = Set<String>()
+        var arrayElements = 0
         for entry in metadata {
             guard keys.insert(entry.key).inserted else { throw .io(file: path, problem: "metadata key '\(entry.key)' given twice") }
-            if case .array(let a) = entry.value,
-               a.elementType == .array || a.values.contains(where: { $0.type != a.elementType }) {
-                throw .io(file: path, problem: "metadata '\(entry.key)': array elements must all be \(a.elementType), not arrays")
+            if case .array(let a) = entry.value {
+                if a.elementType == .array || a.values.contains(where: { $0.type != a.elementType }) {
+                    throw .io(file: path, problem: "metadata '\(entry.key)': array elements must all be \(a.elementType), not arrays")
+                }
+                // What the reader accepts, so every file written reads back.
+                arrayElements += a.values.count
+                guard arrayElements <= GGUFReader.maximumArrayElements else {
+                    throw .io(file: path, problem: "metadata arrays hold more than \(GGUFReader.maximumArrayElements) elements in all "
+                                  + "(at '\(entry.key)'), more than GGUF readers here accept")
+                }
             }
         }
         var alignment = GGUFReader.defaultAlignment

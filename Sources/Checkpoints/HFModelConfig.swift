@@ -75,8 +75,9 @@ public struct LlamaHyperparameters: Sendable, Equatable {
     /// The largest vocabulary Claire converts. A tokenizer's vocabulary is rebuilt
     /// entry by entry (and a GGUF file lists every token), so a size taken on trust
     /// would let a small file demand any amount of memory; real vocabularies hold a
-    /// few hundred thousand tokens.
-    public static let maximumVocabularySize = 1 << 22
+    /// few hundred thousand tokens. Tokens and their types together stay within half
+    /// of what a GGUF reader accepts in metadata arrays, leaving room for the merges.
+    public static let maximumVocabularySize = GGUFReader.maximumArrayElements / 4
 
     /// Where the values being checked came from, for naming them in messages.
     enum Source { case config, gguf }

@@ -75,3 +75,15 @@ import Testing
         #expect(header.tensors.first?.shape.count == 64)
     }
 }
+
+/// GGUF metadata arrays are capped in all by the reader; the writer keeps to the same cap.
+@Test func ggufMetadataArraysPastTheReadersCapAreRefused() {
+    let folder = temporaryFolder()
+    let half = GGUFReader.maximumArrayElements / 2 + 1
+    let array = MetadataValue.array(MetadataArray(elementType: .uint8, values: Array(repeating: .uint8(0), count: half)))
+    let metadata = [MetadataEntry("general.architecture", .string("llama")), MetadataEntry("a", array), MetadataEntry("b", array)]
+    #expect(throws: CheckpointError.self) {
+        _ = try GGUFWriter(path: folder + "/m.gguf", tensors: [], metadata: metadata)
+    }
+    #expect(listing(folder).isEmpty)
+}
