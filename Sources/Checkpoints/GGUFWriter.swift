@@ -65,6 +65,16 @@ public final class GGUFWriter: @unchecked Sendable {
             alignment = Int(a)
         }
         self.alignment = alignment
+        // Sizes come from the files being converted: the padded total must fit before
+        // any offset is computed from it.
+        var dataSize = 0
+        for t in tensors {
+            let (padded, overflow) = t.byteCount.addingReportingOverflow(Self.padding(t.byteCount, alignment))
+            guard !overflow, case (let sum, false) = dataSize.addingReportingOverflow(padded) else {
+                throw .io(file: path, problem: "tensor '\(t.name)': the tensors do not fit in one file")
+            }
+            dataSize = sum
+        }
         self.tensors = tensors
         var complete = metadata
         Self.set("general.file_type", .uint32(fileType ?? Self.fileType(of: tensors)), in: &complete)
@@ -75,6 +85,9 @@ public final class GGUFWriter: @unchecked Sendable {
 
         var header = Self.encodeHeader(metadata: complete, tensors: tensors, alignment: alignment)
         header.append(contentsOf: repeatElement(0, count: Self.padding(header.count, alignment)))
+        guard !header.count.addingReportingOverflow(dataSize).overflow else {
+            throw .io(file: path, problem: "the tensors do not fit in one file")
+        }
         var slots: [(name: String, offset: Int, count: Int)] = []
         var offset = header.count
         for t in tensors {

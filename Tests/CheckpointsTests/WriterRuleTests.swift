@@ -87,3 +87,13 @@ import Testing
     }
     #expect(listing(folder).isEmpty)
 }
+
+/// Tensor sizes summing past Int.max are refused, not an overflow trap.
+@Test func ggufTensorsTooLargeTogetherAreRefused() {
+    let folder = temporaryFolder()
+    let tensors = (0..<5).map { TensorSpec(name: "t\($0)", dtype: .i8, shape: [1 << 61]) }
+    #expect(throws: CheckpointError.self) {
+        _ = try GGUFWriter(path: folder + "/m.gguf", tensors: tensors, metadata: [MetadataEntry("general.architecture", .string("llama"))])
+    }
+    #expect(listing(folder).isEmpty)
+}
