@@ -65,6 +65,7 @@ public enum SafetensorsViolation: Error, Equatable, Sendable, CustomStringConver
     case byteLengthMismatch(tensor: String, expected: Int, actual: Int)
     case misplacedTensor(tensor: String, expectedBegin: Int, begin: Int)
     case bufferMismatch(dataEnd: Int, bufferSize: Int)
+    case tooManyDimensions(limit: Int)
 
     public var description: String {
         switch self {
@@ -90,6 +91,7 @@ public enum SafetensorsViolation: Error, Equatable, Sendable, CustomStringConver
             return "tensor '\(t)': data starts at \(b), expected \(e) (tensors must tile the buffer without gaps or overlaps)"
         case .bufferMismatch(let end, let size):
             return "tensor data ends at byte \(end) of a \(size)-byte buffer (bytes after the last tensor or missing data)"
+        case .tooManyDimensions(let limit): return "header holds an array of more than \(limit) elements (a tensor has at most \(limit) dimensions)"
         }
     }
 }

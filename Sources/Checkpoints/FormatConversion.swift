@@ -48,15 +48,14 @@ public enum FormatConversion {
             throw .conversion(file: folder, problem: .missingConfigFile)
         }
         let hp = try LlamaHyperparameters.read(configAt: HFFolder.sideFile("config.json", in: folder))
-        var warnings: [String] = []
-        let tokenizer = try GGUFTokenizer.read(folder: folder, vocabSize: hp.vocabSize)
-        if tokenizer == nil { warnings.append("\(folder): no tokenizer.json; the GGUF file has no tokenizer keys") }
 
         var jobs: [Job] = []
         for t in checkpoint.tensors where !LlamaFamily.isDerived(hfName: t.name) {
             guard let name = LlamaFamily.ggufName(forHF: t.name) else {
                 throw .conversion(file: checkpoint.files[t.fileIndex].path, problem: .unexpectedTensor(t.name))
             }
+            try checkAgainstHyperparameters(hfName: t.name, shape: t.shape, hp, file: checkpoint.files[t.fileIndex].path,
+                                            sizesFrom: configPath)
             guard t.dtype.isDecodable else {
                 throw .conversion(file: checkpoint.files[t.fileIndex].path, problem: .unsupportedType(t.dtype.rawValue))
             }
@@ -64,6 +63,10 @@ public enum FormatConversion {
             jobs.append(Job(source: t, spec: TensorSpec(name: name, dtype: ggufType(for: name, shape: t.shape, requested: type), shape: t.shape),
                             heads: heads))
         }
+        // After the tensors are checked: the vocabulary is allocated at config.json's size.
+        var warnings: [String] = []
+        let tokenizer = try GGUFTokenizer.read(folder: folder, vocabSize: hp.vocabSize)
+        if tokenizer == nil { warnings.append("\(folder): no tokenizer.json; the GGUF file has no tokenizer keys") }
 
         let folderName = URL(fileURLWithPath: folder).standardizedFileURL.lastPathComponent
         var metadata = [
@@ -113,6 +116,10 @@ public enum FormatConversion {
         } catch {
             throw .conversion(file: input, problem: error)
         }
+        if let tokenizer, tokenizer.tokens.count != hp.vocabSize {
+            throw .conversion(file: input, problem: .unsupportedSetting(
+                "vocabulary of \(hp.vocabSize) tokens with a token list of \(tokenizer.tokens.count)"))
+        }
         var warnings: [String] = []
         if tokenizer == nil { warnings.append("\(input): no tokenizer in the GGUF metadata; the folder has no tokenizer files") }
 
@@ -122,6 +129,7 @@ public enum FormatConversion {
                 throw .conversion(file: input, problem: .unexpectedTensor(t.name))
             }
             guard t.dtype.isDecodable else { throw .conversion(file: input, problem: .unsupportedType(t.dtype.rawValue)) }
+            try checkAgainstHyperparameters(hfName: name, shape: t.shape, hp, file: input, sizesFrom: input)
             let heads = try permutationHeads(hfName: name, shape: t.shape, hp, file: input)
             jobs.append(Job(source: t, spec: TensorSpec(name: name, dtype: dtype, shape: t.shape), heads: heads))
         }
@@ -240,6 +248,22 @@ public enum FormatConversion {
 
     // MARK: Shared steps
 
+    /// Checks a tensor against the hyperparameters it is converted with: its layer
+    /// number below the layer count, and the embedding and output rows equal to the
+    /// vocabulary (which is allocated and written at that size). `sizesFrom` names
+    /// the file the hyperparameters came from.
+    static func checkAgainstHyperparameters(hfName: String, shape: [Int], _ hp: LlamaHyperparameters, file: String,
+                                            sizesFrom: String) throws(CheckpointError) {
+        if let layer = LlamaFamily.layer(ofHF: hfName), layer >= hp.blockCount {
+            throw .conversion(file: file, problem: .tensorShape(
+                tensor: hfName, problem: "layer \(layer) is past the \(hp.blockCount) layers \(sizesFrom) declares"))
+        }
+        if hfName == "model.embed_tokens.weight" || hfName == "lm_head.weight", shape.first != hp.vocabSize {
+            throw .conversion(file: file, problem: .tensorShape(
+                tensor: hfName, problem: "shape \(shape) does not have the \(hp.vocabSize) rows of the vocabulary \(sizesFrom) declares"))
+        }
+    }
+
     /// The head count for permuting an HF Q or K tensor's rows, or nil when the
     /// tensor is not one or the architecture keeps HF's order.
     static func permutationHeads(hfName: String, shape: [Int], _ hp: LlamaHyperparameters, file: String) throws(CheckpointError) -> Int? {
@@ -260,12 +284,13 @@ public enum FormatConversion {
         let total = jobs.count
         try TensorPipeline.run(count: total, workers: workers, progress: { progress($0, total) }) { (i, scratch) throws(CheckpointError) in
             let job = jobs[i]
-            try transform(job.source, of: checkpoint, scratch: scratch) { values, columns in
-                guard let heads = job.heads else { return }
+            try transform(job.source, of: checkpoint, scratch: scratch) { values, _ in
+                // Rows are the first dimension: a 1-D bias is a column of rows, not one row.
+                guard let heads = job.heads, let rows = job.source.shape.first, rows > 0 else { return }
                 TensorPipeline.Scratch.fit(&scratch.moreFloats, values.count)
                 scratch.moreFloats.withUnsafeMutableBufferPointer { out in
-                    LlamaFamily.permuteRows(UnsafeBufferPointer(values), into: out, rows: values.count / columns,
-                                            columns: columns, heads: heads, toGGUF: toGGUF)
+                    LlamaFamily.permuteRows(UnsafeBufferPointer(values), into: out, rows: rows,
+                                            columns: values.count / rows, heads: heads, toGGUF: toGGUF)
                     _ = values.update(fromContentsOf: out)
                 }
             }

@@ -42,11 +42,19 @@ public final class GGUFWriter: @unchecked Sendable {
             try Self.validate(t, path: path)
         }
         var keys = Set<String>()
+        var arrayElements = 0
         for entry in metadata {
             guard keys.insert(entry.key).inserted else { throw .io(file: path, problem: "metadata key '\(entry.key)' given twice") }
-            if case .array(let a) = entry.value,
-               a.elementType == .array || a.values.contains(where: { $0.type != a.elementType }) {
-                throw .io(file: path, problem: "metadata '\(entry.key)': array elements must all be \(a.elementType), not arrays")
+            if case .array(let a) = entry.value {
+                if a.elementType == .array || a.values.contains(where: { $0.type != a.elementType }) {
+                    throw .io(file: path, problem: "metadata '\(entry.key)': array elements must all be \(a.elementType), not arrays")
+                }
+                // What the reader accepts, so every file written reads back.
+                arrayElements += a.values.count
+                guard arrayElements <= GGUFReader.maximumArrayElements else {
+                    throw .io(file: path, problem: "metadata arrays hold more than \(GGUFReader.maximumArrayElements) elements in all "
+                                  + "(at '\(entry.key)'), more than GGUF readers here accept")
+                }
             }
         }
         var alignment = GGUFReader.defaultAlignment
@@ -57,6 +65,16 @@ public final class GGUFWriter: @unchecked Sendable {
             alignment = Int(a)
         }
         self.alignment = alignment
+        // Sizes come from the files being converted: the padded total must fit before
+        // any offset is computed from it.
+        var dataSize = 0
+        for t in tensors {
+            let (padded, overflow) = t.byteCount.addingReportingOverflow(Self.padding(t.byteCount, alignment))
+            guard !overflow, case (let sum, false) = dataSize.addingReportingOverflow(padded) else {
+                throw .io(file: path, problem: "tensor '\(t.name)': the tensors do not fit in one file")
+            }
+            dataSize = sum
+        }
         self.tensors = tensors
         var complete = metadata
         Self.set("general.file_type", .uint32(fileType ?? Self.fileType(of: tensors)), in: &complete)
@@ -67,6 +85,9 @@ public final class GGUFWriter: @unchecked Sendable {
 
         var header = Self.encodeHeader(metadata: complete, tensors: tensors, alignment: alignment)
         header.append(contentsOf: repeatElement(0, count: Self.padding(header.count, alignment)))
+        guard !header.count.addingReportingOverflow(dataSize).overflow else {
+            throw .io(file: path, problem: "the tensors do not fit in one file")
+        }
         var slots: [(name: String, offset: Int, count: Int)] = []
         var offset = header.count
         for t in tensors {

@@ -81,13 +81,14 @@ public enum HFFolder {
 
     private static func openSharded(folder: String, indexPath: String, followSymlinks: Bool) throws(CheckpointError) -> Checkpoint {
         let entries = try readIndex(indexPath)
-        var shardOrder: [String] = []
+        // Hashed, not searched: an index may name tens of thousands of entries.
+        var shardSet = Set<String>()
         var expected: [String: String] = [:]  // tensor → shard
         for (tensor, shard) in entries {
-            if expected[tensor] == nil, !shardOrder.contains(shard) { shardOrder.append(shard) }
+            if expected[tensor] == nil { shardSet.insert(shard) }
             expected[tensor] = shard
         }
-        shardOrder.sort()
+        let shardOrder = shardSet.sorted()
         var files: [MappedFile] = []
         var tensors: [TensorEntry] = []
         var metadata: [MetadataEntry] = []

@@ -69,36 +69,91 @@ public struct LlamaHyperparameters: Sendable, Equatable {
             let type = config["rope_scaling"]?["rope_type"]?.stringValue ?? config["rope_scaling"]?["type"]?.stringValue ?? "?"
             if type != "default" { throw .unsupportedSetting("rope_scaling of type '\(type)'") }
         }
-        guard headCount > 0, embeddingLength % headCount == 0 || headDimension != nil else {
-            throw .unsupportedSetting("hidden_size \(embeddingLength) is not a multiple of \(headCount) heads")
+        try validate(names: .config)
+    }
+
+    /// The largest vocabulary Claire converts. A tokenizer's vocabulary is rebuilt
+    /// entry by entry (and a GGUF file lists every token), so a size taken on trust
+    /// would let a small file demand any amount of memory; real vocabularies hold a
+    /// few hundred thousand tokens. Tokens and their types together stay within half
+    /// of what a GGUF reader accepts in metadata arrays, leaving room for the merges.
+    public static let maximumVocabularySize = GGUFReader.maximumArrayElements / 4
+
+    /// Where the values being checked came from, for naming them in messages.
+    enum Source { case config, gguf }
+
+    /// Checks the values a file supplied before anything is sized from them: every
+    /// size positive and small enough for GGUF's u32 fields, the head grouping
+    /// consistent, epsilon and rope base finite and positive, token ids inside the
+    /// vocabulary.
+    func validate(names source: Source) throws(ConversionProblem) {
+        let a = architecture.ggufName
+        func name(_ config: String, _ gguf: String) -> String { source == .config ? config : "\(a).\(gguf)" }
+        let sizes: [(String, Int?)] = [
+            (name("num_hidden_layers", "block_count"), blockCount),
+            (name("max_position_embeddings", "context_length"), contextLength),
+            (name("hidden_size", "embedding_length"), embeddingLength),
+            (name("intermediate_size", "feed_forward_length"), feedForwardLength),
+            (name("num_attention_heads", "attention.head_count"), headCount),
+            (name("num_key_value_heads", "attention.head_count_kv"), headCountKV),
+            (name("head_dim", "attention.key_length"), headDimension),
+            (name("vocab_size", "vocab_size"), vocabSize),
+        ]
+        for case let (key, value?) in sizes where value < 1 || value > Int(UInt32.max) {
+            throw .unsupportedSetting("\(key) \(value) (must be between 1 and \(UInt32.max))")
         }
-        guard kvHeads > 0, headCount % kvHeads == 0 else {
+        guard vocabSize <= Self.maximumVocabularySize else {
+            throw .unsupportedSetting("\(name("vocab_size", "vocab_size")) \(vocabSize) (at most \(Self.maximumVocabularySize) tokens)")
+        }
+        guard embeddingLength % headCount == 0 || headDimension != nil else {
+            throw .unsupportedSetting("\(name("hidden_size", "embedding_length")) \(embeddingLength) is not a multiple of \(headCount) heads")
+        }
+        guard headCount % kvHeads == 0 else {
             throw .unsupportedSetting("\(headCount) attention heads cannot be grouped over \(kvHeads) key/value heads")
+        }
+        let epsilonName = name("rms_norm_eps", "attention.layer_norm_rms_epsilon")
+        guard Float(rmsNormEpsilon).isFinite, rmsNormEpsilon > 0 else {
+            throw .unsupportedSetting("\(epsilonName) \(rmsNormEpsilon) (must be positive and finite in Float32)")
+        }
+        if let ropeTheta, !(Float(ropeTheta).isFinite && ropeTheta > 0) {
+            throw .unsupportedSetting("\(name("rope_theta", "rope.freq_base")) \(ropeTheta) (must be positive and finite in Float32)")
+        }
+        let gguf = source == .gguf
+        let ids: [(String, Int?)] = [
+            (gguf ? "tokenizer.ggml.bos_token_id" : "bos_token_id", bosTokenID),
+            (gguf ? "tokenizer.ggml.eos_token_id" : "eos_token_id", eosTokenID),
+            (gguf ? "tokenizer.ggml.padding_token_id" : "pad_token_id", padTokenID),
+        ]
+        for case let (key, id?) in ids where id < 0 || id >= vocabSize {
+            throw .unsupportedSetting("\(key) \(id) (outside the vocabulary of \(vocabSize) tokens)")
         }
     }
 
     /// The architecture keys llama.cpp's converter writes, in its order.
     public func ggufMetadata() -> [MetadataEntry] {
         let a = architecture.ggufName
+        // The initializers bound every size to 1...UInt32.max; clamping only keeps a
+        // value set by hand from trapping.
+        func u32(_ value: Int) -> MetadataValue { .uint32(UInt32(clamping: value)) }
         var entries: [MetadataEntry] = [
-            MetadataEntry("\(a).block_count", .uint32(UInt32(blockCount))),
+            MetadataEntry("\(a).block_count", u32(blockCount)),
         ]
-        if let contextLength { entries.append(MetadataEntry("\(a).context_length", .uint32(UInt32(contextLength)))) }
+        if let contextLength { entries.append(MetadataEntry("\(a).context_length", u32(contextLength))) }
         entries += [
-            MetadataEntry("\(a).embedding_length", .uint32(UInt32(embeddingLength))),
-            MetadataEntry("\(a).feed_forward_length", .uint32(UInt32(feedForwardLength))),
-            MetadataEntry("\(a).attention.head_count", .uint32(UInt32(headCount))),
+            MetadataEntry("\(a).embedding_length", u32(embeddingLength)),
+            MetadataEntry("\(a).feed_forward_length", u32(feedForwardLength)),
+            MetadataEntry("\(a).attention.head_count", u32(headCount)),
         ]
-        if let headCountKV { entries.append(MetadataEntry("\(a).attention.head_count_kv", .uint32(UInt32(headCountKV)))) }
+        if let headCountKV { entries.append(MetadataEntry("\(a).attention.head_count_kv", u32(headCountKV))) }
         if let ropeTheta { entries.append(MetadataEntry("\(a).rope.freq_base", .float32(Float(ropeTheta)))) }
         entries.append(MetadataEntry("\(a).attention.layer_norm_rms_epsilon", .float32(Float(rmsNormEpsilon))))
         if headDimension != nil || architecture.configSuppliesHeadDimension {
-            entries.append(MetadataEntry("\(a).attention.key_length", .uint32(UInt32(ropeDimension))))
-            entries.append(MetadataEntry("\(a).attention.value_length", .uint32(UInt32(ropeDimension))))
+            entries.append(MetadataEntry("\(a).attention.key_length", u32(ropeDimension)))
+            entries.append(MetadataEntry("\(a).attention.value_length", u32(ropeDimension)))
         }
         if architecture.recordsVocabAndRopeDimension {
-            entries.append(MetadataEntry("\(a).vocab_size", .uint32(UInt32(vocabSize))))
-            entries.append(MetadataEntry("\(a).rope.dimension_count", .uint32(UInt32(ropeDimension))))
+            entries.append(MetadataEntry("\(a).vocab_size", u32(vocabSize)))
+            entries.append(MetadataEntry("\(a).rope.dimension_count", u32(ropeDimension)))
         }
         return entries
     }
@@ -135,9 +190,7 @@ public struct LlamaHyperparameters: Sendable, Equatable {
         bosTokenID = value("tokenizer.ggml.bos_token_id")?.intValue
         eosTokenID = value("tokenizer.ggml.eos_token_id")?.intValue
         padTokenID = value("tokenizer.ggml.padding_token_id")?.intValue
-        guard headCount > 0, kvHeads > 0, headCount % kvHeads == 0 else {
-            throw .unsupportedSetting("\(headCount) attention heads over \(kvHeads) key/value heads")
-        }
+        try validate(names: .gguf)
     }
 
     /// A `config.json` for this model with weights stored as `dtype`.

@@ -58,12 +58,14 @@ public enum JSONError: Error, Equatable, CustomStringConvertible {
     case syntax(offset: Int, expected: String)
     case duplicateKey(String)
     case tooDeep
+    case arrayTooLong(limit: Int)
 
     public var description: String {
         switch self {
         case .syntax(let offset, let expected): return "expected \(expected) at byte \(offset)"
         case .duplicateKey(let key): return "duplicate key '\(key)'"
         case .tooDeep: return "nesting deeper than \(JSONParser.maximumDepth) levels"
+        case .arrayTooLong(let limit): return "an array holds more than \(limit) elements"
         }
     }
 }
@@ -77,10 +79,18 @@ public struct JSONParser {
     private var depth = 0
     /// When true, an object with a repeated key is an error.
     private let rejectDuplicateKeys: Bool
+    /// Most elements an array nested `cappedFromDepth` or more levels deep may hold
+    /// (the outermost value is level 1). A format whose arrays are short says so, and
+    /// a text of millions of elements is refused as it is read, before it costs a
+    /// value tree many times its size.
+    private let maximumArrayLength: Int
+    private let cappedFromDepth: Int
 
     /// Parses one JSON value filling all of `bytes` (surrounding white space allowed).
-    public static func parse(_ bytes: UnsafeRawBufferPointer, rejectDuplicateKeys: Bool = true) throws(JSONError) -> JSONValue {
-        var parser = JSONParser(bytes: bytes, rejectDuplicateKeys: rejectDuplicateKeys)
+    public static func parse(_ bytes: UnsafeRawBufferPointer, rejectDuplicateKeys: Bool = true,
+                             maximumArrayLength: Int = .max, cappedFromDepth: Int = 1) throws(JSONError) -> JSONValue {
+        var parser = JSONParser(bytes: bytes, rejectDuplicateKeys: rejectDuplicateKeys, maximumArrayLength: maximumArrayLength,
+                                cappedFromDepth: cappedFromDepth)
         parser.skipWhitespace()
         let value = try parser.parseValue()
         parser.skipWhitespace()
@@ -97,9 +107,11 @@ public struct JSONParser {
         return try result.get()
     }
 
-    private init(bytes: UnsafeRawBufferPointer, rejectDuplicateKeys: Bool) {
+    private init(bytes: UnsafeRawBufferPointer, rejectDuplicateKeys: Bool, maximumArrayLength: Int, cappedFromDepth: Int) {
         self.bytes = bytes
         self.rejectDuplicateKeys = rejectDuplicateKeys
+        self.maximumArrayLength = maximumArrayLength
+        self.cappedFromDepth = cappedFromDepth
     }
 
     private var current: UInt8? { position < bytes.count ? bytes[position] : nil }
@@ -179,6 +191,7 @@ public struct JSONParser {
         }
         while true {
             skipWhitespace()
+            guard items.count < maximumArrayLength || depth < cappedFromDepth else { throw .arrayTooLong(limit: maximumArrayLength) }
             items.append(try parseValue())
             skipWhitespace()
             if current == UInt8(ascii: ",") { position += 1; continue }

@@ -72,6 +72,9 @@ public enum LlamaFamily {
         return layerNames.first { $0.gguf == suffix }.map { "model.layers.\(layer).\($0.hf)" }
     }
 
+    /// The layer number in an HF tensor name (`model.layers.N.…`), if any.
+    public static func layer(ofHF name: String) -> Int? { split(name, prefix: "model.layers.")?.0 }
+
     private static func split(_ name: String, prefix: String) -> (Int, Substring)? {
         guard name.hasPrefix(prefix) else { return nil }
         let rest = name.dropFirst(prefix.count)
@@ -100,8 +103,10 @@ public enum LlamaFamily {
 
     /// True when `rows` rows split into `heads` heads of row pairs, as the Q/K
     /// permutation needs.
+    /// A head count from a file can be anything, so `2 × heads` is checked for overflow.
     public static func splitsIntoPairs(_ rows: Int, heads: Int) -> Bool {
-        heads > 0 && rows % (2 * heads) == 0
+        let (pairs, overflow) = heads.multipliedReportingOverflow(by: 2)
+        return heads > 0 && !overflow && rows >= 0 && rows % pairs == 0
     }
 
     /// Reorders the rows of a `rows × columns` matrix (row-major) between HF's

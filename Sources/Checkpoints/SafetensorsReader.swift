@@ -8,6 +8,11 @@
 public enum SafetensorsReader {
     /// The reference implementation's cap on header length.
     public static let maximumHeaderLength: UInt64 = 100_000_000
+    /// The most dimensions a tensor may have (numpy's limit, so every reader that
+    /// loads through numpy or torch can hold it). Arrays in a header are capped at
+    /// this length while it is parsed: a header of one shape with millions of
+    /// entries is refused at once instead of costing gigabytes.
+    public static let maximumRank = 64
 
     /// The validated contents of one file's header.
     public struct Header: Sendable {
@@ -41,9 +46,10 @@ public enum SafetensorsReader {
         guard headerBytes.first == UInt8(ascii: "{") else { throw .headerNotObject }
         let json: JSONValue
         do {
-            json = try JSONParser.parse(headerBytes)
+            json = try JSONParser.parse(headerBytes, maximumArrayLength: maximumRank)
         } catch {
             if case .duplicateKey(let key) = error { throw .duplicateKey(key) }
+            if case .arrayTooLong = error { throw .tooManyDimensions(limit: maximumRank) }
             throw .invalidJSON(error.description)
         }
         guard case .object(let members) = json else { throw .headerNotObject }

@@ -64,26 +64,63 @@ public final class SafetensorsFileWriter: @unchecked Sendable {
         return bytes
     }
 
+    /// Checks that `tensors` make a file the reference reader (and Claire's) reads
+    /// back: safetensors dtypes only, no tensor named `__metadata__` (the header's
+    /// metadata key), names unique, sizes that fit, and a header within the readers'
+    /// limit. Nothing is created; `path` names the output in messages.
+    public static func check(_ tensors: [TensorSpec], metadata: [(key: String, value: String)]?, path: String) throws(CheckpointError) {
+        _ = try plan(tensors, metadata: metadata, path: path)
+    }
+
+    /// The file order, header and total size of a checked plan.
+    private static func plan(_ tensors: [TensorSpec], metadata: [(key: String, value: String)]?, path: String)
+        throws(CheckpointError) -> (ordered: [TensorSpec], header: [UInt8], size: Int)
+    {
+        var seen = Set<String>()
+        var total = 0
+        var nameBytes = 0
+        func tooLarge(_ bytes: Int) -> CheckpointError {
+            .io(file: path, problem: "the header of \(tensors.count) tensors takes \(bytes) bytes or more, "
+                    + "more than the \(SafetensorsReader.maximumHeaderLength) safetensors readers accept")
+        }
+        for t in tensors {
+            // The names alone bound the header from below: refused before any JSON is built.
+            nameBytes += t.name.utf8.count
+            guard UInt64(nameBytes) <= SafetensorsReader.maximumHeaderLength else { throw tooLarge(nameBytes) }
+            guard t.name != "__metadata__" else {
+                throw .io(file: path, problem: "a tensor cannot be named '__metadata__' in safetensors (the header's metadata key)")
+            }
+            guard seen.insert(t.name).inserted else { throw .io(file: path, problem: "tensor '\(t.name)' planned twice") }
+            guard t.dtype.isSafetensorsType else {
+                throw .io(file: path, problem: "tensor '\(t.name)': safetensors has no dtype \(t.dtype)")
+            }
+            guard let count = Checkpoints.elementCount(of: t.shape), let bytes = t.dtype.byteCount(forElements: count),
+                  case (let sum, false) = total.addingReportingOverflow(bytes) else {
+                throw .io(file: path, problem: "tensor '\(t.name)': shape \(t.shape) does not fit dtype \(t.dtype)")
+            }
+            total = sum
+        }
+        let ordered = fileOrder(tensors)
+        let header = header(for: ordered, metadata: metadata)
+        guard UInt64(header.count - 8) <= SafetensorsReader.maximumHeaderLength else { throw tooLarge(header.count - 8) }
+        guard case (let size, false) = total.addingReportingOverflow(header.count) else {
+            throw .io(file: path, problem: "the tensors do not fit in one file")
+        }
+        return (ordered, header, size)
+    }
+
     /// Creates `path` (which must not exist) and writes its header.
     public init(path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]? = [("format", "pt")]) throws(CheckpointError) {
         self.path = path
-        var seen = Set<String>()
-        for t in tensors {
-            guard seen.insert(t.name).inserted else { throw .io(file: path, problem: "tensor '\(t.name)' planned twice") }
-            guard Checkpoints.elementCount(of: t.shape) != nil, t.dtype.byteCount(forElements: t.elementCount) != nil else {
-                throw .io(file: path, problem: "tensor '\(t.name)': shape \(t.shape) does not fit dtype \(t.dtype)")
-            }
-        }
-        let ordered = Self.fileOrder(tensors)
+        let (ordered, header, size) = try Self.plan(tensors, metadata: metadata, path: path)
         self.tensors = ordered
-        let header = Self.header(for: ordered, metadata: metadata)
         var slots: [(name: String, offset: Int, count: Int)] = []
         var offset = header.count
         for t in ordered {
             slots.append((t.name, offset, t.byteCount))
             offset += t.byteCount
         }
-        file = try PlannedFile(creating: path, displayPath: path, header: header, slots: slots, size: offset)
+        file = try PlannedFile(creating: path, displayPath: path, header: header, slots: slots, size: size)
     }
 
     /// Writes the bytes of tensor `name`; thread-safe, any order, once per tensor.
@@ -117,10 +154,12 @@ public final class HFFolderWriter: @unchecked Sendable {
     /// started when the next tensor would push the current one past `maxShardSize`.
     public init(folder: String, tensors: [TensorSpec], maxShardSize: Int = HFFolderWriter.defaultMaxShardSize,
                 metadata: [(key: String, value: String)]? = [("format", "pt")], overwrite: Bool = false) throws(CheckpointError) {
+        // The whole plan is checked before the output folder exists.
+        try SafetensorsFileWriter.check(tensors, metadata: metadata, path: folder)
         var groups: [[TensorSpec]] = [[]]
         var size = 0
         for t in tensors {
-            if !groups[groups.count - 1].isEmpty && size + t.byteCount > maxShardSize {
+            if !groups[groups.count - 1].isEmpty && t.byteCount > maxShardSize - size {
                 groups.append([])
                 size = 0
             }
@@ -133,9 +172,14 @@ public final class HFFolderWriter: @unchecked Sendable {
         output = try OutputPath(destination: folder, isDirectory: true, overwrite: overwrite)
         var writers: [SafetensorsFileWriter] = []
         var shardOf: [String: Int] = [:]
-        for (i, group) in groups.enumerated() {
-            writers.append(try SafetensorsFileWriter(path: output.temporaryPath(for: names[i]), tensors: group, metadata: metadata))
-            for t in group { shardOf[t.name] = i }
+        do {
+            for (i, group) in groups.enumerated() {
+                writers.append(try SafetensorsFileWriter(path: output.temporaryPath(for: names[i]), tensors: group, metadata: metadata))
+                for t in group { shardOf[t.name] = i }
+            }
+        } catch {
+            output.abort()
+            throw error
         }
         shards = writers
         shardNames = names

@@ -13,8 +13,8 @@
 public enum SparseDelta {
     public static let magic = Array("CLDELTA1".utf8)
     static let trailerSize = 8 + 8 + 8
-    /// The largest header a reader accepts.
-    static let maximumHeaderSize = 256 << 20
+    /// The largest header a reader accepts (and a writer writes).
+    public static let maximumHeaderSize = 256 << 20
 
     /// How a tensor is stored.
     public enum Mode: String, Sendable {

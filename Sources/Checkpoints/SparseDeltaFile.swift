@@ -66,9 +66,16 @@ extension SparseDelta {
         }
 
         /// Writes the header and trailer and moves the file into place.
-        public func commit(method: String, density: Double, seed: UInt64, metadata: [MetadataEntry]) throws(CheckpointError) {
+        /// A header larger than `maximumHeaderSize` (what readers accept) is refused
+        /// and nothing is moved into place.
+        public func commit(method: String, density: Double, seed: UInt64, metadata: [MetadataEntry],
+                           maximumHeaderSize: Int = SparseDelta.maximumHeaderSize) throws(CheckpointError) {
             let header = Header(method: method, density: density, seed: seed, metadata: metadata, tensors: records)
             let json = Array(SparseDelta.headerJSON(header).compactText.utf8)
+            guard json.count <= maximumHeaderSize else {
+                throw .io(file: output.destination, problem: "the header of \(records.count) tensors takes \(json.count) bytes, "
+                              + "more than the \(maximumHeaderSize) a delta reader accepts")
+            }
             try write(json)
             var trailer: [UInt8] = []
             withUnsafeBytes(of: UInt64(json.count).littleEndian) { trailer.append(contentsOf: $0) }
@@ -153,7 +160,13 @@ extension SparseDelta {
             let json = UnsafeRawBufferPointer(rebasing: bytes[headerStart..<trailerStart])
             guard XXHash64.hash(json) == storedHash else { throw .headerChecksumMismatch }
             let value: JSONValue
-            do { value = try JSONParser.parse(json) } catch { throw .badHeader(error.description) }
+            // Shapes (arrays inside the tensor list's records, level 4) are capped like
+            // safetensors ranks; the tensor list itself (level 2) is bounded by the header size.
+            do {
+                value = try JSONParser.parse(json, maximumArrayLength: SafetensorsReader.maximumRank, cappedFromDepth: 3)
+            } catch {
+                throw .badHeader(error.description)
+            }
             guard value["format"]?.stringValue == "claire-delta" else { throw .badHeader("format is not claire-delta") }
             guard value["version"]?.nonNegativeInteger == 1 else { throw .badHeader("unsupported version") }
             guard case .array(let items)? = value["tensors"] else { throw .badHeader("no tensor list") }
@@ -173,6 +186,7 @@ extension SparseDelta {
                 guard record.offset == expectedOffset else { throw .blobOutOfPlace(tensor: record.name) }
                 let (end, overflow) = record.offset.addingReportingOverflow(record.blobSize)
                 guard !overflow, end <= headerStart else { throw .blobOutOfPlace(tensor: record.name) }
+                try checkFrames(record, in: bytes)
                 expectedOffset = end
                 records.append(record)
             }
@@ -211,15 +225,64 @@ extension SparseDelta {
             guard let mode = item["mode"]?.stringValue.flatMap(Mode.init(rawValue:)) else {
                 throw .badHeader("tensor '\(name)': unknown mode")
             }
+            guard dtype.isSafetensorsType else {
+                throw .badHeader("tensor '\(name)': dtype \(dtype) cannot be written back to safetensors")
+            }
             let record = Record(name: name, dtype: dtype, shape: shape, mode: mode, kept: try int("kept"),
                                 changed: try int("changed"), baseHash: try hash("base_xxh64"), offset: try int("offset"),
                                 positionsSize: try int("positions_size"), valuesSize: try int("values_size"),
                                 blobHash: try hash("blob_xxh64"))
             guard record.kept <= count, record.changed <= count else { throw .badHeader("tensor '\(name)': more entries than elements") }
+            guard mode == .sparse || record.kept == count else { throw .badHeader("tensor '\(name)': full mode stores every element") }
             guard mode == .full || SparseDelta.elementWidth(dtype) != nil else {
                 throw .badHeader("tensor '\(name)': sparse mode needs a plain element type")
             }
+            guard !record.positionsSize.addingReportingOverflow(record.valuesSize).overflow else {
+                throw .blobOutOfPlace(tensor: name)
+            }
             return record
+        }
+
+        /// Checks the content sizes the two zstd frames of `record` declare, before
+        /// any output exists or any buffer is sized: each must be what the record needs
+        /// (the positions frame: one to ten bytes per kept entry; the values frame: the
+        /// stored bytes exactly) and no more than its compressed bytes can expand to.
+        /// Bounds: the record's blob lies inside `file` (checked by `parse`).
+        static func checkFrames(_ record: Record, in file: UnsafeRawBufferPointer) throws(DeltaViolation) {
+            let blob = UnsafeRawBufferPointer(rebasing: file[record.offset..<(record.offset + record.blobSize)])
+            let positionFrame = UnsafeRawBufferPointer(rebasing: blob[0..<record.positionsSize])
+            let valueFrame = UnsafeRawBufferPointer(rebasing: blob[record.positionsSize...])
+            func declared(_ frame: UnsafeRawBufferPointer, _ what: String) throws(DeltaViolation) -> UInt64 {
+                guard let size = Zstd.contentSize(frame) else {
+                    throw .corruptBlob(tensor: record.name, reason: "\(what) is not a zstd frame that records its size")
+                }
+                guard size <= Zstd.maximumContentSize(frameBytes: frame.count) else {
+                    throw .corruptBlob(tensor: record.name,
+                                       reason: "\(what) of \(frame.count) bytes claims \(size) bytes, more than it can hold")
+                }
+                return size
+            }
+            let positions = try declared(positionFrame, "position list")
+            let values = try declared(valueFrame, "value block")
+            let width = SparseDelta.elementWidth(record.dtype) ?? 1
+            let expectedValues: Int?
+            switch record.mode {
+            case .full:
+                guard positions == 0 else { throw .corruptBlob(tensor: record.name, reason: "a whole tensor has no position list") }
+                expectedValues = record.dtype.byteCount(forElements: record.elementCount)
+            case .sparse:
+                let (most, overflow) = UInt64(record.kept).multipliedReportingOverflow(by: 10)
+                // A varint takes one to ten bytes.
+                guard !overflow, positions >= UInt64(record.kept), positions <= most else {
+                    throw .corruptBlob(tensor: record.name, reason: "position list of \(positions) bytes does not fit \(record.kept) entries")
+                }
+                let (bytes, overflowed) = record.kept.multipliedReportingOverflow(by: width)
+                expectedValues = overflowed ? nil : bytes
+            }
+            guard let expectedValues, values == UInt64(expectedValues) else {
+                throw .corruptBlob(tensor: record.name,
+                                   reason: "value block holds \(values) bytes, expected \(expectedValues.map(String.init) ?? "more than fit in memory")")
+            }
         }
 
         /// Rebuilds the fine-tuned bytes of `record` into `destination` (its byte size)
@@ -254,12 +317,13 @@ extension SparseDelta {
                 guard let base, base.count == destination.count else { throw .baseMissing(tensor: record.name) }
                 guard XXHash64.hash(base) == record.baseHash else { throw .wrongBase(tensor: record.name) }
                 let width = SparseDelta.elementWidth(record.dtype)!
-                // A varint takes at most 10 bytes: refuse frames claiming more before allocating.
-                let declared = Zstd.contentSize(positionFrame)
-                guard let declared, declared <= UInt64(record.kept) * 10 else {
+                // `checkFrames` bounded the declared size by the entry count when the file was opened.
+                let (most, overflow) = UInt64(record.kept).multipliedReportingOverflow(by: 10)
+                guard let declared = Zstd.contentSize(positionFrame), !overflow, declared <= most,
+                      let size = Int(exactly: declared) else {
                     throw .corruptBlob(tensor: record.name, reason: "position list larger than its entry count allows")
                 }
-                var gaps = [UInt8](repeating: 0, count: Int(declared))
+                var gaps = [UInt8](repeating: 0, count: size)
                 if let reason = gaps.withUnsafeMutableBytes({ Zstd.decompress(positionFrame, into: $0) }) {
                     throw .corruptBlob(tensor: record.name, reason: reason)
                 }

@@ -66,6 +66,10 @@ public struct GGUFTokenizer: Sendable, Equatable {
             throw .unsupportedTokenizer("SentencePiece-style BPE with byte fallback (byte-level BPE only)")
         }
         guard case .object(let vocab)? = model["vocab"] else { throw .unsupportedTokenizer("no vocab in tokenizer.json") }
+        // Checked before the vocabulary is allocated: the size comes from config.json.
+        guard vocabSize >= 1, vocabSize <= LlamaHyperparameters.maximumVocabularySize else {
+            throw .unsupportedSetting("vocab_size \(vocabSize) (between 1 and \(LlamaHyperparameters.maximumVocabularySize) tokens)")
+        }
         var byID = [String?](repeating: nil, count: vocabSize)
         var typeByID = [TokenType](repeating: .unused, count: vocabSize)
         for (token, id) in vocab {
@@ -176,7 +180,7 @@ public struct GGUFTokenizer: Sendable, Equatable {
         if !merges.isEmpty {
             entries.append(MetadataEntry("tokenizer.ggml.merges", .array(MetadataArray(elementType: .string, values: merges.map { .string($0) }))))
         }
-        for (role, id) in specialIDs { entries.append(MetadataEntry("tokenizer.ggml.\(Self.idKey(role))", .uint32(UInt32(id)))) }
+        for (role, id) in specialIDs { entries.append(MetadataEntry("tokenizer.ggml.\(Self.idKey(role))", .uint32(UInt32(clamping: id)))) }
         if let addBOS { entries.append(MetadataEntry("tokenizer.ggml.add_bos_token", .bool(addBOS))) }
         if let addEOS { entries.append(MetadataEntry("tokenizer.ggml.add_eos_token", .bool(addEOS))) }
         if let chatTemplate { entries.append(MetadataEntry("tokenizer.chat_template", .string(chatTemplate))) }
@@ -191,16 +195,23 @@ public struct GGUFTokenizer: Sendable, Equatable {
         guard case .array(let list)? = value("tokenizer.ggml.tokens") else { throw .missingMetadata("tokenizer.ggml.tokens") }
         tokens = list.values.map { $0.stringValue ?? "" }
         if case .array(let t)? = value("tokenizer.ggml.token_type") {
-            types = t.values.map { TokenType(rawValue: Int32($0.intValue ?? 1)) ?? .normal }
+            types = t.values.map { value in value.intValue.flatMap { Int32(exactly: $0) }.flatMap(TokenType.init(rawValue:)) ?? .normal }
         } else {
             types = Array(repeating: .normal, count: tokens.count)
         }
         guard types.count == tokens.count else { throw .unsupportedTokenizer("token_type and tokens differ in length") }
         if case .array(let m)? = value("tokenizer.ggml.merges") { merges = m.values.map { $0.stringValue ?? "" } } else { merges = [] }
         pre = value("tokenizer.ggml.pre")?.stringValue ?? "default"
-        specialIDs = Self.roles.compactMap { role in
-            value("tokenizer.ggml.\(Self.idKey(role))")?.intValue.map { (role, $0) }
+        var special: [(role: String, id: Int)] = []
+        for role in Self.roles {
+            let key = "tokenizer.ggml.\(Self.idKey(role))"
+            guard let entry = value(key) else { continue }
+            guard let id = entry.intValue, id >= 0, id < tokens.count else {
+                throw .unsupportedSetting("\(key) \(entry.intValue.map(String.init) ?? "\(entry)") (outside the \(tokens.count) tokens)")
+            }
+            special.append((role, id))
         }
+        specialIDs = special
         if case .bool(let b)? = value("tokenizer.ggml.add_bos_token") { addBOS = b } else { addBOS = nil }
         if case .bool(let b)? = value("tokenizer.ggml.add_eos_token") { addEOS = b } else { addEOS = nil }
         chatTemplate = value("tokenizer.chat_template")?.stringValue
@@ -248,7 +259,7 @@ public struct GGUFTokenizer: Sendable, Equatable {
     /// A `tokenizer_config.json` naming the special tokens and the chat template.
     public func tokenizerConfigJSON(contextLength: Int?) -> JSONValue {
         var members: [(key: String, value: JSONValue)] = [("tokenizer_class", .string("PreTrainedTokenizerFast"))]
-        for (role, id) in specialIDs where id < tokens.count { members.append(("\(role)_token", .string(tokens[id]))) }
+        for (role, id) in specialIDs where id >= 0 && id < tokens.count { members.append(("\(role)_token", .string(tokens[id]))) }
         if let addBOS { members.append(("add_bos_token", .bool(addBOS))) }
         if let addEOS { members.append(("add_eos_token", .bool(addEOS))) }
         members.append(("clean_up_tokenization_spaces", .bool(false)))

@@ -20,6 +20,15 @@ public enum Zstd {
         return declared == ZSTD_CONTENTSIZE_ERROR || declared == ZSTD_CONTENTSIZE_UNKNOWN ? nil : declared
     }
 
+    /// The most content a frame of `frameBytes` bytes can hold. Every block of a
+    /// frame starts with a 3-byte header and holds at most 128 KiB (the format's
+    /// block size limit, RFC 8878 §3.1.1.2.3), so a declared size beyond this is a lie
+    /// and must not size an allocation.
+    public static func maximumContentSize(frameBytes: Int) -> UInt64 {
+        let (most, overflow) = UInt64(max(0, frameBytes) / 3 + 1).multipliedReportingOverflow(by: 128 << 10)
+        return overflow ? .max : most
+    }
+
     /// Decompresses one frame into `destination`, which must be exactly the
     /// frame's recorded content size; returns a reason on failure.
     public static func decompress(_ frame: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) -> String? {

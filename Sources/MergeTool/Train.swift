@@ -123,7 +123,7 @@ extension MergeTool {
                 let progress = StatusLine()
                 defer { progress.finish() }
                 let loss = try TrainingRun.train(model, task: task, data: examples, options: options, output: output,
-                                                 overwrite: force) { report in
+                                                 overwrite: force, dataFile: data ?? "built-in data") { report in
                     progress.update("\(task.rawValue) step \(report.step)/\(report.steps)  loss \(format(report.loss))  "
                                     + "lr \(format(report.learningRate))")
                 }

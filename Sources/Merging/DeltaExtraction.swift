@@ -35,6 +35,11 @@ public enum DeltaExtraction {
         guard density > 0 && density <= 1 else { throw MergeError.badParameter(name: "density", problem: "must be in (0, 1], got \(density)") }
         let tuned = try Checkpoint.open(tunedPath)
         let base = try Checkpoint.open(basePath)
+        // `apply` writes safetensors: a type it cannot write is refused before any output exists.
+        if let t = tuned.tensors.first(where: { !$0.dtype.isSafetensorsType }) {
+            throw CheckpointError.conversion(file: tunedPath, problem: .unsupportedType(
+                "\(t.dtype) (tensor '\(t.name)') in safetensors, which a delta is applied into; convert to a float type first"))
+        }
         let writer = try SparseDelta.Writer(path: output, overwrite: overwrite)
         let tensors = tuned.tensors
         let done = Counter()

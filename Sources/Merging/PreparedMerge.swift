@@ -53,7 +53,8 @@ public final class PreparedMerge: Sendable {
 
         var layerCount = 0
         for t in template.tensors {
-            if let layer = LayerPosition.layer(of: t.name) { layerCount = max(layerCount, layer + 1) }
+            // A layer number comes from a file: Int.max must not overflow the count.
+            if let layer = LayerPosition.layer(of: t.name) { layerCount = max(layerCount, layer == .max ? layer : layer + 1) }
         }
 
         var problems: [String] = []

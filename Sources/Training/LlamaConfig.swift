@@ -43,6 +43,26 @@ public struct LlamaConfig: Equatable, Sendable {
     /// The largest model this trainer builds (2 GB of Float32 weights).
     public static let maximumParameters: Double = 5e8
 
+    /// The most memory one training step's activations may take. Their size grows
+    /// with the batch and with the square of the longest sequence, which the data
+    /// decides (`max_position_embeddings` only caps it), so it is checked before
+    /// training starts rather than found out by the allocator.
+    public static let maximumActivationBytes: Double = 4 * 1024 * 1024 * 1024
+
+    /// Bytes of the buffers one training step allocates (`Activations`) for
+    /// `sequences` sequences of `length` positions, counted in Double so sizes
+    /// taken from a file cannot overflow.
+    public func activationBytes(sequences: Int, length: Int) -> Double {
+        let s = Double(sequences), l = Double(length), n = s * l
+        let h = Double(hiddenSize), q = Double(headCount) * Double(headDimension)
+        let kv = Double(keyValueHeadCount) * Double(headDimension), inter = Double(intermediateSize)
+        let perLayer = n * (5 * h + 2 * q + 2 * kv + 3 * inter + 2) + s * Double(headCount) * l * l
+        let stack = Double(layerCount) * perLayer + Double(layerCount + 1) * n * h
+        let head = n * (h + 1 + Double(vocabularySize)) + l * Double(headDimension)
+        let backward = n * (2 * h + 2 * q + 2 * kv + 3 * inter) + l * l
+        return 4 * (stack + head + backward)
+    }
+
     /// Checks the shape rules the model relies on; `file` names the source in messages.
     public func validate(file: String) throws(TrainingError) {
         func fail(_ problem: String) throws(TrainingError) { throw .config(file: file, problem: problem) }

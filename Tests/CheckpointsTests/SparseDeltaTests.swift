@@ -82,7 +82,9 @@ import Testing
     @Test func aFlippedDataByteIsCaughtByTheChecksum() throws {
         let d = try writeDelta(keep: [0, 7])
         var bytes = [UInt8](FileManager.default.contents(atPath: d.path)!)
-        bytes[10] ^= 0x40
+        // The last byte of the blob: compressed content, past the frame headers checked at open.
+        let record = try SparseDelta.File(path: d.path).header.tensors[0]
+        bytes[record.offset + record.blobSize - 1] ^= 0x40
         let path = temporaryFile(bytes, name: "bad.delta")
         let file = try SparseDelta.File(path: path)
         #expect(throws: CheckpointError.delta(file: path, violation: .blobChecksumMismatch(tensor: "w"))) {
