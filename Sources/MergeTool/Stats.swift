@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoints
 import Merging
+import Statistics
 
 extension StatisticsGrouping: ExpressibleByArgument {}
 

@@ -32,39 +32,6 @@ enum MagnitudeBins {
     }
 }
 
-/// The coarse histogram of the full pass, one UInt64 per bin: the count in
-/// bits 40–62 and the Σ of fine patterns in the low 40, so an entry costs one
-/// add; the top bit marks the bins whose exact patterns are collected, so the
-/// same load tells. A bin holds at most 2²³ entries, so the histogram is emptied
-/// into the interleaved Int histogram at least every `capacity` entries. Eight
-/// spare slots after the bins take the zero and non-finite entries, one per
-/// lane position, so repeated updates of one slot stay apart.
-enum PackedBins {
-    static let one: UInt64 = 1 << 40
-    static let collect: UInt64 = 1 << 63
-    static let spare = MagnitudeBins.coarseCount
-    static let slots = MagnitudeBins.coarseCount + 8
-    static let capacity = 1 << 23
-
-    /// Adds bins 0…`highest` of `packed` into `bins` (count at 2·bin, fine sum
-    /// at 2·bin + 1) and clears their counts (not their marks) and the spare slots.
-    static func empty(_ packed: UnsafeMutablePointer<UInt64>, upTo highest: Int, into bins: UnsafeMutablePointer<Int>) {
-        if highest >= 0 {
-            for bin in 0...highest where packed[bin] & ~collect != 0 {
-                bins[2 * bin] += Int(packed[bin] &>> 40 & (collect &>> 40 - 1))
-                bins[2 * bin + 1] += Int(packed[bin] & (one - 1))
-                packed[bin] &= collect
-            }
-        }
-        (packed + spare).update(repeating: 0, count: slots - spare)
-    }
-
-    /// Marks (or unmarks) `bins` as collected.
-    static func mark(_ packed: UnsafeMutablePointer<UInt64>, _ bins: ClosedRange<Int>, _ on: Bool) {
-        for bin in bins { packed[bin] = on ? packed[bin] | collect : packed[bin] & ~collect }
-    }
-}
-
 /// What the measure of one delta found in one chunk.
 struct ChunkMeasure {
     var zeros = 0
@@ -78,16 +45,6 @@ struct DeltaMoments {
     var zeros = 0
     var sumOfSquares = 0.0
     var maxBits: UInt32 = 0
-    /// Lowest and highest non-empty coarse bin, found once the tensor is done.
-    var lowBin = 0
-    var highBin = -1
-
-    /// Finds the non-empty range of a coarse histogram (the top is the largest magnitude's bin).
-    mutating func findBinRange(_ bins: UnsafePointer<Int>) {
-        highBin = maxBits > 0 ? Int(maxBits &>> MagnitudeBins.shift) : -1
-        lowBin = 0
-        while lowBin <= highBin && bins[2 * lowBin] == 0 { lowBin += 1 }
-    }
 }
 
 /// The chunk kernels of a statistics pass. Every pointer argument holds at
@@ -118,26 +75,21 @@ enum DeltaKernels {
     @inline(__always)
     static func ones(_ mask: SIMDMask<SIMD8<Int32>>) -> Bits { unsafeBitCast(mask, to: Bits.self) }
 
-    /// Whether any lane of a mask is set: `any(_:)` reduces lane by lane over
-    /// SSE2, an OR of the mask's four 64-bit words takes a few instructions.
-    @inline(__always)
-    static func anyLane(_ mask: Bits) -> Bool {
-        let words = unsafeBitCast(mask, to: SIMD4<UInt64>.self)
-        return words[0] | words[1] | words[2] | words[3] != 0
-    }
-
     @inline(__always)
     static func keep(_ v: Lanes, _ mask: Bits) -> Lanes {
         unsafeBitCast(unsafeBitCast(v, to: Bits.self) & mask, to: Lanes.self)
     }
 
-    /// δ = tuned − base in place over `tuned`, then zeros, non-finite entries,
-    /// Σδ² and the largest magnitude pattern, added to `moments` and returned
-    /// for the chunk. Vector kernel; the tail runs one lane at a time.
+    /// δ = tuned − base in place over `tuned`.
+    static func subtract(_ base: UnsafePointer<Float>, from tuned: UnsafeMutablePointer<Float>, _ count: Int) {
+        for i in 0..<count { tuned[i] -= base[i] }
+    }
+
+    /// Zeros, non-finite entries, Σδ² and the largest magnitude pattern of δ,
+    /// added to `moments` and returned for the chunk. Vector kernel; the tail
+    /// runs one lane at a time.
     @discardableResult
-    static func subtractAndMeasure(
-        _ tuned: UnsafeMutablePointer<Float>, _ base: UnsafePointer<Float>, _ count: Int, into moments: inout DeltaMoments
-    ) -> ChunkMeasure {
+    static func measure(_ delta: UnsafePointer<Float>, _ count: Int, into moments: inout DeltaMoments) -> ChunkMeasure {
         // Magnitude patterns are non-negative as Int32: signed lane compares order them.
         let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
         var zeros = Bits(), nonFinite = Bits(), high = Signed()
@@ -147,8 +99,7 @@ enum DeltaKernels {
             let end = min(count - 8, i + block)
             var partial = Lanes()
             while i <= end {
-                let v = load(tuned, i) - load(base, i)
-                UnsafeMutableRawPointer(tuned + i).storeBytes(of: v, as: Lanes.self)
+                let v = load(delta, i)
                 let bits = unsafeBitCast(magnitudeBits(v), to: Signed.self)
                 let finite = ones(bits .< limit)
                 zeros &-= ones(bits .== Signed())
@@ -164,8 +115,7 @@ enum DeltaKernels {
         for lane in 0..<8 { highBits = max(highBits, UInt32(high[lane])) }
         var zeroCount = Int(zeros.wrappedSum()), nonFiniteCount = Int(nonFinite.wrappedSum())
         while i < count {
-            let d = tuned[i] - base[i]
-            tuned[i] = d
+            let d = delta[i]
             let bits = d.bitPattern & 0x7fff_ffff
             if bits == 0 { zeroCount += 1 } else if bits >= MagnitudeBins.nonFinite { nonFiniteCount += 1 } else {
                 squares += Double(d) * Double(d)
@@ -178,71 +128,6 @@ enum DeltaKernels {
         moments.sumOfSquares += squares
         moments.maxBits = max(moments.maxBits, highBits)
         return ChunkMeasure(zeros: zeroCount, nonFinite: nonFiniteCount, sumOfSquares: squares)
-    }
-
-    /// Adds every non-zero finite |δ| to the packed coarse histogram and copies
-    /// the patterns that fall in marked bins to `collected`; returns how many
-    /// were copied. Branch-free: zero and non-finite entries go to spare slots.
-    static func histogram(
-        _ delta: UnsafePointer<Float>, _ count: Int, packed: UnsafeMutablePointer<UInt64>, collected: UnsafeMutablePointer<UInt32>
-    ) -> Int {
-        var n = 0
-        for i in 0..<count {
-            let key = delta[i].bitPattern & 0x7fff_ffff
-            // Zero wraps around, so one test sends zeros and non-finite entries aside.
-            let slot = key &- 1 < MagnitudeBins.nonFinite &- 1 ? Int(key &>> MagnitudeBins.shift) : PackedBins.spare + (i & 7)
-            let entry = packed[slot] &+ (UInt64(key & MagnitudeBins.fineMask) | PackedBins.one)
-            packed[slot] = entry
-            collected[n] = key
-            n &+= Int(entry &>> 63)
-        }
-        return n
-    }
-
-    /// `histogram` for a chunk of mostly zero entries: vector compares mark
-    /// the non-zero finite ones 64 at a time in a bit mask, and only those are
-    /// visited (the loop over a mask's bits mispredicts once per 64 entries,
-    /// where testing each entry would mispredict at every non-zero one).
-    /// Leaves the masks in `masks` (one word per 64 entries, rounded up).
-    static func sparseHistogram(
-        _ delta: UnsafePointer<Float>, _ count: Int, packed: UnsafeMutablePointer<UInt64>, collected: UnsafeMutablePointer<UInt32>,
-        masks: UnsafeMutablePointer<UInt64>
-    ) -> Int {
-        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
-        let weights = Bits(1, 2, 4, 8, 16, 32, 64, 128)
-        var n = 0
-        @inline(__always) func add(_ key: UInt32) {
-            let slot = Int(key &>> MagnitudeBins.shift)
-            let entry = packed[slot] &+ (UInt64(key & MagnitudeBins.fineMask) | PackedBins.one)
-            packed[slot] = entry
-            collected[n] = key
-            n &+= Int(entry &>> 63)
-        }
-        var start = 0
-        while start + 64 <= count {
-            var word: UInt64 = 0
-            for group in 0..<8 {
-                let bits = unsafeBitCast(magnitudeBits(load(delta, start + 8 * group)), to: Signed.self)
-                let counted = ones(bits .> Signed()) & ones(bits .< limit)
-                word |= UInt64((counted & weights).wrappedSum()) &<< (8 * group)
-            }
-            masks[start / 64] = word
-            while word != 0 {
-                add(delta[start + word.trailingZeroBitCount].bitPattern & 0x7fff_ffff)
-                word &= word &- 1
-            }
-            start += 64
-        }
-        var tail: UInt64 = 0
-        for i in start..<count {
-            let key = delta[i].bitPattern & 0x7fff_ffff
-            if key &- 1 < MagnitudeBins.nonFinite &- 1 {
-                add(key)
-                tail |= 1 &<< (i - start)
-            }
-        }
-        if start < count { masks[start / 64] = tail }
-        return n
     }
 
     /// Σ|θ₀| and the number of finite entries.
@@ -352,80 +237,6 @@ enum DeltaKernels {
         pair.signAgreements += agreeCount
     }
 
-    /// The support screen of a pair: positions where both deltas are surely in
-    /// their top-k supports are counted; positions where both may be, and not
-    /// both surely, are recorded with both patterns for when the exact
-    /// thresholds are known. Zero and non-finite entries are in no support.
-    static func screenSupports(
-        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, screen: SupportScreen, into candidates: PairCandidates
-    ) {
-        // Magnitude patterns are non-negative as Int32, so signed lane compares order them;
-        // "in" is a pattern above `low…` and finite, "clear" one above `high…` as well.
-        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
-        let lowA = Signed(repeating: screen.lowKeyA), highA = Signed(repeating: screen.highKeyA)
-        let lowB = Signed(repeating: screen.lowKeyB), highB = Signed(repeating: screen.highKeyB)
-        let magnitude = Signed(repeating: 0x7fff_ffff)
-        var bothClear = Bits()
-        var records: [UInt64] = []
-        var i = 0
-        while i + 8 <= count {
-            let ka = UnsafeRawPointer(a + i).loadUnaligned(as: Signed.self) & magnitude
-            let kb = UnsafeRawPointer(b + i).loadUnaligned(as: Signed.self) & magnitude
-            let both = ones(ka .> lowA) & ones(ka .< limit) & ones(kb .> lowB) & ones(kb .< limit)
-            let clear = both & ones(ka .> highA) & ones(kb .> highB)
-            bothClear &-= clear
-            let record = both & ~clear
-            if anyLane(record) {
-                for lane in 0..<8 where record[lane] != 0 {
-                    records.append(UInt64(UInt32(ka[lane])) &<< 32 | UInt64(UInt32(kb[lane])))
-                }
-            }
-            i += 8
-        }
-        var clearCount = Int(bothClear.wrappedSum())
-        while i < count {
-            screenEntry(a[i], b[i], screen: screen, limit: limit[0], clear: &clearCount, records: &records)
-            i += 1
-        }
-        candidates.bothClear += clearCount
-        candidates.records += records
-    }
-
-    /// `screenSupports` on the positions marked in `masks` (as `sparseHistogram`
-    /// leaves them), which must include every position where both deltas are
-    /// non-zero and finite: a zero entry is in no support.
-    static func screenSupports(
-        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, screen: SupportScreen, into candidates: PairCandidates,
-        masks: UnsafePointer<UInt64>
-    ) {
-        let limit = Int32(bitPattern: MagnitudeBins.nonFinite)
-        var clear = 0
-        var records: [UInt64] = []
-        for w in 0..<((count + 63) / 64) {
-            var word = masks[w]
-            while word != 0 {
-                let i = 64 * w + word.trailingZeroBitCount
-                word &= word &- 1
-                screenEntry(a[i], b[i], screen: screen, limit: limit, clear: &clear, records: &records)
-            }
-        }
-        candidates.bothClear += clear
-        candidates.records += records
-    }
-
-    /// One pair of entries through the support screen: counted as clearly in both
-    /// supports, recorded for the exact check, or left out (below a support or not finite).
-    @inline(__always)
-    static func screenEntry(_ a: Float, _ b: Float, screen: SupportScreen, limit: Int32, clear: inout Int, records: inout [UInt64]) {
-        let ka = Int32(bitPattern: a.bitPattern & 0x7fff_ffff), kb = Int32(bitPattern: b.bitPattern & 0x7fff_ffff)
-        guard ka > screen.lowKeyA, kb > screen.lowKeyB, ka < limit, kb < limit else { return }
-        if ka > screen.highKeyA && kb > screen.highKeyB {
-            clear += 1
-        } else {
-            records.append(UInt64(UInt32(ka)) &<< 32 | UInt64(UInt32(kb)))
-        }
-    }
-
     /// TIES election with sum consensus and unit weights: the elected sign is
     /// that of Σδ (a zero sum elects +); a non-zero entry of the other sign is
     /// dropped. Positions where any delta is non-finite are skipped.
@@ -470,45 +281,134 @@ enum DeltaKernels {
         }
         return (entryCount, droppedCount)
     }
-}
 
-/// Per delta of a pair, the support screen in magnitude patterns: entries
-/// above `highKey` are surely in the top-k support, entries above `lowKey`
-/// may be, others (zero included) are not.
-struct SupportScreen {
-    let lowKeyA: Int32, highKeyA: Int32, lowKeyB: Int32, highKeyB: Int32
-
-    init(_ a: CandidateRange, _ b: CandidateRange) {
-        // From bin l means above pattern (l << 15) − 1 (and above 0: non-zero);
-        // above bin h means above pattern ((h + 1) << 15) − 1 (−1 when h is −1).
-        func keys(_ range: CandidateRange) -> (Int32, Int32) {
-            let low = range.collected?.lowerBound ?? 0
-            return (Int32(max((low << MagnitudeBins.shift) - 1, 0)), Int32(((range.high + 1) << MagnitudeBins.shift) - 1))
-        }
-        (lowKeyA, highKeyA) = keys(a)
-        (lowKeyB, highKeyB) = keys(b)
-    }
-}
-
-/// What the support screen of one pair found within one tensor.
-final class PairCandidates {
-    /// Positions where both deltas are surely in their supports.
-    var bothClear = 0
-    /// Positions to decide later: pattern of the first delta (high half) and of the second.
-    var records: [UInt64] = []
-
-    /// Positions in both supports, given each delta's exact threshold pattern
-    /// (the support keeps every non-zero pattern at or above it).
-    func intersection(thresholdA: UInt32, thresholdB: UInt32) -> Int {
-        var count = bothClear
-        for record in records where UInt32(record &>> 32) >= thresholdA && UInt32(truncatingIfNeeded: record) >= thresholdB {
-            count += 1
-        }
-        return count
+    /// Whether any lane of a mask is set: `any(_:)` reduces lane by lane over
+    /// SSE2, an OR of the mask's four 64-bit words takes a few instructions.
+    @inline(__always)
+    static func anyLane(_ mask: Bits) -> Bool {
+        let words = unsafeBitCast(mask, to: SIMD4<UInt64>.self)
+        return words[0] | words[1] | words[2] | words[3] != 0
     }
 
-    func reset() {
-        bothClear = 0
-        records.removeAll(keepingCapacity: true)
+    /// Adds every non-zero finite |δ| to `histogram`'s packed words. A `sparse`
+    /// chunk (mostly zero) is screened 8 entries at a time; a dense one is
+    /// counted branch-free, zero and non-finite entries going to the spare words.
+    static func countCoarse(_ delta: UnsafePointer<Float>, _ count: Int, sparse: Bool, into histogram: CoarseHistogram) {
+        if histogram.pending + count > CoarseHistogram.capacity { histogram.flush() }
+        histogram.pending += count
+        let packed = histogram.packed, one = CoarseHistogram.one
+        var i = 0
+        if sparse {
+            let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
+            while i + 8 <= count {
+                let keys = unsafeBitCast(magnitudeBits(load(delta, i)), to: Signed.self)
+                let counted = ones(keys .> Signed()) & ones(keys .< limit)
+                if anyLane(counted) {
+                    for lane in 0..<8 where counted[lane] != 0 {
+                        packed[Int(keys[lane] &>> Int32(MagnitudeBins.shift))] &+= UInt64(UInt32(keys[lane]) & MagnitudeBins.fineMask) | one
+                    }
+                }
+                i += 8
+            }
+        }
+        for i in i..<count {
+            let key = delta[i].bitPattern & 0x7fff_ffff
+            // Zero wraps around, so one test sends zeros and non-finite entries aside.
+            let slot = key &- 1 < MagnitudeBins.nonFinite &- 1 ? Int(key &>> MagnitudeBins.shift) : MagnitudeBins.coarseCount + (i & 7)
+            packed[slot] &+= UInt64(key & MagnitudeBins.fineMask) | one
+        }
+    }
+
+    /// Counts the fine patterns of the non-zero entries whose coarse bin is one
+    /// of `bins`, bin `bins[s]` in `fine[s]` (each `MagnitudeBins.fineCount` long);
+    /// `slots` maps each of `bins` to 1 + its index (`MagnitudeBins.coarseCount` entries).
+    static func countFine(_ delta: UnsafePointer<Float>, _ count: Int, bins: UnsafeBufferPointer<Signed>, slots: UnsafePointer<UInt8>,
+                          fine: UnsafePointer<UnsafeMutablePointer<Int>>) {
+        @inline(__always) func add(_ key: UInt32) {
+            if key != 0, key < MagnitudeBins.nonFinite, case let slot = Int(slots[Int(key &>> MagnitudeBins.shift)]), slot != 0 {
+                fine[slot - 1][Int(key & MagnitudeBins.fineMask)] += 1
+            }
+        }
+        // Entries below the lowest bin (most of them: the bins are top-k boundaries) cost one compare.
+        let lowest = Signed(repeating: bins.map { $0[0] }.min() ?? Int32.max) &<< Signed(repeating: Int32(MagnitudeBins.shift))
+        var i = 0
+        while i + 8 <= count {
+            let keys = unsafeBitCast(magnitudeBits(load(delta, i)), to: Signed.self)
+            let above = ones(keys .>= lowest)
+            if anyLane(above) {
+                let coarse = keys &>> Signed(repeating: Int32(MagnitudeBins.shift))
+                var hit = Bits()
+                for bin in bins { hit |= ones(coarse .== bin) }
+                if anyLane(hit) {
+                    for lane in 0..<8 where hit[lane] != 0 { add(UInt32(keys[lane])) }
+                }
+            }
+            i += 8
+        }
+        for i in i..<count { add(delta[i].bitPattern & 0x7fff_ffff) }
+    }
+
+    /// For each of `bits`, the entries with magnitude pattern at most it (zeros
+    /// included, non-finite entries never: each bound is below
+    /// `MagnitudeBins.nonFinite`), added to `within`. Up to four bounds share one read.
+    static func countAtMost(_ delta: UnsafePointer<Float>, _ count: Int, _ bits: [UInt32], into within: inout [Int]) {
+        for first in stride(from: 0, to: bits.count, by: 4) {
+            let group = (0..<4).map { first + $0 < bits.count ? Int32(bitPattern: bits[first + $0]) : -1 }
+            let bounds = (0..<4).map { Signed(repeating: group[$0]) }
+            var counts = [Bits](repeating: Bits(), count: 4)
+            var c0 = Bits(), c1 = Bits(), c2 = Bits(), c3 = Bits()
+            var i = 0
+            while i + 8 <= count {
+                let keys = unsafeBitCast(magnitudeBits(load(delta, i)), to: Signed.self)
+                c0 &-= ones(keys .<= bounds[0])
+                c1 &-= ones(keys .<= bounds[1])
+                c2 &-= ones(keys .<= bounds[2])
+                c3 &-= ones(keys .<= bounds[3])
+                i += 8
+            }
+            counts = [c0, c1, c2, c3]
+            for j in 0..<min(4, bits.count - first) {
+                var total = Int(counts[j].wrappedSum())
+                for k in i..<count where delta[k].bitPattern & 0x7fff_ffff <= bits[first + j] { total += 1 }
+                within[first + j] += total
+            }
+        }
+    }
+
+    /// The support screen of a pair in the second pass. Per delta, entries with
+    /// magnitude pattern at or above `low` may be in its top-k support and those
+    /// at or above `high` surely are (zeros never: `low` ≥ 1). Positions where
+    /// both are surely in are counted in `sure`; positions where both may be,
+    /// but not both surely, are kept in `records` (pattern of the first delta in
+    /// the high half) and decided once the exact thresholds are known.
+    static func screenSupports(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int,
+                               low: (UInt32, UInt32), high: (UInt32, UInt32), sure: inout Int, records: inout [UInt64]) {
+        // Magnitude patterns are non-negative as Int32, so signed lane compares order them.
+        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite)), magnitude = Signed(repeating: 0x7fff_ffff)
+        let lowA = Signed(repeating: Int32(bitPattern: low.0)), lowB = Signed(repeating: Int32(bitPattern: low.1))
+        let highA = Signed(repeating: Int32(bitPattern: high.0)), highB = Signed(repeating: Int32(bitPattern: high.1))
+        var sureCount = Bits()
+        var i = 0
+        while i + 8 <= count {
+            let ka = UnsafeRawPointer(a + i).loadUnaligned(as: Signed.self) & magnitude
+            let kb = UnsafeRawPointer(b + i).loadUnaligned(as: Signed.self) & magnitude
+            let both = ones(ka .>= lowA) & ones(ka .< limit) & ones(kb .>= lowB) & ones(kb .< limit)
+            let surely = both & ones(ka .>= highA) & ones(kb .>= highB)
+            sureCount &-= surely
+            let record = both & ~surely
+            if anyLane(record) {
+                for lane in 0..<8 where record[lane] != 0 { records.append(UInt64(UInt32(ka[lane])) &<< 32 | UInt64(UInt32(kb[lane]))) }
+            }
+            i += 8
+        }
+        var total = Int(sureCount.wrappedSum())
+        while i < count {
+            let ka = a[i].bitPattern & 0x7fff_ffff, kb = b[i].bitPattern & 0x7fff_ffff
+            if ka >= low.0, kb >= low.1, ka < MagnitudeBins.nonFinite, kb < MagnitudeBins.nonFinite {
+                if ka >= high.0 && kb >= high.1 { total += 1 } else { records.append(UInt64(ka) &<< 32 | UInt64(kb)) }
+            }
+            i += 1
+        }
+        sure += total
     }
 }

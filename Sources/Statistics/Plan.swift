@@ -1,32 +1,4 @@
 import Checkpoints
-import Dispatch
-import Foundation
-
-extension DeltaStatistics {
-    /// Streams δᵢ = θᵢ − θ₀ for every tensor the base shares with all of `tuned`
-    /// and measures them (see `docs/stats.md` for every figure).
-    ///
-    /// A sampling pre-pass reads a small, evenly spaced part of every tensor
-    /// and predicts, for each top-k boundary (each tensor's top 1 % and
-    /// support, each scope's top 1 %), a few coarse bins that hold it. One full
-    /// pass then streams the checkpoints, tensors in parallel, each read with
-    /// `pread(2)` and decoded in chunks into reused Float32 buffers: it takes
-    /// the moments and coarse magnitude histograms and keeps the exact values
-    /// of the predicted bins, from which every top-k figure is resolved exactly. Only a boundary the prediction missed costs a second,
-    /// boundary pass over the tensors concerned.
-    public static func compute(
-        base: Checkpoint, tuned: [Checkpoint], names: [String], options: DeltaStatisticsOptions = DeltaStatisticsOptions()
-    ) throws(DeltaStatisticsError) -> DeltaStatisticsReport {
-        precondition(!tuned.isEmpty && names.count == tuned.count, "one name per fine-tuned checkpoint")
-        let plan = try StatisticsPlan(base: base, tuned: tuned)
-        let run = try StatisticsRun(plan: plan, base: base, tuned: tuned, options: options)
-        try run.samplePass()
-        try run.fullPass()
-        run.resolveScopes()
-        try run.boundaryPass()
-        return run.report(names: names)
-    }
-}
 
 /// Namespace of the statistics entry point.
 public enum DeltaStatistics {}
@@ -144,49 +116,5 @@ struct TopBoundary {
             pattern -= 1
         }
         return (max(pattern, 0), mass, support)
-    }
-}
-
-/// A coarse histogram that only spans the bins it has been given.
-final class RangeHistogram {
-    private(set) var low = 0
-    private(set) var counts: [Int] = []
-    private(set) var fineSums: [Int] = []
-    var high: Int { low + counts.count - 1 }
-
-    func add(low from: Int, high to: Int, bins source: UnsafePointer<Int>) {
-        guard to >= from else { return }
-        if counts.isEmpty {
-            low = from
-            counts = [Int](repeating: 0, count: to - from + 1)
-            fineSums = [Int](repeating: 0, count: to - from + 1)
-        } else if from < low || to > high {
-            let newLow = min(low, from), newHigh = max(high, to)
-            var c = [Int](repeating: 0, count: newHigh - newLow + 1)
-            var s = [Int](repeating: 0, count: newHigh - newLow + 1)
-            for i in counts.indices {
-                c[low - newLow + i] = counts[i]
-                s[low - newLow + i] = fineSums[i]
-            }
-            low = newLow
-            counts = c
-            fineSums = s
-        }
-        // Through buffer pointers: one exclusivity check per call, not two per bin.
-        let offset = low
-        counts.withUnsafeMutableBufferPointer { counts in
-            fineSums.withUnsafeMutableBufferPointer { sums in
-                for bin in from...to {
-                    counts[bin - offset] += source[2 * bin]
-                    sums[bin - offset] += source[2 * bin + 1]
-                }
-            }
-        }
-    }
-
-    func boundary(k: Int) -> TopBoundary {
-        TopBoundary(k: k, low: low, high: high, counts: { self.counts[$0 - self.low] }, sums: {
-            MagnitudeBins.sum(bin: $0, count: self.counts[$0 - self.low], fineSum: self.fineSums[$0 - self.low])
-        })
     }
 }

@@ -10,10 +10,10 @@ public struct DeltaStatisticsOptions: Sendable {
     public var density: Double = 0.1
     /// Threads working on tensors at once.
     public var workers: Int = defaultWorkerCount()
-    /// Elements decoded per step; bounds the scratch memory of each worker.
+    /// Elements decoded per step. Norms and dot products are summed in Float
+    /// over blocks inside a chunk and in Double across blocks and chunks, so
+    /// this (unlike `workers`) decides the last bits of those sums.
     public var chunkElements: Int = 16_384
-    /// How the sampling pre-pass reads the tensors (decides speed only, never a figure).
-    var sampling = SampleDesign()
 
     public init() {}
 }
