@@ -290,6 +290,17 @@ enum DeltaKernels {
         return words[0] | words[1] | words[2] | words[3] != 0
     }
 
+    /// Calls `body` with each set lane of `mask`, lowest first, through the bits
+    /// of one byte (a loop over the set bits mispredicts once, a test per lane at each).
+    @inline(__always)
+    static func forEachLane(_ mask: Bits, _ body: (Int) -> Void) {
+        var lanes = UInt32((mask & Bits(1, 2, 4, 8, 16, 32, 64, 128)).wrappedSum())
+        while lanes != 0 {
+            body(lanes.trailingZeroBitCount)
+            lanes &= lanes &- 1
+        }
+    }
+
     /// Adds every non-zero finite |δ| to `histogram`'s packed words. A `sparse`
     /// chunk (mostly zero) is screened 8 entries at a time; a dense one is
     /// counted branch-free, zero and non-finite entries going to the spare words.
@@ -303,10 +314,8 @@ enum DeltaKernels {
             while i + 8 <= count {
                 let keys = unsafeBitCast(magnitudeBits(load(delta, i)), to: Signed.self)
                 let counted = ones(keys .> Signed()) & ones(keys .< limit)
-                if anyLane(counted) {
-                    for lane in 0..<8 where counted[lane] != 0 {
-                        packed[Int(keys[lane] &>> Int32(MagnitudeBins.shift))] &+= UInt64(UInt32(keys[lane]) & MagnitudeBins.fineMask) | one
-                    }
+                forEachLane(counted) { lane in
+                    packed[Int(keys[lane] &>> Int32(MagnitudeBins.shift))] &+= UInt64(UInt32(keys[lane]) & MagnitudeBins.fineMask) | one
                 }
                 i += 8
             }
@@ -329,19 +338,19 @@ enum DeltaKernels {
                 fine[slot - 1][Int(key & MagnitudeBins.fineMask)] += 1
             }
         }
-        // Entries below the lowest bin (most of them: the bins are top-k boundaries) cost one compare.
-        let lowest = Signed(repeating: bins.map { $0[0] }.min() ?? Int32.max) &<< Signed(repeating: Int32(MagnitudeBins.shift))
+        // The bins are top-k boundaries, so most entries lie below them all or between the
+        // lowest and the others: a group costs two compares unless it reaches the bins.
+        let sorted = bins.map { $0[0] }.sorted()
+        let lowest = Signed(repeating: sorted.first ?? -1)
+        let others = Signed(repeating: sorted.count > 1 ? sorted[1] : Int32.max)
         var i = 0
         while i + 8 <= count {
             let keys = unsafeBitCast(magnitudeBits(load(delta, i)), to: Signed.self)
-            let above = ones(keys .>= lowest)
-            if anyLane(above) {
-                let coarse = keys &>> Signed(repeating: Int32(MagnitudeBins.shift))
+            let coarse = keys &>> Signed(repeating: Int32(MagnitudeBins.shift))
+            if anyLane(ones(coarse .== lowest) | ones(coarse .>= others)) {
                 var hit = Bits()
                 for bin in bins { hit |= ones(coarse .== bin) }
-                if anyLane(hit) {
-                    for lane in 0..<8 where hit[lane] != 0 { add(UInt32(keys[lane])) }
-                }
+                forEachLane(hit & ~ones(keys .== Signed())) { add(UInt32(keys[$0])) }
             }
             i += 8
         }
@@ -353,20 +362,19 @@ enum DeltaKernels {
     /// `MagnitudeBins.nonFinite`), added to `within`. Up to four bounds share one read.
     static func countAtMost(_ delta: UnsafePointer<Float>, _ count: Int, _ bits: [UInt32], into within: inout [Int]) {
         for first in stride(from: 0, to: bits.count, by: 4) {
-            let group = (0..<4).map { first + $0 < bits.count ? Int32(bitPattern: bits[first + $0]) : -1 }
-            let bounds = (0..<4).map { Signed(repeating: group[$0]) }
-            var counts = [Bits](repeating: Bits(), count: 4)
+            let bound = { (j: Int) in Signed(repeating: first + j < bits.count ? Int32(bitPattern: bits[first + j]) : -1) }
+            let b0 = bound(0), b1 = bound(1), b2 = bound(2), b3 = bound(3)
             var c0 = Bits(), c1 = Bits(), c2 = Bits(), c3 = Bits()
             var i = 0
             while i + 8 <= count {
                 let keys = unsafeBitCast(magnitudeBits(load(delta, i)), to: Signed.self)
-                c0 &-= ones(keys .<= bounds[0])
-                c1 &-= ones(keys .<= bounds[1])
-                c2 &-= ones(keys .<= bounds[2])
-                c3 &-= ones(keys .<= bounds[3])
+                c0 &-= ones(keys .<= b0)
+                c1 &-= ones(keys .<= b1)
+                c2 &-= ones(keys .<= b2)
+                c3 &-= ones(keys .<= b3)
                 i += 8
             }
-            counts = [c0, c1, c2, c3]
+            let counts = [c0, c1, c2, c3]
             for j in 0..<min(4, bits.count - first) {
                 var total = Int(counts[j].wrappedSum())
                 for k in i..<count where delta[k].bitPattern & 0x7fff_ffff <= bits[first + j] { total += 1 }
@@ -388,6 +396,7 @@ enum DeltaKernels {
         let lowA = Signed(repeating: Int32(bitPattern: low.0)), lowB = Signed(repeating: Int32(bitPattern: low.1))
         let highA = Signed(repeating: Int32(bitPattern: high.0)), highB = Signed(repeating: Int32(bitPattern: high.1))
         var sureCount = Bits()
+        var kept: [UInt64] = []
         var i = 0
         while i + 8 <= count {
             let ka = UnsafeRawPointer(a + i).loadUnaligned(as: Signed.self) & magnitude
@@ -395,20 +404,18 @@ enum DeltaKernels {
             let both = ones(ka .>= lowA) & ones(ka .< limit) & ones(kb .>= lowB) & ones(kb .< limit)
             let surely = both & ones(ka .>= highA) & ones(kb .>= highB)
             sureCount &-= surely
-            let record = both & ~surely
-            if anyLane(record) {
-                for lane in 0..<8 where record[lane] != 0 { records.append(UInt64(UInt32(ka[lane])) &<< 32 | UInt64(UInt32(kb[lane]))) }
-            }
+            forEachLane(both & ~surely) { kept.append(UInt64(UInt32(ka[$0])) &<< 32 | UInt64(UInt32(kb[$0]))) }
             i += 8
         }
         var total = Int(sureCount.wrappedSum())
         while i < count {
             let ka = a[i].bitPattern & 0x7fff_ffff, kb = b[i].bitPattern & 0x7fff_ffff
             if ka >= low.0, kb >= low.1, ka < MagnitudeBins.nonFinite, kb < MagnitudeBins.nonFinite {
-                if ka >= high.0 && kb >= high.1 { total += 1 } else { records.append(UInt64(ka) &<< 32 | UInt64(kb)) }
+                if ka >= high.0 && kb >= high.1 { total += 1 } else { kept.append(UInt64(ka) &<< 32 | UInt64(kb)) }
             }
             i += 1
         }
         sure += total
+        records += kept
     }
 }

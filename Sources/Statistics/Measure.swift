@@ -52,7 +52,7 @@ extension StatisticsRun {
             figures.sumOfSquares = m.sumOfSquares
             figures.maxAbs = Float(bitPattern: m.maxBits)
             figures.topEntries = figures.elements > 0 ? max(1, figures.elements / 100) : 0
-            for bin in bins ?? 0...(-1) {
+            for bin in bins.map(Array.init) ?? [] {
                 figures.l1 += histogram.sum(bin)
                 figures.log10Histogram[Int(Log10Bins.ofMagnitudeBin[bin])] += histogram.counts[bin]
             }
@@ -93,7 +93,8 @@ extension StatisticsRun {
         // Per delta, the coarse bins to count finely, in slot order.
         var wanted = [[Int]](repeating: [], count: deltaCount)
         for d in 0..<deltaCount {
-            let bins = [measured.top[d].bin, measured.support[d].bin] + tensor.scopes.map { scopeTop[$0][d]?.bin ?? -1 }
+            // The support matters only to pairs.
+            let bins = [measured.top[d].bin, pairs.isEmpty ? -1 : measured.support[d].bin] + tensor.scopes.map { scopeTop[$0][d]?.bin ?? -1 }
             for bin in bins where bin >= 0 && !wanted[d].contains(bin) {
                 wanted[d].append(bin)
                 scratch.slots[d][bin] = UInt8(wanted[d].count)
@@ -122,10 +123,12 @@ extension StatisticsRun {
         for d in 0..<deltaCount {
             func fine(_ bin: Int) -> UnsafeMutablePointer<Int>? { bin < 0 ? nil : scratch.fine[d][Int(scratch.slots[d][bin]) - 1] }
             stats.deltas[d].topMass = measured.top[d].resolve(fine(measured.top[d].bin)).mass
-            let support = measured.support[d].resolve(fine(measured.support[d].bin))
-            thresholds.append(measured.support[d].bin < 0 ? 1 : UInt32(measured.support[d].bin << 15 | support.pattern))
-            for p in pairs.indices where pairs[p].0 == d { stats.pairs[p].supportFirst = support.support }
-            for p in pairs.indices where pairs[p].1 == d { stats.pairs[p].supportSecond = support.support }
+            if !pairs.isEmpty {
+                let support = measured.support[d].resolve(fine(measured.support[d].bin))
+                thresholds.append(measured.support[d].bin < 0 ? 1 : UInt32(measured.support[d].bin << 15 | support.pattern))
+                for p in pairs.indices where pairs[p].0 == d { stats.pairs[p].supportFirst = support.support }
+                for p in pairs.indices where pairs[p].1 == d { stats.pairs[p].supportSecond = support.support }
+            }
             lock.lock()
             for scope in tensor.scopes {
                 guard let bin = scopeTop[scope][d]?.bin, bin >= 0, let counts = fine(bin) else { continue }

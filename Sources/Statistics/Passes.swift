@@ -85,8 +85,8 @@ final class CoarseHistogram {
     }
 
     func boundary(k: Int) -> TopBoundary {
-        let range = occupied ?? 0...(-1)
-        return TopBoundary(k: k, low: range.lowerBound, high: range.upperBound, counts: { self.counts[$0] }, sums: sum)
+        let range = occupied
+        return TopBoundary(k: k, low: range?.lowerBound ?? 0, high: range?.upperBound ?? -1, counts: { self.counts[$0] }, sums: sum)
     }
 }
 
