@@ -1,37 +1,3 @@
-/// Magnitude bins over the bit pattern of |δ| as a Float32.
-///
-/// For non-negative floats the bit pattern orders like the value, so the top
-/// 16 bits of the 31-bit magnitude (8 exponent + 8 mantissa bits) split the
-/// positive floats into 65,536 coarse bins, each 1/256 of an octave wide, and
-/// the low 15 bits name one exact value inside a coarse bin. Counting coarse
-/// bins finds the bin that holds the k-th largest value; counting the 32,768
-/// fine patterns of that one bin then gives the k-th largest value exactly.
-enum MagnitudeBins {
-    static let shift: UInt32 = 15
-    static let coarseCount = 1 << 16
-    static let fineCount = 1 << 15
-    static let fineMask: UInt32 = 0x7fff
-    /// Magnitudes at or above this pattern are infinite or NaN.
-    static let nonFinite: UInt32 = 0x7f80_0000
-
-    /// Σ|δ| of `count` entries of coarse bin `bin` whose fine patterns add up to
-    /// `fineSum`. Inside one bin the exponent is fixed, so each value is
-    /// 2^(e−150)·(2²³ + mantissa) (2⁻¹⁴⁹·mantissa for subnormals) and the sum is
-    /// linear in the mantissas.
-    static func sum(bin: Int, count: Int, fineSum: Int) -> Double {
-        let exponent = bin >> 8
-        let leading = (bin & 0xff) << 15 + (exponent == 0 ? 0 : 1 << 23)
-        let significands = Double(count) * Double(leading) + Double(fineSum)
-        return significands * Double(sign: .plus, exponent: max(exponent, 1) - 150, significand: 1)
-    }
-
-    /// The value whose magnitude pattern is (`bin`, `fine`).
-    @inline(__always)
-    static func value(bin: Int, fine: Int) -> Float {
-        Float(bitPattern: UInt32(truncatingIfNeeded: bin) &<< shift | UInt32(truncatingIfNeeded: fine))
-    }
-}
-
 /// What the measure of one delta found in one chunk.
 struct ChunkMeasure {
     var zeros = 0
@@ -49,7 +15,8 @@ struct DeltaMoments {
 
 /// The chunk kernels of a statistics pass. Every pointer argument holds at
 /// least `count` elements (the caller's chunk buffers); histogram pointers hold
-/// `MagnitudeBins.coarseCount` or `fineCount` entries as named.
+/// `MagnitudeBins.coarseCount` or `fineCount` entries as named. Vector loads
+/// read 8 lanes at `i` only while `i + 8 <= count`; tails go one entry at a time.
 enum DeltaKernels {
     /// Lanes of the vector kernels; partial sums are kept in Float for one block
     /// of `block` elements, then added into Double, which bounds the rounding error.
@@ -299,62 +266,6 @@ enum DeltaKernels {
             body(lanes.trailingZeroBitCount)
             lanes &= lanes &- 1
         }
-    }
-
-    /// Adds every non-zero finite |δ| to `histogram`'s packed words. A `sparse`
-    /// chunk (mostly zero) is screened 8 entries at a time; a dense one is
-    /// counted branch-free, zero and non-finite entries going to the spare words.
-    static func countCoarse(_ delta: UnsafePointer<Float>, _ count: Int, sparse: Bool, into histogram: CoarseHistogram) {
-        if histogram.pending + count > CoarseHistogram.capacity { histogram.flush() }
-        histogram.pending += count
-        let packed = histogram.packed, one = CoarseHistogram.one
-        var i = 0
-        if sparse {
-            let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
-            while i + 8 <= count {
-                let keys = unsafeBitCast(magnitudeBits(load(delta, i)), to: Signed.self)
-                let counted = ones(keys .> Signed()) & ones(keys .< limit)
-                forEachLane(counted) { lane in
-                    packed[Int(keys[lane] &>> Int32(MagnitudeBins.shift))] &+= UInt64(UInt32(keys[lane]) & MagnitudeBins.fineMask) | one
-                }
-                i += 8
-            }
-        }
-        for i in i..<count {
-            let key = delta[i].bitPattern & 0x7fff_ffff
-            // Zero wraps around, so one test sends zeros and non-finite entries aside.
-            let slot = key &- 1 < MagnitudeBins.nonFinite &- 1 ? Int(key &>> MagnitudeBins.shift) : MagnitudeBins.coarseCount + (i & 7)
-            packed[slot] &+= UInt64(key & MagnitudeBins.fineMask) | one
-        }
-    }
-
-    /// Counts the fine patterns of the non-zero entries whose coarse bin is one
-    /// of `bins`, bin `bins[s]` in `fine[s]` (each `MagnitudeBins.fineCount` long);
-    /// `slots` maps each of `bins` to 1 + its index (`MagnitudeBins.coarseCount` entries).
-    static func countFine(_ delta: UnsafePointer<Float>, _ count: Int, bins: UnsafeBufferPointer<Signed>, slots: UnsafePointer<UInt8>,
-                          fine: UnsafePointer<UnsafeMutablePointer<Int>>) {
-        @inline(__always) func add(_ key: UInt32) {
-            if key != 0, key < MagnitudeBins.nonFinite, case let slot = Int(slots[Int(key &>> MagnitudeBins.shift)]), slot != 0 {
-                fine[slot - 1][Int(key & MagnitudeBins.fineMask)] += 1
-            }
-        }
-        // The bins are top-k boundaries, so most entries lie below them all or between the
-        // lowest and the others: a group costs two compares unless it reaches the bins.
-        let sorted = bins.map { $0[0] }.sorted()
-        let lowest = Signed(repeating: sorted.first ?? -1)
-        let others = Signed(repeating: sorted.count > 1 ? sorted[1] : Int32.max)
-        var i = 0
-        while i + 8 <= count {
-            let keys = unsafeBitCast(magnitudeBits(load(delta, i)), to: Signed.self)
-            let coarse = keys &>> Signed(repeating: Int32(MagnitudeBins.shift))
-            if anyLane(ones(coarse .== lowest) | ones(coarse .>= others)) {
-                var hit = Bits()
-                for bin in bins { hit |= ones(coarse .== bin) }
-                forEachLane(hit & ~ones(keys .== Signed())) { add(UInt32(keys[$0])) }
-            }
-            i += 8
-        }
-        for i in i..<count { add(delta[i].bitPattern & 0x7fff_ffff) }
     }
 
     /// For each of `bits`, the entries with magnitude pattern at most it (zeros

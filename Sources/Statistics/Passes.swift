@@ -27,69 +27,6 @@ extension DeltaStatistics {
     }
 }
 
-/// Counts and Σ of fine (low 15 bit) patterns of |δ| per coarse bin; with the
-/// count, the fine sum gives the exact Σ|δ| of the bin.
-final class CoarseHistogram {
-    let counts = UnsafeMutablePointer<Int>.allocate(capacity: MagnitudeBins.coarseCount)
-    let fineSums = UnsafeMutablePointer<Int>.allocate(capacity: MagnitudeBins.coarseCount)
-    /// Entries added since the last `flush`, one word per bin so an entry costs
-    /// one add: the count in bits 40–63, the Σ of fine patterns in the low 40
-    /// (room for 2²³ entries). Eight spare words past the bins take the zero and
-    /// non-finite entries, one per lane position, so updates of one word stay apart.
-    let packed = UnsafeMutablePointer<UInt64>.allocate(capacity: MagnitudeBins.coarseCount + 8)
-    var pending = 0
-    static let one: UInt64 = 1 << 40
-    static let capacity = 1 << 23
-
-    init() {
-        packed.initialize(repeating: 0, count: MagnitudeBins.coarseCount + 8)
-        counts.initialize(repeating: 0, count: MagnitudeBins.coarseCount)
-        fineSums.initialize(repeating: 0, count: MagnitudeBins.coarseCount)
-    }
-
-    deinit {
-        counts.deallocate()
-        fineSums.deallocate()
-        packed.deallocate()
-    }
-
-    /// Moves the packed words into `counts` and `fineSums`.
-    func flush() {
-        for bin in 0..<MagnitudeBins.coarseCount where packed[bin] != 0 {
-            counts[bin] += Int(packed[bin] &>> 40)
-            fineSums[bin] += Int(packed[bin] & (Self.one - 1))
-        }
-        packed.update(repeating: 0, count: MagnitudeBins.coarseCount + 8)
-        pending = 0
-    }
-
-    func clear() {
-        counts.update(repeating: 0, count: MagnitudeBins.coarseCount)
-        fineSums.update(repeating: 0, count: MagnitudeBins.coarseCount)
-    }
-
-    func add(_ other: CoarseHistogram) {
-        for bin in 0..<MagnitudeBins.coarseCount where other.counts[bin] != 0 {
-            counts[bin] += other.counts[bin]
-            fineSums[bin] += other.fineSums[bin]
-        }
-    }
-
-    /// Exact Σ|δ| of the entries of `bin`.
-    func sum(_ bin: Int) -> Double { MagnitudeBins.sum(bin: bin, count: counts[bin], fineSum: fineSums[bin]) }
-
-    /// Non-empty bins from the lowest to the highest (empty when all are empty).
-    var occupied: ClosedRange<Int>? {
-        guard let high = (0..<MagnitudeBins.coarseCount).last(where: { counts[$0] != 0 }) else { return nil }
-        return (0...high).first(where: { counts[$0] != 0 })!...high
-    }
-
-    func boundary(k: Int) -> TopBoundary {
-        let range = occupied
-        return TopBoundary(k: k, low: range?.lowerBound ?? 0, high: range?.upperBound ?? -1, counts: { self.counts[$0] }, sums: sum)
-    }
-}
-
 /// One worker's buffers: one chunk of the base and of each delta, a coarse
 /// histogram per delta, and fine histograms for the bins the second pass counts.
 final class StatisticsScratch {
@@ -136,9 +73,8 @@ final class StatisticsScratch {
     }
 }
 
-/// What the first pass found in one tensor: its additive figures (`within`
-/// so far counts zeros and the bins below each threshold's) and, per delta,
-/// the coarse bins of its top-1 % and support boundaries.
+/// What the first pass found in one tensor: its additive figures and, per
+/// delta, the coarse bins of its top-1 % and support boundaries.
 struct MeasuredTensor: Sendable {
     var statistics: ScopeStatistics
     var top: [TopBoundary] = []

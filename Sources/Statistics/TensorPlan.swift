@@ -64,57 +64,52 @@ struct StatisticsPlan {
     }
 }
 
-/// Where the k-th largest magnitude lies, from a coarse histogram.
-struct TopBoundary {
-    /// Coarse bin holding the k-th largest value; −1 when k reaches past every
-    /// non-zero entry (the top k then holds all of them).
-    let bin: Int
-    /// Entries still to take from `bin`.
-    let need: Int
-    /// Entries and Σ|δ| in bins above `bin`.
-    let aboveCount: Int
-    let aboveSum: Double
+/// What part of a transformer a tensor belongs to, judged from its name.
+///
+/// Hugging Face (`model.layers.3.self_attn.q_proj.weight`) and GGUF
+/// (`blk.3.attn_q.weight`) spellings are both recognised. The output projection
+/// (`lm_head`, GGUF `output`) counts as an embedding: it is the other
+/// vocabulary-sized matrix and behaves like one under fine-tuning.
+public enum TensorKind: String, CaseIterable, Sendable {
+    case embeddings
+    case attention
+    case mlp
+    case norms
+    case other
 
-    /// Scans coarse bins from the top until `k` entries are reached.
-    init(k: Int, low: Int, high: Int, counts: (Int) -> Int, sums: (Int) -> Double) {
-        var above = 0, aboveSum = 0.0
-        var bin = high
-        while bin >= low {
-            let c = counts(bin)
-            if above + c >= k { break }
-            above += c
-            aboveSum += sums(bin)
-            bin -= 1
-        }
-        if bin < low {
-            self.bin = -1
-            need = 0
+    /// Classifies a tensor name. Norms are tested first because their names
+    /// often contain an attention or MLP word (`attn_norm`, `post_attention_layernorm`).
+    public init(tensorName name: String) {
+        let lower = name.lowercased()
+        func has(_ words: String...) -> Bool { words.contains { lower.contains($0) } }
+        if has("norm", "ln_", ".ln", "layernorm") {
+            self = .norms
+        } else if has("embed", "wte", "wpe", "token_embd", "lm_head") || lower.hasPrefix("output.") {
+            self = .embeddings
+        } else if has("attn", "attention", "q_proj", "k_proj", "v_proj", "o_proj", "qkv") {
+            self = .attention
+        } else if has("mlp", "ffn", "feed_forward", "gate_proj", "up_proj", "down_proj", "experts") {
+            self = .mlp
         } else {
-            self.bin = bin
-            need = k - above
+            self = .other
         }
-        aboveCount = above
-        self.aboveSum = aboveSum
     }
+}
 
-    /// With the fine counts of `bin`: the fine pattern of the k-th largest value,
-    /// the exact mass of the top k, and the support size when every entry equal
-    /// to the k-th largest value is kept.
-    func resolve(_ fine: UnsafePointer<Int>?) -> (pattern: Int, mass: Double, support: Int) {
-        guard bin >= 0, let fine else { return (0, aboveSum, aboveCount) }
-        var remaining = need, mass = aboveSum, support = aboveCount
-        var pattern = MagnitudeBins.fineCount - 1
-        while pattern >= 0 {
-            let c = fine[pattern]
-            if c > 0 {
-                let take = min(c, remaining)
-                mass += Double(take) * Double(MagnitudeBins.value(bin: bin, fine: pattern))
-                remaining -= take
-                support += c
-                if remaining == 0 { break }
-            }
-            pattern -= 1
-        }
-        return (max(pattern, 0), mass, support)
+/// The transformer block a tensor belongs to: N in `layers.N.` or `blk.N.`
+/// (also `h.N.` and `layer.N.`), or nil for tensors outside the blocks.
+public func layerIndex(ofTensor name: String) -> Int? {
+    let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+    guard parts.count >= 3 else { return nil }
+    for i in 0..<(parts.count - 2) where ["layers", "blk", "h", "layer"].contains(parts[i]) {
+        if let n = Int(parts[i + 1]), n >= 0, parts[i + 1].allSatisfy(\.isASCII) { return n }
     }
+    return nil
+}
+
+/// How a report's table is grouped.
+public enum StatisticsGrouping: String, CaseIterable, Sendable {
+    case tensor
+    case layer
+    case kind
 }
