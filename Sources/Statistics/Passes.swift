@@ -165,7 +165,7 @@ final class StatisticsRun: @unchecked Sendable {
         var start = 0
         while start < n {
             let end = min(n, start + slice)
-            for (input, entry) in entries.enumerated() { try inputs[input].files[entry.fileIndex].populate(bytes(entry, start..<end)) }
+            for (input, entry) in entries.enumerated() { try inputs[input].files[entry.fileIndex].populate(bytes(entry, start..<end, of: input)) }
             var chunkStart = start
             while chunkStart < end {
                 let count = min(scratch.chunk, end - chunkStart)
@@ -177,23 +177,25 @@ final class StatisticsRun: @unchecked Sendable {
                 body(count)
                 chunkStart += count
             }
-            for (input, entry) in entries.enumerated() { try inputs[input].files[entry.fileIndex].release(bytes(entry, start..<end)) }
+            for (input, entry) in entries.enumerated() { try inputs[input].files[entry.fileIndex].release(bytes(entry, start..<end, of: input)) }
             start = end
         }
     }
 
     /// The bytes of elements `elements` of `entry` in its file.
-    private func bytes(_ entry: TensorEntry, _ elements: Range<Int>) throws(CheckpointError) -> Range<Int> {
+    private func bytes(_ entry: TensorEntry, _ elements: Range<Int>, of input: Int) throws(CheckpointError) -> Range<Int> {
+        // A chunk of a block-quantized type that does not end on a block boundary has no byte range.
         guard let from = entry.dtype.byteCount(forElements: elements.lowerBound),
               let to = entry.dtype.byteCount(forElements: elements.upperBound), to <= entry.byteCount else {
-            throw .codec(file: entry.name, tensor: entry.name, problem: .sizeMismatch(dtype: entry.dtype, elements: elements.count, bytes: 0))
+            throw .codec(file: inputs[input].files[entry.fileIndex].path, tensor: entry.name,
+                         problem: .sizeMismatch(dtype: entry.dtype, elements: elements.count, bytes: 0))
         }
         return (entry.offset + from)..<(entry.offset + to)
     }
 
     private func decode(_ input: Int, _ entry: TensorEntry, _ elements: Range<Int>, into destination: UnsafeMutablePointer<Float>) throws(CheckpointError) {
         let file = inputs[input].files[entry.fileIndex]
-        let source = file.bytes(try bytes(entry, elements))
+        let source = file.bytes(try bytes(entry, elements, of: input))
         do {
             try ElementCodec.decode(entry.dtype, from: source, into: UnsafeMutableBufferPointer(start: destination, count: elements.count))
         } catch {

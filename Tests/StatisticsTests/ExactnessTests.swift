@@ -171,3 +171,23 @@ func mostlyZeroDeltasGiveTheSameFiguresThroughTheSparsePaths(sparseIndex: Int) t
         #expect(figures.log10Histogram.reduce(0, +) == values.filter { $0.isFinite && $0 != 0 }.count)
     }
 }
+
+/// Path of a file under the package's fixtures/ folder.
+private func fixture(_ relative: String) -> String {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("fixtures").appendingPathComponent(relative).path
+}
+
+@Test func blockQuantizedGGUFTensorsAreReadBlockByBlock() throws {
+    // q8_0 stores 32 elements in 34 bytes: chunks are read by blocks, not by element width.
+    let base = try Checkpoint.open(fixture("conversion/llamacpp-f32.gguf"))
+    let tuned = try Checkpoint.open(fixture("conversion/llamacpp-q8_0.gguf"))
+    let report = try DeltaStatistics.compute(base: base, tuned: [tuned], names: ["q8"])
+    #expect(report.tensors.contains { tuned.tensor(named: $0.name)?.dtype == .q8_0 })
+    for scope in report.tensors {
+        let delta = zip(try tuned.decode(tuned.tensor(named: scope.name)!), try base.decode(base.tensor(named: scope.name)!)).map { $0 - $1 }
+        #expect(scope.deltas[0].zeros == delta.filter { $0 == 0 }.count, "\(scope.name)")
+        #expect(scope.deltas[0].maxAbs == delta.map(\.magnitude).max()!)
+        #expect(scope.deltas[0].topMass == Direct.topMass(delta))
+    }
+}
