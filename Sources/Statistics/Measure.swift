@@ -97,6 +97,7 @@ extension StatisticsRun {
             let bins = [measured.top[d].bin, pairs.isEmpty ? -1 : measured.support[d].bin] + tensor.scopes.map { scopeTop[$0][d]?.bin ?? -1 }
             for bin in bins where bin >= 0 && !wanted[d].contains(bin) {
                 wanted[d].append(bin)
+                precondition(wanted[d].count <= scratch.fineSlots, "more boundary bins than fine histograms")
                 scratch.slots[d][bin] = UInt8(wanted[d].count)
                 scratch.fine[d][wanted[d].count - 1].initialize(repeating: 0, count: MagnitudeBins.fineCount)
             }
