@@ -63,14 +63,17 @@ final class CoarseHistogram {
         for bin in 0..<MagnitudeBins.coarseCount where packed[bin] != 0 {
             counts[bin] += Int(packed[bin] &>> 40)
             fineSums[bin] += Int(packed[bin] & (Self.one - 1))
+            packed[bin] = 0
         }
-        packed.update(repeating: 0, count: MagnitudeBins.coarseCount + 8)
+        (packed + MagnitudeBins.coarseCount).update(repeating: 0, count: 8)
         pending = 0
     }
 
-    func clear() {
-        counts.update(repeating: 0, count: MagnitudeBins.coarseCount)
-        fineSums.update(repeating: 0, count: MagnitudeBins.coarseCount)
+    /// Empties the bins of `range` (all of them by default), where every count is.
+    func clear(_ range: ClosedRange<Int>? = 0...(MagnitudeBins.coarseCount - 1)) {
+        guard let range else { return }
+        (counts + range.lowerBound).update(repeating: 0, count: range.count)
+        (fineSums + range.lowerBound).update(repeating: 0, count: range.count)
     }
 
     func add(_ other: CoarseHistogram) {
@@ -89,8 +92,8 @@ final class CoarseHistogram {
         return (0...high).first(where: { counts[$0] != 0 })!...high
     }
 
-    func boundary(k: Int) -> TopBoundary {
-        let range = occupied
+    /// The boundary of the top `k`, given the `occupied` bins.
+    func boundary(k: Int, in range: ClosedRange<Int>?) -> TopBoundary {
         return TopBoundary(k: k, low: range?.lowerBound ?? 0, high: range?.upperBound ?? -1, counts: { self.counts[$0] }, sums: sum)
     }
 }

@@ -41,10 +41,12 @@ extension StatisticsRun {
             }
         }
         var measured = MeasuredTensor(statistics: stats)
+        var occupied: [ClosedRange<Int>?] = []
         for d in 0..<deltaCount {
             let histogram = scratch.coarse[d], m = moments[d]
             histogram.flush()
             let bins = histogram.occupied
+            occupied.append(bins)
             var figures = measured.statistics.deltas[d]
             figures.elements = tensor.base.elementCount - m.nonFinite
             figures.nonFinite = m.nonFinite
@@ -56,14 +58,14 @@ extension StatisticsRun {
                 figures.l1 += histogram.sum(bin)
                 figures.log10Histogram[Int(Log10Bins.ofMagnitudeBin[bin])] += histogram.counts[bin]
             }
-            measured.top.append(histogram.boundary(k: max(1, figures.topEntries)))
-            measured.support.append(histogram.boundary(k: max(1, Int(options.density * Double(figures.elements)))))
+            measured.top.append(histogram.boundary(k: max(1, figures.topEntries), in: bins))
+            measured.support.append(histogram.boundary(k: max(1, Int(options.density * Double(figures.elements))), in: bins))
             measured.statistics.deltas[d] = figures
         }
         lock.lock()
         for d in 0..<deltaCount { for scope in tensor.scopes { scopeHistograms[scope][d].add(scratch.coarse[d]) } }
         lock.unlock()
-        for d in 0..<deltaCount { scratch.coarse[d].clear() }
+        for d in 0..<deltaCount { scratch.coarse[d].clear(occupied[d]) }
         return measured
     }
 
@@ -76,7 +78,8 @@ extension StatisticsRun {
                     elements += measured[index].statistics.deltas[d].elements
                 }
                 guard elements > 0 else { continue }
-                scopeTop[scope][d] = scopeHistograms[scope][d].boundary(k: max(1, elements / 100))
+                let histogram = scopeHistograms[scope][d]
+                scopeTop[scope][d] = histogram.boundary(k: max(1, elements / 100), in: histogram.occupied)
                 if scopeTop[scope][d]!.bin >= 0 { scopeFine[scope][d] = [Int](repeating: 0, count: MagnitudeBins.fineCount) }
                 scopeHistograms[scope][d].clear()
             }
