@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "claire-bench", targets: ["ClaireBench"]),
         .library(name: "Checkpoints", targets: ["Checkpoints"]),
         .library(name: "Merging", targets: ["Merging"]),
+        .library(name: "Statistics", targets: ["Statistics"]),
         .library(name: "Training", targets: ["Training"]),
     ],
     dependencies: [
@@ -26,17 +27,19 @@ let package = Package(
         .target(
             name: "Merging",
             dependencies: ["Checkpoints", .product(name: "Yams", package: "Yams")]),
+        .target(name: "Statistics", dependencies: ["Checkpoints", "Merging"]),
         .target(name: "Training", dependencies: ["Checkpoints", "COpenBLAS"]),
         .executableTarget(
             name: "MergeTool",
             dependencies: [
-                "Checkpoints", "Merging", "Training",
+                "Checkpoints", "Merging", "Statistics", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(
             name: "ClaireBench", dependencies: ["Checkpoints", "Merging"], path: "Benchmarks/ClaireBench"),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
         .testTarget(name: "MergingTests", dependencies: ["Merging"]),
+        .testTarget(name: "StatisticsTests", dependencies: ["Statistics"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training"]),
         .testTarget(name: "MergeToolTests", dependencies: ["MergeTool"]),
     ]

@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoints
 import Foundation
 import Merging
+import Statistics
 
 extension StatisticsGrouping: ExpressibleByArgument {}
 

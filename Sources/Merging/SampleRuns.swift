@@ -1,9 +1,9 @@
 /// The element ranges read from one tensor to estimate where its magnitudes lie
 /// before a full pass: one run centred in each of `runs` equal strata, its start
 /// aligned down to a multiple of `alignment` elements, or the whole tensor when it
-/// has at most `wholeTensorLimit` elements. Both the trim search of `fuse` and the
-/// statistics pre-pass sample tensors this way; what a sample decides is only how
-/// much the full pass collects, never a result.
+/// has at most `wholeTensorLimit` elements. The trim search of `fuse` samples
+/// tensors this way; what a sample decides is only how much the full pass
+/// collects, never a result.
 struct SampleRuns: Sendable {
     let elements: Int
     let starts: [Int]

@@ -1,7 +1,7 @@
 import Checkpoints
 import Foundation
 import Testing
-@testable import Merging
+@testable import Statistics
 
 /// A scratch folder with small F32 checkpoints written by the project's own writer.
 final class StatisticsFixture {

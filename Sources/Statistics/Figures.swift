@@ -10,10 +10,10 @@ public struct DeltaStatisticsOptions: Sendable {
     public var density: Double = 0.1
     /// Threads working on tensors at once.
     public var workers: Int = defaultWorkerCount()
-    /// Elements decoded per step; bounds the scratch memory of each worker.
+    /// Elements decoded per step. Norms and dot products are summed in Float
+    /// over blocks inside a chunk and in Double across blocks and chunks, so
+    /// this (unlike `workers`) decides the last bits of those sums.
     public var chunkElements: Int = 16_384
-    /// How the sampling pre-pass reads the tensors (decides speed only, never a figure).
-    var sampling = SampleDesign()
 
     public init() {}
 }
@@ -249,8 +249,6 @@ public enum DeltaStatisticsError: Error, Equatable, CustomStringConvertible {
     case noSharedTensors(file: String, base: String)
     /// The checkpoints could not be read.
     case checkpoint(CheckpointError)
-    /// A tensor is block-quantized (GGUF), which the statistics passes do not read.
-    case quantized(file: String, tensor: String, dtype: DType)
 
     public var description: String {
         switch self {
@@ -260,9 +258,6 @@ public enum DeltaStatisticsError: Error, Equatable, CustomStringConvertible {
             return "\(f): shares no tensor with the base \(b) (not a fine-tune of it, or differently named tensors)"
         case .checkpoint(let e):
             return e.description
-        case .quantized(let f, let t, let d):
-            return "\(f): tensor '\(t)' is \(d); stats reads unquantized tensors (F32, F16, BF16, …): "
-                + "dequantize it first, e.g. merge-tool convert \(f) <folder> --dtype f32"
         }
     }
 }

@@ -1,0 +1,332 @@
+/// What the measure of one delta found in one chunk.
+struct ChunkMeasure {
+    var zeros = 0
+    var nonFinite = 0
+    var sumOfSquares = 0.0
+}
+
+/// Running sums for one delta within one tensor during the full pass.
+struct DeltaMoments {
+    var nonFinite = 0
+    var zeros = 0
+    var sumOfSquares = 0.0
+    var maxBits: UInt32 = 0
+}
+
+/// The chunk kernels of a statistics pass. Every pointer argument holds at
+/// least `count` elements (the caller's chunk buffers); histogram pointers hold
+/// `MagnitudeBins.coarseCount` or `fineCount` entries as named. Vector loads
+/// read 8 lanes at `i` only while `i + 8 <= count`; tails go one entry at a time.
+enum DeltaKernels {
+    /// Lanes of the vector kernels; partial sums are kept in Float for one block
+    /// of `block` elements, then added into Double, which bounds the rounding error.
+    typealias Lanes = SIMD8<Float>
+    typealias Bits = SIMD8<UInt32>
+    /// Coarse bins compared as signed lanes (bins are below 2¹⁶, bounds may be −1).
+    typealias Signed = SIMD8<Int32>
+    static let block = 256
+
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>, _ i: Int) -> Lanes {
+        UnsafeRawPointer(p + i).loadUnaligned(as: Lanes.self)
+    }
+
+    @inline(__always)
+    static func magnitudeBits(_ v: Lanes) -> Bits {
+        unsafeBitCast(v, to: Bits.self) & Bits(repeating: 0x7fff_ffff)
+    }
+
+    /// A comparison result as lanes of all ones (true) or zeros. The generic
+    /// `replacing(with:where:)` and `pointwiseMin` compile to lane-by-lane loops,
+    /// so the kernels select with these masks and bitwise operations instead.
+    @inline(__always)
+    static func ones(_ mask: SIMDMask<SIMD8<Int32>>) -> Bits { unsafeBitCast(mask, to: Bits.self) }
+
+    @inline(__always)
+    static func keep(_ v: Lanes, _ mask: Bits) -> Lanes {
+        unsafeBitCast(unsafeBitCast(v, to: Bits.self) & mask, to: Lanes.self)
+    }
+
+    /// δ = tuned − base in place over `tuned`.
+    static func subtract(_ base: UnsafePointer<Float>, from tuned: UnsafeMutablePointer<Float>, _ count: Int) {
+        for i in 0..<count { tuned[i] -= base[i] }
+    }
+
+    /// Zeros, non-finite entries, Σδ² and the largest magnitude pattern of δ,
+    /// added to `moments` and returned for the chunk. Vector kernel; the tail
+    /// runs one lane at a time.
+    @discardableResult
+    static func measure(_ delta: UnsafePointer<Float>, _ count: Int, into moments: inout DeltaMoments) -> ChunkMeasure {
+        // Magnitude patterns are non-negative as Int32: signed lane compares order them.
+        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
+        var zeros = Bits(), nonFinite = Bits(), high = Signed()
+        var squares = 0.0
+        var i = 0
+        while i + 8 <= count {
+            let end = min(count - 8, i + block)
+            var partial = Lanes()
+            while i <= end {
+                let v = load(delta, i)
+                let bits = unsafeBitCast(magnitudeBits(v), to: Signed.self)
+                let finite = ones(bits .< limit)
+                zeros &-= ones(bits .== Signed())
+                nonFinite &+= ~finite & Bits(repeating: 1)
+                partial += keep(v * v, finite)
+                let candidate = bits & unsafeBitCast(finite, to: Signed.self)
+                high ^= (high ^ candidate) & unsafeBitCast(ones(candidate .> high), to: Signed.self)
+                i += 8
+            }
+            squares += Double(partial.sum())
+        }
+        var highBits: UInt32 = 0
+        for lane in 0..<8 { highBits = max(highBits, UInt32(high[lane])) }
+        var zeroCount = Int(zeros.wrappedSum()), nonFiniteCount = Int(nonFinite.wrappedSum())
+        while i < count {
+            let d = delta[i]
+            let bits = d.bitPattern & 0x7fff_ffff
+            if bits == 0 { zeroCount += 1 } else if bits >= MagnitudeBins.nonFinite { nonFiniteCount += 1 } else {
+                squares += Double(d) * Double(d)
+                highBits = max(highBits, bits)
+            }
+            i += 1
+        }
+        moments.zeros += zeroCount
+        moments.nonFinite += nonFiniteCount
+        moments.sumOfSquares += squares
+        moments.maxBits = max(moments.maxBits, highBits)
+        return ChunkMeasure(zeros: zeroCount, nonFinite: nonFiniteCount, sumOfSquares: squares)
+    }
+
+    /// Σ|θ₀| and the number of finite entries.
+    static func baseMagnitude(_ base: UnsafePointer<Float>, _ count: Int) -> (sum: Double, finite: Int) {
+        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
+        var finite = Bits()
+        var sum = 0.0
+        var i = 0
+        while i + 8 <= count {
+            let end = min(count - 8, i + block)
+            var partial = Lanes()
+            while i <= end {
+                let bits = magnitudeBits(load(base, i))
+                let ok = ones(unsafeBitCast(bits, to: Signed.self) .< limit)
+                finite &-= ok
+                partial += unsafeBitCast(bits & ok, to: Lanes.self)
+                i += 8
+            }
+            sum += Double(partial.sum())
+        }
+        var finiteCount = Int(finite.wrappedSum())
+        while i < count {
+            let bits = base[i].bitPattern & 0x7fff_ffff
+            if bits < MagnitudeBins.nonFinite {
+                sum += Double(Float(bitPattern: bits))
+                finiteCount += 1
+            }
+            i += 1
+        }
+        return (sum, finiteCount)
+    }
+
+    /// Pair figures on the positions where both deltas are finite. When
+    /// neither delta has a non-finite entry in the chunk, their measures give
+    /// the positions and Σa², Σb² (summed in the same order, so the same
+    /// values) and only the rest is computed.
+    static func comparePair(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures,
+                            measures: (ChunkMeasure, ChunkMeasure)) {
+        if measures.0.nonFinite == 0 && measures.1.nonFinite == 0 {
+            compare(a, b, count, into: &pair, allFinite: true)
+            pair.positions += count
+            pair.squaresFirst += measures.0.sumOfSquares
+            pair.squaresSecond += measures.1.sumOfSquares
+        } else {
+            compare(a, b, count, into: &pair, allFinite: false)
+        }
+    }
+
+    @inline(__always)
+    private static func compare(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures,
+                                allFinite: Bool) {
+        let limit = Bits(repeating: MagnitudeBins.nonFinite), sign = Bits(repeating: 0x8000_0000)
+        var positions = Bits(), both = Bits(), agree = Bits()
+        var dot = 0.0, squaresA = 0.0, squaresB = 0.0
+        var i = 0
+        while i + 8 <= count {
+            let end = min(count - 8, i + block)
+            var partialDot = Lanes(), partialA = Lanes(), partialB = Lanes()
+            while i <= end {
+                let u = load(a, i), v = load(b, i)
+                let bu = magnitudeBits(u), bv = magnitudeBits(v)
+                var nonzero = ~ones(bu .== Bits()) & ~ones(bv .== Bits())
+                if allFinite {
+                    partialDot += u * v
+                } else {
+                    let valid = ones(bu .< limit) & ones(bv .< limit)
+                    let x = keep(u, valid), y = keep(v, valid)
+                    positions &-= valid
+                    partialDot += x * y
+                    partialA += x * x
+                    partialB += y * y
+                    nonzero &= valid
+                }
+                both &-= nonzero
+                let sameSign = ones((unsafeBitCast(u, to: Bits.self) ^ unsafeBitCast(v, to: Bits.self)) .< sign)
+                agree &-= nonzero & sameSign
+                i += 8
+            }
+            dot += Double(partialDot.sum())
+            if !allFinite {
+                squaresA += Double(partialA.sum())
+                squaresB += Double(partialB.sum())
+            }
+        }
+        var positionCount = Int(positions.wrappedSum()), bothCount = Int(both.wrappedSum())
+        var agreeCount = Int(agree.wrappedSum())
+        while i < count {
+            let u = a[i], v = b[i]
+            i += 1
+            guard u.isFinite, v.isFinite else { continue }
+            dot += Double(u) * Double(v)
+            if !allFinite {
+                positionCount += 1
+                squaresA += Double(u) * Double(u)
+                squaresB += Double(v) * Double(v)
+            }
+            if u != 0 && v != 0 {
+                bothCount += 1
+                if (u.bitPattern ^ v.bitPattern) & 0x8000_0000 == 0 { agreeCount += 1 }
+            }
+        }
+        pair.positions += positionCount
+        pair.dot += dot
+        pair.squaresFirst += squaresA
+        pair.squaresSecond += squaresB
+        pair.bothNonzero += bothCount
+        pair.signAgreements += agreeCount
+    }
+
+    /// TIES election with sum consensus and unit weights: the elected sign is
+    /// that of Σδ (a zero sum elects +); a non-zero entry of the other sign is
+    /// dropped. Positions where any delta is non-finite are skipped.
+    static func elect(_ deltas: UnsafePointer<UnsafeMutablePointer<Float>>, deltaCount: Int, _ count: Int) -> (entries: Int, dropped: Int) {
+        let limit = Bits(repeating: MagnitudeBins.nonFinite), sign = Bits(repeating: 0x8000_0000)
+        var entries = Bits(), dropped = Bits()
+        var i = 0
+        while i + 8 <= count {
+            var sum = Lanes()
+            var finite = ~Bits()
+            for d in 0..<deltaCount {
+                let v = load(deltas[d], i)
+                finite &= ones(magnitudeBits(v) .< limit)
+                sum += v
+            }
+            // Sign bit of the sum, set only when the sum is below zero (−0 elects +).
+            let negative = ones(sum .< Lanes()) & sign
+            for d in 0..<deltaCount {
+                let v = load(deltas[d], i)
+                let bits = unsafeBitCast(v, to: Bits.self)
+                let nonzero = finite & ~ones((bits & Bits(repeating: 0x7fff_ffff)) .== Bits())
+                entries &-= nonzero
+                dropped &-= nonzero & ~ones(((bits & sign) ^ negative) .== Bits())
+            }
+            i += 8
+        }
+        var entryCount = Int(entries.wrappedSum()), droppedCount = Int(dropped.wrappedSum())
+        while i < count {
+            var sum: Float = 0
+            var finite = true
+            for d in 0..<deltaCount {
+                finite = finite && deltas[d][i].isFinite
+                sum += deltas[d][i]
+            }
+            if finite {
+                for d in 0..<deltaCount where deltas[d][i] != 0 {
+                    entryCount += 1
+                    if (deltas[d][i] < 0) != (sum < 0) { droppedCount += 1 }
+                }
+            }
+            i += 1
+        }
+        return (entryCount, droppedCount)
+    }
+
+    /// Whether any lane of a mask is set: `any(_:)` reduces lane by lane over
+    /// SSE2, an OR of the mask's four 64-bit words takes a few instructions.
+    @inline(__always)
+    static func anyLane(_ mask: Bits) -> Bool {
+        let words = unsafeBitCast(mask, to: SIMD4<UInt64>.self)
+        return words[0] | words[1] | words[2] | words[3] != 0
+    }
+
+    /// Calls `body` with each set lane of `mask`, lowest first, through the bits
+    /// of one byte (a loop over the set bits mispredicts once, a test per lane at each).
+    @inline(__always)
+    static func forEachLane(_ mask: Bits, _ body: (Int) -> Void) {
+        var lanes = UInt32((mask & Bits(1, 2, 4, 8, 16, 32, 64, 128)).wrappedSum())
+        while lanes != 0 {
+            body(lanes.trailingZeroBitCount)
+            lanes &= lanes &- 1
+        }
+    }
+
+    /// For each of `bits`, the entries with magnitude pattern at most it (zeros
+    /// included, non-finite entries never: each bound is below
+    /// `MagnitudeBins.nonFinite`), added to `within`. Up to four bounds share one read.
+    static func countAtMost(_ delta: UnsafePointer<Float>, _ count: Int, _ bits: [UInt32], into within: inout [Int]) {
+        for first in stride(from: 0, to: bits.count, by: 4) {
+            let bound = { (j: Int) in Signed(repeating: first + j < bits.count ? Int32(bitPattern: bits[first + j]) : -1) }
+            let b0 = bound(0), b1 = bound(1), b2 = bound(2), b3 = bound(3)
+            var c0 = Bits(), c1 = Bits(), c2 = Bits(), c3 = Bits()
+            var i = 0
+            while i + 8 <= count {
+                let keys = unsafeBitCast(magnitudeBits(load(delta, i)), to: Signed.self)
+                c0 &-= ones(keys .<= b0)
+                c1 &-= ones(keys .<= b1)
+                c2 &-= ones(keys .<= b2)
+                c3 &-= ones(keys .<= b3)
+                i += 8
+            }
+            let counts = [c0, c1, c2, c3]
+            for j in 0..<min(4, bits.count - first) {
+                var total = Int(counts[j].wrappedSum())
+                for k in i..<count where delta[k].bitPattern & 0x7fff_ffff <= bits[first + j] { total += 1 }
+                within[first + j] += total
+            }
+        }
+    }
+
+    /// The support screen of a pair in the second pass. Per delta, entries with
+    /// magnitude pattern at or above `low` may be in its top-k support and those
+    /// at or above `high` surely are (zeros never: `low` ≥ 1). Positions where
+    /// both are surely in are counted in `sure`; positions where both may be,
+    /// but not both surely, are kept in `records` (pattern of the first delta in
+    /// the high half) and decided once the exact thresholds are known.
+    static func screenSupports(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int,
+                               low: (UInt32, UInt32), high: (UInt32, UInt32), sure: inout Int, records: inout [UInt64]) {
+        // Magnitude patterns are non-negative as Int32, so signed lane compares order them.
+        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite)), magnitude = Signed(repeating: 0x7fff_ffff)
+        let lowA = Signed(repeating: Int32(bitPattern: low.0)), lowB = Signed(repeating: Int32(bitPattern: low.1))
+        let highA = Signed(repeating: Int32(bitPattern: high.0)), highB = Signed(repeating: Int32(bitPattern: high.1))
+        var sureCount = Bits()
+        var kept: [UInt64] = []
+        var i = 0
+        while i + 8 <= count {
+            let ka = UnsafeRawPointer(a + i).loadUnaligned(as: Signed.self) & magnitude
+            let kb = UnsafeRawPointer(b + i).loadUnaligned(as: Signed.self) & magnitude
+            let both = ones(ka .>= lowA) & ones(ka .< limit) & ones(kb .>= lowB) & ones(kb .< limit)
+            let surely = both & ones(ka .>= highA) & ones(kb .>= highB)
+            sureCount &-= surely
+            forEachLane(both & ~surely) { kept.append(UInt64(UInt32(ka[$0])) &<< 32 | UInt64(UInt32(kb[$0]))) }
+            i += 8
+        }
+        var total = Int(sureCount.wrappedSum())
+        while i < count {
+            let ka = a[i].bitPattern & 0x7fff_ffff, kb = b[i].bitPattern & 0x7fff_ffff
+            if ka >= low.0, kb >= low.1, ka < MagnitudeBins.nonFinite, kb < MagnitudeBins.nonFinite {
+                if ka >= high.0 && kb >= high.1 { total += 1 } else { kept.append(UInt64(ka) &<< 32 | UInt64(kb)) }
+            }
+            i += 1
+        }
+        sure += total
+        records += kept
+    }
+}

@@ -1,0 +1,115 @@
+import Checkpoints
+
+/// Namespace of the statistics entry point.
+public enum DeltaStatistics {}
+
+/// One compared tensor: the base entry, the matching fine-tuned entries and its scopes.
+struct PlannedTensor {
+    let name: String
+    let base: TensorEntry
+    let tuned: [TensorEntry]
+    /// Scope indexes: the model (0), its kind, and its layer if any.
+    let scopes: [Int]
+}
+
+/// Which tensors are compared and how they group.
+struct StatisticsPlan {
+    var tensors: [PlannedTensor] = []
+    var skipped: [SkippedTensor] = []
+    /// Scope names and layers, indexed as `PlannedTensor.scopes`.
+    var scopeNames: [String] = ["model"] + TensorKind.allCases.map(\.rawValue)
+    var scopeLayers: [Int?] = [nil] + TensorKind.allCases.map { _ in nil }
+
+    init(base: Checkpoint, tuned: [Checkpoint]) throws(DeltaStatisticsError) {
+        for checkpoint in tuned {
+            var shared = false
+            for entry in base.tensors {
+                guard let other = checkpoint.tensor(named: entry.name) else { continue }
+                shared = true
+                if other.shape != entry.shape {
+                    throw .shapeMismatch(file: checkpoint.path, tensor: entry.name, shape: other.shape, baseShape: entry.shape)
+                }
+            }
+            if !shared { throw .noSharedTensors(file: checkpoint.path, base: base.path) }
+            for entry in checkpoint.tensors where base.tensor(named: entry.name) == nil {
+                skipped.append(SkippedTensor(name: entry.name, reason: "not in the base (\(checkpoint.path))"))
+            }
+        }
+        let layerNumbers = Set(base.tensors.compactMap { layerIndex(ofTensor: $0.name) }).sorted()
+        var layerScope: [Int: Int] = [:]
+        for layer in layerNumbers {
+            layerScope[layer] = scopeNames.count
+            scopeNames.append("layer \(layer)")
+            scopeLayers.append(layer)
+        }
+        for entry in base.tensors {
+            var entries: [TensorEntry] = []
+            for checkpoint in tuned {
+                guard let other = checkpoint.tensor(named: entry.name) else { break }
+                entries.append(other)
+            }
+            if entries.count < tuned.count {
+                skipped.append(SkippedTensor(name: entry.name, reason: "missing from a fine-tuned checkpoint"))
+                continue
+            }
+            let dtypes = [entry.dtype] + entries.map(\.dtype)
+            guard dtypes.allSatisfy({ $0.isFloatingPoint }) else {
+                skipped.append(SkippedTensor(name: entry.name, reason: "not floating point (\(dtypes.map(\.rawValue).joined(separator: ", ")))"))
+                continue
+            }
+            var scopes = [0, 1 + TensorKind.allCases.firstIndex(of: TensorKind(tensorName: entry.name))!]
+            if let layer = layerIndex(ofTensor: entry.name), let scope = layerScope[layer] { scopes.append(scope) }
+            tensors.append(PlannedTensor(name: entry.name, base: entry, tuned: entries, scopes: scopes))
+        }
+    }
+}
+
+/// What part of a transformer a tensor belongs to, judged from its name.
+///
+/// Hugging Face (`model.layers.3.self_attn.q_proj.weight`) and GGUF
+/// (`blk.3.attn_q.weight`) spellings are both recognised. The output projection
+/// (`lm_head`, GGUF `output`) counts as an embedding: it is the other
+/// vocabulary-sized matrix and behaves like one under fine-tuning.
+public enum TensorKind: String, CaseIterable, Sendable {
+    case embeddings
+    case attention
+    case mlp
+    case norms
+    case other
+
+    /// Classifies a tensor name. Norms are tested first because their names
+    /// often contain an attention or MLP word (`attn_norm`, `post_attention_layernorm`).
+    public init(tensorName name: String) {
+        let lower = name.lowercased()
+        func has(_ words: String...) -> Bool { words.contains { lower.contains($0) } }
+        if has("norm", "ln_", ".ln", "layernorm") {
+            self = .norms
+        } else if has("embed", "wte", "wpe", "token_embd", "lm_head") || lower.hasPrefix("output.") {
+            self = .embeddings
+        } else if has("attn", "attention", "q_proj", "k_proj", "v_proj", "o_proj", "qkv") {
+            self = .attention
+        } else if has("mlp", "ffn", "feed_forward", "gate_proj", "up_proj", "down_proj", "experts") {
+            self = .mlp
+        } else {
+            self = .other
+        }
+    }
+}
+
+/// The transformer block a tensor belongs to: N in `layers.N.` or `blk.N.`
+/// (also `h.N.` and `layer.N.`), or nil for tensors outside the blocks.
+public func layerIndex(ofTensor name: String) -> Int? {
+    let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+    guard parts.count >= 3 else { return nil }
+    for i in 0..<(parts.count - 2) where ["layers", "blk", "h", "layer"].contains(parts[i]) {
+        if let n = Int(parts[i + 1]), n >= 0, parts[i + 1].allSatisfy(\.isASCII) { return n }
+    }
+    return nil
+}
+
+/// How a report's table is grouped.
+public enum StatisticsGrouping: String, CaseIterable, Sendable {
+    case tensor
+    case layer
+    case kind
+}
