@@ -35,25 +35,46 @@ public enum Interpolation {
         return (sin((1 - t) * theta) / s, sin(t * theta) / s)
     }
 
-    /// SLERP on whole rows of `rowLength` entries: `a` is the base, t = 0 gives it back.
+    /// SLERP of `a` (the base; t = 0 gives it back) towards `b`, each taken as one
+    /// vector, in rows of `rowLength` entries each interpolated on its own
+    /// (`rowLength` ≥ the count: the whole vector).
     public static func slerp(
         _ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, t: Float, rowLength: Int,
         into out: UnsafeMutableBufferPointer<Float>
     ) {
+        precondition(a.count == out.count && b.count == out.count && rowLength > 0, "slerp buffers differ in length")
         var row = 0
         while row < out.count {
             let end = min(row + rowLength, out.count)
-            var aa = 0.0, bb = 0.0, ab = 0.0
-            for i in row..<end {
-                let x = Double(a[i]), y = Double(b[i])
-                aa += x * x
-                bb += y * y
-                ab += x * y
-            }
-            let (ca, cb) = slerpCoefficients(t: t, normA2: aa, normB2: bb, dot: ab)
-            for i in row..<end { out[i] = ca * a[i] + cb * b[i] }
+            let span = row..<end
+            let sums = slerpSums(UnsafeBufferPointer(rebasing: a[span]), UnsafeBufferPointer(rebasing: b[span]))
+            let (ca, cb) = slerpCoefficients(t: t, normA2: sums.aa, normB2: sums.bb, dot: sums.ab)
+            blend(UnsafeBufferPointer(rebasing: a[span]), UnsafeBufferPointer(rebasing: b[span]), ca, cb,
+                  into: UnsafeMutableBufferPointer(rebasing: out[span]))
             row = end
         }
+    }
+
+    /// ‖a‖², ‖b‖² and a·b in Double, in index order.
+    public static func slerpSums(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) -> (aa: Double, bb: Double, ab: Double) {
+        precondition(a.count == b.count, "slerp buffers differ in length")
+        var aa = 0.0, bb = 0.0, ab = 0.0
+        for i in 0..<a.count {
+            let x = Double(a[i]), y = Double(b[i])
+            aa += x * x
+            bb += y * y
+            ab += x * y
+        }
+        return (aa, bb, ab)
+    }
+
+    /// out = ca·a + cb·b.
+    public static func blend(
+        _ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, _ ca: Float, _ cb: Float,
+        into out: UnsafeMutableBufferPointer<Float>
+    ) {
+        precondition(a.count == out.count && b.count == out.count, "slerp buffers differ in length")
+        for i in 0..<out.count { out[i] = ca * a[i] + cb * b[i] }
     }
 }
 

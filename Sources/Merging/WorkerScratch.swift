@@ -51,8 +51,21 @@ final class ChunkResults<Value>: @unchecked Sendable {
     }
 
     subscript(_ i: Int) -> Value {
-        get { values[i] }
-        set { values[i] = newValue }
+        get {
+            precondition(i >= 0 && i < values.count, "chunk result index out of range")
+            return values[i]
+        }
+        set {
+            precondition(i >= 0 && i < values.count, "chunk result index out of range")
+            values[i] = newValue
+        }
+    }
+
+    /// Stores `transform` of each of `source` from index `offset` on.
+    func update<Source>(at offset: Int, with source: UnsafeBufferPointer<Source>, _ transform: (Source) -> Value) {
+        precondition(offset >= 0 && offset <= values.count && source.count <= values.count - offset,
+                     "chunk results too short")
+        for i in 0..<source.count { values[offset + i] = transform(source[i]) }
     }
 }
 
