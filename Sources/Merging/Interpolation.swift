@@ -7,6 +7,7 @@ public enum Interpolation {
         _ models: [UnsafeBufferPointer<Float>], weights: [Float], normalize: Bool,
         into out: UnsafeMutableBufferPointer<Float>
     ) {
+        precondition(weights.count == models.count && models.allSatisfy { $0.count == out.count }, "linear buffers differ in length")
         var total: Float = 0
         for w in weights { total += w }
         for i in 0..<out.count { out[i] = 0 }
@@ -95,6 +96,7 @@ public struct ModelStockStatistics: Sendable {
     /// Adds the offsets δᵢ = θᵢ − θ₀ of one span of entries (computed on the fly).
     public mutating func accumulate(base: UnsafeBufferPointer<Float>, models x: [UnsafeBufferPointer<Float>]) {
         let count = base.count
+        precondition(x.count == models && x.allSatisfy { $0.count == count }, "model stock buffers differ in length")
         var slot = models
         for i in 0..<models {
             var s = 0.0
@@ -147,6 +149,7 @@ public struct ModelStockStatistics: Sendable {
         base: UnsafeBufferPointer<Float>, models: [UnsafeBufferPointer<Float>], t: Float,
         into out: UnsafeMutableBufferPointer<Float>
     ) {
+        precondition(base.count == out.count && models.allSatisfy { $0.count == out.count }, "model stock buffers differ in length")
         for i in 0..<out.count { out[i] = 0 }
         for m in 0..<models.count {
             let x = models[m]

@@ -201,6 +201,7 @@ public final class MergeExecutor: @unchecked Sendable {
                 for input in job.inputs { merge.checkpoints[input.checkpoint].release(input.tensor) }
             }
         }
+        precondition(job.outputByteCount <= output.count, "output buffer too small for '\(job.name)'")
         let bytes = UnsafeMutableRawBufferPointer(rebasing: output[0..<job.outputByteCount])
         switch (job.kind, merge.plan.method) {
         case (.convert, _): try runConvert(job, into: bytes)
@@ -240,8 +241,11 @@ public final class MergeExecutor: @unchecked Sendable {
                     while failure.error == nil {
                         let c = next.take()
                         guard c < end else { break }
+                        // Every body slices the worker's buffers to the chunk's length.
+                        let range = (c * size)..<min(count, (c + 1) * size)
+                        precondition(range.count <= scratch[w].capacity, "a chunk of \(range.count) exceeds the worker buffers")
                         do {
-                            try work.value(scratch[w], c, (c * size)..<min(count, (c + 1) * size))
+                            try work.value(scratch[w], c, range)
                         } catch {
                             failure.record(error)
                         }
@@ -364,7 +368,10 @@ public final class MergeExecutor: @unchecked Sendable {
 
     /// Encodes `s.out` into the output bytes of `range`.
     private func store(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch, into bytes: UnsafeMutableRawBufferPointer) throws {
-        let target = UnsafeMutableRawBufferPointer(rebasing: bytes[MergeExecutor.byteRange(range, of: job.outputDType)])
+        let byteRange = MergeExecutor.byteRange(range, of: job.outputDType)
+        precondition(range.lowerBound >= 0 && range.count <= s.out.count && byteRange.upperBound <= bytes.count,
+                     "elements \(range) outside the output of '\(job.name)'")
+        let target = UnsafeMutableRawBufferPointer(rebasing: bytes[byteRange])
         do {
             try ElementCodec.encode(job.outputDType, from: UnsafeBufferPointer(rebasing: s.out[0..<range.count]), into: target)
         } catch {
@@ -375,6 +382,7 @@ public final class MergeExecutor: @unchecked Sendable {
     private func release(_ tensor: TensorEntry, in checkpoint: Int, _ range: Range<Int>) {
         let file = merge.checkpoints[checkpoint]
         let bytes = MergeExecutor.byteRange(range, of: tensor.dtype)
+        precondition(range.lowerBound >= 0 && bytes.upperBound <= tensor.byteCount, "elements \(range) outside tensor '\(tensor.name)'")
         file.files[tensor.fileIndex].release((tensor.offset + bytes.lowerBound)..<(tensor.offset + bytes.upperBound))
     }
 
@@ -391,6 +399,7 @@ public final class MergeExecutor: @unchecked Sendable {
     private func runConvert(_ job: MergeJob, into bytes: UnsafeMutableRawBufferPointer) throws {
         try forEachChunk(job, releasing: true) { s, _, range in
             try decodeBase(job, range, s)
+            // forEachChunk: range.count ≤ capacity of both buffers.
             s.out.baseAddress!.update(from: s.base.baseAddress!, count: range.count)
             try store(job, range, s, into: bytes)
         }
@@ -569,6 +578,9 @@ public final class MergeExecutor: @unchecked Sendable {
             }
             let decoded = rescaled.filter { !direct.contains($0) }
             try forEachChunk(job) { s, c, range in
+                // Recorded masks hold one byte per entry of the largest merged tensor.
+                precondition(range.upperBound <= largestMergedTensor || recorded.allSatisfy { $0 == nil },
+                             "elements \(range) outside the recorded masks")
                 for m in rescaled {
                     guard let keep = recorded[m], case .random(let density, let stream) = masks[m] else { continue }
                     stream.drawMask(start: range.lowerBound, count: range.count, density: density, into: keep + range.lowerBound)
@@ -616,6 +628,7 @@ public final class MergeExecutor: @unchecked Sendable {
                 let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
                 let factor = factors[m], weight = job.weights[m]
                 if let keep = recorded[m] {
+                    precondition(range.upperBound <= largestMergedTensor, "elements \(range) outside the recorded masks")
                     CounterRandom.applyRecorded(values, keep: keep + range.lowerBound, factor: factor, weight: weight)
                 } else {
                     masks[m].apply(to: values, start: range.lowerBound, rowLength: job.rowLength, inverse: inverse,

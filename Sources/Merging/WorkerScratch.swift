@@ -3,6 +3,8 @@ import Foundation
 /// One worker thread's reusable Float32 buffers: allocated once per merge, so the hot
 /// loops never allocate.
 final class WorkerScratch: @unchecked Sendable {
+    /// Entries each of `base`, `inputs`, `out`, `divisors` and `keys` holds.
+    let capacity: Int
     let base: UnsafeMutableBufferPointer<Float>
     let inputs: [UnsafeMutableBufferPointer<Float>]
     let out: UnsafeMutableBufferPointer<Float>
@@ -15,6 +17,7 @@ final class WorkerScratch: @unchecked Sendable {
     var searches: [RankSearch] = []
 
     init(capacity: Int, models: Int, rowCapacity: Int) {
+        self.capacity = capacity
         base = .allocate(capacity: capacity)
         out = .allocate(capacity: capacity)
         divisors = .allocate(capacity: capacity)
