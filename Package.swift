@@ -43,6 +43,11 @@ let package = Package(
             name: "MergeReference", dependencies: ["Checkpoints", "Merging"], path: "Tests/MergeReference",
             swiftSettings: [.unsafeFlags(["-O"])]),
         .testTarget(name: "MergingTests", dependencies: ["Merging", "MergeReference"]),
+        // The merge engine's fuzz target (scripts/fuzz.sh merge builds it with the fuzzer
+        // sanitizer and -D CLAIRE_FUZZ); built normally it replays inputs given as arguments.
+        .executableTarget(
+            name: "MergeFuzz", dependencies: ["Checkpoints", "Merging", "MergeReference"], path: "Fuzz/Merge",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "TrainingTests", dependencies: ["Training"]),
         .testTarget(name: "MergeToolTests", dependencies: ["MergeTool"]),
     ]

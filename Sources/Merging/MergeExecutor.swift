@@ -65,7 +65,8 @@ public final class MergeExecutor: @unchecked Sendable {
     /// An executor with chunks of about `chunkElements` and release segments of about
     /// `segmentElements` (both multiples of 256, so chunks of quantized tensors start
     /// and end on whole blocks).
-    init(_ merge: PreparedMerge, threads: Int, chunkElements: Int, segmentElements: Int) {
+    @_spi(Testing)
+    public init(_ merge: PreparedMerge, threads: Int, chunkElements: Int, segmentElements: Int) {
         precondition(chunkElements > 0 && chunkElements % 256 == 0 && segmentElements > 0 && segmentElements % 256 == 0,
                      "chunk and segment sizes must be positive multiples of 256")
         self.merge = merge

@@ -2,7 +2,7 @@ import Checkpoints
 import Foundation
 import MergeReference
 import Testing
-@testable import Merging
+@_spi(Testing) @testable import Merging
 
 // The merge engine against `ReferenceMerge`, a plain whole-array implementation of
 // every method, on tensor sizes on both sides of every boundary the engine has:
