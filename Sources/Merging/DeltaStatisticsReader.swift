@@ -40,6 +40,10 @@ final class CheckpointReader: @unchecked Sendable {
               into destination: UnsafeMutablePointer<Float>) throws(CheckpointError) {
         let width = entry.dtype.blockBytes  // floating-point types store one element per block
         let path = checkpoints[index].files[entry.fileIndex].path
+        // `raw` holds 8·count bytes: only types storing each element alone in at most 8 bytes fit.
+        guard entry.dtype.blockElements == 1, width <= 8, count >= 0, start >= 0, start + count <= entry.elementCount else {
+            throw .codec(file: path, tensor: entry.name, problem: .notDecodable(entry.dtype))
+        }
         let bytes = count * width
         var done = 0
         while done < bytes {
