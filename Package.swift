@@ -38,8 +38,19 @@ let package = Package(
         .executableTarget(
             name: "ClaireBench", dependencies: ["Checkpoints", "Merging"], path: "Benchmarks/ClaireBench"),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"]),
-        .testTarget(name: "MergingTests", dependencies: ["Merging"]),
+        // A plain reference implementation of every merge method, shared by the
+        // engine's differential tests and its fuzz target.
+        // Optimized even in debug builds, so the sweep over large tensors stays quick.
+        .target(
+            name: "MergeReference", dependencies: ["Checkpoints", "Merging"], path: "Tests/MergeReference",
+            swiftSettings: [.unsafeFlags(["-O"])]),
+        .testTarget(name: "MergingTests", dependencies: ["Merging", "MergeReference"]),
         .testTarget(name: "StatisticsTests", dependencies: ["Statistics"]),
+        // The merge engine's fuzz target (scripts/fuzz.sh merge builds it with the fuzzer
+        // sanitizer and -D CLAIRE_FUZZ); built normally it replays inputs given as arguments.
+        .executableTarget(
+            name: "MergeFuzz", dependencies: ["Checkpoints", "Merging", "MergeReference"], path: "Fuzz/Merge",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
         .testTarget(name: "TrainingTests", dependencies: ["Training"]),
         .testTarget(name: "MergeToolTests", dependencies: ["MergeTool"]),
     ]

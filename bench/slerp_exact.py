@@ -4,9 +4,9 @@
 usage: slerp_exact.py WORKDIR   (the folder bench/check_mergekit.sh filled)
 
 Recomputes the slerp recipe of check_mergekit.sh (t: [0, 0.5, 0.3] across layers for
-self_attn tensors, 0.4 elsewhere; per output row, as mergekit) in float64, rounds it
-to BF16 once, and reports how far Claire's and mergekit's outputs are from it. Where a
-row's result nearly cancels, float32 arithmetic is many BF16 steps off; this tells
+self_attn tensors, 0.4 elsewhere; each tensor as one vector, as mergekit) in float64, rounds it
+to BF16 once, and reports how far Claire's and mergekit's outputs are from it. Where an
+entry's result nearly cancels, float32 arithmetic is many BF16 steps off; this tells
 which tool is. Exits 1 when Claire is more than one step away anywhere.
 """
 import glob, os, re, sys
@@ -40,7 +40,7 @@ layers = 1 + max(int(m.group(1)) for n in base for m in [re.search(r"layers\.(\d
 count, far = 0, {"claire": [0, 0], "mergekit": [0, 0]}
 for name, out in claire.items():
     a, b, t = base[name].double(), model[name].double(), t_for(name, layers)
-    x = a.reshape(a.shape[0], -1) if a.dim() > 1 else a.reshape(1, -1)
+    x = a.reshape(1, -1)
     y = b.reshape(x.shape)
     nx = x.norm(dim=1, keepdim=True); ny = y.norm(dim=1, keepdim=True)
     nx = torch.where(nx > 1e-8, nx, 1); ny = torch.where(ny > 1e-8, ny, 1)

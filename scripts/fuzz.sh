@@ -4,7 +4,9 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET ...]
 #
 # Targets: safetensors (header parser), hf-index (shard index reader), gguf
-# (header, metadata and tensor infos) and delta (.delta reader and rebuild). Seeds come
+# (header, metadata and tensor infos), delta (.delta reader and rebuild) and merge
+# (the merge engine against its reference implementation, on random methods,
+# parameters and shapes; built by SwiftPM as the MergeFuzz product). Seeds come
 # from fixtures/; new corpus entries and crash reproducers go to .build-fuzz/
 # (or $FUZZ_DIR).
 # A crash, a leak, an allocation over 512 MB or an input taking more than
@@ -14,7 +16,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors hf-index gguf delta)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors hf-index gguf delta merge)
 
 entry_of() {
     case "$1" in
@@ -22,6 +24,7 @@ entry_of() {
         hf-index) echo Fuzz/HFIndex.swift ;;
         gguf) echo Fuzz/GGUFHeader.swift ;;
         delta) echo Fuzz/DeltaFile.swift ;;
+        merge) echo Fuzz/Merge/MergeEngine.swift ;;
         *) echo "unknown fuzz target '$1'" >&2; exit 64 ;;
     esac
 }
@@ -31,6 +34,7 @@ seeds_of() {
         hf-index) find fixtures -name '*.index.json' ;;
         gguf) find fixtures -name '*.gguf' -size -300k ;;
         delta) find fixtures -name '*.delta' -size -300k ;;
+        merge) ;;
     esac
 }
 
@@ -44,7 +48,19 @@ for target in "${targets[@]}"; do
     work=${FUZZ_DIR:-.build-fuzz}/$target
     mkdir -p "$work/corpus" "$work/crashes"
     binary=$work/fuzz-$target
-    if [ ! -x "$binary" ] || [ -n "$(find Sources/Checkpoints "$entry" -newer "$binary" -name '*.swift' | head -1)" ]; then
+    if [ "$target" = merge ]; then
+        # The engine needs the Merging module and its dependencies: SwiftPM builds them,
+        # instrumented, with the entry point of Fuzz/Merge/ compiled for libFuzzer.
+        echo "fuzz $target: building" >&2
+        scratch=${FUZZ_DIR:-.build-fuzz}/spm
+        if ! swift build -c release --product MergeFuzz --scratch-path "$scratch" \
+            -Xswiftc -sanitize=fuzzer,address -Xswiftc -DCLAIRE_FUZZ >"$work/build.txt" 2>&1; then
+            grep -E 'error' "$work/build.txt" >&2 || tail -20 "$work/build.txt" >&2
+            echo "fuzz $target: build failed" >&2
+            exit 1
+        fi
+        cp "$scratch/release/MergeFuzz" "$binary"
+    elif [ ! -x "$binary" ] || [ -n "$(find Sources/Checkpoints "$entry" -newer "$binary" -name '*.swift' | head -1)" ]; then
         echo "fuzz $target: building" >&2
         swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name Checkpoints \
             -I Sources/CZstd Sources/Checkpoints/*.swift "$entry" -o "$binary" 2>&1 | grep -v -E 'warning:|^\s*[0-9]* \||^\s*\|' >&2 || true

@@ -86,6 +86,8 @@ public struct CandidateRankSearch: Sendable, Hashable {
     /// `scratch` holds at least `values.count` keys.
     public func collect(_ values: UnsafeBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<UInt32>) -> ChunkCandidates {
         var below = 0, belowEstimate = 0, atEstimate = 0
+        // Writes at most `values.count` keys: `kept` grows by at most one per value.
+        precondition(scratch.count >= values.count, "key scratch shorter than the chunk")
         var kept = 0
         let low = UInt64(self.low), span = UInt64(high &- self.low), estimate = UInt64(self.estimate)
         let out = scratch.baseAddress!
@@ -151,6 +153,8 @@ public struct CandidateRankSearch: Sendable, Hashable {
     /// every value before the range is no larger and every value after no smaller.
     static func select(_ values: UnsafeMutableBufferPointer<UInt32>, _ k: Int, in range: Range<Int>) -> UInt32 {
         precondition(range.contains(k) && range.upperBound <= values.count, "rank outside the values")
+        // The scans stay inside lo...hi: after the median of three, values[lo] ≤ pivot
+        // ≤ values[hi] stop them, and each swap leaves such a stopper on either side.
         var lo = range.lowerBound, hi = range.upperBound - 1
         var rounds = 0
         while lo < hi {

@@ -58,6 +58,7 @@ public struct CounterRandom: Sendable, Hashable {
     /// (`single(i, index)`) where the range starts or ends inside a pair, and between,
     /// runs of whole pairs whose counters share their upper 32 bits
     /// (`pairs(i, first counter, pair count, keys)`); `i` is the offset from `start`.
+    /// Every offset it hands out, and i + 2·run for a run, stays within `count`.
     @inline(__always)
     func forEachPairRun(start: Int, count: Int, single: (Int, Int) -> Void,
                         pairs: (Int, UInt32, Int, (low: UInt32, high: UInt32)) -> Void) {
@@ -94,14 +95,17 @@ public struct CounterRandom: Sendable, Hashable {
 
     /// Keeps each entry of `values` (element indices from `start`) with probability
     /// `density`, multiplying kept entries by `scale` — the DARE kernel.
+    /// `forEachKeep` calls its body only with offsets below `values.count`.
     public func keepRandomly(_ values: UnsafeMutableBufferPointer<Float>, start: Int, density: Float, scale: Float) {
-        let p = values.baseAddress!
+        guard let p = values.baseAddress else { return }
         forEachKeep(start: start, count: values.count, density: density, scale: scale) { i, keep in p[i] *= keep }
     }
 
     /// Records in `keep` (1 kept, 0 dropped) the decisions `keepRandomly` takes for
     /// `count` elements from `start`, so a mask drawn once can be measured
-    /// (`L1Norm.of(_:keptBy:)`) and replayed with `applyRecorded`.
+    /// (`L1Norm.of(_:keptBy:)`) and replayed with `applyRecorded`. `keep` holds at
+    /// least `count` bytes (the caller checks); the walk writes offsets below `count`
+    /// only (a pair run of `run` pairs from offset i ends at i + 2·run ≤ count).
     public func drawMask(start: Int, count: Int, density: Float, into keep: UnsafeMutablePointer<UInt8>) {
         let threshold = CounterRandom.threshold(density)
         forEachPairRun(start: start, count: count, single: { i, index in
@@ -121,6 +125,7 @@ public struct CounterRandom: Sendable, Hashable {
 
     /// Keep bytes for `pairs` element pairs from counter `first`, four pairs per step
     /// in vector lanes; each pair's two bytes are written as one little-endian UInt16.
+    /// Writes bytes 0..<2·pairs of `keep`, which the caller sizes.
     static func drawPairs(first: UInt32, pairs: Int, _ low: UInt32, _ high: UInt32, threshold: UInt32,
                           into keep: UnsafeMutableRawPointer) {
         let lowKey = SIMD4<UInt32>(repeating: low), highKey = SIMD4<UInt32>(repeating: high)
@@ -150,7 +155,8 @@ public struct CounterRandom: Sendable, Hashable {
 
     /// The recorded mask applied to `values`, then the L1 factor and the model weight:
     /// ((x · keep) · factor) · weight — the products `keepRandomly` with scale 1 and the
-    /// separate scalings would take, in one pass and bit for bit the same.
+    /// separate scalings would take, in one pass and bit for bit the same. `keep`
+    /// holds at least `values.count` bytes (the caller checks).
     public static func applyRecorded(
         _ values: UnsafeMutableBufferPointer<Float>, keep: UnsafePointer<UInt8>, factor: Float = 1, weight: Float = 1
     ) {

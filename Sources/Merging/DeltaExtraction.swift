@@ -85,6 +85,8 @@ public enum DeltaExtraction {
         let baseBytes = base.data(of: b)
         let width = t.dtype.blockBytes
         let n = t.elementCount
+        // memoryEqual reads `width` bytes at i·width for i < n from both.
+        precondition(tunedBytes.count >= n * width && baseBytes.count >= n * width, "tensor '\(t.name)' shorter than its shape")
         var changed = 0
         for i in 0..<n where !memoryEqual(tunedBytes, baseBytes, at: i * width, width) { changed += 1 }
         // Integer and opaque tensors are kept whole: thinning them has no meaning.

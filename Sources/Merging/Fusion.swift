@@ -31,10 +31,16 @@ public struct Fusion: Sendable, Hashable {
     /// Every step is a plain loop over one model at a time, so it vectorizes.
     /// Two deltas — the usual SFT + preference pair — take a one-loop form with the same
     /// operations in the same order, so the result is bit for bit the general one.
+    /// Every loop below runs over `0..<out.count`, which the checks here bound by the
+    /// length of every buffer it indexes.
     public func combine(
         base: UnsafeBufferPointer<Float>, deltas: [UnsafeMutableBufferPointer<Float>], weights: [Float],
         into out: UnsafeMutableBufferPointer<Float>, divisors: UnsafeMutableBufferPointer<Float>
     ) {
+        let n = out.count
+        precondition(base.count == n && divisors.count >= n && weights.count == deltas.count
+                     && deltas.allSatisfy { $0.count == n }, "fusion buffers differ in length")
+        guard n > 0 else { return }
         if deltas.count == 2 {
             combinePair(base: base, deltas[0], deltas[1], weights: (weights[0], weights[1]), into: out)
         } else {
@@ -47,6 +53,7 @@ public struct Fusion: Sendable, Hashable {
         base: UnsafeBufferPointer<Float>, _ u0: UnsafeMutableBufferPointer<Float>, _ u1: UnsafeMutableBufferPointer<Float>,
         weights: (Float, Float), into out: UnsafeMutableBufferPointer<Float>
     ) {
+        precondition(base.count == out.count && u0.count == out.count && u1.count == out.count, "fusion buffers differ in length")
         let n = out.count
         let (w0, w1) = weights
         let lambda = self.lambda
@@ -104,6 +111,8 @@ public struct Fusion: Sendable, Hashable {
         into out: UnsafeMutableBufferPointer<Float>, divisors: UnsafeMutableBufferPointer<Float>
     ) {
         let n = out.count
+        precondition(base.count == n && divisors.count >= n && weights.count == deltas.count
+                     && deltas.allSatisfy { $0.count == n }, "fusion buffers differ in length")
         guard let consensus else {
             Fusion.sum(deltas, into: out, n)
             var divisor: Float = 0
@@ -155,10 +164,10 @@ public struct Fusion: Sendable, Hashable {
         }
     }
 
-    /// out = Σ deltas, added in model order.
+    /// out = Σ deltas, added in model order (`combine` checked that every buffer holds `n`).
     @inline(__always)
     static func sum(_ deltas: [UnsafeMutableBufferPointer<Float>], into out: UnsafeMutableBufferPointer<Float>, _ n: Int) {
-        guard let first = deltas.first else {
+        guard let first = deltas.first, n > 0 else {
             out.update(repeating: 0)
             return
         }

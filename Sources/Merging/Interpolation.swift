@@ -7,6 +7,7 @@ public enum Interpolation {
         _ models: [UnsafeBufferPointer<Float>], weights: [Float], normalize: Bool,
         into out: UnsafeMutableBufferPointer<Float>
     ) {
+        precondition(weights.count == models.count && models.allSatisfy { $0.count == out.count }, "linear buffers differ in length")
         var total: Float = 0
         for w in weights { total += w }
         for i in 0..<out.count { out[i] = 0 }
@@ -35,25 +36,46 @@ public enum Interpolation {
         return (sin((1 - t) * theta) / s, sin(t * theta) / s)
     }
 
-    /// SLERP on whole rows of `rowLength` entries: `a` is the base, t = 0 gives it back.
+    /// SLERP of `a` (the base; t = 0 gives it back) towards `b`, each taken as one
+    /// vector, in rows of `rowLength` entries each interpolated on its own
+    /// (`rowLength` ≥ the count: the whole vector).
     public static func slerp(
         _ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, t: Float, rowLength: Int,
         into out: UnsafeMutableBufferPointer<Float>
     ) {
+        precondition(a.count == out.count && b.count == out.count && rowLength > 0, "slerp buffers differ in length")
         var row = 0
         while row < out.count {
             let end = min(row + rowLength, out.count)
-            var aa = 0.0, bb = 0.0, ab = 0.0
-            for i in row..<end {
-                let x = Double(a[i]), y = Double(b[i])
-                aa += x * x
-                bb += y * y
-                ab += x * y
-            }
-            let (ca, cb) = slerpCoefficients(t: t, normA2: aa, normB2: bb, dot: ab)
-            for i in row..<end { out[i] = ca * a[i] + cb * b[i] }
+            let span = row..<end
+            let sums = slerpSums(UnsafeBufferPointer(rebasing: a[span]), UnsafeBufferPointer(rebasing: b[span]))
+            let (ca, cb) = slerpCoefficients(t: t, normA2: sums.aa, normB2: sums.bb, dot: sums.ab)
+            blend(UnsafeBufferPointer(rebasing: a[span]), UnsafeBufferPointer(rebasing: b[span]), ca, cb,
+                  into: UnsafeMutableBufferPointer(rebasing: out[span]))
             row = end
         }
+    }
+
+    /// ‖a‖², ‖b‖² and a·b in Double, in index order.
+    public static func slerpSums(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) -> (aa: Double, bb: Double, ab: Double) {
+        precondition(a.count == b.count, "slerp buffers differ in length")
+        var aa = 0.0, bb = 0.0, ab = 0.0
+        for i in 0..<a.count {
+            let x = Double(a[i]), y = Double(b[i])
+            aa += x * x
+            bb += y * y
+            ab += x * y
+        }
+        return (aa, bb, ab)
+    }
+
+    /// out = ca·a + cb·b.
+    public static func blend(
+        _ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, _ ca: Float, _ cb: Float,
+        into out: UnsafeMutableBufferPointer<Float>
+    ) {
+        precondition(a.count == out.count && b.count == out.count, "slerp buffers differ in length")
+        for i in 0..<out.count { out[i] = ca * a[i] + cb * b[i] }
     }
 }
 
@@ -74,6 +96,7 @@ public struct ModelStockStatistics: Sendable {
     /// Adds the offsets δᵢ = θᵢ − θ₀ of one span of entries (computed on the fly).
     public mutating func accumulate(base: UnsafeBufferPointer<Float>, models x: [UnsafeBufferPointer<Float>]) {
         let count = base.count
+        precondition(x.count == models && x.allSatisfy { $0.count == count }, "model stock buffers differ in length")
         var slot = models
         for i in 0..<models {
             var s = 0.0
@@ -126,6 +149,7 @@ public struct ModelStockStatistics: Sendable {
         base: UnsafeBufferPointer<Float>, models: [UnsafeBufferPointer<Float>], t: Float,
         into out: UnsafeMutableBufferPointer<Float>
     ) {
+        precondition(base.count == out.count && models.allSatisfy { $0.count == out.count }, "model stock buffers differ in length")
         for i in 0..<out.count { out[i] = 0 }
         for m in 0..<models.count {
             let x = models[m]

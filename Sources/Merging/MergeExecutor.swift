@@ -19,6 +19,12 @@ public final class MergeExecutor: @unchecked Sendable {
     /// Elements per chunk: a few hundred kilobytes per buffer, so a worker's buffers stay in cache.
     public static let chunkElements = 1 << 16
 
+    /// This executor's elements per chunk (before rounding to whole rows) and per
+    /// release segment: `chunkElements` and `segmentElements` unless a test asks for
+    /// smaller ones, to reach every chunk and segment boundary with small tensors.
+    let chunkTarget: Int
+    let segmentTarget: Int
+
     /// The merge being run.
     public let merge: PreparedMerge
     /// Worker threads.
@@ -51,15 +57,28 @@ public final class MergeExecutor: @unchecked Sendable {
     public var nonFiniteInputs: [String] { nonFinite.names }
 
     /// Prepares buffers for `merge` on `threads` workers (at least 1).
-    public init(_ merge: PreparedMerge, threads: Int) {
+    public convenience init(_ merge: PreparedMerge, threads: Int) {
+        self.init(merge, threads: threads, chunkElements: MergeExecutor.chunkElements,
+                  segmentElements: MergeExecutor.segmentElements)
+    }
+
+    /// An executor with chunks of about `chunkElements` and release segments of about
+    /// `segmentElements` (both multiples of 256, so chunks of quantized tensors start
+    /// and end on whole blocks).
+    @_spi(Testing)
+    public init(_ merge: PreparedMerge, threads: Int, chunkElements: Int, segmentElements: Int) {
+        precondition(chunkElements > 0 && chunkElements % 256 == 0 && segmentElements > 0 && segmentElements % 256 == 0,
+                     "chunk and segment sizes must be positive multiples of 256")
         self.merge = merge
         self.threads = max(1, threads)
+        chunkTarget = chunkElements
+        segmentTarget = segmentElements
         let models = merge.plan.contributingModels.count
         var capacity = 1
         var rowCapacity = 1
         var outputBytes = 1
         for job in merge.jobs where job.kind != .copy {
-            capacity = max(capacity, MergeExecutor.chunkSize(for: job, method: merge.plan.method))
+            capacity = max(capacity, MergeExecutor.chunkSize(for: job, method: merge.plan.method, target: chunkElements))
             rowCapacity = max(rowCapacity, job.rowLength)
             outputBytes = max(outputBytes, job.outputByteCount)
         }
@@ -90,16 +109,22 @@ public final class MergeExecutor: @unchecked Sendable {
     static func kernelRowLength(for job: MergeJob, method: MergeMethod) -> Int {
         switch method {
         case .della, .dellaLinear: return job.rowLength
-        case .slerp: return job.shape.count >= 2 ? job.rowLength : 1
         case .modelStock: return job.filterWise ? job.rowLength : 1
         default: return 1
         }
     }
 
-    static func chunkSize(for job: MergeJob, method: MergeMethod) -> Int {
+    /// Elements per chunk of `job`: whole rows of the kernel's row length, about
+    /// `target` elements (one row when a row is longer), never more than the tensor.
+    static func chunkSize(for job: MergeJob, method: MergeMethod, target: Int = chunkElements) -> Int {
         let row = max(kernelRowLength(for: job, method: method), 1)
-        if row >= chunkElements { return row }
-        return max(1, min(job.elementCount, chunkElements / row * row))
+        if row >= target { return row }
+        return max(1, min(job.elementCount, target / row * row))
+    }
+
+    /// Elements per chunk of `job` in this executor.
+    private func chunkSize(for job: MergeJob) -> Int {
+        MergeExecutor.chunkSize(for: job, method: merge.plan.method, target: chunkTarget)
     }
 
     /// Produces every output tensor into `sink`, calling `progress` after each.
@@ -177,6 +202,7 @@ public final class MergeExecutor: @unchecked Sendable {
                 for input in job.inputs { merge.checkpoints[input.checkpoint].release(input.tensor) }
             }
         }
+        precondition(job.outputByteCount <= output.count, "output buffer too small for '\(job.name)'")
         let bytes = UnsafeMutableRawBufferPointer(rebasing: output[0..<job.outputByteCount])
         switch (job.kind, merge.plan.method) {
         case (.convert, _): try runConvert(job, into: bytes)
@@ -200,10 +226,10 @@ public final class MergeExecutor: @unchecked Sendable {
     private func forEachChunk(
         _ job: MergeJob, releasing: Bool = false, _ body: (WorkerScratch, Int, Range<Int>) throws -> Void
     ) throws {
-        let size = MergeExecutor.chunkSize(for: job, method: merge.plan.method)
+        let size = chunkSize(for: job)
         let count = job.elementCount
         let chunks = (count + size - 1) / size
-        let perSegment = releasing ? max(1, MergeExecutor.segmentElements / size) : max(chunks, 1)
+        let perSegment = releasing ? max(1, segmentTarget / size) : max(chunks, 1)
         let failure = FirstError()
         let scratch = self.scratch
         withoutActuallyEscaping(body) { body in
@@ -216,8 +242,11 @@ public final class MergeExecutor: @unchecked Sendable {
                     while failure.error == nil {
                         let c = next.take()
                         guard c < end else { break }
+                        // Every body slices the worker's buffers to the chunk's length.
+                        let range = (c * size)..<min(count, (c + 1) * size)
+                        precondition(range.count <= scratch[w].capacity, "a chunk of \(range.count) exceeds the worker buffers")
                         do {
-                            try work.value(scratch[w], c, (c * size)..<min(count, (c + 1) * size))
+                            try work.value(scratch[w], c, range)
                         } catch {
                             failure.record(error)
                         }
@@ -240,29 +269,37 @@ public final class MergeExecutor: @unchecked Sendable {
     }
 
     private func chunkCount(_ job: MergeJob) -> Int {
-        let size = MergeExecutor.chunkSize(for: job, method: merge.plan.method)
+        let size = chunkSize(for: job)
         return (job.elementCount + size - 1) / size
     }
 
     /// Decodes elements `range` of `tensor` into the start of `buffer`.
+    /// - Precondition: `range` lies within the tensor and fits in `buffer`.
     private func decode(_ tensor: TensorEntry, in checkpoint: Int, _ range: Range<Int>,
                         into buffer: UnsafeMutableBufferPointer<Float>) throws
     {
         let file = merge.checkpoints[checkpoint]
-        let bytes = UnsafeRawBufferPointer(rebasing: file.data(of: tensor)[MergeExecutor.byteRange(range, of: tensor.dtype)])
+        let data = file.data(of: tensor)
+        let byteRange = MergeExecutor.byteRange(range, of: tensor.dtype)
+        precondition(range.lowerBound >= 0 && range.upperBound <= tensor.elementCount && byteRange.upperBound <= data.count,
+                     "elements \(range) outside tensor '\(tensor.name)'")
+        precondition(range.count <= buffer.count, "\(range.count) elements do not fit a buffer of \(buffer.count)")
+        let bytes = UnsafeRawBufferPointer(rebasing: data[byteRange])
         let values = UnsafeMutableBufferPointer(rebasing: buffer[0..<range.count])
         do {
             try ElementCodec.decode(tensor.dtype, from: bytes, into: values)
         } catch {
             throw MergeError.checkpoint(.codec(file: file.path, tensor: tensor.name, problem: error))
         }
-        if !MergeExecutor.allFinite(UnsafeBufferPointer(values)) { try noteNonFinite(tensor, in: file) }
+        if !MergeExecutor.allFinite(UnsafeBufferPointer(values)) { try noteNonFinite(tensor, in: checkpoint) }
     }
 
-    /// Records that `tensor` of `file` holds NaN or infinite values (with `strict`, stops the merge).
-    private func noteNonFinite(_ tensor: TensorEntry, in file: Checkpoint) throws {
+    /// Records that `tensor` of checkpoint `checkpoint` holds NaN or infinite values
+    /// (with `strict`, stops the merge).
+    private func noteNonFinite(_ tensor: TensorEntry, in checkpoint: Int) throws {
+        let file = merge.checkpoints[checkpoint]
         if strict { throw MergeError.nonFiniteInput(file: file.path, tensor: tensor.name) }
-        nonFinite.record("'\(tensor.name)' in \(file.path)")
+        nonFinite.record(tensor.name, checkpoint: checkpoint, path: file.path)
     }
 
     /// True when no value is NaN or infinite (the exponent field is never all ones).
@@ -279,6 +316,7 @@ public final class MergeExecutor: @unchecked Sendable {
             try decode(input.tensor, in: input.checkpoint, range, into: buffer)
             return
         }
+        precondition(range.lowerBound >= 0 && range.count <= buffer.count, "\(range.count) elements do not fit a buffer of \(buffer.count)")
         var start = range.lowerBound
         while start < range.upperBound {
             let row = start / order.columns
@@ -300,7 +338,10 @@ public final class MergeExecutor: @unchecked Sendable {
         if input.tensor.dtype == .bf16, input.rowOrder == nil {
             // The common case in one pass: BF16 is the upper half of a Float32.
             let d = s.inputs[m], b = s.base
-            let file = merge.checkpoints[input.checkpoint]
+            // The loop below reads elements `range` of the tensor and the first
+            // `range.count` entries of both buffers.
+            precondition(range.lowerBound >= 0 && range.upperBound <= input.tensor.elementCount
+                         && range.count <= d.count && range.count <= b.count, "elements \(range) out of bounds")
             let source = bf16Elements(input.tensor, in: input.checkpoint) + range.lowerBound
             // The largest exponent field seen, as a vectorizable maximum: all ones
             // marks a NaN or an infinity.
@@ -310,7 +351,7 @@ public final class MergeExecutor: @unchecked Sendable {
                 d[i] = Float(bitPattern: UInt32(x) &<< 16) - b[i]
                 exponent = max(exponent, Int16(bitPattern: x & 0x7f80))
             }
-            if exponent == 0x7f80 { try noteNonFinite(input.tensor, in: file) }
+            if exponent == 0x7f80 { try noteNonFinite(input.tensor, in: input.checkpoint) }
             return
         }
         try decode(input, range, into: s.inputs[m])
@@ -319,12 +360,19 @@ public final class MergeExecutor: @unchecked Sendable {
     }
 
     /// The elements of a BF16 tensor, in place in its mapped file.
+    /// Callers read only elements of a range they have checked against `tensor.elementCount`.
     private func bf16Elements(_ tensor: TensorEntry, in checkpoint: Int) -> UnsafePointer<UInt16> {
-        merge.checkpoints[checkpoint].data(of: tensor).baseAddress!.assumingMemoryBound(to: UInt16.self)
+        let data = merge.checkpoints[checkpoint].data(of: tensor)
+        precondition(tensor.dtype == .bf16 && data.count >= 2 * tensor.elementCount && data.baseAddress != nil,
+                     "tensor '\(tensor.name)' is not a whole BF16 tensor")
+        return data.baseAddress!.assumingMemoryBound(to: UInt16.self)
     }
 
     /// Encodes `s.out` into the output bytes of `range`.
     private func store(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch, into bytes: UnsafeMutableRawBufferPointer) throws {
+        let byteRange = MergeExecutor.byteRange(range, of: job.outputDType)
+        precondition(range.lowerBound >= 0 && range.count <= s.out.count && byteRange.upperBound <= bytes.count,
+                     "elements \(range) outside the output of '\(job.name)'")
         let values = UnsafeBufferPointer(rebasing: s.out[0..<range.count])
         switch OutputRange.scan(values, as: job.outputDType) {
         case .fits: break
@@ -332,13 +380,12 @@ public final class MergeExecutor: @unchecked Sendable {
         case .nonFinite:
             // NaN or infinite inputs (allowed without --strict, and reported) carry through;
             // from finite inputs it is the arithmetic that overflowed.
-            let recorded = Set(nonFinite.names)
             let sources = [(job.template, job.templateCheckpoint)] + job.inputs.map { ($0.tensor, $0.checkpoint) }
-            guard sources.contains(where: { recorded.contains("'\($0.0.name)' in \(merge.checkpoints[$0.1].path)") }) else {
+            guard sources.contains(where: { nonFinite.contains($0.0.name, checkpoint: $0.1) }) else {
                 throw MergeError.outputOutOfRange(tensor: job.name, dtype: job.outputDType)
             }
         }
-        let target = UnsafeMutableRawBufferPointer(rebasing: bytes[MergeExecutor.byteRange(range, of: job.outputDType)])
+        let target = UnsafeMutableRawBufferPointer(rebasing: bytes[byteRange])
         do {
             try ElementCodec.encode(job.outputDType, from: values, into: target)
         } catch {
@@ -349,6 +396,7 @@ public final class MergeExecutor: @unchecked Sendable {
     private func release(_ tensor: TensorEntry, in checkpoint: Int, _ range: Range<Int>) {
         let file = merge.checkpoints[checkpoint]
         let bytes = MergeExecutor.byteRange(range, of: tensor.dtype)
+        precondition(range.lowerBound >= 0 && bytes.upperBound <= tensor.byteCount, "elements \(range) outside tensor '\(tensor.name)'")
         file.files[tensor.fileIndex].release((tensor.offset + bytes.lowerBound)..<(tensor.offset + bytes.upperBound))
     }
 
@@ -365,6 +413,7 @@ public final class MergeExecutor: @unchecked Sendable {
     private func runConvert(_ job: MergeJob, into bytes: UnsafeMutableRawBufferPointer) throws {
         try forEachChunk(job, releasing: true) { s, _, range in
             try decodeBase(job, range, s)
+            // forEachChunk: range.count ≤ capacity of both buffers.
             s.out.baseAddress!.update(from: s.base.baseAddress!, count: range.count)
             try store(job, range, s, into: bytes)
         }
@@ -383,14 +432,29 @@ public final class MergeExecutor: @unchecked Sendable {
         }
     }
 
+    /// SLERP over each tensor flattened into one vector: the norms and the dot
+    /// product summed chunk by chunk (in chunk order), then one pair of coefficients.
     private func runSlerp(_ job: MergeJob, into bytes: UnsafeMutableRawBufferPointer) throws {
-        let row = MergeExecutor.kernelRowLength(for: job, method: .slerp)
+        let other = job.inputs[0]
+        let partial = ChunkResults(count: chunkCount(job), initial: (aa: 0.0, bb: 0.0, ab: 0.0))
+        try forEachChunk(job) { s, c, range in
+            try decodeBase(job, range, s)
+            try decode(other, range, into: s.inputs[0])
+            partial[c] = Interpolation.slerpSums(UnsafeBufferPointer(rebasing: s.base[0..<range.count]),
+                                                 UnsafeBufferPointer(rebasing: s.inputs[0][0..<range.count]))
+        }
+        var aa = 0.0, bb = 0.0, ab = 0.0
+        for c in 0..<chunkCount(job) {
+            aa += partial[c].aa
+            bb += partial[c].bb
+            ab += partial[c].ab
+        }
+        let (ca, cb) = Interpolation.slerpCoefficients(t: job.t, normA2: aa, normB2: bb, dot: ab)
         try forEachChunk(job, releasing: true) { s, _, range in
             try decodeBase(job, range, s)
-            let other = job.inputs[0]
             try decode(other, range, into: s.inputs[0])
-            Interpolation.slerp(UnsafeBufferPointer(rebasing: s.base[0..<range.count]),
-                                UnsafeBufferPointer(rebasing: s.inputs[0][0..<range.count]), t: job.t, rowLength: row,
+            Interpolation.blend(UnsafeBufferPointer(rebasing: s.base[0..<range.count]),
+                                UnsafeBufferPointer(rebasing: s.inputs[0][0..<range.count]), ca, cb,
                                 into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
             try store(job, range, s, into: bytes)
         }
@@ -528,11 +592,17 @@ public final class MergeExecutor: @unchecked Sendable {
             }
             let decoded = rescaled.filter { !direct.contains($0) }
             try forEachChunk(job) { s, c, range in
+                // Recorded masks hold one byte per entry of the largest merged tensor.
+                precondition(range.upperBound <= largestMergedTensor || recorded.allSatisfy { $0 == nil },
+                             "elements \(range) outside the recorded masks")
                 for m in rescaled {
                     guard let keep = recorded[m], case .random(let density, let stream) = masks[m] else { continue }
                     stream.drawMask(start: range.lowerBound, count: range.count, density: density, into: keep + range.lowerBound)
                 }
                 for m in direct {
+                    precondition(range.upperBound <= job.template.elementCount
+                                 && range.upperBound <= job.inputs[m].tensor.elementCount
+                                 && range.upperBound <= largestMergedTensor, "elements \(range) out of bounds")
                     sums[c * n + m] = L1Norm.ofDifference(bf16: bf16Elements(job.inputs[m].tensor, in: job.inputs[m].checkpoint) + range.lowerBound,
                                                           minus: bf16Elements(job.template, in: job.templateCheckpoint) + range.lowerBound,
                                                           count: range.count, keptBy: recorded[m]! + range.lowerBound)
@@ -572,6 +642,7 @@ public final class MergeExecutor: @unchecked Sendable {
                 let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
                 let factor = factors[m], weight = job.weights[m]
                 if let keep = recorded[m] {
+                    precondition(range.upperBound <= largestMergedTensor, "elements \(range) outside the recorded masks")
                     CounterRandom.applyRecorded(values, keep: keep + range.lowerBound, factor: factor, weight: weight)
                 } else {
                     masks[m].apply(to: values, start: range.lowerBound, rowLength: job.rowLength, inverse: inverse,
@@ -662,26 +733,38 @@ public final class MergeExecutor: @unchecked Sendable {
     }
 
     /// The magnitude keys of each model's δ over `CandidateRankSearch.sampleRanges`,
-    /// runs concatenated; the runs are read in parallel.
+    /// runs concatenated. The runs are read in pieces no longer than the job's chunk
+    /// (a run may cover a whole tensor twice a chunk long, more than a worker's
+    /// buffers hold), the pieces in parallel.
     private func sampleKeys(_ job: MergeJob, models: [Int]) throws -> [[UInt32]] {
-        let ranges = CandidateRankSearch.sampleRanges(count: job.elementCount)
-        var starts = [0]
-        for range in ranges { starts.append(starts.last! + range.count) }
-        let offsets = starts, total = starts.last!
+        let pieceLength = chunkSize(for: job)
+        var pieces: [(range: Range<Int>, offset: Int)] = []
+        var total = 0
+        for range in CandidateRankSearch.sampleRanges(count: job.elementCount) {
+            var start = range.lowerBound
+            while start < range.upperBound {
+                let end = min(range.upperBound, start + pieceLength)
+                pieces.append((start..<end, total))
+                total += end - start
+                start = end
+            }
+        }
         let keys = models.map { _ in ChunkResults(count: total, initial: UInt32(0)) }
+        let work = pieces
         let next = ChunkCounter(0)
         let failure = FirstError()
         let scratch = self.scratch
-        DispatchQueue.concurrentPerform(iterations: min(threads, ranges.count)) { w in
+        DispatchQueue.concurrentPerform(iterations: min(threads, pieces.count)) { w in
             while failure.error == nil {
                 let r = next.take()
-                guard r < ranges.count else { break }
-                let range = ranges[r], s = scratch[w]
+                guard r < work.count else { break }
+                let (range, offset) = work[r], s = scratch[w]
                 do {
                     try decodeBase(job, range, s)
                     for (k, m) in models.enumerated() {
                         try decodeDelta(job, m, range, s)
-                        for i in 0..<range.count { keys[k][offsets[r] + i] = magnitudeKey(s.inputs[m][i]) }
+                        let delta = UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count])
+                        keys[k].update(at: offset, with: delta, magnitudeKey)
                     }
                 } catch {
                     failure.record(error)

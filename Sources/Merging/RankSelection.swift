@@ -195,6 +195,8 @@ public struct RankSearch: Sendable {
 
     /// Pass 1: counts the upper 16 key bits of `values`.
     public mutating func countCoarse(_ values: UnsafeBufferPointer<Float>) {
+        // A key's upper 16 bits (keys are below 2³¹) index the 2¹⁶ bins.
+        precondition(coarse.count == RankSearch.coarseBins, "coarse counts of a pass-2 counter")
         coarse.withUnsafeMutableBufferPointer { bins in
             for i in 0..<values.count { bins[Int(magnitudeKey(values[i]) &>> 15)] += 1 }
         }
@@ -237,6 +239,8 @@ public struct RankSearch: Sendable {
 
     /// Pass 2: counts the lower 15 key bits of the entries in each target's coarse bin.
     public mutating func countFine(_ values: UnsafeBufferPointer<Float>) {
+        // A key's lower 15 bits index the 2¹⁵ bins of each target.
+        precondition(fine.count == targets.count && fine.allSatisfy { $0.count == RankSearch.fineBins }, "pass 1 not finished")
         for t in 0..<targets.count {
             let bin = UInt32(targets[t].bin)
             fine[t].withUnsafeMutableBufferPointer { bins in

@@ -70,6 +70,7 @@ public enum TensorMask: Sendable, Hashable {
         case .random(let density, let stream):
             stream.keepRandomly(values, start: start, density: density, scale: inverse ? 1 / density : 1)
         case .della(let density, let epsilon, let stream):
+            precondition(rowLength > 0 && rowScratch.count >= min(rowLength, values.count), "row scratch shorter than a row")
             var row = 0
             while row < values.count {
                 let m = min(rowLength, values.count - row)
@@ -81,6 +82,7 @@ public enum TensorMask: Sendable, Hashable {
         }
     }
 
+    /// Multiplies every entry by `factor` (indices below `values.count`).
     static func scale(_ values: UnsafeMutableBufferPointer<Float>, by factor: Float) {
         for i in 0..<values.count { values[i] *= factor }
     }
@@ -92,6 +94,8 @@ public enum TensorMask: Sendable, Hashable {
         inverse: Bool, scratch: UnsafeMutableBufferPointer<UInt64>
     ) {
         let m = row.count
+        // Slots 0..<m of `scratch`; the low 32 bits of each slot are an index below m.
+        precondition(scratch.count >= m && m <= Int(UInt32.max), "row scratch shorter than the row")
         for i in 0..<m { scratch[i] = UInt64(magnitudeKey(row[i])) &<< 32 | UInt64(i) }
         var ordered = UnsafeMutableBufferPointer(rebasing: scratch[0..<m])
         ordered.sort()
@@ -171,7 +175,8 @@ public enum L1Norm {
         return sums(count: values.count, keep: nil, lanes: { magnitudes(v + $0) }, entry: { abs(v[$0]) }).before
     }
 
-    /// (Σ|x|, Σ|x| over the entries whose `keep` byte is 1).
+    /// (Σ|x|, Σ|x| over the entries whose `keep` byte is 1); `keep` holds at least
+    /// `values.count` bytes (the caller checks).
     public static func of(_ values: UnsafeBufferPointer<Float>, keptBy keep: UnsafePointer<UInt8>) -> (before: Double, after: Double) {
         guard let v = values.baseAddress else { return (0, 0) }
         return sums(count: values.count, keep: keep, lanes: { magnitudes(v + $0) }, entry: { abs(v[$0]) })
@@ -179,6 +184,7 @@ public enum L1Norm {
 
     /// `of(_:keptBy:)` for δ = x − base of two BF16 tensors, read straight from their
     /// bytes: the same differences in the same order, without decoding into buffers.
+    /// `x`, `base` and `keep` each hold at least `count` entries (the caller checks).
     public static func ofDifference(
         bf16 x: UnsafePointer<UInt16>, minus base: UnsafePointer<UInt16>, count: Int, keptBy keep: UnsafePointer<UInt8>
     ) -> (before: Double, after: Double) {
@@ -201,7 +207,8 @@ public enum L1Norm {
     }
 
     /// The sums over `count` entries whose magnitudes `lanes` gives eight at a time
-    /// and `entry` one at a time.
+    /// and `entry` one at a time: `lanes(i)` is called only with i + 8 ≤ count,
+    /// `entry(i)` and `keep[i]` only with i < count.
     @inline(__always)
     static func sums(
         count: Int, keep: UnsafePointer<UInt8>?, lanes: (Int) -> SIMD8<Float>, entry: (Int) -> Float

@@ -3,6 +3,8 @@ import Foundation
 /// One worker thread's reusable Float32 buffers: allocated once per merge, so the hot
 /// loops never allocate.
 final class WorkerScratch: @unchecked Sendable {
+    /// Entries each of `base`, `inputs`, `out`, `divisors` and `keys` holds.
+    let capacity: Int
     let base: UnsafeMutableBufferPointer<Float>
     let inputs: [UnsafeMutableBufferPointer<Float>]
     let out: UnsafeMutableBufferPointer<Float>
@@ -15,6 +17,7 @@ final class WorkerScratch: @unchecked Sendable {
     var searches: [RankSearch] = []
 
     init(capacity: Int, models: Int, rowCapacity: Int) {
+        self.capacity = capacity
         base = .allocate(capacity: capacity)
         out = .allocate(capacity: capacity)
         divisors = .allocate(capacity: capacity)
@@ -51,8 +54,21 @@ final class ChunkResults<Value>: @unchecked Sendable {
     }
 
     subscript(_ i: Int) -> Value {
-        get { values[i] }
-        set { values[i] = newValue }
+        get {
+            precondition(i >= 0 && i < values.count, "chunk result index out of range")
+            return values[i]
+        }
+        set {
+            precondition(i >= 0 && i < values.count, "chunk result index out of range")
+            values[i] = newValue
+        }
+    }
+
+    /// Stores `transform` of each of `source` from index `offset` on.
+    func update<Source>(at offset: Int, with source: UnsafeBufferPointer<Source>, _ transform: (Source) -> Value) {
+        precondition(offset >= 0 && offset <= values.count && source.count <= values.count - offset,
+                     "chunk results too short")
+        for i in 0..<source.count { values[offset + i] = transform(source[i]) }
     }
 }
 
@@ -89,14 +105,25 @@ struct UncheckedSendable<Value>: @unchecked Sendable {
     init(_ value: Value) { self.value = value }
 }
 
-/// Names of input tensors holding NaN or infinite values, gathered from workers.
+/// Input tensors holding NaN or infinite values, gathered from workers.
 final class NonFiniteInputs: @unchecked Sendable {
+    private struct Source: Hashable {
+        let checkpoint: Int
+        let tensor: String
+    }
     private let lock = NSLock()
-    private var found = Set<String>()
+    /// Each source with its message form, `'tensor' in path`.
+    private var found: [Source: String] = [:]
 
-    func record(_ name: String) {
-        _ = lock.withLock { found.insert(name) }
+    func record(_ tensor: String, checkpoint: Int, path: String) {
+        lock.withLock { found[Source(checkpoint: checkpoint, tensor: tensor)] = "'\(tensor)' in \(path)" }
     }
 
-    var names: [String] { lock.withLock { found.sorted() } }
+    /// Whether tensor `tensor` of checkpoint `checkpoint` was recorded.
+    func contains(_ tensor: String, checkpoint: Int) -> Bool {
+        lock.withLock { found[Source(checkpoint: checkpoint, tensor: tensor)] != nil }
+    }
+
+    /// The recorded tensors as `'tensor' in path`, sorted.
+    var names: [String] { lock.withLock { found.values.sorted() } }
 }

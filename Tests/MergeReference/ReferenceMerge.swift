@@ -1,0 +1,305 @@
+import Foundation
+import Merging
+
+/// A plain implementation of every merge method, written from the method definitions
+/// alone: one tensor at a time, whole arrays in memory, no chunks, no samples, no
+/// vector kernels. The merge engine is checked against it (tests and the `merge`
+/// fuzz target); it is slow and meant to be obviously right, not fast.
+///
+/// Values are Float32 (inputs already decoded); each result comes with a slack: 0
+/// when the engine must produce exactly these Float32 values (every operation is
+/// elementwise and done in the same order), otherwise an absolute bound on how far a
+/// result computed with sums in another order may lie from it (see `Result`).
+public enum ReferenceMerge {
+    /// Everything a method reads for one tensor, resolved.
+    public struct Parameters: Sendable {
+        public var method: MergeMethod
+        /// Per model (in order): weight wᵢ, density dᵢ, Breadcrumbs γᵢ, DELLA εᵢ.
+        public var weights: [Float]
+        public var densities: [Double]
+        public var gammas: [Double]
+        public var epsilons: [Double]
+        public var lambda: Float = 1
+        public var normalize: Bool
+        public var rescale: Rescale
+        public var consensus: Consensus?
+        public var seed: UInt64 = 0
+        /// SLERP's t, Model Stock's per-row form.
+        public var t: Float = 0.5
+        public var filterWise = false
+
+        /// The method's defaults for `models` models with weights 1 and densities 1.
+        public init(method: MergeMethod, models: Int) {
+            self.method = method
+            weights = [Float](repeating: 1, count: models)
+            densities = [Double](repeating: 1, count: models)
+            gammas = [Double](repeating: 0.01, count: models)
+            epsilons = [Double](repeating: 0.15, count: models)
+            normalize = method.defaultNormalize
+            rescale = method.sparsifier == nil ? .none : method.defaultRescale
+            consensus = method.defaultConsensus
+        }
+    }
+
+    /// A merged tensor: Float32 values and, per entry, the slack allowed to an engine
+    /// that sums in another order (0: exact). An infinite slack marks an entry whose
+    /// elected sign is a near-tie that a last-bit difference may flip.
+    public struct Result: Sendable {
+        public var values: [Float]
+        public var slack: [Float]
+    }
+
+    /// Relative size of the rounding differences a reordered sum may cause, with a
+    /// wide margin (Float32 sums over runs of at most a few hundred entries).
+    public static let reorderTolerance: Float = 1e-4
+
+    /// One merged tensor of `shape` from `base` (nil only for `linear`) and `models`.
+    /// `windows` overrides the per-model kept-rank windows (whole-model trim) and
+    /// `windowOffset` places this tensor in that model-wide order.
+    public static func merge(
+        name: String, shape: [Int], base: [Float]?, models: [[Float]], parameters p: Parameters,
+        windows: [Range<Int>?]? = nil, windowOffset: Int = 0, windowKeys: [[UInt32]]? = nil
+    ) -> Result {
+        let n = models.first?.count ?? base?.count ?? 0
+        switch p.method {
+        case .linear:
+            return Result(values: linear(models, weights: p.weights, normalize: p.normalize),
+                          slack: [Float](repeating: 0, count: n))
+        case .slerp:
+            return slerp(base!, models[0], t: p.t)
+        case .modelStock:
+            let row = p.filterWise ? rowLength(shape, count: n) : max(n, 1)
+            return modelStock(base!, models, rowLength: row, exact: p.filterWise)
+        default:
+            return taskVectors(name: name, shape: shape, base: base!, models: models, p: p, windows: windows,
+                               windowOffset: windowOffset, windowKeys: windowKeys)
+        }
+    }
+
+    /// Entries per row: the product of all but the leading axis (the whole count for 1-D).
+    public static func rowLength(_ shape: [Int], count: Int) -> Int {
+        guard shape.count >= 2, shape[0] > 0 else { return max(count, 1) }
+        return count / shape[0]
+    }
+
+    // MARK: Task vectors
+
+    /// The kept ranks of the ascending (|δ|, index) order for a rank-selecting sparsifier.
+    public static func keptRanks(_ sparsifier: Sparsifier, count n: Int, density d: Double, gamma: Double) -> Range<Int> {
+        if sparsifier == .magnitude {
+            // TIES: the k = max(1, ⌊d·n⌋) largest.
+            let k = min(n, max(1, Int((d * Double(n)).rounded(.down))))
+            return (n - k)..<n
+        }
+        // Breadcrumbs: keep ⌊d·n⌋ above the smallest, below the top ⌊γ·n⌋.
+        let keep = min(n, Int((d * Double(n)).rounded(.down)))
+        let top = Int((gamma * Double(n)).rounded(.down))
+        let bottom = max(0, n - keep - top)
+        return bottom..<(bottom + keep)
+    }
+
+    /// The magnitude key of an entry: |x| as ordered bits.
+    public static func key(_ x: Float) -> UInt32 { x.bitPattern & 0x7fff_ffff }
+
+    /// Indices of `keys` in ascending (key, index) order.
+    public static func order(_ keys: [UInt32]) -> [Int] {
+        keys.indices.sorted { keys[$0] != keys[$1] ? keys[$0] < keys[$1] : $0 < $1 }
+    }
+
+    static func taskVectors(
+        name: String, shape: [Int], base: [Float], models: [[Float]], p: Parameters,
+        windows: [Range<Int>?]?, windowOffset: Int, windowKeys: [[UInt32]]?
+    ) -> Result {
+        let n = base.count
+        var weighted: [[Float]] = []
+        var inexact = false
+        for (m, model) in models.enumerated() {
+            var delta = [Float](repeating: 0, count: n)
+            for i in 0..<n { delta[i] = model[i] - base[i] }
+            let d = p.densities[m]
+            var sparse = delta
+            var sparsified = false
+            if let sparsifier = p.method.sparsifier, d < 1 {
+                sparsified = true
+                if d <= 0 {
+                    for i in 0..<n { sparse[i] = 0 }
+                    sparsified = false  // nothing kept: no rescale
+                } else {
+                    let stream = CounterRandom(seed: p.seed, tensor: name, model: m)
+                    switch sparsifier {
+                    case .magnitude, .magnitudeOutliers:
+                        var kept = [Bool](repeating: false, count: n)
+                        if let window = windows?[m], let keys = windowKeys?[m] {
+                            // Ranks over the whole model; this tensor starts at `windowOffset`.
+                            let ordered = order(keys)
+                            for r in window {
+                                let i = ordered[r] - windowOffset
+                                if i >= 0 && i < n { kept[i] = true }
+                            }
+                        } else {
+                            let ordered = order(delta.map(key))
+                            for r in keptRanks(sparsifier, count: n, density: d, gamma: p.gammas[m]) { kept[ordered[r]] = true }
+                        }
+                        let scale: Float = 1 / Float(d)
+                        for i in 0..<n {
+                            sparse[i] = kept[i] ? (p.rescale == .inverse ? delta[i] * scale : delta[i]) : 0
+                        }
+                    case .random:
+                        // DARE: keep with probability d, the draw keyed by the element's index.
+                        let density = Float(d)
+                        let scale: Float = p.rescale == .inverse ? 1 / density : 1
+                        for i in 0..<n { sparse[i] = delta[i] * (stream.uniform(i) < density ? scale : 0) }
+                    case .dellaMagprune:
+                        let density = Float(d), epsilon = Float(p.epsilons[m])
+                        let row = rowLength(shape, count: n)
+                        var start = 0
+                        while start < n {
+                            let m = min(row, n - start)
+                            let ordered = order((0..<m).map { key(delta[start + $0]) })
+                            let step: Float = m > 1 ? 2 * epsilon / Float(m - 1) : 0
+                            let first: Float = m > 1 ? density - epsilon : density
+                            for (r, j) in ordered.enumerated() {
+                                let i = start + j
+                                let keep = first + step * Float(r)
+                                sparse[i] = stream.uniform(i) < keep ? (p.rescale == .inverse ? delta[i] / keep : delta[i]) : 0
+                            }
+                            start += m
+                        }
+                    }
+                }
+            }
+            var factor: Float = 1
+            if p.rescale == .l1 && sparsified {
+                var before = 0.0, after = 0.0
+                for i in 0..<n {
+                    before += Double(abs(delta[i]))
+                    after += Double(abs(sparse[i]))
+                }
+                factor = before < 1e-7 || after < 1e-7 ? 1 : Float(before / after)
+                inexact = true
+            }
+            var u = [Float](repeating: 0, count: n)
+            for i in 0..<n { u[i] = sparse[i] * factor * p.weights[m] }
+            weighted.append(u)
+        }
+
+        var out = [Float](repeating: 0, count: n)
+        var slack = [Float](repeating: 0, count: n)
+        for i in 0..<n {
+            var mixed: Float
+            var divisor: Float
+            var magnitude: Float = 0
+            for u in weighted { magnitude += abs(u[i]) }
+            if let consensus = p.consensus {
+                var vote: Float = 0
+                for u in weighted {
+                    switch consensus {
+                    case .sum: vote += u[i]
+                    case .count: vote += u[i] > 0 ? 1 : (u[i] < 0 ? -1 : 0)
+                    }
+                }
+                let sign: Float = vote >= 0 ? 1 : -1
+                mixed = 0
+                divisor = 0
+                for (m, u) in weighted.enumerated() {
+                    let agrees = u[i] * sign > 0
+                    mixed = m == 0 ? (agrees ? u[i] : u[i] * 0) : mixed + (agrees ? u[i] : u[i] * 0)
+                    divisor = m == 0 ? (agrees ? p.weights[m] : p.weights[m] * 0) : divisor + (agrees ? p.weights[m] : p.weights[m] * 0)
+                }
+                if divisor == 0 { divisor = 1 }
+                if inexact && consensus == .sum && abs(vote) <= reorderTolerance * magnitude { slack[i] = .infinity }
+            } else {
+                mixed = weighted.isEmpty ? 0 : weighted[0][i]
+                for u in weighted.dropFirst() { mixed += u[i] }
+                divisor = 0
+                for w in p.weights { divisor += w }
+                if abs(divisor) < 1e-8 { divisor = 1 }
+            }
+            out[i] = p.normalize ? base[i] + mixed / divisor * p.lambda : base[i] + mixed * p.lambda
+            if inexact && slack[i] == 0 {
+                slack[i] = reorderTolerance * magnitude * abs(p.lambda) / (p.normalize ? min(abs(divisor), 1) : 1)
+            }
+        }
+        return Result(values: out, slack: slack)
+    }
+
+    // MARK: Interpolations
+
+    static func linear(_ models: [[Float]], weights: [Float], normalize: Bool) -> [Float] {
+        let n = models[0].count
+        var total: Float = 0
+        for w in weights { total += w }
+        var out = [Float](repeating: 0, count: n)
+        for (m, x) in models.enumerated() {
+            for i in 0..<n { out[i] += weights[m] * x[i] }
+        }
+        if normalize { for i in 0..<n { out[i] /= total } }
+        return out
+    }
+
+    /// SLERP over the whole tensor as one vector, `a` the base.
+    static func slerp(_ a: [Float], _ b: [Float], t: Float) -> Result {
+        var aa = 0.0, bb = 0.0, ab = 0.0
+        for i in a.indices {
+            aa += Double(a[i]) * Double(a[i])
+            bb += Double(b[i]) * Double(b[i])
+            ab += Double(a[i]) * Double(b[i])
+        }
+        var na = Float(aa.squareRoot()), nb = Float(bb.squareRoot())
+        if !(na > 1e-8) { na = 1 }
+        if !(nb > 1e-8) { nb = 1 }
+        let cosine = min(max(Float(ab) / na / nb, -1), 1)
+        var ca = 1 - t, cb = t
+        if abs(cosine) <= 0.9995 {
+            let theta = acos(cosine)
+            ca = sin((1 - t) * theta) / sin(theta)
+            cb = sin(t * theta) / sin(theta)
+        }
+        var out = [Float](repeating: 0, count: a.count), slack = out
+        for i in a.indices {
+            out[i] = ca * a[i] + cb * b[i]
+            slack[i] = reorderTolerance * (abs(ca) + abs(cb) + 1) * (abs(a[i]) + abs(b[i]))
+        }
+        return Result(values: out, slack: slack)
+    }
+
+    /// Model Stock per span of `rowLength` entries (the whole tensor unless filter-wise).
+    /// `exact`: every span lies inside one chunk of the engine (filter-wise rows), whose
+    /// sums then run in the same order.
+    static func modelStock(_ base: [Float], _ models: [[Float]], rowLength: Int, exact: Bool) -> Result {
+        let n = base.count, count = models.count
+        var out = [Float](repeating: 0, count: n), slack = out
+        var start = 0
+        while start < n {
+            let span = start..<min(n, start + rowLength)
+            var norms = [Double](repeating: 0, count: count)
+            for m in 0..<count {
+                for i in span {
+                    let d = Double(models[m][i] - base[i])
+                    norms[m] += d * d
+                }
+            }
+            var total = 0.0, pairs = 0
+            for x in 0..<count {
+                for y in (x + 1)..<max(x + 1, count) {
+                    var dot = 0.0
+                    for i in span { dot += Double(models[x][i] - base[i]) * Double(models[y][i] - base[i]) }
+                    total += min(max(dot / max(norms[x].squareRoot() * norms[y].squareRoot(), 1e-6), -1), 1)
+                    pairs += 1
+                }
+            }
+            let cosine = pairs > 0 ? total / Double(pairs) : 0
+            let denominator = 1 + Double(count - 1) * cosine
+            let t = abs(denominator) < 1e-6 ? 0 : Float(Double(count) * cosine / denominator)
+            for i in span {
+                var sum: Float = 0
+                for m in 0..<count { sum += models[m][i] }
+                out[i] = t * (sum / Float(count)) + (1 - t) * base[i]
+                // Sums over a span split across chunks are added in another order.
+                slack[i] = !exact ? reorderTolerance * (abs(t) + 1) * (abs(sum / Float(count)) + abs(base[i])) : 0
+            }
+            start = span.upperBound
+        }
+        return Result(values: out, slack: slack)
+    }
+}

@@ -1,0 +1,258 @@
+import Checkpoints
+import Foundation
+import MergeReference
+import Testing
+@_spi(Testing) @testable import Merging
+
+// The merge engine against `ReferenceMerge`, a plain whole-array implementation of
+// every method, on tensor sizes on both sides of every boundary the engine has:
+// chunks (and chunks rounded to whole rows for the row-wise methods), release
+// segments and the sample of the trim search (tensors of up to 4·128·256 entries
+// are sampled whole).
+//
+// Expected agreement: the same output bytes wherever the engine does the same
+// Float32 operations in the same order — every elementwise step, the rank windows,
+// the random masks (the same counter-based draw per element), DELLA's per-row ranks
+// and filter-wise Model Stock rows (a row never spans two chunks). Where the engine
+// sums a whole tensor chunk by chunk (the L1 rescale factors, SLERP's norms, Model
+// Stock's cosines), the sums are added in another order; there the output may
+// differ from the reference by the entry's slack (`ReferenceMerge.reorderTolerance`
+// = 1e-4 relative to the magnitudes it is made of) plus one step of the output type
+// at that value, and an entry whose elected sign is a near-tie of the reordered sum
+// (|Σuᵢ| ≤ 1e-4·Σ|uᵢ|) is not compared.
+
+/// One run of the engine against the reference.
+struct DifferentialCase: CustomStringConvertible, Sendable {
+    var method: MergeMethod
+    var shape: [Int]
+    var dtype: DType = .f32
+    var threads = 1
+    var density = 1.0
+    /// Chunk and segment targets of the executor (nil: the engine's own).
+    var chunk: Int? = nil
+    var segment: Int? = nil
+    var models = 2
+    var rescale: Rescale? = nil
+    var consensus: Consensus? = nil
+    var normalize: Bool? = nil
+    var lambda = 1.0
+    var filterWise = false
+    var globalTrim = false
+    var seed: UInt64 = 7
+    /// A second tensor in the same checkpoints (whole-model trim ranks both).
+    var secondShape: [Int]? = nil
+
+    var description: String {
+        var text = "\(method) \(shape) \(dtype) threads \(threads) density \(density)"
+        if let chunk { text += " chunk \(chunk)" }
+        if let segment { text += " segment \(segment)" }
+        if let rescale { text += " rescale \(rescale)" }
+        if let consensus { text += " consensus \(consensus)" }
+        if let normalize { text += " normalize \(normalize)" }
+        if lambda != 1 { text += " lambda \(lambda)" }
+        if filterWise { text += " filter_wise" }
+        if globalTrim { text += " trim global" }
+        if models != 2 { text += " \(models) models" }
+        return text
+    }
+}
+
+/// Runs `c` through the executor and the reference and compares the outputs.
+func runDifferential(_ c: DifferentialCase) throws -> ReferenceComparison {
+    let folder = temporaryFolder()
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    let shapes = [c.shape] + (c.secondShape.map { [$0] } ?? [])
+    let names = ["model.layers.0.mlp.up_proj.weight", "model.layers.1.self_attn.k_proj.weight"]
+    var inputs: [(base: [Float], models: [[Float]])] = []
+    for (k, shape) in shapes.enumerated() {
+        inputs.append(ReferenceInputs.trio(count: shape.reduce(1, *), models: c.models, dtype: c.dtype, seed: c.seed &+ UInt64(k) &* 977))
+    }
+    let basePath = folder + "/base.safetensors"
+    writeCheckpoint(basePath, shapes.indices.map { TestTensor(name: names[$0], shape: shapes[$0], values: inputs[$0].base, dtype: c.dtype) })
+    var modelPaths: [String] = []
+    for m in 0..<c.models {
+        let path = folder + "/model\(m).safetensors"
+        writeCheckpoint(path, shapes.indices.map { TestTensor(name: names[$0], shape: shapes[$0], values: inputs[$0].models[m], dtype: c.dtype) })
+        modelPaths.append(path)
+    }
+
+    // The plan as `fuse` builds it, and the same parameters for the reference.
+    var p = ReferenceMerge.Parameters(method: c.method, models: c.models)
+    var specs: [ModelSpec] = []
+    var global: [String: ParameterValue] = [:]
+    switch c.method {
+    case .slerp:
+        specs = [ModelSpec(path: basePath), ModelSpec(path: modelPaths[0])]
+        global["t"] = .number(0.3)
+        p.t = 0.3
+    case .modelStock:
+        specs = modelPaths.map { ModelSpec(path: $0) }
+        if c.filterWise { global["filter_wise"] = .number(1) }
+        p.filterWise = c.filterWise
+    default:
+        for m in 0..<c.models {
+            var parameters: [String: ParameterValue] = ["weight": .number(m == 0 ? 1 : 0.5 + 0.25 * Double(m))]
+            p.weights[m] = m == 0 ? 1 : Float(0.5 + 0.25 * Double(m))
+            if c.method.sparsifier != nil {
+                let d = m == 1 && c.density == 0.5 ? 0.7 : c.density
+                parameters["density"] = .number(d)
+                p.densities[m] = d
+                if c.method.sparsifier == .dellaMagprune {
+                    let epsilon = d < 0.1 ? d / 2 : 0.15
+                    parameters["epsilon"] = .number(epsilon)
+                    p.epsilons[m] = epsilon
+                }
+                if c.method.sparsifier == .magnitudeOutliers {
+                    parameters["gamma"] = .number(0.05)
+                    p.gammas[m] = 0.05
+                }
+            }
+            specs.append(ModelSpec(path: modelPaths[m], parameters: parameters))
+        }
+        if c.method != .linear {
+            global["lambda"] = .number(c.lambda)
+            p.lambda = Float(c.lambda)
+        }
+        if let normalize = c.normalize {
+            global["normalize"] = .number(normalize ? 1 : 0)
+            p.normalize = normalize
+        }
+    }
+    let plan = MergePlan(method: c.method, base: c.method == .linear ? nil : basePath, models: specs,
+                         parameters: global, rescale: c.rescale, consensus: c.consensus,
+                         trim: c.globalTrim ? .global : .tensor, seed: c.seed)
+    p.rescale = plan.effectiveRescale
+    p.consensus = plan.effectiveConsensus
+    p.seed = c.seed
+
+    let prepared = try PreparedMerge.prepare(plan)
+    let executor = MergeExecutor(prepared, threads: c.threads, chunkElements: c.chunk ?? MergeExecutor.chunkElements,
+                                 segmentElements: c.segment ?? MergeExecutor.segmentElements)
+    let sink = MemorySink()
+    try executor.run(into: sink)
+
+    // Whole-model trim: ranks over the tensors' deltas one after another, in job order.
+    var windows: [Range<Int>?]? = nil
+    var windowKeys: [[UInt32]]? = nil
+    var offsets = [Int](repeating: 0, count: shapes.count)
+    if c.globalTrim {
+        let order = prepared.jobs.compactMap { job in names.firstIndex(of: job.name) }
+        var keys = [[UInt32]](repeating: [], count: c.models)
+        var total = 0
+        for k in order {
+            offsets[k] = total
+            total += inputs[k].base.count
+            for m in 0..<c.models {
+                keys[m] += ReferenceInputs.deltaKeys(inputs[k].models[m], inputs[k].base)
+            }
+        }
+        windowKeys = keys
+        windows = (0..<c.models).map { m in
+            p.densities[m] > 0 && p.densities[m] < 1
+                ? ReferenceMerge.keptRanks(.magnitude, count: total, density: p.densities[m], gamma: 0) : nil
+        }
+    }
+
+    var outcome = ReferenceComparison()
+    for (k, shape) in shapes.enumerated() {
+        let expected = ReferenceMerge.merge(
+            name: names[k], shape: shape, base: c.method == .linear ? nil : inputs[k].base, models: inputs[k].models,
+            parameters: p, windows: windows, windowOffset: offsets[k], windowKeys: windowKeys)
+        outcome.add(expected, actual: try #require(sink.tensors[names[k]]), dtype: c.dtype, name: names[k])
+    }
+    return outcome
+}
+
+func expectAgreement(_ c: DifferentialCase) throws {
+    let outcome = try runDifferential(c)
+    #expect(outcome.elements > 0, "\(c)")
+    #expect(outcome.mismatches == 0, "\(c): \(outcome.mismatches) of \(outcome.elements) entries differ, first \(outcome.firstMismatch ?? "")")
+}
+
+let densitySweep = [0.0, 0.01, 0.5, 1.0]
+let dtypeSweep: [DType] = [.f32, .bf16, .f16]
+
+/// The densities a method accepts among `densitySweep` (DELLA needs d − ε > 0).
+func densities(for method: MergeMethod) -> [Double] {
+    method.sparsifier == nil ? [1] : method.sparsifier == .dellaMagprune ? densitySweep.filter { $0 > 0 } : densitySweep
+}
+
+/// Sizes around the boundaries of an executor with 256-entry chunks and 1024-entry
+/// segments: 1, chunk ± 1, chunk, 2·chunk ± 1, segment ± 1, several segments; and
+/// 2-D shapes whose rows of 96 make the row-wise chunk 192 entries (and rows of 300,
+/// longer than a chunk, a chunk of one row).
+let smallShapes: [[Int]] = [[1], [255], [256], [257], [511], [513], [1023], [1025], [4097],
+                            [1, 96], [2, 96], [3, 96], [5, 96], [3, 300], [2, 256]]
+
+@Test(arguments: MergeMethod.allCases)
+func engineMatchesTheReferenceAcrossSmallChunkBoundaries(method: MergeMethod) throws {
+    var run = 0
+    for shape in smallShapes {
+        for density in densities(for: method) {
+            run += 1
+            try expectAgreement(DifferentialCase(method: method, shape: shape, dtype: dtypeSweep[run % 3],
+                                                 threads: 1 + run % 2, density: density, chunk: 256, segment: 1024))
+        }
+    }
+    // Every input type on both thread counts, on sizes below, at and past one chunk.
+    for shape in [[1], [257], [3, 96]] {
+        for dtype in dtypeSweep {
+            for threads in [1, 2] {
+                for density in densities(for: method) {
+                    try expectAgreement(DifferentialCase(method: method, shape: shape, dtype: dtype, threads: threads,
+                                                         density: density, chunk: 256, segment: 1024))
+                }
+            }
+        }
+    }
+}
+
+/// Sizes around the engine's own chunk of 65,536 entries and the 131,072 entries up to
+/// which the trim search samples a tensor whole (114,688 = 128 × 896 is a real model's
+/// K projection), with the engine's own chunk and segment sizes.
+let fullSizeShapes: [[Int]] = [[65_535], [65_536], [65_537], [128, 896], [131_071], [131_072], [131_073]]
+
+@Test(arguments: MergeMethod.allCases)
+func engineMatchesTheReferenceAcrossItsOwnChunkAndSampleBoundaries(method: MergeMethod) throws {
+    for (k, shape) in fullSizeShapes.enumerated() {
+        let density = method.sparsifier == nil ? 1 : [0.3, 0.01, 0.5][k % 3]
+        try expectAgreement(DifferentialCase(method: method, shape: shape, dtype: dtypeSweep[k % 3], threads: 1 + k % 2,
+                                             density: density))
+    }
+}
+
+/// The options that change the arithmetic: every rescale, both consensus rules,
+/// normalize both ways, λ, whole-model trim, three models, filter-wise Model Stock.
+@Test func engineMatchesTheReferenceWithEveryOption() throws {
+    var cases: [DifferentialCase] = []
+    for method in MergeMethod.allCases where method.sparsifier != nil {
+        for rescale in Rescale.allCases {
+            cases.append(DifferentialCase(method: method, shape: [7, 96], dtype: .bf16, threads: 2, density: 0.5,
+                                          chunk: 256, segment: 512, rescale: rescale, lambda: 0.8))
+        }
+    }
+    for method in MergeMethod.allCases where method.fusesTaskVectors {
+        for consensus in Consensus.allCases {
+            for normalize in [false, true] {
+                cases.append(DifferentialCase(method: method, shape: [1000], dtype: .f16, threads: 2, density: 0.5,
+                                              chunk: 256, segment: 512, models: 3, consensus: consensus,
+                                              normalize: normalize, lambda: 1.5))
+            }
+        }
+    }
+    cases.append(DifferentialCase(method: .linear, shape: [700], threads: 2, chunk: 256, segment: 512, models: 3, normalize: false))
+    cases.append(DifferentialCase(method: .modelStock, shape: [9, 96], dtype: .bf16, threads: 2, chunk: 256, segment: 512,
+                                  models: 3, filterWise: true))
+    cases.append(DifferentialCase(method: .modelStock, shape: [3, 300], threads: 2, chunk: 256, segment: 512, filterWise: true))
+    for density in [0.01, 0.3] {
+        cases.append(DifferentialCase(method: .ties, shape: [5, 96], dtype: .bf16, threads: 2, density: density, chunk: 256,
+                                      segment: 512, globalTrim: true, secondShape: [1500]))
+    }
+    for c in cases { try expectAgreement(c) }
+}
+
+/// The trim search samples a tensor of up to 131,072 entries whole; such a tensor is
+/// read in pieces no longer than a chunk, as every other pass reads it.
+@Test func tiesOnATensorBetweenOneAndTwoChunksMatchesTheReference() throws {
+    try expectAgreement(DifferentialCase(method: .ties, shape: [128, 896], dtype: .bf16, threads: 2, density: 0.3))
+}
