@@ -12,7 +12,9 @@ public struct DeltaStatisticsOptions: Sendable {
     public var workers: Int = defaultWorkerCount()
     /// Elements decoded per step. Norms and dot products are summed in Float
     /// over blocks inside a chunk and in Double across blocks and chunks, so
-    /// this (unlike `workers`) decides the last bits of those sums.
+    /// this (unlike `workers`) decides the last bits of those sums. Tensors of a
+    /// block-quantized type are read in chunks rounded down to whole blocks, so then
+    /// it must hold at least one block (32 or 256 elements).
     public var chunkElements: Int = 16_384
 
     public init() {}

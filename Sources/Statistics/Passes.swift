@@ -116,6 +116,7 @@ final class StatisticsRun: @unchecked Sendable {
         for i in 0..<deltaCount { for j in (i + 1)..<max(i + 1, deltaCount) { pairs.append((i, j)) } }
         self.pairs = pairs
         thresholdBits = options.thresholds.map { $0.magnitude.bitPattern }
+        precondition(options.chunkElements > 0, "chunkElements must be positive, not \(options.chunkElements)")
         let workers = max(1, min(options.workers, plan.tensors.count))
         let fineSlots = 5
         scratches = (0..<workers).map { _ in StatisticsScratch(chunk: options.chunkElements, deltaCount: inputs.count - 1, fineSlots: fineSlots) }
@@ -161,14 +162,19 @@ final class StatisticsRun: @unchecked Sendable {
     /// mapped ahead a slice at a time and handed back behind.
     func stream(_ tensor: PlannedTensor, _ scratch: StatisticsScratch, _ body: (Int) -> Void) throws(CheckpointError) {
         let entries = [tensor.base] + tensor.tuned
-        let n = tensor.base.elementCount, slice = 64 * scratch.chunk
+        // Chunks end on whole blocks of every input's type (block sizes 1, 32 and 256
+        // each divide the next, so the largest is a multiple of all).
+        let block = entries.map(\.dtype.blockElements).max() ?? 1
+        let step = scratch.chunk / block * block
+        precondition(step > 0, "a chunk of \(scratch.chunk) elements holds no whole block of \(block)")
+        let n = tensor.base.elementCount, slice = 64 * step
         var start = 0
         while start < n {
             let end = min(n, start + slice)
             for (input, entry) in entries.enumerated() { try inputs[input].files[entry.fileIndex].populate(bytes(entry, start..<end, of: input)) }
             var chunkStart = start
             while chunkStart < end {
-                let count = min(scratch.chunk, end - chunkStart)
+                let count = min(step, end - chunkStart)
                 try decode(0, tensor.base, chunkStart..<(chunkStart + count), into: scratch.base)
                 for d in 0..<deltaCount {
                     try decode(1 + d, tensor.tuned[d], chunkStart..<(chunkStart + count), into: scratch.deltas[d])

@@ -182,7 +182,14 @@ private func fixture(_ relative: String) -> String {
     // q8_0 stores 32 elements in 34 bytes: chunks are read by blocks, not by element width.
     let base = try Checkpoint.open(fixture("conversion/llamacpp-f32.gguf"))
     let tuned = try Checkpoint.open(fixture("conversion/llamacpp-q8_0.gguf"))
-    let report = try DeltaStatistics.compute(base: base, tuned: [tuned], names: ["q8"])
+    // A chunk of 80 elements is read as two Q8_0 blocks at a time, and gives what
+    // the default chunk does.
+    var small = DeltaStatisticsOptions()
+    small.chunkElements = 80
+    let report = try DeltaStatistics.compute(base: base, tuned: [tuned], names: ["q8"], options: small)
+    let defaultReport = try DeltaStatistics.compute(base: base, tuned: [tuned], names: ["q8"])
+    #expect(defaultReport.tensors.map(\.deltas[0].zeros) == report.tensors.map(\.deltas[0].zeros))
+    #expect(defaultReport.tensors.map(\.deltas[0].topMass) == report.tensors.map(\.deltas[0].topMass))
     #expect(report.tensors.contains { tuned.tensor(named: $0.name)?.dtype == .q8_0 })
     for scope in report.tensors {
         let delta = zip(try tuned.decode(tuned.tensor(named: scope.name)!), try base.decode(base.tensor(named: scope.name)!)).map { $0 - $1 }

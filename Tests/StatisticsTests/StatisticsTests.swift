@@ -350,23 +350,3 @@ private func directElection(_ deltas: [[Float]]) -> (entries: Int, dropped: Int)
     #expect(report.model.electionDropped == 3)
     #expect(report.model.pairs[1].signAgreements == 0)
 }
-
-@Test func blockQuantizedTensorsAreRefusedBeforeTheyAreReadIntoTheChunkBuffer() throws {
-    // A Q8_0 element takes 34/32 bytes, but in blocks of 34: read as one element per
-    // block it would fill 34 bytes per element of a buffer sized for at most 8.
-    let conversion = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("fixtures/conversion").path
-    let base = try Checkpoint.open(conversion + "/llamacpp-f32.gguf")
-    let quantized = try Checkpoint.open(conversion + "/llamacpp-q8_0.gguf")
-    var options = DeltaStatisticsOptions()
-    options.chunkElements = 64
-    do {
-        _ = try DeltaStatistics.compute(base: base, tuned: [quantized], names: ["q8"], options: options)
-        Issue.record("statistics of a Q8_0 checkpoint did not fail")
-    } catch {
-        guard case .checkpoint(.codec(_, _, .notDecodable(.q8_0))) = error else {
-            Issue.record("unexpected error: \(error)")
-            return
-        }
-    }
-}
