@@ -45,11 +45,11 @@ extension MergeTool {
 
         func run() throws {
             OutputPath.installInterruptCleanup()
-            inputOptions.apply()
             try reportingErrors {
                 try OutputGuard.check(output: output, inputs: [input])
                 let shardSize = shards.bytes
                 let storedType = dtype?.dtype
+                let follow = inputOptions.followSymlinks
                 let progress = ProgressLine(label: "converting")
                 let update: FormatConversion.Progress = { done, total in progress.update(done: done, total: total) }
                 let report: FormatConversion.Report
@@ -57,14 +57,17 @@ extension MergeTool {
                 if output.hasSuffix(".gguf") {
                     guard !inputIsGGUF else { throw UsageProblem("GGUF to GGUF conversion is not supported; convert to a folder first") }
                     report = try FormatConversion.hfToGGUF(folder: input, output: output, type: type.dtype,
-                                                           overwrite: work.force, workers: work.workerCount, progress: update)
+                                                           overwrite: work.force, followSymlinks: follow,
+                                                           workers: work.workerCount, progress: update)
                 } else if inputIsGGUF {
                     report = try FormatConversion.ggufToHF(input: input, output: output, dtype: storedType ?? .bf16,
-                                                           maxShardSize: shardSize, overwrite: work.force, workers: work.workerCount,
+                                                           maxShardSize: shardSize, overwrite: work.force, followSymlinks: follow,
+                                                           workers: work.workerCount,
                                                            progress: update)
                 } else {
                     report = try FormatConversion.retype(input: input, output: output, dtype: storedType,
-                                                         maxShardSize: shardSize, overwrite: work.force, workers: work.workerCount,
+                                                         maxShardSize: shardSize, overwrite: work.force, followSymlinks: follow,
+                                                         workers: work.workerCount,
                                                          progress: update)
                 }
                 progress.finish()

@@ -114,11 +114,10 @@ extension MergeTool {
 
         func run() throws {
             OutputPath.installInterruptCleanup()
-            input.apply()
             try reportingErrors {
                 let (plan, recipe) = try makePlan()
                 try checkOutput(plan)
-                let prepared = try PreparedMerge.prepare(plan)
+                let prepared = try PreparedMerge.prepare(plan, followSymlinks: input.followSymlinks)
                 for warning in prepared.warnings { printError("warning: \(warning)") }
                 guard format == .gguf else {
                     try writeFolder(prepared, recipe: recipe, to: output, overwrite: work.force)
@@ -145,7 +144,8 @@ extension MergeTool {
                 let report: FormatConversion.Report
                 do {
                     report = try FormatConversion.hfToGGUF(folder: staging, output: output, type: type.dtype,
-                                                           overwrite: work.force, workers: work.workerCount)
+                                                           overwrite: work.force, followSymlinks: input.followSymlinks,
+                                                           workers: work.workerCount)
                 } catch {
                     // The staged folder is gone by the time the message is read; its files
                     // come from the base folder, so that is what the message names.
@@ -246,12 +246,12 @@ extension MergeTool {
             let tokenizerFolder = prepared.plan.tokenizerSource.map(folder(of:)) ?? templateFolder
             for name in ModelCard.configFiles {
                 if let templateFolder, FileManager.default.fileExists(atPath: templateFolder + "/" + name) {
-                    try writer.copyFile(from: templateFolder + "/" + name)
+                    try writer.copyFile(from: templateFolder + "/" + name, followSymlinks: input.followSymlinks)
                 }
             }
             for name in ModelCard.tokenizerFiles {
                 if let tokenizerFolder, FileManager.default.fileExists(atPath: tokenizerFolder + "/" + name) {
-                    try writer.copyFile(from: tokenizerFolder + "/" + name)
+                    try writer.copyFile(from: tokenizerFolder + "/" + name, followSymlinks: input.followSymlinks)
                 }
             }
         }
