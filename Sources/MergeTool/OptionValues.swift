@@ -19,25 +19,11 @@ enum FloatOutputType: String, CaseIterable, ExpressibleByArgument {
 
     init?(argument: String) {
         guard let dtype = MergeRecipe.outputDType(named: argument) else { return nil }
-        self.init(dtype)
+        self.init(rawValue: dtype.rawValue.lowercased())
     }
 
-    init?(_ dtype: DType) {
-        switch dtype {
-        case .bf16: self = .bf16
-        case .f16: self = .f16
-        case .f32: self = .f32
-        default: return nil
-        }
-    }
-
-    var dtype: DType {
-        switch self {
-        case .bf16: return .bf16
-        case .f16: return .f16
-        case .f32: return .f32
-        }
-    }
+    /// The element type of the same name (`DType`'s raw values are upper case).
+    var dtype: DType { DType(rawValue: rawValue.uppercased())! }
 }
 
 /// The tensor type a GGUF output is written in (`convert --type`, `fuse --type`):

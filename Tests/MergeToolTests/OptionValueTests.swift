@@ -63,10 +63,14 @@ import Testing
         #expect(fuse.rescale == nil && fuse.consensus == nil && fuse.dtype == nil)
     }
 
-    @Test func everyGGUFOutputTypeIsAnEncodableType() {
+    @Test func everyOutputTypeIsAnEncodableTypeOfTheSameName() {
         for type in GGUFOutputType.allCases {
             #expect(type.dtype.isEncodable, "\(type)")
             #expect(type.dtype.rawValue.lowercased() == type.rawValue)
+        }
+        for type in FloatOutputType.allCases {
+            #expect(type.dtype.isFloatingPoint && type.dtype.isEncodable && type.dtype.blockElements == 1, "\(type)")
+            #expect(FloatOutputType(argument: type.dtype.rawValue) == type)
         }
     }
 }
