@@ -1,4 +1,3 @@
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -68,23 +67,17 @@ public final class Checkpoint: Sendable {
         self.indexByName = index
     }
 
-    /// Whether shards that are links to files outside their model folder are
-    /// followed (the command line's `--follow-symlinks`); refused by default, so
-    /// a downloaded folder cannot make Claire read files elsewhere on the machine.
-    public static var followsSymlinks: Bool {
-        get { symlinkPolicy.withLock { $0 } }
-        set { symlinkPolicy.withLock { $0 = newValue } }
-    }
-    private static let symlinkPolicy = Mutex(false)
-
     /// Opens a `.safetensors` file, a `.gguf` file or a Hugging Face model folder.
-    public static func open(_ path: String) throws(CheckpointError) -> Checkpoint {
+    /// Shards of a folder that are links to files outside it are refused unless
+    /// `followSymlinks` (the command line's `--follow-symlinks`), so a downloaded
+    /// folder cannot make Claire read files elsewhere on the machine.
+    public static func open(_ path: String, followSymlinks: Bool = false) throws(CheckpointError) -> Checkpoint {
         var info = stat()
         guard stat(path, &info) == 0 else {
             throw .io(file: path, problem: String(cString: strerror(errno)))
         }
         if (info.st_mode & S_IFMT) == S_IFDIR {
-            return try HFFolder.open(path, followSymlinks: followsSymlinks)
+            return try HFFolder.open(path, followSymlinks: followSymlinks)
         }
         let file = try MappedFile(path: path)
         if file.size >= 4, file.bytes(0..<4).elementsEqual("GGUF".utf8) {

@@ -33,8 +33,9 @@ public enum FormatConversion {
         return type
     }
 
-    /// Converts the Llama-family HF folder `folder` to the GGUF file `output`.
-    public static func hfToGGUF(folder: String, output: String, type: DType, overwrite: Bool = false,
+    /// Converts the Llama-family HF folder `folder` to the GGUF file `output`; files
+    /// of the folder that are links leaving it are refused unless `followSymlinks`.
+    public static func hfToGGUF(folder: String, output: String, type: DType, overwrite: Bool = false, followSymlinks: Bool = false,
                                 workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                                 progress: @escaping Progress = { _, _ in }) throws(CheckpointError) -> Report {
         guard type.isEncodable else { throw .conversion(file: output, problem: .unsupportedType(type.rawValue)) }
@@ -42,12 +43,12 @@ public enum FormatConversion {
         if FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), !isDirectory.boolValue {
             throw .conversion(file: folder, problem: .needsModelFolder)
         }
-        let checkpoint = try HFFolder.open(folder, followSymlinks: Checkpoint.followsSymlinks)
+        let checkpoint = try HFFolder.open(folder, followSymlinks: followSymlinks)
         let configPath = folder + "/config.json"
         guard HFFolder.fileExists(configPath) else {
             throw .conversion(file: folder, problem: .missingConfigFile)
         }
-        let hp = try LlamaHyperparameters.read(configAt: HFFolder.sideFile("config.json", in: folder))
+        let hp = try LlamaHyperparameters.read(configAt: HFFolder.sideFile("config.json", in: folder, followSymlinks: followSymlinks))
 
         var jobs: [Job] = []
         for t in checkpoint.tensors where !LlamaFamily.isDerived(hfName: t.name) {
@@ -65,7 +66,7 @@ public enum FormatConversion {
         }
         // After the tensors are checked: the vocabulary is allocated at config.json's size.
         var warnings: [String] = []
-        let tokenizer = try GGUFTokenizer.read(folder: folder, vocabSize: hp.vocabSize)
+        let tokenizer = try GGUFTokenizer.read(folder: folder, vocabSize: hp.vocabSize, followSymlinks: followSymlinks)
         if tokenizer == nil { warnings.append("\(folder): no tokenizer.json; the GGUF file has no tokenizer keys") }
 
         let folderName = URL(fileURLWithPath: folder).standardizedFileURL.lastPathComponent
@@ -98,12 +99,13 @@ public enum FormatConversion {
     // MARK: GGUF → HF folder
 
     /// Converts the Llama-family GGUF file `input` into the HF folder `output`,
-    /// dequantizing every tensor to `dtype`.
+    /// dequantizing every tensor to `dtype`. `followSymlinks` is `Checkpoint.open`'s.
     public static func ggufToHF(input: String, output: String, dtype: DType = .bf16,
                                 maxShardSize: Int = HFFolderWriter.defaultMaxShardSize, overwrite: Bool = false,
+                                followSymlinks: Bool = false,
                                 workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                                 progress: @escaping Progress = { _, _ in }) throws(CheckpointError) -> Report {
-        let checkpoint = try Checkpoint.open(input)
+        let checkpoint = try Checkpoint.open(input, followSymlinks: followSymlinks)
         guard checkpoint.format == .gguf else {
             throw .conversion(file: input, problem: .unsupportedSetting("input: expected a GGUF file"))
         }
@@ -161,12 +163,14 @@ public enum FormatConversion {
 
     /// Rewrites a safetensors checkpoint with floating-point tensors in `dtype`
     /// (other tensors copied as they are) and shards of at most `maxShardSize`.
-    /// `output` is a folder, or a single file when it ends in `.safetensors`.
+    /// `output` is a folder, or a single file when it ends in `.safetensors`. Files of
+    /// an input folder that are links leaving it are refused unless `followSymlinks`.
     public static func retype(input: String, output: String, dtype: DType?,
                               maxShardSize: Int = HFFolderWriter.defaultMaxShardSize, overwrite: Bool = false,
+                              followSymlinks: Bool = false,
                               workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                               progress: @escaping Progress = { _, _ in }) throws(CheckpointError) -> Report {
-        let checkpoint = try Checkpoint.open(input)
+        let checkpoint = try Checkpoint.open(input, followSymlinks: followSymlinks)
         if let dtype, !dtype.isEncodable || dtype.blockElements != 1 {
             throw .conversion(file: output, problem: .unsupportedType(dtype.rawValue))
         }
@@ -190,10 +194,10 @@ public enum FormatConversion {
             if FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory), isDirectory.boolValue {
                 for name in sideFiles(in: input) {
                     if name == "config.json", let dtype {
-                        let config = try readJSONFile(HFFolder.sideFile("config.json", in: input))
+                        let config = try readJSONFile(HFFolder.sideFile("config.json", in: input, followSymlinks: followSymlinks))
                         try folderWriter.writeFile(name: name, contents: Array((withTorchDType(config, dtype).prettyText + "\n").utf8))
                     } else {
-                        try folderWriter.copyFile(from: input + "/" + name)
+                        try folderWriter.copyFile(from: input + "/" + name, followSymlinks: followSymlinks)
                     }
                 }
             }

@@ -125,10 +125,10 @@ public enum HFFolder {
 
     /// The path of the side file `name` (config, tokenizer, …) of `folder`, checked
     /// against the link rule of shards: a link leaving the folder is refused unless
-    /// `Checkpoint.followsSymlinks`.
-    public static func sideFile(_ name: String, in folder: String) throws(CheckpointError) -> String {
+    /// `followSymlinks`.
+    public static func sideFile(_ name: String, in folder: String, followSymlinks: Bool = false) throws(CheckpointError) -> String {
         let path = folder + "/" + name
-        guard Checkpoint.followsSymlinks || staysInside(path, folder: folder) else {
+        guard followSymlinks || staysInside(path, folder: folder) else {
             throw .io(file: path, problem: "is a link to a file outside the model folder (--follow-symlinks allows it)")
         }
         return path

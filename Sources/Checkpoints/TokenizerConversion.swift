@@ -40,16 +40,17 @@ public struct GGUFTokenizer: Sendable, Equatable {
         (#"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#, "qwen2"),
     ]
 
-    /// Reads the tokenizer of a model folder, or nil when it has no `tokenizer.json`.
-    public static func read(folder: String, vocabSize: Int) throws(CheckpointError) -> GGUFTokenizer? {
+    /// Reads the tokenizer of a model folder, or nil when it has no `tokenizer.json`;
+    /// links leaving the folder are refused unless `followSymlinks`.
+    public static func read(folder: String, vocabSize: Int, followSymlinks: Bool = false) throws(CheckpointError) -> GGUFTokenizer? {
         let tokenizerPath = folder + "/tokenizer.json"
         guard HFFolder.fileExists(tokenizerPath) else { return nil }
-        let tokenizer = try readJSONFile(HFFolder.sideFile("tokenizer.json", in: folder), rejectDuplicateKeys: false)
+        let tokenizer = try readJSONFile(HFFolder.sideFile("tokenizer.json", in: folder, followSymlinks: followSymlinks), rejectDuplicateKeys: false)
         let configPath = folder + "/tokenizer_config.json"
         let config = HFFolder.fileExists(configPath)
-            ? try readJSONFile(HFFolder.sideFile("tokenizer_config.json", in: folder), rejectDuplicateKeys: false) : nil
+            ? try readJSONFile(HFFolder.sideFile("tokenizer_config.json", in: folder, followSymlinks: followSymlinks), rejectDuplicateKeys: false) : nil
         let modelConfigPath = folder + "/config.json"
-        let modelConfig = HFFolder.fileExists(modelConfigPath) ? try readJSONFile(HFFolder.sideFile("config.json", in: folder)) : nil
+        let modelConfig = HFFolder.fileExists(modelConfigPath) ? try readJSONFile(HFFolder.sideFile("config.json", in: folder, followSymlinks: followSymlinks)) : nil
         do {
             return try GGUFTokenizer(tokenizer: tokenizer, config: config, modelConfig: modelConfig, vocabSize: vocabSize)
         } catch {

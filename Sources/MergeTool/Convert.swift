@@ -31,11 +31,11 @@ extension MergeTool {
         @Argument(help: "Output: a .gguf file, a model folder, or a .safetensors file.")
         var output: String
 
-        @Option(help: "GGUF tensor type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k.")
-        var type: String = "f16"
+        @Option(help: OptionValue.help("GGUF tensor type.", default: GGUFOutputType.f16), transform: OptionValue.parse)
+        var type: GGUFOutputType = .f16
 
-        @Option(help: "Safetensors dtype for floating-point tensors: bf16, f16, f32 (GGUF input default: bf16).")
-        var dtype: String?
+        @Option(help: "Safetensors dtype for floating-point tensors (GGUF input default: bf16).")
+        var dtype: FloatOutputType?
 
         @OptionGroup var shards: ShardOptions
 
@@ -43,43 +43,31 @@ extension MergeTool {
 
         @OptionGroup var inputOptions: InputOptions
 
-        static let ggufTypes: [String: DType] = [
-            "f32": .f32, "f16": .f16, "bf16": .bf16, "q8_0": .q8_0, "q4_0": .q4_0, "q4_1": .q4_1,
-            "q5_0": .q5_0, "q5_1": .q5_1, "q4_k": .q4_K, "q6_k": .q6_K,
-        ]
-        static let safetensorsTypes: [String: DType] = ["f32": .f32, "f16": .f16, "bf16": .bf16]
-
-        func validate() throws {
-            guard Self.ggufTypes[type.lowercased()] != nil else {
-                throw ValidationError("unknown --type '\(type)'; choose one of \(Self.ggufTypes.keys.sorted().joined(separator: ", "))")
-            }
-            if let dtype, Self.safetensorsTypes[dtype.lowercased()] == nil {
-                throw ValidationError("unknown --dtype '\(dtype)'; choose bf16, f16 or f32")
-            }
-        }
-
         func run() throws {
             OutputPath.installInterruptCleanup()
-            inputOptions.apply()
             try reportingErrors {
                 try OutputGuard.check(output: output, inputs: [input])
                 let shardSize = shards.bytes
-                let storedType = dtype.map { Self.safetensorsTypes[$0.lowercased()]! }
+                let storedType = dtype?.dtype
+                let follow = inputOptions.followSymlinks
                 let progress = ProgressLine(label: "converting")
                 let update: FormatConversion.Progress = { done, total in progress.update(done: done, total: total) }
                 let report: FormatConversion.Report
                 let inputIsGGUF = input.hasSuffix(".gguf")
                 if output.hasSuffix(".gguf") {
                     guard !inputIsGGUF else { throw UsageProblem("GGUF to GGUF conversion is not supported; convert to a folder first") }
-                    report = try FormatConversion.hfToGGUF(folder: input, output: output, type: Self.ggufTypes[type.lowercased()]!,
-                                                           overwrite: work.force, workers: work.workerCount, progress: update)
+                    report = try FormatConversion.hfToGGUF(folder: input, output: output, type: type.dtype,
+                                                           overwrite: work.force, followSymlinks: follow,
+                                                           workers: work.workerCount, progress: update)
                 } else if inputIsGGUF {
                     report = try FormatConversion.ggufToHF(input: input, output: output, dtype: storedType ?? .bf16,
-                                                           maxShardSize: shardSize, overwrite: work.force, workers: work.workerCount,
+                                                           maxShardSize: shardSize, overwrite: work.force, followSymlinks: follow,
+                                                           workers: work.workerCount,
                                                            progress: update)
                 } else {
                     report = try FormatConversion.retype(input: input, output: output, dtype: storedType,
-                                                         maxShardSize: shardSize, overwrite: work.force, workers: work.workerCount,
+                                                         maxShardSize: shardSize, overwrite: work.force, followSymlinks: follow,
+                                                         workers: work.workerCount,
                                                          progress: update)
                 }
                 progress.finish()

@@ -55,14 +55,14 @@ extension MergeTool.Delta {
 
         func run() throws {
             OutputPath.installInterruptCleanup()
-            inputOptions.apply()
             try reportingErrors {
                 try OutputGuard.check(output: output, inputs: [tuned, base])
                 let progress = ProgressLine(label: "extracting")
                 let started = Date()
                 let summary = try DeltaExtraction.extract(
                     tuned: tuned, base: base, output: output, density: density, selection: method, seed: seed,
-                    overwrite: work.force, workers: work.workerCount, progress: { progress.update(done: $0, total: $1) })
+                    overwrite: work.force, followSymlinks: inputOptions.followSymlinks, workers: work.workerCount,
+                    progress: { progress.update(done: $0, total: $1) })
                 progress.finish()
                 let tunedBytes = summary.tunedBytes
                 let fileSize = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? summary.bytes
@@ -102,12 +102,12 @@ extension MergeTool.Delta {
 
         func run() throws {
             OutputPath.installInterruptCleanup()
-            inputOptions.apply()
             try reportingErrors {
                 try OutputGuard.check(output: output, inputs: [delta, base])
                 let progress = ProgressLine(label: "applying")
                 let count = try DeltaExtraction.apply(
-                    delta: delta, base: base, output: output, overwrite: work.force, maxShardSize: shards.bytes,
+                    delta: delta, base: base, output: output, overwrite: work.force,
+                    followSymlinks: inputOptions.followSymlinks, maxShardSize: shards.bytes,
                     workers: work.workerCount, progress: { progress.update(done: $0, total: $1) })
                 progress.finish()
                 printOutput("wrote \(output): \(count) tensors")

@@ -37,10 +37,10 @@ extension MergeTool {
 
         func run() throws {
             OutputPath.installInterruptCleanup()
-            inputOptions.apply()
             try reportingErrors {
-                let policy = try ModelFolder.load(model)
-                let reference = try base.map { (path) throws(TrainingError) in try ModelFolder.load(path) }
+                let follow = inputOptions.followSymlinks
+                let policy = try ModelFolder.load(model, followSymlinks: follow)
+                let reference = try base.map { (path) throws(TrainingError) in try ModelFolder.load(path, followSymlinks: follow) }
                 let report = Evaluator.evaluate(policy, base: reference, beta: beta)
                 if json {
                     printOutput(report.json)

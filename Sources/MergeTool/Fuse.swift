@@ -35,8 +35,9 @@ extension MergeTool {
         @Option(name: [.short, .customLong("output")], help: "The output model folder.")
         var output: String
 
-        @Option(help: "Merge method: \(MergeMethod.allCases.map(\.rawValue).joined(separator: ", ")).")
-        var method: String = "ties"
+        // A typo gets the closest method name as a suggestion.
+        @Option(help: OptionValue.help("Merge method.", default: MergeMethod.ties), transform: { try MergeMethod.named($0) })
+        var method: MergeMethod = .ties
 
         @Option(help: "Per-model weights, comma-separated (one value applies to all); each \(ParameterRange.describe("weight")).")
         var weights: String?
@@ -62,26 +63,27 @@ extension MergeTool {
         @Flag(inversion: .prefixedNo, help: "Divide by the sum of weights (default: per method).")
         var normalize: Bool?
 
-        @Option(help: "Rescale after sparsifying: l1, inverse or none (default: per method).")
-        var rescale: String?
+        @Option(help: "Rescale after sparsifying (default: per method).")
+        var rescale: Rescale?
 
-        @Option(help: "Sign election of the TIES-style methods: sum or count.")
-        var consensus: String?
+        @Option(help: "Sign election of the TIES-style methods.")
+        var consensus: Consensus?
 
-        @Option(help: "Magnitude trim per tensor (default) or over the whole model: tensor or global.")
-        var trim: String = "tensor"
+        @Option(help: "Magnitude trim per tensor or over the whole model.")
+        var trim: TrimScope = .tensor
 
         @Option(help: "Seed of the random sparsifiers (DARE, DELLA).")
         var seed: UInt64 = 0
 
-        @Option(help: "Output element type: bf16, f16 or f32 (default: the base's).")
-        var dtype: String?
+        @Option(help: "Output element type (default: the base's).")
+        var dtype: FloatOutputType?
 
-        @Option(help: "Output format: safetensors (a model folder) or gguf (one file, from a base folder with config.json).")
-        var format: String = "safetensors"
+        @Option(help: "Output format: a model folder, or one GGUF file (from a base folder with config.json).")
+        var format: OutputFormat = .safetensors
 
-        @Option(help: "GGUF tensor type with --format gguf: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k.")
-        var type: String = "f16"
+        @Option(help: OptionValue.help("GGUF tensor type with --format gguf.", default: GGUFOutputType.f16),
+                transform: OptionValue.parse)
+        var type: GGUFOutputType = .f16
 
         @OptionGroup var shards: ShardOptions
 
@@ -100,16 +102,6 @@ extension MergeTool {
             } else if models.isEmpty {
                 throw ValidationError("name the models to merge, or a recipe with --config")
             }
-            if let dtype, MergeRecipe.outputDType(named: dtype) == nil {
-                throw ValidationError("--dtype must be bf16, f16 or f32")
-            }
-            if let rescale, Rescale(rawValue: rescale) == nil { throw ValidationError("--rescale must be l1, inverse or none") }
-            if let consensus, Consensus(rawValue: consensus) == nil { throw ValidationError("--consensus must be sum or count") }
-            if TrimScope(rawValue: trim) == nil { throw ValidationError("--trim must be tensor or global") }
-            guard format == "safetensors" || format == "gguf" else { throw ValidationError("--format must be safetensors or gguf") }
-            guard Convert.ggufTypes[type.lowercased()] != nil else {
-                throw ValidationError("unknown --type '\(type)'; choose one of \(Convert.ggufTypes.keys.sorted().joined(separator: ", "))")
-            }
             for (flag, name, value) in [("--lambda", "lambda", lambdaScale), ("--gamma", "gamma", gamma),
                                         ("--epsilon", "epsilon", epsilon), ("--t", "t", interpolation)] {
                 if let value, let problem = ParameterRange.problem(name: name, value: value) {
@@ -122,13 +114,12 @@ extension MergeTool {
 
         func run() throws {
             OutputPath.installInterruptCleanup()
-            input.apply()
             try reportingErrors {
                 let (plan, recipe) = try makePlan()
                 try checkOutput(plan)
-                let prepared = try PreparedMerge.prepare(plan)
+                let prepared = try PreparedMerge.prepare(plan, followSymlinks: input.followSymlinks)
                 for warning in prepared.warnings { printError("warning: \(warning)") }
-                guard format == "gguf" else {
+                guard format == .gguf else {
                     try writeFolder(prepared, recipe: recipe, to: output, overwrite: work.force)
                     return
                 }
@@ -152,8 +143,9 @@ extension MergeTool {
                 try writeFolder(prepared, recipe: recipe, to: staging, overwrite: true)
                 let report: FormatConversion.Report
                 do {
-                    report = try FormatConversion.hfToGGUF(folder: staging, output: output, type: Convert.ggufTypes[type.lowercased()]!,
-                                                           overwrite: work.force, workers: work.workerCount)
+                    report = try FormatConversion.hfToGGUF(folder: staging, output: output, type: type.dtype,
+                                                           overwrite: work.force, followSymlinks: input.followSymlinks,
+                                                           workers: work.workerCount)
                 } catch {
                     // The staged folder is gone by the time the message is read; its files
                     // come from the base folder, so that is what the message names.
@@ -192,10 +184,9 @@ extension MergeTool {
         func makePlan() throws -> (MergePlan, String) {
             if let config {
                 var (plan, text) = try MergeRecipe.load(config)
-                if let dtype { plan.outputDType = MergeRecipe.outputDType(named: dtype) }
+                if let dtype { plan.outputDType = dtype.dtype }
                 return (plan, text)
             }
-            let method = try MergeMethod.named(method)
             var parameters: [String: ParameterValue] = [:]
             if let lambdaScale { parameters["lambda"] = .number(lambdaScale) }
             if let gamma { parameters["gamma"] = .number(gamma) }
@@ -215,9 +206,7 @@ extension MergeTool {
             }
             let plan = MergePlan(
                 method: method, base: base, models: specs, parameters: parameters,
-                rescale: rescale.flatMap(Rescale.init(rawValue:)), consensus: consensus.flatMap(Consensus.init(rawValue:)),
-                trim: TrimScope(rawValue: trim) ?? .tensor, seed: seed,
-                outputDType: dtype.flatMap(MergeRecipe.outputDType(named:)))
+                rescale: rescale, consensus: consensus, trim: trim, seed: seed, outputDType: dtype?.dtype)
             return (plan, MergeRecipe.yaml(for: plan))
         }
 
@@ -257,12 +246,12 @@ extension MergeTool {
             let tokenizerFolder = prepared.plan.tokenizerSource.map(folder(of:)) ?? templateFolder
             for name in ModelCard.configFiles {
                 if let templateFolder, FileManager.default.fileExists(atPath: templateFolder + "/" + name) {
-                    try writer.copyFile(from: templateFolder + "/" + name)
+                    try writer.copyFile(from: templateFolder + "/" + name, followSymlinks: input.followSymlinks)
                 }
             }
             for name in ModelCard.tokenizerFiles {
                 if let tokenizerFolder, FileManager.default.fileExists(atPath: tokenizerFolder + "/" + name) {
-                    try writer.copyFile(from: tokenizerFolder + "/" + name)
+                    try writer.copyFile(from: tokenizerFolder + "/" + name, followSymlinks: input.followSymlinks)
                 }
             }
         }

@@ -29,9 +29,8 @@ extension MergeTool {
         @OptionGroup var inputOptions: InputOptions
 
         func run() throws {
-            inputOptions.apply()
             try reportingErrors {
-                let checkpoint = try Checkpoint.open(path)
+                let checkpoint = try Checkpoint.open(path, followSymlinks: inputOptions.followSymlinks)
                 let summary = CheckpointSummary(checkpoint)
                 printOutput(json ? summary.json.prettyText : summary.text(listAll: tensors))
             }

@@ -85,7 +85,6 @@ extension MergeTool {
             options.density = density
             let labels = try displayNames()
             OutputPath.installInterruptCleanup()
-            inputOptions.apply()
             try reportingErrors {
                 if let plot {
                     try OutputGuard.check(output: plot, inputs: [base] + tuned)
@@ -94,9 +93,9 @@ extension MergeTool {
                         throw CheckpointError.io(file: plot, problem: "is a folder; --plot names the .svg file to write")
                     }
                 }
-                let baseCheckpoint = try Checkpoint.open(base)
+                let baseCheckpoint = try Checkpoint.open(base, followSymlinks: inputOptions.followSymlinks)
                 var checkpoints: [Checkpoint] = []
-                for path in tuned { checkpoints.append(try Checkpoint.open(path)) }
+                for path in tuned { checkpoints.append(try Checkpoint.open(path, followSymlinks: inputOptions.followSymlinks)) }
                 let report = try DeltaStatistics.compute(base: baseCheckpoint, tuned: checkpoints, names: labels, options: options)
                 if let plot {
                     try DeltaStatisticsPlot(report).write(to: plot)

@@ -94,12 +94,11 @@ extension MergeTool {
 
         func run() throws {
             OutputPath.installInterruptCleanup()
-            inputOptions.apply()
             try reportingErrors {
                 try OutputGuard.check(output: output, inputs: [base, config, data].compactMap { $0 })
                 let model: LlamaModel
                 if let base {
-                    model = try ModelFolder.load(base)
+                    model = try ModelFolder.load(base, followSymlinks: inputOptions.followSymlinks)
                 } else if let config {
                     model = LlamaModel.initialized(config: try LlamaConfig.load(config), seed: seed)
                 } else {

@@ -27,14 +27,15 @@ public enum DeltaExtraction {
     /// Tensors encoded in parallel before they are appended in order.
     static let batchSize = 8
 
-    /// Writes the delta of `tuned` against `base` to `output`.
+    /// Writes the delta of `tuned` against `base` to `output`. Shards of input folders
+    /// that are links leaving them are refused unless `followSymlinks`.
     public static func extract(tuned tunedPath: String, base basePath: String, output: String, density: Double,
-                               selection: Selection, seed: UInt64, overwrite: Bool,
+                               selection: Selection, seed: UInt64, overwrite: Bool, followSymlinks: Bool = false,
                                workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                                progress: @escaping @Sendable (Int, Int) -> Void = { _, _ in }) throws -> Summary {
         guard density > 0 && density <= 1 else { throw MergeError.badParameter(name: "density", problem: "must be in (0, 1], got \(density)") }
-        let tuned = try Checkpoint.open(tunedPath)
-        let base = try Checkpoint.open(basePath)
+        let tuned = try Checkpoint.open(tunedPath, followSymlinks: followSymlinks)
+        let base = try Checkpoint.open(basePath, followSymlinks: followSymlinks)
         // `apply` writes safetensors: a type it cannot write is refused before any output exists.
         if let t = tuned.tensors.first(where: { !$0.dtype.isSafetensorsType }) {
             throw CheckpointError.conversion(file: tunedPath, problem: .unsupportedType(
@@ -127,13 +128,15 @@ public enum DeltaExtraction {
 
     /// Rebuilds the fine-tuned checkpoint from `deltaPath` and `basePath` into
     /// `output` (a folder, or one file when it ends in `.safetensors`); config and
-    /// tokenizer files are copied from the base folder.
+    /// tokenizer files are copied from the base folder. Files of the base folder that
+    /// are links leaving it are refused unless `followSymlinks`.
     public static func apply(delta deltaPath: String, base basePath: String, output: String, overwrite: Bool,
+                             followSymlinks: Bool = false,
                              maxShardSize: Int = HFFolderWriter.defaultMaxShardSize,
                              workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                              progress: @escaping @Sendable (Int, Int) -> Void = { _, _ in }) throws -> Int {
         let delta = try SparseDelta.File(path: deltaPath)
-        let base = try Checkpoint.open(basePath)
+        let base = try Checkpoint.open(basePath, followSymlinks: followSymlinks)
         let records = delta.header.tensors
         // Every problem with the base is found before anything is written.
         for r in records where r.mode == .sparse {
@@ -184,7 +187,7 @@ public enum DeltaExtraction {
             if let folderWriter {
                 var isDirectory: ObjCBool = false
                 if FileManager.default.fileExists(atPath: basePath, isDirectory: &isDirectory), isDirectory.boolValue {
-                    for name in FormatConversion.sideFiles(in: basePath) { try folderWriter.copyFile(from: basePath + "/" + name) }
+                    for name in FormatConversion.sideFiles(in: basePath) { try folderWriter.copyFile(from: basePath + "/" + name, followSymlinks: followSymlinks) }
                 }
                 try folderWriter.commit()
             } else if let fileOutput {

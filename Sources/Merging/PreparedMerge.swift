@@ -28,14 +28,15 @@ public final class PreparedMerge: Sendable {
     public var template: Checkpoint { checkpoints[0] }
 
     /// Opens every input and checks it against the base; all problems are reported together.
-    public static func prepare(_ plan: MergePlan) throws(MergeError) -> PreparedMerge {
+    /// Shards of input folders that are links leaving them are refused unless `followSymlinks`.
+    public static func prepare(_ plan: MergePlan, followSymlinks: Bool = false) throws(MergeError) -> PreparedMerge {
         try plan.check()
         var checkpoints: [Checkpoint] = []
         var indexByPath: [String: Int] = [:]
         func open(_ path: String) throws(MergeError) -> Int {
             if let i = indexByPath[path] { return i }
             do {
-                checkpoints.append(try Checkpoint.open(path))
+                checkpoints.append(try Checkpoint.open(path, followSymlinks: followSymlinks))
             } catch {
                 throw .checkpoint(error)
             }

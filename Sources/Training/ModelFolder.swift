@@ -10,14 +10,15 @@ public enum ModelFolder {
     }
 
     /// Loads a model from a folder written by `save` (or any Llama folder with the
-    /// byte tokenizer's vocabulary and no unsupported options).
-    public static func load(_ path: String) throws(TrainingError) -> LlamaModel {
+    /// byte tokenizer's vocabulary and no unsupported options). Files of the folder
+    /// that are links leaving it are refused unless `followSymlinks`.
+    public static func load(_ path: String, followSymlinks: Bool = false) throws(TrainingError) -> LlamaModel {
         let folder = path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path
         let configPath: String
-        do { configPath = try HFFolder.sideFile("config.json", in: folder) } catch { throw .checkpoint(error) }
+        do { configPath = try HFFolder.sideFile("config.json", in: folder, followSymlinks: followSymlinks) } catch { throw .checkpoint(error) }
         let config = try LlamaConfig.load(configPath)
         let checkpoint: Checkpoint
-        do { checkpoint = try Checkpoint.open(folder) } catch { throw .checkpoint(error) }
+        do { checkpoint = try Checkpoint.open(folder, followSymlinks: followSymlinks) } catch { throw .checkpoint(error) }
         let layout = ParameterLayout(config: config)
         // Every tensor is checked against the config before the weights are allocated.
         var entries: [TensorEntry] = []

@@ -52,3 +52,18 @@ struct HFCompatibilityTests {
         }
     }
 }
+
+/// A model folder whose config.json is a link leaving it loads only when the caller allows it.
+@Test func modelFolderFollowsAnOutsideConfigOnlyWhenAsked() throws {
+    let dir = NSTemporaryDirectory() + "claire-link-" + UUID().uuidString
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let folder = dir + "/model"
+    try FileManager.default.copyItem(atPath: HFCompatibilityTests.fixtures + "/tiny-llama", toPath: folder)
+    try FileManager.default.moveItem(atPath: folder + "/config.json", toPath: dir + "/config.json")
+    try FileManager.default.createSymbolicLink(atPath: folder + "/config.json", withDestinationPath: dir + "/config.json")
+    #expect(throws: TrainingError.self) { _ = try ModelFolder.load(folder) }
+    let followed = try ModelFolder.load(folder, followSymlinks: true)
+    #expect(followed.parameterValues == (try ModelFolder.load(HFCompatibilityTests.fixtures + "/tiny-llama")).parameterValues)
+    #expect(throws: TrainingError.self) { _ = try ModelFolder.load(folder) }
+}
