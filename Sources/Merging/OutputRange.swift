@@ -28,14 +28,32 @@ enum OutputRange {
     /// finite value from NaN or infinity.
     static func scan(_ values: UnsafeBufferPointer<Float>, as dtype: DType) -> Finding {
         let limit = overflowBits(for: dtype)
-        var largest: UInt32 = 0
-        for v in values { largest = max(largest, v.bitPattern & 0x7fff_ffff) }
-        if largest < limit { return .fits }
+        if largestMagnitudeBits(values) < limit { return .fits }
         var largestFinite: UInt32 = 0
         for v in values {
             let magnitude = v.bitPattern & 0x7fff_ffff
             if magnitude < 0x7f80_0000 { largestFinite = max(largestFinite, magnitude) }
         }
         return largestFinite >= limit ? .tooLarge : .nonFinite
+    }
+
+    /// The largest `bitPattern & 0x7fff_ffff` of `values` (0 when empty), eight lanes
+    /// at a time. Stays in bounds: vector loads start at multiples of 8 below
+    /// `values.count / 8 * 8`, so each reads 8 elements that exist; the tail is read
+    /// through the buffer's own checked subscript.
+    static func largestMagnitudeBits(_ values: UnsafeBufferPointer<Float>) -> UInt32 {
+        let whole = values.count / 8 * 8
+        var lanes = SIMD8<UInt32>()
+        if let start = values.baseAddress, whole > 0 {
+            let raw = UnsafeRawPointer(start)
+            let magnitude = SIMD8<UInt32>(repeating: 0x7fff_ffff)
+            for i in stride(from: 0, to: whole, by: 8) {
+                let bits = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<UInt32>.self) & magnitude
+                lanes = pointwiseMax(lanes, bits)
+            }
+        }
+        var largest = lanes.max()
+        for i in whole..<values.count { largest = max(largest, values[i].bitPattern & 0x7fff_ffff) }
+        return largest
     }
 }

@@ -97,4 +97,17 @@ private func models(_ dtype: DType = .f32, base: [Float], a: [Float], b: [Float]
         #expect(scan([.infinity, 1], .f32) == .nonFinite)
         #expect(scan([.nan, 70000], .f16) == .tooLarge)
     }
+
+    @Test func largestMagnitudeMatchesAPlainLoopAcrossTheLaneWidth() {
+        var generator = SystemRandomNumberGenerator()
+        for count in Array(0...25) + [63, 64, 65, 1023, 1024, 1025] {
+            // The largest value placed in turn in every position, vector body and tail alike.
+            for position in [0, count / 2, count - 1] where position >= 0 && position < max(count, 1) {
+                var values = (0..<count).map { _ in Float.random(in: -1...1, using: &generator) }
+                if count > 0 { values[position] = -1e30 }
+                let plain = values.map { $0.bitPattern & 0x7fff_ffff }.max() ?? 0
+                #expect(values.withUnsafeBufferPointer { OutputRange.largestMagnitudeBits($0) } == plain, "\(count) \(position)")
+            }
+        }
+    }
 }
