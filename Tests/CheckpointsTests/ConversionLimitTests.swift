@@ -11,25 +11,6 @@ import Testing
 
     // MARK: HF folder → GGUF
 
-    /// A copy of the fixture folder with `edit` applied, converted to GGUF; the
-    /// conversion problem, or nil when it succeeded. No output may remain on failure.
-    private func hfToGGUFProblem(_ edit: (String) throws -> Void) throws -> ConversionProblem? {
-        let copy = temporaryFolder() + "/model"
-        try FileManager.default.copyItem(atPath: folder, toPath: copy)
-        try edit(copy)
-        let out = temporaryFolder()
-        defer { #expect(listing(out).isEmpty, "no output or temporary may remain") }
-        do {
-            _ = try FormatConversion.hfToGGUF(folder: copy, output: out + "/m.gguf", type: .f16, workers: 1)
-            return nil
-        } catch {
-            guard case .conversion(_, let problem) = error else {
-                Issue.record("unexpected error \(error)")
-                return nil
-            }
-            return problem
-        }
-    }
 
     private func setConfig(_ key: String, to text: String) -> (String) throws -> Void {
         { folder in
@@ -42,19 +23,19 @@ import Testing
     }
 
     @Test func contextLengthBeyondGGUFsU32FieldIsRefused() throws {
-        let problem = try hfToGGUFProblem(setConfig("max_position_embeddings", to: "4294967296"))
+        let problem = try hfToGGUFProblem(of: folder, editing: setConfig("max_position_embeddings", to: "4294967296"))
         #expect(problem == .unsupportedSetting("max_position_embeddings 4294967296 (must be between 1 and 4294967295)"))
     }
 
     @Test func vocabularyOfAHundredBillionIsRefusedBeforeAllocating() throws {
-        let problem = try hfToGGUFProblem(setConfig("vocab_size", to: "100000000000"))
+        let problem = try hfToGGUFProblem(of: folder, editing: setConfig("vocab_size", to: "100000000000"))
         #expect(problem == .unsupportedSetting("vocab_size 100000000000 (must be between 1 and 4294967295)"))
-        let billion = try hfToGGUFProblem(setConfig("vocab_size", to: "1000000000"))
+        let billion = try hfToGGUFProblem(of: folder, editing: setConfig("vocab_size", to: "1000000000"))
         #expect(billion == .unsupportedSetting("vocab_size 1000000000 (at most \(LlamaHyperparameters.maximumVocabularySize) tokens)"))
     }
 
     @Test func vocabularyLargerThanTheEmbeddingIsRefused() throws {
-        let problem = try hfToGGUFProblem(setConfig("vocab_size", to: "4000"))
+        let problem = try hfToGGUFProblem(of: folder, editing: setConfig("vocab_size", to: "4000"))
         guard case .tensorShape(let tensor, let text)? = problem else {
             Issue.record("expected a shape problem, got \(String(describing: problem))")
             return
@@ -64,7 +45,7 @@ import Testing
 
     @Test(arguments: ["1e999", "0", "-1e-6"])
     func epsilonMustBePositiveAndFinite(text: String) throws {
-        let problem = try hfToGGUFProblem(setConfig("rms_norm_eps", to: text))
+        let problem = try hfToGGUFProblem(of: folder, editing: setConfig("rms_norm_eps", to: text))
         guard case .unsupportedSetting(let setting)? = problem else {
             Issue.record("expected a refusal, got \(String(describing: problem))")
             return
@@ -73,7 +54,7 @@ import Testing
     }
 
     @Test func layerNumberPastTheLayerCountIsRefused() throws {
-        let problem = try hfToGGUFProblem { folder in
+        let problem = try hfToGGUFProblem(of: folder) { folder in
             let path = folder + "/model.safetensors"
             let source = try Checkpoint.open(path)
             let renamed = "model.layers.9223372036854775807.input_layernorm.weight"

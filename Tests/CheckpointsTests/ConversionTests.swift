@@ -91,22 +91,6 @@ import Testing
         #expect(GGUFTokenizer.preTokenizerName(.object([("type", .string("ByteLevel")), ("use_regex", .bool(true))])) == "gpt-2")
     }
 
-    private func convertingFails(editing edit: (String) throws -> Void) throws -> ConversionProblem? {
-        let copy = temporaryFolder() + "/model"
-        try FileManager.default.copyItem(atPath: folder, toPath: copy)
-        try edit(copy)
-        let out = temporaryFolder()
-        defer { #expect(listing(out).isEmpty, "no output or temporary may remain") }
-        do {
-            _ = try FormatConversion.hfToGGUF(folder: copy, output: out + "/m.gguf", type: .f16, workers: 1)
-            return nil
-        } catch {
-            if case .conversion(_, let problem) = error { return problem }
-            Issue.record("unexpected error \(error)")
-            return nil
-        }
-    }
-
     private func rewriteConfig(_ folder: String, _ change: (inout String) -> Void) throws {
         var text = try String(contentsOfFile: folder + "/config.json", encoding: .utf8)
         change(&text)
@@ -114,17 +98,17 @@ import Testing
     }
 
     @Test func unsupportedArchitectureIsNamed() throws {
-        let problem = try convertingFails { try rewriteConfig($0) { $0 = $0.replacingOccurrences(of: "LlamaForCausalLM", with: "GPTNeoXForCausalLM") } }
+        let problem = try hfToGGUFProblem(of: folder) { try rewriteConfig($0) { $0 = $0.replacingOccurrences(of: "LlamaForCausalLM", with: "GPTNeoXForCausalLM") } }
         #expect(problem == .unsupportedArchitecture("GPTNeoXForCausalLM"))
     }
 
     @Test func missingHyperparameterIsNamed() throws {
-        let problem = try convertingFails { try rewriteConfig($0) { $0 = $0.replacingOccurrences(of: "\"num_hidden_layers\"", with: "\"layers\"") } }
+        let problem = try hfToGGUFProblem(of: folder) { try rewriteConfig($0) { $0 = $0.replacingOccurrences(of: "\"num_hidden_layers\"", with: "\"layers\"") } }
         #expect(problem == .missingConfigField("num_hidden_layers"))
     }
 
     @Test func unsupportedTokenizerIsNamed() throws {
-        let problem = try convertingFails { f in
+        let problem = try hfToGGUFProblem(of: folder) { f in
             var text = try String(contentsOfFile: f + "/tokenizer.json", encoding: .utf8)
             text = text.replacingOccurrences(of: "\"BPE\"", with: "\"Unigram\"")
             try text.write(toFile: f + "/tokenizer.json", atomically: true, encoding: .utf8)
@@ -157,5 +141,23 @@ import Testing
         let config = try readJSONFile(out + "/config.json")
         #expect(config["torch_dtype"] == .string("float16"))
         #expect(FileManager.default.fileExists(atPath: out + "/tokenizer.json"))
+    }
+}
+
+/// A copy of `folder` with `edit` applied, converted to GGUF: the conversion problem,
+/// or nil when it succeeded. No output or temporary may remain on failure.
+func hfToGGUFProblem(of folder: String, editing edit: (String) throws -> Void) throws -> ConversionProblem? {
+    let copy = temporaryFolder() + "/model"
+    try FileManager.default.copyItem(atPath: folder, toPath: copy)
+    try edit(copy)
+    let out = temporaryFolder()
+    defer { #expect(listing(out).isEmpty, "no output or temporary may remain") }
+    do {
+        _ = try FormatConversion.hfToGGUF(folder: copy, output: out + "/m.gguf", type: .f16, workers: 1)
+        return nil
+    } catch {
+        if case .conversion(_, let problem) = error { return problem }
+        Issue.record("unexpected error \(error)")
+        return nil
     }
 }

@@ -9,28 +9,10 @@ import Testing
         return path
     }
 
-    /// A single-tensor F32 safetensors file of `megabytes` MB (values 0, 1, 2, …).
-    private func largeInput(in folder: String, megabytes: Int) -> String {
-        let count = megabytes * 1_000_000 / 4
-        let header = "{\"w\":{\"dtype\":\"F32\",\"shape\":[\(count)],\"data_offsets\":[0,\(count * 4)]}}"
-        var padded = Array(header.utf8)
-        padded += Array(repeating: UInt8(ascii: " "), count: (8 - padded.count % 8) % 8)
-        var bytes: [UInt8] = []
-        withUnsafeBytes(of: UInt64(padded.count).littleEndian) { bytes.append(contentsOf: $0) }
-        bytes += padded
-        let path = folder + "/in.safetensors"
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
-        let handle = FileHandle(forWritingAtPath: path)!
-        handle.seekToEndOfFile()
-        let block = Data((0..<250_000).map { Float($0 % 1000) }.withUnsafeBytes { Array($0) })
-        for _ in 0..<megabytes { handle.write(block) }
-        handle.closeFile()
-        return path
-    }
 
     @Test func writeFailingPastTheFileSizeLimitLeavesNothing() throws {
         let dir = scratchFolder()
-        let input = largeInput(in: dir, megabytes: 2)
+        let input = largeF32Input(in: dir, megabytes: 2)
         let before = FileManager.default.contents(atPath: input)
         // bash's ulimit -f counts 1024-byte blocks: the 1 MB output cannot be written.
         let process = Process()
@@ -51,7 +33,7 @@ import Testing
 
     @Test func terminationSignalRemovesThePartialOutput() throws {
         let dir = scratchFolder()
-        let input = largeInput(in: dir, megabytes: 100)
+        let input = largeF32Input(in: dir, megabytes: 100)
         let process = Process()
         process.executableURL = toolURL()
         process.arguments = ["convert", input, dir + "/out", "--dtype", "f16", "--threads", "1"]
@@ -78,11 +60,31 @@ import Testing
 
     @Test func killedRunsTemporaryIsSweptByTheNextRun() throws {
         let dir = scratchFolder()
-        let input = largeInput(in: dir, megabytes: 1)
+        let input = largeF32Input(in: dir, megabytes: 1)
         // A temporary as a run killed with SIGKILL leaves it (PIDs stay below 2^22 on Linux).
         try FileManager.default.createDirectory(atPath: dir + "/.out.partial-4194305-x", withIntermediateDirectories: false)
         let result = try runTool(["convert", input, dir + "/out", "--dtype", "bf16"])
         #expect(result.status == 0)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["in.safetensors", "out"])
     }
+}
+
+/// A single-tensor F32 safetensors file `in.safetensors` of `megabytes` MB in
+/// `folder` (values 0, 1, 2, … 999, repeated); its tensor is named `w`.
+func largeF32Input(in folder: String, megabytes: Int) -> String {
+    let count = megabytes * 1_000_000 / 4
+    let header = "{\"w\":{\"dtype\":\"F32\",\"shape\":[\(count)],\"data_offsets\":[0,\(count * 4)]}}"
+    var padded = Array(header.utf8)
+    padded += Array(repeating: UInt8(ascii: " "), count: (8 - padded.count % 8) % 8)
+    var bytes: [UInt8] = []
+    withUnsafeBytes(of: UInt64(padded.count).littleEndian) { bytes.append(contentsOf: $0) }
+    bytes += padded
+    let path = folder + "/in.safetensors"
+    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    let handle = FileHandle(forWritingAtPath: path)!
+    handle.seekToEndOfFile()
+    let block = Data((0..<250_000).map { Float($0 % 1000) }.withUnsafeBytes { Array($0) })
+    for _ in 0..<megabytes { handle.write(block) }
+    handle.closeFile()
+    return path
 }

@@ -58,20 +58,7 @@ import Testing
     @Test func anInputTruncatedWhileMappedIsReportedAsAnError() throws {
         let dir = scratchFolder()
         // One 100 MB F32 tensor, so the conversion is still reading when the file shrinks.
-        let count = 25_000_000
-        let header = "{\"w\":{\"dtype\":\"F32\",\"shape\":[\(count)],\"data_offsets\":[0,\(count * 4)]}}"
-        var padded = Array(header.utf8)
-        padded += Array(repeating: UInt8(ascii: " "), count: (8 - padded.count % 8) % 8)
-        var bytes: [UInt8] = []
-        withUnsafeBytes(of: UInt64(padded.count).littleEndian) { bytes.append(contentsOf: $0) }
-        bytes += padded
-        let input = dir + "/in.safetensors"
-        #expect(FileManager.default.createFile(atPath: input, contents: Data(bytes)))
-        let handle = try #require(FileHandle(forWritingAtPath: input))
-        handle.seekToEndOfFile()
-        let block = Data((0..<250_000).map { Float($0 % 1000 + 1) }.withUnsafeBytes { Array($0) })
-        for _ in 0..<100 { handle.write(block) }
-        handle.closeFile()
+        let input = largeF32Input(in: dir, megabytes: 100)
 
         let (process, err, ready) = try start(["convert", input, dir + "/out", "--dtype", "f16", "--threads", "1"]) { process in
             let maps = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/maps", encoding: .utf8)) ?? ""
