@@ -29,6 +29,8 @@ extension MergeTool {
         @OptionGroup var inputOptions: InputOptions
 
         func run() throws {
+            // Nothing is written, but a mapped input truncated meanwhile is reported as usual.
+            OutputPath.installInterruptCleanup()
             try reportingErrors {
                 let checkpoint = try Checkpoint.open(path, followSymlinks: inputOptions.followSymlinks)
                 let summary = CheckpointSummary(checkpoint)
