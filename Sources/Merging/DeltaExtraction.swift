@@ -50,7 +50,9 @@ public enum DeltaExtraction {
             while start < tensors.count {
                 let batch = Array(tensors[start..<min(start + batchSize, tensors.count)])
                 let results = ResultSlots<SparseDelta.EncodedTensor>(count: batch.count)
-                try TensorPipeline.run(count: batch.count, workers: workers) { (i, scratch) throws(CheckpointError) in
+                let scratches = ConversionScratch.perWorker(workers)
+                try WorkerQueue.forEach(count: batch.count, workers: workers) { (worker, i) throws(CheckpointError) in
+                    let scratch = scratches[worker]
                     let t = batch[i]
                     results.set(i, try encode(t, of: tuned, base: base, density: density, selection: selection, seed: seed,
                                               scratch: scratch))
@@ -77,7 +79,7 @@ public enum DeltaExtraction {
 
     /// Encodes one tensor: sparse against a base tensor of the same dtype and shape, whole otherwise.
     static func encode(_ t: TensorEntry, of tuned: Checkpoint, base: Checkpoint, density: Double, selection: Selection,
-                       seed: UInt64, scratch: TensorPipeline.Scratch) throws(CheckpointError) -> SparseDelta.EncodedTensor {
+                       seed: UInt64, scratch: ConversionScratch) throws(CheckpointError) -> SparseDelta.EncodedTensor {
         let tunedBytes = tuned.data(of: t)
         guard let b = base.tensor(named: t.name), b.dtype == t.dtype, b.shape == t.shape, t.dtype.blockElements == 1 else {
             return SparseDelta.encode(name: t.name, dtype: t.dtype, shape: t.shape, tuned: tunedBytes, base: nil,
@@ -97,8 +99,8 @@ public enum DeltaExtraction {
                                       changed: changed, keptCount: changed) { !memoryEqual(tunedBytes, baseBytes, at: $0 * width, width) }
         }
         // δ in scratch.floats (zero where the stored bits agree), then thinned in place.
-        TensorPipeline.Scratch.fit(&scratch.floats, n)
-        TensorPipeline.Scratch.fit(&scratch.moreFloats, n)
+        ConversionScratch.fit(&scratch.floats, n)
+        ConversionScratch.fit(&scratch.moreFloats, n)
         try scratch.floats.withUnsafeMutableBufferPointer { (v) throws(CheckpointError) in try tuned.decode(t, into: v) }
         try scratch.moreFloats.withUnsafeMutableBufferPointer { (v) throws(CheckpointError) in try base.decode(b, into: v) }
         for i in 0..<n {
@@ -167,10 +169,12 @@ public enum DeltaExtraction {
             if let folderWriter { try folderWriter.write(name, bytes: bytes) } else { try fileOutput!.file.write(name, bytes: bytes) }
         }
         do {
-            try TensorPipeline.run(count: records.count, workers: workers, progress: { progress($0, records.count) }) { (i, scratch) throws(CheckpointError) in
+            let scratches = ConversionScratch.perWorker(workers)
+            try WorkerQueue.forEach(count: records.count, workers: workers, progress: { progress($0, records.count) }) { (worker, i) throws(CheckpointError) in
+                let scratch = scratches[worker]
                 let r = records[i]
                 let size = r.dtype.byteCount(forElements: r.elementCount) ?? 0
-                TensorPipeline.Scratch.fit(&scratch.bytes, size)
+                ConversionScratch.fit(&scratch.bytes, size)
                 let baseTensor = r.mode == .sparse ? base.tensor(named: r.name) : nil
                 let failure: CheckpointError? = scratch.bytes.withUnsafeMutableBytes { out in
                     do throws(CheckpointError) {

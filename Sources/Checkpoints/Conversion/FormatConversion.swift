@@ -2,7 +2,7 @@ import Foundation
 
 /// Conversions between checkpoint formats: HF folder → GGUF, GGUF → HF folder,
 /// and re-typing / re-sharding within safetensors. Every conversion streams
-/// tensors through `TensorPipeline` and writes through an atomic output.
+/// tensors through `WorkerQueue` and writes through an atomic output.
 public enum FormatConversion {
     /// Progress: tensors done out of the total.
     public typealias Progress = @Sendable (_ done: Int, _ total: Int) -> Void
@@ -204,7 +204,9 @@ public enum FormatConversion {
         }
         let total = specs.count
         do {
-            try TensorPipeline.run(count: total, workers: workers, progress: { progress($0, total) }) { (i, scratch) throws(CheckpointError) in
+            let scratches = ConversionScratch.perWorker(workers)
+            try WorkerQueue.forEach(count: total, workers: workers, progress: { progress($0, total) }) { (worker, i) throws(CheckpointError) in
+                let scratch = scratches[worker]
                 let source = checkpoint.tensors[i]
                 let spec = specs[i]
                 if spec.dtype == source.dtype {
@@ -286,12 +288,14 @@ public enum FormatConversion {
         throws(CheckpointError)
     {
         let total = jobs.count
-        try TensorPipeline.run(count: total, workers: workers, progress: { progress($0, total) }) { (i, scratch) throws(CheckpointError) in
+        let scratches = ConversionScratch.perWorker(workers)
+        try WorkerQueue.forEach(count: total, workers: workers, progress: { progress($0, total) }) { (worker, i) throws(CheckpointError) in
+            let scratch = scratches[worker]
             let job = jobs[i]
             try transform(job.source, of: checkpoint, scratch: scratch) { values, _ in
                 // Rows are the first dimension: a 1-D bias is a column of rows, not one row.
                 guard let heads = job.heads, let rows = job.source.shape.first, rows > 0 else { return }
-                TensorPipeline.Scratch.fit(&scratch.moreFloats, values.count)
+                ConversionScratch.fit(&scratch.moreFloats, values.count)
                 scratch.moreFloats.withUnsafeMutableBufferPointer { out in
                     LlamaFamily.permuteRows(UnsafeBufferPointer(values), into: out, rows: rows,
                                             columns: values.count / rows, heads: heads, toGGUF: toGGUF)
@@ -307,9 +311,9 @@ public enum FormatConversion {
 
     /// Decodes `tensor` into `scratch.floats` and lets `adjust` rewrite the values
     /// in place (given the row length).
-    static func transform(_ tensor: TensorEntry, of checkpoint: Checkpoint, scratch: TensorPipeline.Scratch,
+    static func transform(_ tensor: TensorEntry, of checkpoint: Checkpoint, scratch: ConversionScratch,
                           adjust: (UnsafeMutableBufferPointer<Float>, _ columns: Int) -> Void) throws(CheckpointError) {
-        TensorPipeline.Scratch.fit(&scratch.floats, tensor.elementCount)
+        ConversionScratch.fit(&scratch.floats, tensor.elementCount)
         let columns = max(1, tensor.shape.last ?? 1)
         let failure: CheckpointError? = scratch.floats.withUnsafeMutableBufferPointer { values in
             do throws(CheckpointError) {
@@ -324,9 +328,9 @@ public enum FormatConversion {
     }
 
     /// Encodes `values` as `spec.dtype` in `scratch.bytes` and hands the bytes to `write`.
-    static func encodeAndWrite(_ values: [Float], as spec: TensorSpec, scratch: TensorPipeline.Scratch, file: String,
+    static func encodeAndWrite(_ values: [Float], as spec: TensorSpec, scratch: ConversionScratch, file: String,
                                write: (UnsafeRawBufferPointer) throws(CheckpointError) -> Void) throws(CheckpointError) {
-        TensorPipeline.Scratch.fit(&scratch.bytes, spec.byteCount)
+        ConversionScratch.fit(&scratch.bytes, spec.byteCount)
         let encoded: Result<Void, CheckpointError> = values.withUnsafeBufferPointer { source in
             scratch.bytes.withUnsafeMutableBytes { destination in
                 do throws(CodecError) {
