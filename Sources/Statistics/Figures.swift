@@ -1,5 +1,6 @@
 import Checkpoints
 import Foundation
+import Merging
 
 /// Settings of a statistics run.
 public struct DeltaStatisticsOptions: Sendable {
@@ -9,7 +10,7 @@ public struct DeltaStatisticsOptions: Sendable {
     /// (k = max(1, ⌊density · n⌋) per tensor, as a magnitude trim would keep).
     public var density: Double = 0.1
     /// Threads working on tensors at once.
-    public var workers: Int = defaultWorkerCount()
+    public var workers: Int = WorkerQueue.processors
     /// Elements decoded per step. Norms and dot products are summed in Float
     /// over blocks inside a chunk and in Double across blocks and chunks, so
     /// this (unlike `workers`) decides the last bits of those sums. Tensors of a
@@ -236,7 +237,7 @@ public enum Log10Bins {
     /// The histogram bin of each magnitude bin, judged by the magnitude bin's
     /// lower edge (magnitude bins are 1/256 of an octave wide).
     static let ofMagnitudeBin: [UInt8] = (0..<MagnitudeBins.coarseCount).map { bin in
-        let edge = Double(MagnitudeBins.value(bin: bin, fine: 0))
+        let edge = Double(MagnitudeBins.value(bin: bin, low: 0))
         guard edge > 0, edge.isFinite else { return edge > 0 ? UInt8(count - 1) : 0 }
         let index = Int(((log10(edge) - lowest) / width).rounded(.down))
         return UInt8(min(max(index, 0), count - 1))
@@ -267,9 +268,4 @@ public enum DeltaStatisticsError: Error, Equatable, CustomStringConvertible {
 @inline(__always)
 func share(_ part: Int, of whole: Int) -> Double? {
     whole > 0 ? Double(part) / Double(whole) : nil
-}
-
-/// The number of processors available, for sizing parallel loops.
-public func defaultWorkerCount() -> Int {
-    max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 }

@@ -1,3 +1,5 @@
+import Merging
+
 /// What the measure of one delta found in one chunk.
 struct ChunkMeasure {
     var zeros = 0
@@ -249,25 +251,6 @@ enum DeltaKernels {
         return (entryCount, droppedCount)
     }
 
-    /// Whether any lane of a mask is set: `any(_:)` reduces lane by lane over
-    /// SSE2, an OR of the mask's four 64-bit words takes a few instructions.
-    @inline(__always)
-    static func anyLane(_ mask: Bits) -> Bool {
-        let words = unsafeBitCast(mask, to: SIMD4<UInt64>.self)
-        return words[0] | words[1] | words[2] | words[3] != 0
-    }
-
-    /// Calls `body` with each set lane of `mask`, lowest first, through the bits
-    /// of one byte (a loop over the set bits mispredicts once, a test per lane at each).
-    @inline(__always)
-    static func forEachLane(_ mask: Bits, _ body: (Int) -> Void) {
-        var lanes = UInt32((mask & Bits(1, 2, 4, 8, 16, 32, 64, 128)).wrappedSum())
-        while lanes != 0 {
-            body(lanes.trailingZeroBitCount)
-            lanes &= lanes &- 1
-        }
-    }
-
     /// For each of `bits`, the entries with magnitude pattern at most it (zeros
     /// included, non-finite entries never: each bound is below
     /// `MagnitudeBins.nonFinite`), added to `within`. Up to four bounds share one read.
@@ -315,7 +298,10 @@ enum DeltaKernels {
             let both = ones(ka .>= lowA) & ones(ka .< limit) & ones(kb .>= lowB) & ones(kb .< limit)
             let surely = both & ones(ka .>= highA) & ones(kb .>= highB)
             sureCount &-= surely
-            forEachLane(both & ~surely) { kept.append(UInt64(UInt32(ka[$0])) &<< 32 | UInt64(UInt32(kb[$0]))) }
+            let maybe = both & ~surely
+            if unsafeBitCast(maybe, to: SIMD4<UInt64>.self) != SIMD4() {
+                for lane in 0..<8 where maybe[lane] != 0 { kept.append(UInt64(UInt32(ka[lane])) &<< 32 | UInt64(UInt32(kb[lane]))) }
+            }
             i += 8
         }
         var total = Int(sureCount.wrappedSum())

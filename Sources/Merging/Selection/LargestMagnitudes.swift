@@ -1,0 +1,213 @@
+/// Exact sums of the k largest magnitudes, in two streaming passes.
+///
+/// The same split of `magnitudeKey` as `RankSearch`: the upper 16 bits of a key put a
+/// magnitude in one of 65,536 coarse bins, each 1/256 of an octave; the lower 15 bits
+/// name one value inside its bin. Pass 1 counts each non-zero finite key in its bin
+/// together with the sum of its lower bits (`MagnitudeHistogram`); inside a bin the
+/// exponent is fixed, so Σ|x| of a bin is linear in the mantissas and exact. Walking
+/// the bins down from the top finds, for any k, the bin holding the k-th largest
+/// magnitude with the exact count and mass above it (`LargestMagnitudes`). Pass 2 counts
+/// the exact keys of that one bin (`BinKeyCounts`), which settles the k-th largest key
+/// and the mass of the k largest. Counts are integers, so nothing depends on how the
+/// values were split into chunks or threads.
+public enum MagnitudeBins {
+    public static let coarseCount = 1 << 16
+    public static let fineCount = 1 << 15
+    /// Keys at or above this are infinite or NaN.
+    public static let nonFinite: UInt32 = 0x7f80_0000
+
+    /// Σ|x| of `count` entries of `bin` whose lower key bits add up to `lowSum`: each
+    /// value is 2^(e−150)·(2²³ + mantissa), or 2⁻¹⁴⁹·mantissa for subnormals.
+    public static func sum(bin: Int, count: Int, lowSum: Int) -> Double {
+        let exponent = bin >> 8
+        let leading = (bin & 0xff) << 15 + (exponent == 0 ? 0 : 1 << 23)
+        let significands = Double(count) * Double(leading) + Double(lowSum)
+        return significands * Double(sign: .plus, exponent: max(exponent, 1) - 150, significand: 1)
+    }
+
+    /// The magnitude whose key has upper bits `bin` and lower bits `low`.
+    public static func value(bin: Int, low: Int) -> Float {
+        Float(bitPattern: UInt32(truncatingIfNeeded: bin) &<< 15 | UInt32(truncatingIfNeeded: low))
+    }
+}
+
+/// Counts and Σ of the lower key bits, per coarse bin, of the non-zero finite magnitudes
+/// added to it. `add` costs one memory add per entry: it counts into packed words (count
+/// in bits 40–63, lower-bit sum in bits 0–39, room for 2²³ entries) moved into the
+/// totals by `flush`, which a reader must call after the last `add`.
+public final class MagnitudeHistogram: @unchecked Sendable {
+    public let counts = UnsafeMutablePointer<Int>.allocate(capacity: MagnitudeBins.coarseCount)
+    public let lowSums = UnsafeMutablePointer<Int>.allocate(capacity: MagnitudeBins.coarseCount)
+    /// The packed words, and eight spare ones past them where zero and non-finite keys
+    /// go (one per lane position, so updates of one word stay apart); nil for a
+    /// histogram that only sums others.
+    private let packed: UnsafeMutablePointer<UInt64>?
+    private var pending = 0
+
+    public init(counting: Bool = true) {
+        counts.initialize(repeating: 0, count: MagnitudeBins.coarseCount)
+        lowSums.initialize(repeating: 0, count: MagnitudeBins.coarseCount)
+        packed = counting ? .allocate(capacity: MagnitudeBins.coarseCount + 8) : nil
+        packed?.initialize(repeating: 0, count: MagnitudeBins.coarseCount + 8)
+    }
+
+    deinit {
+        counts.deallocate()
+        lowSums.deallocate()
+        packed?.deallocate()
+    }
+
+    /// Counts the non-zero finite magnitudes of `values[0..<count]`, branch-free: a zero
+    /// key wraps around below, so one unsigned test sends zero and non-finite keys aside.
+    public func add(_ values: UnsafePointer<Float>, _ count: Int) {
+        guard let packed else { preconditionFailure("a histogram made with counting: false") }
+        if pending + count > 1 << 23 { flush() }
+        pending += count
+        for i in 0..<count {
+            let key = magnitudeKey(values[i])
+            let slot = key &- 1 < MagnitudeBins.nonFinite &- 1 ? Int(key &>> 15) : MagnitudeBins.coarseCount + (i & 7)
+            packed[slot] &+= UInt64(key & 0x7fff) | 1 << 40
+        }
+    }
+
+    /// Moves the packed counts into `counts` and `lowSums`.
+    public func flush() {
+        guard let packed, pending > 0 else { return }
+        for bin in 0..<MagnitudeBins.coarseCount where packed[bin] != 0 {
+            counts[bin] += Int(packed[bin] &>> 40)
+            lowSums[bin] += Int(packed[bin] & (1 << 40 - 1))
+            packed[bin] = 0
+        }
+        pending = 0
+    }
+
+    /// Adds the totals of `other` (flushed) to this one's.
+    public func add(_ other: MagnitudeHistogram) {
+        for bin in 0..<MagnitudeBins.coarseCount where other.counts[bin] != 0 {
+            counts[bin] += other.counts[bin]
+            lowSums[bin] += other.lowSums[bin]
+        }
+    }
+
+    /// Empties the totals (the packed words are empty after `flush`).
+    public func clear() {
+        counts.update(repeating: 0, count: MagnitudeBins.coarseCount)
+        lowSums.update(repeating: 0, count: MagnitudeBins.coarseCount)
+    }
+
+    /// Exact Σ|x| of the entries of `bin`.
+    public func sum(_ bin: Int) -> Double { MagnitudeBins.sum(bin: bin, count: counts[bin], lowSum: lowSums[bin]) }
+
+    /// The largest `k` magnitudes counted.
+    public func largest(_ k: Int) -> LargestMagnitudes { LargestMagnitudes(k: k, in: self) }
+}
+
+/// Where the k largest magnitudes of a histogram end: the coarse bin holding the k-th
+/// largest, and the count and Σ of the magnitudes in the bins above it.
+public struct LargestMagnitudes: Sendable {
+    /// The bin holding the k-th largest; nil when k reaches past every non-zero magnitude.
+    public let bin: Int?
+    /// Magnitudes still to take from `bin`.
+    public let remaining: Int
+    public let countAbove: Int
+    public let sumAbove: Double
+
+    /// Walks the bins of `histogram` down from the top until `k` magnitudes are reached.
+    public init(k: Int, in histogram: MagnitudeHistogram) {
+        var count = 0, sum = 0.0, bin = MagnitudeBins.coarseCount - 1
+        while bin >= 0 && count + histogram.counts[bin] < k {
+            count += histogram.counts[bin]
+            sum += histogram.sum(bin)
+            bin -= 1
+        }
+        self.bin = bin >= 0 ? bin : nil
+        remaining = bin >= 0 ? k - count : 0
+        countAbove = count
+        sumAbove = sum
+    }
+
+    /// Given how many magnitudes of `bin` have each lower key (`keyCounts`, pass 2): the
+    /// key of the k-th largest (1 when k reaches past every non-zero magnitude), the
+    /// exact Σ of the k largest, and how many magnitudes are at least the k-th largest.
+    public func resolve(_ keyCounts: UnsafePointer<Int>?) -> (key: UInt32, sum: Double, atLeast: Int) {
+        guard let bin, let keyCounts else { return (1, sumAbove, countAbove) }
+        var remaining = remaining, sum = sumAbove, atLeast = countAbove, low = MagnitudeBins.fineCount
+        while remaining > 0 && low > 0 {
+            low -= 1
+            let take = min(keyCounts[low], remaining)
+            sum += Double(take) * Double(MagnitudeBins.value(bin: bin, low: low))
+            atLeast += keyCounts[low]
+            remaining -= take
+        }
+        return (UInt32(bin) << 15 | UInt32(low), sum, atLeast)
+    }
+}
+
+/// Pass 2: counts the exact keys of a few coarse bins (those holding a k-th largest
+/// magnitude) among the non-zero finite magnitudes of a stream.
+public final class BinKeyCounts: @unchecked Sendable {
+    public private(set) var bins: [Int] = []
+    private let capacity: Int
+    private let counts: UnsafeMutablePointer<Int>
+    /// For each coarse bin, 0 or 1 + its index in `bins`.
+    private let slots = UnsafeMutablePointer<UInt8>.allocate(capacity: MagnitudeBins.coarseCount)
+
+    /// Room for up to `capacity` (at most 255) bins at once.
+    public init(capacity: Int) {
+        precondition(capacity > 0 && capacity < 256, "between 1 and 255 bins")
+        self.capacity = capacity
+        counts = .allocate(capacity: capacity * MagnitudeBins.fineCount)
+        slots.initialize(repeating: 0, count: MagnitudeBins.coarseCount)
+    }
+
+    deinit {
+        counts.deallocate()
+        slots.deallocate()
+    }
+
+    /// Starts counting `bins` (duplicates and nil are ignored) from zero.
+    public func select(_ wanted: [Int?]) {
+        for bin in bins { slots[bin] = 0 }
+        bins = []
+        for case let bin? in wanted where slots[bin] == 0 {
+            precondition(bins.count < capacity, "more bins than room for")
+            bins.append(bin)
+            slots[bin] = UInt8(bins.count)
+            (counts + (bins.count - 1) * MagnitudeBins.fineCount).update(repeating: 0, count: MagnitudeBins.fineCount)
+        }
+    }
+
+    /// The key counts of `bin` (indexed by lower key bits), nil for a bin not selected.
+    public func counts(of bin: Int?) -> UnsafePointer<Int>? {
+        guard let bin, slots[bin] != 0 else { return nil }
+        return UnsafePointer(counts + (Int(slots[bin]) - 1) * MagnitudeBins.fineCount)
+    }
+
+    /// Counts the magnitudes of `values[0..<count]` that fall in the selected bins. Eight
+    /// at a time (vector loads only while `i + 8 <= count`): most fall below every
+    /// selected bin or between the lowest and the next, so a group usually costs two
+    /// compares before the rare per-entry count.
+    public func add(_ values: UnsafePointer<Float>, _ count: Int) {
+        typealias Keys = SIMD8<Int32>
+        let sorted = bins.map(Int32.init).sorted()
+        guard let lowest = sorted.first else { return }
+        let next = sorted.count > 1 ? sorted[1] : Int32.max
+        @inline(__always) func tally(_ key: UInt32) {
+            guard key != 0, key < MagnitudeBins.nonFinite, case let slot = Int(slots[Int(key &>> 15)]), slot != 0 else { return }
+            counts[(slot - 1) * MagnitudeBins.fineCount + Int(key & 0x7fff)] += 1
+        }
+        var i = 0
+        while i + 8 <= count {
+            let keys = UnsafeRawPointer(values + i).loadUnaligned(as: Keys.self) & Keys(repeating: 0x7fff_ffff)
+            let coarse = keys &>> 15
+            let hit = (coarse .== Keys(repeating: lowest)) .| (coarse .>= Keys(repeating: next))
+            // `any(_:)` goes lane by lane; an OR of the mask's four words takes a few instructions.
+            let words = unsafeBitCast(hit, to: SIMD4<UInt64>.self)
+            if words[0] | words[1] | words[2] | words[3] != 0 {
+                for lane in 0..<8 where hit[lane] { tally(UInt32(keys[lane])) }
+            }
+            i += 8
+        }
+        for i in i..<count { tally(magnitudeKey(values[i])) }
+    }
+}
