@@ -45,7 +45,7 @@ let package = Package(
             name: "MergeReference", dependencies: ["Checkpoints", "Merging"], path: "Tests/MergeReference",
             swiftSettings: [.unsafeFlags(["-O"])]),
         .testTarget(name: "MergingTests", dependencies: ["Merging", "MergeReference"]),
-        .testTarget(name: "StatisticsTests", dependencies: ["Checkpoints", "Statistics"]),
+        .testTarget(name: "StatisticsTests", dependencies: ["Checkpoints", "Merging", "Statistics"]),
         // The merge engine's fuzz target (scripts/fuzz.sh merge builds it with the fuzzer
         // sanitizer and -D CLAIRE_FUZZ); built normally it replays inputs given as arguments.
         .executableTarget(

@@ -210,45 +210,20 @@ enum DeltaKernels {
     /// that of Σδ (a zero sum elects +); a non-zero entry of the other sign is
     /// dropped. Positions where any delta is non-finite are skipped.
     static func elect(_ deltas: UnsafePointer<UnsafeMutablePointer<Float>>, deltaCount: Int, _ count: Int) -> (entries: Int, dropped: Int) {
-        let limit = Bits(repeating: MagnitudeBins.nonFinite), sign = Bits(repeating: 0x8000_0000)
-        var entries = Bits(), dropped = Bits()
-        var i = 0
-        while i + 8 <= count {
-            var sum = Lanes()
-            var finite = ~Bits()
-            for d in 0..<deltaCount {
-                let v = load(deltas[d], i)
-                finite &= ones(magnitudeBits(v) .< limit)
-                sum += v
-            }
-            // Sign bit of the sum, set only when the sum is below zero (−0 elects +).
-            let negative = ones(sum .< Lanes()) & sign
-            for d in 0..<deltaCount {
-                let v = load(deltas[d], i)
-                let bits = unsafeBitCast(v, to: Bits.self)
-                let nonzero = finite & ~ones((bits & Bits(repeating: 0x7fff_ffff)) .== Bits())
-                entries &-= nonzero
-                dropped &-= nonzero & ~ones(((bits & sign) ^ negative) .== Bits())
-            }
-            i += 8
-        }
-        var entryCount = Int(entries.wrappedSum()), droppedCount = Int(dropped.wrappedSum())
-        while i < count {
-            var sum: Float = 0
-            var finite = true
+        var entries = 0, dropped = 0
+        for i in 0..<count {
+            var sum: Float = 0, finite = true
             for d in 0..<deltaCount {
                 finite = finite && deltas[d][i].isFinite
                 sum += deltas[d][i]
             }
-            if finite {
-                for d in 0..<deltaCount where deltas[d][i] != 0 {
-                    entryCount += 1
-                    if (deltas[d][i] < 0) != (sum < 0) { droppedCount += 1 }
-                }
+            guard finite else { continue }
+            for d in 0..<deltaCount where deltas[d][i] != 0 {
+                entries += 1
+                if (deltas[d][i] < 0) != (sum < 0) { dropped += 1 }
             }
-            i += 1
         }
-        return (entryCount, droppedCount)
+        return (entries, dropped)
     }
 
     /// For each of `bits`, the entries with magnitude pattern at most it (zeros

@@ -167,7 +167,7 @@ final class StatisticsRun: @unchecked Sendable {
             var measures: [ChunkMeasure] = []
             for d in 0..<deltaCount {
                 measures.append(DeltaKernels.measure(scratch.deltas[d], count, into: &moments[d]))
-                scratch.histograms[d].add(scratch.deltas[d], count)
+                scratch.histograms[d].add(scratch.deltas[d], count, mostlyZero: 4 * (measures[d].zeros + measures[d].nonFinite) >= 3 * count)
                 DeltaKernels.countAtMost(scratch.deltas[d], count, bounds, into: &stats.deltas[d].withinThreshold)
             }
             let bothBefore = stats.pairs.first?.bothNonzero ?? 0, agreeBefore = stats.pairs.first?.signAgreements ?? 0
@@ -273,7 +273,9 @@ final class StatisticsRun: @unchecked Sendable {
             scopeKeyCounts.withLock { totals in
                 for scope in tensor.scopes {
                     guard let keys = counts.counts(of: scopeTops[scope][d]?.bin) else { continue }
-                    for low in 0..<MagnitudeBins.fineCount { totals[scope][d][low] += keys[low] }
+                    totals[scope][d].withUnsafeMutableBufferPointer { total in
+                        for low in 0..<MagnitudeBins.fineCount { total[low] += keys[low] }
+                    }
                 }
             }
         }
