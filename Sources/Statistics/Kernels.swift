@@ -1,24 +1,24 @@
 import Merging
 
-/// What the measure of one delta found in one chunk.
-struct ChunkMeasure {
-    var zeros = 0
-    var nonFinite = 0
-    var sumOfSquares = 0.0
-}
-
-/// Running sums for one delta within one tensor during the full pass.
+/// Zeros, non-finite entries, Σδ² over the finite ones and the largest finite magnitude
+/// key of one delta, in one chunk or summed over a tensor.
 struct DeltaMoments {
-    var nonFinite = 0
     var zeros = 0
+    var nonFinite = 0
     var sumOfSquares = 0.0
-    var maxBits: UInt32 = 0
+    var maxKey: UInt32 = 0
+
+    mutating func add(_ chunk: DeltaMoments) {
+        zeros += chunk.zeros
+        nonFinite += chunk.nonFinite
+        sumOfSquares += chunk.sumOfSquares
+        maxKey = max(maxKey, chunk.maxKey)
+    }
 }
 
-/// The chunk kernels of a statistics pass. Every pointer argument holds at
-/// least `count` elements (the caller's chunk buffers); histogram pointers hold
-/// `MagnitudeBins.coarseCount` or `fineCount` entries as named. Vector loads
-/// read 8 lanes at `i` only while `i + 8 <= count`; tails go one entry at a time.
+/// The chunk kernels of a statistics pass. Every pointer argument holds at least
+/// `count` elements (the caller's chunk buffers). Vector loads read 8 lanes at `i`
+/// only while `i + 8 <= count`; tails go one entry at a time.
 enum DeltaKernels {
     /// Lanes of the vector kernels; partial sums are kept in Float for one block
     /// of `block` elements, then added into Double, which bounds the rounding error.
@@ -54,11 +54,8 @@ enum DeltaKernels {
         for i in 0..<count { tuned[i] -= base[i] }
     }
 
-    /// Zeros, non-finite entries, Σδ² and the largest magnitude pattern of δ,
-    /// added to `moments` and returned for the chunk. Vector kernel; the tail
-    /// runs one lane at a time.
-    @discardableResult
-    static func measure(_ delta: UnsafePointer<Float>, _ count: Int, into moments: inout DeltaMoments) -> ChunkMeasure {
+    /// The moments of one chunk of a delta.
+    static func measure(_ delta: UnsafePointer<Float>, _ count: Int) -> DeltaMoments {
         // Magnitude patterns are non-negative as Int32: signed lane compares order them.
         let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
         var zeros = Bits(), nonFinite = Bits(), high = Signed()
@@ -92,11 +89,7 @@ enum DeltaKernels {
             }
             i += 1
         }
-        moments.zeros += zeroCount
-        moments.nonFinite += nonFiniteCount
-        moments.sumOfSquares += squares
-        moments.maxBits = max(moments.maxBits, highBits)
-        return ChunkMeasure(zeros: zeroCount, nonFinite: nonFiniteCount, sumOfSquares: squares)
+        return DeltaMoments(zeros: zeroCount, nonFinite: nonFiniteCount, sumOfSquares: squares, maxKey: highBits)
     }
 
     /// Σ|θ₀| and the number of finite entries.
@@ -129,25 +122,8 @@ enum DeltaKernels {
         return (sum, finiteCount)
     }
 
-    /// Pair figures on the positions where both deltas are finite. When
-    /// neither delta has a non-finite entry in the chunk, their measures give
-    /// the positions and Σa², Σb² (summed in the same order, so the same
-    /// values) and only the rest is computed.
-    static func comparePair(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures,
-                            measures: (ChunkMeasure, ChunkMeasure)) {
-        if measures.0.nonFinite == 0 && measures.1.nonFinite == 0 {
-            compare(a, b, count, into: &pair, allFinite: true)
-            pair.positions += count
-            pair.squaresFirst += measures.0.sumOfSquares
-            pair.squaresSecond += measures.1.sumOfSquares
-        } else {
-            compare(a, b, count, into: &pair, allFinite: false)
-        }
-    }
-
-    @inline(__always)
-    private static func compare(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures,
-                                allFinite: Bool) {
+    /// Pair figures on the positions where both deltas are finite.
+    static func compare(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures) {
         let limit = Bits(repeating: MagnitudeBins.nonFinite), sign = Bits(repeating: 0x8000_0000)
         var positions = Bits(), both = Bits(), agree = Bits()
         var dot = 0.0, squaresA = 0.0, squaresB = 0.0
@@ -158,41 +134,28 @@ enum DeltaKernels {
             while i <= end {
                 let u = load(a, i), v = load(b, i)
                 let bu = magnitudeBits(u), bv = magnitudeBits(v)
-                var nonzero = ~ones(bu .== Bits()) & ~ones(bv .== Bits())
-                if allFinite {
-                    partialDot += u * v
-                } else {
-                    let valid = ones(bu .< limit) & ones(bv .< limit)
-                    let x = keep(u, valid), y = keep(v, valid)
-                    positions &-= valid
-                    partialDot += x * y
-                    partialA += x * x
-                    partialB += y * y
-                    nonzero &= valid
-                }
+                let valid = ones(bu .< limit) & ones(bv .< limit)
+                let x = keep(u, valid), y = keep(v, valid)
+                positions &-= valid
+                partialDot += x * y
+                partialA += x * x
+                partialB += y * y
+                let nonzero = valid & ~ones(bu .== Bits()) & ~ones(bv .== Bits())
                 both &-= nonzero
-                let sameSign = ones((unsafeBitCast(u, to: Bits.self) ^ unsafeBitCast(v, to: Bits.self)) .< sign)
-                agree &-= nonzero & sameSign
+                agree &-= nonzero & ones((unsafeBitCast(u, to: Bits.self) ^ unsafeBitCast(v, to: Bits.self)) .< sign)
                 i += 8
             }
             dot += Double(partialDot.sum())
-            if !allFinite {
-                squaresA += Double(partialA.sum())
-                squaresB += Double(partialB.sum())
-            }
+            squaresA += Double(partialA.sum())
+            squaresB += Double(partialB.sum())
         }
-        var positionCount = Int(positions.wrappedSum()), bothCount = Int(both.wrappedSum())
-        var agreeCount = Int(agree.wrappedSum())
-        while i < count {
-            let u = a[i], v = b[i]
-            i += 1
-            guard u.isFinite, v.isFinite else { continue }
+        var positionCount = Int(positions.wrappedSum()), bothCount = Int(both.wrappedSum()), agreeCount = Int(agree.wrappedSum())
+        for (u, v) in zip(UnsafeBufferPointer(start: a + i, count: count - i), UnsafeBufferPointer(start: b + i, count: count - i))
+        where u.isFinite && v.isFinite {
             dot += Double(u) * Double(v)
-            if !allFinite {
-                positionCount += 1
-                squaresA += Double(u) * Double(u)
-                squaresB += Double(v) * Double(v)
-            }
+            positionCount += 1
+            squaresA += Double(u) * Double(u)
+            squaresB += Double(v) * Double(v)
             if u != 0 && v != 0 {
                 bothCount += 1
                 if (u.bitPattern ^ v.bitPattern) & 0x8000_0000 == 0 { agreeCount += 1 }

@@ -164,16 +164,14 @@ final class StatisticsRun: @unchecked Sendable {
             let magnitude = DeltaKernels.baseMagnitude(scratch.base, count)
             stats.baseL1 += magnitude.sum
             stats.baseFinite += magnitude.finite
-            var measures: [ChunkMeasure] = []
+            let measures = (0..<deltaCount).map { DeltaKernels.measure(scratch.deltas[$0], count) }
             for d in 0..<deltaCount {
-                measures.append(DeltaKernels.measure(scratch.deltas[d], count, into: &moments[d]))
+                moments[d].add(measures[d])
                 scratch.histograms[d].add(scratch.deltas[d], count, mostlyZero: 4 * (measures[d].zeros + measures[d].nonFinite) >= 3 * count)
                 DeltaKernels.countAtMost(scratch.deltas[d], count, bounds, into: &stats.deltas[d].withinThreshold)
             }
             let bothBefore = stats.pairs.first?.bothNonzero ?? 0, agreeBefore = stats.pairs.first?.signAgreements ?? 0
-            for (p, (a, b)) in pairs.enumerated() {
-                DeltaKernels.comparePair(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p], measures: (measures[a], measures[b]))
-            }
+            for (p, (a, b)) in pairs.enumerated() { DeltaKernels.compare(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p]) }
             if deltaCount == 2 && measures[0].nonFinite == 0 && measures[1].nonFinite == 0 {
                 // Two finite deltas: Σδ takes the sign of the larger |δ| (+ on a tie), so exactly
                 // one entry loses wherever both are non-zero with opposite signs.
@@ -194,7 +192,7 @@ final class StatisticsRun: @unchecked Sendable {
             figures.nonFinite = m.nonFinite
             figures.zeros = m.zeros
             figures.sumOfSquares = m.sumOfSquares
-            figures.maxAbs = Float(bitPattern: m.maxBits)
+            figures.maxAbs = Float(bitPattern: m.maxKey)
             figures.topEntries = figures.elements > 0 ? max(1, figures.elements / 100) : 0
             for bin in 0..<MagnitudeBins.coarseCount where histogram.counts[bin] != 0 {
                 figures.l1 += histogram.sum(bin)
