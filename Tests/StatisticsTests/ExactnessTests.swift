@@ -115,6 +115,16 @@ func everyTopKAndThresholdFigureIsExactInEveryScope(seed: UInt64) throws {
     model.expectExact(try model.run(options), options: options)
 }
 
+@Test(arguments: [7, 8, 9, 17])
+func chunksShorterThanAVectorGroupAndSlicesOfManyChunksGiveExactFigures(chunk: Int) throws {
+    // A slice is 64 chunks, so every tensor here spans several slices, and chunks of 7, 9
+    // and 17 leave a tail shorter than the 8 vector lanes in every chunk.
+    let model = randomModel(seed: 23)
+    var options = smallChunks()
+    options.chunkElements = chunk
+    model.expectExact(try model.run(options), options: options)
+}
+
 @Test func figuresDoNotDependOnWorkersOrChunks() throws {
     let model = randomModel(seed: 3)
     var options = smallChunks()
