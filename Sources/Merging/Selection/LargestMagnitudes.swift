@@ -229,7 +229,7 @@ public final class BinKeyCounts: @unchecked Sendable {
 /// the bits of one byte, so a group with no lane set costs one test (`any(_:)` would
 /// go lane by lane) and a loop over the set bits mispredicts once, not at each lane.
 @inline(__always)
-func forEachLane(_ mask: SIMDMask<SIMD8<Int32>>, _ body: (Int) -> Void) {
+private func forEachLane(_ mask: SIMDMask<SIMD8<Int32>>, _ body: (Int) -> Void) {
     var lanes = (unsafeBitCast(mask, to: SIMD8<UInt32>.self) & SIMD8(1, 2, 4, 8, 16, 32, 64, 128)).wrappedSum()
     while lanes != 0 {
         body(lanes.trailingZeroBitCount)
