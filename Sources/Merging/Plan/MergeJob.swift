@@ -27,18 +27,8 @@ public struct MergeJob: Sendable {
     /// Per contributing model: its checkpoint index and tensor. Only the first
     /// `elementCount` entries are used (embedding rows past the base's are cut).
     public let inputs: [MergeInput]
-    /// Per contributing model, the parameters resolved for this tensor.
-    public let weights: [Float]
-    public let densities: [Double]
-    public let gammas: [Double]
-    public let epsilons: [Double]
-    /// Global parameters resolved for this tensor.
-    public let lambda: Float
-    public let normalize: Bool
-    /// SLERP's interpolation factor.
-    public let t: Float
-    /// Model Stock per row instead of per tensor.
-    public let filterWise: Bool
+    /// The parameters of the method's family, resolved for this tensor.
+    public let parameters: Parameters
 
     /// Number of output elements.
     public var elementCount: Int { template.elementCount }

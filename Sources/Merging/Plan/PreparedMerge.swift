@@ -63,7 +63,7 @@ public final class PreparedMerge: Sendable {
         var jobs: [MergeJob] = []
         var quantizedBase = 0
         let method = plan.method
-        let usesBaseValues = method != .linear
+        let kernel = method.entry.kernel
         for entry in template.tensors {
             let mergeable = entry.dtype.isFloatingPoint && entry.dtype.isDecodable
             guard mergeable else {
@@ -118,7 +118,7 @@ public final class PreparedMerge: Sendable {
                 }
                 inputs.append(MergeInput(checkpoint: modelIndex[m], tensor: tensor, rowOrder: rowOrder))
             }
-            if missing.count == contributing.count && usesBaseValues {
+            if missing.count == contributing.count && method.needsBase {
                 jobs.append(job(entry, kind: .convert, dtype: outputDType, inputs: [], plan: plan, models: contributing,
                                 layerCount: layerCount))
                 continue
@@ -137,13 +137,7 @@ public final class PreparedMerge: Sendable {
             if extra > 0 { warnings.append("\(model.path): \(extra) tensors not in the base are left out") }
         }
         if !problems.isEmpty { throw .incompatibleInputs(base: templatePath, problems: problems) }
-        for j in jobs where j.kind == .merge {
-            try plan.checkResolved(weights: j.weights, normalize: j.normalize, tensor: j.name)
-            for m in 0..<contributing.count {
-                try plan.checkResolved(density: j.densities[m], epsilon: j.epsilons[m], model: contributing[m].path,
-                                       tensor: j.name)
-            }
-        }
+        for j in jobs where j.kind == .merge { try kernel.checkResolved(j, plan: plan) }
         if plan.trim == .global {
             guard method.sparsifier == .magnitude else {
                 throw .badPlan("--trim global applies to the magnitude trim (ties), not to \(method)")
@@ -171,20 +165,9 @@ public final class PreparedMerge: Sendable {
             if let v = model?.parameters[name]?.value(forTensor: entry.name, at: t) { return v }
             return plan.parameters[name]?.value(forTensor: entry.name, at: t) ?? fallback
         }
-        var weights: [Float] = [], densities: [Double] = [], gammas: [Double] = [], epsilons: [Double] = []
-        for model in models {
-            weights.append(Float(value("weight", model, default: 1)))
-            densities.append(value("density", model, default: 1))
-            gammas.append(value("gamma", model, default: 0.01))
-            epsilons.append(value("epsilon", model, default: 0.15))
-        }
-        let other = models.first
-        return MergeJob(
-            name: entry.name, kind: kind, shape: entry.shape, outputDType: dtype, template: entry, templateCheckpoint: 0,
-            inputs: inputs, weights: weights, densities: densities, gammas: gammas, epsilons: epsilons,
-            lambda: Float(value("lambda", nil, default: 1)),
-            normalize: value("normalize", nil, default: plan.method.defaultNormalize ? 1 : 0) != 0,
-            t: Float(value("t", other, default: 0.5)),
-            filterWise: value("filter_wise", nil, default: 0) != 0)
+        let parameters = kind == .merge
+            ? plan.method.entry.kernel.parameters(models: models, plan: plan, value: value) : .none
+        return MergeJob(name: entry.name, kind: kind, shape: entry.shape, outputDType: dtype, template: entry,
+                        templateCheckpoint: 0, inputs: inputs, parameters: parameters)
     }
 }
