@@ -7,6 +7,7 @@
 # SMALL_TRIO and BENCH_TRIO are folders holding base/, sft/ and dpo/ model folders
 # (defaults: /work/qwenish and /work/bench-models; the bench trio is skipped when
 # missing). Prints one line per case and exits 1 when any output differs.
+# ONLY=REGEX runs only the cases whose name matches.
 set -uo pipefail
 
 old=${1:?usage: compare_outputs.sh OLD_BINARY NEW_BINARY [SMALL_TRIO] [BENCH_TRIO]}
@@ -19,11 +20,19 @@ trap 'rm -rf "$work"' EXIT
 cases=0
 failures=0
 
-# run NAME TRIO ARGS...: fuse with both binaries, then cmp every file.
-run() {
+# run NAME TRIO ARGS...: fuse sft and dpo onto base with both binaries, then cmp
+# every file; `run1` merges sft alone (slerp takes one model besides the base).
+run() { merge "$1" "$2" "$2/sft" "$2/dpo" -- "${@:3}"; }
+run1() { merge "$1" "$2" "$2/sft" -- "${@:3}"; }
+
+merge() {
     local name=$1 trio=$2
+    [[ -n ${ONLY:-} && ! $name =~ $ONLY ]] && return
     shift 2
-    local args=("$trio/sft" "$trio/dpo" --base "$trio/base" "$@")
+    local models=()
+    while [[ $1 != -- ]]; do models+=("$1"); shift; done
+    shift
+    local args=("${models[@]}" --base "$trio/base" "$@")
     local out_old="$work/old" out_new="$work/new"
     local suffix=""
     for a in "$@"; do [[ $a == gguf ]] && suffix=.gguf; done
@@ -80,7 +89,7 @@ for threads in 1 2; do
     done
     run "linear threads $threads" "$small" --method linear --weights 0.7,0.3 "${t[@]}"
     run "linear no-normalize threads $threads" "$small" --method linear --weights 0.7,0.5 --no-normalize "${t[@]}"
-    run "slerp threads $threads" "$small" --method slerp --t 0.3 "${t[@]}"
+    run1 "slerp threads $threads" "$small" --method slerp --t 0.3 "${t[@]}"
     run "model_stock threads $threads" "$small" --method model_stock "${t[@]}"
     run "model_stock filter_wise threads $threads" "$small" --method model_stock --filter-wise "${t[@]}"
     run "ties trim global threads $threads" "$small" --method ties --density 0.3,0.5 --trim global "${t[@]}"
@@ -102,7 +111,7 @@ for dtype in bf16 f16 f32; do
 done
 run "ties gguf f16" "$small" --method ties --density 0.3 --format gguf
 run "ties gguf q8_0" "$small" --method ties --density 0.3 --format gguf --type q8_0
-run "slerp gguf bf16" "$small" --method slerp --t 0.6 --format gguf --type bf16
+run1 "slerp gguf bf16" "$small" --method slerp --t 0.6 --format gguf --type bf16
 run "ties small shards" "$small" --method ties --density 0.3 --max-shard-size 5MB
 
 if [[ -d $bench/base ]]; then
@@ -111,6 +120,7 @@ if [[ -d $bench/base ]]; then
         [[ $method == linear || $method == model_stock ]] && extra=()
         run "bench $method" "$bench" --method "$method" "${extra[@]}"
     done
+    run1 "bench slerp" "$bench" --method slerp --t 0.4
     run "bench ties trim global" "$bench" --method ties --density 0.3 --trim global
     run "bench dare_ties inverse threads 1" "$bench" --method dare_ties --density 0.3 --rescale inverse --threads 1
 fi

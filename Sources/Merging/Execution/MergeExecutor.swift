@@ -18,8 +18,6 @@ public final class MergeExecutor: @unchecked Sendable {
 
     /// The merge being run.
     public let merge: PreparedMerge
-    /// Worker threads.
-    public var threads: Int { chunks.threads }
     let chunks: ChunkScheduler
     let decoder: TensorDecoder
     let windowSearch: MagnitudeWindowSearch

@@ -47,7 +47,7 @@ struct TaskVectorKernel: MergeKernel {
         let jobs = merge.jobs.filter { $0.kind == .merge }
         var densities = [Double](repeating: 1, count: merge.plan.contributingModels.count)
         if merge.plan.trim == .global, case .taskVectors(let p) = jobs.first?.parameters { densities = p.densities }
-        try executor.taskVectors.begin(
+        executor.taskVectors.begin(
             globalWindows: try executor.windowSearch.globalWindows(jobs, densities: densities))
     }
 
