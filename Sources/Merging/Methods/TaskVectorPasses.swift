@@ -25,20 +25,14 @@ struct TaskVectorPasses {
         var masks: [TensorMask] = []
         var searching: [Int] = []
         for m in 0..<n {
-            let d = parameters.densities[m]
             let stream = CounterRandom(seed: executor.merge.plan.seed, tensor: job.name, model: m)
-            guard let sparsifier, d < 1 else { masks.append(.keepAll); continue }
-            if d <= 0 { masks.append(.keepNone); continue }
-            switch sparsifier {
-            case .random: masks.append(.random(density: Float(d), stream: stream))
-            case .dellaMagprune: masks.append(.della(density: Float(d), epsilon: Float(parameters.epsilons[m]), stream: stream))
-            case .magnitude, .magnitudeOutliers:
-                if let global = state.globalWindows[m] {
-                    masks.append(.window(global, density: Float(d)))
-                } else {
-                    masks.append(.keepAll)  // replaced once the window is found
-                    searching.append(m)
-                }
+            guard let sparsifier else { masks.append(.keepAll); continue }
+            if let mask = sparsifier.mask(density: parameters.densities[m], epsilon: parameters.epsilons[m], stream: stream,
+                                          window: { state.globalWindows[m] }) {
+                masks.append(mask)
+            } else {
+                masks.append(.keepAll)  // replaced once the window is found
+                searching.append(m)
             }
         }
         var knownCounts: [Int: [(lower: Int, upper: Int)]] = [:]
