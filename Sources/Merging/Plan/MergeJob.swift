@@ -51,12 +51,6 @@ public struct MergeInput: Sendable {
     /// Set when the tensor stores its rows in another order than the output (a Llama
     /// Q or K projection in the other format's head layout).
     public let rowOrder: RowOrder?
-
-    public init(checkpoint: Int, tensor: TensorEntry, rowOrder: RowOrder? = nil) {
-        self.checkpoint = checkpoint
-        self.tensor = tensor
-        self.rowOrder = rowOrder
-    }
 }
 
 /// Where an input's rows sit: output row r is stored as row `sourceRow(r)`.
@@ -67,13 +61,6 @@ public struct RowOrder: Sendable, Hashable {
     public let heads: Int
     /// True when the output is in GGUF's layout and the input in HF's.
     public let toGGUF: Bool
-
-    public init(rows: Int, columns: Int, heads: Int, toGGUF: Bool) {
-        self.rows = rows
-        self.columns = columns
-        self.heads = heads
-        self.toGGUF = toGGUF
-    }
 
     /// The input row holding output row `row`.
     public func sourceRow(_ row: Int) -> Int {

@@ -84,26 +84,18 @@ public struct MergePlan: Sendable, Equatable {
     public func check() throws(MergeError) {
         if method.needsBase && base == nil { throw .badPlan("\(method) needs a base model (--base or base_model)") }
         try method.entry.kernel.check(self)
-        let known = method.parameterNames
-        for (name, value) in parameters {
-            guard known.contains(name) else { throw .badParameter(name: name, problem: "\(method) has no such parameter") }
-            try checkNumbers(name, value)
-        }
-        for model in models {
-            for (name, value) in model.parameters {
-                guard known.contains(name) else {
-                    throw .badParameter(name: name, problem: "\(method) has no such parameter (model \(model.path))")
+        // Every number a value can produce is checked against `ParameterRange` (gradients
+        // interpolate between their numbers, so checking the numbers checks every value).
+        let owned = [(parameters, "")] + models.map { ($0.parameters, " (model \($0.path))") }
+        for (values, owner) in owned {
+            for (name, value) in values {
+                guard method.parameterNames.contains(name) else {
+                    throw .badParameter(name: name, problem: "\(method) has no such parameter\(owner)")
                 }
-                try checkNumbers(name, value)
+                for v in value.allNumbers {
+                    if let problem = ParameterRange.problem(name: name, value: v) { throw .badParameter(name: name, problem: problem) }
+                }
             }
-        }
-    }
-
-    /// Every number a value can produce (gradients interpolate between their numbers,
-    /// so checking the numbers checks every value) against `ParameterRange`.
-    private func checkNumbers(_ name: String, _ value: ParameterValue) throws(MergeError) {
-        for v in value.allNumbers {
-            if let problem = ParameterRange.problem(name: name, value: v) { throw .badParameter(name: name, problem: problem) }
         }
     }
 }

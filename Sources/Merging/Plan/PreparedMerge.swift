@@ -64,14 +64,26 @@ public final class PreparedMerge: Sendable {
         var quantizedBase = 0
         let method = plan.method
         let kernel = method.entry.kernel
+        // Adds the job of `entry`, with the family's parameters resolved for a merged tensor.
+        func add(_ entry: TensorEntry, _ kind: MergeJob.Kind, _ dtype: DType, _ inputs: [MergeInput] = []) {
+            var parameters = MergeJob.Parameters.none
+            if kind == .merge {
+                let t = LayerPosition.fraction(of: entry.name, layerCount: layerCount)
+                parameters = kernel.parameters(models: contributing, plan: plan) { name, model, fallback in
+                    if let v = model?.parameters[name]?.value(forTensor: entry.name, at: t) { return v }
+                    return plan.parameters[name]?.value(forTensor: entry.name, at: t) ?? fallback
+                }
+            }
+            jobs.append(MergeJob(name: entry.name, kind: kind, shape: entry.shape, outputDType: dtype, template: entry,
+                                 templateCheckpoint: 0, inputs: inputs, parameters: parameters))
+        }
         for entry in template.tensors {
             let mergeable = entry.dtype.isFloatingPoint && entry.dtype.isDecodable
             guard mergeable else {
                 for m in contributing.indices {
                     if let name = FormatBridge.modelName(for: entry.name, through: bridges[m]) { matched[m].insert(name) }
                 }
-                jobs.append(job(entry, kind: .copy, dtype: entry.dtype, inputs: [], plan: plan, models: contributing,
-                                layerCount: layerCount))
+                add(entry, .copy, entry.dtype)
                 continue
             }
             var outputDType = plan.outputDType ?? entry.dtype
@@ -119,14 +131,12 @@ public final class PreparedMerge: Sendable {
                 inputs.append(MergeInput(checkpoint: modelIndex[m], tensor: tensor, rowOrder: rowOrder))
             }
             if missing.count == contributing.count && method.needsBase {
-                jobs.append(job(entry, kind: .convert, dtype: outputDType, inputs: [], plan: plan, models: contributing,
-                                layerCount: layerCount))
+                add(entry, .convert, outputDType)
                 continue
             }
             for path in missing { problems.append("tensor '\(entry.name)' is missing from \(path)") }
             if inputs.count == contributing.count {
-                jobs.append(job(entry, kind: .merge, dtype: outputDType, inputs: inputs, plan: plan, models: contributing,
-                                layerCount: layerCount))
+                add(entry, .merge, outputDType, inputs)
             }
         }
         if quantizedBase > 0 { warnings.append("\(quantizedBase) quantized base tensors are written as BF16 (choose another type with --dtype)") }
@@ -154,20 +164,5 @@ public final class PreparedMerge: Sendable {
     static func isVocabularyTensor(_ name: String) -> Bool {
         name.contains("embed_tokens") || name.contains("lm_head") || name.contains("wte")
             || name.hasPrefix("token_embd") || name == "output.weight"
-    }
-
-    private static func job(
-        _ entry: TensorEntry, kind: MergeJob.Kind, dtype: DType, inputs: [MergeInput],
-        plan: MergePlan, models: [ModelSpec], layerCount: Int
-    ) -> MergeJob {
-        let t = LayerPosition.fraction(of: entry.name, layerCount: layerCount)
-        func value(_ name: String, _ model: ModelSpec?, default fallback: Double) -> Double {
-            if let v = model?.parameters[name]?.value(forTensor: entry.name, at: t) { return v }
-            return plan.parameters[name]?.value(forTensor: entry.name, at: t) ?? fallback
-        }
-        let parameters = kind == .merge
-            ? plan.method.entry.kernel.parameters(models: models, plan: plan, value: value) : .none
-        return MergeJob(name: entry.name, kind: kind, shape: entry.shape, outputDType: dtype, template: entry,
-                        templateCheckpoint: 0, inputs: inputs, parameters: parameters)
     }
 }
