@@ -1,14 +1,8 @@
-/// A method's row read through the method (see `MethodRegistry.swift`).
 extension MergeMethod {
     public var description: String { rawValue }
-    public var sparsifier: Sparsifier? { entry.sparsifier }
-    public var defaultConsensus: Consensus? { entry.defaultConsensus }
-    /// True for the methods built on task vectors δᵢ = θᵢ − θ₀ and `Fusion`.
-    public var fusesTaskVectors: Bool { entry.kernel is TaskVectorKernel }
-    public var defaultNormalize: Bool { entry.defaultNormalize }
-    public var defaultRescale: Rescale { entry.defaultRescale }
-    public var needsBase: Bool { entry.needsBase }
-    public var parameterNames: Set<String> { entry.parameterNames }
+
+    /// The fields of the method's row, read through the method: `method.sparsifier`, …
+    public subscript<Value>(dynamicMember field: KeyPath<MethodEntry, Value>) -> Value { entry[keyPath: field] }
 
     /// Looks a method up by name; a typo gets the closest known name as a suggestion.
     public static func named(_ name: String) throws(MergeError) -> MergeMethod {

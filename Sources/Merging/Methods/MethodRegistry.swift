@@ -2,6 +2,7 @@
 /// each method's row names its kernel (the family that computes it) and its defaults.
 /// A new method is a case here, its row in `entry`, and — for a new family — a kernel
 /// in a file of its own.
+@dynamicMemberLookup
 public enum MergeMethod: String, Sendable, CaseIterable, CustomStringConvertible {
     case taskArithmetic = "task_arithmetic"
     case ties
@@ -50,6 +51,8 @@ public struct MethodEntry: Sendable {
     public let defaultNormalize: Bool
     /// The rescale used unless the recipe says otherwise.
     public let defaultRescale: Rescale
+    /// True for the methods built on task vectors δᵢ = θᵢ − θ₀ and `Fusion`.
+    public var fusesTaskVectors: Bool { kernel is TaskVectorKernel }
 
     init(
         kernel: any MergeKernel, parameterNames: Set<String>, needsBase: Bool = true, sparsifier: Sparsifier? = nil,
