@@ -200,7 +200,7 @@ extension MergeTool {
             for (i, path) in models.enumerated() {
                 var spec = ModelSpec(path: path)
                 // Weights are always written out: mergekit requires them in a recipe.
-                if method != .slerp && method != .modelStock { spec.parameters["weight"] = .number(pick(weightList, i) ?? 1) }
+                if method.parameterNames.contains("weight") { spec.parameters["weight"] = .number(pick(weightList, i) ?? 1) }
                 if let d = pick(densityList, i) { spec.parameters["density"] = .number(d) }
                 specs.append(spec)
             }

@@ -1,12 +1,22 @@
 import Testing
 @testable import Merging
 
+/// SLERP of `a` towards `b` in rows of `row` entries, each row interpolated on its own
+/// from its sums, as the executor does for a whole tensor.
 private func slerp(_ a: [Float], _ b: [Float], t: Float, row: Int) -> [Float] {
     var out = [Float](repeating: .nan, count: a.count)
-    a.withUnsafeBufferPointer { x in
-        b.withUnsafeBufferPointer { y in
-            out.withUnsafeMutableBufferPointer { Interpolation.slerp(x, y, t: t, rowLength: row, into: $0) }
+    for start in stride(from: 0, to: a.count, by: row) {
+        let end = min(start + row, a.count)
+        let x = Array(a[start..<end]), y = Array(b[start..<end])
+        var part = [Float](repeating: .nan, count: x.count)
+        x.withUnsafeBufferPointer { x in
+            y.withUnsafeBufferPointer { y in
+                let sums = Interpolation.slerpSums(x, y)
+                let (ca, cb) = Interpolation.slerpCoefficients(t: t, normA2: sums.aa, normB2: sums.bb, dot: sums.ab)
+                part.withUnsafeMutableBufferPointer { Interpolation.blend(x, y, ca, cb, into: $0) }
+            }
         }
+        out.replaceSubrange(start..<end, with: part)
     }
     return out
 }

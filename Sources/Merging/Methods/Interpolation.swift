@@ -36,26 +36,6 @@ public enum Interpolation {
         return (sin((1 - t) * theta) / s, sin(t * theta) / s)
     }
 
-    /// SLERP of `a` (the base; t = 0 gives it back) towards `b`, each taken as one
-    /// vector, in rows of `rowLength` entries each interpolated on its own
-    /// (`rowLength` ≥ the count: the whole vector).
-    public static func slerp(
-        _ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, t: Float, rowLength: Int,
-        into out: UnsafeMutableBufferPointer<Float>
-    ) {
-        precondition(a.count == out.count && b.count == out.count && rowLength > 0, "slerp buffers differ in length")
-        var row = 0
-        while row < out.count {
-            let end = min(row + rowLength, out.count)
-            let span = row..<end
-            let sums = slerpSums(UnsafeBufferPointer(rebasing: a[span]), UnsafeBufferPointer(rebasing: b[span]))
-            let (ca, cb) = slerpCoefficients(t: t, normA2: sums.aa, normB2: sums.bb, dot: sums.ab)
-            blend(UnsafeBufferPointer(rebasing: a[span]), UnsafeBufferPointer(rebasing: b[span]), ca, cb,
-                  into: UnsafeMutableBufferPointer(rebasing: out[span]))
-            row = end
-        }
-    }
-
     /// ‖a‖², ‖b‖² and a·b in Double, in index order.
     public static func slerpSums(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) -> (aa: Double, bb: Double, ab: Double) {
         precondition(a.count == b.count, "slerp buffers differ in length")

@@ -47,9 +47,6 @@ public enum TensorMask: Sendable, Hashable {
     case random(density: Float, stream: CounterRandom)
     case della(density: Float, epsilon: Float, stream: CounterRandom)
 
-    /// True when the mask changes nothing.
-    public var isIdentity: Bool { self == .keepAll }
-
     /// Applies the mask to `values`, the entries starting at flat index `start` of the
     /// tensor, laid out in rows of `rowLength` (chunks hold whole rows). With
     /// `inverse`, kept entries are divided by their keep probability.
@@ -126,31 +123,37 @@ extension Sparsifier {
                 mask.apply(to: v, start: 0, rowLength: m, inverse: rescale == .inverse, rowScratch: s)
             }
         }
-        if rescale == .l1, !mask.isIdentity {
+        if rescale == .l1, mask != .keepAll {
             let factor = Self.l1RescaleFactor(before: before, after: Self.l1(values))
             for i in values.indices { values[i] *= factor }
         }
     }
 
-    /// The mask for an in-memory tensor (rank search over one chunk).
-    func prepare(values: [Float], density: Double, gamma: Double, epsilon: Double, stream: CounterRandom) -> TensorMask {
-        if density >= 1 { return .keepAll }
+    /// One model's mask for a tensor at `density`; the rank-selecting sparsifiers keep
+    /// the window `window()` gives (nil: not known yet, to be searched).
+    func mask(density: Double, epsilon: Double, stream: CounterRandom, window: () -> MagnitudeWindow?) -> TensorMask? {
+        guard density < 1 else { return .keepAll }
         if density <= 0 { return .keepNone }
         switch self {
         case .random: return .random(density: Float(density), stream: stream)
         case .dellaMagprune: return .della(density: Float(density), epsilon: Float(epsilon), stream: stream)
-        case .magnitude, .magnitudeOutliers:
+        case .magnitude, .magnitudeOutliers: return window().map { .window($0, density: Float(density)) }
+        }
+    }
+
+    /// The mask for an in-memory tensor (rank search over one chunk).
+    func prepare(values: [Float], density: Double, gamma: Double, epsilon: Double, stream: CounterRandom) -> TensorMask {
+        mask(density: density, epsilon: epsilon, stream: stream) {
             let window = rankWindow(count: values.count, density: density, gamma: gamma)
             var search = RankSearch(ranks: [window.lowerBound, window.upperBound])
             values.withUnsafeBufferPointer { search.countCoarse($0) }
             search.finishCoarse()
             values.withUnsafeBufferPointer { search.countFine($0) }
             let found = search.boundaries()
-            let w = MagnitudeWindow.ranks(window.lowerBound, window.upperBound, count: values.count) {
+            return MagnitudeWindow.ranks(window.lowerBound, window.upperBound, count: values.count) {
                 $0 == window.lowerBound ? found[0] : found[1]
             }
-            return .window(w, density: Float(density))
-        }
+        }!
     }
 
     static func l1(_ values: [Float]) -> Double {

@@ -27,18 +27,8 @@ public struct MergeJob: Sendable {
     /// Per contributing model: its checkpoint index and tensor. Only the first
     /// `elementCount` entries are used (embedding rows past the base's are cut).
     public let inputs: [MergeInput]
-    /// Per contributing model, the parameters resolved for this tensor.
-    public let weights: [Float]
-    public let densities: [Double]
-    public let gammas: [Double]
-    public let epsilons: [Double]
-    /// Global parameters resolved for this tensor.
-    public let lambda: Float
-    public let normalize: Bool
-    /// SLERP's interpolation factor.
-    public let t: Float
-    /// Model Stock per row instead of per tensor.
-    public let filterWise: Bool
+    /// The parameters of the method's family, resolved for this tensor.
+    public let parameters: Parameters
 
     /// Number of output elements.
     public var elementCount: Int { template.elementCount }
@@ -61,12 +51,6 @@ public struct MergeInput: Sendable {
     /// Set when the tensor stores its rows in another order than the output (a Llama
     /// Q or K projection in the other format's head layout).
     public let rowOrder: RowOrder?
-
-    public init(checkpoint: Int, tensor: TensorEntry, rowOrder: RowOrder? = nil) {
-        self.checkpoint = checkpoint
-        self.tensor = tensor
-        self.rowOrder = rowOrder
-    }
 }
 
 /// Where an input's rows sit: output row r is stored as row `sourceRow(r)`.
@@ -77,13 +61,6 @@ public struct RowOrder: Sendable, Hashable {
     public let heads: Int
     /// True when the output is in GGUF's layout and the input in HF's.
     public let toGGUF: Bool
-
-    public init(rows: Int, columns: Int, heads: Int, toGGUF: Bool) {
-        self.rows = rows
-        self.columns = columns
-        self.heads = heads
-        self.toGGUF = toGGUF
-    }
 
     /// The input row holding output row `row`.
     public func sourceRow(_ row: Int) -> Int {

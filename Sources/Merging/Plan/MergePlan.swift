@@ -75,7 +75,7 @@ public struct MergePlan: Sendable, Equatable {
     /// The models that contribute besides the base (listing the base among the models,
     /// as mergekit recipes do, adds nothing); for `linear`, every listed model.
     public var contributingModels: [ModelSpec] {
-        guard method != .linear, let base else { return models }
+        guard method.needsBase, let base else { return models }
         return models.filter { $0.path != base }
     }
 
@@ -83,79 +83,19 @@ public struct MergePlan: Sendable, Equatable {
     /// parameter names and values that would make the merge produce NaN.
     public func check() throws(MergeError) {
         if method.needsBase && base == nil { throw .badPlan("\(method) needs a base model (--base or base_model)") }
-        let inputs = contributingModels
-        switch method {
-        case .slerp:
-            guard inputs.count == 1 else { throw .badPlan("slerp needs exactly two models, one of them the base") }
-            guard parameters["t"] != nil || models.contains(where: { $0.parameters["t"] != nil }) else {
-                throw .badPlan("slerp needs the interpolation factor t")
-            }
-        case .modelStock:
-            if inputs.count < 2 { throw .badPlan("model_stock needs at least two models besides the base") }
-        default:
-            if inputs.isEmpty { throw .badPlan("\(method) needs at least one model\(method.needsBase ? " besides the base" : "")") }
-        }
-        let known = method.parameterNames
-        for (name, value) in parameters {
-            guard known.contains(name) else { throw .badParameter(name: name, problem: "\(method) has no such parameter") }
-            try checkNumbers(name, value)
-        }
-        for model in models {
-            for (name, value) in model.parameters {
-                guard known.contains(name) else {
-                    throw .badParameter(name: name, problem: "\(method) has no such parameter (model \(model.path))")
+        try method.entry.kernel.check(self)
+        // Every number a value can produce is checked against `ParameterRange` (gradients
+        // interpolate between their numbers, so checking the numbers checks every value).
+        let owned = [(parameters, "")] + models.map { ($0.parameters, " (model \($0.path))") }
+        for (values, owner) in owned {
+            for (name, value) in values {
+                guard method.parameterNames.contains(name) else {
+                    throw .badParameter(name: name, problem: "\(method) has no such parameter\(owner)")
                 }
-                try checkNumbers(name, value)
+                for v in value.allNumbers {
+                    if let problem = ParameterRange.problem(name: name, value: v) { throw .badParameter(name: name, problem: problem) }
+                }
             }
-        }
-    }
-
-    /// Every number a value can produce (gradients interpolate between their numbers,
-    /// so checking the numbers checks every value) against `ParameterRange`.
-    private func checkNumbers(_ name: String, _ value: ParameterValue) throws(MergeError) {
-        for v in value.allNumbers {
-            if let problem = ParameterRange.problem(name: name, value: v) { throw .badParameter(name: name, problem: problem) }
-        }
-    }
-
-    /// With `normalize`, linear divides by Σ wᵢ: the weights one tensor gets must not
-    /// cancel to (nearly) 0.
-    func checkResolved(weights: [Float], normalize: Bool, tensor: String) throws(MergeError) {
-        guard method == .linear, normalize else { return }
-        var sum = 0.0, magnitude = 0.0
-        for w in weights {
-            sum += Double(w)
-            magnitude += abs(Double(w))
-        }
-        guard abs(sum) >= ParameterRange.minimumWeightSumShare * magnitude, sum != 0 else {
-            let list = weights.map { formatNumber(Double($0)) }.joined(separator: ", ")
-            throw .badParameter(
-                name: "weight",
-                problem: "the weights of '\(tensor)' (\(list)) sum to \(formatNumber(sum)), and normalizing divides by that sum (use --no-normalize or other weights)")
-        }
-    }
-
-    /// The checks that depend on the value a parameter takes for one tensor.
-    func checkResolved(density d: Double, epsilon: Double, model: String, tensor: String) throws(MergeError) {
-        guard let sparsifier = method.sparsifier else { return }
-        if d < 0 { throw .badParameter(name: "density", problem: "\(formatNumber(d)) is negative (model \(model))") }
-        if d >= 1 { return }
-        if sparsifier == .dellaMagprune {
-            guard epsilon >= 0, d - epsilon > 0, d + epsilon < 1 else {
-                throw .badParameter(
-                    name: "epsilon",
-                    problem: "density ± epsilon must lie strictly inside (0, 1), got density \(formatNumber(d)) and epsilon \(formatNumber(epsilon)) for '\(tensor)' (model \(model))")
-            }
-        } else if d == 0, effectiveRescale == .inverse {
-            throw .badParameter(name: "density", problem: "0 with --rescale inverse divides by zero (model \(model))")
-        }
-        // Inverse rescaling divides each kept entry by its keep probability.
-        let smallestKeep = sparsifier == .dellaMagprune ? d - epsilon : d
-        if effectiveRescale == .inverse, smallestKeep < ParameterRange.minimumInverseKeep {
-            let what = sparsifier == .dellaMagprune ? "density − epsilon" : "density"
-            throw .badParameter(
-                name: "density",
-                problem: "\(what) is \(formatNumber(smallestKeep)) for '\(tensor)' (model \(model)); --rescale inverse divides by it, so it must be at least \(formatNumber(ParameterRange.minimumInverseKeep))")
         }
     }
 }

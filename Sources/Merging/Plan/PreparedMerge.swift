@@ -63,15 +63,27 @@ public final class PreparedMerge: Sendable {
         var jobs: [MergeJob] = []
         var quantizedBase = 0
         let method = plan.method
-        let usesBaseValues = method != .linear
+        let kernel = method.entry.kernel
+        // Adds the job of `entry`, with the family's parameters resolved for a merged tensor.
+        func add(_ entry: TensorEntry, _ kind: MergeJob.Kind, _ dtype: DType, _ inputs: [MergeInput] = []) {
+            var parameters = MergeJob.Parameters.none
+            if kind == .merge {
+                let t = LayerPosition.fraction(of: entry.name, layerCount: layerCount)
+                parameters = kernel.parameters(models: contributing, plan: plan) { name, model, fallback in
+                    if let v = model?.parameters[name]?.value(forTensor: entry.name, at: t) { return v }
+                    return plan.parameters[name]?.value(forTensor: entry.name, at: t) ?? fallback
+                }
+            }
+            jobs.append(MergeJob(name: entry.name, kind: kind, shape: entry.shape, outputDType: dtype, template: entry,
+                                 templateCheckpoint: 0, inputs: inputs, parameters: parameters))
+        }
         for entry in template.tensors {
             let mergeable = entry.dtype.isFloatingPoint && entry.dtype.isDecodable
             guard mergeable else {
                 for m in contributing.indices {
                     if let name = FormatBridge.modelName(for: entry.name, through: bridges[m]) { matched[m].insert(name) }
                 }
-                jobs.append(job(entry, kind: .copy, dtype: entry.dtype, inputs: [], plan: plan, models: contributing,
-                                layerCount: layerCount))
+                add(entry, .copy, entry.dtype)
                 continue
             }
             var outputDType = plan.outputDType ?? entry.dtype
@@ -118,15 +130,13 @@ public final class PreparedMerge: Sendable {
                 }
                 inputs.append(MergeInput(checkpoint: modelIndex[m], tensor: tensor, rowOrder: rowOrder))
             }
-            if missing.count == contributing.count && usesBaseValues {
-                jobs.append(job(entry, kind: .convert, dtype: outputDType, inputs: [], plan: plan, models: contributing,
-                                layerCount: layerCount))
+            if missing.count == contributing.count && method.needsBase {
+                add(entry, .convert, outputDType)
                 continue
             }
             for path in missing { problems.append("tensor '\(entry.name)' is missing from \(path)") }
             if inputs.count == contributing.count {
-                jobs.append(job(entry, kind: .merge, dtype: outputDType, inputs: inputs, plan: plan, models: contributing,
-                                layerCount: layerCount))
+                add(entry, .merge, outputDType, inputs)
             }
         }
         if quantizedBase > 0 { warnings.append("\(quantizedBase) quantized base tensors are written as BF16 (choose another type with --dtype)") }
@@ -137,13 +147,7 @@ public final class PreparedMerge: Sendable {
             if extra > 0 { warnings.append("\(model.path): \(extra) tensors not in the base are left out") }
         }
         if !problems.isEmpty { throw .incompatibleInputs(base: templatePath, problems: problems) }
-        for j in jobs where j.kind == .merge {
-            try plan.checkResolved(weights: j.weights, normalize: j.normalize, tensor: j.name)
-            for m in 0..<contributing.count {
-                try plan.checkResolved(density: j.densities[m], epsilon: j.epsilons[m], model: contributing[m].path,
-                                       tensor: j.name)
-            }
-        }
+        for j in jobs where j.kind == .merge { try kernel.checkResolved(j, plan: plan) }
         if plan.trim == .global {
             guard method.sparsifier == .magnitude else {
                 throw .badPlan("--trim global applies to the magnitude trim (ties), not to \(method)")
@@ -160,31 +164,5 @@ public final class PreparedMerge: Sendable {
     static func isVocabularyTensor(_ name: String) -> Bool {
         name.contains("embed_tokens") || name.contains("lm_head") || name.contains("wte")
             || name.hasPrefix("token_embd") || name == "output.weight"
-    }
-
-    private static func job(
-        _ entry: TensorEntry, kind: MergeJob.Kind, dtype: DType, inputs: [MergeInput],
-        plan: MergePlan, models: [ModelSpec], layerCount: Int
-    ) -> MergeJob {
-        let t = LayerPosition.fraction(of: entry.name, layerCount: layerCount)
-        func value(_ name: String, _ model: ModelSpec?, default fallback: Double) -> Double {
-            if let v = model?.parameters[name]?.value(forTensor: entry.name, at: t) { return v }
-            return plan.parameters[name]?.value(forTensor: entry.name, at: t) ?? fallback
-        }
-        var weights: [Float] = [], densities: [Double] = [], gammas: [Double] = [], epsilons: [Double] = []
-        for model in models {
-            weights.append(Float(value("weight", model, default: 1)))
-            densities.append(value("density", model, default: 1))
-            gammas.append(value("gamma", model, default: 0.01))
-            epsilons.append(value("epsilon", model, default: 0.15))
-        }
-        let other = models.first
-        return MergeJob(
-            name: entry.name, kind: kind, shape: entry.shape, outputDType: dtype, template: entry, templateCheckpoint: 0,
-            inputs: inputs, weights: weights, densities: densities, gammas: gammas, epsilons: epsilons,
-            lambda: Float(value("lambda", nil, default: 1)),
-            normalize: value("normalize", nil, default: plan.method.defaultNormalize ? 1 : 0) != 0,
-            t: Float(value("t", other, default: 0.5)),
-            filterWise: value("filter_wise", nil, default: 0) != 0)
     }
 }

@@ -26,12 +26,17 @@ public struct CandidateRankSearch: Sendable, Hashable {
     /// The sample's guess of the key at the rank (tried first when resolving).
     public let estimate: UInt32
 
-    /// The element ranges sampled from a tensor of `count` elements (`SampleRuns`):
-    /// `sampleRuns` runs of `runLength` starting on multiples of 1024 elements (whole
-    /// blocks of every quantized type), or the whole tensor when it is not much larger.
-    public static func sampleRanges(count: Int) -> [Range<Int>] {
-        SampleRuns(elements: count, runs: sampleRuns, runLength: runLength,
-                   wholeTensorLimit: 4 * sampleRuns * runLength, alignment: 1024).ranges
+    /// The element ranges sampled from a tensor of `count` elements to estimate where
+    /// its magnitudes lie: one run of `runLength` centred in each of `sampleRuns` equal
+    /// strata, its start aligned down to a multiple of 1024 elements (whole blocks of
+    /// every quantized type), or the whole tensor when it is not much larger. What a
+    /// sample decides is only how much the full pass collects, never a result.
+    public static func sampleRanges(count n: Int) -> [Range<Int>] {
+        if n <= 4 * sampleRuns * runLength { return n > 0 ? [0..<n] : [] }
+        let runs = min(n / runLength, sampleRuns)
+        let stride = n / runs
+        let offset = (stride - runLength) / 2
+        return (0..<runs).map { let start = ($0 * stride + offset) / 1024 * 1024; return start..<(start + runLength) }
     }
 
     /// The search for `rank` among `count` elements, from the magnitude keys of the

@@ -1,0 +1,164 @@
+import Checkpoints
+import Dispatch
+
+/// Splits each tensor into fixed chunks and runs a pass over them on the worker
+/// threads, each with its own `WorkerScratch`. Chunk boundaries depend only on the
+/// tensor and the method's kernel, never on the thread count, so neither do the
+/// results of a pass that are combined in chunk order.
+final class ChunkScheduler: @unchecked Sendable {
+    /// Elements per chunk: a few hundred kilobytes per buffer, so a worker's buffers stay in cache.
+    static let chunkElements = 1 << 16
+    /// Elements per release segment: a final pass hands input pages back to the kernel
+    /// a segment at a time, since each `madvise` interrupts every core to flush its TLB.
+    static let segmentElements = 1 << 22
+
+    let merge: PreparedMerge
+    let threads: Int
+    /// Elements per chunk (before rounding to whole kernel rows) and per release segment.
+    let chunkTarget: Int
+    let segmentTarget: Int
+    /// One per worker thread.
+    let scratch: [WorkerScratch]
+    /// Hands input pages back to the kernel once a segment is done.
+    private let releaser = DispatchQueue(label: "claire.merge.release")
+
+    /// Chunks of about `chunkElements` and release segments of about `segmentElements`
+    /// (both multiples of 256, so chunks of quantized tensors start and end on whole blocks).
+    init(_ merge: PreparedMerge, threads: Int, chunkElements: Int, segmentElements: Int) {
+        precondition(chunkElements > 0 && chunkElements % 256 == 0 && segmentElements > 0 && segmentElements % 256 == 0,
+                     "chunk and segment sizes must be positive multiples of 256")
+        self.merge = merge
+        self.threads = max(1, threads)
+        chunkTarget = chunkElements
+        segmentTarget = segmentElements
+        var capacity = 1, rowCapacity = 1
+        for job in merge.jobs where job.kind != .copy {
+            let row = merge.kernel(for: job).rowLength(of: job)
+            capacity = max(capacity, ChunkScheduler.chunkSize(elements: job.elementCount, row: row, target: chunkElements))
+            rowCapacity = max(rowCapacity, row)
+        }
+        let models = merge.plan.contributingModels.count
+        scratch = (0..<self.threads).map { _ in WorkerScratch(capacity: capacity, models: models, rowCapacity: rowCapacity) }
+    }
+
+    /// Elements per chunk of a tensor of `elements`: whole rows of the kernel's `row`
+    /// length, about `target` elements (one row when a row is longer), never more than the tensor.
+    static func chunkSize(elements: Int, row: Int, target: Int) -> Int {
+        let row = max(row, 1)
+        if row >= target { return row }
+        return max(1, min(elements, target / row * row))
+    }
+
+    func chunkSize(for job: MergeJob) -> Int {
+        ChunkScheduler.chunkSize(elements: job.elementCount, row: merge.kernel(for: job).rowLength(of: job), target: chunkTarget)
+    }
+
+    func chunkCount(_ job: MergeJob) -> Int {
+        let size = chunkSize(for: job)
+        return (job.elementCount + size - 1) / size
+    }
+
+    /// Calls `body(scratch, chunk, range)` for every chunk of `job`; each worker takes
+    /// the next chunk not yet taken, so a worker slowed by another thread (the writer)
+    /// does not hold the others back. The first error stops the pass. With `releasing`
+    /// (the pass that reads the inputs for the last time), chunks are handed out a
+    /// segment at a time and each segment's input pages are released once its chunks are done.
+    func forEachChunk(
+        _ job: MergeJob, releasing: Bool = false, _ body: (WorkerScratch, Int, Range<Int>) throws -> Void
+    ) throws {
+        let size = chunkSize(for: job)
+        let count = job.elementCount
+        let chunks = (count + size - 1) / size
+        let perSegment = releasing ? max(1, segmentTarget / size) : max(chunks, 1)
+        var first = 0
+        while first < chunks {
+            let start = first, end = min(chunks, first + perSegment)
+            try forEach(count: end - start) { s, j in
+                let c = start + j
+                // Every body slices the worker's buffers to the chunk's length.
+                let range = (c * size)..<min(count, (c + 1) * size)
+                precondition(range.count <= s.capacity, "a chunk of \(range.count) exceeds the worker buffers")
+                try body(s, c, range)
+            }
+            // Off the critical path: the workers go on with the next segment.
+            if releasing { release(job, (start * size)..<min(count, end * size)) }
+            first = end
+        }
+    }
+
+    /// Calls `body(scratch, job)` for every job in `0..<count` on the worker threads.
+    func forEach(count: Int, _ body: (WorkerScratch, Int) throws -> Void) throws {
+        let scratch = self.scratch
+        try withoutActuallyEscaping(body) { body in
+            // Each job touches only its own results and its worker's scratch.
+            let work = UncheckedSendable(body)
+            try WorkerQueue.forEach(count: count, workers: threads) { (worker, job) throws(any Error) in
+                try work.value(scratch[worker], job)
+            }
+        }
+    }
+
+    /// Releases the pages of elements `range` of every input of `job` (all of them when nil), off this thread.
+    func release(_ job: MergeJob, _ range: Range<Int>? = nil) {
+        let merge = self.merge
+        releaser.async {
+            var tensors = [(job.template, job.templateCheckpoint)]
+            for input in job.inputs { tensors.append((input.tensor, input.checkpoint)) }
+            for (tensor, checkpoint) in tensors {
+                let file = merge.checkpoints[checkpoint]
+                guard let range else {
+                    file.release(tensor)
+                    continue
+                }
+                let bytes = TensorDecoder.byteRange(range, of: tensor.dtype)
+                precondition(range.lowerBound >= 0 && bytes.upperBound <= tensor.byteCount,
+                             "elements \(range) outside tensor '\(tensor.name)'")
+                file.files[tensor.fileIndex].release((tensor.offset + bytes.lowerBound)..<(tensor.offset + bytes.upperBound))
+            }
+        }
+    }
+
+    /// Waits for the releases handed out so far.
+    func finishReleases() { releaser.sync {} }
+}
+
+/// A value handed to worker threads whose safety the caller guarantees (each worker
+/// touches only its own chunks and scratch).
+struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+/// Per-chunk results written by whichever worker handles the chunk, read in chunk
+/// order afterwards (so sums do not depend on the thread count).
+final class ChunkResults<Value>: @unchecked Sendable {
+    let values: UnsafeMutableBufferPointer<Value>
+
+    init(count: Int, initial: Value) {
+        values = .allocate(capacity: max(count, 1))
+        values.initialize(repeating: initial)
+    }
+
+    deinit {
+        values.deinitialize()
+        values.deallocate()
+    }
+
+    subscript(_ i: Int) -> Value {
+        get {
+            precondition(i >= 0 && i < values.count, "chunk result index out of range")
+            return values[i]
+        }
+        set {
+            precondition(i >= 0 && i < values.count, "chunk result index out of range")
+            values[i] = newValue
+        }
+    }
+
+    /// Stores `transform` of each of `source` from index `offset` on.
+    func update<Source>(at offset: Int, with source: UnsafeBufferPointer<Source>, _ transform: (Source) -> Value) {
+        precondition(offset >= 0 && offset <= values.count && source.count <= values.count - offset,
+                     "chunk results too short")
+        for i in 0..<source.count { values[offset + i] = transform(source[i]) }
+    }
+}

@@ -1,0 +1,173 @@
+import Checkpoints
+
+/// Reads chunks of input tensors into a worker's Float32 buffers (in the output's
+/// row order, noting NaN and infinite values) and encodes merged chunks into the
+/// output type, refusing values the type cannot hold.
+final class TensorDecoder: @unchecked Sendable {
+    let checkpoints: [Checkpoint]
+    /// When true, the first NaN or infinite input value stops the merge with an error.
+    var strict = false
+    /// Input tensors found holding NaN or infinite values.
+    let nonFinite = NonFiniteInputs()
+
+    init(_ checkpoints: [Checkpoint]) { self.checkpoints = checkpoints }
+
+    /// Decodes elements `range` of `tensor` into the start of `buffer`.
+    /// - Precondition: `range` lies within the tensor and fits in `buffer`.
+    func decode(_ tensor: TensorEntry, in checkpoint: Int, _ range: Range<Int>,
+                into buffer: UnsafeMutableBufferPointer<Float>) throws
+    {
+        let file = checkpoints[checkpoint]
+        let data = file.data(of: tensor)
+        let byteRange = TensorDecoder.byteRange(range, of: tensor.dtype)
+        precondition(range.lowerBound >= 0 && range.upperBound <= tensor.elementCount && byteRange.upperBound <= data.count,
+                     "elements \(range) outside tensor '\(tensor.name)'")
+        precondition(range.count <= buffer.count, "\(range.count) elements do not fit a buffer of \(buffer.count)")
+        let values = UnsafeMutableBufferPointer(rebasing: buffer[0..<range.count])
+        do {
+            try ElementCodec.decode(tensor.dtype, from: UnsafeRawBufferPointer(rebasing: data[byteRange]), into: values)
+        } catch {
+            throw MergeError.checkpoint(.codec(file: file.path, tensor: tensor.name, problem: error))
+        }
+        if !TensorDecoder.allFinite(UnsafeBufferPointer(values)) { try noteNonFinite(tensor, in: checkpoint) }
+    }
+
+    /// Decodes elements `range` of a model's tensor, in the output's row order, into
+    /// the start of `buffer`; rows stored in another order are read row by row.
+    func decode(_ input: MergeInput, _ range: Range<Int>, into buffer: UnsafeMutableBufferPointer<Float>) throws {
+        guard let order = input.rowOrder else {
+            try decode(input.tensor, in: input.checkpoint, range, into: buffer)
+            return
+        }
+        precondition(range.lowerBound >= 0 && range.count <= buffer.count, "\(range.count) elements do not fit a buffer of \(buffer.count)")
+        var start = range.lowerBound
+        while start < range.upperBound {
+            let row = start / order.columns
+            let end = min(range.upperBound, (row + 1) * order.columns)
+            let shift = (order.sourceRow(row) - row) * order.columns
+            try decode(input.tensor, in: input.checkpoint, (start + shift)..<(end + shift),
+                       into: UnsafeMutableBufferPointer(rebasing: buffer[(start - range.lowerBound)...]))
+            start = end
+        }
+    }
+
+    /// The base's elements `range` in `s.base`.
+    func decodeBase(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch) throws {
+        try decode(job.template, in: job.templateCheckpoint, range, into: s.base)
+    }
+
+    /// Each model's elements `range` in `s.inputs`.
+    func decodeModels(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch) throws -> [UnsafeBufferPointer<Float>] {
+        var models: [UnsafeBufferPointer<Float>] = []
+        for (m, input) in job.inputs.enumerated() {
+            try decode(input, range, into: s.inputs[m])
+            models.append(UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]))
+        }
+        return models
+    }
+
+    /// Decodes model `m` and subtracts the base already in `s.base`: δ in `s.inputs[m]`.
+    func decodeDelta(_ job: MergeJob, _ m: Int, _ range: Range<Int>, _ s: WorkerScratch) throws {
+        let input = job.inputs[m]
+        if input.tensor.dtype == .bf16, input.rowOrder == nil {
+            // The common case in one pass: BF16 is the upper half of a Float32.
+            let d = s.inputs[m], b = s.base
+            // The loop below reads elements `range` of the tensor and the first
+            // `range.count` entries of both buffers.
+            precondition(range.lowerBound >= 0 && range.upperBound <= input.tensor.elementCount
+                         && range.count <= d.count && range.count <= b.count, "elements \(range) out of bounds")
+            let source = bf16Elements(input.tensor, in: input.checkpoint) + range.lowerBound
+            // The largest exponent field seen, as a vectorizable maximum: all ones
+            // marks a NaN or an infinity.
+            var exponent: Int16 = 0
+            for i in 0..<range.count {
+                let x = source[i]
+                d[i] = Float(bitPattern: UInt32(x) &<< 16) - b[i]
+                exponent = max(exponent, Int16(bitPattern: x & 0x7f80))
+            }
+            if exponent == 0x7f80 { try noteNonFinite(input.tensor, in: input.checkpoint) }
+            return
+        }
+        try decode(input, range, into: s.inputs[m])
+        let delta = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
+        TaskVector.subtract(UnsafeBufferPointer(delta), UnsafeBufferPointer(rebasing: s.base[0..<range.count]), into: delta)
+    }
+
+    /// The elements of a BF16 tensor, in place in its mapped file.
+    /// Callers read only elements of a range they have checked against `tensor.elementCount`.
+    func bf16Elements(_ tensor: TensorEntry, in checkpoint: Int) -> UnsafePointer<UInt16> {
+        let data = checkpoints[checkpoint].data(of: tensor)
+        precondition(tensor.dtype == .bf16 && data.count >= 2 * tensor.elementCount && data.baseAddress != nil,
+                     "tensor '\(tensor.name)' is not a whole BF16 tensor")
+        return data.baseAddress!.assumingMemoryBound(to: UInt16.self)
+    }
+
+    /// Records that `tensor` of checkpoint `checkpoint` holds NaN or infinite values
+    /// (with `strict`, stops the merge).
+    private func noteNonFinite(_ tensor: TensorEntry, in checkpoint: Int) throws {
+        let file = checkpoints[checkpoint]
+        if strict { throw MergeError.nonFiniteInput(file: file.path, tensor: tensor.name) }
+        nonFinite.record(tensor.name, checkpoint: checkpoint, path: file.path)
+    }
+
+    /// True when no value is NaN or infinite (the exponent field is never all ones).
+    static func allFinite(_ values: UnsafeBufferPointer<Float>) -> Bool {
+        var special: UInt32 = 0
+        for v in values { special |= (v.bitPattern & 0x7f80_0000) == 0x7f80_0000 ? 1 : 0 }
+        return special == 0
+    }
+
+    /// Encodes `s.out` into the output bytes of `range`.
+    func store(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch, into bytes: UnsafeMutableRawBufferPointer) throws {
+        let byteRange = TensorDecoder.byteRange(range, of: job.outputDType)
+        precondition(range.lowerBound >= 0 && range.count <= s.out.count && byteRange.upperBound <= bytes.count,
+                     "elements \(range) outside the output of '\(job.name)'")
+        let values = UnsafeBufferPointer(rebasing: s.out[0..<range.count])
+        switch OutputRange.scan(values, as: job.outputDType) {
+        case .fits: break
+        case .tooLarge: throw MergeError.outputOutOfRange(tensor: job.name, dtype: job.outputDType)
+        case .nonFinite:
+            // NaN or infinite inputs (allowed without --strict, and reported) carry through;
+            // from finite inputs it is the arithmetic that overflowed.
+            let sources = [(job.template, job.templateCheckpoint)] + job.inputs.map { ($0.tensor, $0.checkpoint) }
+            guard sources.contains(where: { nonFinite.contains($0.0.name, checkpoint: $0.1) }) else {
+                throw MergeError.outputOutOfRange(tensor: job.name, dtype: job.outputDType)
+            }
+        }
+        do {
+            try ElementCodec.encode(job.outputDType, from: values, into: UnsafeMutableRawBufferPointer(rebasing: bytes[byteRange]))
+        } catch {
+            throw MergeError.checkpoint(.codec(file: "output", tensor: job.name, problem: error))
+        }
+    }
+
+    /// The bytes holding elements `range` of a tensor of `dtype`. Chunks start and end on
+    /// whole blocks (chunk sizes and GGUF rows are multiples of every block size), so
+    /// quantized tensors slice exactly.
+    static func byteRange(_ range: Range<Int>, of dtype: DType) -> Range<Int> {
+        let elements = dtype.blockElements, bytes = dtype.blockBytes
+        return (range.lowerBound / elements * bytes)..<((range.upperBound + elements - 1) / elements * bytes)
+    }
+}
+
+/// Input tensors holding NaN or infinite values, gathered from workers.
+final class NonFiniteInputs: Sendable {
+    private struct Source: Hashable {
+        let checkpoint: Int
+        let tensor: String
+    }
+    /// Each source with its message form, `'tensor' in path`.
+    private let found = Locked<[Source: String]>([:])
+
+    func record(_ tensor: String, checkpoint: Int, path: String) {
+        found.withLock { $0[Source(checkpoint: checkpoint, tensor: tensor)] = "'\(tensor)' in \(path)" }
+    }
+
+    /// Whether tensor `tensor` of checkpoint `checkpoint` was recorded.
+    func contains(_ tensor: String, checkpoint: Int) -> Bool {
+        found.withLock { $0[Source(checkpoint: checkpoint, tensor: tensor)] != nil }
+    }
+
+    /// The recorded tensors as `'tensor' in path`, sorted.
+    var names: [String] { found.withLock { $0.values.sorted() } }
+}

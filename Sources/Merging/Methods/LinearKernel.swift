@@ -1,0 +1,39 @@
+/// Linear: out = Σ wᵢθᵢ (/ Σ wᵢ when normalizing), with or without a base.
+struct LinearKernel: MergeKernel {
+    func check(_ plan: MergePlan) throws(MergeError) {
+        if plan.contributingModels.isEmpty { throw .badPlan("\(plan.method) needs at least one model") }
+    }
+
+    func parameters(models: [ModelSpec], plan: MergePlan,
+                    value: (String, ModelSpec?, Double) -> Double) -> MergeJob.Parameters {
+        .linear(weights: models.map { Float(value("weight", $0, 1)) },
+                normalize: value("normalize", nil, plan.method.defaultNormalize ? 1 : 0) != 0)
+    }
+
+    /// With `normalize`, linear divides by Σ wᵢ: the weights one tensor gets must not
+    /// cancel to (nearly) 0.
+    func checkResolved(_ job: MergeJob, plan: MergePlan) throws(MergeError) {
+        guard case .linear(let weights, true) = job.parameters else { return }
+        var sum = 0.0, magnitude = 0.0
+        for w in weights {
+            sum += Double(w)
+            magnitude += abs(Double(w))
+        }
+        guard abs(sum) >= ParameterRange.minimumWeightSumShare * magnitude, sum != 0 else {
+            let list = weights.map { formatNumber(Double($0)) }.joined(separator: ", ")
+            throw .badParameter(
+                name: "weight",
+                problem: "the weights of '\(job.name)' (\(list)) sum to \(formatNumber(sum)), and normalizing divides by that sum (use --no-normalize or other weights)")
+        }
+    }
+
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+        guard case .linear(let weights, let normalize) = job.parameters else { preconditionFailure("not a linear job") }
+        let decoder = executor.decoder
+        try executor.chunks.forEachChunk(job, releasing: true) { s, _, range in
+            Interpolation.linear(try decoder.decodeModels(job, range, s), weights: weights, normalize: normalize,
+                                 into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
+            try decoder.store(job, range, s, into: bytes)
+        }
+    }
+}

@@ -1,0 +1,120 @@
+/// The merge methods, by their mergekit names, and the one table that defines them:
+/// each method's row names its kernel (the family that computes it) and its defaults.
+/// A new method is a case here, its row in `entry`, and — for a new family — a kernel
+/// in a file of its own.
+@dynamicMemberLookup
+public enum MergeMethod: String, Sendable, CaseIterable, CustomStringConvertible {
+    case taskArithmetic = "task_arithmetic"
+    case ties
+    case dareTies = "dare_ties"
+    case dareLinear = "dare_linear"
+    case breadcrumbs
+    case breadcrumbsTies = "breadcrumbs_ties"
+    case della
+    case dellaLinear = "della_linear"
+    case linear
+    case slerp
+    case modelStock = "model_stock"
+
+    /// This method's row of the table.
+    public var entry: MethodEntry {
+        switch self {
+        case .taskArithmetic: .taskVectors(nil)
+        case .ties: .taskVectors(.magnitude, consensus: .sum, normalize: true)
+        case .dareTies: .taskVectors(.random, consensus: .sum, rescale: .l1)
+        case .dareLinear: .taskVectors(.random, rescale: .l1)
+        case .breadcrumbs: .taskVectors(.magnitudeOutliers)
+        case .breadcrumbsTies: .taskVectors(.magnitudeOutliers, consensus: .sum)
+        case .della: .taskVectors(.dellaMagprune, consensus: .sum, normalize: true, rescale: .l1)
+        case .dellaLinear: .taskVectors(.dellaMagprune, rescale: .l1)
+        case .linear: MethodEntry(kernel: LinearKernel(), parameterNames: ["weight", "normalize"], needsBase: false,
+                                  defaultNormalize: true)
+        case .slerp: MethodEntry(kernel: SlerpKernel(), parameterNames: ["t"])
+        case .modelStock: MethodEntry(kernel: ModelStockKernel(), parameterNames: ["filter_wise"])
+        }
+    }
+}
+
+/// One method's row: the kernel that computes it, the parameters it reads and its defaults.
+public struct MethodEntry: Sendable {
+    /// The family's kernel.
+    let kernel: any MergeKernel
+    /// The per-model and global parameter names the method reads.
+    public let parameterNames: Set<String>
+    /// True when the method needs a base model.
+    public let needsBase: Bool
+    /// The sparsifier applied to each task vector (nil: none, or not a task-vector method).
+    public let sparsifier: Sparsifier?
+    /// The default sign election (nil: deltas are added without one).
+    public let defaultConsensus: Consensus?
+    /// Whether weights are divided by their sum unless the recipe says otherwise.
+    public let defaultNormalize: Bool
+    /// The rescale used unless the recipe says otherwise.
+    public let defaultRescale: Rescale
+    /// True for the methods built on task vectors δᵢ = θᵢ − θ₀ and `Fusion`.
+    public var fusesTaskVectors: Bool { kernel is TaskVectorKernel }
+
+    init(
+        kernel: any MergeKernel, parameterNames: Set<String>, needsBase: Bool = true, sparsifier: Sparsifier? = nil,
+        defaultConsensus: Consensus? = nil, defaultNormalize: Bool = false, defaultRescale: Rescale = .none
+    ) {
+        self.kernel = kernel
+        self.parameterNames = parameterNames
+        self.needsBase = needsBase
+        self.sparsifier = sparsifier
+        self.defaultConsensus = defaultConsensus
+        self.defaultNormalize = defaultNormalize
+        self.defaultRescale = defaultRescale
+    }
+
+    /// A method of the task-vector family (δᵢ = θᵢ − θ₀, sparsified and fused).
+    static func taskVectors(
+        _ sparsifier: Sparsifier?, consensus: Consensus? = nil, normalize: Bool = false, rescale: Rescale = .none
+    ) -> MethodEntry {
+        var names: Set<String> = ["weight", "density", "lambda", "normalize", "rescale", "consensus", "int8_mask"]
+        if sparsifier == .magnitudeOutliers { names.insert("gamma") }
+        if sparsifier == .dellaMagprune { names.insert("epsilon") }
+        return MethodEntry(kernel: TaskVectorKernel(sparsifier: sparsifier), parameterNames: names, sparsifier: sparsifier,
+                           defaultConsensus: consensus, defaultNormalize: normalize, defaultRescale: rescale)
+    }
+}
+
+extension MergeJob {
+    /// A tensor's parameters, as its method's family reads them.
+    public enum Parameters: Sendable {
+        /// Copied or converted from the base: nothing to resolve.
+        case none
+        case taskVectors(TaskVectorParameters)
+        case linear(weights: [Float], normalize: Bool)
+        /// SLERP's interpolation factor.
+        case slerp(t: Float)
+        /// Model Stock per row instead of per tensor.
+        case modelStock(filterWise: Bool)
+    }
+}
+
+/// A method family's computation: how it checks a plan, resolves its parameters for
+/// one tensor and produces that tensor chunk by chunk on an executor.
+protocol MergeKernel: Sendable {
+    /// Checks what the family needs of a plan before any file is opened (model counts,
+    /// required parameters).
+    func check(_ plan: MergePlan) throws(MergeError)
+    /// The family's parameters for one tensor; `value(name, model, default)` resolves
+    /// a parameter for a contributing model (nil: the global value).
+    func parameters(models: [ModelSpec], plan: MergePlan,
+                    value: (String, ModelSpec?, Double) -> Double) -> MergeJob.Parameters
+    /// Checks the values resolved for one tensor.
+    func checkResolved(_ job: MergeJob, plan: MergePlan) throws(MergeError)
+    /// Row length the kernel needs whole in a chunk (1: any split is fine).
+    func rowLength(of job: MergeJob) -> Int
+    /// Prepares a run of `executor` before its first tensor.
+    func begin(on executor: MergeExecutor) throws
+    /// Computes `job` into `bytes`, its encoded output.
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws
+}
+
+extension MergeKernel {
+    func checkResolved(_ job: MergeJob, plan: MergePlan) throws(MergeError) {}
+    func rowLength(of job: MergeJob) -> Int { 1 }
+    func begin(on executor: MergeExecutor) throws {}
+}
