@@ -178,9 +178,9 @@ public struct GGUFTokenizer: Sendable, Equatable {
             MetadataEntry("tokenizer.ggml.token_type",
                           .array(MetadataArray(elementType: .int32, values: types.map { .int32($0.rawValue) }))),
         ]
-        if !merges.isEmpty {
-            entries.append(MetadataEntry("tokenizer.ggml.merges", .array(MetadataArray(elementType: .string, values: merges.map { .string($0) }))))
-        }
+        // Written even when empty: llama.cpp refuses a BPE vocabulary without the key, and
+        // an empty list is a valid tokenizer (every byte stays its own token).
+        entries.append(MetadataEntry("tokenizer.ggml.merges", .array(MetadataArray(elementType: .string, values: merges.map { .string($0) }))))
         for (role, id) in specialIDs { entries.append(MetadataEntry("tokenizer.ggml.\(Self.idKey(role))", .uint32(UInt32(clamping: id)))) }
         if let addBOS { entries.append(MetadataEntry("tokenizer.ggml.add_bos_token", .bool(addBOS))) }
         if let addEOS { entries.append(MetadataEntry("tokenizer.ggml.add_eos_token", .bool(addEOS))) }
