@@ -29,7 +29,7 @@ extension MergeTool {
         @Option(help: "The base model the task vectors are taken from.")
         var base: String?
 
-        @Option(help: "A mergekit YAML recipe (instead of models and flags).")
+        @Option(help: "A mergekit YAML recipe (instead of models and the merge flags; only --dtype may override it).")
         var config: String?
 
         @Option(name: [.short, .customLong("output")], help: "The output model folder.")
@@ -37,7 +37,7 @@ extension MergeTool {
 
         // A typo gets the closest method name as a suggestion.
         @Option(help: OptionValue.help("Merge method.", default: MergeMethod.ties), transform: { try MergeMethod.named($0) })
-        var method: MergeMethod = .ties
+        var method: MergeMethod?
 
         @Option(help: "Per-model weights, comma-separated (one value applies to all); each \(ParameterRange.describe("weight")).")
         var weights: String?
@@ -69,11 +69,11 @@ extension MergeTool {
         @Option(help: "Sign election of the TIES-style methods.")
         var consensus: Consensus?
 
-        @Option(help: "Magnitude trim per tensor or over the whole model.")
-        var trim: TrimScope = .tensor
+        @Option(help: OptionValue.help("Magnitude trim per tensor or over the whole model.", default: TrimScope.tensor))
+        var trim: TrimScope?
 
-        @Option(help: "Seed of the random sparsifiers (DARE, DELLA).")
-        var seed: UInt64 = 0
+        @Option(help: "Seed of the random sparsifiers (DARE, DELLA; default 0).")
+        var seed: UInt64?
 
         @Option(help: "Output element type (default: the base's).")
         var dtype: FloatOutputType?
@@ -99,6 +99,9 @@ extension MergeTool {
                 guard models.isEmpty, base == nil else {
                     throw ValidationError("give either --config or models and --base, not both")
                 }
+                if let flag = mergeFlagsGiven.first {
+                    throw ValidationError("\(flag) cannot be used with --config: the recipe sets it (edit the recipe instead)")
+                }
             } else if models.isEmpty {
                 throw ValidationError("name the models to merge, or a recipe with --config")
             }
@@ -110,6 +113,19 @@ extension MergeTool {
             }
             _ = try numbers(weights, "--weights", parameter: "weight")
             _ = try numbers(density, "--density", parameter: "density")
+        }
+
+        /// The merge flags given on the command line, which a recipe sets instead.
+        private var mergeFlagsGiven: [String] {
+            let given: [(String, Bool)] = [
+                ("--method", method != nil), ("--weights", weights != nil), ("--density", density != nil),
+                ("--lambda", lambdaScale != nil), ("--gamma", gamma != nil), ("--epsilon", epsilon != nil),
+                ("--t", interpolation != nil), ("--filter-wise", filterWise),
+                (normalize == false ? "--no-normalize" : "--normalize", normalize != nil),
+                ("--rescale", rescale != nil), ("--consensus", consensus != nil), ("--trim", trim != nil),
+                ("--seed", seed != nil),
+            ]
+            return given.filter(\.1).map(\.0)
         }
 
         func run() throws {
@@ -197,6 +213,7 @@ extension MergeTool {
             let weightList = try numbers(weights, "--weights", parameter: "weight")
             let densityList = try numbers(density, "--density", parameter: "density")
             var specs: [ModelSpec] = []
+            let method = method ?? .ties
             for (i, path) in models.enumerated() {
                 var spec = ModelSpec(path: path)
                 // Weights are always written out: mergekit requires them in a recipe.
@@ -206,7 +223,7 @@ extension MergeTool {
             }
             let plan = MergePlan(
                 method: method, base: base, models: specs, parameters: parameters,
-                rescale: rescale, consensus: consensus, trim: trim, seed: seed, outputDType: dtype?.dtype)
+                rescale: rescale, consensus: consensus, trim: trim ?? .tensor, seed: seed ?? 0, outputDType: dtype?.dtype)
             return (plan, MergeRecipe.yaml(for: plan))
         }
 

@@ -106,6 +106,28 @@ private let base = fixture("merge/base"), sft = fixture("merge/sft"), dpo = fixt
         #expect(again.err.contains("already exists (use --force to replace it)"))
     }
 
+    @Test func mergeFlagsBesideARecipeAreAUsageError() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let recipe = folder + "/r.yml"
+        try "merge_method: ties\nbase_model: \(base)\nmodels:\n  - model: \(sft)\n  - model: \(dpo)\n"
+            .write(toFile: recipe, atomically: true, encoding: .utf8)
+        let flags: [[String]] = [
+            ["--method", "linear"], ["--density", "0.5"], ["--weights", "1"], ["--lambda", "2"], ["--seed", "7"],
+            ["--normalize"], ["--no-normalize"], ["--gamma", "0.02"], ["--epsilon", "0.1"], ["--t", "0.5"],
+            ["--filter-wise"], ["--rescale", "l1"], ["--consensus", "count"], ["--trim", "tensor"],
+        ]
+        for flag in flags {
+            let result = try runTool(["fuse", "--config", recipe, "-o", folder + "/x"] + flag)
+            #expect(result.status == 64, "\(flag)")
+            #expect(result.err.contains("\(flag[0]) cannot be used with --config: the recipe sets it"), "\(flag)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: folder + "/x"))
+        // The output type may still be chosen beside a recipe.
+        let typed = try runTool(["fuse", "--config", recipe, "-o", folder + "/x", "--dtype", "bf16"])
+        #expect(typed.status == 0)
+    }
+
     @Test func conflictingRecipeAndModelsIsAUsageError() throws {
         let result = try runTool(["fuse", sft, "--config", "r.yml", "-o", "x"])
         #expect(result.status == 64)
