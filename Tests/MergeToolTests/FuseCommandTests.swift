@@ -128,6 +128,24 @@ private let base = fixture("merge/base"), sft = fixture("merge/sft"), dpo = fixt
         #expect(typed.status == 0)
     }
 
+    @Test func parametersTheMethodDoesNotReadGiveAWarningAndTheMergeRuns() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let stock = folder + "/stock.yml"
+        try "merge_method: model_stock\nbase_model: \(base)\nmodels:\n  - model: \(sft)\n    parameters: {weight: 0.5}\n  - model: \(dpo)\n    parameters: {weight: 0.5}\n"
+            .write(toFile: stock, atomically: true, encoding: .utf8)
+        let result = try runTool(["fuse", "--config", stock, "-o", folder + "/stock"])
+        #expect(result.status == 0)
+        #expect(result.err == "warning: parameter 'weight' is not used by model_stock; it is ignored\n")
+        #expect(FileManager.default.fileExists(atPath: folder + "/stock/model.safetensors"))
+        let linear = folder + "/linear.yml"
+        try "merge_method: linear\nmodels:\n  - model: \(sft)\n    parameters: {weight: 1}\n  - model: \(dpo)\n    parameters: {weight: 1}\nparameters:\n  int8_mask: true\n"
+            .write(toFile: linear, atomically: true, encoding: .utf8)
+        let mixed = try runTool(["fuse", "--config", linear, "-o", folder + "/linear"])
+        #expect(mixed.status == 0)
+        #expect(mixed.err == "warning: parameter 'int8_mask' is not used by linear; it is ignored\n")
+    }
+
     @Test func conflictingRecipeAndModelsIsAUsageError() throws {
         let result = try runTool(["fuse", sft, "--config", "r.yml", "-o", "x"])
         #expect(result.status == 64)
