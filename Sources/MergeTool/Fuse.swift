@@ -263,7 +263,13 @@ extension MergeTool {
             let tokenizerFolder = prepared.plan.tokenizerSource.map(folder(of:)) ?? templateFolder
             for name in ModelCard.configFiles {
                 if let templateFolder, FileManager.default.fileExists(atPath: templateFolder + "/" + name) {
-                    try writer.copyFile(from: templateFolder + "/" + name, followSymlinks: input.followSymlinks)
+                    if name == "config.json" {
+                        // Its torch_dtype names the output type.
+                        try FormatConversion.copyConfig(from: templateFolder, to: writer, dtype: prepared.plan.outputDType,
+                                                        followSymlinks: input.followSymlinks)
+                    } else {
+                        try writer.copyFile(from: templateFolder + "/" + name, followSymlinks: input.followSymlinks)
+                    }
                 }
             }
             for name in ModelCard.tokenizerFiles {

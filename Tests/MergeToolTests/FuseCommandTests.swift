@@ -146,6 +146,26 @@ private let base = fixture("merge/base"), sft = fixture("merge/sft"), dpo = fixt
         #expect(mixed.err == "warning: parameter 'int8_mask' is not used by linear; it is ignored\n")
     }
 
+    @Test func configNamesTheOutputType() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        func torchDType(_ out: String) throws -> String? {
+            let data = try #require(FileManager.default.contents(atPath: out + "/config.json"))
+            return (try JSONSerialization.jsonObject(with: data) as? [String: Any])?["torch_dtype"] as? String
+        }
+        #expect(try runTool(["fuse", sft, dpo, "--base", base, "--dtype", "f16", "-o", folder + "/half"]).status == 0)
+        #expect(try torchDType(folder + "/half") == "float16")
+        let recipe = folder + "/r.yml"
+        try "merge_method: task_arithmetic\nbase_model: \(base)\nmodels:\n  - model: \(sft)\n    parameters: {weight: 1}\nout_dtype: bfloat16\n"
+            .write(toFile: recipe, atomically: true, encoding: .utf8)
+        #expect(try runTool(["fuse", "--config", recipe, "-o", folder + "/brain"]).status == 0)
+        #expect(try torchDType(folder + "/brain") == "bfloat16")
+        // Without an output type the base's config is copied as it is.
+        #expect(try runTool(["fuse", sft, dpo, "--base", base, "-o", folder + "/same"]).status == 0)
+        #expect(FileManager.default.contents(atPath: folder + "/same/config.json")
+                == FileManager.default.contents(atPath: base + "/config.json"))
+    }
+
     @Test func conflictingRecipeAndModelsIsAUsageError() throws {
         let result = try runTool(["fuse", sft, "--config", "r.yml", "-o", "x"])
         #expect(result.status == 64)
