@@ -20,7 +20,11 @@ public enum MergeRecipe {
     public static let maximumParameterValues = 100_000
 
     /// Reads and parses the recipe at `path`, returning the plan and the recipe's text.
-    public static func load(_ path: String) throws(MergeError) -> (plan: MergePlan, text: String) {
+    /// Model names that are hub IDs (`org/name[@revision]`) and no local path are
+    /// replaced by their snapshot in the hub cache `locator` searches.
+    public static func load(_ path: String, locator: ModelLocator = ModelLocator()) throws(MergeError)
+        -> (plan: MergePlan, text: String)
+    {
         let bytes: [UInt8]
         do {
             bytes = try InputFile.readAll(path, cap: InputFile.maximumRecipeSize, what: "a recipe")
@@ -31,7 +35,15 @@ public enum MergeRecipe {
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw .recipe(file: path, problem: "not valid UTF-8")
         }
-        return (try parse(text, file: path), text)
+        var plan = try parse(text, file: path)
+        do {
+            if let base = plan.base { plan.base = try locator.locate(base) }
+            for i in plan.models.indices { plan.models[i].path = try locator.locate(plan.models[i].path) }
+            if let source = plan.tokenizerSource { plan.tokenizerSource = try locator.locate(source) }
+        } catch {
+            throw .recipe(file: path, problem: error.description)
+        }
+        return (plan, text)
     }
 
     /// Parses recipe text; `file` names it in messages.
