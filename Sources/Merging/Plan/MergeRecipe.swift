@@ -268,19 +268,22 @@ public enum MergeRecipe {
         }
     }
 
-    /// The plan as a mergekit-style recipe (what `fuse` stores beside its output).
+    /// The plan as a mergekit recipe (what `fuse` stores beside its output). mergekit
+    /// 0.1.5 validates and runs it; a leading comment names the options it would ignore
+    /// or refuse, which Claire reads back.
     public static func yaml(for plan: MergePlan) -> String {
         var pairs: [(Node, Node)] = [("merge_method", Node(plan.method.rawValue))]
         if let base = plan.base { pairs.append(("base_model", Node(base))) }
         var models: [Node] = []
-        for model in plan.models {
+        for model in modelsForMergekit(plan) {
             var entry: [(Node, Node)] = [("model", Node(model.path))]
             if !model.parameters.isEmpty { entry.append(("parameters", node(for: model.parameters, options: []))) }
             models.append(Node.mapping(Node.Mapping(entry)))
         }
         pairs.append(("models", Node.sequence(Node.Sequence(models))))
         var options: [(String, String)] = []
-        if let rescale = plan.rescale { options.append(("rescale", rescale.rawValue)) }
+        // mergekit's rescale is a switch: true is the l1 rescale.
+        if let rescale = plan.rescale { options.append(("rescale", rescale == .l1 ? "true" : rescale == .none ? "false" : rescale.rawValue)) }
         if let consensus = plan.consensus { options.append(("consensus", consensus.rawValue)) }
         if plan.trim != .tensor { options.append(("trim", plan.trim.rawValue)) }
         if !plan.parameters.isEmpty || !options.isEmpty {
@@ -294,7 +297,39 @@ public enum MergeRecipe {
         if plan.method.sparsifier == .random || plan.method.sparsifier == .dellaMagprune {
             pairs.append(("seed", Node(String(plan.seed))))
         }
-        return (try? Yams.serialize(node: Node.mapping(Node.Mapping(pairs)), sortKeys: false)) ?? ""
+        let body = (try? Yams.serialize(node: Node.mapping(Node.Mapping(pairs)), sortKeys: false)) ?? ""
+        let notes = mergekitNotes(for: plan)
+        guard !notes.isEmpty else { return body }
+        return (["# For mergekit:"] + notes.map { "#   " + $0 }).joined(separator: "\n") + "\n" + body
+    }
+
+    /// The plan's models as written: mergekit's `linear` merges `base_model` as one more
+    /// model (and requires its weight), while Claire's takes only the config from it, so
+    /// a base not among the models is listed with weight 0 — the same sum in both.
+    static func modelsForMergekit(_ plan: MergePlan) -> [ModelSpec] {
+        guard plan.method == .linear, let base = plan.base, !plan.models.contains(where: { $0.path == base }) else {
+            return plan.models
+        }
+        return plan.models + [ModelSpec(path: base, parameters: ["weight": .number(0)])]
+    }
+
+    /// What mergekit 0.1.5 would do differently with the recipe of `plan`, one line each.
+    static func mergekitNotes(for plan: MergePlan) -> [String] {
+        var notes: [String] = []
+        if modelsForMergekit(plan).count != plan.models.count {
+            notes.append("the base is listed with weight 0, as mergekit's linear merges base_model too")
+        }
+        if plan.rescale == .inverse, plan.method.sparsifier != nil {
+            notes.append("rescale: inverse has no mergekit equivalent (mergekit refuses it; true is the l1 rescale)")
+        }
+        if plan.consensus == .count, plan.method.defaultConsensus != nil {
+            notes.append("consensus: count is ignored by mergekit, whose \(plan.method) elects signs by sum")
+        }
+        if plan.trim == .global { notes.append("trim: global is ignored by mergekit, which trims each tensor alone") }
+        if plan.method.sparsifier == .random || plan.method.sparsifier == .dellaMagprune {
+            notes.append("seed is ignored by mergekit, which draws its own random masks (mergekit-yaml --random-seed)")
+        }
+        return notes
     }
 
     private static func node(for parameters: [String: ParameterValue], options: [(String, String)]) -> Node {
