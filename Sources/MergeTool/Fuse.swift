@@ -272,10 +272,25 @@ extension MergeTool {
                     }
                 }
             }
+            let template = prepared.plan.chatTemplate
             for name in ModelCard.tokenizerFiles {
                 if let tokenizerFolder, FileManager.default.fileExists(atPath: tokenizerFolder + "/" + name) {
+                    // The recipe's chat template replaces the one copied (a chat_template.jinja
+                    // file would take precedence over tokenizer_config.json's, so it is left out).
+                    if template != nil, name == "chat_template.jinja" { continue }
+                    if let template, name == "tokenizer_config.json" {
+                        let path = try HFFolder.sideFile(name, in: tokenizerFolder, followSymlinks: input.followSymlinks)
+                        guard let config = ChatTemplate.settingTemplate(template, in: try readJSONFile(path, rejectDuplicateKeys: false)) else {
+                            throw CheckpointError.io(file: path, problem: "is not a JSON object")
+                        }
+                        try writer.writeFile(name: name, contents: Array((config.prettyText + "\n").utf8))
+                        continue
+                    }
                     try writer.copyFile(from: tokenizerFolder + "/" + name, followSymlinks: input.followSymlinks)
                 }
+            }
+            if template != nil, !FileManager.default.fileExists(atPath: (tokenizerFolder ?? "") + "/tokenizer_config.json") {
+                printError("warning: the recipe's chat_template is not written: \(tokenizerFolder ?? prepared.template.path) has no tokenizer_config.json")
             }
         }
 

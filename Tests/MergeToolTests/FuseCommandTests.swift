@@ -166,6 +166,28 @@ private let base = fixture("merge/base"), sft = fixture("merge/sft"), dpo = fixt
                 == FileManager.default.contents(atPath: base + "/config.json"))
     }
 
+    @Test func recipeChatTemplateIsWrittenIntoTokenizerConfig() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let chatBase = folder + "/base"
+        try FileManager.default.copyItem(atPath: base, toPath: chatBase)
+        try "{\"model_max_length\": 2048, \"chat_template\": \"{{ old }}\"}".write(
+            toFile: chatBase + "/tokenizer_config.json", atomically: true, encoding: .utf8)
+        try "{{ old }}".write(toFile: chatBase + "/chat_template.jinja", atomically: true, encoding: .utf8)
+        let recipe = folder + "/r.yml"
+        try "merge_method: task_arithmetic\nbase_model: \(chatBase)\nmodels:\n  - model: \(sft)\n    parameters: {weight: 1}\nchat_template: chatml\n"
+            .write(toFile: recipe, atomically: true, encoding: .utf8)
+        let result = try runTool(["fuse", "--config", recipe, "-o", folder + "/out"])
+        #expect(result.status == 0)
+        let data = try #require(FileManager.default.contents(atPath: folder + "/out/tokenizer_config.json"))
+        let config = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let template = try #require(config["chat_template"] as? String)
+        #expect(template.hasPrefix("{% for message in messages %}{{ '<|im_start|>' + message['role']"))
+        #expect(config["model_max_length"] as? Int == 2048)
+        // A chat_template.jinja beside it would take precedence, so the base's is not copied.
+        #expect(!FileManager.default.fileExists(atPath: folder + "/out/chat_template.jinja"))
+    }
+
     @Test func conflictingRecipeAndModelsIsAUsageError() throws {
         let result = try runTool(["fuse", sft, "--config", "r.yml", "-o", "x"])
         #expect(result.status == 64)

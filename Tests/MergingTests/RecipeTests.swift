@@ -137,3 +137,17 @@ import Testing
     let listed = MergePlan(method: .linear, base: "a", models: plan.models)
     #expect(try MergeRecipe.parse(MergeRecipe.yaml(for: listed), file: "merge-config.yml") == listed)
 }
+
+@Test func chatTemplateIsANameOrATemplate() throws {
+    let head = "merge_method: ties\nbase_model: x\nmodels:\n  - model: a\n"
+    let named = try MergeRecipe.parse(head + "chat_template: chatml\n", file: "r.yml")
+    #expect(named.chatTemplate == ChatTemplate.template(for: "chatml"))
+    #expect(named.chatTemplate?.contains("<|im_start|>") == true)
+    let literal = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    let given = try MergeRecipe.parse(head + "chat_template: \"\(literal)\"\n", file: "r.yml")
+    #expect(given.chatTemplate == literal)
+    #expect(try MergeRecipe.parse(MergeRecipe.yaml(for: given), file: "merge-config.yml") == given)
+    #expect(throws: MergeError.recipe(file: "r.yml", problem: "'chat_template' must be chatml, llama3 or a Jinja template (line 5)")) {
+        try MergeRecipe.parse(head + "chat_template: vicuna\n", file: "r.yml")
+    }
+}

@@ -44,6 +44,8 @@ public struct MergePlan: Sendable, Equatable {
     public var outputDType: DType?
     /// The model whose tokenizer files are copied (nil: the base).
     public var tokenizerSource: String?
+    /// The chat template written into the output's tokenizer_config.json (nil: the copied one).
+    public var chatTemplate: String?
 
     /// A plan; every option defaults to the method's own default.
     public init(

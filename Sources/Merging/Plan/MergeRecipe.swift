@@ -5,11 +5,11 @@ import Yams
 /// mergekit's YAML recipe format: reading it into a `MergePlan` and writing a plan back.
 ///
 /// Accepted keys: `models` (each `model` and optional `parameters`), `base_model`,
-/// `merge_method`, `parameters`, `dtype`, `out_dtype`, `tokenizer_source`, and Claire's
+/// `merge_method`, `parameters`, `dtype`, `out_dtype`, `tokenizer_source`, `chat_template`, and Claire's
 /// own `seed`. Anything else is an error, so a misspelt key never silently changes a merge.
 public enum MergeRecipe {
     static let topLevelKeys = ["models", "base_model", "merge_method", "parameters", "dtype", "out_dtype",
-                               "tokenizer_source", "seed"]
+                               "tokenizer_source", "chat_template", "seed"]
     /// Parameters that are switches, written as true/false.
     static let flagParameters: Set<String> = ["normalize", "filter_wise", "int8_mask"]
     /// Global keys that configure the merge rather than weigh tensors.
@@ -128,6 +128,13 @@ public enum MergeRecipe {
             guard let source = node.string else { throw .recipe(file: file, problem: "'tokenizer_source' must be a path or 'base'\(at(node))") }
             if source == "union" { throw .recipe(file: file, problem: "tokenizer_source 'union' is not supported (use 'base' or a model path)") }
             plan.tokenizerSource = source == "base" ? nil : source
+        }
+        if let node = fields["chat_template"] {
+            guard let value = node.string, let template = ChatTemplate.template(for: value) else {
+                let names = ChatTemplate.names.joined(separator: ", ")
+                throw .recipe(file: file, problem: "'chat_template' must be \(names) or a Jinja template\(at(node))")
+            }
+            plan.chatTemplate = template
         }
         if let node = fields["seed"] {
             guard let seed = node.int, seed >= 0 else { throw .recipe(file: file, problem: "'seed' must be a non-negative integer\(at(node))") }
@@ -294,6 +301,7 @@ public enum MergeRecipe {
             pairs.append(("out_dtype", Node(recipeName(of: dtype))))
         }
         if let source = plan.tokenizerSource { pairs.append(("tokenizer_source", Node(source))) }
+        if let template = plan.chatTemplate { pairs.append(("chat_template", Node(template))) }
         if plan.method.sparsifier == .random || plan.method.sparsifier == .dellaMagprune {
             pairs.append(("seed", Node(String(plan.seed))))
         }
