@@ -17,6 +17,13 @@ extension MergeTool {
                 checked against the base before anything is written; the folder appears only when \
                 complete. Methods and parameters: docs/merging.md.
 
+                A recipe (--config) sets the method, models, parameters and seed; the merge \
+                flags beside it are refused, and only --dtype overrides its output type. It may \
+                name models by hub ID (org/name or org/name@revision) when they are in the local \
+                Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub). \
+                Parameters its method does not read are ignored with a warning, as mergekit does; \
+                chat_template (chatml, llama3 or a template) goes into tokenizer_config.json.
+
                 Examples:
                   merge-tool fuse sft/ dpo/ --base base/ --density 0.3,1 -o out/
                   merge-tool fuse a/ b/ --base base/ --method dare_ties --seed 7 -o out/
