@@ -296,7 +296,7 @@ extension MergeTool {
                     try writer.copyFile(from: tokenizerFolder + "/" + name, followSymlinks: input.followSymlinks)
                 }
             }
-            if template != nil, !FileManager.default.fileExists(atPath: (tokenizerFolder ?? "") + "/tokenizer_config.json") {
+            if template != nil, !(tokenizerFolder.map { FileManager.default.fileExists(atPath: $0 + "/tokenizer_config.json") } ?? false) {
                 printError("warning: the recipe's chat_template is not written: \(tokenizerFolder ?? prepared.template.path) has no tokenizer_config.json")
             }
         }
