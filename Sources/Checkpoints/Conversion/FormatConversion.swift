@@ -242,6 +242,18 @@ public enum FormatConversion {
         return FileManager.default.fileExists(atPath: path, isDirectory: &flag) && flag.boolValue
     }
 
+    /// Writes `folder`'s config.json into `writer`: with `torch_dtype` (and `dtype`) naming
+    /// `dtype` when given, so a loader's `dtype="auto"` picks the type the tensors have;
+    /// otherwise copied unchanged.
+    public static func copyConfig(from folder: String, to writer: HFFolderWriter, dtype: DType?,
+                                  followSymlinks: Bool = false) throws(CheckpointError) {
+        guard let dtype else {
+            return try writer.copyFile(from: folder + "/config.json", followSymlinks: followSymlinks)
+        }
+        let config = try readJSONFile(HFFolder.sideFile("config.json", in: folder, followSymlinks: followSymlinks))
+        try writer.writeFile(name: "config.json", contents: Array((withTorchDType(config, dtype).prettyText + "\n").utf8))
+    }
+
     /// `config` with `torch_dtype` set to match `dtype` (when it has the key).
     static func withTorchDType(_ config: JSONValue, _ dtype: DType) -> JSONValue {
         guard case .object(var members) = config else { return config }

@@ -44,6 +44,8 @@ public struct MergePlan: Sendable, Equatable {
     public var outputDType: DType?
     /// The model whose tokenizer files are copied (nil: the base).
     public var tokenizerSource: String?
+    /// The chat template written into the output's tokenizer_config.json (nil: the copied one).
+    public var chatTemplate: String?
 
     /// A plan; every option defaults to the method's own default.
     public init(
@@ -84,19 +86,40 @@ public struct MergePlan: Sendable, Equatable {
     public func check() throws(MergeError) {
         if method.needsBase && base == nil { throw .badPlan("\(method) needs a base model (--base or base_model)") }
         try method.entry.kernel.check(self)
+        // A parameter another method reads is ignored with a warning (`unusedParameters`),
+        // as mergekit ignores it; a name no method reads is an error, most likely a typo.
         let known = method.parameterNames
         for (name, value) in parameters {
-            guard known.contains(name) else { throw .badParameter(name: name, problem: "\(method) has no such parameter") }
+            guard known.contains(name) else {
+                if !Self.anyMethodReads(name) { throw .badParameter(name: name, problem: "\(method) has no such parameter") }
+                continue
+            }
             try checkNumbers(name, value)
         }
         for model in models {
             for (name, value) in model.parameters {
                 guard known.contains(name) else {
-                    throw .badParameter(name: name, problem: "\(method) has no such parameter (model \(model.path))")
+                    if !Self.anyMethodReads(name) {
+                        throw .badParameter(name: name, problem: "\(method) has no such parameter (model \(model.path))")
+                    }
+                    continue
                 }
                 try checkNumbers(name, value)
             }
         }
+    }
+
+    /// The parameters, global or per model, that other methods read but this one does
+    /// not: the merge ignores them (so does mergekit). Sorted by name.
+    public var unusedParameters: [String] {
+        let known = method.parameterNames
+        var names = Set(parameters.keys)
+        for model in models { names.formUnion(model.parameters.keys) }
+        return names.filter { !known.contains($0) && Self.anyMethodReads($0) }.sorted()
+    }
+
+    private static func anyMethodReads(_ name: String) -> Bool {
+        MergeMethod.allCases.contains { $0.parameterNames.contains(name) }
     }
 
     /// Every number a value can produce (gradients interpolate between their numbers,

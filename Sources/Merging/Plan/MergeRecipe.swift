@@ -5,11 +5,11 @@ import Yams
 /// mergekit's YAML recipe format: reading it into a `MergePlan` and writing a plan back.
 ///
 /// Accepted keys: `models` (each `model` and optional `parameters`), `base_model`,
-/// `merge_method`, `parameters`, `dtype`, `out_dtype`, `tokenizer_source`, and Claire's
+/// `merge_method`, `parameters`, `dtype`, `out_dtype`, `tokenizer_source`, `chat_template`, and Claire's
 /// own `seed`. Anything else is an error, so a misspelt key never silently changes a merge.
 public enum MergeRecipe {
     static let topLevelKeys = ["models", "base_model", "merge_method", "parameters", "dtype", "out_dtype",
-                               "tokenizer_source", "seed"]
+                               "tokenizer_source", "chat_template", "seed"]
     /// Parameters that are switches, written as true/false.
     static let flagParameters: Set<String> = ["normalize", "filter_wise", "int8_mask"]
     /// Global keys that configure the merge rather than weigh tensors.
@@ -20,7 +20,11 @@ public enum MergeRecipe {
     public static let maximumParameterValues = 100_000
 
     /// Reads and parses the recipe at `path`, returning the plan and the recipe's text.
-    public static func load(_ path: String) throws(MergeError) -> (plan: MergePlan, text: String) {
+    /// Model names that are hub IDs (`org/name[@revision]`) and no local path are
+    /// replaced by their snapshot in the hub cache `locator` searches.
+    public static func load(_ path: String, locator: ModelLocator = ModelLocator()) throws(MergeError)
+        -> (plan: MergePlan, text: String)
+    {
         let bytes: [UInt8]
         do {
             bytes = try InputFile.readAll(path, cap: InputFile.maximumRecipeSize, what: "a recipe")
@@ -31,7 +35,15 @@ public enum MergeRecipe {
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw .recipe(file: path, problem: "not valid UTF-8")
         }
-        return (try parse(text, file: path), text)
+        var plan = try parse(text, file: path)
+        do {
+            if let base = plan.base { plan.base = try locator.locate(base) }
+            for i in plan.models.indices { plan.models[i].path = try locator.locate(plan.models[i].path) }
+            if let source = plan.tokenizerSource { plan.tokenizerSource = try locator.locate(source) }
+        } catch {
+            throw .recipe(file: path, problem: error.description)
+        }
+        return (plan, text)
     }
 
     /// Parses recipe text; `file` names it in messages.
@@ -116,6 +128,13 @@ public enum MergeRecipe {
             guard let source = node.string else { throw .recipe(file: file, problem: "'tokenizer_source' must be a path or 'base'\(at(node))") }
             if source == "union" { throw .recipe(file: file, problem: "tokenizer_source 'union' is not supported (use 'base' or a model path)") }
             plan.tokenizerSource = source == "base" ? nil : source
+        }
+        if let node = fields["chat_template"] {
+            guard let value = node.string, let template = ChatTemplate.template(for: value) else {
+                let names = ChatTemplate.names.joined(separator: ", ")
+                throw .recipe(file: file, problem: "'chat_template' must be \(names) or a Jinja template\(at(node))")
+            }
+            plan.chatTemplate = template
         }
         if let node = fields["seed"] {
             guard let seed = node.int, seed >= 0 else { throw .recipe(file: file, problem: "'seed' must be a non-negative integer\(at(node))") }
@@ -256,19 +275,22 @@ public enum MergeRecipe {
         }
     }
 
-    /// The plan as a mergekit-style recipe (what `fuse` stores beside its output).
+    /// The plan as a mergekit recipe (what `fuse` stores beside its output). mergekit
+    /// 0.1.5 validates and runs it; a leading comment names the options it would ignore
+    /// or refuse, which Claire reads back.
     public static func yaml(for plan: MergePlan) -> String {
         var pairs: [(Node, Node)] = [("merge_method", Node(plan.method.rawValue))]
         if let base = plan.base { pairs.append(("base_model", Node(base))) }
         var models: [Node] = []
-        for model in plan.models {
+        for model in modelsForMergekit(plan) {
             var entry: [(Node, Node)] = [("model", Node(model.path))]
             if !model.parameters.isEmpty { entry.append(("parameters", node(for: model.parameters, options: []))) }
             models.append(Node.mapping(Node.Mapping(entry)))
         }
         pairs.append(("models", Node.sequence(Node.Sequence(models))))
         var options: [(String, String)] = []
-        if let rescale = plan.rescale { options.append(("rescale", rescale.rawValue)) }
+        // mergekit's rescale is a switch: true is the l1 rescale.
+        if let rescale = plan.rescale { options.append(("rescale", rescale == .l1 ? "true" : rescale == .none ? "false" : rescale.rawValue)) }
         if let consensus = plan.consensus { options.append(("consensus", consensus.rawValue)) }
         if plan.trim != .tensor { options.append(("trim", plan.trim.rawValue)) }
         if !plan.parameters.isEmpty || !options.isEmpty {
@@ -279,10 +301,43 @@ public enum MergeRecipe {
             pairs.append(("out_dtype", Node(recipeName(of: dtype))))
         }
         if let source = plan.tokenizerSource { pairs.append(("tokenizer_source", Node(source))) }
+        if let template = plan.chatTemplate { pairs.append(("chat_template", Node(template))) }
         if plan.method.sparsifier == .random || plan.method.sparsifier == .dellaMagprune {
             pairs.append(("seed", Node(String(plan.seed))))
         }
-        return (try? Yams.serialize(node: Node.mapping(Node.Mapping(pairs)), sortKeys: false)) ?? ""
+        let body = (try? Yams.serialize(node: Node.mapping(Node.Mapping(pairs)), sortKeys: false)) ?? ""
+        let notes = mergekitNotes(for: plan)
+        guard !notes.isEmpty else { return body }
+        return (["# For mergekit:"] + notes.map { "#   " + $0 }).joined(separator: "\n") + "\n" + body
+    }
+
+    /// The plan's models as written: mergekit's `linear` merges `base_model` as one more
+    /// model (and requires its weight), while Claire's takes only the config from it, so
+    /// a base not among the models is listed with weight 0 — the same sum in both.
+    static func modelsForMergekit(_ plan: MergePlan) -> [ModelSpec] {
+        guard plan.method == .linear, let base = plan.base, !plan.models.contains(where: { $0.path == base }) else {
+            return plan.models
+        }
+        return plan.models + [ModelSpec(path: base, parameters: ["weight": .number(0)])]
+    }
+
+    /// What mergekit 0.1.5 would do differently with the recipe of `plan`, one line each.
+    static func mergekitNotes(for plan: MergePlan) -> [String] {
+        var notes: [String] = []
+        if modelsForMergekit(plan).count != plan.models.count {
+            notes.append("the base is listed with weight 0, as mergekit's linear merges base_model too")
+        }
+        if plan.rescale == .inverse, plan.method.sparsifier != nil {
+            notes.append("rescale: inverse has no mergekit equivalent (mergekit refuses it; true is the l1 rescale)")
+        }
+        if plan.consensus == .count, plan.method.defaultConsensus != nil {
+            notes.append("consensus: count is ignored by mergekit, whose \(plan.method) elects signs by sum")
+        }
+        if plan.trim == .global { notes.append("trim: global is ignored by mergekit, which trims each tensor alone") }
+        if plan.method.sparsifier == .random || plan.method.sparsifier == .dellaMagprune {
+            notes.append("seed is ignored by mergekit, which draws its own random masks (mergekit-yaml --random-seed)")
+        }
+        return notes
     }
 
     private static func node(for parameters: [String: ParameterValue], options: [(String, String)]) -> Node {

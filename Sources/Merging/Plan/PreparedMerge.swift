@@ -59,7 +59,7 @@ public final class PreparedMerge: Sendable {
         }
 
         var problems: [String] = []
-        var warnings: [String] = []
+        var warnings = plan.unusedParameters.map { "parameter '\($0)' is not used by \(plan.method); it is ignored" }
         var jobs: [MergeJob] = []
         var quantizedBase = 0
         let method = plan.method
