@@ -273,6 +273,7 @@ extension MergeTool {
                     if name == "config.json" {
                         // Its torch_dtype names the output type.
                         try FormatConversion.copyConfig(from: templateFolder, to: writer, dtype: prepared.plan.outputDType,
+                                                        layerCount: prepared.outputLayerCount,
                                                         followSymlinks: input.followSymlinks)
                     } else {
                         try writer.copyFile(from: templateFolder + "/" + name, followSymlinks: input.followSymlinks)

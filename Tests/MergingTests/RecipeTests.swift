@@ -69,8 +69,8 @@ import Testing
     }
 }
 
-@Test func recipeRejectsSlices() {
-    #expect(throws: MergeError.recipe(file: "r.yml", problem: "'slices' recipes are not supported; list whole models under 'models'")) {
+@Test func recipeRejectsAnEmptySliceList() {
+    #expect(throws: MergeError.recipe(file: "r.yml", problem: "'slices' must be a list of {sources, parameters} (line 2)")) {
         try MergeRecipe.parse("merge_method: ties\nslices: []\n", file: "r.yml")
     }
 }

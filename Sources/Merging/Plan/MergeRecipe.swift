@@ -4,11 +4,13 @@ import Yams
 
 /// mergekit's YAML recipe format: reading it into a `MergePlan` and writing a plan back.
 ///
-/// Accepted keys: `models` (each `model` and optional `parameters`), `base_model`,
+/// Accepted keys: `models` (each `model` and optional `parameters`) or `slices` (each
+/// `sources` of `model`, `layer_range` and optional `parameters`, and the slice's own
+/// `parameters`), `base_model`,
 /// `merge_method`, `parameters`, `dtype`, `out_dtype`, `tokenizer_source`, `chat_template`, and Claire's
 /// own `seed`. Anything else is an error, so a misspelt key never silently changes a merge.
 public enum MergeRecipe {
-    static let topLevelKeys = ["models", "base_model", "merge_method", "parameters", "dtype", "out_dtype",
+    static let topLevelKeys = ["models", "slices", "base_model", "merge_method", "parameters", "dtype", "out_dtype",
                                "tokenizer_source", "chat_template", "seed"]
     /// Parameters that are switches, written as true/false.
     static let flagParameters: Set<String> = ["normalize", "filter_wise", "int8_mask"]
@@ -39,6 +41,11 @@ public enum MergeRecipe {
         do {
             if let base = plan.base { plan.base = try locator.locate(base) }
             for i in plan.models.indices { plan.models[i].path = try locator.locate(plan.models[i].path) }
+            for k in plan.slices?.indices ?? 0..<0 {
+                for j in plan.slices![k].sources.indices {
+                    plan.slices![k].sources[j].path = try locator.locate(plan.slices![k].sources[j].path)
+                }
+            }
             if let source = plan.tokenizerSource { plan.tokenizerSource = try locator.locate(source) }
         } catch {
             throw .recipe(file: path, problem: error.description)
@@ -66,9 +73,6 @@ public enum MergeRecipe {
         for (keyNode, value) in top {
             guard let key = keyNode.string else { throw .recipe(file: file, problem: "keys must be strings") }
             guard topLevelKeys.contains(key) else {
-                if key == "slices" {
-                    throw .recipe(file: file, problem: "'slices' recipes are not supported; list whole models under 'models'")
-                }
                 let hint = closest(to: key, among: topLevelKeys).map { " (did you mean '\($0)'?)" } ?? ""
                 throw .recipe(file: file, problem: "unknown key '\(key)'\(hint)\(at(keyNode))")
             }
@@ -83,8 +87,16 @@ public enum MergeRecipe {
             throw .recipe(file: file, problem: "'base_model' must be a path\(at(node))")
         }
 
-        guard let modelList = fields["models"]?.sequence else {
-            throw .recipe(file: file, problem: "missing 'models' (a list of {model, parameters})")
+        if let node = fields["slices"] {
+            guard fields["models"] == nil else { throw .recipe(file: file, problem: "give either 'models' or 'slices', not both") }
+            let slices = try slices(node, file: file, budget: &budget)
+            plan.slices = slices
+            for source in slices.flatMap(\.sources) where !plan.models.contains(where: { $0.path == source.path }) {
+                plan.models.append(ModelSpec(path: source.path))
+            }
+        }
+        guard let modelList = fields["models"]?.sequence ?? (plan.slices != nil ? [] : nil) else {
+            throw .recipe(file: file, problem: "missing 'models' (a list of {model, parameters}) or 'slices'")
         }
         for entry in modelList {
             guard let mapping = entry.mapping else {
@@ -141,6 +153,72 @@ public enum MergeRecipe {
             plan.seed = UInt64(seed)
         }
         return plan
+    }
+
+    /// The `slices` list: each a mapping with `sources` (each `model`, `layer_range`
+    /// [first, end) and optional `parameters`) and optional `parameters`.
+    private static func slices(_ node: Node, file: String, budget: inout Int) throws(MergeError) -> [OutputSlice] {
+        guard let list = node.sequence, !list.isEmpty else {
+            throw .recipe(file: file, problem: "'slices' must be a list of {sources, parameters}\(at(node))")
+        }
+        var slices: [OutputSlice] = []
+        for item in list {
+            guard let mapping = item.mapping else {
+                throw .recipe(file: file, problem: "each slice must be a mapping with 'sources'\(at(item))")
+            }
+            var slice = OutputSlice(sources: [])
+            var hasSources = false
+            for (keyNode, value) in mapping {
+                switch keyNode.string {
+                case "sources":
+                    guard let sources = value.sequence, !sources.isEmpty else {
+                        throw .recipe(file: file, problem: "'sources' must be a list of {model, layer_range}\(at(value))")
+                    }
+                    hasSources = true
+                    for sourceNode in sources { slice.sources.append(try source(sourceNode, file: file, budget: &budget)) }
+                case "parameters":
+                    slice.parameters = try parameters(value, file: file, allowOptions: false, budget: &budget).values
+                default:
+                    throw .recipe(file: file, problem: "unknown key '\(keyNode.string ?? "?")' in a slice (expected sources, parameters)\(at(keyNode))")
+                }
+            }
+            guard hasSources else { throw .recipe(file: file, problem: "a slice has no 'sources'\(at(item))") }
+            slices.append(slice)
+        }
+        return slices
+    }
+
+    private static func source(_ node: Node, file: String, budget: inout Int) throws(MergeError) -> SliceSource {
+        budget -= 1
+        guard budget >= 0 else {
+            throw .recipe(file: file, problem: "slices expand to more than \(maximumParameterValues) sources and values (through YAML aliases?)")
+        }
+        guard let mapping = node.mapping else {
+            throw .recipe(file: file, problem: "each source must be a mapping with 'model' and 'layer_range'\(at(node))")
+        }
+        var path: String?
+        var range: Range<Int>?
+        var parameters: [String: ParameterValue] = [:]
+        for (keyNode, value) in mapping {
+            switch keyNode.string {
+            case "model":
+                guard let p = value.string, !p.isEmpty else { throw .recipe(file: file, problem: "'model' must be a path\(at(value))") }
+                path = p
+            case "layer_range":
+                guard let pair = value.sequence, pair.count == 2, let first = pair[0].int, let end = pair[1].int,
+                      first >= 0, first < end else {
+                    throw .recipe(file: file, problem: "'layer_range' must be [first, end] with 0 ≤ first < end\(at(value))")
+                }
+                range = first..<end
+            case "parameters":
+                parameters = try self.parameters(value, file: file, allowOptions: false, budget: &budget).values
+            default:
+                throw .recipe(file: file, problem: "unknown key '\(keyNode.string ?? "?")' in a source (expected model, layer_range, parameters)\(at(keyNode))")
+            }
+        }
+        guard let path else { throw .recipe(file: file, problem: "a source has no 'model'\(at(node))") }
+        guard let range else { throw .recipe(file: file, problem: "a source has no 'layer_range'\(at(node))") }
+        return SliceSource(path: path, layerRange: range, parameters: parameters)
     }
 
     /// A parameters mapping: weighing values, and (globally) the option keys kept as nodes.
