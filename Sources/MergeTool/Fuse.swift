@@ -22,7 +22,9 @@ extension MergeTool {
                 name models by hub ID (org/name or org/name@revision) when they are in the local \
                 Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub). \
                 Parameters its method does not read are ignored with a warning, as mergekit does; \
-                chat_template (chatml, llama3 or a template) goes into tokenizer_config.json.
+                chat_template (chatml, llama3 or a template) goes into tokenizer_config.json. \
+                Recipe slices (sources with layer_range) stack layers, e.g. with passthrough and its \
+                optional scale; config.json's num_hidden_layers counts the stacked layers.
 
                 Examples:
                   merge-tool fuse sft/ dpo/ --base base/ --density 0.3,1 -o out/
