@@ -65,6 +65,26 @@ import Testing
         #expect(sink.values("model.layers.0.mlp.up_proj.weight") == [7, 7, 7, 7])
     }
 
+    @Test func hubIDsInSlicesResolveAndStack() throws {
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let cache = folder + "/hub"
+        try cacheModel(cache, "base", layer(1))
+        try cacheModel(cache, "sft", layer(3))
+        let path = try recipe("""
+            merge_method: passthrough
+            slices:
+              - sources: [{model: org/base, layer_range: [0, 1]}]
+              - sources: [{model: org/sft, layer_range: [0, 1]}]
+            """, in: folder)
+        let (plan, _) = try MergeRecipe.load(path, locator: ModelLocator(cacheFolder: cache))
+        #expect(plan.slices?.map { $0.sources[0].path } == [cache + "/models--org--base/snapshots/" + Self.commit,
+                                                           cache + "/models--org--sft/snapshots/" + Self.commit])
+        let sink = try runMerge(plan)
+        #expect(sink.values("model.layers.0.mlp.up_proj.weight") == [1, 1, 1, 1])
+        #expect(sink.values("model.layers.1.mlp.up_proj.weight") == [3, 3, 3, 3])
+    }
+
     @Test func anIDNotInTheCacheSaysWhereItLooked() throws {
         let folder = temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
