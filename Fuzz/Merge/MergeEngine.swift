@@ -71,7 +71,7 @@ func runOne(_ input: UnsafeRawBufferPointer) {
     }
     var models = 1 + r.byte() % 3
     if method == .modelStock { models = max(models, 2) }
-    if method == .slerp { models = 1 }
+    if method == .slerp || method == .passthrough { models = 1 }
     let name = "model.layers.0.mlp.up_proj.weight"
     let (base, tuned) = ReferenceInputs.trio(count: count, models: models, dtype: dtype, seed: UInt64(r.byte() << 8 | r.byte()))
 
@@ -97,6 +97,10 @@ func runOne(_ input: UnsafeRawBufferPointer) {
         specs = [ModelSpec(path: basePath), ModelSpec(path: paths[0])]
         global["t"] = .number(Double(t))
         p.t = Float(Double(t))
+    case .passthrough:
+        let scale = Double(r.byte()) / 64
+        specs = [ModelSpec(path: paths[0], parameters: ["scale": .number(scale)])]
+        p.scale = Float(scale)
     case .modelStock:
         specs = paths.map { ModelSpec(path: $0) }
         p.filterWise = r.byte() % 2 == 1

@@ -17,6 +17,15 @@ extension MergeTool {
                 checked against the base before anything is written; the folder appears only when \
                 complete. Methods and parameters: docs/merging.md.
 
+                A recipe (--config) sets the method, models, parameters and seed; the merge \
+                flags beside it are refused, and only --dtype overrides its output type. It may \
+                name models by hub ID (org/name or org/name@revision) when they are in the local \
+                Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub). \
+                Parameters its method does not read are ignored with a warning, as mergekit does; \
+                chat_template (chatml, llama3 or a template) goes into tokenizer_config.json. \
+                Recipe slices (sources with layer_range) stack layers, e.g. with passthrough and its \
+                optional scale; config.json's num_hidden_layers counts the stacked layers.
+
                 Examples:
                   merge-tool fuse sft/ dpo/ --base base/ --density 0.3,1 -o out/
                   merge-tool fuse a/ b/ --base base/ --method dare_ties --seed 7 -o out/
@@ -29,7 +38,7 @@ extension MergeTool {
         @Option(help: "The base model the task vectors are taken from.")
         var base: String?
 
-        @Option(help: "A mergekit YAML recipe (instead of models and flags).")
+        @Option(help: "A mergekit YAML recipe (instead of models and the merge flags; only --dtype may override it).")
         var config: String?
 
         @Option(name: [.short, .customLong("output")], help: "The output model folder.")
@@ -37,7 +46,7 @@ extension MergeTool {
 
         // A typo gets the closest method name as a suggestion.
         @Option(help: OptionValue.help("Merge method.", default: MergeMethod.ties), transform: { try MergeMethod.named($0) })
-        var method: MergeMethod = .ties
+        var method: MergeMethod?
 
         @Option(help: "Per-model weights, comma-separated (one value applies to all); each \(ParameterRange.describe("weight")).")
         var weights: String?
@@ -69,11 +78,11 @@ extension MergeTool {
         @Option(help: "Sign election of the TIES-style methods.")
         var consensus: Consensus?
 
-        @Option(help: "Magnitude trim per tensor or over the whole model.")
-        var trim: TrimScope = .tensor
+        @Option(help: OptionValue.help("Magnitude trim per tensor or over the whole model.", default: TrimScope.tensor))
+        var trim: TrimScope?
 
-        @Option(help: "Seed of the random sparsifiers (DARE, DELLA).")
-        var seed: UInt64 = 0
+        @Option(help: "Seed of the random sparsifiers (DARE, DELLA; default 0).")
+        var seed: UInt64?
 
         @Option(help: "Output element type (default: the base's).")
         var dtype: FloatOutputType?
@@ -99,6 +108,9 @@ extension MergeTool {
                 guard models.isEmpty, base == nil else {
                     throw ValidationError("give either --config or models and --base, not both")
                 }
+                if let flag = mergeFlagsGiven.first {
+                    throw ValidationError("\(flag) cannot be used with --config: the recipe sets it (edit the recipe instead)")
+                }
             } else if models.isEmpty {
                 throw ValidationError("name the models to merge, or a recipe with --config")
             }
@@ -110,6 +122,19 @@ extension MergeTool {
             }
             _ = try numbers(weights, "--weights", parameter: "weight")
             _ = try numbers(density, "--density", parameter: "density")
+        }
+
+        /// The merge flags given on the command line, which a recipe sets instead.
+        private var mergeFlagsGiven: [String] {
+            let given: [(String, Bool)] = [
+                ("--method", method != nil), ("--weights", weights != nil), ("--density", density != nil),
+                ("--lambda", lambdaScale != nil), ("--gamma", gamma != nil), ("--epsilon", epsilon != nil),
+                ("--t", interpolation != nil), ("--filter-wise", filterWise),
+                (normalize == false ? "--no-normalize" : "--normalize", normalize != nil),
+                ("--rescale", rescale != nil), ("--consensus", consensus != nil), ("--trim", trim != nil),
+                ("--seed", seed != nil),
+            ]
+            return given.filter(\.1).map(\.0)
         }
 
         func run() throws {
@@ -197,6 +222,7 @@ extension MergeTool {
             let weightList = try numbers(weights, "--weights", parameter: "weight")
             let densityList = try numbers(density, "--density", parameter: "density")
             var specs: [ModelSpec] = []
+            let method = method ?? .ties
             for (i, path) in models.enumerated() {
                 var spec = ModelSpec(path: path)
                 // Weights are always written out: mergekit requires them in a recipe.
@@ -206,7 +232,7 @@ extension MergeTool {
             }
             let plan = MergePlan(
                 method: method, base: base, models: specs, parameters: parameters,
-                rescale: rescale, consensus: consensus, trim: trim, seed: seed, outputDType: dtype?.dtype)
+                rescale: rescale, consensus: consensus, trim: trim ?? .tensor, seed: seed ?? 0, outputDType: dtype?.dtype)
             return (plan, MergeRecipe.yaml(for: plan))
         }
 
@@ -246,13 +272,35 @@ extension MergeTool {
             let tokenizerFolder = prepared.plan.tokenizerSource.map(folder(of:)) ?? templateFolder
             for name in ModelCard.configFiles {
                 if let templateFolder, FileManager.default.fileExists(atPath: templateFolder + "/" + name) {
-                    try writer.copyFile(from: templateFolder + "/" + name, followSymlinks: input.followSymlinks)
+                    if name == "config.json" {
+                        // Its torch_dtype names the output type.
+                        try FormatConversion.copyConfig(from: templateFolder, to: writer, dtype: prepared.plan.outputDType,
+                                                        layerCount: prepared.outputLayerCount,
+                                                        followSymlinks: input.followSymlinks)
+                    } else {
+                        try writer.copyFile(from: templateFolder + "/" + name, followSymlinks: input.followSymlinks)
+                    }
                 }
             }
+            let template = prepared.plan.chatTemplate
             for name in ModelCard.tokenizerFiles {
                 if let tokenizerFolder, FileManager.default.fileExists(atPath: tokenizerFolder + "/" + name) {
+                    // The recipe's chat template replaces the one copied (a chat_template.jinja
+                    // file would take precedence over tokenizer_config.json's, so it is left out).
+                    if template != nil, name == "chat_template.jinja" { continue }
+                    if let template, name == "tokenizer_config.json" {
+                        let path = try HFFolder.sideFile(name, in: tokenizerFolder, followSymlinks: input.followSymlinks)
+                        guard let config = ChatTemplate.settingTemplate(template, in: try readJSONFile(path, rejectDuplicateKeys: false)) else {
+                            throw CheckpointError.io(file: path, problem: "is not a JSON object")
+                        }
+                        try writer.writeFile(name: name, contents: Array((config.prettyText + "\n").utf8))
+                        continue
+                    }
                     try writer.copyFile(from: tokenizerFolder + "/" + name, followSymlinks: input.followSymlinks)
                 }
+            }
+            if template != nil, !(tokenizerFolder.map { FileManager.default.fileExists(atPath: $0 + "/tokenizer_config.json") } ?? false) {
+                printError("warning: the recipe's chat_template is not written: \(tokenizerFolder ?? prepared.template.path) has no tokenizer_config.json")
             }
         }
 

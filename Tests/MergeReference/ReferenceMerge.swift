@@ -27,6 +27,8 @@ public enum ReferenceMerge {
         /// SLERP's t, Model Stock's per-row form.
         public var t: Float = 0.5
         public var filterWise = false
+        /// Passthrough's factor.
+        public var scale: Float = 1
 
         /// The method's defaults for `models` models with weights 1 and densities 1.
         public init(method: MergeMethod, models: Int) {
@@ -67,6 +69,8 @@ public enum ReferenceMerge {
                           slack: [Float](repeating: 0, count: n))
         case .slerp:
             return slerp(base!, models[0], t: p.t)
+        case .passthrough:
+            return Result(values: models[0].map { $0 * p.scale }, slack: [Float](repeating: 0, count: n))
         case .modelStock:
             let row = p.filterWise ? rowLength(shape, count: n) : max(n, 1)
             return modelStock(base!, models, rowLength: row, exact: p.filterWise)

@@ -106,6 +106,88 @@ private let base = fixture("merge/base"), sft = fixture("merge/sft"), dpo = fixt
         #expect(again.err.contains("already exists (use --force to replace it)"))
     }
 
+    @Test func mergeFlagsBesideARecipeAreAUsageError() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let recipe = folder + "/r.yml"
+        try "merge_method: ties\nbase_model: \(base)\nmodels:\n  - model: \(sft)\n  - model: \(dpo)\n"
+            .write(toFile: recipe, atomically: true, encoding: .utf8)
+        let flags: [[String]] = [
+            ["--method", "linear"], ["--density", "0.5"], ["--weights", "1"], ["--lambda", "2"], ["--seed", "7"],
+            ["--normalize"], ["--no-normalize"], ["--gamma", "0.02"], ["--epsilon", "0.1"], ["--t", "0.5"],
+            ["--filter-wise"], ["--rescale", "l1"], ["--consensus", "count"], ["--trim", "tensor"],
+        ]
+        for flag in flags {
+            let result = try runTool(["fuse", "--config", recipe, "-o", folder + "/x"] + flag)
+            #expect(result.status == 64, "\(flag)")
+            #expect(result.err.contains("\(flag[0]) cannot be used with --config: the recipe sets it"), "\(flag)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: folder + "/x"))
+        // The output type may still be chosen beside a recipe.
+        let typed = try runTool(["fuse", "--config", recipe, "-o", folder + "/x", "--dtype", "bf16"])
+        #expect(typed.status == 0)
+    }
+
+    @Test func parametersTheMethodDoesNotReadGiveAWarningAndTheMergeRuns() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let stock = folder + "/stock.yml"
+        try "merge_method: model_stock\nbase_model: \(base)\nmodels:\n  - model: \(sft)\n    parameters: {weight: 0.5}\n  - model: \(dpo)\n    parameters: {weight: 0.5}\n"
+            .write(toFile: stock, atomically: true, encoding: .utf8)
+        let result = try runTool(["fuse", "--config", stock, "-o", folder + "/stock"])
+        #expect(result.status == 0)
+        #expect(result.err == "warning: parameter 'weight' is not used by model_stock; it is ignored\n")
+        #expect(FileManager.default.fileExists(atPath: folder + "/stock/model.safetensors"))
+        let linear = folder + "/linear.yml"
+        try "merge_method: linear\nmodels:\n  - model: \(sft)\n    parameters: {weight: 1}\n  - model: \(dpo)\n    parameters: {weight: 1}\nparameters:\n  int8_mask: true\n"
+            .write(toFile: linear, atomically: true, encoding: .utf8)
+        let mixed = try runTool(["fuse", "--config", linear, "-o", folder + "/linear"])
+        #expect(mixed.status == 0)
+        #expect(mixed.err == "warning: parameter 'int8_mask' is not used by linear; it is ignored\n")
+    }
+
+    @Test func configNamesTheOutputType() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        func torchDType(_ out: String) throws -> String? {
+            let data = try #require(FileManager.default.contents(atPath: out + "/config.json"))
+            return (try JSONSerialization.jsonObject(with: data) as? [String: Any])?["torch_dtype"] as? String
+        }
+        #expect(try runTool(["fuse", sft, dpo, "--base", base, "--dtype", "f16", "-o", folder + "/half"]).status == 0)
+        #expect(try torchDType(folder + "/half") == "float16")
+        let recipe = folder + "/r.yml"
+        try "merge_method: task_arithmetic\nbase_model: \(base)\nmodels:\n  - model: \(sft)\n    parameters: {weight: 1}\nout_dtype: bfloat16\n"
+            .write(toFile: recipe, atomically: true, encoding: .utf8)
+        #expect(try runTool(["fuse", "--config", recipe, "-o", folder + "/brain"]).status == 0)
+        #expect(try torchDType(folder + "/brain") == "bfloat16")
+        // Without an output type the base's config is copied as it is.
+        #expect(try runTool(["fuse", sft, dpo, "--base", base, "-o", folder + "/same"]).status == 0)
+        #expect(FileManager.default.contents(atPath: folder + "/same/config.json")
+                == FileManager.default.contents(atPath: base + "/config.json"))
+    }
+
+    @Test func recipeChatTemplateIsWrittenIntoTokenizerConfig() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let chatBase = folder + "/base"
+        try FileManager.default.copyItem(atPath: base, toPath: chatBase)
+        try "{\"model_max_length\": 2048, \"chat_template\": \"{{ old }}\"}".write(
+            toFile: chatBase + "/tokenizer_config.json", atomically: true, encoding: .utf8)
+        try "{{ old }}".write(toFile: chatBase + "/chat_template.jinja", atomically: true, encoding: .utf8)
+        let recipe = folder + "/r.yml"
+        try "merge_method: task_arithmetic\nbase_model: \(chatBase)\nmodels:\n  - model: \(sft)\n    parameters: {weight: 1}\nchat_template: chatml\n"
+            .write(toFile: recipe, atomically: true, encoding: .utf8)
+        let result = try runTool(["fuse", "--config", recipe, "-o", folder + "/out"])
+        #expect(result.status == 0)
+        let data = try #require(FileManager.default.contents(atPath: folder + "/out/tokenizer_config.json"))
+        let config = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let template = try #require(config["chat_template"] as? String)
+        #expect(template.hasPrefix("{% for message in messages %}{{ '<|im_start|>' + message['role']"))
+        #expect(config["model_max_length"] as? Int == 2048)
+        // A chat_template.jinja beside it would take precedence, so the base's is not copied.
+        #expect(!FileManager.default.fileExists(atPath: folder + "/out/chat_template.jinja"))
+    }
+
     @Test func conflictingRecipeAndModelsIsAUsageError() throws {
         let result = try runTool(["fuse", sft, "--config", "r.yml", "-o", "x"])
         #expect(result.status == 64)

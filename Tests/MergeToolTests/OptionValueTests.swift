@@ -9,7 +9,7 @@ import Testing
 /// error on one line, and the spellings accepted before stay accepted.
 @Suite struct OptionValueTests {
     @Test(arguments: [
-        (["fuse"], "--method", "task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, linear, slerp, model_stock"),
+        (["fuse"], "--method", "task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, linear, slerp, model_stock, passthrough"),
         (["fuse"], "--rescale", "none, l1, inverse"),
         (["fuse"], "--consensus", "sum, count"),
         (["fuse"], "--trim", "tensor, global"),
@@ -59,7 +59,11 @@ import Testing
         #expect(try MergeTool.Fuse.parse(["a", "--base", "b", "-o", "c", "--dtype", "half"]).dtype?.dtype == .f16)
         #expect(try MergeTool.Fuse.parse(["a", "--base", "b", "-o", "c", "--dtype", "FP32"]).dtype?.dtype == .f32)
         let fuse = try MergeTool.Fuse.parse(["a", "--base", "b", "-o", "c"])
-        #expect(fuse.method == .ties && fuse.trim == .tensor && fuse.format == .safetensors && fuse.type == .f16)
+        #expect(fuse.format == .safetensors && fuse.type == .f16)
+        // Method, trim and seed are left unset so that a recipe can refuse them; the plan takes the defaults.
+        #expect(fuse.method == nil && fuse.trim == nil && fuse.seed == nil)
+        let (plan, _) = try fuse.makePlan()
+        #expect(plan.method == .ties && plan.trim == .tensor && plan.seed == 0)
         #expect(fuse.rescale == nil && fuse.consensus == nil && fuse.dtype == nil)
     }
 

@@ -85,6 +85,9 @@ func runDifferential(_ c: DifferentialCase) throws -> ReferenceComparison {
         specs = [ModelSpec(path: basePath), ModelSpec(path: modelPaths[0])]
         global["t"] = .number(0.3)
         p.t = 0.3
+    case .passthrough:
+        specs = [ModelSpec(path: modelPaths[0], parameters: ["scale": .number(0.75)])]
+        p.scale = 0.75
     case .modelStock:
         specs = modelPaths.map { ModelSpec(path: $0) }
         if c.filterWise { global["filter_wise"] = .number(1) }

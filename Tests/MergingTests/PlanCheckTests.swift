@@ -23,9 +23,23 @@ import Testing
     }
 }
 
-@Test func parametersTheMethodDoesNotHaveAreRejected() {
-    let plan = MergePlan(method: .linear, base: nil, models: [ModelSpec(path: "x", parameters: ["density": .number(0.5)])])
-    #expect(throws: MergeError.self) { try plan.check() }
+@Test func parametersNoMethodHasAreRejected() {
+    let plan = MergePlan(method: .linear, base: nil, models: [ModelSpec(path: "x", parameters: ["densty": .number(0.5)])])
+    #expect(throws: MergeError.badParameter(name: "densty", problem: "linear has no such parameter (model x)")) { try plan.check() }
+    let global = MergePlan(method: .ties, base: "b", models: [ModelSpec(path: "x")], parameters: ["lamda": .number(1)])
+    #expect(throws: MergeError.badParameter(name: "lamda", problem: "ties has no such parameter")) { try global.check() }
+}
+
+@Test func parametersAnotherMethodReadsAreIgnoredAndListed() throws {
+    let stock = MergePlan(method: .modelStock, base: "b",
+                          models: [ModelSpec(path: "x", parameters: ["weight": .number(0.5)]),
+                                   ModelSpec(path: "y", parameters: ["weight": .number(-7), "density": .number(0.3)])])
+    try stock.check()
+    #expect(stock.unusedParameters == ["density", "weight"])
+    let linear = MergePlan(method: .linear, base: nil, models: [ModelSpec(path: "x"), ModelSpec(path: "y")],
+                           parameters: ["int8_mask": .number(1), "normalize": .number(1)])
+    try linear.check()
+    #expect(linear.unusedParameters == ["int8_mask"])
 }
 
 @Test func nonFiniteParametersAreRejected() {

@@ -69,8 +69,8 @@ import Testing
     }
 }
 
-@Test func recipeRejectsSlices() {
-    #expect(throws: MergeError.recipe(file: "r.yml", problem: "'slices' recipes are not supported; list whole models under 'models'")) {
+@Test func recipeRejectsAnEmptySliceList() {
+    #expect(throws: MergeError.recipe(file: "r.yml", problem: "'slices' must be a list of {sources, parameters} (line 2)")) {
         try MergeRecipe.parse("merge_method: ties\nslices: []\n", file: "r.yml")
     }
 }
@@ -98,4 +98,56 @@ import Testing
     let text = MergeRecipe.yaml(for: plan)
     #expect(text.contains("normalize: false"))
     #expect(try MergeRecipe.parse(text, file: "merge-config.yml") == plan)
+}
+
+@Test func writtenRecipeUsesMergekitSpellingsAndNamesWhatMergekitIgnores() throws {
+    let plan = MergePlan(
+        method: .dareTies, base: "base",
+        models: [ModelSpec(path: "a", parameters: ["weight": .number(1), "density": .number(0.4)])],
+        rescale: .l1, consensus: .count, trim: .global, seed: 9, outputDType: .f16)
+    let text = MergeRecipe.yaml(for: plan)
+    // mergekit's rescale is a boolean; `l1` fails its validation.
+    #expect(text.contains("  rescale: true\n"))
+    #expect(!text.contains("rescale: l1"))
+    let comments = text.split(separator: "\n").filter { $0.hasPrefix("#") }
+    #expect(comments.count == 4 && comments[0] == "# For mergekit:")
+    #expect(comments.contains { $0.contains("consensus: count is ignored by mergekit") })
+    #expect(comments.contains { $0.contains("trim: global is ignored by mergekit") })
+    #expect(comments.contains { $0.contains("seed is ignored by mergekit") })
+    #expect(try MergeRecipe.parse(text, file: "merge-config.yml") == plan)
+
+    let plain = MergePlan(method: .ties, base: "base", models: [ModelSpec(path: "a", parameters: ["weight": .number(1)])],
+                          rescale: Rescale.none)
+    let plainText = MergeRecipe.yaml(for: plain)
+    #expect(plainText.contains("rescale: false"))
+    #expect(!plainText.contains("#"))
+    #expect(try MergeRecipe.parse(plainText, file: "merge-config.yml") == plain)
+}
+
+@Test func writtenLinearRecipeListsItsBaseWithWeightZero() throws {
+    let plan = MergePlan(method: .linear, base: "base",
+                         models: [ModelSpec(path: "a", parameters: ["weight": .number(0.6)]),
+                                  ModelSpec(path: "b", parameters: ["weight": .number(0.4)])])
+    let text = MergeRecipe.yaml(for: plan)
+    #expect(text.hasPrefix("# For mergekit:\n#   the base is listed with weight 0"))
+    let read = try MergeRecipe.parse(text, file: "merge-config.yml")
+    #expect(read.base == "base")
+    #expect(read.models == plan.models + [ModelSpec(path: "base", parameters: ["weight": .number(0)])])
+    // A base already among the models is written as it is.
+    let listed = MergePlan(method: .linear, base: "a", models: plan.models)
+    #expect(try MergeRecipe.parse(MergeRecipe.yaml(for: listed), file: "merge-config.yml") == listed)
+}
+
+@Test func chatTemplateIsANameOrATemplate() throws {
+    let head = "merge_method: ties\nbase_model: x\nmodels:\n  - model: a\n"
+    let named = try MergeRecipe.parse(head + "chat_template: chatml\n", file: "r.yml")
+    #expect(named.chatTemplate == ChatTemplate.template(for: "chatml"))
+    #expect(named.chatTemplate?.contains("<|im_start|>") == true)
+    let literal = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    let given = try MergeRecipe.parse(head + "chat_template: \"\(literal)\"\n", file: "r.yml")
+    #expect(given.chatTemplate == literal)
+    #expect(try MergeRecipe.parse(MergeRecipe.yaml(for: given), file: "merge-config.yml") == given)
+    #expect(throws: MergeError.recipe(file: "r.yml", problem: "'chat_template' must be chatml, llama3 or a Jinja template (line 5)")) {
+        try MergeRecipe.parse(head + "chat_template: vicuna\n", file: "r.yml")
+    }
 }

@@ -242,6 +242,28 @@ public enum FormatConversion {
         return FileManager.default.fileExists(atPath: path, isDirectory: &flag) && flag.boolValue
     }
 
+    /// Writes `folder`'s config.json into `writer`: with `torch_dtype` (and `dtype`) naming
+    /// `dtype` when given, so a loader's `dtype="auto"` picks the type the tensors have;
+    /// otherwise copied unchanged.
+    /// `layerCount`, when given, replaces `num_hidden_layers` (an output stacked from slices).
+    public static func copyConfig(from folder: String, to writer: HFFolderWriter, dtype: DType?, layerCount: Int? = nil,
+                                  followSymlinks: Bool = false) throws(CheckpointError) {
+        guard dtype != nil || layerCount != nil else {
+            return try writer.copyFile(from: folder + "/config.json", followSymlinks: followSymlinks)
+        }
+        var config = try readJSONFile(HFFolder.sideFile("config.json", in: folder, followSymlinks: followSymlinks))
+        if let dtype { config = withTorchDType(config, dtype) }
+        if let layerCount, case .object(var members) = config {
+            if let i = members.firstIndex(where: { $0.key == "num_hidden_layers" }) {
+                members[i].value = .number(String(layerCount))
+            } else {
+                members.append((key: "num_hidden_layers", value: .number(String(layerCount))))
+            }
+            config = .object(members)
+        }
+        try writer.writeFile(name: "config.json", contents: Array((config.prettyText + "\n").utf8))
+    }
+
     /// `config` with `torch_dtype` set to match `dtype` (when it has the key).
     static func withTorchDType(_ config: JSONValue, _ dtype: DType) -> JSONValue {
         guard case .object(var members) = config else { return config }

@@ -136,12 +136,26 @@ public enum HFFolder {
 
     /// The link rule for every file taken from a model folder (shards and side files):
     /// false when `path` is a link whose target lies outside `folder`, compared as
-    /// resolved bytes. A file that is not a link always stays inside.
+    /// resolved bytes. A file that is not a link always stays inside. A snapshot of a
+    /// Hugging Face hub cache (`models--org--name/snapshots/<commit>/`) holds links to
+    /// its repository's `blobs/` folder; those count as inside (the blobs folder itself
+    /// must not be a link, since the target is compared with its path as resolved).
     public static func staysInside(_ path: String, folder: String) -> Bool {
         var info = stat()
         guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK else { return true }
         guard let real = FilePaths.resolved(path), let root = FilePaths.resolved(folder) else { return false }
-        return real != root && FilePaths.lies(real, within: root)
+        if real != root && FilePaths.lies(real, within: root) { return true }
+        guard let blobs = hubBlobsFolder(ofSnapshot: root) else { return false }
+        return real != blobs && FilePaths.lies(real, within: blobs)
+    }
+
+    /// `…/models--org--name/blobs` for a resolved `…/models--org--name/snapshots/<commit>`.
+    static func hubBlobsFolder(ofSnapshot root: [UInt8]) -> [UInt8]? {
+        let parts = root.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        guard parts.count >= 4, parts[parts.count - 2].elementsEqual("snapshots".utf8),
+              parts[parts.count - 3].starts(with: "models--".utf8), !parts[parts.count - 1].isEmpty
+        else { return nil }
+        return Array(parts.dropLast(2).joined(separator: [UInt8(ascii: "/")])) + Array("/blobs".utf8)
     }
 
     static func fileExists(_ path: String) -> Bool {

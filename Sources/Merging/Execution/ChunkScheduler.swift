@@ -37,7 +37,8 @@ final class ChunkScheduler: @unchecked Sendable {
             capacity = max(capacity, ChunkScheduler.chunkSize(elements: job.elementCount, row: row, target: chunkElements))
             rowCapacity = max(rowCapacity, row)
         }
-        let models = merge.plan.contributingModels.count
+        // Slices may give a tensor more inputs than the plan has distinct models.
+        let models = merge.jobs.reduce(merge.plan.contributingModels.count) { max($0, $1.inputs.count) }
         scratch = (0..<self.threads).map { _ in WorkerScratch(capacity: capacity, models: models, rowCapacity: rowCapacity) }
     }
 

@@ -15,6 +15,7 @@ public enum MergeMethod: String, Sendable, CaseIterable, CustomStringConvertible
     case linear
     case slerp
     case modelStock = "model_stock"
+    case passthrough
 
     /// This method's row of the table.
     public var entry: MethodEntry {
@@ -31,6 +32,7 @@ public enum MergeMethod: String, Sendable, CaseIterable, CustomStringConvertible
                                   defaultNormalize: true)
         case .slerp: MethodEntry(kernel: SlerpKernel(), parameterNames: ["t"])
         case .modelStock: MethodEntry(kernel: ModelStockKernel(), parameterNames: ["filter_wise"])
+        case .passthrough: MethodEntry(kernel: PassthroughKernel(), parameterNames: ["scale"], needsBase: false)
         }
     }
 }
@@ -90,6 +92,8 @@ extension MergeJob {
         case slerp(t: Float)
         /// Model Stock per row instead of per tensor.
         case modelStock(filterWise: Bool)
+        /// One model's tensor times `scale`.
+        case passthrough(scale: Float)
     }
 }
 

@@ -14,6 +14,37 @@ public struct ModelSpec: Sendable, Equatable {
     }
 }
 
+/// One model's layers `layerRange` feeding one output slice, with the model's own parameters there.
+public struct SliceSource: Sendable, Equatable {
+    /// A model folder or .safetensors file.
+    public var path: String
+    /// Source layers [lower, upper).
+    public var layerRange: Range<Int>
+    /// Parameters for this model in this slice; they override the slice's and the global ones.
+    public var parameters: [String: ParameterValue]
+
+    public init(path: String, layerRange: Range<Int>, parameters: [String: ParameterValue] = [:]) {
+        self.path = path
+        self.layerRange = layerRange
+        self.parameters = parameters
+    }
+}
+
+/// A run of output layers merged from sources with equally many layers.
+public struct OutputSlice: Sendable, Equatable {
+    public var sources: [SliceSource]
+    /// Parameters for every source of the slice; they override the global ones.
+    public var parameters: [String: ParameterValue]
+
+    public init(sources: [SliceSource], parameters: [String: ParameterValue] = [:]) {
+        self.sources = sources
+        self.parameters = parameters
+    }
+
+    /// Output layers the slice makes (the first source's range; all have the same length).
+    public var layerCount: Int { sources.first?.layerRange.count ?? 0 }
+}
+
 /// Whether the magnitude trim ranks each tensor alone or the whole model at once.
 public enum TrimScope: String, Sendable, CaseIterable {
     /// Per tensor and per model, as mergekit does.
@@ -44,6 +75,11 @@ public struct MergePlan: Sendable, Equatable {
     public var outputDType: DType?
     /// The model whose tokenizer files are copied (nil: the base).
     public var tokenizerSource: String?
+    /// The chat template written into the output's tokenizer_config.json (nil: the copied one).
+    public var chatTemplate: String?
+    /// Output layers stacked from slices of the models (nil: every model whole). `models`
+    /// then lists each model a slice names once, without parameters.
+    public var slices: [OutputSlice]?
 
     /// A plan; every option defaults to the method's own default.
     public init(
@@ -82,14 +118,36 @@ public struct MergePlan: Sendable, Equatable {
     /// Checks what can be checked without opening any file: model counts, known
     /// parameter names and values that would make the merge produce NaN.
     public func check() throws(MergeError) {
+        if let slices {
+            guard !slices.isEmpty else { throw .badPlan("'slices' lists no slice") }
+            for (k, slice) in slices.enumerated() {
+                guard let first = slice.sources.first else { throw .badPlan("slice \(k + 1) has no sources") }
+                for source in slice.sources where source.layerRange.count != first.layerRange.count {
+                    throw .badPlan("slice \(k + 1): every source must have as many layers (\(first.path) has \(first.layerRange.count), \(source.path) \(source.layerRange.count))")
+                }
+                if method.needsBase, let base, !slice.sources.contains(where: { $0.path == base }) {
+                    throw .badPlan("slice \(k + 1): \(method) needs the base model \(base) among the slice's sources")
+                }
+                do {
+                    try plan(for: slice).check()
+                } catch {
+                    guard case .badPlan(let problem) = error else { throw error }
+                    throw .badPlan("slice \(k + 1): \(problem)")
+                }
+            }
+            return
+        }
         if method.needsBase && base == nil { throw .badPlan("\(method) needs a base model (--base or base_model)") }
         try method.entry.kernel.check(self)
         // Every number a value can produce is checked against `ParameterRange` (gradients
         // interpolate between their numbers, so checking the numbers checks every value).
+        // A parameter another method reads is ignored with a warning (`unusedParameters`),
+        // as mergekit ignores it; a name no method reads is an error, most likely a typo.
         let owned = [(parameters, "")] + models.map { ($0.parameters, " (model \($0.path))") }
         for (values, owner) in owned {
             for (name, value) in values {
                 guard method.parameterNames.contains(name) else {
+                    if Self.anyMethodReads(name) { continue }
                     throw .badParameter(name: name, problem: "\(method) has no such parameter\(owner)")
                 }
                 for v in value.allNumbers {
@@ -97,5 +155,31 @@ public struct MergePlan: Sendable, Equatable {
                 }
             }
         }
+    }
+
+    /// The parameters, global or per model, that other methods read but this one does
+    /// not: the merge ignores them (so does mergekit). Sorted by name.
+    public var unusedParameters: [String] {
+        if let slices { return Set(slices.flatMap { plan(for: $0).unusedParameters }).sorted() }
+        let known = method.parameterNames
+        var names = Set(parameters.keys)
+        for model in models { names.formUnion(model.parameters.keys) }
+        return names.filter { !known.contains($0) && Self.anyMethodReads($0) }.sorted()
+    }
+
+    /// The plan of one slice as a `models` plan: its sources as models, each with the
+    /// slice's parameters under its own, and the slice's parameters over the global ones.
+    public func plan(for slice: OutputSlice) -> MergePlan {
+        var sub = self
+        sub.slices = nil
+        sub.models = slice.sources.map { source in
+            ModelSpec(path: source.path, parameters: slice.parameters.merging(source.parameters) { _, own in own })
+        }
+        sub.parameters = parameters.merging(slice.parameters) { _, own in own }
+        return sub
+    }
+
+    private static func anyMethodReads(_ name: String) -> Bool {
+        MergeMethod.allCases.contains { $0.parameterNames.contains(name) }
     }
 }

@@ -4,12 +4,14 @@ import Yams
 
 /// mergekit's YAML recipe format: reading it into a `MergePlan` and writing a plan back.
 ///
-/// Accepted keys: `models` (each `model` and optional `parameters`), `base_model`,
-/// `merge_method`, `parameters`, `dtype`, `out_dtype`, `tokenizer_source`, and Claire's
+/// Accepted keys: `models` (each `model` and optional `parameters`) or `slices` (each
+/// `sources` of `model`, `layer_range` and optional `parameters`, and the slice's own
+/// `parameters`), `base_model`,
+/// `merge_method`, `parameters`, `dtype`, `out_dtype`, `tokenizer_source`, `chat_template`, and Claire's
 /// own `seed`. Anything else is an error, so a misspelt key never silently changes a merge.
 public enum MergeRecipe {
-    static let topLevelKeys = ["models", "base_model", "merge_method", "parameters", "dtype", "out_dtype",
-                               "tokenizer_source", "seed"]
+    static let topLevelKeys = ["models", "slices", "base_model", "merge_method", "parameters", "dtype", "out_dtype",
+                               "tokenizer_source", "chat_template", "seed"]
     /// Parameters that are switches, written as true/false.
     static let flagParameters: Set<String> = ["normalize", "filter_wise", "int8_mask"]
     /// Global keys that configure the merge rather than weigh tensors.
@@ -20,7 +22,11 @@ public enum MergeRecipe {
     public static let maximumParameterValues = 100_000
 
     /// Reads and parses the recipe at `path`, returning the plan and the recipe's text.
-    public static func load(_ path: String) throws(MergeError) -> (plan: MergePlan, text: String) {
+    /// Model names that are hub IDs (`org/name[@revision]`) and no local path are
+    /// replaced by their snapshot in the hub cache `locator` searches.
+    public static func load(_ path: String, locator: ModelLocator = ModelLocator()) throws(MergeError)
+        -> (plan: MergePlan, text: String)
+    {
         let bytes: [UInt8]
         do {
             bytes = try InputFile.readAll(path, cap: InputFile.maximumRecipeSize, what: "a recipe")
@@ -31,7 +37,20 @@ public enum MergeRecipe {
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw .recipe(file: path, problem: "not valid UTF-8")
         }
-        return (try parse(text, file: path), text)
+        var plan = try parse(text, file: path)
+        do {
+            if let base = plan.base { plan.base = try locator.locate(base) }
+            for i in plan.models.indices { plan.models[i].path = try locator.locate(plan.models[i].path) }
+            for k in plan.slices?.indices ?? 0..<0 {
+                for j in plan.slices![k].sources.indices {
+                    plan.slices![k].sources[j].path = try locator.locate(plan.slices![k].sources[j].path)
+                }
+            }
+            if let source = plan.tokenizerSource { plan.tokenizerSource = try locator.locate(source) }
+        } catch {
+            throw .recipe(file: path, problem: error.description)
+        }
+        return (plan, text)
     }
 
     /// Parses recipe text; `file` names it in messages.
@@ -54,9 +73,6 @@ public enum MergeRecipe {
         for (keyNode, value) in top {
             guard let key = keyNode.string else { throw .recipe(file: file, problem: "keys must be strings") }
             guard topLevelKeys.contains(key) else {
-                if key == "slices" {
-                    throw .recipe(file: file, problem: "'slices' recipes are not supported; list whole models under 'models'")
-                }
                 let hint = closest(to: key, among: topLevelKeys).map { " (did you mean '\($0)'?)" } ?? ""
                 throw .recipe(file: file, problem: "unknown key '\(key)'\(hint)\(at(keyNode))")
             }
@@ -71,8 +87,16 @@ public enum MergeRecipe {
             throw .recipe(file: file, problem: "'base_model' must be a path\(at(node))")
         }
 
-        guard let modelList = fields["models"]?.sequence else {
-            throw .recipe(file: file, problem: "missing 'models' (a list of {model, parameters})")
+        if let node = fields["slices"] {
+            guard fields["models"] == nil else { throw .recipe(file: file, problem: "give either 'models' or 'slices', not both") }
+            let slices = try slices(node, file: file, budget: &budget)
+            plan.slices = slices
+            for source in slices.flatMap(\.sources) where !plan.models.contains(where: { $0.path == source.path }) {
+                plan.models.append(ModelSpec(path: source.path))
+            }
+        }
+        guard let modelList = fields["models"]?.sequence ?? (plan.slices != nil ? [] : nil) else {
+            throw .recipe(file: file, problem: "missing 'models' (a list of {model, parameters}) or 'slices'")
         }
         for entry in modelList {
             guard let mapping = entry.mapping else {
@@ -117,11 +141,84 @@ public enum MergeRecipe {
             if source == "union" { throw .recipe(file: file, problem: "tokenizer_source 'union' is not supported (use 'base' or a model path)") }
             plan.tokenizerSource = source == "base" ? nil : source
         }
+        if let node = fields["chat_template"] {
+            guard let value = node.string, let template = ChatTemplate.template(for: value) else {
+                let names = ChatTemplate.names.joined(separator: ", ")
+                throw .recipe(file: file, problem: "'chat_template' must be \(names) or a Jinja template\(at(node))")
+            }
+            plan.chatTemplate = template
+        }
         if let node = fields["seed"] {
             guard let seed = node.int, seed >= 0 else { throw .recipe(file: file, problem: "'seed' must be a non-negative integer\(at(node))") }
             plan.seed = UInt64(seed)
         }
         return plan
+    }
+
+    /// The `slices` list: each a mapping with `sources` (each `model`, `layer_range`
+    /// [first, end) and optional `parameters`) and optional `parameters`.
+    private static func slices(_ node: Node, file: String, budget: inout Int) throws(MergeError) -> [OutputSlice] {
+        guard let list = node.sequence, !list.isEmpty else {
+            throw .recipe(file: file, problem: "'slices' must be a list of {sources, parameters}\(at(node))")
+        }
+        var slices: [OutputSlice] = []
+        for item in list {
+            guard let mapping = item.mapping else {
+                throw .recipe(file: file, problem: "each slice must be a mapping with 'sources'\(at(item))")
+            }
+            var slice = OutputSlice(sources: [])
+            var hasSources = false
+            for (keyNode, value) in mapping {
+                switch keyNode.string {
+                case "sources":
+                    guard let sources = value.sequence, !sources.isEmpty else {
+                        throw .recipe(file: file, problem: "'sources' must be a list of {model, layer_range}\(at(value))")
+                    }
+                    hasSources = true
+                    for sourceNode in sources { slice.sources.append(try source(sourceNode, file: file, budget: &budget)) }
+                case "parameters":
+                    slice.parameters = try parameters(value, file: file, allowOptions: false, budget: &budget).values
+                default:
+                    throw .recipe(file: file, problem: "unknown key '\(keyNode.string ?? "?")' in a slice (expected sources, parameters)\(at(keyNode))")
+                }
+            }
+            guard hasSources else { throw .recipe(file: file, problem: "a slice has no 'sources'\(at(item))") }
+            slices.append(slice)
+        }
+        return slices
+    }
+
+    private static func source(_ node: Node, file: String, budget: inout Int) throws(MergeError) -> SliceSource {
+        budget -= 1
+        guard budget >= 0 else {
+            throw .recipe(file: file, problem: "slices expand to more than \(maximumParameterValues) sources and values (through YAML aliases?)")
+        }
+        guard let mapping = node.mapping else {
+            throw .recipe(file: file, problem: "each source must be a mapping with 'model' and 'layer_range'\(at(node))")
+        }
+        var path: String?
+        var range: Range<Int>?
+        var parameters: [String: ParameterValue] = [:]
+        for (keyNode, value) in mapping {
+            switch keyNode.string {
+            case "model":
+                guard let p = value.string, !p.isEmpty else { throw .recipe(file: file, problem: "'model' must be a path\(at(value))") }
+                path = p
+            case "layer_range":
+                guard let pair = value.sequence, pair.count == 2, let first = pair[0].int, let end = pair[1].int,
+                      first >= 0, first < end else {
+                    throw .recipe(file: file, problem: "'layer_range' must be [first, end] with 0 ≤ first < end\(at(value))")
+                }
+                range = first..<end
+            case "parameters":
+                parameters = try self.parameters(value, file: file, allowOptions: false, budget: &budget).values
+            default:
+                throw .recipe(file: file, problem: "unknown key '\(keyNode.string ?? "?")' in a source (expected model, layer_range, parameters)\(at(keyNode))")
+            }
+        }
+        guard let path else { throw .recipe(file: file, problem: "a source has no 'model'\(at(node))") }
+        guard let range else { throw .recipe(file: file, problem: "a source has no 'layer_range'\(at(node))") }
+        return SliceSource(path: path, layerRange: range, parameters: parameters)
     }
 
     /// A parameters mapping: weighing values, and (globally) the option keys kept as nodes.
@@ -256,19 +353,22 @@ public enum MergeRecipe {
         }
     }
 
-    /// The plan as a mergekit-style recipe (what `fuse` stores beside its output).
+    /// The plan as a mergekit recipe (what `fuse` stores beside its output). mergekit
+    /// 0.1.5 validates and runs it; a leading comment names the options it would ignore
+    /// or refuse, which Claire reads back.
     public static func yaml(for plan: MergePlan) -> String {
         var pairs: [(Node, Node)] = [("merge_method", Node(plan.method.rawValue))]
         if let base = plan.base { pairs.append(("base_model", Node(base))) }
         var models: [Node] = []
-        for model in plan.models {
+        for model in modelsForMergekit(plan) {
             var entry: [(Node, Node)] = [("model", Node(model.path))]
             if !model.parameters.isEmpty { entry.append(("parameters", node(for: model.parameters, options: []))) }
             models.append(Node.mapping(Node.Mapping(entry)))
         }
         pairs.append(("models", Node.sequence(Node.Sequence(models))))
         var options: [(String, String)] = []
-        if let rescale = plan.rescale { options.append(("rescale", rescale.rawValue)) }
+        // mergekit's rescale is a switch: true is the l1 rescale.
+        if let rescale = plan.rescale { options.append(("rescale", rescale == .l1 ? "true" : rescale == .none ? "false" : rescale.rawValue)) }
         if let consensus = plan.consensus { options.append(("consensus", consensus.rawValue)) }
         if plan.trim != .tensor { options.append(("trim", plan.trim.rawValue)) }
         if !plan.parameters.isEmpty || !options.isEmpty {
@@ -279,10 +379,43 @@ public enum MergeRecipe {
             pairs.append(("out_dtype", Node(recipeName(of: dtype))))
         }
         if let source = plan.tokenizerSource { pairs.append(("tokenizer_source", Node(source))) }
+        if let template = plan.chatTemplate { pairs.append(("chat_template", Node(template))) }
         if plan.method.sparsifier == .random || plan.method.sparsifier == .dellaMagprune {
             pairs.append(("seed", Node(String(plan.seed))))
         }
-        return (try? Yams.serialize(node: Node.mapping(Node.Mapping(pairs)), sortKeys: false)) ?? ""
+        let body = (try? Yams.serialize(node: Node.mapping(Node.Mapping(pairs)), sortKeys: false)) ?? ""
+        let notes = mergekitNotes(for: plan)
+        guard !notes.isEmpty else { return body }
+        return (["# For mergekit:"] + notes.map { "#   " + $0 }).joined(separator: "\n") + "\n" + body
+    }
+
+    /// The plan's models as written: mergekit's `linear` merges `base_model` as one more
+    /// model (and requires its weight), while Claire's takes only the config from it, so
+    /// a base not among the models is listed with weight 0 — the same sum in both.
+    static func modelsForMergekit(_ plan: MergePlan) -> [ModelSpec] {
+        guard plan.method == .linear, let base = plan.base, !plan.models.contains(where: { $0.path == base }) else {
+            return plan.models
+        }
+        return plan.models + [ModelSpec(path: base, parameters: ["weight": .number(0)])]
+    }
+
+    /// What mergekit 0.1.5 would do differently with the recipe of `plan`, one line each.
+    static func mergekitNotes(for plan: MergePlan) -> [String] {
+        var notes: [String] = []
+        if modelsForMergekit(plan).count != plan.models.count {
+            notes.append("the base is listed with weight 0, as mergekit's linear merges base_model too")
+        }
+        if plan.rescale == .inverse, plan.method.sparsifier != nil {
+            notes.append("rescale: inverse has no mergekit equivalent (mergekit refuses it; true is the l1 rescale)")
+        }
+        if plan.consensus == .count, plan.method.defaultConsensus != nil {
+            notes.append("consensus: count is ignored by mergekit, whose \(plan.method) elects signs by sum")
+        }
+        if plan.trim == .global { notes.append("trim: global is ignored by mergekit, which trims each tensor alone") }
+        if plan.method.sparsifier == .random || plan.method.sparsifier == .dellaMagprune {
+            notes.append("seed is ignored by mergekit, which draws its own random masks (mergekit-yaml --random-seed)")
+        }
+        return notes
     }
 
     private static func node(for parameters: [String: ParameterValue], options: [(String, String)]) -> Node {

@@ -90,6 +90,18 @@ public enum LayerPosition {
         return nil
     }
 
+    /// `name` with its layer number (the one `layer(of:)` reads) replaced by `layer`.
+    public static func name(_ name: String, withLayer layer: Int) -> String {
+        var parts = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        for i in 1..<max(parts.count, 1) where ["layers", "blk", "h", "layer"].contains(parts[i - 1]) {
+            if let n = Int(parts[i]), n >= 0 {
+                parts[i] = String(layer)
+                return parts.joined(separator: ".")
+            }
+        }
+        return name
+    }
+
     /// t = ℓ/(L − 1) for layer ℓ of L (1 when L = 1); 0 outside the layers.
     public static func fraction(of name: String, layerCount: Int) -> Double {
         guard let layer = layer(of: name) else { return 0 }
@@ -115,7 +127,7 @@ public enum ParameterRange {
     /// beyond being finite (flags such as `normalize`).
     public static func bounds(of name: String) -> ClosedRange<Double>? {
         switch name {
-        case "weight", "lambda": return -maximumScale...maximumScale
+        case "weight", "lambda", "scale": return -maximumScale...maximumScale
         case "density": return 0...Double.greatestFiniteMagnitude
         case "gamma", "epsilon", "t": return 0...1
         default: return nil

@@ -11,12 +11,15 @@ public final class PreparedMerge: Sendable {
     public let jobs: [MergeJob]
     /// Things the user should know that do not stop the merge.
     public let warnings: [String]
+    /// The output's layer count when slices set it (the config's `num_hidden_layers`); nil: the template's.
+    public let outputLayerCount: Int?
 
-    init(plan: MergePlan, checkpoints: [Checkpoint], jobs: [MergeJob], warnings: [String]) {
+    init(plan: MergePlan, checkpoints: [Checkpoint], jobs: [MergeJob], warnings: [String], outputLayerCount: Int? = nil) {
         self.plan = plan
         self.checkpoints = checkpoints
         self.jobs = jobs
         self.warnings = warnings
+        self.outputLayerCount = outputLayerCount
     }
 
     /// The output's tensor list for a writer.
@@ -31,6 +34,7 @@ public final class PreparedMerge: Sendable {
     /// Shards of input folders that are links leaving them are refused unless `followSymlinks`.
     public static func prepare(_ plan: MergePlan, followSymlinks: Bool = false) throws(MergeError) -> PreparedMerge {
         try plan.check()
+        if plan.slices != nil { return try prepareSlices(plan, followSymlinks: followSymlinks) }
         var checkpoints: [Checkpoint] = []
         var indexByPath: [String: Int] = [:]
         func open(_ path: String) throws(MergeError) -> Int {
@@ -59,7 +63,7 @@ public final class PreparedMerge: Sendable {
         }
 
         var problems: [String] = []
-        var warnings: [String] = []
+        var warnings = plan.unusedParameters.map { "parameter '\($0)' is not used by \(plan.method); it is ignored" }
         var jobs: [MergeJob] = []
         var quantizedBase = 0
         let method = plan.method

@@ -1,0 +1,26 @@
+/// One model's tensor, multiplied by `scale` when the recipe gives one (mergekit's
+/// `passthrough`): the building block of slice stacking, where each output layer comes
+/// from exactly one source layer.
+struct PassthroughKernel: MergeKernel {
+    func check(_ plan: MergePlan) throws(MergeError) {
+        guard plan.models.count == 1 else {
+            throw .badPlan("passthrough takes exactly one model (one source per slice), not \(plan.models.count)")
+        }
+    }
+
+    func parameters(models: [ModelSpec], plan: MergePlan,
+                    value: (String, ModelSpec?, Double) -> Double) -> MergeJob.Parameters {
+        .passthrough(scale: Float(value("scale", models.first, 1)))
+    }
+
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+        guard case .passthrough(let scale) = job.parameters else { preconditionFailure("not a passthrough job") }
+        let decoder = executor.decoder
+        let input = job.inputs[0]
+        try executor.chunks.forEachChunk(job, releasing: true) { s, _, range in
+            try decoder.decode(input, range, into: s.inputs[0])
+            for i in 0..<range.count { s.out[i] = scale == 1 ? s.inputs[0][i] : s.inputs[0][i] * scale }
+            try decoder.store(job, range, s, into: bytes)
+        }
+    }
+}
