@@ -159,13 +159,3 @@ enum DiagnosticText {
         return String(out)
     }
 }
-
-/// An error whose message names a path the user knows in place of one that exists
-/// only while the command runs (such as a staging folder).
-struct RelabeledError: Error, CustomStringConvertible {
-    let description: String
-
-    init(_ error: any Error, replacing path: String, with shown: String) {
-        description = String(describing: error).replacingOccurrences(of: path, with: shown)
-    }
-}
