@@ -43,23 +43,22 @@ public enum DeltaExtraction {
         }
         let writer = try SparseDelta.Writer(path: output, overwrite: overwrite)
         let tensors = tuned.tensors
-        let done = Counter()
         var summary = Summary(tensors: tensors.count, elements: 0, changed: 0, kept: 0, bytes: 0, tunedBytes: tuned.tensorBytes)
         do {
             var start = 0
             while start < tensors.count {
                 let batch = Array(tensors[start..<min(start + batchSize, tensors.count)])
-                let results = ResultSlots<SparseDelta.EncodedTensor>(count: batch.count)
                 let scratches = ConversionScratch.perWorker(workers)
-                try WorkerQueue.forEach(count: batch.count, workers: workers) { (worker, i) throws(CheckpointError) in
-                    let scratch = scratches[worker]
+                let before = start
+                let results = try WorkerQueue.map(count: batch.count, workers: workers,
+                                                  progress: { progress(before + $0, tensors.count) }) { (worker, i) throws(CheckpointError) in
                     let t = batch[i]
-                    results.set(i, try encode(t, of: tuned, base: base, density: density, selection: selection, seed: seed,
-                                              scratch: scratch))
+                    let encoded = try encode(t, of: tuned, base: base, density: density, selection: selection, seed: seed,
+                                             scratch: scratches[worker])
                     tuned.release(t)
-                    progress(done.increment(), tensors.count)
+                    return encoded
                 }
-                for encoded in results.values {
+                for encoded in results {
                     try writer.append(encoded)
                     summary.elements += encoded.record.elementCount
                     summary.changed += encoded.record.changed
@@ -205,34 +204,4 @@ public enum DeltaExtraction {
         }
         return records.count
     }
-}
-
-/// A thread-safe counter.
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = 0
-
-    func increment() -> Int {
-        lock.lock()
-        defer { lock.unlock() }
-        value += 1
-        return value
-    }
-}
-
-/// Results filled in by index from several threads.
-final class ResultSlots<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var slots: [T?]
-
-    init(count: Int) { slots = Array(repeating: nil, count: count) }
-
-    func set(_ i: Int, _ value: T) {
-        lock.lock()
-        slots[i] = value
-        lock.unlock()
-    }
-
-    /// The filled slots in index order.
-    var values: [T] { slots.compactMap { $0 } }
 }

@@ -10,8 +10,8 @@ final class PlannedFile: @unchecked Sendable {
     private let order: [String]
     private let slots: [String: (offset: Int, count: Int)]
     private var fd: Int32
-    private let lock = NSLock()
-    private var written = Set<String>()
+    /// Slots written so far.
+    private let written = Locked(Set<String>())
 
     /// Creates `path` (which must not exist), sizes it to `size` bytes (so gaps
     /// read as zeros without being written) and writes `header` at offset 0.
@@ -29,7 +29,7 @@ final class PlannedFile: @unchecked Sendable {
         }
         let result = header.withUnsafeBytes { buffer in Result { () throws(CheckpointError) in try writeFully(buffer, at: 0) } }
         try result.get()
-        for slot in plan where slot.count == 0 { written.insert(slot.name) }
+        written.withLock { for slot in plan where slot.count == 0 { $0.insert(slot.name) } }
     }
 
     deinit {
@@ -42,14 +42,14 @@ final class PlannedFile: @unchecked Sendable {
         guard bytes.count == slot.count else {
             throw .io(file: displayPath, problem: "tensor '\(name)': \(bytes.count) bytes given, \(slot.count) planned")
         }
-        let fresh = lock.withLock { written.insert(name).inserted }
+        let fresh = written.withLock { $0.insert(name).inserted }
         guard fresh || slot.count == 0 else { throw .io(file: displayPath, problem: "tensor '\(name)' written twice") }
         try writeFully(bytes, at: slot.offset)
     }
 
     /// Checks every slot was written, flushes the file to disk and closes it.
     func finish() throws(CheckpointError) {
-        let missing = lock.withLock { order.first { !written.contains($0) } }
+        let missing = written.withLock { written in order.first { !written.contains($0) } }
         if let missing { throw .io(file: displayPath, problem: "tensor '\(missing)' was never written") }
         guard fsync(fd) == 0 else { throw .io(file: displayPath, problem: "cannot flush: \(String(cString: strerror(errno)))") }
         let closed = close(fd)
