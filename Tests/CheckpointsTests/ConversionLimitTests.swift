@@ -111,7 +111,7 @@ import Testing
         let path = temporaryFolder() + "/m.gguf"
         let writer = try GGUFWriter(path: path, tensors: specs, metadata: metadata)
         for (t, spec) in zip(source.tensors, specs) { try writer.write(spec.name, bytes: source.data(of: t)) }
-        try writer.finish()
+        try writer.commit()
         return path
     }
 

@@ -88,7 +88,7 @@ public enum FormatConversion {
             try run(jobs, from: checkpoint, toGGUF: true, workers: workers, progress: progress, output: output) {
                 (name, bytes) throws(CheckpointError) in try writer.write(name, bytes: bytes)
             }
-            try writer.finish()
+            try writer.commit()
         } catch {
             writer.abort()
             throw error
@@ -182,9 +182,9 @@ public enum FormatConversion {
             throw .conversion(file: input, problem: .unsupportedType("\(t.dtype) (tensor '\(t.name)') in safetensors"))
         }
         let metadata = checkpoint.metadata.compactMap { e in e.value.stringValue.map { (key: e.key, value: $0) } }
-        let sink: TensorSinkWriter
+        let sink: any TensorSink
         if output.hasSuffix(".safetensors") {
-            sink = try SingleFileWriter(path: output, tensors: specs, metadata: metadata.isEmpty ? [("format", "pt")] : metadata,
+            sink = try SafetensorsFileOutput(path: output, tensors: specs, metadata: metadata.isEmpty ? [("format", "pt")] : metadata,
                                         overwrite: overwrite)
         } else {
             let folderWriter = try HFFolderWriter(folder: output, tensors: specs, maxShardSize: maxShardSize,
@@ -348,35 +348,4 @@ public enum FormatConversion {
         }
         if let written { throw written }
     }
-}
-
-/// A destination that takes tensors by name, then commits or aborts.
-protocol TensorSinkWriter: Sendable {
-    func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError)
-    func commit() throws(CheckpointError)
-    func abort()
-}
-
-extension HFFolderWriter: TensorSinkWriter {}
-
-/// One `.safetensors` file written atomically.
-final class SingleFileWriter: TensorSinkWriter, @unchecked Sendable {
-    let output: OutputPath
-    let file: SafetensorsFileWriter
-
-    init(path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]?, overwrite: Bool) throws(CheckpointError) {
-        output = try OutputPath(destination: path, isDirectory: false, overwrite: overwrite)
-        file = try SafetensorsFileWriter(path: output.temporary, tensors: tensors, metadata: metadata)
-    }
-
-    func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
-        try file.write(name, bytes: bytes)
-    }
-
-    func commit() throws(CheckpointError) {
-        try file.finish()
-        try output.commit()
-    }
-
-    func abort() { output.abort() }
 }

@@ -63,7 +63,7 @@ public final class OutputPath: @unchecked Sendable {
         if isDirectory {
             guard mkdir(temporary, 0o755) == 0 else {
                 PendingOutputs.shared.remove(temporary)
-                throw .io(file: dest, problem: "cannot create \(temporary): \(String(cString: strerror(errno)))")
+                throw .io(file: dest, problem: "cannot create its temporary folder: \(String(cString: strerror(errno)))")
             }
         }
     }

@@ -23,7 +23,7 @@ final class PlannedFile: @unchecked Sendable {
         for slot in plan { slots[slot.name] = (slot.offset, slot.count) }
         self.slots = slots
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .io(file: displayPath, problem: "cannot create \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw .io(file: displayPath, problem: "cannot create: \(String(cString: strerror(errno)))") }
         guard ftruncate(fd, off_t(size)) == 0 else {
             throw .io(file: displayPath, problem: "cannot size the output: \(String(cString: strerror(errno)))")
         }

@@ -75,7 +75,19 @@ public enum MergedModelWriter {
         let stagingArea = try OutputPath(destination: destination, isDirectory: true, overwrite: true)
         defer { stagingArea.abort() }
         let staging = stagingArea.temporaryPath(for: "merged")
-        try writeFolder(prepared, to: staging, overwrite: true, options: options, progress: progress, warn: warn)
+        do {
+            try writeFolder(prepared, to: staging, overwrite: true, options: options, progress: progress, warn: warn)
+        } catch {
+            // A write into the staged folder is a write of the output: named so.
+            switch error {
+            case let error as CheckpointError where error.file.hasPrefix(staging):
+                throw error.reported(in: destination)
+            case MergeError.checkpoint(let error) where error.file.hasPrefix(staging):
+                throw MergeError.checkpoint(error.reported(in: destination))
+            default:
+                throw error
+            }
+        }
         let report: FormatConversion.Report
         do {
             report = try FormatConversion.hfToGGUF(folder: staging, output: destination, type: type,
