@@ -48,7 +48,7 @@ public enum FormatConversion {
         guard HFFolder.fileExists(configPath) else {
             throw .conversion(file: folder, problem: .missingConfigFile)
         }
-        let hp = try LlamaHyperparameters.read(configAt: HFFolder.sideFile("config.json", in: folder, followSymlinks: followSymlinks))
+        let hp = try LlamaConfig.read(configAt: HFFolder.sideFile("config.json", in: folder, followSymlinks: followSymlinks))
 
         var jobs: [Job] = []
         for t in checkpoint.tensors where !LlamaFamily.isDerived(hfName: t.name) {
@@ -66,7 +66,7 @@ public enum FormatConversion {
         }
         // After the tensors are checked: the vocabulary is allocated at config.json's size.
         var warnings: [String] = []
-        let tokenizer = try GGUFTokenizer.read(folder: folder, vocabSize: hp.vocabSize, followSymlinks: followSymlinks)
+        let tokenizer = try GGUFTokenizer.read(folder: folder, vocabSize: hp.vocabularySize, followSymlinks: followSymlinks)
         if tokenizer == nil { warnings.append("\(folder): no tokenizer.json; the GGUF file has no tokenizer keys") }
 
         let folderName = URL(fileURLWithPath: folder).standardizedFileURL.lastPathComponent
@@ -109,18 +109,18 @@ public enum FormatConversion {
         guard checkpoint.format == .gguf else {
             throw .conversion(file: input, problem: .unsupportedSetting("input: expected a GGUF file"))
         }
-        let hp: LlamaHyperparameters
+        let hp: LlamaConfig
         let tokenizer: GGUFTokenizer?
         do {
             tokenizer = try GGUFTokenizer(gguf: checkpoint.metadata)
-            hp = try LlamaHyperparameters(gguf: checkpoint.metadata, tokenCount: tokenizer?.tokens.count,
+            hp = try LlamaConfig(gguf: checkpoint.metadata, tokenCount: tokenizer?.tokens.count,
                                           hasOutputTensor: checkpoint.tensor(named: "output.weight") != nil)
         } catch {
             throw .conversion(file: input, problem: error)
         }
-        if let tokenizer, tokenizer.tokens.count != hp.vocabSize {
+        if let tokenizer, tokenizer.tokens.count != hp.vocabularySize {
             throw .conversion(file: input, problem: .unsupportedSetting(
-                "vocabulary of \(hp.vocabSize) tokens with a token list of \(tokenizer.tokens.count)"))
+                "vocabulary of \(hp.vocabularySize) tokens with a token list of \(tokenizer.tokens.count)"))
         }
         var warnings: [String] = []
         if tokenizer == nil { warnings.append("\(input): no tokenizer in the GGUF metadata; the folder has no tokenizer files") }
@@ -149,7 +149,7 @@ public enum FormatConversion {
             if let tokenizer {
                 try writer.writeFile(name: "tokenizer.json", contents: Array(tokenizer.tokenizerJSON().compactText.utf8))
                 try writer.writeFile(name: "tokenizer_config.json",
-                                     contents: Array((tokenizer.tokenizerConfigJSON(contextLength: hp.contextLength).prettyText + "\n").utf8))
+                                     contents: Array((tokenizer.tokenizerConfigJSON(contextLength: hp.statedMaxPositions).prettyText + "\n").utf8))
             }
             try writer.commit()
         } catch {
@@ -258,23 +258,23 @@ public enum FormatConversion {
     /// number below the layer count, and the embedding and output rows equal to the
     /// vocabulary (which is allocated and written at that size). `sizesFrom` names
     /// the file the hyperparameters came from.
-    static func checkAgainstHyperparameters(hfName: String, shape: [Int], _ hp: LlamaHyperparameters, file: String,
+    static func checkAgainstHyperparameters(hfName: String, shape: [Int], _ hp: LlamaConfig, file: String,
                                             sizesFrom: String) throws(CheckpointError) {
-        if let layer = LlamaFamily.layer(ofHF: hfName), layer >= hp.blockCount {
+        if let layer = LlamaFamily.layer(ofHF: hfName), layer >= hp.layerCount {
             throw .conversion(file: file, problem: .tensorShape(
-                tensor: hfName, problem: "layer \(layer) is past the \(hp.blockCount) layers \(sizesFrom) declares"))
+                tensor: hfName, problem: "layer \(layer) is past the \(hp.layerCount) layers \(sizesFrom) declares"))
         }
-        if hfName == "model.embed_tokens.weight" || hfName == "lm_head.weight", shape.first != hp.vocabSize {
+        if hfName == "model.embed_tokens.weight" || hfName == "lm_head.weight", shape.first != hp.vocabularySize {
             throw .conversion(file: file, problem: .tensorShape(
-                tensor: hfName, problem: "shape \(shape) does not have the \(hp.vocabSize) rows of the vocabulary \(sizesFrom) declares"))
+                tensor: hfName, problem: "shape \(shape) does not have the \(hp.vocabularySize) rows of the vocabulary \(sizesFrom) declares"))
         }
     }
 
     /// The head count for permuting an HF Q or K tensor's rows, or nil when the
     /// tensor is not one or the architecture keeps HF's order.
-    static func permutationHeads(hfName: String, shape: [Int], _ hp: LlamaHyperparameters, file: String) throws(CheckpointError) -> Int? {
+    static func permutationHeads(hfName: String, shape: [Int], _ hp: LlamaConfig, file: String) throws(CheckpointError) -> Int? {
         guard let heads = LlamaFamily.permutedHeads(ofHF: hfName, architecture: hp.architecture, headCount: hp.headCount,
-                                                    kvHeads: hp.kvHeads) else { return nil }
+                                                    kvHeads: hp.keyValueHeadCount) else { return nil }
         guard let rows = shape.first, LlamaFamily.splitsIntoPairs(rows, heads: heads) else {
             throw .conversion(file: file, problem: .tensorShape(tensor: hfName, problem: "\(shape.first ?? 0) rows do not split into \(heads) heads of pairs"))
         }
