@@ -180,17 +180,11 @@ public final class OutputPath: @unchecked Sendable {
     }
 
     private func syncFile(_ path: String) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        fsync(fd)
-        close(fd)
+        try? FileDescriptor.open(path, O_RDONLY).sync()
     }
 
     private func syncDirectory(_ path: String) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        fsync(fd)
-        close(fd)
+        try? FileDescriptor.open(path, O_RDONLY | O_DIRECTORY).sync()
     }
 }
 

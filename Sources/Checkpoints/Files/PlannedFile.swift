@@ -9,7 +9,7 @@ final class PlannedFile: @unchecked Sendable {
     /// Slot names in plan order, for the completeness check.
     private let order: [String]
     private let slots: [String: (offset: Int, count: Int)]
-    private var fd: Int32
+    private let file: FileDescriptor
     /// Slots written so far.
     private let written = Locked(Set<String>())
 
@@ -22,18 +22,15 @@ final class PlannedFile: @unchecked Sendable {
         var slots: [String: (offset: Int, count: Int)] = [:]
         for slot in plan { slots[slot.name] = (slot.offset, slot.count) }
         self.slots = slots
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .io(file: displayPath, problem: "cannot create: \(String(cString: strerror(errno)))") }
-        guard ftruncate(fd, off_t(size)) == 0 else {
-            throw .io(file: displayPath, problem: "cannot size the output: \(String(cString: strerror(errno)))")
+        do throws(FileDescriptor.Failure) { file = try FileDescriptor.create(path) } catch {
+            throw .io(file: displayPath, problem: "cannot create: \(error)")
+        }
+        do throws(FileDescriptor.Failure) { try file.truncate(to: size) } catch {
+            throw .io(file: displayPath, problem: "cannot size the output: \(error)")
         }
         let result = header.withUnsafeBytes { buffer in Result { () throws(CheckpointError) in try writeFully(buffer, at: 0) } }
         try result.get()
         written.withLock { for slot in plan where slot.count == 0 { $0.insert(slot.name) } }
-    }
-
-    deinit {
-        if fd >= 0 { close(fd) }
     }
 
     /// Writes the bytes of slot `name`; thread-safe, any order, once per slot.
@@ -51,29 +48,23 @@ final class PlannedFile: @unchecked Sendable {
     func finish() throws(CheckpointError) {
         let missing = written.withLock { written in order.first { !written.contains($0) } }
         if let missing { throw .io(file: displayPath, problem: "tensor '\(missing)' was never written") }
-        guard fsync(fd) == 0 else { throw .io(file: displayPath, problem: "cannot flush: \(String(cString: strerror(errno)))") }
-        let closed = close(fd)
-        fd = -1
-        guard closed == 0 else { throw .io(file: displayPath, problem: "cannot close: \(String(cString: strerror(errno)))") }
+        do throws(FileDescriptor.Failure) { try file.sync() } catch {
+            throw .io(file: displayPath, problem: "cannot flush: \(error)")
+        }
+        do throws(FileDescriptor.Failure) { try file.close() } catch {
+            throw .io(file: displayPath, problem: "cannot close: \(error)")
+        }
     }
 
     /// Closes the file without checking it (the caller removes it).
     func discard() {
-        if fd >= 0 { close(fd) }
-        fd = -1
+        try? file.close()
     }
 
-    /// Writes all of `buffer` at `offset`; reads only `buffer.count` bytes of it (pwrite
-    /// never reports more than it was asked to write, so `done` stays within the buffer).
+    /// Writes all of `buffer` at `offset` (`FileDescriptor.write(_:at:)` reads only `buffer.count` bytes of it).
     private func writeFully(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
-        var done = 0
-        while done < buffer.count {
-            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .io(file: displayPath, problem: "write failed: \(String(cString: strerror(errno)))")
-            }
-            done += n
+        do throws(FileDescriptor.Failure) { try file.write(buffer, at: offset) } catch {
+            throw .io(file: displayPath, problem: "write failed: \(error)")
         }
     }
 }
