@@ -63,7 +63,7 @@ for target in "${targets[@]}"; do
     elif [ ! -x "$binary" ] || [ -n "$(find Sources/Checkpoints "$entry" -newer "$binary" -name '*.swift' | head -1)" ]; then
         echo "fuzz $target: building" >&2
         swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name Checkpoints \
-            -I Sources/CZstd Sources/Checkpoints/*.swift "$entry" -o "$binary" 2>&1 | grep -v -E 'warning:|^\s*[0-9]* \||^\s*\|' >&2 || true
+            -I Sources/CZstd $(find Sources/Checkpoints -name '*.swift') "$entry" -o "$binary" 2>&1 | grep -v -E 'warning:|^\s*[0-9]* \||^\s*\|' >&2 || true
         [ -x "$binary" ] || { echo "fuzz $target: build failed" >&2; exit 1; }
     fi
     seeds=$work/seeds

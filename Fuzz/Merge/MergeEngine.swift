@@ -41,9 +41,12 @@ func writeTensor(_ path: String, name: String, shape: [Int], values: [Float], dt
     try writer.finish()
 }
 
-final class MemorySink: TensorSink {
+/// Collects merged tensors in memory (the executor writes from one thread at a time).
+final class MemorySink: TensorSink, @unchecked Sendable {
     var tensors: [String: [UInt8]] = [:]
     func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) { tensors[name] = Array(bytes) }
+    func commit() throws(CheckpointError) {}
+    func abort() {}
 }
 
 /// Runs one fuzz input; traps when the engine and the reference disagree.

@@ -29,6 +29,21 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
         }
     }
 
+    /// The same problem reported against `file`: a write into an output's temporary
+    /// is named as a write of the output the user gave.
+    public func reported(in file: String) -> CheckpointError {
+        switch self {
+        case .io(_, let p): return .io(file: file, problem: p)
+        case .safetensors(_, let v): return .safetensors(file: file, violation: v)
+        case .gguf(_, let v): return .gguf(file: file, violation: v)
+        case .folder(_, let p): return .folder(file: file, problem: p)
+        case .codec(_, let t, let p): return .codec(file: file, tensor: t, problem: p)
+        case .delta(_, let v): return .delta(file: file, violation: v)
+        case .conversion(_, let p): return .conversion(file: file, problem: p)
+        case .unknownFormat: return .unknownFormat(file: file)
+        }
+    }
+
     public var description: String {
         switch self {
         case .io(let f, let p): return "\(f): \(p)"

@@ -89,18 +89,7 @@ struct EngineMerger: DemoMerger {
             specs.append(spec)
         }
         let plan = MergePlan(method: try MergeMethod.named(request.method), base: request.base, models: specs, seed: request.seed)
-        let prepared = try PreparedMerge.prepare(plan)
-        let writer = try HFFolderWriter(folder: request.output, tensors: prepared.outputTensors, overwrite: true)
-        do {
-            try MergeExecutor(prepared, threads: ProcessInfo.processInfo.activeProcessorCount).run(into: writer)
-            for name in ModelCard.configFiles + ModelCard.tokenizerFiles
-            where FileManager.default.fileExists(atPath: request.base + "/" + name) {
-                try writer.copyFile(from: request.base + "/" + name)
-            }
-            try writer.commit()
-        } catch {
-            writer.abort()
-            throw error
-        }
+        try MergedModelWriter.write(try PreparedMerge.prepare(plan), to: request.output,
+                                    options: MergedModelWriter.Options(overwrite: true))
     }
 }

@@ -41,11 +41,10 @@ enum DiagnosticText {
     static let maximumLineLength = 4000
 
     /// `message` as one printable line: control characters escaped, quoted values
-    /// and the whole line shortened with an ellipsis, and the hidden temporary of an
-    /// output named as the output itself.
+    /// and the whole line shortened with an ellipsis. (Writers name the destination
+    /// the user gave, never its temporary: see `TensorSink`.)
     static func line(_ message: String) -> String {
-        var text = namingDestinations(message)
-        text = escapingControls(text, keepingLayout: false)
+        var text = escapingControls(message, keepingLayout: false)
         text = shorteningQuotedValues(text)
         return shortened(text, to: maximumLineLength)
     }
@@ -109,63 +108,5 @@ enum DiagnosticText {
         guard text.unicodeScalars.count > limit else { return text }
         let kept = String(String.UnicodeScalarView(text.unicodeScalars.prefix(limit)))
         return kept + "… (\(text.unicodeScalars.count - limit) more characters)"
-    }
-
-    /// Paths inside the hidden temporary an output is written to
-    /// (`<folder>/.<name>.partial-<pid>-<token>`, see `OutputPath`) rewritten to the
-    /// output the user named (`<folder>/<name>`): the temporary is gone once the
-    /// message is read.
-    static func namingDestinations(_ text: String) -> String {
-        guard text.contains(".partial-") else { return text }
-        var out = Substring()
-        var rest = Substring(text)
-        while let marker = rest.range(of: ".partial-") {
-            // The name runs back to the "/." that starts the hidden file name.
-            let before = rest[..<marker.lowerBound]
-            guard let slashDot = before.range(of: "/.", options: .backwards),
-                  !before[slashDot.upperBound...].contains("/"), slashDot.upperBound < marker.lowerBound
-            else {
-                out += rest[..<marker.upperBound]
-                rest = rest[marker.upperBound...]
-                continue
-            }
-            // Then forward over "<pid>-<token>" (digits, a dash, base-36 letters and digits).
-            var end = marker.upperBound
-            var digits = 0
-            while end < rest.endIndex, rest[end].isASCII, rest[end].isNumber { end = rest.index(after: end); digits += 1 }
-            guard digits > 0, end < rest.endIndex, rest[end] == "-" else {
-                out += rest[..<marker.upperBound]
-                rest = rest[marker.upperBound...]
-                continue
-            }
-            end = rest.index(after: end)
-            var tokenLength = 0
-            while end < rest.endIndex, rest[end].isASCII, rest[end].isLetter || rest[end].isNumber {
-                end = rest.index(after: end)
-                tokenLength += 1
-            }
-            guard tokenLength > 0 else {
-                out += rest[..<marker.upperBound]
-                rest = rest[marker.upperBound...]
-                continue
-            }
-            out += rest[..<slashDot.lowerBound]
-            out += "/"
-            out += rest[slashDot.upperBound..<marker.lowerBound]
-            rest = rest[end...]
-            if rest.hasPrefix(".old") { rest = rest.dropFirst(4) }
-        }
-        out += rest
-        return String(out)
-    }
-}
-
-/// An error whose message names a path the user knows in place of one that exists
-/// only while the command runs (such as a staging folder).
-struct RelabeledError: Error, CustomStringConvertible {
-    let description: String
-
-    init(_ error: any Error, replacing path: String, with shown: String) {
-        description = String(describing: error).replacingOccurrences(of: path, with: shown)
     }
 }

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Checkpoints
-import Dispatch
 import Foundation
 import Merging
 
@@ -144,64 +143,16 @@ extension MergeTool {
                 try checkOutput(plan)
                 let prepared = try PreparedMerge.prepare(plan, followSymlinks: input.followSymlinks)
                 for warning in prepared.warnings { printError("warning: \(warning)") }
-                guard format == .gguf else {
-                    try writeFolder(prepared, recipe: recipe, to: output, overwrite: work.force)
-                    return
-                }
-                // GGUF: the merged folder is staged beside the output, then converted
-                // (names, Q/K row order, metadata and tokenizer from its config.json).
-                if FileManager.default.fileExists(atPath: output) && !work.force {
-                    throw CheckpointError.io(file: output, problem: "already exists (use --force to replace it)")
-                }
-                // The conversion reads config.json from the base folder: check before merging.
-                guard let templateFolder = folder(of: prepared.template.path) else {
-                    throw CheckpointError.conversion(file: prepared.template.path, problem: .needsModelFolder)
-                }
-                guard FileManager.default.fileExists(atPath: templateFolder + "/config.json") else {
-                    throw CheckpointError.conversion(file: templateFolder, problem: .missingConfigFile)
-                }
-                // The staging folder is a temporary of the output itself, so an interrupt
-                // removes it and a later run sweeps it up after a kill.
-                let stagingArea = try OutputPath(destination: output, isDirectory: true, overwrite: true)
-                defer { stagingArea.abort() }
-                let staging = stagingArea.temporaryPath(for: "merged")
-                try writeFolder(prepared, recipe: recipe, to: staging, overwrite: true)
-                let report: FormatConversion.Report
-                do {
-                    report = try FormatConversion.hfToGGUF(folder: staging, output: output, type: type.dtype,
-                                                           overwrite: work.force, followSymlinks: input.followSymlinks,
-                                                           workers: work.workerCount)
-                } catch {
-                    // The staged folder is gone by the time the message is read; its files
-                    // come from the base folder, so that is what the message names.
-                    throw RelabeledError(error, replacing: staging, with: templateFolder)
-                }
-                for warning in report.warnings {
-                    printError("warning: " + warning.replacingOccurrences(of: staging, with: prepared.template.path))
-                }
-            }
-        }
-
-        /// Merges into the model folder `folder`, with side files, card and recipe.
-        private func writeFolder(_ prepared: PreparedMerge, recipe: String, to folder: String, overwrite: Bool) throws {
-            let writer = try HFFolderWriter(folder: folder, tensors: prepared.outputTensors,
-                                            maxShardSize: shards.bytes, overwrite: overwrite)
-            do {
+                let options = MergedModelWriter.Options(
+                    format: format == .gguf ? .gguf(type: type.dtype) : .folder, maxShardSize: shards.bytes,
+                    overwrite: work.force, followSymlinks: input.followSymlinks, workers: work.workerCount,
+                    strict: strict, recipe: recipe)
                 let progress = ProgressLine(label: "fuse")
-                let executor = MergeExecutor(prepared, threads: work.workerCount)
-                executor.strict = strict
-                try executor.run(into: writer) { progress.update($0) }
-                progress.finish()
-                for tensor in executor.nonFiniteInputs {
-                    printError("warning: input tensor \(tensor) holds NaN or infinite values (--strict makes this an error)")
+                try MergedModelWriter.write(prepared, to: output, options: options, progress: { progress.update($0) }) {
+                    progress.finish()
+                    printError("warning: \($0)")
                 }
-                try copySideFiles(prepared, into: writer)
-                try writer.writeFile(name: ModelCard.recipeFileName, contents: Array(recipe.utf8))
-                try writer.writeFile(name: "README.md", contents: Array(ModelCard.text(for: prepared.plan, recipe: recipe).utf8))
-                try writer.commit()
-            } catch {
-                writer.abort()
-                throw error
+                progress.finish()
             }
         }
 
@@ -264,50 +215,6 @@ extension MergeTool {
             if let tokenizerSource = plan.tokenizerSource { inputs.append(tokenizerSource) }
             if let config { inputs.append(config) }
             try OutputGuard.check(output: output, inputs: inputs)
-        }
-
-        /// Config and tokenizer files from the base folder (tokenizer from `tokenizer_source` if given).
-        private func copySideFiles(_ prepared: PreparedMerge, into writer: HFFolderWriter) throws {
-            let templateFolder = folder(of: prepared.template.path)
-            let tokenizerFolder = prepared.plan.tokenizerSource.map(folder(of:)) ?? templateFolder
-            for name in ModelCard.configFiles {
-                if let templateFolder, FileManager.default.fileExists(atPath: templateFolder + "/" + name) {
-                    if name == "config.json" {
-                        // Its torch_dtype names the output type.
-                        try FormatConversion.copyConfig(from: templateFolder, to: writer, dtype: prepared.plan.outputDType,
-                                                        layerCount: prepared.outputLayerCount,
-                                                        followSymlinks: input.followSymlinks)
-                    } else {
-                        try writer.copyFile(from: templateFolder + "/" + name, followSymlinks: input.followSymlinks)
-                    }
-                }
-            }
-            let template = prepared.plan.chatTemplate
-            for name in ModelCard.tokenizerFiles {
-                if let tokenizerFolder, FileManager.default.fileExists(atPath: tokenizerFolder + "/" + name) {
-                    // The recipe's chat template replaces the one copied (a chat_template.jinja
-                    // file would take precedence over tokenizer_config.json's, so it is left out).
-                    if template != nil, name == "chat_template.jinja" { continue }
-                    if let template, name == "tokenizer_config.json" {
-                        let path = try HFFolder.sideFile(name, in: tokenizerFolder, followSymlinks: input.followSymlinks)
-                        guard let config = ChatTemplate.settingTemplate(template, in: try readJSONFile(path, rejectDuplicateKeys: false)) else {
-                            throw CheckpointError.io(file: path, problem: "is not a JSON object")
-                        }
-                        try writer.writeFile(name: name, contents: Array((config.prettyText + "\n").utf8))
-                        continue
-                    }
-                    try writer.copyFile(from: tokenizerFolder + "/" + name, followSymlinks: input.followSymlinks)
-                }
-            }
-            if template != nil, !(tokenizerFolder.map { FileManager.default.fileExists(atPath: $0 + "/tokenizer_config.json") } ?? false) {
-                printError("warning: the recipe's chat_template is not written: \(tokenizerFolder ?? prepared.template.path) has no tokenizer_config.json")
-            }
-        }
-
-        private func folder(of path: String) -> String? {
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else { return nil }
-            return path
         }
     }
 }

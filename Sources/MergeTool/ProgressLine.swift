@@ -1,14 +1,15 @@
+import Checkpoints
 import Foundation
 import Merging
 
 /// A one-line progress bar with ETA, drawn through a `StatusLine` (so only on a
 /// terminal) at most ten times a second. Safe to update from several threads.
-final class ProgressLine: @unchecked Sendable {
-    private let lock = NSLock()
+final class ProgressLine: Sendable {
     private let label: String
     private let line = StatusLine()
     private let start = Date()
-    private var lastDraw = Date.distantPast
+    /// When the bar was last drawn; drawing happens with it locked.
+    private let lastDraw = Locked(Date.distantPast)
 
     init(label: String) { self.label = label }
 
@@ -24,17 +25,17 @@ final class ProgressLine: @unchecked Sendable {
 
     private func draw(done: Int, total: Int, fraction: Double) {
         guard line.enabled else { return }
-        lock.lock()
-        defer { lock.unlock() }
-        let now = Date()
-        guard now.timeIntervalSince(lastDraw) > 0.1 || done == total else { return }
-        lastDraw = now
-        let width = 30
-        let filled = Int(fraction * Double(width))
-        let elapsed = now.timeIntervalSince(start)
-        let eta = fraction > 0 ? elapsed / fraction - elapsed : 0
-        let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
-        line.update("\(label) [\(bar)] \(done)/\(total) tensors, \(String(format: "%.1f", eta)) s left")
+        lastDraw.withLock { lastDraw in
+            let now = Date()
+            guard now.timeIntervalSince(lastDraw) > 0.1 || done == total else { return }
+            lastDraw = now
+            let width = 30
+            let filled = Int(fraction * Double(width))
+            let elapsed = now.timeIntervalSince(start)
+            let eta = fraction > 0 ? elapsed / fraction - elapsed : 0
+            let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
+            line.update("\(label) [\(bar)] \(done)/\(total) tensors, \(String(format: "%.1f", eta)) s left")
+        }
     }
 
     /// Clears the bar, leaving the terminal as it was.

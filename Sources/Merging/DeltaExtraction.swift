@@ -152,19 +152,15 @@ public enum DeltaExtraction {
         }
         let specs = records.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
         let metadata = delta.header.metadata.compactMap { e in e.value.stringValue.map { (key: e.key, value: $0) } }
+        let writer: any TensorSink
         let folderWriter: HFFolderWriter?
-        let fileOutput: (output: OutputPath, file: SafetensorsFileWriter)?
         if output.hasSuffix(".safetensors") {
-            let path = try OutputPath(destination: output, isDirectory: false, overwrite: overwrite)
-            fileOutput = (path, try SafetensorsFileWriter(path: path.temporary, tensors: specs, metadata: metadata.isEmpty ? nil : metadata))
+            writer = try SafetensorsFileOutput(path: output, tensors: specs, metadata: metadata.isEmpty ? nil : metadata, overwrite: overwrite)
             folderWriter = nil
         } else {
             folderWriter = try HFFolderWriter(folder: output, tensors: specs, maxShardSize: maxShardSize,
                                               metadata: metadata.isEmpty ? nil : metadata, overwrite: overwrite)
-            fileOutput = nil
-        }
-        let write: @Sendable (String, UnsafeRawBufferPointer) throws(CheckpointError) -> Void = { name, bytes throws(CheckpointError) in
-            if let folderWriter { try folderWriter.write(name, bytes: bytes) } else { try fileOutput!.file.write(name, bytes: bytes) }
+            writer = folderWriter!
         }
         do {
             let scratches = ConversionScratch.perWorker(workers)
@@ -177,7 +173,7 @@ public enum DeltaExtraction {
                 let failure: CheckpointError? = scratch.bytes.withUnsafeMutableBytes { out in
                     do throws(CheckpointError) {
                         try delta.reconstruct(r, base: baseTensor.map { base.data(of: $0) }, into: out)
-                        try write(r.name, UnsafeRawBufferPointer(out))
+                        try writer.write(r.name, bytes: UnsafeRawBufferPointer(out))
                     } catch {
                         return error
                     }
@@ -191,14 +187,10 @@ public enum DeltaExtraction {
                 if FileManager.default.fileExists(atPath: basePath, isDirectory: &isDirectory), isDirectory.boolValue {
                     for name in FormatConversion.sideFiles(in: basePath) { try folderWriter.copyFile(from: basePath + "/" + name, followSymlinks: followSymlinks) }
                 }
-                try folderWriter.commit()
-            } else if let fileOutput {
-                try fileOutput.file.finish()
-                try fileOutput.output.commit()
             }
+            try writer.commit()
         } catch {
-            folderWriter?.abort()
-            fileOutput?.output.abort()
+            writer.abort()
             throw error
         }
         return records.count

@@ -19,7 +19,7 @@ public struct DeltaStatisticsPlot {
     public func write(to path: String) throws(CheckpointError) {
         let output = try OutputPath(destination: path, isDirectory: false, overwrite: true)
         guard FileManager.default.createFile(atPath: output.temporary, contents: Data(svg.utf8)) else {
-            throw .io(file: path, problem: "cannot write \(output.temporary)")
+            throw .io(file: path, problem: "cannot write")
         }
         try output.commit()
     }

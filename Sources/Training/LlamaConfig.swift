@@ -1,36 +1,20 @@
 import Checkpoints
 
-/// The hyperparameters of a Llama-architecture model, as `config.json` names them.
-public struct LlamaConfig: Equatable, Sendable {
-    public var hiddenSize: Int
-    public var layerCount: Int
-    public var headCount: Int
-    public var keyValueHeadCount: Int
-    public var intermediateSize: Int
-    public var vocabularySize: Int
-    public var rmsNormEpsilon: Double
-    public var ropeTheta: Double
-    public var tieWordEmbeddings: Bool
-    /// Longest sequence the model is used with (`max_position_embeddings`).
-    public var maxPositions: Int
-
+/// What the trainer needs of `LlamaConfig` (Checkpoints' one Llama config type):
+/// a `LlamaForCausalLM` over the byte tokenizer, built, checked, read and written
+/// as `transformers` reads it.
+extension LlamaConfig {
+    /// A `LlamaForCausalLM` of these sizes; every optional key is stated, as the
+    /// trainer writes them all.
     public init(hiddenSize: Int, layerCount: Int, headCount: Int, keyValueHeadCount: Int, intermediateSize: Int,
                 vocabularySize: Int = ByteTokenizer.vocabularySize, rmsNormEpsilon: Double = 1e-5,
                 ropeTheta: Double = 10000, tieWordEmbeddings: Bool = false, maxPositions: Int = 256) {
-        self.hiddenSize = hiddenSize
-        self.layerCount = layerCount
-        self.headCount = headCount
-        self.keyValueHeadCount = keyValueHeadCount
-        self.intermediateSize = intermediateSize
-        self.vocabularySize = vocabularySize
-        self.rmsNormEpsilon = rmsNormEpsilon
-        self.ropeTheta = ropeTheta
-        self.tieWordEmbeddings = tieWordEmbeddings
-        self.maxPositions = maxPositions
+        self.init(architecture: LlamaFamily.llama, hiddenSize: hiddenSize, layerCount: layerCount, headCount: headCount,
+                  intermediateSize: intermediateSize, vocabularySize: vocabularySize, rmsNormEpsilon: rmsNormEpsilon,
+                  tieWordEmbeddings: tieWordEmbeddings, statedKeyValueHeads: keyValueHeadCount, statedRopeTheta: ropeTheta,
+                  statedMaxPositions: maxPositions)
     }
 
-    /// Width of one attention head.
-    public var headDimension: Int { hiddenSize / headCount }
     /// Width of all query heads together.
     public var queryWidth: Int { headCount * headDimension }
     /// Width of all key (or value) heads together.

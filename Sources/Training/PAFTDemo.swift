@@ -1,4 +1,4 @@
-import Dispatch
+import Checkpoints
 import Foundation
 
 /// One merge the PAFT demo asks the merge engine for.
@@ -134,21 +134,18 @@ public struct PAFTDemo: Sendable {
         l1Options.l1 = l1
         let jobs: [(name: String, task: TrainingTask, options: TrainingOptions)] =
             [("sft", .sft, sft), ("dpo", .dpo, dpo), ("sft-l1", .sft, l1Options)]
-        let failures = FailureList()
         let threads = BLAS.threads
         BLAS.setThreads(1)
-        DispatchQueue.concurrentPerform(iterations: jobs.count) { i in
-            let job = jobs[i]
-            do {
+        let fineTunes = Result { () throws(TrainingError) in
+            try WorkerQueue.forEach(count: jobs.count, workers: jobs.count) { (_, i) throws(TrainingError) in
+                let job = jobs[i]
                 try fineTune(from: path("base"), task: job.task, options: job.options, output: path(job.name)) {
                     progress("\(job.name) step \($0.step)/\($0.steps) loss \(String(format: "%.4f", $0.loss))")
                 }
-            } catch {
-                failures.add(error)
             }
         }
         BLAS.setThreads(threads)
-        if let first = failures.first { throw first }
+        try fineTunes.get()
         try fineTune(from: path("sft"), task: .dpo, options: dpo, output: path("sft-dpo")) {
             progress("sft→dpo step \($0.step)/\($0.steps) loss \(String(format: "%.4f", $0.loss))")
         }
@@ -177,23 +174,5 @@ public struct PAFTDemo: Sendable {
         let model = try ModelFolder.load(start)
         let data = try TrainingRun.builtInData(for: task, suite: suite, maxPositions: model.config.maxPositions)
         try TrainingRun.train(model, task: task, data: data, options: options, output: output, overwrite: true, progress: progress)
-    }
-}
-
-/// Errors collected from parallel jobs.
-private final class FailureList: @unchecked Sendable {
-    private let lock = NSLock()
-    private var errors: [any Error] = []
-
-    func add(_ error: any Error) {
-        lock.lock()
-        errors.append(error)
-        lock.unlock()
-    }
-
-    var first: (any Error)? {
-        lock.lock()
-        defer { lock.unlock() }
-        return errors.first
     }
 }

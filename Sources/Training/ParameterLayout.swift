@@ -1,3 +1,5 @@
+import Checkpoints
+
 /// Where each named weight lives inside one flat Float32 vector.
 ///
 /// The model keeps every parameter in a single buffer so the optimizer, the

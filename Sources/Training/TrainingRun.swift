@@ -1,3 +1,5 @@
+import Checkpoints
+
 /// One complete training command: data, defaults, the run and the saved folder.
 /// The command line and the demo pipeline both go through here.
 public enum TrainingRun {

@@ -31,7 +31,7 @@ import Testing
         let problem = try hfToGGUFProblem(of: folder, editing: setConfig("vocab_size", to: "100000000000"))
         #expect(problem == .unsupportedSetting("vocab_size 100000000000 (must be between 1 and 4294967295)"))
         let billion = try hfToGGUFProblem(of: folder, editing: setConfig("vocab_size", to: "1000000000"))
-        #expect(billion == .unsupportedSetting("vocab_size 1000000000 (at most \(LlamaHyperparameters.maximumVocabularySize) tokens)"))
+        #expect(billion == .unsupportedSetting("vocab_size 1000000000 (at most \(LlamaConfig.maximumVocabularySize) tokens)"))
     }
 
     @Test func vocabularyLargerThanTheEmbeddingIsRefused() throws {
@@ -111,7 +111,7 @@ import Testing
         let path = temporaryFolder() + "/m.gguf"
         let writer = try GGUFWriter(path: path, tensors: specs, metadata: metadata)
         for (t, spec) in zip(source.tensors, specs) { try writer.write(spec.name, bytes: source.data(of: t)) }
-        try writer.finish()
+        try writer.commit()
         return path
     }
 

@@ -7,7 +7,7 @@ private func rewrite(_ checkpoint: Checkpoint, to path: String) throws {
     let specs = checkpoint.tensors.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
     let writer = try GGUFWriter(path: path, tensors: specs, metadata: checkpoint.metadata)
     for t in checkpoint.tensors.reversed() { try writer.write(t.name, bytes: checkpoint.data(of: t)) }
-    try writer.finish()
+    try writer.commit()
 }
 
 @Test("rewriting a file made by gguf.GGUFWriter gives the same bytes",
@@ -41,7 +41,7 @@ func quantizedWriteReadsBack() throws {
         encoded[spec.name] = bytes
         try bytes.withUnsafeBytes { try writer.write(spec.name, bytes: $0) }
     }
-    try writer.finish()
+    try writer.commit()
     // fixtures/gguf/check_written.py verifies such a file with the Python reader:
     // CLAIRE_KEEP_WRITTEN_GGUF=/tmp/w.gguf swift test --filter quantizedWriteReadsBack
     if let keep = ProcessInfo.processInfo.environment["CLAIRE_KEEP_WRITTEN_GGUF"] {
@@ -89,7 +89,7 @@ func abortLeavesNothing() throws {
 func missingTensorFails() throws {
     let path = temporaryFolder() + "/out.gguf"
     let writer = try GGUFWriter(path: path, tensors: [TensorSpec(name: "x", dtype: .f32, shape: [4])], metadata: [])
-    #expect(throws: CheckpointError.io(file: path, problem: "tensor 'x' was never written")) { try writer.finish() }
+    #expect(throws: CheckpointError.io(file: path, problem: "tensor 'x' was never written")) { try writer.commit() }
     writer.abort()
 }
 

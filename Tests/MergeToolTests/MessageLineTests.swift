@@ -103,6 +103,17 @@ private func runToolLimited(fileBlocks blocks: Int, _ arguments: [String]) throw
         #expect(result.err.hasPrefix("error: \(dir)/out"), "\(result.err)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
     }
+
+    @Test func aWriteErrorWhileStagingAGGUFNamesTheGGUF() throws {
+        let dir = try scratchFolder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let base = fixture("merge/base"), sft = fixture("merge/sft")
+        let result = try runToolLimited(fileBlocks: 1, ["fuse", sft, "--base", base, "--method", "task_arithmetic",
+                                                        "--format", "gguf", "-o", dir + "/m.gguf"])
+        #expect(result.status == 1)
+        #expect(result.err.hasPrefix("error: \(dir)/m.gguf: cannot size the output: "), "\(result.err)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+    }
 }
 
 @Suite struct StagedOutputMessageTests {

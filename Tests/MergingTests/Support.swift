@@ -36,8 +36,8 @@ func writeCheckpoint(_ path: String, _ tensors: [TestTensor]) {
     try! writer.finish()
 }
 
-/// Collects merged tensors in memory.
-final class MemorySink: TensorSink {
+/// Collects merged tensors in memory (the executor writes from one thread at a time).
+final class MemorySink: TensorSink, @unchecked Sendable {
     var tensors: [String: [UInt8]] = [:]
     var order: [String] = []
 
@@ -45,6 +45,9 @@ final class MemorySink: TensorSink {
         tensors[name] = Array(bytes)
         order.append(name)
     }
+
+    func commit() throws(CheckpointError) {}
+    func abort() {}
 
     /// The tensor decoded from `dtype`.
     func values(_ name: String, _ dtype: DType = .f32) -> [Float] {

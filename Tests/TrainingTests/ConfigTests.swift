@@ -1,3 +1,4 @@
+import Checkpoints
 import Testing
 @testable import Training
 
@@ -19,6 +20,21 @@ struct ConfigTests {
     @Test func writtenConfigParsesBackToTheSameConfig() throws {
         let parsed = try LlamaConfig.parse(LlamaConfig.demo.configJSON.prettyText, file: "config.json")
         #expect(parsed == LlamaConfig.demo)
+    }
+
+    /// The trainer's config.json read by the converter's reader gives the same model,
+    /// with the keys the trainer writes stated (so a GGUF conversion records them).
+    @Test func theConverterReadsATrainedModelsConfigAsTheSameModel() throws {
+        let config = LlamaConfig(hiddenSize: 16, layerCount: 3, headCount: 4, keyValueHeadCount: 2, intermediateSize: 8,
+                                 rmsNormEpsilon: 1e-6, ropeTheta: 5000, tieWordEmbeddings: true, maxPositions: 64)
+        let read = try LlamaConfig(config: config.configJSON)
+        #expect(read.architecture == LlamaFamily.llama)
+        #expect([read.hiddenSize, read.layerCount, read.headCount, read.keyValueHeadCount, read.intermediateSize,
+                 read.vocabularySize, read.headDimension, read.maxPositions]
+                == [16, 3, 4, 2, 8, ByteTokenizer.vocabularySize, 4, 64])
+        #expect(read.rmsNormEpsilon == 1e-6 && read.ropeTheta == 5000 && read.tieWordEmbeddings)
+        #expect(read.statedKeyValueHeads == 2 && read.statedRopeTheta == 5000 && read.statedMaxPositions == 64)
+        #expect(read.bosTokenID == ByteTokenizer.bos && read.eosTokenID == ByteTokenizer.eos)
     }
 
     @Test func validConfigParses() throws {

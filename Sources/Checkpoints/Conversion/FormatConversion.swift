@@ -48,7 +48,7 @@ public enum FormatConversion {
         guard HFFolder.fileExists(configPath) else {
             throw .conversion(file: folder, problem: .missingConfigFile)
         }
-        let hp = try LlamaHyperparameters.read(configAt: HFFolder.sideFile("config.json", in: folder, followSymlinks: followSymlinks))
+        let hp = try LlamaConfig.read(configAt: HFFolder.sideFile("config.json", in: folder, followSymlinks: followSymlinks))
 
         var jobs: [Job] = []
         for t in checkpoint.tensors where !LlamaFamily.isDerived(hfName: t.name) {
@@ -66,7 +66,7 @@ public enum FormatConversion {
         }
         // After the tensors are checked: the vocabulary is allocated at config.json's size.
         var warnings: [String] = []
-        let tokenizer = try GGUFTokenizer.read(folder: folder, vocabSize: hp.vocabSize, followSymlinks: followSymlinks)
+        let tokenizer = try GGUFTokenizer.read(folder: folder, vocabSize: hp.vocabularySize, followSymlinks: followSymlinks)
         if tokenizer == nil { warnings.append("\(folder): no tokenizer.json; the GGUF file has no tokenizer keys") }
 
         let folderName = URL(fileURLWithPath: folder).standardizedFileURL.lastPathComponent
@@ -88,7 +88,7 @@ public enum FormatConversion {
             try run(jobs, from: checkpoint, toGGUF: true, workers: workers, progress: progress, output: output) {
                 (name, bytes) throws(CheckpointError) in try writer.write(name, bytes: bytes)
             }
-            try writer.finish()
+            try writer.commit()
         } catch {
             writer.abort()
             throw error
@@ -109,18 +109,18 @@ public enum FormatConversion {
         guard checkpoint.format == .gguf else {
             throw .conversion(file: input, problem: .unsupportedSetting("input: expected a GGUF file"))
         }
-        let hp: LlamaHyperparameters
+        let hp: LlamaConfig
         let tokenizer: GGUFTokenizer?
         do {
             tokenizer = try GGUFTokenizer(gguf: checkpoint.metadata)
-            hp = try LlamaHyperparameters(gguf: checkpoint.metadata, tokenCount: tokenizer?.tokens.count,
+            hp = try LlamaConfig(gguf: checkpoint.metadata, tokenCount: tokenizer?.tokens.count,
                                           hasOutputTensor: checkpoint.tensor(named: "output.weight") != nil)
         } catch {
             throw .conversion(file: input, problem: error)
         }
-        if let tokenizer, tokenizer.tokens.count != hp.vocabSize {
+        if let tokenizer, tokenizer.tokens.count != hp.vocabularySize {
             throw .conversion(file: input, problem: .unsupportedSetting(
-                "vocabulary of \(hp.vocabSize) tokens with a token list of \(tokenizer.tokens.count)"))
+                "vocabulary of \(hp.vocabularySize) tokens with a token list of \(tokenizer.tokens.count)"))
         }
         var warnings: [String] = []
         if tokenizer == nil { warnings.append("\(input): no tokenizer in the GGUF metadata; the folder has no tokenizer files") }
@@ -149,7 +149,7 @@ public enum FormatConversion {
             if let tokenizer {
                 try writer.writeFile(name: "tokenizer.json", contents: Array(tokenizer.tokenizerJSON().compactText.utf8))
                 try writer.writeFile(name: "tokenizer_config.json",
-                                     contents: Array((tokenizer.tokenizerConfigJSON(contextLength: hp.contextLength).prettyText + "\n").utf8))
+                                     contents: Array((tokenizer.tokenizerConfigJSON(contextLength: hp.statedMaxPositions).prettyText + "\n").utf8))
             }
             try writer.commit()
         } catch {
@@ -182,9 +182,9 @@ public enum FormatConversion {
             throw .conversion(file: input, problem: .unsupportedType("\(t.dtype) (tensor '\(t.name)') in safetensors"))
         }
         let metadata = checkpoint.metadata.compactMap { e in e.value.stringValue.map { (key: e.key, value: $0) } }
-        let sink: TensorSinkWriter
+        let sink: any TensorSink
         if output.hasSuffix(".safetensors") {
-            sink = try SingleFileWriter(path: output, tensors: specs, metadata: metadata.isEmpty ? [("format", "pt")] : metadata,
+            sink = try SafetensorsFileOutput(path: output, tensors: specs, metadata: metadata.isEmpty ? [("format", "pt")] : metadata,
                                         overwrite: overwrite)
         } else {
             let folderWriter = try HFFolderWriter(folder: output, tensors: specs, maxShardSize: maxShardSize,
@@ -280,23 +280,23 @@ public enum FormatConversion {
     /// number below the layer count, and the embedding and output rows equal to the
     /// vocabulary (which is allocated and written at that size). `sizesFrom` names
     /// the file the hyperparameters came from.
-    static func checkAgainstHyperparameters(hfName: String, shape: [Int], _ hp: LlamaHyperparameters, file: String,
+    static func checkAgainstHyperparameters(hfName: String, shape: [Int], _ hp: LlamaConfig, file: String,
                                             sizesFrom: String) throws(CheckpointError) {
-        if let layer = LlamaFamily.layer(ofHF: hfName), layer >= hp.blockCount {
+        if let layer = LlamaFamily.layer(ofHF: hfName), layer >= hp.layerCount {
             throw .conversion(file: file, problem: .tensorShape(
-                tensor: hfName, problem: "layer \(layer) is past the \(hp.blockCount) layers \(sizesFrom) declares"))
+                tensor: hfName, problem: "layer \(layer) is past the \(hp.layerCount) layers \(sizesFrom) declares"))
         }
-        if hfName == "model.embed_tokens.weight" || hfName == "lm_head.weight", shape.first != hp.vocabSize {
+        if hfName == "model.embed_tokens.weight" || hfName == "lm_head.weight", shape.first != hp.vocabularySize {
             throw .conversion(file: file, problem: .tensorShape(
-                tensor: hfName, problem: "shape \(shape) does not have the \(hp.vocabSize) rows of the vocabulary \(sizesFrom) declares"))
+                tensor: hfName, problem: "shape \(shape) does not have the \(hp.vocabularySize) rows of the vocabulary \(sizesFrom) declares"))
         }
     }
 
     /// The head count for permuting an HF Q or K tensor's rows, or nil when the
     /// tensor is not one or the architecture keeps HF's order.
-    static func permutationHeads(hfName: String, shape: [Int], _ hp: LlamaHyperparameters, file: String) throws(CheckpointError) -> Int? {
+    static func permutationHeads(hfName: String, shape: [Int], _ hp: LlamaConfig, file: String) throws(CheckpointError) -> Int? {
         guard let heads = LlamaFamily.permutedHeads(ofHF: hfName, architecture: hp.architecture, headCount: hp.headCount,
-                                                    kvHeads: hp.kvHeads) else { return nil }
+                                                    kvHeads: hp.keyValueHeadCount) else { return nil }
         guard let rows = shape.first, LlamaFamily.splitsIntoPairs(rows, heads: heads) else {
             throw .conversion(file: file, problem: .tensorShape(tensor: hfName, problem: "\(shape.first ?? 0) rows do not split into \(heads) heads of pairs"))
         }
@@ -370,35 +370,4 @@ public enum FormatConversion {
         }
         if let written { throw written }
     }
-}
-
-/// A destination that takes tensors by name, then commits or aborts.
-protocol TensorSinkWriter: Sendable {
-    func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError)
-    func commit() throws(CheckpointError)
-    func abort()
-}
-
-extension HFFolderWriter: TensorSinkWriter {}
-
-/// One `.safetensors` file written atomically.
-final class SingleFileWriter: TensorSinkWriter, @unchecked Sendable {
-    let output: OutputPath
-    let file: SafetensorsFileWriter
-
-    init(path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]?, overwrite: Bool) throws(CheckpointError) {
-        output = try OutputPath(destination: path, isDirectory: false, overwrite: overwrite)
-        file = try SafetensorsFileWriter(path: output.temporary, tensors: tensors, metadata: metadata)
-    }
-
-    func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
-        try file.write(name, bytes: bytes)
-    }
-
-    func commit() throws(CheckpointError) {
-        try file.finish()
-        try output.commit()
-    }
-
-    func abort() { output.abort() }
 }

@@ -40,20 +40,17 @@ extension SparseDelta {
     /// Streams a delta file out: blobs as tensors are encoded, the header at `commit`.
     public final class Writer: @unchecked Sendable {
         public let output: OutputPath
-        private var fd: Int32
+        private let file: FileDescriptor
         private var position = 0
         private var records: [Record] = []
 
         /// Starts writing to a temporary beside `path`.
         public init(path: String, overwrite: Bool) throws(CheckpointError) {
             output = try OutputPath(destination: path, isDirectory: false, overwrite: overwrite)
-            fd = open(output.temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { throw .io(file: path, problem: "cannot create: \(String(cString: strerror(errno)))") }
+            do throws(FileDescriptor.Failure) { file = try FileDescriptor.create(output.temporary) } catch {
+                throw .io(file: path, problem: "cannot create: \(error)")
+            }
             try write(SparseDelta.magic)
-        }
-
-        deinit {
-            if fd >= 0 { close(fd) }
         }
 
         /// Appends one encoded tensor; tensors appear in the header in append order.
@@ -82,9 +79,10 @@ extension SparseDelta {
             let hash = json.withUnsafeBytes { XXHash64.hash($0) }
             withUnsafeBytes(of: hash.littleEndian) { trailer.append(contentsOf: $0) }
             try write(trailer + SparseDelta.magic)
-            guard fsync(fd) == 0 else { throw .io(file: output.destination, problem: "cannot flush: \(String(cString: strerror(errno)))") }
-            close(fd)
-            fd = -1
+            do throws(FileDescriptor.Failure) { try file.sync() } catch {
+                throw .io(file: output.destination, problem: "cannot flush: \(error)")
+            }
+            try? file.close()
             try output.commit()
         }
 
@@ -92,19 +90,11 @@ extension SparseDelta {
         public func abort() { output.abort() }
 
         private func write(_ bytes: [UInt8]) throws(CheckpointError) {
-            let failure: CheckpointError? = bytes.withUnsafeBytes { buffer in
-                var done = 0
-                while done < buffer.count {
-                    let n = SparseDelta.writeBytes(fd, buffer.baseAddress! + done, buffer.count - done)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        return .io(file: output.destination, problem: "write failed: \(String(cString: strerror(errno)))")
-                    }
-                    done += n
-                }
-                return nil
+            do throws(FileDescriptor.Failure) {
+                try bytes.withUnsafeBytes { buffer in Result { () throws(FileDescriptor.Failure) in try file.write(buffer) } }.get()
+            } catch {
+                throw .io(file: output.destination, problem: "write failed: \(error)")
             }
-            if let failure { throw failure }
             position += bytes.count
         }
     }
@@ -364,11 +354,6 @@ extension SparseDelta {
             for b in 0..<width { out[base + b] ^= planes[b * kept + k] }
         }
         return cursor
-    }
-
-    /// `write(2)`, named apart from the writer's own `write` method.
-    static func writeBytes(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
-        write(fd, buffer, count)
     }
 
     /// Reads one LEB128 varint at `cursor`; nil when the bytes end or it exceeds 64 bits.

@@ -16,43 +16,43 @@ public enum InputFile {
     /// The cap on a merge recipe.
     public static let maximumRecipeSize = 1 << 20
 
-    /// Opens `path` read-only; the caller closes the returned descriptor.
-    /// Returns the descriptor and the file's size in bytes.
-    public static func open(_ path: String) throws(CheckpointError) -> (fd: Int32, size: Int) {
-        let fd = openReadOnly(path)
-        guard fd >= 0 else { throw .io(file: path, problem: String(cString: strerror(errno))) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(fd)
-            throw .io(file: path, problem: reason)
+    /// Opens `path` read-only (the descriptor closes itself); returns it and the
+    /// file's size in bytes.
+    static func open(_ path: String) throws(CheckpointError) -> (file: FileDescriptor, size: Int) {
+        let file: FileDescriptor
+        let info: stat
+        do throws(FileDescriptor.Failure) {
+            file = try FileDescriptor.open(path, O_RDONLY | O_NONBLOCK)
+            info = try file.status()
+        } catch {
+            throw .io(file: path, problem: error.description)
         }
         guard (info.st_mode & S_IFMT) == S_IFREG else {
-            close(fd)
             throw .io(file: path, problem: "not a regular file (\(kind(info.st_mode)))")
         }
         guard let size = Int(exactly: info.st_size), size >= 0 else {
-            close(fd)
             throw .io(file: path, problem: "file size \(info.st_size) is not valid")
         }
-        return (fd, size)
+        return (file, size)
     }
 
     /// Reads the whole of `path`, which must hold at most `cap` bytes;
     /// `what` names the kind of file in the message, e.g. "a recipe".
     public static func readAll(_ path: String, cap: Int, what: String) throws(CheckpointError) -> [UInt8] {
-        let (fd, size) = try open(path)
-        defer { close(fd) }
+        let (file, size) = try open(path)
         guard size <= cap else {
             throw .io(file: path, problem: "is \(size) bytes, more than the \(describeSize(cap)) \(what) may have")
         }
         var bytes = [UInt8](repeating: 0, count: size)
         var done = 0
         while done < size {
-            let n = bytes.withUnsafeMutableBytes { buffer in read(fd, buffer.baseAddress! + done, size - done) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .io(file: path, problem: "read failed: \(String(cString: strerror(errno)))")
+            let n: Int
+            do throws(FileDescriptor.Failure) {
+                n = try bytes.withUnsafeMutableBytes { buffer in
+                    Result { () throws(FileDescriptor.Failure) in try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...])) }
+                }.get()
+            } catch {
+                throw .io(file: path, problem: "read failed: \(error)")
             }
             if n == 0 { throw .io(file: path, problem: "changed size while being read") }
             done += n
@@ -79,11 +79,6 @@ public enum InputFile {
     }
 }
 
-/// `open(2)` read-only without blocking (outside `InputFile`, whose `open` shadows the C name).
-private func openReadOnly(_ path: String) -> Int32 {
-    open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-}
-
 /// Whole files written into an output's temporary folder (side files, cards, recipes).
 enum NewFile {
     /// The buffer a copy streams through: the copy's memory does not grow with the file.
@@ -92,48 +87,35 @@ enum NewFile {
     /// Creates `path` (which must not exist) holding `contents`; `display` names the
     /// output in messages.
     static func store(_ contents: [UInt8], to path: String, display: String) throws(CheckpointError) {
-        let fd = try create(path, display: display)
-        defer { close(fd) }
-        let result = contents.withUnsafeBytes { buffer in
-            Result { () throws(CheckpointError) in try writeAll(fd, buffer, display: display) }
+        let file = try create(path, display: display)
+        do throws(FileDescriptor.Failure) {
+            try contents.withUnsafeBytes { buffer in Result { () throws(FileDescriptor.Failure) in try file.write(buffer) } }.get()
+        } catch {
+            throw .io(file: display, problem: "write failed: \(error)")
         }
-        try result.get()
     }
 
     /// Copies the regular file `source` to the new file `path` through a fixed buffer.
     static func copy(from source: String, to path: String, display: String) throws(CheckpointError) {
         let (input, _) = try InputFile.open(source)
-        defer { close(input) }
-        let fd = try create(path, display: display)
-        defer { close(fd) }
+        let file = try create(path, display: display)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: copyBufferSize, alignment: 16)
         defer { buffer.deallocate() }
         while true {
-            let n = read(input, buffer.baseAddress!, buffer.count)
-            if n < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
-                throw .io(file: source, problem: "read failed: \(String(cString: strerror(errno)))")
+            let n: Int
+            do throws(FileDescriptor.Failure) { n = try input.read(into: buffer) } catch {
+                throw .io(file: source, problem: "read failed: \(error)")
             }
             if n == 0 { return }
-            try writeAll(fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n]), display: display)
+            do throws(FileDescriptor.Failure) { try file.write(UnsafeRawBufferPointer(rebasing: buffer[0..<n])) } catch {
+                throw .io(file: display, problem: "write failed: \(error)")
+            }
         }
     }
 
-    private static func create(_ path: String, display: String) throws(CheckpointError) -> Int32 {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .io(file: display, problem: "cannot create: \(String(cString: strerror(errno)))") }
-        return fd
-    }
-
-    private static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, display: String) throws(CheckpointError) {
-        var done = 0
-        while done < buffer.count {
-            let n = write(fd, buffer.baseAddress! + done, buffer.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .io(file: display, problem: "write failed: \(String(cString: strerror(errno)))")
-            }
-            done += n
+    private static func create(_ path: String, display: String) throws(CheckpointError) -> FileDescriptor {
+        do throws(FileDescriptor.Failure) { return try FileDescriptor.create(path) } catch {
+            throw .io(file: display, problem: "cannot create: \(error)")
         }
     }
 }

@@ -21,19 +21,20 @@ public final class MappedFile: @unchecked Sendable {
     /// This map's entry in the table the SIGBUS handler consults.
     private let region: Int?
 
-    /// Maps `path` (`InputFile.open` + `mmap(2)`); the descriptor is closed at once.
+    /// Maps `path` (`InputFile.open` + `mmap(2)`); the descriptor closes when this returns.
     /// Refuses anything but a regular file, without blocking on a FIFO.
     public init(path: String) throws(CheckpointError) {
         self.path = path
-        let (fd, size) = try InputFile.open(path)
-        defer { close(fd) }
+        let (file, size) = try InputFile.open(path)
         self.size = size
         if size == 0 {
             base = nil
             region = nil
             return
         }
-        guard let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), mapped != MAP_FAILED else {
+        // The descriptor stays open until mmap has taken its reference to the file.
+        let mapping = withExtendedLifetime(file) { mmap(nil, size, PROT_READ, MAP_PRIVATE, file.rawValue, 0) }
+        guard let mapped = mapping, mapped != MAP_FAILED else {
             throw .io(file: path, problem: "cannot map file: \(String(cString: strerror(errno)))")
         }
         base = UnsafeRawPointer(mapped)

@@ -28,8 +28,8 @@ public final class OutputPath: @unchecked Sendable {
     private let overwrite: Bool
     /// The folder holding the destination.
     private let parent: String
-    private let lock = NSLock()
-    private var finished = false
+    /// True once committed or aborted; held locked through either.
+    private let finished = Locked(false)
 
     /// Prepares a temporary for `destination`. Fails when the parent folder is
     /// missing, or when `destination` exists and `overwrite` is false.
@@ -63,7 +63,7 @@ public final class OutputPath: @unchecked Sendable {
         if isDirectory {
             guard mkdir(temporary, 0o755) == 0 else {
                 PendingOutputs.shared.remove(temporary)
-                throw .io(file: dest, problem: "cannot create \(temporary): \(String(cString: strerror(errno)))")
+                throw .io(file: dest, problem: "cannot create its temporary folder: \(String(cString: strerror(errno)))")
             }
         }
     }
@@ -76,9 +76,16 @@ public final class OutputPath: @unchecked Sendable {
     /// Flushes the temporary to disk and renames it to the destination
     /// (replacing an existing one only when `overwrite` was given).
     public func commit() throws(CheckpointError) {
-        lock.lock()
-        defer { lock.unlock() }
-        precondition(!finished, "output committed or aborted twice")
+        try finished.withLock { (finished) throws(CheckpointError) in
+            precondition(!finished, "output committed or aborted twice")
+            try moveIntoPlace()
+            finished = true
+        }
+        PendingOutputs.shared.remove(temporary)
+    }
+
+    /// The renames of `commit()`, run with `finished` locked.
+    private func moveIntoPlace() throws(CheckpointError) {
         syncTree(temporary)
         let fm = FileManager.default
         var existing = stat()
@@ -105,18 +112,16 @@ public final class OutputPath: @unchecked Sendable {
             }
         }
         syncDirectory(parent)
-        finished = true
-        PendingOutputs.shared.remove(temporary)
     }
 
     /// Removes the temporary; does nothing after `commit()`.
     public func abort() {
-        lock.lock()
-        defer { lock.unlock() }
-        guard !finished else { return }
-        finished = true
-        try? FileManager.default.removeItem(atPath: temporary)
-        PendingOutputs.shared.remove(temporary)
+        finished.withLock { finished in
+            guard !finished else { return }
+            finished = true
+            try? FileManager.default.removeItem(atPath: temporary)
+            PendingOutputs.shared.remove(temporary)
+        }
     }
 
     /// Removes temporaries for the same destination left by processes that no
@@ -175,58 +180,51 @@ public final class OutputPath: @unchecked Sendable {
     }
 
     private func syncFile(_ path: String) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        fsync(fd)
-        close(fd)
+        try? FileDescriptor.open(path, O_RDONLY).sync()
     }
 
     private func syncDirectory(_ path: String) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        fsync(fd)
-        close(fd)
+        try? FileDescriptor.open(path, O_RDONLY | O_DIRECTORY).sync()
     }
 }
 
 /// The process-wide set of temporaries not yet committed.
-final class PendingOutputs: @unchecked Sendable {
+final class PendingOutputs: Sendable {
     static let shared = PendingOutputs()
-    private let lock = NSLock()
-    private var paths = Set<String>()
-    private var sources: [DispatchSourceSignal] = []
+    private let paths = Locked(Set<String>())
+    private let sources = Locked([DispatchSourceSignal]())
 
     func add(_ path: String) {
-        lock.lock(); paths.insert(path); lock.unlock()
+        paths.withLock { _ = $0.insert(path) }
     }
 
     func remove(_ path: String) {
-        lock.lock(); paths.remove(path); lock.unlock()
+        paths.withLock { _ = $0.remove(path) }
     }
 
     func installSignalHandlers() {
-        lock.lock()
-        defer { lock.unlock() }
-        guard sources.isEmpty else { return }
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [weak self] in
-                self?.removeAll()
-                // Exit at once with the shell's status for a signal death; re-raising
-                // would wait on threads that have the signal blocked.
-                _exit(128 + sig)
+        sources.withLock { sources in
+            guard sources.isEmpty else { return }
+            for sig in [SIGINT, SIGTERM] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler { [weak self] in
+                    self?.removeAll()
+                    // Exit at once with the shell's status for a signal death; re-raising
+                    // would wait on threads that have the signal blocked.
+                    _exit(128 + sig)
+                }
+                source.resume()
+                sources.append(source)
             }
-            source.resume()
-            sources.append(source)
         }
     }
 
     func removeAll() {
-        lock.lock()
-        let pending = paths
-        paths.removeAll()
-        lock.unlock()
+        let pending = paths.withLock { paths in
+            defer { paths.removeAll() }
+            return paths
+        }
         // Writer threads keep running while the handler works, so a folder can gain a
         // file between being emptied and removed: try again until it is gone.
         for path in pending {

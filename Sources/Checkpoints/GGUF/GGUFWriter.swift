@@ -10,7 +10,7 @@ import Foundation
 /// `write` may be called from several threads in any order (one `pwrite` each),
 /// so tensors stream to disk as they are produced. The file is written under a
 /// temporary name in the destination folder and renamed into place by `finish()`.
-public final class GGUFWriter: @unchecked Sendable {
+public final class GGUFWriter: TensorSink, @unchecked Sendable {
     /// The GGUF version written.
     public static let version: UInt32 = 3
 
@@ -105,7 +105,7 @@ public final class GGUFWriter: @unchecked Sendable {
     }
 
     /// Checks every tensor was written, then flushes the file and renames it into place.
-    public func finish() throws(CheckpointError) {
+    public func commit() throws(CheckpointError) {
         try file.finish()
         try output.commit()
     }

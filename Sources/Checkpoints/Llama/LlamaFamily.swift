@@ -30,6 +30,9 @@ public enum LlamaFamily {
                      configSuppliesHeadDimension: false, recordsVocabAndRopeDimension: false),
     ]
 
+    /// `LlamaForCausalLM`, the architecture the trainer builds.
+    public static var llama: Architecture { architectures[0] }
+
     /// Tensors outside the layers: HF name → GGUF name.
     static let globalNames: [(hf: String, gguf: String)] = [
         ("model.embed_tokens.weight", "token_embd.weight"),

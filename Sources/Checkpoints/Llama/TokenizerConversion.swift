@@ -68,8 +68,8 @@ public struct GGUFTokenizer: Sendable, Equatable {
         }
         guard case .object(let vocab)? = model["vocab"] else { throw .unsupportedTokenizer("no vocab in tokenizer.json") }
         // Checked before the vocabulary is allocated: the size comes from config.json.
-        guard vocabSize >= 1, vocabSize <= LlamaHyperparameters.maximumVocabularySize else {
-            throw .unsupportedSetting("vocab_size \(vocabSize) (between 1 and \(LlamaHyperparameters.maximumVocabularySize) tokens)")
+        guard vocabSize >= 1, vocabSize <= LlamaConfig.maximumVocabularySize else {
+            throw .unsupportedSetting("vocab_size \(vocabSize) (between 1 and \(LlamaConfig.maximumVocabularySize) tokens)")
         }
         var byID = [String?](repeating: nil, count: vocabSize)
         var typeByID = [TokenType](repeating: .unused, count: vocabSize)

@@ -109,10 +109,13 @@ public final class SafetensorsFileWriter: @unchecked Sendable {
         return (ordered, header, size)
     }
 
-    /// Creates `path` (which must not exist) and writes its header.
-    public init(path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]? = [("format", "pt")]) throws(CheckpointError) {
+    /// Creates `path` (which must not exist) and writes its header. Messages name
+    /// `displayPath` (default `path`): the destination, when `path` is its temporary.
+    public init(path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]? = [("format", "pt")],
+                displayPath: String? = nil) throws(CheckpointError) {
         self.path = path
-        let (ordered, header, size) = try Self.plan(tensors, metadata: metadata, path: path)
+        let displayPath = displayPath ?? path
+        let (ordered, header, size) = try Self.plan(tensors, metadata: metadata, path: displayPath)
         self.tensors = ordered
         var slots: [(name: String, offset: Int, count: Int)] = []
         var offset = header.count
@@ -120,7 +123,7 @@ public final class SafetensorsFileWriter: @unchecked Sendable {
             slots.append((t.name, offset, t.byteCount))
             offset += t.byteCount
         }
-        file = try PlannedFile(creating: path, displayPath: path, header: header, slots: slots, size: size)
+        file = try PlannedFile(creating: path, displayPath: displayPath, header: header, slots: slots, size: size)
     }
 
     /// Writes the bytes of tensor `name`; thread-safe, any order, once per tensor.
@@ -134,11 +137,42 @@ public final class SafetensorsFileWriter: @unchecked Sendable {
     }
 }
 
+/// One `.safetensors` file written through a temporary beside `path`, which
+/// `commit()` renames into place.
+public final class SafetensorsFileOutput: TensorSink, @unchecked Sendable {
+    public let output: OutputPath
+    private let file: SafetensorsFileWriter
+
+    /// Plans the file; fails when `path` exists and `overwrite` is false.
+    public init(path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]? = [("format", "pt")],
+                overwrite: Bool = false) throws(CheckpointError) {
+        output = try OutputPath(destination: path, isDirectory: false, overwrite: overwrite)
+        do {
+            file = try SafetensorsFileWriter(path: output.temporary, tensors: tensors, metadata: metadata, displayPath: output.destination)
+        } catch {
+            output.abort()
+            throw error
+        }
+    }
+
+    public func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
+        try file.write(name, bytes: bytes)
+    }
+
+    /// Checks every tensor was written, flushes the file and renames it into place.
+    public func commit() throws(CheckpointError) {
+        try file.finish()
+        try output.commit()
+    }
+
+    public func abort() { output.abort() }
+}
+
 /// Writes a checkpoint as a Hugging Face model folder: `model.safetensors`, or
 /// shards `model-0000i-of-0000N.safetensors` with `model.safetensors.index.json`,
 /// plus any side files (config, tokenizer). Everything goes into a temporary
 /// folder that `commit()` renames into place.
-public final class HFFolderWriter: @unchecked Sendable {
+public final class HFFolderWriter: TensorSink, @unchecked Sendable {
     /// The default shard limit, as `transformers` uses.
     public static let defaultMaxShardSize = 5_000_000_000
 
@@ -174,7 +208,8 @@ public final class HFFolderWriter: @unchecked Sendable {
         var shardOf: [String: Int] = [:]
         do {
             for (i, group) in groups.enumerated() {
-                writers.append(try SafetensorsFileWriter(path: output.temporaryPath(for: names[i]), tensors: group, metadata: metadata))
+                writers.append(try SafetensorsFileWriter(path: output.temporaryPath(for: names[i]), tensors: group, metadata: metadata,
+                                                         displayPath: output.destination + "/" + names[i]))
                 for t in group { shardOf[t.name] = i }
             }
         } catch {

@@ -1,33 +1,80 @@
-/// A Llama-family model's hyperparameters, read from `config.json` or from GGUF
-/// metadata, and written to either.
-public struct LlamaHyperparameters: Sendable, Equatable {
+/// A Llama-family model's hyperparameters: read from `config.json` (by the
+/// converter here, by the trainer in `Training`) or from GGUF metadata, and
+/// written to either. The keys a file may leave out are kept as stated (nil: not
+/// stated), so a conversion writes back exactly the keys it read; the `…Count`,
+/// `headDimension`, `ropeTheta` and `maxPositions` accessors give the values in
+/// effect, with `transformers`' defaults for what is not stated.
+public struct LlamaConfig: Sendable, Equatable {
     public var architecture: LlamaFamily.Architecture
-    public var blockCount: Int
-    public var contextLength: Int?
-    public var embeddingLength: Int
-    public var feedForwardLength: Int
+    /// `hidden_size` (GGUF `embedding_length`).
+    public var hiddenSize: Int
+    /// `num_hidden_layers` (GGUF `block_count`).
+    public var layerCount: Int
+    /// `num_attention_heads`.
     public var headCount: Int
-    public var headCountKV: Int?
-    /// `head_dim` when the config states it (otherwise hidden size over heads).
-    public var headDimension: Int?
-    public var ropeTheta: Double?
+    /// `intermediate_size` (GGUF `feed_forward_length`).
+    public var intermediateSize: Int
+    /// `vocab_size`.
+    public var vocabularySize: Int
+    /// `rms_norm_eps`.
     public var rmsNormEpsilon: Double
-    public var vocabSize: Int
     public var tieWordEmbeddings: Bool
+    /// `num_key_value_heads` as stated.
+    public var statedKeyValueHeads: Int?
+    /// `head_dim` as stated.
+    public var statedHeadDimension: Int?
+    /// `rope_theta` as stated.
+    public var statedRopeTheta: Double?
+    /// `max_position_embeddings` as stated (GGUF `context_length`).
+    public var statedMaxPositions: Int?
     public var bosTokenID: Int?
     public var eosTokenID: Int?
     public var padTokenID: Int?
 
-    /// KV heads, defaulting to the head count.
-    public var kvHeads: Int { headCountKV ?? headCount }
-    /// Rotary dimension: `head_dim`, or hidden size over heads.
-    public var ropeDimension: Int { headDimension ?? embeddingLength / headCount }
+    public init(architecture: LlamaFamily.Architecture, hiddenSize: Int, layerCount: Int, headCount: Int, intermediateSize: Int,
+                vocabularySize: Int, rmsNormEpsilon: Double, tieWordEmbeddings: Bool, statedKeyValueHeads: Int?,
+                statedHeadDimension: Int? = nil, statedRopeTheta: Double?, statedMaxPositions: Int?,
+                bosTokenID: Int? = nil, eosTokenID: Int? = nil, padTokenID: Int? = nil) {
+        self.architecture = architecture
+        self.hiddenSize = hiddenSize
+        self.layerCount = layerCount
+        self.headCount = headCount
+        self.intermediateSize = intermediateSize
+        self.vocabularySize = vocabularySize
+        self.rmsNormEpsilon = rmsNormEpsilon
+        self.tieWordEmbeddings = tieWordEmbeddings
+        self.statedKeyValueHeads = statedKeyValueHeads
+        self.statedHeadDimension = statedHeadDimension
+        self.statedRopeTheta = statedRopeTheta
+        self.statedMaxPositions = statedMaxPositions
+        self.bosTokenID = bosTokenID
+        self.eosTokenID = eosTokenID
+        self.padTokenID = padTokenID
+    }
+
+    /// Key/value heads: as stated, or one per attention head. Setting it states it.
+    public var keyValueHeadCount: Int {
+        get { statedKeyValueHeads ?? headCount }
+        set { statedKeyValueHeads = newValue }
+    }
+    /// Width of one attention head (the rotary dimension): `head_dim`, or hidden size over heads.
+    public var headDimension: Int { statedHeadDimension ?? hiddenSize / headCount }
+    /// The rotary base: as stated, or 10000. Setting it states it.
+    public var ropeTheta: Double {
+        get { statedRopeTheta ?? 10000 }
+        set { statedRopeTheta = newValue }
+    }
+    /// Longest sequence: as stated, or 2048. Setting it states it.
+    public var maxPositions: Int {
+        get { statedMaxPositions ?? 2048 }
+        set { statedMaxPositions = newValue }
+    }
 
     /// Reads `config.json` of a model folder.
-    public static func read(configAt path: String) throws(CheckpointError) -> LlamaHyperparameters {
+    public static func read(configAt path: String) throws(CheckpointError) -> LlamaConfig {
         let json = try readJSONFile(path)
         do {
-            return try LlamaHyperparameters(config: json)
+            return try LlamaConfig(config: json)
         } catch {
             throw .conversion(file: path, problem: error)
         }
@@ -47,15 +94,15 @@ public struct LlamaHyperparameters: Sendable, Equatable {
             return v
         }
         func optionalInt(_ key: String) -> Int? { config[key]?.nonNegativeInteger }
-        blockCount = try int("num_hidden_layers")
-        contextLength = optionalInt("max_position_embeddings")
-        embeddingLength = try int("hidden_size")
-        feedForwardLength = try int("intermediate_size")
+        layerCount = try int("num_hidden_layers")
+        statedMaxPositions = optionalInt("max_position_embeddings")
+        hiddenSize = try int("hidden_size")
+        intermediateSize = try int("intermediate_size")
         headCount = try int("num_attention_heads")
-        headCountKV = optionalInt("num_key_value_heads")
-        headDimension = optionalInt("head_dim")
-        vocabSize = try int("vocab_size")
-        ropeTheta = config["rope_theta"]?.doubleValue
+        statedKeyValueHeads = optionalInt("num_key_value_heads")
+        statedHeadDimension = optionalInt("head_dim")
+        vocabularySize = try int("vocab_size")
+        statedRopeTheta = config["rope_theta"]?.doubleValue
         guard let eps = config["rms_norm_eps"]?.doubleValue else { throw .missingConfigField("rms_norm_eps") }
         rmsNormEpsilon = eps
         tieWordEmbeddings = config["tie_word_embeddings"] == .bool(true)
@@ -90,32 +137,32 @@ public struct LlamaHyperparameters: Sendable, Equatable {
         let a = architecture.ggufName
         func name(_ config: String, _ gguf: String) -> String { source == .config ? config : "\(a).\(gguf)" }
         let sizes: [(String, Int?)] = [
-            (name("num_hidden_layers", "block_count"), blockCount),
-            (name("max_position_embeddings", "context_length"), contextLength),
-            (name("hidden_size", "embedding_length"), embeddingLength),
-            (name("intermediate_size", "feed_forward_length"), feedForwardLength),
+            (name("num_hidden_layers", "block_count"), layerCount),
+            (name("max_position_embeddings", "context_length"), statedMaxPositions),
+            (name("hidden_size", "embedding_length"), hiddenSize),
+            (name("intermediate_size", "feed_forward_length"), intermediateSize),
             (name("num_attention_heads", "attention.head_count"), headCount),
-            (name("num_key_value_heads", "attention.head_count_kv"), headCountKV),
-            (name("head_dim", "attention.key_length"), headDimension),
-            (name("vocab_size", "vocab_size"), vocabSize),
+            (name("num_key_value_heads", "attention.head_count_kv"), statedKeyValueHeads),
+            (name("head_dim", "attention.key_length"), statedHeadDimension),
+            (name("vocab_size", "vocab_size"), vocabularySize),
         ]
         for case let (key, value?) in sizes where value < 1 || value > Int(UInt32.max) {
             throw .unsupportedSetting("\(key) \(value) (must be between 1 and \(UInt32.max))")
         }
-        guard vocabSize <= Self.maximumVocabularySize else {
-            throw .unsupportedSetting("\(name("vocab_size", "vocab_size")) \(vocabSize) (at most \(Self.maximumVocabularySize) tokens)")
+        guard vocabularySize <= Self.maximumVocabularySize else {
+            throw .unsupportedSetting("\(name("vocab_size", "vocab_size")) \(vocabularySize) (at most \(Self.maximumVocabularySize) tokens)")
         }
-        guard embeddingLength % headCount == 0 || headDimension != nil else {
-            throw .unsupportedSetting("\(name("hidden_size", "embedding_length")) \(embeddingLength) is not a multiple of \(headCount) heads")
+        guard hiddenSize % headCount == 0 || statedHeadDimension != nil else {
+            throw .unsupportedSetting("\(name("hidden_size", "embedding_length")) \(hiddenSize) is not a multiple of \(headCount) heads")
         }
-        guard headCount % kvHeads == 0 else {
-            throw .unsupportedSetting("\(headCount) attention heads cannot be grouped over \(kvHeads) key/value heads")
+        guard headCount % keyValueHeadCount == 0 else {
+            throw .unsupportedSetting("\(headCount) attention heads cannot be grouped over \(keyValueHeadCount) key/value heads")
         }
         let epsilonName = name("rms_norm_eps", "attention.layer_norm_rms_epsilon")
         guard Float(rmsNormEpsilon).isFinite, rmsNormEpsilon > 0 else {
             throw .unsupportedSetting("\(epsilonName) \(rmsNormEpsilon) (must be positive and finite in Float32)")
         }
-        if let ropeTheta, !(Float(ropeTheta).isFinite && ropeTheta > 0) {
+        if let ropeTheta = statedRopeTheta, !(Float(ropeTheta).isFinite && ropeTheta > 0) {
             throw .unsupportedSetting("\(name("rope_theta", "rope.freq_base")) \(ropeTheta) (must be positive and finite in Float32)")
         }
         let gguf = source == .gguf
@@ -124,8 +171,8 @@ public struct LlamaHyperparameters: Sendable, Equatable {
             (gguf ? "tokenizer.ggml.eos_token_id" : "eos_token_id", eosTokenID),
             (gguf ? "tokenizer.ggml.padding_token_id" : "pad_token_id", padTokenID),
         ]
-        for case let (key, id?) in ids where id < 0 || id >= vocabSize {
-            throw .unsupportedSetting("\(key) \(id) (outside the vocabulary of \(vocabSize) tokens)")
+        for case let (key, id?) in ids where id < 0 || id >= vocabularySize {
+            throw .unsupportedSetting("\(key) \(id) (outside the vocabulary of \(vocabularySize) tokens)")
         }
     }
 
@@ -136,29 +183,29 @@ public struct LlamaHyperparameters: Sendable, Equatable {
         // value set by hand from trapping.
         func u32(_ value: Int) -> MetadataValue { .uint32(UInt32(clamping: value)) }
         var entries: [MetadataEntry] = [
-            MetadataEntry("\(a).block_count", u32(blockCount)),
+            MetadataEntry("\(a).block_count", u32(layerCount)),
         ]
-        if let contextLength { entries.append(MetadataEntry("\(a).context_length", u32(contextLength))) }
+        if let statedMaxPositions { entries.append(MetadataEntry("\(a).context_length", u32(statedMaxPositions))) }
         entries += [
-            MetadataEntry("\(a).embedding_length", u32(embeddingLength)),
-            MetadataEntry("\(a).feed_forward_length", u32(feedForwardLength)),
+            MetadataEntry("\(a).embedding_length", u32(hiddenSize)),
+            MetadataEntry("\(a).feed_forward_length", u32(intermediateSize)),
             MetadataEntry("\(a).attention.head_count", u32(headCount)),
         ]
-        if let headCountKV { entries.append(MetadataEntry("\(a).attention.head_count_kv", u32(headCountKV))) }
-        if let ropeTheta { entries.append(MetadataEntry("\(a).rope.freq_base", .float32(Float(ropeTheta)))) }
+        if let statedKeyValueHeads { entries.append(MetadataEntry("\(a).attention.head_count_kv", u32(statedKeyValueHeads))) }
+        if let statedRopeTheta { entries.append(MetadataEntry("\(a).rope.freq_base", .float32(Float(statedRopeTheta)))) }
         entries.append(MetadataEntry("\(a).attention.layer_norm_rms_epsilon", .float32(Float(rmsNormEpsilon))))
-        if headDimension != nil || architecture.configSuppliesHeadDimension {
-            entries.append(MetadataEntry("\(a).attention.key_length", u32(ropeDimension)))
-            entries.append(MetadataEntry("\(a).attention.value_length", u32(ropeDimension)))
+        if statedHeadDimension != nil || architecture.configSuppliesHeadDimension {
+            entries.append(MetadataEntry("\(a).attention.key_length", u32(headDimension)))
+            entries.append(MetadataEntry("\(a).attention.value_length", u32(headDimension)))
         }
         if architecture.recordsVocabAndRopeDimension {
-            entries.append(MetadataEntry("\(a).vocab_size", u32(vocabSize)))
-            entries.append(MetadataEntry("\(a).rope.dimension_count", u32(ropeDimension)))
+            entries.append(MetadataEntry("\(a).vocab_size", u32(vocabularySize)))
+            entries.append(MetadataEntry("\(a).rope.dimension_count", u32(headDimension)))
         }
         return entries
     }
 
-    /// Reads the hyperparameters back from GGUF metadata; `vocabSize` falls back
+    /// Reads the hyperparameters back from GGUF metadata; `vocabularySize` falls back
     /// to the token list's length, `tieWordEmbeddings` is decided by the caller
     /// (from whether an `output.weight` tensor exists).
     public init(gguf metadata: [MetadataEntry], tokenCount: Int?, hasOutputTensor: Bool) throws(ConversionProblem) {
@@ -172,20 +219,20 @@ public struct LlamaHyperparameters: Sendable, Equatable {
             guard let v = value("\(archName).\(key)")?.intValue else { throw .missingMetadata("\(archName).\(key)") }
             return v
         }
-        blockCount = try int("block_count")
-        contextLength = value("\(archName).context_length")?.intValue
-        embeddingLength = try int("embedding_length")
-        feedForwardLength = try int("feed_forward_length")
+        layerCount = try int("block_count")
+        statedMaxPositions = value("\(archName).context_length")?.intValue
+        hiddenSize = try int("embedding_length")
+        intermediateSize = try int("feed_forward_length")
         headCount = try int("attention.head_count")
-        headCountKV = value("\(archName).attention.head_count_kv")?.intValue
-        headDimension = value("\(archName).attention.key_length")?.intValue
-        ropeTheta = value("\(archName).rope.freq_base")?.doubleValue
+        statedKeyValueHeads = value("\(archName).attention.head_count_kv")?.intValue
+        statedHeadDimension = value("\(archName).attention.key_length")?.intValue
+        statedRopeTheta = value("\(archName).rope.freq_base")?.doubleValue
         guard let eps = value("\(archName).attention.layer_norm_rms_epsilon")?.doubleValue else {
             throw .missingMetadata("\(archName).attention.layer_norm_rms_epsilon")
         }
         rmsNormEpsilon = eps
         guard let vocab = value("\(archName).vocab_size")?.intValue ?? tokenCount else { throw .missingMetadata("\(archName).vocab_size") }
-        vocabSize = vocab
+        vocabularySize = vocab
         tieWordEmbeddings = !hasOutputTensor
         bosTokenID = value("tokenizer.ggml.bos_token_id")?.intValue
         eosTokenID = value("tokenizer.ggml.eos_token_id")?.intValue
@@ -204,17 +251,17 @@ public struct LlamaHyperparameters: Sendable, Equatable {
         var members: [(key: String, value: JSONValue)] = [
             ("architectures", .array([.string(architecture.hfClass)])),
             ("model_type", .string(architecture.modelType)),
-            ("hidden_size", .integer(embeddingLength)),
-            ("intermediate_size", .integer(feedForwardLength)),
-            ("num_hidden_layers", .integer(blockCount)),
+            ("hidden_size", .integer(hiddenSize)),
+            ("intermediate_size", .integer(intermediateSize)),
+            ("num_hidden_layers", .integer(layerCount)),
             ("num_attention_heads", .integer(headCount)),
-            ("num_key_value_heads", .integer(kvHeads)),
+            ("num_key_value_heads", .integer(keyValueHeadCount)),
         ]
-        if let headDimension { members.append(("head_dim", .integer(headDimension))) }
-        members.append(("vocab_size", .integer(vocabSize)))
-        if let contextLength { members.append(("max_position_embeddings", .integer(contextLength))) }
+        if let statedHeadDimension { members.append(("head_dim", .integer(statedHeadDimension))) }
+        members.append(("vocab_size", .integer(vocabularySize)))
+        if let statedMaxPositions { members.append(("max_position_embeddings", .integer(statedMaxPositions))) }
         members.append(("rms_norm_eps", .number(Self.shortestText(rmsNormEpsilon))))
-        if let ropeTheta { members.append(("rope_theta", .number(Self.shortestText(ropeTheta)))) }
+        if let statedRopeTheta { members.append(("rope_theta", .number(Self.shortestText(statedRopeTheta)))) }
         members += [
             ("hidden_act", .string("silu")),
             ("tie_word_embeddings", .bool(tieWordEmbeddings)),
