@@ -161,19 +161,23 @@ public struct LargestMagnitudes: Sendable {
     }
 }
 
-/// Pass 2: counts the exact keys of a few coarse bins (those holding a k-th largest
-/// magnitude) among the non-zero finite magnitudes of a stream.
+/// Pass 2: counts the exact keys of a few coarse bins (those holding a sought rank)
+/// among the non-zero finite magnitudes of a stream, or among all of them.
 public final class BinKeyCounts: @unchecked Sendable {
     public private(set) var bins: [Int] = []
     private let capacity: Int
+    /// Whether zero and non-finite magnitudes are counted too.
+    private let countsAll: Bool
     private let counts: UnsafeMutablePointer<Int>
     /// For each coarse bin, 0 or 1 + its index in `bins`.
     private let slots = UnsafeMutablePointer<UInt8>.allocate(capacity: MagnitudeBins.coarseCount)
 
-    /// Room for up to `capacity` (at most 255) bins at once.
-    public init(capacity: Int) {
+    /// Room for up to `capacity` (at most 255) bins at once; `countsAll` counts zero and
+    /// non-finite magnitudes as well.
+    public init(capacity: Int, countsAll: Bool = false) {
         precondition(capacity > 0 && capacity < 256, "between 1 and 255 bins")
         self.capacity = capacity
+        self.countsAll = countsAll
         counts = .allocate(capacity: capacity * MagnitudeBins.fineCount)
         slots.initialize(repeating: 0, count: MagnitudeBins.coarseCount)
     }
@@ -201,6 +205,12 @@ public final class BinKeyCounts: @unchecked Sendable {
         return UnsafePointer(counts + (Int(slots[bin]) - 1) * MagnitudeBins.fineCount)
     }
 
+    /// Adds the counts of `other`, which selected the same bins.
+    public func add(_ other: BinKeyCounts) {
+        precondition(other.bins == bins, "key counts of different bins")
+        for i in 0..<bins.count * MagnitudeBins.fineCount { counts[i] += other.counts[i] }
+    }
+
     /// Counts the magnitudes of `values[0..<count]` that fall in the selected bins,
     /// eight at a time (vector loads only while `i + 8 <= count`): a group is compared
     /// with each bin, and only the rare group holding one is counted entry by entry.
@@ -209,7 +219,7 @@ public final class BinKeyCounts: @unchecked Sendable {
         let wanted = bins.map { Keys(repeating: UInt32($0)) }
         guard !wanted.isEmpty else { return }
         @inline(__always) func tally(_ key: UInt32) {
-            guard key != 0, key < MagnitudeBins.nonFinite, case let slot = Int(slots[Int(key &>> 15)]), slot != 0 else { return }
+            guard countsAll || (key != 0 && key < MagnitudeBins.nonFinite), case let slot = Int(slots[Int(key &>> 15)]), slot != 0 else { return }
             counts[(slot - 1) * MagnitudeBins.fineCount + Int(key & 0x7fff)] += 1
         }
         var i = 0

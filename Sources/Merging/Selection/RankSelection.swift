@@ -173,30 +173,30 @@ public struct MagnitudeWindow: Sendable, Hashable {
 /// Finds the elements at chosen ranks of the (|δ|, index) order in two streaming passes.
 ///
 /// Usage: feed every chunk to `countCoarse`, call `finishCoarse()`, feed every chunk
-/// (in any order) to `countFine`, then read `boundaries()`. Counts are integers, so the
-/// result does not depend on chunk order or on how chunks were split among threads;
-/// partial counters from several threads are combined with `absorb`.
+/// (in any order) to `countFine`, then read `boundaries()`. Pass 1 counts every key's
+/// upper 16 bits (zeros and non-finite magnitudes included, as ranks count them);
+/// pass 2 is the statistics' `BinKeyCounts` on the bins holding the ranks. Counts are
+/// integers, so the result does not depend on chunk order or on how chunks were split
+/// among threads; partial counters from several threads are combined with `absorb`.
 public struct RankSearch: Sendable {
-    static let coarseBins = 1 << 16
-    static let fineBins = 1 << 15
-
     /// The ranks searched, ascending order not required.
     public let ranks: [Int]
     private(set) var coarse: [Int]
     /// Per searched rank: its coarse bin and its rank within that bin.
     public private(set) var targets: [(bin: Int, rankInBin: Int)] = []
-    private(set) var fine: [[Int]] = []
+    /// Pass-2 counts of the targets' bins (nil during pass 1).
+    private var fine: BinKeyCounts?
 
     /// A search for the elements at `ranks` (0-based, ascending order of (|δ|, index)).
     public init(ranks: [Int]) {
         self.ranks = ranks
-        coarse = [Int](repeating: 0, count: RankSearch.coarseBins)
+        coarse = [Int](repeating: 0, count: MagnitudeBins.coarseCount)
     }
 
     /// Pass 1: counts the upper 16 key bits of `values`.
     public mutating func countCoarse(_ values: UnsafeBufferPointer<Float>) {
         // A key's upper 16 bits (keys are below 2³¹) index the 2¹⁶ bins.
-        precondition(coarse.count == RankSearch.coarseBins, "coarse counts of a pass-2 counter")
+        precondition(fine == nil && coarse.count == MagnitudeBins.coarseCount, "coarse counts of a pass-2 counter")
         coarse.withUnsafeMutableBufferPointer { bins in
             for i in 0..<values.count { bins[Int(magnitudeKey(values[i]) &>> 15)] += 1 }
         }
@@ -204,12 +204,10 @@ public struct RankSearch: Sendable {
 
     /// Adds another searcher's counts (same ranks, same pass) to this one.
     public mutating func absorb(_ other: RankSearch) {
-        if fine.isEmpty {
-            for b in 0..<coarse.count { coarse[b] += other.coarse[b] }
+        if let fine, let otherFine = other.fine {
+            fine.add(otherFine)
         } else {
-            for t in 0..<fine.count {
-                for b in 0..<fine[t].count { fine[t][b] += other.fine[t][b] }
-            }
+            for b in 0..<coarse.count { coarse[b] += other.coarse[b] }
         }
     }
 
@@ -225,7 +223,14 @@ public struct RankSearch: Sendable {
             }
             targets.append((bin, rank - before))
         }
-        fine = [[Int]](repeating: [Int](repeating: 0, count: RankSearch.fineBins), count: ranks.count)
+        fine = newFine()
+    }
+
+    /// Key counts of the targets' bins, all magnitudes counted, starting from zero.
+    private func newFine() -> BinKeyCounts {
+        let counts = BinKeyCounts(capacity: max(targets.count, 1), countsAll: true)
+        counts.select(targets.map(\.bin))
+        return counts
     }
 
     /// A fresh pass-2 counter sharing this searcher's coarse result (for another thread).
@@ -233,39 +238,28 @@ public struct RankSearch: Sendable {
         var copy = RankSearch(ranks: ranks)
         copy.coarse = []
         copy.targets = targets
-        copy.fine = [[Int]](repeating: [Int](repeating: 0, count: RankSearch.fineBins), count: ranks.count)
+        copy.fine = newFine()
         return copy
     }
 
     /// Pass 2: counts the lower 15 key bits of the entries in each target's coarse bin.
     public mutating func countFine(_ values: UnsafeBufferPointer<Float>) {
-        // A key's lower 15 bits index the 2¹⁵ bins of each target.
-        precondition(fine.count == targets.count && fine.allSatisfy { $0.count == RankSearch.fineBins }, "pass 1 not finished")
-        for t in 0..<targets.count {
-            let bin = UInt32(targets[t].bin)
-            fine[t].withUnsafeMutableBufferPointer { bins in
-                for i in 0..<values.count {
-                    let key = magnitudeKey(values[i])
-                    if key &>> 15 == bin { bins[Int(key & 0x7fff)] += 1 }
-                }
-            }
-        }
+        guard let fine else { preconditionFailure("pass 1 not finished") }
+        if let base = values.baseAddress { fine.add(base, values.count) }
     }
 
     /// The element at each searched rank, in the order of `ranks`.
     public func boundaries() -> [RankBoundary] {
-        var result: [RankBoundary] = []
-        for t in 0..<targets.count {
+        targets.map { target in
+            let counts = fine!.counts(of: target.bin)!
             var before = 0
             var low = 0
-            while low < RankSearch.fineBins - 1 && before + fine[t][low] <= targets[t].rankInBin {
-                before += fine[t][low]
+            while low < MagnitudeBins.fineCount - 1 && before + counts[low] <= target.rankInBin {
+                before += counts[low]
                 low += 1
             }
-            let key = UInt32(targets[t].bin) &<< 15 | UInt32(low)
-            result.append(RankBoundary(key: key, ordinal: targets[t].rankInBin - before))
+            return RankBoundary(key: UInt32(target.bin) &<< 15 | UInt32(low), ordinal: target.rankInBin - before)
         }
-        return result
     }
 
     /// Counts, in `values`, the entries whose key equals `key`.
