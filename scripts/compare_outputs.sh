@@ -2,18 +2,20 @@
 # Runs `fuse` for every merge method and the notable options with two merge-tool
 # binaries and compares every output file byte for byte.
 #
-#   scripts/compare_outputs.sh OLD_BINARY NEW_BINARY [SMALL_TRIO] [BENCH_TRIO]
+#   scripts/compare_outputs.sh OLD_BINARY NEW_BINARY SMALL_TRIO [BENCH_TRIO]
 #
 # SMALL_TRIO and BENCH_TRIO are folders holding base/, sft/ and dpo/ model folders
-# (defaults: /work/qwenish and /work/bench-models; the bench trio is skipped when
-# missing). Prints one line per case and exits 1 when any output differs.
-# ONLY=REGEX runs only the cases whose name matches.
+# (such as the bench trio described in bench/README.md; the bench cases are skipped
+# without one).
+# Prints one line per case, naming the files that differ, and exits 1 when any
+# output differs. ONLY=REGEX runs only the cases whose name matches.
 set -uo pipefail
 
-old=${1:?usage: compare_outputs.sh OLD_BINARY NEW_BINARY [SMALL_TRIO] [BENCH_TRIO]}
-new=${2:?usage: compare_outputs.sh OLD_BINARY NEW_BINARY [SMALL_TRIO] [BENCH_TRIO]}
-small=${3:-/work/qwenish}
-bench=${4:-/work/bench-models}
+usage="usage: compare_outputs.sh OLD_BINARY NEW_BINARY SMALL_TRIO [BENCH_TRIO]"
+old=${1:?$usage}
+new=${2:?$usage}
+small=${3:?$usage}
+bench=${4:-}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -53,7 +55,7 @@ merge() {
     if ! "$new" fuse "${args[@]}" -o "$out_new$suffix" >"$work/new.log" 2>&1; then
         echo "DIFF  $name: the new binary failed: $(tail -1 "$work/new.log")"; failures=$((failures + 1)); return
     fi
-    local a b differ=0 files=0
+    local a b differ=0 files=0 differing=()
     if [[ -n $suffix ]]; then
         files=1
         cmp -s "$out_old$suffix" "$out_new$suffix" || differ=1
@@ -67,16 +69,16 @@ merge() {
             files=$((files + 1))
             b="$out_new/${a#"$out_old"/}"
             if [[ $a == */README.md ]]; then
-                cmp -s <(sed "s#$out_old#OUT#g" "$a") <(sed "s#$out_new#OUT#g" "$b") || differ=1
+                cmp -s <(sed "s#$out_old#OUT#g" "$a") <(sed "s#$out_new#OUT#g" "$b") || { differ=1; differing+=("${a##*/}"); }
             else
-                cmp -s "$a" "$b" || differ=1
+                cmp -s "$a" "$b" || { differ=1; differing+=("${a##*/}"); }
             fi
         done < <(find "$out_old" -type f)
     fi
     if [[ $differ == 0 ]]; then
         echo "same  $name ($files files)"
     else
-        echo "DIFF  $name"; failures=$((failures + 1))
+        echo "DIFF  $name: ${differing[*]:-file lists}"; failures=$((failures + 1))
     fi
 }
 
