@@ -92,6 +92,11 @@ extension MergeTool {
         @Flag(help: "Stop with an error when an input tensor holds NaN or infinite values (default: a warning per tensor).")
         var strict = false
 
+        @Option(help: ArgumentHelp(
+            "Delta of a quantized fine-tune (Q8_0, Q4_K, …) of an unquantized base: aware or naive (default: aware).",
+            discussion: "aware takes δ = dequant(ft) − dequant(quant(base)), the base quantized to the fine-tune's own block type, so blocks the fine-tune left unchanged give δ = 0 exactly; naive takes dequant(ft) − base, which turns every block's rounding error into δ. Types Claire cannot encode (Q2_K, Q3_K, Q5_K) always use naive."))
+        var quantizedDelta: QuantizedDelta = .aware
+
         @OptionGroup var input: InputOptions
 
         func validate() throws {
@@ -165,6 +170,7 @@ extension MergeTool {
                 let progress = ProgressLine(label: "fuse")
                 let executor = MergeExecutor(prepared, threads: work.workerCount)
                 executor.strict = strict
+                executor.quantizedDelta = quantizedDelta
                 try executor.run(into: writer) { progress.update($0) }
                 progress.finish()
                 for tensor in executor.nonFiniteInputs {
