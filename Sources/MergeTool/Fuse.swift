@@ -93,7 +93,7 @@ extension MergeTool {
         var strict = false
 
         @Option(help: ArgumentHelp(
-            "Delta of a quantized fine-tune (Q8_0, Q4_K, …) of an unquantized base: aware or naive (default: aware).",
+            "How the delta of a quantized fine-tune (Q8_0, Q4_K, …) of an unquantized base is taken.",
             discussion: "aware takes δ = dequant(ft) − dequant(quant(base)), the base quantized to the fine-tune's own block type, so blocks the fine-tune left unchanged give δ = 0 exactly; naive takes dequant(ft) − base, which turns every block's rounding error into δ. Types Claire cannot encode (Q2_K, Q3_K, Q5_K) always use naive."))
         var quantizedDelta: QuantizedDelta = .aware
 
