@@ -23,7 +23,7 @@ public enum QuantizedDelta: String, CaseIterable, Sendable {
     /// the base quantized to `dtype` with Claire's encoder.
     /// - Precondition: both buffers hold the same whole number of `dtype` blocks, starting
     ///   on a block, and `dtype` is encodable (so the codec, given whole blocks, cannot fail).
-    static func subtractRequantized(
+    public static func subtractRequantized(
         _ base: UnsafeBufferPointer<Float>, from tuned: UnsafeMutableBufferPointer<Float>, as dtype: DType
     ) {
         let block = dtype.blockElements
