@@ -100,6 +100,11 @@ extension MergeTool {
         @Flag(help: "Stop with an error when an input tensor holds NaN or infinite values (default: a warning per tensor).")
         var strict = false
 
+        @Option(help: ArgumentHelp(
+            "How the delta of a quantized fine-tune (Q8_0, Q4_K, …) of an unquantized base is taken.",
+            discussion: "aware takes δ = dequant(ft) − dequant(quant(base)), the base quantized to the fine-tune's own block type, so blocks the fine-tune left unchanged give δ = 0 exactly; naive takes dequant(ft) − base, which turns every block's rounding error into δ. Types Claire cannot encode (Q2_K, Q3_K, Q5_K) always use naive."))
+        var quantizedDelta: QuantizedDelta = .aware
+
         @OptionGroup var input: InputOptions
 
         func validate() throws {
@@ -146,7 +151,7 @@ extension MergeTool {
                 let options = MergedModelWriter.Options(
                     format: format == .gguf ? .gguf(type: type.dtype) : .folder, maxShardSize: shards.bytes,
                     overwrite: work.force, followSymlinks: input.followSymlinks, workers: work.workerCount,
-                    strict: strict, recipe: recipe)
+                    strict: strict, quantizedDelta: quantizedDelta, recipe: recipe)
                 let progress = ProgressLine(label: "fuse")
                 try MergedModelWriter.write(prepared, to: output, options: options, progress: { progress.update($0) }) {
                     progress.finish()

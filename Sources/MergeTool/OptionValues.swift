@@ -9,6 +9,7 @@ import Merging
 extension MergeMethod: ExpressibleByArgument {}
 extension Rescale: ExpressibleByArgument {}
 extension Consensus: ExpressibleByArgument {}
+extension QuantizedDelta: ExpressibleByArgument {}
 extension TrimScope: ExpressibleByArgument {}
 
 /// The floating-point type a safetensors output is written in (`fuse --dtype`,

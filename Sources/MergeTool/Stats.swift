@@ -44,6 +44,9 @@ extension MergeTool {
         @Option(help: "Density at which top-k supports are compared (0 < d ≤ 1).")
         var density = 0.1
 
+        @Option(help: "How the delta of a quantized fine-tune (Q8_0, Q4_K, …) of an unquantized base is taken: aware quantizes the base to the fine-tune's block type first, so unchanged blocks give δ = 0; naive subtracts the base as it is (as fuse --quantized-delta).")
+        var quantizedDelta: QuantizedDelta = .aware
+
         @Option(help: ArgumentHelp("Comma-separated display names, one per fine-tuned checkpoint.", valueName: "list"))
         var names: String?
 
@@ -83,6 +86,7 @@ extension MergeTool {
             var options = DeltaStatisticsOptions()
             options.thresholds = try parsedThresholds()
             options.density = density
+            options.quantizedDelta = quantizedDelta
             let labels = try displayNames()
             OutputPath.installInterruptCleanup()
             try reportingErrors {

@@ -17,6 +17,9 @@ public struct DeltaStatisticsOptions: Sendable {
     /// block-quantized type are read in chunks rounded down to whole blocks, so then
     /// it must hold at least one block (32 or 256 elements).
     public var chunkElements: Int = 16_384
+    /// How the delta of a quantized fine-tune of an unquantized base is taken
+    /// (as `fuse` takes it).
+    public var quantizedDelta = QuantizedDelta.aware
 
     public init() {}
 }

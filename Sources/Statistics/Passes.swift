@@ -122,7 +122,14 @@ final class StatisticsRun: @unchecked Sendable {
                 try decode(0, tensor.base, elements, into: scratch.base)
                 for d in 0..<deltaCount {
                     try decode(1 + d, tensor.tuned[d], elements, into: scratch.deltas[d])
-                    DeltaKernels.subtract(scratch.base, from: scratch.deltas[d], elements.count)
+                    if options.quantizedDelta.applies(tuned: tensor.tuned[d].dtype, base: tensor.base.dtype) {
+                        // `elements` starts and ends on whole blocks of every input (see `step`).
+                        QuantizedDelta.subtractRequantized(UnsafeBufferPointer(start: scratch.base, count: elements.count),
+                                                           from: UnsafeMutableBufferPointer(start: scratch.deltas[d], count: elements.count),
+                                                           as: tensor.tuned[d].dtype)
+                    } else {
+                        DeltaKernels.subtract(scratch.base, from: scratch.deltas[d], elements.count)
+                    }
                 }
                 body(elements.count)
             }

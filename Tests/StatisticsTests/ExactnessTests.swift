@@ -194,10 +194,14 @@ private func fixture(_ relative: String) -> String {
     let tuned = try Checkpoint.open(fixture("conversion/llamacpp-q8_0.gguf"))
     // A chunk of 80 elements is read as two Q8_0 blocks at a time, and gives what
     // the default chunk does.
-    var small = DeltaStatisticsOptions()
+    // The plain difference of the decoded values (the quantization-aware delta of this
+    // pair is zero throughout, checked below).
+    var naive = DeltaStatisticsOptions()
+    naive.quantizedDelta = .naive
+    var small = naive
     small.chunkElements = 80
     let report = try DeltaStatistics.compute(base: base, tuned: [tuned], names: ["q8"], options: small)
-    let defaultReport = try DeltaStatistics.compute(base: base, tuned: [tuned], names: ["q8"])
+    let defaultReport = try DeltaStatistics.compute(base: base, tuned: [tuned], names: ["q8"], options: naive)
     #expect(defaultReport.tensors.map(\.deltas[0].zeros) == report.tensors.map(\.deltas[0].zeros))
     #expect(defaultReport.tensors.map(\.deltas[0].topMass) == report.tensors.map(\.deltas[0].topMass))
     #expect(report.tensors.contains { tuned.tensor(named: $0.name)?.dtype == .q8_0 })
@@ -206,5 +210,11 @@ private func fixture(_ relative: String) -> String {
         #expect(scope.deltas[0].zeros == delta.filter { $0 == 0 }.count, "\(scope.name)")
         #expect(scope.deltas[0].maxAbs == delta.map(\.magnitude).max()!)
         #expect(scope.deltas[0].topMass == Direct.topMass(delta))
+    }
+    // The q8_0 file is llama.cpp's quantization of the f32 one, and Claire's Q8_0
+    // quantizer gives the same blocks, so the quantization-aware delta vanishes.
+    let aware = try DeltaStatistics.compute(base: base, tuned: [tuned], names: ["q8"], options: DeltaStatisticsOptions())
+    for scope in aware.tensors where tuned.tensor(named: scope.name)?.dtype == .q8_0 {
+        #expect(scope.deltas[0].maxAbs == 0, "\(scope.name)")
     }
 }

@@ -34,6 +34,12 @@ public final class MergeExecutor: @unchecked Sendable {
         set { decoder.strict = newValue }
     }
 
+    /// How deltas of quantized fine-tunes of unquantized bases are taken (default `.aware`).
+    public var quantizedDelta: QuantizedDelta {
+        get { decoder.quantizedDelta }
+        set { decoder.quantizedDelta = newValue }
+    }
+
     /// The input tensors that held NaN or infinite values, as "tensor in file",
     /// sorted (complete after `run`).
     public var nonFiniteInputs: [String] { decoder.nonFinite.names }

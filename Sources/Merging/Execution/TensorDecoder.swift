@@ -7,6 +7,8 @@ final class TensorDecoder: @unchecked Sendable {
     let checkpoints: [Checkpoint]
     /// When true, the first NaN or infinite input value stops the merge with an error.
     var strict = false
+    /// How deltas of quantized fine-tunes of unquantized bases are taken.
+    var quantizedDelta = QuantizedDelta.aware
     /// Input tensors found holding NaN or infinite values.
     let nonFinite = NonFiniteInputs()
 
@@ -90,6 +92,14 @@ final class TensorDecoder: @unchecked Sendable {
         }
         try decode(input, range, into: s.inputs[m])
         let delta = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
+        if quantizedDelta.applies(tuned: input.tensor.dtype, base: job.template.dtype) {
+            // Chunks start and end on whole blocks (see `byteRange`); rows read in
+            // another order are whole blocks too, so the base's blocks in output
+            // order are the fine-tune's.
+            QuantizedDelta.subtractRequantized(UnsafeBufferPointer(rebasing: s.base[0..<range.count]), from: delta,
+                                               as: input.tensor.dtype)
+            return
+        }
         TaskVector.subtract(UnsafeBufferPointer(delta), UnsafeBufferPointer(rebasing: s.base[0..<range.count]), into: delta)
     }
 

@@ -30,19 +30,22 @@ public enum MergedModelWriter {
         public var workers = WorkerQueue.processors
         /// Stop at an input tensor holding NaN or infinite values instead of warning.
         public var strict = false
+        /// How the task vector of a quantized fine-tune of an unquantized base is taken.
+        public var quantizedDelta = QuantizedDelta.aware
         /// The recipe text: stored as merge-config.yml and quoted by the README.md
         /// model card. Without one, neither file is written.
         public var recipe: String?
 
         public init(format: Format = .folder, maxShardSize: Int = HFFolderWriter.defaultMaxShardSize, overwrite: Bool = false,
                     followSymlinks: Bool = false, workers: Int = WorkerQueue.processors, strict: Bool = false,
-                    recipe: String? = nil) {
+                    quantizedDelta: QuantizedDelta = .aware, recipe: String? = nil) {
             self.format = format
             self.maxShardSize = maxShardSize
             self.overwrite = overwrite
             self.followSymlinks = followSymlinks
             self.workers = workers
             self.strict = strict
+            self.quantizedDelta = quantizedDelta
             self.recipe = recipe
         }
     }
@@ -111,6 +114,7 @@ public enum MergedModelWriter {
         do {
             let executor = MergeExecutor(prepared, threads: options.workers)
             executor.strict = options.strict
+            executor.quantizedDelta = options.quantizedDelta
             try executor.run(into: writer, progress: progress)
             for tensor in executor.nonFiniteInputs {
                 warn("input tensor \(tensor) holds NaN or infinite values (--strict makes this an error)")
