@@ -204,8 +204,10 @@ func massiveTiesSplitAcrossChunksMatchTheInMemorySparsifier(method: MergeMethod)
     let conversion = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("fixtures/conversion").path
     let base = conversion + "/llamacpp-f32.gguf", quantized = conversion + "/llamacpp-q8_0.gguf"
-    // Task arithmetic with weight 1 gives the tuned model back: here, Q8_0 decoded.
-    let out = try runMerge(MergePlan(method: .taskArithmetic, base: base, models: [ModelSpec(path: quantized)]))
+    // Task arithmetic with weight 1 and the plain difference gives the tuned model back:
+    // here, Q8_0 decoded.
+    let plan = MergePlan(method: .taskArithmetic, base: base, models: [ModelSpec(path: quantized)])
+    let out = try runMerge(plan, quantizedDelta: .naive)
     let reference = try Checkpoint.open(quantized)
     var checked = 0
     for entry in reference.tensors where entry.dtype == .q8_0 {
@@ -219,6 +221,13 @@ func massiveTiesSplitAcrossChunksMatchTheInMemorySparsifier(method: MergeMethod)
         checked += 1
     }
     #expect(checked == 16)
+    // The Q8_0 file is llama.cpp's quantization of the F32 one, which Claire's quantizer
+    // reproduces: the quantization-aware delta is zero and the merge gives the base back.
+    let aware = try runMerge(plan)
+    let baseFile = try Checkpoint.open(base)
+    for entry in reference.tensors where entry.dtype == .q8_0 {
+        #expect(try aware.values(entry.name) == baseFile.decode(baseFile.tensor(named: entry.name)!), "\(entry.name)")
+    }
 }
 
 @Test func aSampleThatMissesFallsBackToTheExactSearch() throws {
@@ -271,11 +280,13 @@ private let conversionFixtures = URL(fileURLWithPath: #filePath).deletingLastPat
 }
 
 @Test func aQuantizedGGUFModelIsReadInTheBaseLayout() throws {
-    // Weight 1 gives the model back: the Q8_0 values, un-permuted, as GGUF → HF conversion yields them.
+    // Weight 1 and the plain difference give the model back: the Q8_0 values, un-permuted,
+    // as GGUF → HF conversion yields them.
     let folder = temporaryFolder()
     defer { try? FileManager.default.removeItem(atPath: folder) }
     let base = conversionFixtures + "/tiny-llama-gqa", gguf = conversionFixtures + "/llamacpp-q8_0.gguf"
-    let out = try runMerge(MergePlan(method: .taskArithmetic, base: base, models: [ModelSpec(path: gguf)], outputDType: .f32))
+    let out = try runMerge(MergePlan(method: .taskArithmetic, base: base, models: [ModelSpec(path: gguf)], outputDType: .f32),
+                           quantizedDelta: .naive)
     try FormatConversion.ggufToHF(input: gguf, output: folder + "/hf", dtype: .f32)
     let converted = try Checkpoint.open(folder + "/hf")
     for entry in converted.tensors {

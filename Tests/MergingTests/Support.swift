@@ -59,10 +59,12 @@ final class MemorySink: TensorSink, @unchecked Sendable {
 }
 
 /// Runs `plan` on `threads` workers and returns the sink.
-func runMerge(_ plan: MergePlan, threads: Int = 2) throws -> MemorySink {
+func runMerge(_ plan: MergePlan, threads: Int = 2, quantizedDelta: QuantizedDelta = .aware) throws -> MemorySink {
     let prepared = try PreparedMerge.prepare(plan)
     let sink = MemorySink()
-    try MergeExecutor(prepared, threads: threads).run(into: sink)
+    let executor = MergeExecutor(prepared, threads: threads)
+    executor.quantizedDelta = quantizedDelta
+    try executor.run(into: sink)
     return sink
 }
 
