@@ -35,25 +35,14 @@ public final class PreparedMerge: Sendable {
     public static func prepare(_ plan: MergePlan, followSymlinks: Bool = false) throws(MergeError) -> PreparedMerge {
         try plan.check()
         if plan.slices != nil { return try prepareSlices(plan, followSymlinks: followSymlinks) }
-        var checkpoints: [Checkpoint] = []
-        var indexByPath: [String: Int] = [:]
-        func open(_ path: String) throws(MergeError) -> Int {
-            if let i = indexByPath[path] { return i }
-            do {
-                checkpoints.append(try Checkpoint.open(path, followSymlinks: followSymlinks))
-            } catch {
-                throw .checkpoint(error)
-            }
-            indexByPath[path] = checkpoints.count - 1
-            return checkpoints.count - 1
-        }
+        var opened = OpenedCheckpoints(followSymlinks: followSymlinks)
         let contributing = plan.contributingModels
         let templatePath = plan.base ?? contributing[0].path
-        _ = try open(templatePath)
+        _ = try opened.index(of: templatePath)
         var modelIndex: [Int] = []
-        for model in contributing { modelIndex.append(try open(model.path)) }
-        let template = checkpoints[0]
-        let bridges = modelIndex.map { FormatBridge(base: template, model: checkpoints[$0]) }
+        for model in contributing { modelIndex.append(try opened.index(of: model.path)) }
+        let template = opened.checkpoints[0]
+        let bridges = modelIndex.map { FormatBridge(base: template, model: opened.checkpoints[$0]) }
         var matched = [Set<String>](repeating: [], count: contributing.count)
 
         var layerCount = 0
@@ -102,7 +91,7 @@ public final class PreparedMerge: Sendable {
             var inputs: [MergeInput] = []
             var missing: [String] = []
             for (m, model) in contributing.enumerated() {
-                let checkpoint = checkpoints[modelIndex[m]]
+                let checkpoint = opened.checkpoints[modelIndex[m]]
                 guard let name = FormatBridge.modelName(for: entry.name, through: bridges[m]),
                       let tensor = checkpoint.tensor(named: name) else {
                     missing.append(model.path)
@@ -147,7 +136,7 @@ public final class PreparedMerge: Sendable {
         let baseOnly = jobs.filter { $0.kind == .convert }.count
         if baseOnly > 0 { warnings.append("\(baseOnly) tensors only in the base are copied from it") }
         for (m, model) in contributing.enumerated() {
-            let extra = checkpoints[modelIndex[m]].tensors.filter { !matched[m].contains($0.name) }.count
+            let extra = opened.checkpoints[modelIndex[m]].tensors.filter { !matched[m].contains($0.name) }.count
             if extra > 0 { warnings.append("\(model.path): \(extra) tensors not in the base are left out") }
         }
         if !problems.isEmpty { throw .incompatibleInputs(base: templatePath, problems: problems) }
@@ -161,12 +150,33 @@ public final class PreparedMerge: Sendable {
                 throw .badPlan("--trim global needs one density per model, not a filter or gradient (model \(model.path))")
             }
         }
-        return PreparedMerge(plan: plan, checkpoints: checkpoints, jobs: jobs, warnings: warnings)
+        return PreparedMerge(plan: plan, checkpoints: opened.checkpoints, jobs: jobs, warnings: warnings)
     }
 
     /// Embedding and output-projection tensors, whose rows follow the vocabulary.
     static func isVocabularyTensor(_ name: String) -> Bool {
         name.contains("embed_tokens") || name.contains("lm_head") || name.contains("wte")
             || name.hasPrefix("token_embd") || name == "output.weight"
+    }
+}
+
+/// The inputs of a merge, each file or folder opened once however often the plan names it.
+struct OpenedCheckpoints {
+    let followSymlinks: Bool
+    private(set) var checkpoints: [Checkpoint] = []
+    private var indexByPath: [String: Int] = [:]
+
+    init(followSymlinks: Bool) { self.followSymlinks = followSymlinks }
+
+    /// The index of `path` in `checkpoints`, opening it the first time.
+    mutating func index(of path: String) throws(MergeError) -> Int {
+        if let i = indexByPath[path] { return i }
+        do {
+            checkpoints.append(try Checkpoint.open(path, followSymlinks: followSymlinks))
+        } catch {
+            throw .checkpoint(error)
+        }
+        indexByPath[path] = checkpoints.count - 1
+        return checkpoints.count - 1
     }
 }

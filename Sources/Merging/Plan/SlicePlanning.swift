@@ -12,33 +12,22 @@ extension PreparedMerge {
         guard let slices = plan.slices, let first = slices.first?.sources.first else {
             throw .badPlan("'slices' lists no slice")
         }
-        var checkpoints: [Checkpoint] = []
-        var indexByPath: [String: Int] = [:]
-        func open(_ path: String) throws(MergeError) -> Int {
-            if let i = indexByPath[path] { return i }
-            do {
-                checkpoints.append(try Checkpoint.open(path, followSymlinks: followSymlinks))
-            } catch {
-                throw .checkpoint(error)
-            }
-            indexByPath[path] = checkpoints.count - 1
-            return checkpoints.count - 1
-        }
+        var opened = OpenedCheckpoints(followSymlinks: followSymlinks)
         // The config and tokenizer come from the base, else from the first slice's first source.
         let templatePath = plan.base ?? first.path
-        _ = try open(templatePath)
-        for source in slices.flatMap(\.sources) { _ = try open(source.path) }
-        let template = checkpoints[0]
+        _ = try opened.index(of: templatePath)
+        for source in slices.flatMap(\.sources) { _ = try opened.index(of: source.path) }
+        let template = opened.checkpoints[0]
 
         var problems: [String] = []
         for (path, index) in indexByPath.sorted(by: { $0.value < $1.value }) where index > 0 {
-            if FormatBridge(base: template, model: checkpoints[index]) != nil {
+            if FormatBridge(base: template, model: opened.checkpoints[index]) != nil {
                 problems.append("\(path) is not in the format of \(templatePath); slices need models in one format")
             }
         }
         if !problems.isEmpty { throw .incompatibleInputs(base: templatePath, problems: problems) }
 
-        let layerCounts: [Int] = checkpoints.map { checkpoint in
+        let layerCounts: [Int] = opened.checkpoints.map { checkpoint in
             var count = 0
             for t in checkpoint.tensors {
                 if let layer = LayerPosition.layer(of: t.name) { count = max(count, layer == .max ? layer : layer + 1) }
@@ -66,7 +55,7 @@ extension PreparedMerge {
             let reference = method.needsBase ? slice.sources.first { $0.path == plan.base }! : slice.sources[0]
             let contributing = method.needsBase ? slice.sources.filter { $0.path != plan.base } : slice.sources
             let referenceIndex = indexByPath[reference.path]!
-            guard let entry = checkpoints[referenceIndex].tensor(named: sourceName(reference)) else {
+            guard let entry = opened.checkpoints[referenceIndex].tensor(named: sourceName(reference)) else {
                 problems.append("tensor '\(sourceName(reference))' is missing from \(reference.path)")
                 return
             }
@@ -85,7 +74,7 @@ extension PreparedMerge {
             for source in contributing {
                 let index = indexByPath[source.path]!
                 let name = sourceName(source)
-                guard let tensor = checkpoints[index].tensor(named: name) else {
+                guard let tensor = opened.checkpoints[index].tensor(named: name) else {
                     problems.append("tensor '\(name)' is missing from \(source.path)")
                     continue
                 }
@@ -134,7 +123,7 @@ extension PreparedMerge {
             let referenceIndex = indexByPath[reference.path]!
             if byLayer[referenceIndex] == nil {
                 var layers: [Int: [TensorEntry]] = [:]
-                for tensor in checkpoints[referenceIndex].tensors {
+                for tensor in opened.checkpoints[referenceIndex].tensors {
                     if let layer = LayerPosition.layer(of: tensor.name) { layers[layer, default: []].append(tensor) }
                 }
                 byLayer[referenceIndex] = layers
@@ -173,7 +162,7 @@ extension PreparedMerge {
         // Each job's values are checked against its own slice's models.
         for (j, k) in zip(jobs, jobSlice) where j.kind == .merge { try kernel.checkResolved(j, plan: plan.plan(for: slices[k])) }
         if plan.trim == .global { throw .badPlan("--trim global is not available with slices") }
-        return PreparedMerge(plan: plan, checkpoints: checkpoints, jobs: jobs, warnings: warnings,
+        return PreparedMerge(plan: plan, checkpoints: opened.checkpoints, jobs: jobs, warnings: warnings,
                              outputLayerCount: outputLayer)
     }
 
