@@ -164,7 +164,8 @@ public final class PreparedMerge: Sendable {
 struct OpenedCheckpoints {
     let followSymlinks: Bool
     private(set) var checkpoints: [Checkpoint] = []
-    private var indexByPath: [String: Int] = [:]
+    /// Index in `checkpoints` of each path opened.
+    private(set) var indexByPath: [String: Int] = [:]
 
     init(followSymlinks: Bool) { self.followSymlinks = followSymlinks }
 

@@ -20,7 +20,7 @@ extension PreparedMerge {
         let template = opened.checkpoints[0]
 
         var problems: [String] = []
-        for (path, index) in indexByPath.sorted(by: { $0.value < $1.value }) where index > 0 {
+        for (path, index) in opened.indexByPath.sorted(by: { $0.value < $1.value }) where index > 0 {
             if FormatBridge(base: template, model: opened.checkpoints[index]) != nil {
                 problems.append("\(path) is not in the format of \(templatePath); slices need models in one format")
             }
@@ -35,8 +35,8 @@ extension PreparedMerge {
             return count
         }
         for (k, slice) in slices.enumerated() {
-            for source in slice.sources where source.layerRange.upperBound > layerCounts[indexByPath[source.path]!] {
-                problems.append("slice \(k + 1): layer_range [\(source.layerRange.lowerBound), \(source.layerRange.upperBound)] is past the \(layerCounts[indexByPath[source.path]!]) layers of \(source.path)")
+            for source in slice.sources where source.layerRange.upperBound > layerCounts[opened.indexByPath[source.path]!] {
+                problems.append("slice \(k + 1): layer_range [\(source.layerRange.lowerBound), \(source.layerRange.upperBound)] is past the \(layerCounts[opened.indexByPath[source.path]!]) layers of \(source.path)")
             }
         }
         if !problems.isEmpty { throw .incompatibleInputs(base: templatePath, problems: problems) }
@@ -54,7 +54,7 @@ extension PreparedMerge {
             // deltas, else the slice's first source; the others contribute.
             let reference = method.needsBase ? slice.sources.first { $0.path == plan.base }! : slice.sources[0]
             let contributing = method.needsBase ? slice.sources.filter { $0.path != plan.base } : slice.sources
-            let referenceIndex = indexByPath[reference.path]!
+            let referenceIndex = opened.indexByPath[reference.path]!
             guard let entry = opened.checkpoints[referenceIndex].tensor(named: sourceName(reference)) else {
                 problems.append("tensor '\(sourceName(reference))' is missing from \(reference.path)")
                 return
@@ -72,7 +72,7 @@ extension PreparedMerge {
             }
             var inputs: [MergeInput] = []
             for source in contributing {
-                let index = indexByPath[source.path]!
+                let index = opened.indexByPath[source.path]!
                 let name = sourceName(source)
                 guard let tensor = opened.checkpoints[index].tensor(named: name) else {
                     problems.append("tensor '\(name)' is missing from \(source.path)")
@@ -120,7 +120,7 @@ extension PreparedMerge {
         var outputLayer = 0
         for (k, slice) in slices.enumerated() {
             let reference = method.needsBase ? slice.sources.first { $0.path == plan.base }! : slice.sources[0]
-            let referenceIndex = indexByPath[reference.path]!
+            let referenceIndex = opened.indexByPath[reference.path]!
             if byLayer[referenceIndex] == nil {
                 var layers: [Int: [TensorEntry]] = [:]
                 for tensor in opened.checkpoints[referenceIndex].tensors {
