@@ -1,3 +1,5 @@
+// Longer than the other codec files: the five K formats share one super-block scheme
+// and their scale packing, so their decoders and encoders stay together.
 /// ggml's 256-element "K" super-block formats.
 ///
 /// Decoding (Q2_K … Q6_K) reproduces `gguf.quants.dequantize` operation for
