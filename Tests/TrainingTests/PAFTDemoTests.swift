@@ -29,8 +29,16 @@ struct TaskArithmeticMerger: DemoMerger {
     }
 }
 
+/// Held by tests that change OpenBLAS's process-wide thread count (the demo) or that
+/// need it to stay put while they compare runs bit for bit.
+let blasThreadCount = NSLock()
+
 struct PAFTDemoTests {
     @Test func pipelineTrainsMergesAndTabulatesEveryModel() throws {
+        try blasThreadCount.withLock { try runPipeline() }
+    }
+
+    private func runPipeline() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("claire-demo-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: folder) }
         var demo = PAFTDemo(folder: folder)
