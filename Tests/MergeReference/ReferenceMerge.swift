@@ -29,6 +29,15 @@ public enum ReferenceMerge {
         public var filterWise = false
         /// Passthrough's factor.
         public var scale: Float = 1
+        /// NuSLERP's vectors: the whole tensor, else rows, or (row-wise) along the first axis.
+        public var nuslerpFlatten = true
+        public var nuslerpRowWise = false
+        /// Multi-SLERP's weight normalization and ε.
+        public var normalizeWeights = true
+        public var eps = 1e-8
+        /// The Karcher mean's iteration limit and tolerance.
+        public var maxIterations = 10
+        public var tolerance = 1e-5
 
         /// The method's defaults for `models` models with weights 1 and densities 1.
         public init(method: MergeMethod, models: Int) {
@@ -55,7 +64,8 @@ public enum ReferenceMerge {
     /// wide margin (Float32 sums over runs of at most a few hundred entries).
     public static let reorderTolerance: Float = 1e-4
 
-    /// One merged tensor of `shape` from `base` (nil only for `linear`) and `models`.
+    /// One merged tensor of `shape` from `base` (nil for `linear`; optional for
+    /// `nuslerp` and `multislerp`; for `karcher`, one more input) and `models`.
     /// `windows` overrides the per-model kept-rank windows (whole-model trim) and
     /// `windowOffset` places this tensor in that model-wide order.
     public static func merge(
@@ -74,6 +84,12 @@ public enum ReferenceMerge {
         case .modelStock:
             let row = p.filterWise ? rowLength(shape, count: n) : max(n, 1)
             return modelStock(base!, models, rowLength: row, exact: p.filterWise)
+        case .nuslerp:
+            return nuslerp(shape: shape, base: base, models[0], models[1], p: p)
+        case .multislerp:
+            return multislerp(base: base, models: models, p: p)
+        case .karcher:
+            return karcher(models + (base.map { [$0] } ?? []), maxIterations: p.maxIterations, tolerance: p.tolerance)
         default:
             return taskVectors(name: name, shape: shape, base: base!, models: models, p: p, windows: windows,
                                windowOffset: windowOffset, windowKeys: windowKeys)
@@ -303,6 +319,167 @@ public enum ReferenceMerge {
                 slack[i] = !exact ? reorderTolerance * (abs(t) + 1) * (abs(sum / Float(count)) + abs(base[i])) : 0
             }
             start = span.upperBound
+        }
+        return Result(values: out, slack: slack)
+    }
+
+    // MARK: Spherical methods
+
+    /// NuSLERP of `x0` and `x1` (their task vectors given a base, which is added back)
+    /// with t = w₁/(w₀ + w₁): per vector, cos θ from the norms (each at least 1e-7) and
+    /// the dot product summed in index order, linear when 1 − cos²θ ≤ 1e-16. Rows and
+    /// vectors along the first axis lie in one chunk or are summed in the same order by
+    /// the engine (exact); the whole tensor is summed chunk by chunk.
+    static func nuslerp(shape: [Int], base: [Float]?, _ x0: [Float], _ x1: [Float], p: Parameters) -> Result {
+        let n = x0.count
+        let total = Double(p.weights[0]) + Double(p.weights[1])
+        let t = Float(abs(total) < 1e-6 ? 0.5 : Double(p.weights[1]) / total)
+        var a = x0, b = x1
+        if let base {
+            for i in 0..<n {
+                a[i] = x0[i] - base[i]
+                b[i] = x1[i] - base[i]
+            }
+        }
+        var vectors: [[Int]]
+        var exact = true
+        if p.nuslerpFlatten || shape.count < 2 || shape[0] == 0 || n == 0 {
+            vectors = [Array(0..<n)]
+            exact = false
+        } else if !p.nuslerpRowWise {
+            let length = shape[shape.count - 1]
+            vectors = stride(from: 0, to: n, by: length).map { Array($0..<($0 + length)) }
+        } else {
+            let columns = n / shape[0]
+            vectors = (0..<columns).map { j in (0..<shape[0]).map { $0 * columns + j } }
+        }
+        var out = [Float](repeating: 0, count: n), slack = out
+        for v in vectors {
+            var aa = 0.0, bb = 0.0, ab = 0.0
+            for i in v {
+                aa += Double(a[i]) * Double(a[i])
+                bb += Double(b[i]) * Double(b[i])
+                ab += Double(a[i]) * Double(b[i])
+            }
+            let cosine = Float(min(max(ab / (max(aa.squareRoot(), 1e-7) * max(bb.squareRoot(), 1e-7)), -1), 1))
+            var ca = 1 - t, cb = t
+            if 1 - cosine * cosine > 1e-16 {
+                let theta = acos(cosine)
+                ca = sin((1 - t) * theta) / sin(theta)
+                cb = sin(t * theta) / sin(theta)
+            }
+            for i in v {
+                out[i] = ca * a[i] + cb * b[i]
+                if let base { out[i] += base[i] }
+                slack[i] = exact ? 0 : reorderTolerance * (abs(ca) + abs(cb) + 1) * (abs(a[i]) + abs(b[i]))
+            }
+        }
+        return Result(values: out, slack: slack)
+    }
+
+    static func norm(_ x: [Double]) -> Double { x.reduce(0) { $0 + $1 * $1 }.squareRoot() }
+
+    static func dot(_ x: [Double], _ y: [Double]) -> Double {
+        var s = 0.0
+        for i in x.indices { s += x[i] * y[i] }
+        return s
+    }
+
+    /// Multi-SLERP on the vectors themselves: unit vectors uᵢ = xᵢ/(‖xᵢ‖ + ε), their
+    /// normalized weighted mean m, the weighted tangent components at m mapped back by
+    /// the exponential map, scaled by Σ wᵢ‖xᵢ‖ (xᵢ the task vectors given a base).
+    static func multislerp(base: [Float]?, models: [[Float]], p: Parameters) -> Result {
+        let n = models[0].count, k = models.count
+        if k == 1 { return Result(values: models[0], slack: [Float](repeating: 0, count: n)) }
+        // Task vectors in Float32, as the models are given.
+        var x: [[Double]] = []
+        for m in models {
+            var v = [Double](repeating: 0, count: n)
+            for e in 0..<n { v[e] = Double(base.map { m[e] - $0[e] } ?? m[e]) }
+            x.append(v)
+        }
+        var w = p.weights.map { Double($0) }
+        if p.normalizeWeights {
+            let total = w.reduce(0, +)
+            w = w.map { $0 / total }
+        }
+        let norms = x.map(norm)
+        let units = (0..<k).map { i in x[i].map { norms[i] + p.eps > 0 ? $0 / (norms[i] + p.eps) : 0 } }
+        var mean = [Double](repeating: 0, count: n)
+        for i in 0..<k { for e in 0..<n { mean[e] += w[i] * units[i][e] } }
+        let meanNorm = norm(mean)
+        var out = [Float](repeating: 0, count: n), slack = out
+        var magnitude = [Double](repeating: 0, count: n)
+        if !(meanNorm >= p.eps) {
+            precondition(k == 2, "multislerp: the weighted mean vanishes")
+            for e in 0..<n {
+                let v = x[0][e] * w[0] + x[1][e] * w[1]
+                out[e] = Float(v + Double(base?[e] ?? 0))
+                slack[e] = reorderTolerance * Float(abs(x[0][e] * w[0]) + abs(x[1][e] * w[1]) + Double(abs(base?[e] ?? 0)))
+            }
+            return Result(values: out, slack: slack)
+        }
+        mean = mean.map { $0 / meanNorm }
+        var tangent = [Double](repeating: 0, count: n)
+        for i in 0..<k {
+            let d = dot(units[i], mean)
+            for e in 0..<n { tangent[e] += w[i] * (units[i][e] - d * mean[e]) }
+        }
+        let tangentNorm = norm(tangent) + p.eps
+        var average = 0.0
+        for i in 0..<k { average += norms[i] * w[i] }
+        for i in 0..<k {
+            for e in 0..<n { magnitude[e] += abs(w[i] * x[i][e]) * abs(average) / (norms[i] + p.eps) / meanNorm }
+        }
+        for e in 0..<n {
+            let v = (mean[e] * cos(tangentNorm) + tangent[e] * sin(tangentNorm) / tangentNorm) * average
+            out[e] = Float(v + Double(base?[e] ?? 0))
+            slack[e] = reorderTolerance * Float(magnitude[e] + abs(v) + Double(abs(base?[e] ?? 0)))
+        }
+        return Result(values: out, slack: slack)
+    }
+
+    /// The Karcher mean on the vectors themselves, each input weighted 1/N: unit vectors
+    /// of the inputs longer than `tolerance`, their normalized mean moved along the
+    /// weighted log maps (inputs within `tolerance` of it, or opposite it, left out)
+    /// until the step is below `tolerance` or after `maxIterations`, times the mean norm.
+    static func karcher(_ inputs: [[Float]], maxIterations: Int, tolerance tol: Double) -> Result {
+        let n = inputs[0].count, k = inputs.count
+        if k == 1 { return Result(values: inputs[0], slack: [Float](repeating: 0, count: n)) }
+        let x: [[Double]] = inputs.map { $0.map(Double.init) }
+        let norms = x.map(norm)
+        let units = (0..<k).map { i in x[i].map { norms[i] == 0 ? 0 : $0 / norms[i] } }
+        let valid = (0..<k).filter { norms[$0] > tol }
+        guard let first = valid.first else {
+            return Result(values: [Float](repeating: 0, count: n), slack: [Float](repeating: 0, count: n))
+        }
+        let beta = 1 / Double(valid.count)
+        var mean = [Double](repeating: 0, count: n)
+        for i in valid { for e in 0..<n { mean[e] += beta * units[i][e] } }
+        let meanNorm = norm(mean)
+        mean = meanNorm < tol ? units[first] : mean.map { $0 / meanNorm }
+        for _ in 0..<maxIterations {
+            var tangent = [Double](repeating: 0, count: n)
+            for i in valid {
+                let d = min(max(dot(mean, units[i]), -1), 1)
+                let theta = acos(d)
+                if theta < tol || sin(theta) < 1e-7 { continue }
+                for e in 0..<n { tangent[e] += beta * theta / sin(theta) * (units[i][e] - d * mean[e]) }
+            }
+            let tangentNorm = norm(tangent)
+            if tangentNorm < tol { break }
+            mean = (0..<n).map { cos(tangentNorm) * mean[$0] + sin(tangentNorm) * tangent[$0] / tangentNorm }
+            let unitNorm = norm(mean)
+            if unitNorm > tol { mean = mean.map { $0 / unitNorm } }
+        }
+        let scale = norms.reduce(0, +) / Double(k)
+        var out = [Float](repeating: 0, count: n), slack = out
+        for e in 0..<n {
+            out[e] = Float(scale * mean[e])
+            var magnitude = abs(scale * mean[e])
+            for i in 0..<k { magnitude += scale * abs(units[i][e]) }
+            // An engine may stop one step earlier or later: m moves by less than `tol`.
+            slack[e] = reorderTolerance * Float(magnitude) + Float(scale * tol)
         }
         return Result(values: out, slack: slack)
     }

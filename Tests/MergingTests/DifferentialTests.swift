@@ -41,6 +41,13 @@ struct DifferentialCase: CustomStringConvertible, Sendable {
     var seed: UInt64 = 7
     /// A second tensor in the same checkpoints (whole-model trim ranks both).
     var secondShape: [Int]? = nil
+    /// NuSLERP's and Multi-SLERP's base (else the models themselves), NuSLERP's vectors,
+    /// Multi-SLERP's weight normalization and the Karcher mean's iteration limit.
+    var withBase = true
+    var flatten = true
+    var rowWise = false
+    var normalizeWeights = true
+    var maxIterations: Int? = nil
 
     var description: String {
         var text = "\(method) \(shape) \(dtype) threads \(threads) density \(density)"
@@ -53,6 +60,10 @@ struct DifferentialCase: CustomStringConvertible, Sendable {
         if filterWise { text += " filter_wise" }
         if globalTrim { text += " trim global" }
         if models != 2 { text += " \(models) models" }
+        if !withBase { text += " without base" }
+        if !flatten { text += rowWise ? " row-wise" : " rows" }
+        if !normalizeWeights { text += " normalize_weights false" }
+        if let maxIterations { text += " max_iter \(maxIterations)" }
         return text
     }
 }
@@ -92,6 +103,30 @@ func runDifferential(_ c: DifferentialCase) throws -> ReferenceComparison {
         specs = modelPaths.map { ModelSpec(path: $0) }
         if c.filterWise { global["filter_wise"] = .number(1) }
         p.filterWise = c.filterWise
+    case .nuslerp, .multislerp:
+        for m in 0..<c.models {
+            let w = m == 0 ? 1 : 0.5 + 0.25 * Double(m)
+            specs.append(ModelSpec(path: modelPaths[m], parameters: ["weight": .number(w)]))
+            p.weights[m] = Float(w)
+        }
+        if !c.flatten {
+            global["nuslerp_flatten"] = .number(0)
+            p.nuslerpFlatten = false
+        }
+        if c.rowWise {
+            global["nuslerp_row_wise"] = .number(1)
+            p.nuslerpRowWise = true
+        }
+        if !c.normalizeWeights {
+            global["normalize_weights"] = .number(0)
+            p.normalizeWeights = false
+        }
+    case .karcher:
+        specs = modelPaths.map { ModelSpec(path: $0) }
+        if let maxIterations = c.maxIterations {
+            global["max_iter"] = .number(Double(maxIterations))
+            p.maxIterations = maxIterations
+        }
     default:
         for m in 0..<c.models {
             var parameters: [String: ParameterValue] = ["weight": .number(m == 0 ? 1 : 0.5 + 0.25 * Double(m))]
@@ -121,7 +156,8 @@ func runDifferential(_ c: DifferentialCase) throws -> ReferenceComparison {
             p.normalize = normalize
         }
     }
-    let plan = MergePlan(method: c.method, base: c.method == .linear ? nil : basePath, models: specs,
+    let withBase = c.method != .linear && c.withBase
+    let plan = MergePlan(method: c.method, base: withBase ? basePath : nil, models: specs,
                          parameters: global, rescale: c.rescale, consensus: c.consensus,
                          trim: c.globalTrim ? .global : .tensor, seed: c.seed)
     p.rescale = plan.effectiveRescale
@@ -159,7 +195,7 @@ func runDifferential(_ c: DifferentialCase) throws -> ReferenceComparison {
     var outcome = ReferenceComparison()
     for (k, shape) in shapes.enumerated() {
         let expected = ReferenceMerge.merge(
-            name: names[k], shape: shape, base: c.method == .linear ? nil : inputs[k].base, models: inputs[k].models,
+            name: names[k], shape: shape, base: withBase ? inputs[k].base : nil, models: inputs[k].models,
             parameters: p, windows: windows, windowOffset: offsets[k], windowKeys: windowKeys)
         outcome.add(expected, actual: try #require(sink.tensors[names[k]]), dtype: c.dtype, name: names[k])
     }
@@ -247,6 +283,26 @@ func engineMatchesTheReferenceAcrossItsOwnChunkAndSampleBoundaries(method: Merge
     cases.append(DifferentialCase(method: .modelStock, shape: [9, 96], dtype: .bf16, threads: 2, chunk: 256, segment: 512,
                                   models: 3, filterWise: true))
     cases.append(DifferentialCase(method: .modelStock, shape: [3, 300], threads: 2, chunk: 256, segment: 512, filterWise: true))
+    // The spherical methods with and without a base, NuSLERP per row and per column,
+    // three models, unnormalized weights, an iteration limit.
+    for withBase in [true, false] {
+        for (flatten, rowWise) in [(true, false), (false, false), (false, true)] {
+            for shape in [[7, 96], [3, 300], [1000]] {
+                cases.append(DifferentialCase(method: .nuslerp, shape: shape, dtype: .bf16, threads: 2, chunk: 256, segment: 512,
+                                              withBase: withBase, flatten: flatten, rowWise: rowWise))
+            }
+        }
+        for normalizeWeights in [true, false] {
+            cases.append(DifferentialCase(method: .multislerp, shape: [700], dtype: .f16, threads: 2, chunk: 256, segment: 512,
+                                          models: 3, withBase: withBase, normalizeWeights: normalizeWeights))
+        }
+        cases.append(DifferentialCase(method: .multislerp, shape: [5, 96], threads: 2, chunk: 256, segment: 512, models: 1,
+                                      withBase: withBase))
+        cases.append(DifferentialCase(method: .karcher, shape: [700], dtype: .bf16, threads: 2, chunk: 256, segment: 512,
+                                      models: 3, withBase: withBase))
+    }
+    cases.append(DifferentialCase(method: .karcher, shape: [9, 96], threads: 2, chunk: 256, segment: 512, maxIterations: 1))
+    cases.append(DifferentialCase(method: .karcher, shape: [9, 96], threads: 2, chunk: 256, segment: 512, maxIterations: 0))
     for density in [0.01, 0.3] {
         cases.append(DifferentialCase(method: .ties, shape: [5, 96], dtype: .bf16, threads: 2, density: density, chunk: 256,
                                       segment: 512, globalTrim: true, secondShape: [1500]))

@@ -16,6 +16,9 @@ public enum MergeMethod: String, Sendable, CaseIterable, CustomStringConvertible
     case slerp
     case modelStock = "model_stock"
     case passthrough
+    case nuslerp
+    case multislerp
+    case karcher
 
     /// This method's row of the table.
     public var entry: MethodEntry {
@@ -33,6 +36,11 @@ public enum MergeMethod: String, Sendable, CaseIterable, CustomStringConvertible
         case .slerp: MethodEntry(kernel: SlerpKernel(), parameterNames: ["t"])
         case .modelStock: MethodEntry(kernel: ModelStockKernel(), parameterNames: ["filter_wise"])
         case .passthrough: MethodEntry(kernel: PassthroughKernel(), parameterNames: ["scale"], needsBase: false)
+        case .nuslerp: MethodEntry(kernel: NuSlerpKernel(), parameterNames: ["weight", "nuslerp_flatten", "nuslerp_row_wise"],
+                                   needsBase: false, optionalBase: .reference)
+        case .multislerp: MethodEntry(kernel: MultiSlerpKernel(), parameterNames: ["weight", "normalize_weights", "eps"],
+                                      needsBase: false, optionalBase: .reference)
+        case .karcher: MethodEntry(kernel: KarcherKernel(), parameterNames: ["max_iter", "tol"], needsBase: false, optionalBase: .input)
         }
     }
 }
@@ -45,6 +53,8 @@ public struct MethodEntry: Sendable {
     public let parameterNames: Set<String>
     /// True when the method needs a base model.
     public let needsBase: Bool
+    /// What a base given to a method that does not need one does.
+    public let optionalBase: OptionalBase
     /// The sparsifier applied to each task vector (nil: none, or not a task-vector method).
     public let sparsifier: Sparsifier?
     /// The default sign election (nil: deltas are added without one).
@@ -58,11 +68,13 @@ public struct MethodEntry: Sendable {
 
     init(
         kernel: any MergeKernel, parameterNames: Set<String>, needsBase: Bool = true, sparsifier: Sparsifier? = nil,
-        defaultConsensus: Consensus? = nil, defaultNormalize: Bool = false, defaultRescale: Rescale = .none
+        defaultConsensus: Consensus? = nil, defaultNormalize: Bool = false, defaultRescale: Rescale = .none,
+        optionalBase: OptionalBase = .ignored
     ) {
         self.kernel = kernel
         self.parameterNames = parameterNames
         self.needsBase = needsBase
+        self.optionalBase = optionalBase
         self.sparsifier = sparsifier
         self.defaultConsensus = defaultConsensus
         self.defaultNormalize = defaultNormalize
@@ -81,6 +93,17 @@ public struct MethodEntry: Sendable {
     }
 }
 
+/// How a method that does not need a base treats one the plan gives anyway.
+public enum OptionalBase: Sendable {
+    /// Not read (linear, passthrough).
+    case ignored
+    /// The models are taken relative to it (task vectors, the base added back), as
+    /// by the methods that need one.
+    case reference
+    /// One more input after the listed models, unless it is listed among them.
+    case input
+}
+
 extension MergeJob {
     /// A tensor's parameters, as its method's family reads them.
     public enum Parameters: Sendable {
@@ -94,6 +117,15 @@ extension MergeJob {
         case modelStock(filterWise: Bool)
         /// One model's tensor times `scale`.
         case passthrough(scale: Float)
+        /// NuSLERP's factor t = w₁/(w₀ + w₁), its vectors (the whole tensor unless not
+        /// `flatten`: rows, or with `rowWise` vectors along the first axis) and whether
+        /// the models are taken relative to the base.
+        case nuslerp(t: Float, flatten: Bool, rowWise: Bool, onBase: Bool)
+        /// Multi-SLERP's weights (divided by their sum when normalizing), ε and
+        /// whether the models are taken relative to the base.
+        case multislerp(weights: [Float], normalize: Bool, eps: Double, onBase: Bool)
+        /// The Karcher mean's iteration limit and tolerance.
+        case karcher(maxIterations: Int, tolerance: Double)
     }
 }
 

@@ -111,9 +111,18 @@ public struct MergePlan: Sendable, Equatable {
     /// The models that contribute besides the base (listing the base among the models,
     /// as mergekit recipes do, adds nothing); for `linear`, every listed model.
     public var contributingModels: [ModelSpec] {
-        guard method.needsBase, let base else { return models }
+        guard usesBaseAsReference, let base else {
+            if method.optionalBase == .input, let base, !models.contains(where: { $0.path == base }) {
+                return models + [ModelSpec(path: base)]
+            }
+            return models
+        }
         return models.filter { $0.path != base }
     }
+
+    /// True when the models are taken relative to the base: for every method that
+    /// needs one, and for those whose optional base is given (`OptionalBase.reference`).
+    public var usesBaseAsReference: Bool { method.needsBase || (base != nil && method.optionalBase == .reference) }
 
     /// Checks what can be checked without opening any file: model counts, known
     /// parameter names and values that would make the merge produce NaN.
@@ -125,7 +134,7 @@ public struct MergePlan: Sendable, Equatable {
                 for source in slice.sources where source.layerRange.count != first.layerRange.count {
                     throw .badPlan("slice \(k + 1): every source must have as many layers (\(first.path) has \(first.layerRange.count), \(source.path) \(source.layerRange.count))")
                 }
-                if method.needsBase, let base, !slice.sources.contains(where: { $0.path == base }) {
+                if usesBaseAsReference, let base, !slice.sources.contains(where: { $0.path == base }) {
                     throw .badPlan("slice \(k + 1): \(method) needs the base model \(base) among the slice's sources")
                 }
                 do {

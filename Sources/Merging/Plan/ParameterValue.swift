@@ -122,6 +122,8 @@ public enum ParameterRange {
     /// With `normalize`, |Σ wᵢ| must be at least this share of Σ |wᵢ|: dividing by a
     /// sum that cancels to nearly 0 would blow the result up (or divide by zero).
     public static let minimumWeightSumShare = 1e-6
+    /// The most iterations the Karcher mean may take (`max_iter`, a whole number).
+    public static let maximumIterations = 10_000
 
     /// The allowed values of parameter `name`; nil for a parameter with no bound
     /// beyond being finite (flags such as `normalize`).
@@ -130,6 +132,8 @@ public enum ParameterRange {
         case "weight", "lambda", "scale": return -maximumScale...maximumScale
         case "density": return 0...Double.greatestFiniteMagnitude
         case "gamma", "epsilon", "t": return 0...1
+        case "tol", "eps": return 0...1
+        case "max_iter": return 0...Double(maximumIterations)
         default: return nil
         }
     }

@@ -123,7 +123,7 @@ public final class PreparedMerge: Sendable {
                 }
                 inputs.append(MergeInput(checkpoint: modelIndex[m], tensor: tensor, rowOrder: rowOrder))
             }
-            if missing.count == contributing.count && method.needsBase {
+            if missing.count == contributing.count && plan.usesBaseAsReference {
                 add(entry, .convert, outputDType)
                 continue
             }

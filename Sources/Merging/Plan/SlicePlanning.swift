@@ -52,8 +52,8 @@ extension PreparedMerge {
             let slice = slices[k]
             // The source whose tensor is the job's template: the base for methods on
             // deltas, else the slice's first source; the others contribute.
-            let reference = method.needsBase ? slice.sources.first { $0.path == plan.base }! : slice.sources[0]
-            let contributing = method.needsBase ? slice.sources.filter { $0.path != plan.base } : slice.sources
+            let reference = plan.usesBaseAsReference ? slice.sources.first { $0.path == plan.base }! : slice.sources[0]
+            let contributing = plan.usesBaseAsReference ? slice.sources.filter { $0.path != plan.base } : slice.sources
             let referenceIndex = opened.indexByPath[reference.path]!
             guard let entry = opened.checkpoints[referenceIndex].tensor(named: sourceName(reference)) else {
                 problems.append("tensor '\(sourceName(reference))' is missing from \(reference.path)")
@@ -119,7 +119,7 @@ extension PreparedMerge {
         var byLayer: [Int: [Int: [TensorEntry]]] = [:]
         var outputLayer = 0
         for (k, slice) in slices.enumerated() {
-            let reference = method.needsBase ? slice.sources.first { $0.path == plan.base }! : slice.sources[0]
+            let reference = plan.usesBaseAsReference ? slice.sources.first { $0.path == plan.base }! : slice.sources[0]
             let referenceIndex = opened.indexByPath[reference.path]!
             if byLayer[referenceIndex] == nil {
                 var layers: [Int: [TensorEntry]] = [:]

@@ -1,0 +1,193 @@
+import Foundation
+
+/// The Gram matrix Gᵢⱼ = xᵢ·xⱼ of N vectors, summed in Double span by span. The
+/// spherical means (Multi-SLERP, Karcher) stay in the span of their inputs, so they
+/// are computed on G as coefficients of the inputs, and the tensor is then one
+/// weighted sum of them.
+struct GramMatrix: Sendable {
+    let count: Int
+    /// Row-major N×N; only entries j ≥ i are summed (`subscript` mirrors them).
+    private var sums: [Double]
+
+    init(count: Int) {
+        self.count = count
+        sums = [Double](repeating: 0, count: count * count)
+    }
+
+    subscript(_ i: Int, _ j: Int) -> Double { i <= j ? sums[i * count + j] : sums[j * count + i] }
+
+    /// Adds the products of one span of entries, in index order.
+    mutating func accumulate(_ x: [UnsafeBufferPointer<Float>]) {
+        precondition(x.count == count && x.allSatisfy { $0.count == x[0].count }, "gram buffers differ in length")
+        for i in 0..<count {
+            for j in i..<count {
+                let a = x[i], b = x[j]
+                var s = 0.0
+                for e in 0..<a.count { s += Double(a[e]) * Double(b[e]) }
+                sums[i * count + j] += s
+            }
+        }
+    }
+
+    /// Adds another span's sums (combine spans in a fixed order for identical results).
+    mutating func absorb(_ other: GramMatrix) {
+        for k in 0..<sums.count { sums[k] += other.sums[k] }
+    }
+
+    /// (Σⱼ Gᵢⱼ cⱼ)ᵢ: the dot products of the inputs with Σ cⱼxⱼ.
+    func times(_ c: [Double]) -> [Double] {
+        (0..<count).map { i in
+            var s = 0.0
+            for j in 0..<count { s += self[i, j] * c[j] }
+            return s
+        }
+    }
+
+    /// ‖Σ cᵢxᵢ‖.
+    func norm(_ c: [Double]) -> Double {
+        let g = times(c)
+        var s = 0.0
+        for i in 0..<count { s += c[i] * g[i] }
+        return max(s, 0).squareRoot()
+    }
+}
+
+/// The pass shared by the spherical means: G of the inputs (task vectors with a base)
+/// summed chunk by chunk in chunk order, then, once the caller has turned G into
+/// coefficients rᵢ, out = Σ rᵢxᵢ (+ the base) chunk by chunk.
+enum SphericalMean {
+    /// Entries `range` of every input (δᵢ = θᵢ − θ₀ when `onBase`, the base in s.base).
+    static func load(_ job: MergeJob, onBase: Bool, _ decoder: TensorDecoder, _ s: WorkerScratch,
+                     _ range: Range<Int>) throws -> [UnsafeBufferPointer<Float>] {
+        guard onBase else { return try decoder.decodeModels(job, range, s) }
+        try decoder.decodeBase(job, range, s)
+        for m in job.inputs.indices { try decoder.decodeDelta(job, m, range, s) }
+        return job.inputs.indices.map { UnsafeBufferPointer(rebasing: s.inputs[$0][0..<range.count]) }
+    }
+
+    static func gram(_ job: MergeJob, onBase: Bool, on executor: MergeExecutor) throws -> GramMatrix {
+        let chunks = executor.chunks, decoder = executor.decoder
+        let n = job.inputs.count
+        let count = chunks.chunkCount(job)
+        let partial = ChunkResults(count: count, initial: GramMatrix(count: n))
+        try chunks.forEachChunk(job) { s, c, range in
+            var g = GramMatrix(count: n)
+            g.accumulate(try load(job, onBase: onBase, decoder, s, range))
+            partial[c] = g
+        }
+        var total = GramMatrix(count: n)
+        for c in 0..<count { total.absorb(partial[c]) }
+        return total
+    }
+
+    /// Writes out = Σ rᵢxᵢ (+ the base when `onBase`), rounded to Float32 once per input.
+    static func combine(_ job: MergeJob, onBase: Bool, _ r: [Double], on executor: MergeExecutor,
+                        into bytes: UnsafeMutableRawBufferPointer) throws {
+        let decoder = executor.decoder
+        let factors = r.map { Float($0) }
+        try executor.chunks.forEachChunk(job, releasing: true) { s, _, range in
+            let x = try load(job, onBase: onBase, decoder, s, range)
+            let out = UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count])
+            for i in 0..<out.count { out[i] = 0 }
+            for m in x.indices {
+                let f = factors[m], v = x[m]
+                for i in 0..<out.count { out[i] += f * v[i] }
+            }
+            if onBase { for i in 0..<out.count { out[i] += s.base[i] } }
+            try decoder.store(job, range, s, into: bytes)
+        }
+    }
+}
+
+/// Multi-SLERP: barycentric interpolation of N models (or, given a base, of their task
+/// vectors, the base added back) on the hypersphere: each tensor is projected onto the
+/// unit sphere, uᵢ = xᵢ/(‖xᵢ‖ + ε); the normalized weighted mean m of the uᵢ is the
+/// tangent point, the weighted mean of the uᵢ's tangent components is mapped back by
+/// the exponential map at m, and the result is scaled by the weighted mean norm Σ wᵢ‖xᵢ‖.
+/// One model is returned as it is; two whose weighted mean vanishes are interpolated
+/// linearly; more are refused.
+struct MultiSlerpKernel: MergeKernel {
+    func check(_ plan: MergePlan) throws(MergeError) {
+        let models = plan.contributingModels
+        if models.isEmpty { throw .badPlan("multislerp needs at least one model\(plan.usesBaseAsReference ? " besides the base" : "")") }
+        for model in models where model.parameters["weight"] == nil && plan.parameters["weight"] == nil {
+            throw .badPlan("multislerp needs a weight for each model (\(model.path) has none)")
+        }
+    }
+
+    func parameters(models: [ModelSpec], plan: MergePlan,
+                    value: (String, ModelSpec?, Double) -> Double) -> MergeJob.Parameters {
+        .multislerp(weights: models.map { Float(value("weight", $0, 1)) }, normalize: value("normalize_weights", nil, 1) != 0,
+                    eps: value("eps", nil, 1e-8), onBase: plan.usesBaseAsReference)
+    }
+
+    /// Normalizing divides by Σ wᵢ: the weights one tensor gets must not cancel to (nearly) 0.
+    func checkResolved(_ job: MergeJob, plan: MergePlan) throws(MergeError) {
+        guard case .multislerp(let weights, true, _, _) = job.parameters, weights.count > 1 else { return }
+        var sum = 0.0, magnitude = 0.0
+        for w in weights {
+            sum += Double(w)
+            magnitude += abs(Double(w))
+        }
+        guard abs(sum) >= ParameterRange.minimumWeightSumShare * magnitude, sum != 0 else {
+            let list = weights.map { formatNumber(Double($0)) }.joined(separator: ", ")
+            throw .badParameter(
+                name: "weight",
+                problem: "the weights of '\(job.name)' (\(list)) sum to \(formatNumber(sum)), and normalize_weights divides by that sum")
+        }
+    }
+
+    /// The coefficients rᵢ of out = Σ rᵢxᵢ from the Gram matrix of the xᵢ; nil when the
+    /// weighted mean of three or more unit vectors vanishes (|m| < ε).
+    static func coefficients(_ g: GramMatrix, weights: [Float], normalize: Bool, eps: Double) -> [Double]? {
+        let n = g.count
+        var w = weights.map { Double($0) }
+        if normalize {
+            let total = w.reduce(0, +)
+            w = w.map { $0 / total }
+        }
+        let norms = (0..<n).map { g[$0, $0].squareRoot() }
+        // uᵢ = cᵢxᵢ; the weighted mean Σ wᵢuᵢ = Σ aᵢxᵢ.
+        // (A zero tensor with ε = 0 has no direction: it is left out rather than made NaN.)
+        let c = norms.map { $0 + eps > 0 ? 1 / ($0 + eps) : 0 }
+        let a = (0..<n).map { w[$0] * c[$0] }
+        let meanNorm = g.norm(a)
+        if !(meanNorm >= eps) {
+            guard n == 2, meanNorm < eps else { return nil }
+            return w
+        }
+        let mean = a.map { $0 / meanNorm }
+        // Tangent components uᵢ − (uᵢ·m)m, weighted and summed: Σ wᵢuᵢ − (Σ wᵢ(uᵢ·m))·m.
+        let dots = g.times(mean)
+        var projection = 0.0
+        for i in 0..<n { projection += w[i] * c[i] * dots[i] }
+        let tangent = (0..<n).map { a[$0] - projection * mean[$0] }
+        let tangentNorm = g.norm(tangent) + eps
+        var averageNorm = 0.0
+        for i in 0..<n { averageNorm += norms[i] * w[i] }
+        let along = cos(tangentNorm), across = sin(tangentNorm) / tangentNorm
+        return (0..<n).map { averageNorm * (mean[$0] * along + tangent[$0] * across) }
+    }
+
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+        guard case .multislerp(let weights, let normalize, let eps, let onBase) = job.parameters else {
+            preconditionFailure("not a multislerp job")
+        }
+        if job.inputs.count == 1 {
+            // One model: its own tensor, with or without a base.
+            let decoder = executor.decoder
+            try executor.chunks.forEachChunk(job, releasing: true) { s, _, range in
+                try decoder.decode(job.inputs[0], range, into: s.out)
+                try decoder.store(job, range, s, into: bytes)
+            }
+            return
+        }
+        let g = try SphericalMean.gram(job, onBase: onBase, on: executor)
+        guard let r = Self.coefficients(g, weights: weights, normalize: normalize, eps: eps) else {
+            throw MergeError.badParameter(
+                name: "weight",
+                problem: "the weighted mean of the normalized \(onBase ? "task vectors" : "tensors") of '\(job.name)' is zero (opposite tensors whose weights balance out); choose other weights")
+        }
+        try SphericalMean.combine(job, onBase: onBase, r, on: executor, into: bytes)
+    }
+}
