@@ -14,7 +14,11 @@ extension MergeTool {
                 the merged weights (sharded above --max-shard-size), the base's config and tokenizer \
                 files, a README.md model card and the recipe as merge-config.yml. Every input is \
                 checked against the base before anything is written; the folder appears only when \
-                complete. Methods and parameters: docs/merging.md.
+                complete. Methods and parameters: docs/merging.md. nuslerp and multislerp \
+                interpolate the task vectors from --base when one is given, else the models \
+                themselves; karcher counts a base as one more input; their parameters besides \
+                the weights (nuslerp_flatten, nuslerp_row_wise, normalize_weights, eps, max_iter, \
+                tol) are set in a recipe.
 
                 A recipe (--config) sets the method, models, parameters and seed; the merge \
                 flags beside it are refused, and only --dtype overrides its output type. It may \

@@ -39,6 +39,16 @@ import Testing
         #expect(card.contains("**karcher**"))
     }
 
+    @Test func helpListsTheMethods() throws {
+        let help = try runTool(["fuse", "--help"])
+        #expect(help.status == 0)
+        let text = help.out.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        let values = try #require(text.range(of: "Merge method. (values: ")).upperBound
+        let names = text[values...].prefix { $0 != ";" }.components(separatedBy: ", ")
+        for method in ["nuslerp", "multislerp", "karcher"] { #expect(names.contains(method)) }
+        #expect(text.contains("karcher counts a base as one more input"))
+    }
+
     /// One line on standard error and exit status 1 for each bad value.
     private func expectOneLineError(_ arguments: [String], _ message: String) throws {
         let result = try runTool(arguments)
