@@ -57,7 +57,7 @@ public enum TrimScope: String, Sendable, CaseIterable {
 public struct MergePlan: Sendable, Equatable {
     /// The merge method.
     public var method: MergeMethod
-    /// The base model θ₀ (required by every method but `linear`).
+    /// The base model θ₀ (required by the methods whose row says `needsBase`).
     public var base: String?
     /// The models, in recipe order (for `linear`, all of them contribute).
     public var models: [ModelSpec]
@@ -109,7 +109,8 @@ public struct MergePlan: Sendable, Equatable {
     }
 
     /// The models that contribute besides the base (listing the base among the models,
-    /// as mergekit recipes do, adds nothing); for `linear`, every listed model.
+    /// as mergekit recipes do, adds nothing); for methods that do not take the base as
+    /// their reference, every listed model, and for `karcher` the base as well.
     public var contributingModels: [ModelSpec] {
         guard usesBaseAsReference, let base else {
             if method.optionalBase == .input, let base, !models.contains(where: { $0.path == base }) {
