@@ -92,6 +92,17 @@ func runDifferential(_ c: DifferentialCase) throws -> ReferenceComparison {
         specs = modelPaths.map { ModelSpec(path: $0) }
         if c.filterWise { global["filter_wise"] = .number(1) }
         p.filterWise = c.filterWise
+    case .sce:
+        // The case's density is SCE's select_topk.
+        specs = modelPaths.map { ModelSpec(path: $0) }
+        global["select_topk"] = .number(c.density)
+        p.selectTopK = c.density
+    case .nearswap:
+        specs = [ModelSpec(path: basePath), ModelSpec(path: modelPaths[0])]
+        global["t"] = .number(0.04)
+        p.t = 0.04
+    case .arceeFusion:
+        specs = [ModelSpec(path: basePath), ModelSpec(path: modelPaths[0])]
     default:
         for m in 0..<c.models {
             var parameters: [String: ParameterValue] = ["weight": .number(m == 0 ? 1 : 0.5 + 0.25 * Double(m))]
@@ -177,7 +188,8 @@ let dtypeSweep: [DType] = [.f32, .bf16, .f16]
 
 /// The densities a method accepts among `densitySweep` (DELLA needs d − ε > 0).
 func densities(for method: MergeMethod) -> [Double] {
-    method.sparsifier == nil ? [1] : method.sparsifier == .dellaMagprune ? densitySweep.filter { $0 > 0 } : densitySweep
+    if method == .sce { return densitySweep }  // as select_topk
+    return method.sparsifier == nil ? [1] : method.sparsifier == .dellaMagprune ? densitySweep.filter { $0 > 0 } : densitySweep
 }
 
 /// Sizes around the boundaries of an executor with 256-entry chunks and 1024-entry
@@ -218,7 +230,7 @@ let fullSizeShapes: [[Int]] = [[65_535], [65_536], [65_537], [128, 896], [131_07
 @Test(arguments: MergeMethod.allCases)
 func engineMatchesTheReferenceAcrossItsOwnChunkAndSampleBoundaries(method: MergeMethod) throws {
     for (k, shape) in fullSizeShapes.enumerated() {
-        let density = method.sparsifier == nil ? 1 : [0.3, 0.01, 0.5][k % 3]
+        let density = method.sparsifier == nil && method != .sce ? 1 : [0.3, 0.01, 0.5][k % 3]
         try expectAgreement(DifferentialCase(method: method, shape: shape, dtype: dtypeSweep[k % 3], threads: 1 + k % 2,
                                              density: density))
     }
@@ -247,6 +259,11 @@ func engineMatchesTheReferenceAcrossItsOwnChunkAndSampleBoundaries(method: Merge
     cases.append(DifferentialCase(method: .modelStock, shape: [9, 96], dtype: .bf16, threads: 2, chunk: 256, segment: 512,
                                   models: 3, filterWise: true))
     cases.append(DifferentialCase(method: .modelStock, shape: [3, 300], threads: 2, chunk: 256, segment: 512, filterWise: true))
+    for topK in [0.3, 0.9] {
+        cases.append(DifferentialCase(method: .sce, shape: [1000], dtype: .f16, threads: 2, density: topK, chunk: 256,
+                                      segment: 512, models: 3))
+    }
+    cases.append(DifferentialCase(method: .arceeFusion, shape: [2, 3, 64], dtype: .bf16, threads: 2, chunk: 256, segment: 512))
     for density in [0.01, 0.3] {
         cases.append(DifferentialCase(method: .ties, shape: [5, 96], dtype: .bf16, threads: 2, density: density, chunk: 256,
                                       segment: 512, globalTrim: true, secondShape: [1500]))

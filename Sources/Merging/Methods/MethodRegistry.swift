@@ -15,6 +15,9 @@ public enum MergeMethod: String, Sendable, CaseIterable, CustomStringConvertible
     case linear
     case slerp
     case modelStock = "model_stock"
+    case sce
+    case nearswap
+    case arceeFusion = "arcee_fusion"
     case passthrough
 
     /// This method's row of the table.
@@ -32,6 +35,9 @@ public enum MergeMethod: String, Sendable, CaseIterable, CustomStringConvertible
                                   defaultNormalize: true)
         case .slerp: MethodEntry(kernel: SlerpKernel(), parameterNames: ["t"])
         case .modelStock: MethodEntry(kernel: ModelStockKernel(), parameterNames: ["filter_wise"])
+        case .sce: MethodEntry(kernel: SCEKernel(), parameterNames: ["select_topk", "int8_mask"])
+        case .nearswap: MethodEntry(kernel: NearSwapKernel(), parameterNames: ["t"])
+        case .arceeFusion: MethodEntry(kernel: ArceeFusionKernel(), parameterNames: [])
         case .passthrough: MethodEntry(kernel: PassthroughKernel(), parameterNames: ["scale"], needsBase: false)
         }
     }
@@ -92,6 +98,12 @@ extension MergeJob {
         case slerp(t: Float)
         /// Model Stock per row instead of per tensor.
         case modelStock(filterWise: Bool)
+        /// SCE's share of entries kept by their variance across the models.
+        case sce(selectTopK: Double)
+        /// NearSwap's closeness threshold.
+        case nearswap(t: Float)
+        /// Arcee Fusion reads no parameter.
+        case arceeFusion
         /// One model's tensor times `scale`.
         case passthrough(scale: Float)
     }
