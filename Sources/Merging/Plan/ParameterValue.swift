@@ -129,7 +129,7 @@ public enum ParameterRange {
         switch name {
         case "weight", "lambda", "scale": return -maximumScale...maximumScale
         case "density": return 0...Double.greatestFiniteMagnitude
-        case "gamma", "epsilon", "t": return 0...1
+        case "gamma", "epsilon", "t", "select_topk": return 0...1
         default: return nil
         }
     }
