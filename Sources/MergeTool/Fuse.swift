@@ -59,7 +59,7 @@ extension MergeTool {
         @Option(help: "Breadcrumbs: fraction of largest entries dropped as outliers, \(ParameterRange.describe("gamma")) (default 0.01).")
         var gamma: Double?
 
-        @Option(help: "DELLA: spread of keep probabilities around the density, \(ParameterRange.describe("epsilon")) (default 0.15).")
+        @Option(help: "DELLA: spread of keep probabilities around the density (default 0.15); RAM: the |δ| above which an entry counts as changed (default 0.00001); \(ParameterRange.describe("epsilon")).")
         var epsilon: Double?
 
         @Option(name: .customLong("t"), help: "SLERP: interpolation factor from the base (0) to the other model (1); NearSwap: the distance below which an entry takes the other model's value; \(ParameterRange.describe("t")).")

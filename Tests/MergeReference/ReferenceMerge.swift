@@ -31,6 +31,10 @@ public enum ReferenceMerge {
         public var scale: Float = 1
         /// SCE's share of entries kept by variance.
         public var selectTopK = 1.0
+        /// RAM's change threshold, RAM+'s r and α.
+        public var ramEpsilon: Float = 1e-5
+        public var r: Float = 0.1
+        public var alpha: Float = 0.2
 
         /// The method's defaults for `models` models with weights 1 and densities 1.
         public init(method: MergeMethod, models: Int) {
@@ -80,6 +84,9 @@ public enum ReferenceMerge {
             return sce(base!, models, selectTopK: p.selectTopK)
         case .nearswap:
             return Result(values: nearswap(base!, models[0], t: p.t), slack: [Float](repeating: 0, count: n))
+        case .ram, .ramPlusTL:
+            return Result(values: ram(base!, models, epsilon: p.ramEpsilon, r: p.r, alpha: p.alpha, plus: p.method == .ramPlusTL),
+                          slack: [Float](repeating: 0, count: n))
         case .arceeFusion:
             let row = shape.count >= 2 && shape.last! > 0 ? shape.last! : max(n, 1)
             return Result(values: arceeFusion(base!, models[0], row: row), slack: [Float](repeating: 0, count: n))
@@ -409,5 +416,29 @@ public enum ReferenceMerge {
         let q = [Float(0.25), 0.5, 0.75].map { sorted[Int(($0 * Float(n - 1)).rounded(.towardZero))] }
         let threshold = q[1] + 1.5 * (q[2] - q[0])
         return (0..<n).map { base[$0] + (model[$0] - base[$0]) * (importance[$0] >= threshold ? 1 : 0) }
+    }
+
+    /// RAM: an entry is changed by model i when |δᵢ| > ε; changed by one model it takes
+    /// that δ (times λᵢ for RAM+), by several their mean. RAM+'s
+    /// λᵢ = 1 + r·min(max(ρᵢ, 0), α), ρᵢ = model i's entries changed with others over
+    /// those it alone changed (at least ε).
+    static func ram(_ base: [Float], _ models: [[Float]], epsilon: Float, r: Float, alpha: Float, plus: Bool) -> [Float] {
+        let n = base.count
+        let deltas = models.map { x in (0..<n).map { x[$0] - base[$0] } }
+        let changed = (0..<n).map { i in deltas.filter { abs($0[i]) > epsilon }.count }
+        let scales = deltas.map { d -> Float in
+            guard plus else { return 1 }
+            let shared = (0..<n).filter { abs(d[$0]) > epsilon && changed[$0] > 1 }.count
+            let unique = (0..<n).filter { abs(d[$0]) > epsilon && changed[$0] == 1 }.count
+            let rho = Float(shared) / max(Float(unique), epsilon)
+            return 1 + r * min(max(rho, 0), alpha)
+        }
+        return (0..<n).map { i in
+            var merged: Float = 0
+            for (m, d) in deltas.enumerated() where abs(d[i]) > epsilon {
+                merged += changed[i] == 1 ? d[i] * scales[m] : d[i] / Float(changed[i])
+            }
+            return base[i] + merged
+        }
     }
 }

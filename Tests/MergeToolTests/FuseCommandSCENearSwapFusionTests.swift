@@ -47,6 +47,25 @@ private let base = fixture("merge/base"), sft = fixture("merge/sft"), dpo = fixt
             .contains("merge_method: arcee_fusion"))
     }
 
+    @Test func ramAndRAMPlusMergeFromFlagsAndRecipes() throws {
+        let folder = folder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let ram = try runTool(["fuse", sft, dpo, "--base", base, "--method", "ram", "--epsilon", "0.0003", "-o", folder + "/ram"])
+        #expect(ram.status == 0)
+        #expect(ram.err.isEmpty)
+        #expect(try String(contentsOfFile: folder + "/ram/merge-config.yml", encoding: .utf8).contains("epsilon: 0.0003"))
+        let recipe = folder + "/plus.yml"
+        try "merge_method: ramplus_tl\nbase_model: \(base)\nmodels:\n  - model: \(sft)\n  - model: \(dpo)\nparameters:\n  epsilon: 0.0003\n  r: 0.5\n  alpha: 0.4\n"
+            .write(toFile: recipe, atomically: true, encoding: .utf8)
+        let plus = try runTool(["fuse", "--config", recipe, "-o", folder + "/plus"])
+        #expect(plus.status == 0)
+        #expect(plus.err.isEmpty)
+        // RAM+ scales the changes only one model made: the two differ.
+        let a = FileManager.default.contents(atPath: folder + "/ram/model.safetensors")
+        let b = FileManager.default.contents(atPath: folder + "/plus/model.safetensors")
+        #expect(a != nil && b != nil && a != b)
+    }
+
     @Test func badFlagValuesAreUsageErrors() throws {
         let out = folder()
         defer { try? FileManager.default.removeItem(atPath: out) }
@@ -75,7 +94,7 @@ private let base = fixture("merge/base"), sft = fixture("merge/sft"), dpo = fixt
         let folder = folder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         func recipe(_ text: String) throws -> String {
-            let path = folder + "/r.yml"
+            let path = folder + "/\(UUID().uuidString).yml"
             try text.write(toFile: path, atomically: true, encoding: .utf8)
             return path
         }
@@ -88,6 +107,8 @@ private let base = fixture("merge/base"), sft = fixture("merge/sft"), dpo = fixt
             ([sft, dpo, "--base", base, "--method", "arcee_fusion"],
              "error: arcee_fusion needs exactly two models, one of them the base\n"),
             ([sft, dpo, "--method", "sce"], "error: sce needs a base model (--base or base_model)\n"),
+            (["--config", try recipe("merge_method: ramplus_tl\nbase_model: \(base)\nmodels:\n  - model: \(sft)\nparameters:\n  alpha: 2000000\n")],
+             "error: parameter 'alpha': 2000000 lies outside [-1000000, 1000000]\n"),
         ]
         for c in cases {
             let result = try runTool(["fuse"] + c.arguments + ["-o", folder + "/x"])

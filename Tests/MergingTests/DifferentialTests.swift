@@ -103,6 +103,17 @@ func runDifferential(_ c: DifferentialCase) throws -> ReferenceComparison {
         p.t = 0.04
     case .arceeFusion:
         specs = [ModelSpec(path: basePath), ModelSpec(path: modelPaths[0])]
+    case .ram, .ramPlusTL:
+        // ε above the smallest grid step, so some changes count as none.
+        specs = modelPaths.map { ModelSpec(path: $0) }
+        global["epsilon"] = .number(0.01)
+        p.ramEpsilon = 0.01
+        if c.method == .ramPlusTL {
+            global["r"] = .number(0.5)
+            global["alpha"] = .number(0.3)
+            p.r = 0.5
+            p.alpha = 0.3
+        }
     default:
         for m in 0..<c.models {
             var parameters: [String: ParameterValue] = ["weight": .number(m == 0 ? 1 : 0.5 + 0.25 * Double(m))]
@@ -264,6 +275,9 @@ func engineMatchesTheReferenceAcrossItsOwnChunkAndSampleBoundaries(method: Merge
                                       segment: 512, models: 3))
     }
     cases.append(DifferentialCase(method: .arceeFusion, shape: [2, 3, 64], dtype: .bf16, threads: 2, chunk: 256, segment: 512))
+    for method in [MergeMethod.ram, .ramPlusTL] {
+        cases.append(DifferentialCase(method: method, shape: [1000], dtype: .f16, threads: 2, chunk: 256, segment: 512, models: 3))
+    }
     for density in [0.01, 0.3] {
         cases.append(DifferentialCase(method: .ties, shape: [5, 96], dtype: .bf16, threads: 2, density: density, chunk: 256,
                                       segment: 512, globalTrim: true, secondShape: [1500]))

@@ -44,7 +44,7 @@ private func stepDifferences(_ recipe: String) throws -> (worst: Int, beyondOne:
     return (worst, beyondOne, compared)
 }
 
-@Test(arguments: ["task_arithmetic", "ties", "linear", "breadcrumbs", "slerp", "model_stock", "sce", "nearswap"])
+@Test(arguments: ["task_arithmetic", "ties", "linear", "breadcrumbs", "slerp", "model_stock", "sce", "nearswap", "ram", "ramplus_tl"])
 func agreesWithMergekitWithinOneBF16Step(recipe: String) throws {
     #expect(try stepDifferences(recipe).worst <= 1)
 }

@@ -18,6 +18,8 @@ public enum MergeMethod: String, Sendable, CaseIterable, CustomStringConvertible
     case sce
     case nearswap
     case arceeFusion = "arcee_fusion"
+    case ram
+    case ramPlusTL = "ramplus_tl"
     case passthrough
 
     /// This method's row of the table.
@@ -38,6 +40,8 @@ public enum MergeMethod: String, Sendable, CaseIterable, CustomStringConvertible
         case .sce: MethodEntry(kernel: SCEKernel(), parameterNames: ["select_topk", "int8_mask"])
         case .nearswap: MethodEntry(kernel: NearSwapKernel(), parameterNames: ["t"])
         case .arceeFusion: MethodEntry(kernel: ArceeFusionKernel(), parameterNames: [])
+        case .ram: MethodEntry(kernel: RAMKernel(plus: false), parameterNames: ["epsilon"])
+        case .ramPlusTL: MethodEntry(kernel: RAMKernel(plus: true), parameterNames: ["epsilon", "r", "alpha"])
         case .passthrough: MethodEntry(kernel: PassthroughKernel(), parameterNames: ["scale"], needsBase: false)
         }
     }
@@ -104,6 +108,8 @@ extension MergeJob {
         case nearswap(t: Float)
         /// Arcee Fusion reads no parameter.
         case arceeFusion
+        /// RAM's change threshold ε, and RAM+'s r and α.
+        case ram(epsilon: Float, r: Float, alpha: Float)
         /// One model's tensor times `scale`.
         case passthrough(scale: Float)
     }

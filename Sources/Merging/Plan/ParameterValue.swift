@@ -127,7 +127,7 @@ public enum ParameterRange {
     /// beyond being finite (flags such as `normalize`).
     public static func bounds(of name: String) -> ClosedRange<Double>? {
         switch name {
-        case "weight", "lambda", "scale": return -maximumScale...maximumScale
+        case "weight", "lambda", "scale", "r", "alpha": return -maximumScale...maximumScale
         case "density": return 0...Double.greatestFiniteMagnitude
         case "gamma", "epsilon", "t", "select_topk": return 0...1
         default: return nil
