@@ -49,7 +49,8 @@ struct ArceeFusionKernel: MergeKernel {
             return importance
         }
         // A counting pass: the magnitudes of the negative importances to searcher 0, the
-        // others to searcher 1 (gathered into `s.out` and `s.base`).
+        // others to searcher 1 (gathered into `s.out` and `s.base`: each gets fewer than
+        // `range.count` entries, which the worker's buffers hold).
         func pass(_ body: (WorkerScratch, Int, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>) -> Void) throws {
             try chunks.forEachChunk(job) { s, c, range in
                 let importance = try importances(s, range)
