@@ -63,11 +63,14 @@ extension MergeTool {
         @Option(help: "Breadcrumbs: fraction of largest entries dropped as outliers, \(ParameterRange.describe("gamma")) (default 0.01).")
         var gamma: Double?
 
-        @Option(help: "DELLA: spread of keep probabilities around the density, \(ParameterRange.describe("epsilon")) (default 0.15).")
+        @Option(help: "DELLA: spread of keep probabilities around the density (default 0.15); RAM: the |δ| above which an entry counts as changed (default 0.00001); \(ParameterRange.describe("epsilon")).")
         var epsilon: Double?
 
-        @Option(name: .customLong("t"), help: "SLERP: interpolation factor from the base (0) to the other model (1), \(ParameterRange.describe("t")).")
+        @Option(name: .customLong("t"), help: "SLERP: interpolation factor from the base (0) to the other model (1); NearSwap: the distance below which an entry takes the other model's value; \(ParameterRange.describe("t")).")
         var interpolation: Double?
+
+        @Option(name: .customLong("select-topk"), help: "SCE: fraction of entries kept, those varying most across the models, \(ParameterRange.describe("select_topk")) (default 1).")
+        var selectTopK: Double?
 
         @Flag(help: "Model Stock: compute the interpolation factor per row.")
         var filterWise = false
@@ -123,7 +126,8 @@ extension MergeTool {
                 throw ValidationError("name the models to merge, or a recipe with --config")
             }
             for (flag, name, value) in [("--lambda", "lambda", lambdaScale), ("--gamma", "gamma", gamma),
-                                        ("--epsilon", "epsilon", epsilon), ("--t", "t", interpolation)] {
+                                        ("--epsilon", "epsilon", epsilon), ("--t", "t", interpolation),
+                                        ("--select-topk", "select_topk", selectTopK)] {
                 if let value, let problem = ParameterRange.problem(name: name, value: value) {
                     throw ValidationError("\(flag): \(problem)")
                 }
@@ -137,7 +141,7 @@ extension MergeTool {
             let given: [(String, Bool)] = [
                 ("--method", method != nil), ("--weights", weights != nil), ("--density", density != nil),
                 ("--lambda", lambdaScale != nil), ("--gamma", gamma != nil), ("--epsilon", epsilon != nil),
-                ("--t", interpolation != nil), ("--filter-wise", filterWise),
+                ("--t", interpolation != nil), ("--select-topk", selectTopK != nil), ("--filter-wise", filterWise),
                 (normalize == false ? "--no-normalize" : "--normalize", normalize != nil),
                 ("--rescale", rescale != nil), ("--consensus", consensus != nil), ("--trim", trim != nil),
                 ("--seed", seed != nil),
@@ -177,6 +181,7 @@ extension MergeTool {
             if let gamma { parameters["gamma"] = .number(gamma) }
             if let epsilon { parameters["epsilon"] = .number(epsilon) }
             if let interpolation { parameters["t"] = .number(interpolation) }
+            if let selectTopK { parameters["select_topk"] = .number(selectTopK) }
             if filterWise { parameters["filter_wise"] = .number(1) }
             if let normalize { parameters["normalize"] = .number(normalize ? 1 : 0) }
             let weightList = try numbers(weights, "--weights", parameter: "weight")

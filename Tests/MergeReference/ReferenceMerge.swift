@@ -38,6 +38,12 @@ public enum ReferenceMerge {
         /// The Karcher mean's iteration limit and tolerance.
         public var maxIterations = 10
         public var tolerance = 1e-5
+        /// SCE's share of entries kept by variance.
+        public var selectTopK = 1.0
+        /// RAM's change threshold, RAM+'s r and α.
+        public var ramEpsilon: Float = 1e-5
+        public var r: Float = 0.1
+        public var alpha: Float = 0.2
 
         /// The method's defaults for `models` models with weights 1 and densities 1.
         public init(method: MergeMethod, models: Int) {
@@ -90,6 +96,16 @@ public enum ReferenceMerge {
             return multislerp(base: base, models: models, p: p)
         case .karcher:
             return karcher(models + (base.map { [$0] } ?? []), maxIterations: p.maxIterations, tolerance: p.tolerance)
+        case .sce:
+            return sce(base!, models, selectTopK: p.selectTopK)
+        case .nearswap:
+            return Result(values: nearswap(base!, models[0], t: p.t), slack: [Float](repeating: 0, count: n))
+        case .ram, .ramPlusTL:
+            return Result(values: ram(base!, models, epsilon: p.ramEpsilon, r: p.r, alpha: p.alpha, plus: p.method == .ramPlusTL),
+                          slack: [Float](repeating: 0, count: n))
+        case .arceeFusion:
+            let row = shape.count >= 2 && shape.last! > 0 ? shape.last! : max(n, 1)
+            return Result(values: arceeFusion(base!, models[0], row: row), slack: [Float](repeating: 0, count: n))
         default:
             return taskVectors(name: name, shape: shape, base: base!, models: models, p: p, windows: windows,
                                windowOffset: windowOffset, windowKeys: windowKeys)
@@ -377,6 +393,62 @@ public enum ReferenceMerge {
         return Result(values: out, slack: slack)
     }
 
+    // MARK: SCE, NearSwap, Arcee Fusion
+
+    /// SCE: δᵢ = θᵢ − θ₀; with s < 1 only the ⌊nz·s⌋ entries of largest variance across
+    /// the models survive (nz: non-zero variances; ties keep the later entries); each
+    /// model weighs its mean δ² over the tensor, divided by the total (equal weights
+    /// when it is below 10⁻⁶); per entry the δᵢ of the sign of Σδᵢ are averaged by weight.
+    /// The energies are sums over the tensor, which the engine adds in another order.
+    static func sce(_ base: [Float], _ models: [[Float]], selectTopK: Double) -> Result {
+        let n = base.count, count = models.count
+        var deltas = models.map { x in (0..<n).map { x[$0] - base[$0] } }
+        if selectTopK < 1 {
+            var keep = [Bool](repeating: false, count: n)
+            if selectTopK > 0 {
+                var variance = [Float](repeating: 0, count: n)
+                for i in 0..<n {
+                    var mean = 0.0
+                    for d in deltas { mean += Double(d[i]) }
+                    mean /= Double(count)
+                    var sum = 0.0
+                    for d in deltas { sum += (Double(d[i]) - mean) * (Double(d[i]) - mean) }
+                    variance[i] = Float(sum / Double(count))
+                }
+                let nonzero = variance.filter { $0 != 0 }.count
+                let k = Int((Float(nonzero) * Float(selectTopK)).rounded(.towardZero))
+                let ordered = order(variance.map(key))
+                for r in max(0, n - k)..<n where k > 0 { keep[ordered[r]] = true }
+            }
+            for m in 0..<count { for i in 0..<n where !keep[i] { deltas[m][i] = 0 } }
+        }
+        var weights = deltas.map { d -> Float in
+            var sum = 0.0
+            for x in d { sum += Double(x) * Double(x) }
+            return Float(sum / Double(max(n, 1)))
+        }
+        var total: Float = 0
+        for w in weights { total += w }
+        weights = weights.map { abs(Double(total)) < 1e-6 ? 1 / Float(count) : $0 / total }
+        var out = [Float](repeating: 0, count: n), slack = out
+        for i in 0..<n {
+            var vote: Float = 0
+            for d in deltas { vote += d[i] }
+            var mixed: Float = 0, divisor: Float = 0, magnitude: Float = 0
+            for (m, d) in deltas.enumerated() {
+                let agrees = vote >= 0 ? d[i] > 0 : d[i] < 0
+                if agrees {
+                    mixed += d[i] * weights[m]
+                    divisor += weights[m]
+                }
+                magnitude += abs(d[i])
+            }
+            out[i] = base[i] + mixed / max(divisor, 1e-6)
+            slack[i] = reorderTolerance * magnitude
+        }
+        return Result(values: out, slack: slack)
+    }
+
     static func norm(_ x: [Double]) -> Double { x.reduce(0) { $0 + $1 * $1 }.squareRoot() }
 
     static func dot(_ x: [Double], _ y: [Double]) -> Double {
@@ -482,5 +554,68 @@ public enum ReferenceMerge {
             slack[e] = reorderTolerance * Float(magnitude) + Float(scale * tol)
         }
         return Result(values: out, slack: slack)
+    }
+
+    /// NearSwap: θ₀ moves to θ₁ by w = clamp(t / max(|θ₀ − θ₁|, 10⁻⁶), 0, 1), the
+    /// quotient taken as the reciprocal times t.
+    static func nearswap(_ a: [Float], _ b: [Float], t: Float) -> [Float] {
+        a.indices.map { i in
+            let w = min(max((1 / max(abs(a[i] - b[i]), 1e-6)) * t, 0), 1)
+            return w * b[i] + (1 - w) * a[i]
+        }
+    }
+
+    /// Arcee Fusion: importance |θ₁ − θ₀| · KL(softmax(θ₁) + 10⁻⁸ ‖ softmax(θ₀) + 10⁻⁸)
+    /// per row of `row` entries (in Float64); θ₁ − θ₀ is added to θ₀ where the
+    /// importance reaches median + 1.5·(Q3 − Q1), quantiles from the sorted importances
+    /// at index ⌊q·(n − 1)⌋.
+    static func arceeFusion(_ base: [Float], _ model: [Float], row: Int) -> [Float] {
+        let n = base.count
+        guard n > 0 else { return [] }
+        var importance = [Float](repeating: 0, count: n)
+        for start in stride(from: 0, to: n, by: row) {
+            let span = start..<min(n, start + row)
+            let mx = span.map { Double(model[$0]) }.max()!, mb = span.map { Double(base[$0]) }.max()!
+            var sx = 0.0, sb = 0.0
+            for i in span {
+                sx += exp(Double(model[i]) - mx)
+                sb += exp(Double(base[i]) - mb)
+            }
+            var kl = 0.0
+            for i in span {
+                let p = exp(Double(model[i]) - mx) / sx + 1e-8
+                let q = exp(Double(base[i]) - mb) / sb + 1e-8
+                kl += p * log(p / q)
+            }
+            for i in span { importance[i] = abs(model[i] - base[i]) * Float(kl) }
+        }
+        let sorted = importance.sorted()
+        let q = [Float(0.25), 0.5, 0.75].map { sorted[Int(($0 * Float(n - 1)).rounded(.towardZero))] }
+        let threshold = q[1] + 1.5 * (q[2] - q[0])
+        return (0..<n).map { base[$0] + (model[$0] - base[$0]) * (importance[$0] >= threshold ? 1 : 0) }
+    }
+
+    /// RAM: an entry is changed by model i when |δᵢ| > ε; changed by one model it takes
+    /// that δ (times λᵢ for RAM+), by several their mean. RAM+'s
+    /// λᵢ = 1 + r·min(max(ρᵢ, 0), α), ρᵢ = model i's entries changed with others over
+    /// those it alone changed (at least ε).
+    static func ram(_ base: [Float], _ models: [[Float]], epsilon: Float, r: Float, alpha: Float, plus: Bool) -> [Float] {
+        let n = base.count
+        let deltas = models.map { x in (0..<n).map { x[$0] - base[$0] } }
+        let changed = (0..<n).map { i in deltas.filter { abs($0[i]) > epsilon }.count }
+        let scales = deltas.map { d -> Float in
+            guard plus else { return 1 }
+            let shared = (0..<n).filter { abs(d[$0]) > epsilon && changed[$0] > 1 }.count
+            let unique = (0..<n).filter { abs(d[$0]) > epsilon && changed[$0] == 1 }.count
+            let rho = Float(shared) / max(Float(unique), epsilon)
+            return 1 + r * min(max(rho, 0), alpha)
+        }
+        return (0..<n).map { i in
+            var merged: Float = 0
+            for (m, d) in deltas.enumerated() where abs(d[i]) > epsilon {
+                merged += changed[i] == 1 ? d[i] * scales[m] : d[i] / Float(changed[i])
+            }
+            return base[i] + merged
+        }
     }
 }

@@ -9,7 +9,7 @@ import Testing
 /// error on one line, and the spellings accepted before stay accepted.
 @Suite struct OptionValueTests {
     @Test(arguments: [
-        (["fuse"], "--method", "task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, linear, slerp, model_stock, passthrough"),
+        (["fuse"], "--method", "task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, linear, slerp, model_stock, sce, nearswap, arcee_fusion, ram, ramplus_tl, nuslerp, multislerp, karcher, passthrough"),
         (["fuse"], "--rescale", "none, l1, inverse"),
         (["fuse"], "--consensus", "sum, count"),
         (["fuse"], "--trim", "tensor, global"),

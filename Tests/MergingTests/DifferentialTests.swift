@@ -127,6 +127,28 @@ func runDifferential(_ c: DifferentialCase) throws -> ReferenceComparison {
             global["max_iter"] = .number(Double(maxIterations))
             p.maxIterations = maxIterations
         }
+    case .sce:
+        // The case's density is SCE's select_topk.
+        specs = modelPaths.map { ModelSpec(path: $0) }
+        global["select_topk"] = .number(c.density)
+        p.selectTopK = c.density
+    case .nearswap:
+        specs = [ModelSpec(path: basePath), ModelSpec(path: modelPaths[0])]
+        global["t"] = .number(0.04)
+        p.t = 0.04
+    case .arceeFusion:
+        specs = [ModelSpec(path: basePath), ModelSpec(path: modelPaths[0])]
+    case .ram, .ramPlusTL:
+        // ε above the smallest grid step, so some changes count as none.
+        specs = modelPaths.map { ModelSpec(path: $0) }
+        global["epsilon"] = .number(0.01)
+        p.ramEpsilon = 0.01
+        if c.method == .ramPlusTL {
+            global["r"] = .number(0.5)
+            global["alpha"] = .number(0.3)
+            p.r = 0.5
+            p.alpha = 0.3
+        }
     default:
         for m in 0..<c.models {
             var parameters: [String: ParameterValue] = ["weight": .number(m == 0 ? 1 : 0.5 + 0.25 * Double(m))]
@@ -213,7 +235,8 @@ let dtypeSweep: [DType] = [.f32, .bf16, .f16]
 
 /// The densities a method accepts among `densitySweep` (DELLA needs d − ε > 0).
 func densities(for method: MergeMethod) -> [Double] {
-    method.sparsifier == nil ? [1] : method.sparsifier == .dellaMagprune ? densitySweep.filter { $0 > 0 } : densitySweep
+    if method == .sce { return densitySweep }  // as select_topk
+    return method.sparsifier == nil ? [1] : method.sparsifier == .dellaMagprune ? densitySweep.filter { $0 > 0 } : densitySweep
 }
 
 /// Sizes around the boundaries of an executor with 256-entry chunks and 1024-entry
@@ -254,7 +277,7 @@ let fullSizeShapes: [[Int]] = [[65_535], [65_536], [65_537], [128, 896], [131_07
 @Test(arguments: MergeMethod.allCases)
 func engineMatchesTheReferenceAcrossItsOwnChunkAndSampleBoundaries(method: MergeMethod) throws {
     for (k, shape) in fullSizeShapes.enumerated() {
-        let density = method.sparsifier == nil ? 1 : [0.3, 0.01, 0.5][k % 3]
+        let density = method.sparsifier == nil && method != .sce ? 1 : [0.3, 0.01, 0.5][k % 3]
         try expectAgreement(DifferentialCase(method: method, shape: shape, dtype: dtypeSweep[k % 3], threads: 1 + k % 2,
                                              density: density))
     }
@@ -303,6 +326,14 @@ func engineMatchesTheReferenceAcrossItsOwnChunkAndSampleBoundaries(method: Merge
     }
     cases.append(DifferentialCase(method: .karcher, shape: [9, 96], threads: 2, chunk: 256, segment: 512, maxIterations: 1))
     cases.append(DifferentialCase(method: .karcher, shape: [9, 96], threads: 2, chunk: 256, segment: 512, maxIterations: 0))
+    for topK in [0.3, 0.9] {
+        cases.append(DifferentialCase(method: .sce, shape: [1000], dtype: .f16, threads: 2, density: topK, chunk: 256,
+                                      segment: 512, models: 3))
+    }
+    cases.append(DifferentialCase(method: .arceeFusion, shape: [2, 3, 64], dtype: .bf16, threads: 2, chunk: 256, segment: 512))
+    for method in [MergeMethod.ram, .ramPlusTL] {
+        cases.append(DifferentialCase(method: method, shape: [1000], dtype: .f16, threads: 2, chunk: 256, segment: 512, models: 3))
+    }
     for density in [0.01, 0.3] {
         cases.append(DifferentialCase(method: .ties, shape: [5, 96], dtype: .bf16, threads: 2, density: density, chunk: 256,
                                       segment: 512, globalTrim: true, secondShape: [1500]))

@@ -15,10 +15,15 @@ public enum MergeMethod: String, Sendable, CaseIterable, CustomStringConvertible
     case linear
     case slerp
     case modelStock = "model_stock"
-    case passthrough
+    case sce
+    case nearswap
+    case arceeFusion = "arcee_fusion"
+    case ram
+    case ramPlusTL = "ramplus_tl"
     case nuslerp
     case multislerp
     case karcher
+    case passthrough
 
     /// This method's row of the table.
     public var entry: MethodEntry {
@@ -35,12 +40,17 @@ public enum MergeMethod: String, Sendable, CaseIterable, CustomStringConvertible
                                   defaultNormalize: true)
         case .slerp: MethodEntry(kernel: SlerpKernel(), parameterNames: ["t"])
         case .modelStock: MethodEntry(kernel: ModelStockKernel(), parameterNames: ["filter_wise"])
-        case .passthrough: MethodEntry(kernel: PassthroughKernel(), parameterNames: ["scale"], needsBase: false)
+        case .sce: MethodEntry(kernel: SCEKernel(), parameterNames: ["select_topk", "int8_mask"])
+        case .nearswap: MethodEntry(kernel: NearSwapKernel(), parameterNames: ["t"])
+        case .arceeFusion: MethodEntry(kernel: ArceeFusionKernel(), parameterNames: [])
+        case .ram: MethodEntry(kernel: RAMKernel(plus: false), parameterNames: ["epsilon"])
+        case .ramPlusTL: MethodEntry(kernel: RAMKernel(plus: true), parameterNames: ["epsilon", "r", "alpha"])
         case .nuslerp: MethodEntry(kernel: NuSlerpKernel(), parameterNames: ["weight", "nuslerp_flatten", "nuslerp_row_wise"],
                                    needsBase: false, optionalBase: .reference)
         case .multislerp: MethodEntry(kernel: MultiSlerpKernel(), parameterNames: ["weight", "normalize_weights", "eps"],
                                       needsBase: false, optionalBase: .reference)
         case .karcher: MethodEntry(kernel: KarcherKernel(), parameterNames: ["max_iter", "tol"], needsBase: false, optionalBase: .input)
+        case .passthrough: MethodEntry(kernel: PassthroughKernel(), parameterNames: ["scale"], needsBase: false)
         }
     }
 }
@@ -115,6 +125,14 @@ extension MergeJob {
         case slerp(t: Float)
         /// Model Stock per row instead of per tensor.
         case modelStock(filterWise: Bool)
+        /// SCE's share of entries kept by their variance across the models.
+        case sce(selectTopK: Double)
+        /// NearSwap's closeness threshold.
+        case nearswap(t: Float)
+        /// Arcee Fusion reads no parameter.
+        case arceeFusion
+        /// RAM's change threshold ε, and RAM+'s r and α.
+        case ram(epsilon: Float, r: Float, alpha: Float)
         /// One model's tensor times `scale`.
         case passthrough(scale: Float)
         /// NuSLERP's factor t = w₁/(w₀ + w₁), its vectors (the whole tensor unless not

@@ -129,9 +129,9 @@ public enum ParameterRange {
     /// beyond being finite (flags such as `normalize`).
     public static func bounds(of name: String) -> ClosedRange<Double>? {
         switch name {
-        case "weight", "lambda", "scale": return -maximumScale...maximumScale
+        case "weight", "lambda", "scale", "r", "alpha": return -maximumScale...maximumScale
         case "density": return 0...Double.greatestFiniteMagnitude
-        case "gamma", "epsilon", "t": return 0...1
+        case "gamma", "epsilon", "t", "select_topk": return 0...1
         case "tol", "eps": return 0...1
         case "max_iter": return 0...Double(maximumIterations)
         default: return nil
