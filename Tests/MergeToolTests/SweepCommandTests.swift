@@ -19,6 +19,7 @@ private func tiesRecipe(in folder: String) throws -> String {
             parameters: {weight: 1, density: 0.3}
           - model: \(fixture("merge/dpo"))
             parameters: {weight: 0.8, density: 0.7}
+        parameters: {normalize: true}
         """.write(toFile: path, atomically: true, encoding: .utf8)
     return path
 }
@@ -62,7 +63,7 @@ private func lines(_ path: String) -> [String] {
         #expect(results.count == 9)
         #expect(results.filter { $0.contains("\"error\":\"the evaluation command exited with status 1\"") }.count == 3)
         #expect(results.filter { $0.hasPrefix("{\"kind\":\"parent\"") && $0.contains("\"metrics\":{\"crc\":") }.count == 3)
-        #expect(first.out.contains("rank  candidate"))
+        #expect(first.out.hasPrefix("rank    candidate                           crc (objective)  size\n"))
         #expect(first.out.contains("6 candidates (6 scored now in"))
         #expect(first.out.contains(", 3 failed); best: #"))
         let svg = try String(contentsOfFile: folder + "/out/pareto.svg", encoding: .utf8)

@@ -16,8 +16,11 @@ public enum SweepTable {
         }
         for record in parents { rows.append(["parent", record.label] + cells(record, columns)) }
         var widths = header.map(\.count)
+        // A failed row's error runs on past the columns and does not widen them.
         for row in rows {
-            for (j, cell) in row.enumerated() where j < widths.count { widths[j] = max(widths[j], cell.count) }
+            for (j, cell) in row.enumerated() where j < widths.count && (row.count == header.count || j < row.count - 1) {
+                widths[j] = max(widths[j], cell.count)
+            }
         }
         func line(_ row: [String]) -> String {
             var text = ""
