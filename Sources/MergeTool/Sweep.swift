@@ -32,8 +32,8 @@ extension MergeTool {
 
                 Examples:
                   merge-tool sweep recipe.yml --grid 'models.0.parameters.density=0.1:0.9:5' \\
-                    --grid 'models.1.parameters.weight=0.5,1' --eval builtin \\
-                    --objective preference_accuracy --pareto exact_match,preference_accuracy -o sweep/
+                    --grid 'models.1.parameters.weight=0.5,1' --eval builtin -o sweep/ \\
+                    --objective preference_accuracy --pareto exact_match,preference_accuracy
                   merge-tool sweep recipe.yml --grid 'parameters.lambda=0.5:1.5:11' \\
                     --eval 'python score.py {model}' --objective=-loss -o sweep/
                   merge-tool sweep recipe.yml --grid 'models.0.parameters.density=0.05:1:2' \\
@@ -59,7 +59,7 @@ extension MergeTool {
         @Option(help: "Base model of the builtin reward margin (default: the recipe's base_model).")
         var base: String?
 
-        @Option(help: "The metric the table and best.yml rank by (prefix - to minimise).")
+        @Option(help: "The metric the table and best.yml rank by (prefix - to minimise: --objective=-loss).")
         var objective: String
 
         @Option(help: "Two metrics, M1,M2, for the Pareto front and pareto.svg (each maximised unless prefixed -).")
@@ -93,6 +93,7 @@ extension MergeTool {
             }
             _ = try paretoGoals()
             if eval.trimmingCharacters(in: .whitespaces).isEmpty { throw ValidationError("--eval is empty") }
+            if base != nil, eval != "builtin" { throw ValidationError("--base is read by --eval builtin only") }
         }
 
         func axes() throws -> [SweepAxis] {
@@ -132,6 +133,10 @@ extension MergeTool {
                 try OutputGuard.check(output: output, inputs: inputs)
                 try FileManager.default.createDirectory(atPath: output + "/candidates", withIntermediateDirectories: true)
 
+                // Every candidate's recipe under this run's numbering, scored now or before.
+                for candidate in candidates {
+                    try OutputFile.write(candidate.recipe, to: output + "/candidates/\(candidate.index).yml")
+                }
                 let resultsPath = output + "/" + SweepResults.fileName
                 let done = SweepResults.doneKeys(try SweepResults.read(resultsPath))
                 let pendingParents = parents.filter { !done.contains(SweepRecord(subject: .parent(model: $0)).key) }
@@ -160,6 +165,9 @@ extension MergeTool {
                 // Several evaluations at once each get one BLAS thread.
                 if workers > 1 { Evaluator.withBLASThreads(1, score) } else { score() }
                 runner.progress.finish()
+                if let problem = runner.writeFailure.withLock({ $0 }) {
+                    throw SweepFailure(message: "\(resultsPath): cannot append results: \(problem)")
+                }
                 let seconds = Date().timeIntervalSince(started)
 
                 try report(candidates: candidates, parents: parents, resultsPath: resultsPath, goal: goal,

@@ -44,11 +44,11 @@ final class CandidateRunner: Sendable {
             throw SweepFailure(message: "\(resultsPath): cannot open for appending")
         }
         // A line cut short by an interrupted run is ended, so the next record starts a line.
-        let end = handle.seekToEndOfFile()
+        let end = try handle.seekToEnd()
         if end > 0, let reader = FileHandle(forReadingAtPath: resultsPath) {
-            reader.seek(toFileOffset: end - 1)
-            if reader.readData(ofLength: 1) != Data("\n".utf8) { handle.write(Data("\n".utf8)) }
-            reader.closeFile()
+            try reader.seek(toOffset: end - 1)
+            if try reader.read(upToCount: 1) != Data("\n".utf8) { try handle.write(contentsOf: Data("\n".utf8)) }
+            try reader.close()
         }
         results = Locked(handle)
     }
@@ -67,7 +67,8 @@ final class CandidateRunner: Sendable {
         finish(record)
     }
 
-    /// Merges `candidate` into `folder/candidates/N`, scores it and removes the model
+    /// Merges `candidate` (its recipe already in `folder/candidates/N.yml`) into
+    /// `folder/candidates/N`, scores it and removes the model
     /// unless asked to keep it.
     func score(_ candidate: SweepCandidate, worker: Int) {
         let start = Date()
@@ -75,7 +76,6 @@ final class CandidateRunner: Sendable {
         let recipePath = folder + "/candidates/\(candidate.index).yml"
         let modelPath = folder + "/candidates/\(candidate.index)"
         do {
-            try OutputFile.write(candidate.recipe, to: recipePath)
             let (plan, text) = try MergeRecipe.load(recipePath)
             let prepared = try PreparedMerge.prepare(plan, followSymlinks: followSymlinks)
             for warning in prepared.warnings { warnOnce(warning) }
@@ -155,8 +155,18 @@ final class CandidateRunner: Sendable {
         printError("warning: \(warning)")
     }
 
+    /// The first error writing the results file: the sweep goes on (the models are
+    /// scored), and the command reports it at the end.
+    let writeFailure = Locked<String?>(nil)
+
     private func finish(_ record: SweepRecord) {
-        results.withLock { $0.write(Data((record.jsonLine + "\n").utf8)) }
+        results.withLock { handle in
+            do {
+                try handle.write(contentsOf: Data((record.jsonLine + "\n").utf8))
+            } catch {
+                writeFailure.withLock { if $0 == nil { $0 = "\(error.localizedDescription)" } }
+            }
+        }
         let count = done.withLock { (n: inout Int) -> Int in
             n += 1
             return n

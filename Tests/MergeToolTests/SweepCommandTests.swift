@@ -140,6 +140,7 @@ private func lines(_ path: String) -> [String] {
         (["--grid", "x=1:2:0"], "--grid 'x=1:2:0': COUNT '0' must be a whole number"),
         (["--grid", "x=1", "--pareto", "acc"], "--pareto: 'acc' must name two metrics, M1,M2"),
         (["--grid", "x=1", "--jobs", "0"], "--jobs must be from 1 to 256"),
+        (["--grid", "x=1", "--eval", "sh s.sh", "--base", "b"], "--base is read by --eval builtin only"),
         ([], "give at least one --grid axis"),
     ])
     func refusesBadArguments(extra: [String], message: String) throws {
