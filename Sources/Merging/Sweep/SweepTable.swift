@@ -8,7 +8,7 @@ public enum SweepTable {
         let names = Set((ranked + parents).flatMap(\.metrics.keys)).subtracting([goal.name]).sorted()
         let columns = [goal.name] + names
         let frontKeys = Set(front.map(\.key))
-        let header = ["rank", "candidate"] + columns.map { $0 == goal.name ? "\(goal) (objective)" : $0 }
+        let header = ["rank", "candidate"] + columns.map { $0 == goal.name ? "\(goal.name) (objective, \(goal.maximize ? "max" : "min"))" : $0 }
         var rows: [[String]] = []
         for (i, record) in ranked.enumerated() {
             let rank = record.error == nil ? String(i + 1) + (frontKeys.contains(record.key) ? "*" : "") : "–"
