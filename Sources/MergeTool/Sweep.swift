@@ -126,8 +126,8 @@ extension MergeTool {
                 let candidates = try SweepPlan.candidates(
                     recipe: text, file: recipe, axes: axes,
                     selection: random.map { .random(count: $0, seed: seed) } ?? .grid)
-                var parents = plan.models.map(\.path)
-                if let base = plan.base, !parents.contains(base) { parents.insert(base, at: 0) }
+                let models = plan.models.map(\.path)
+                let parents = plan.base.map { models.contains($0) ? models : [$0] + models } ?? models
                 var inputs = parents + [recipe]
                 if let base { inputs.append(base) }
                 try OutputGuard.check(output: output, inputs: inputs)
@@ -138,12 +138,21 @@ extension MergeTool {
                     try OutputFile.write(candidate.recipe, to: output + "/candidates/\(candidate.index).yml")
                 }
                 let resultsPath = output + "/" + SweepResults.fileName
-                let done = SweepResults.doneKeys(try SweepResults.read(resultsPath))
-                let pendingParents = parents.filter { !done.contains(SweepRecord(subject: .parent(model: $0)).key) }
-                let pending = candidates.filter { !done.contains($0.key) }
-                let skipped = candidates.count - pending.count
-                if skipped > 0 {
-                    printError("sweep: resuming \(output): \(skipped) of \(candidates.count) candidates already scored")
+                // A score is reused only for the same recipe text and the same evaluation.
+                let evaluationName = eval == "builtin" ? "builtin " + (base ?? plan.base ?? "") : eval
+                let done = SweepResults.done(try SweepResults.read(resultsPath))
+                let parentPrints = parents.map { SweepResults.fingerprint(["parent", $0, evaluationName]) }
+                let candidatePrints = candidates.map { SweepResults.fingerprint([$0.recipe, evaluationName]) }
+                let pendingParents = parents.indices.filter {
+                    done[SweepRecord(subject: .parent(model: parents[$0])).key] != .some(parentPrints[$0])
+                }
+                let pending = candidates.indices.filter { done[candidates[$0].key] != .some(candidatePrints[$0]) }
+                let stale = candidates.indices.filter { done[candidates[$0].key] != nil }.count - (candidates.count - pending.count)
+                if candidates.count > pending.count {
+                    printError("sweep: resuming \(output): \(candidates.count - pending.count) of \(candidates.count) candidates already scored")
+                }
+                if stale > 0 {
+                    printError("sweep: \(stale) candidates in \(resultsPath) were scored with another recipe or evaluation; scoring them again")
                 }
 
                 let count = pendingParents.count + pending.count
@@ -156,9 +165,11 @@ extension MergeTool {
                 let score = {
                     WorkerQueue.forEach(count: count, workers: workers) { (worker, job) in
                         if job < pendingParents.count {
-                            runner.scoreParent(pendingParents[job], worker: worker)
+                            let i = pendingParents[job]
+                            runner.scoreParent(parents[i], fingerprint: parentPrints[i], worker: worker)
                         } else {
-                            runner.score(pending[job - pendingParents.count], worker: worker)
+                            let i = pending[job - pendingParents.count]
+                            runner.score(candidates[i], fingerprint: candidatePrints[i], worker: worker)
                         }
                     }
                 }

@@ -54,9 +54,9 @@ final class CandidateRunner: Sendable {
     }
 
     /// Scores one of the recipe's input models.
-    func scoreParent(_ model: String, worker: Int) {
+    func scoreParent(_ model: String, fingerprint: String, worker: Int) {
         let start = Date()
-        var record = SweepRecord(subject: .parent(model: model))
+        var record = SweepRecord(subject: .parent(model: model), fingerprint: fingerprint)
         do {
             record.metrics = try evaluate(model, worker: worker)
         } catch {
@@ -70,9 +70,10 @@ final class CandidateRunner: Sendable {
     /// Merges `candidate` (its recipe already in `folder/candidates/N.yml`) into
     /// `folder/candidates/N`, scores it and removes the model
     /// unless asked to keep it.
-    func score(_ candidate: SweepCandidate, worker: Int) {
+    func score(_ candidate: SweepCandidate, fingerprint: String, worker: Int) {
         let start = Date()
-        var record = SweepRecord(subject: .candidate(index: candidate.index, values: candidate.values))
+        var record = SweepRecord(subject: .candidate(index: candidate.index, values: candidate.values),
+                                 fingerprint: fingerprint)
         let recipePath = folder + "/candidates/\(candidate.index).yml"
         let modelPath = folder + "/candidates/\(candidate.index)"
         do {

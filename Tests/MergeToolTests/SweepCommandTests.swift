@@ -79,6 +79,14 @@ private func lines(_ path: String) -> [String] {
         #expect(lines(log).count == 9 + 3)
         #expect(lines(folder + "/out/results.jsonl").count == 12)
         #expect(second.out.contains("6 candidates (3 scored now in"))
+
+        // Another recipe with the same grid: nothing is reused.
+        let edited = try String(contentsOfFile: recipe, encoding: .utf8).replacingOccurrences(of: "weight: 1,", with: "weight: 0.9,")
+        try edited.write(toFile: recipe, atomically: true, encoding: .utf8)
+        let third = try runTool(arguments)
+        #expect(third.status == 0)
+        #expect(third.err.contains("sweep: 3 candidates in \(folder)/out/results.jsonl were scored with another recipe or evaluation"))
+        #expect(lines(log).count == 12 + 6)
     }
 
     @Test func theBestRecipeRemakesTheScoredModel() throws {

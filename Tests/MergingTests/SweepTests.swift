@@ -215,7 +215,7 @@ private let recipe = """
     private let candidate = SweepRecord(
         subject: .candidate(index: 3, values: [SweepValue(path: "models.0.parameters.density", value: "0.3"),
                                                SweepValue(path: "merge_method", value: "ties")]),
-        metrics: ["acc": 0.75, "loss": 1.5], seconds: 1.25)
+        metrics: ["acc": 0.75, "loss": 1.5], seconds: 1.25, fingerprint: "0123456789abcdef")
 
     @Test func recordsRoundTripThroughTheirLine() {
         let failed = SweepRecord(subject: .candidate(index: 0, values: [SweepValue(path: "a", value: "1")]),
@@ -225,7 +225,8 @@ private let recipe = """
             #expect(SweepRecord(jsonLine: record.jsonLine) == record)
         }
         #expect(candidate.jsonLine == "{\"kind\":\"candidate\",\"index\":3,\"parameters\":{\"models.0.parameters.density\":0.3,"
-            + "\"merge_method\":\"ties\"},\"metrics\":{\"acc\":0.75,\"loss\":1.5},\"seconds\":1.250}")
+            + "\"merge_method\":\"ties\"},\"metrics\":{\"acc\":0.75,\"loss\":1.5},\"seconds\":1.250,"
+            + "\"fingerprint\":\"0123456789abcdef\"}")
         #expect(candidate.key == "models.0.parameters.density=0.3 merge_method=ties")
         #expect(candidate.label == "#3 0.density=0.3 merge_method=ties")
     }
@@ -242,8 +243,16 @@ private let recipe = """
         try text.write(toFile: folder + "/results.jsonl", atomically: true, encoding: .utf8)
         let records = try SweepResults.read(folder + "/results.jsonl")
         #expect(records == [candidate, other])
-        #expect(SweepResults.doneKeys(records) == [candidate.key])
+        #expect(SweepResults.done(records) == [candidate.key: "0123456789abcdef"])
         #expect(try SweepResults.read(folder + "/missing.jsonl").isEmpty)
+    }
+
+    @Test func fingerprintsDifferWithAnyPart() {
+        let a = SweepResults.fingerprint(["merge_method: ties\n", "builtin"])
+        #expect(a.count == 16)
+        #expect(a == SweepResults.fingerprint(["merge_method: ties\n", "builtin"]))
+        #expect(a != SweepResults.fingerprint(["merge_method: ties\n", "sh score.sh"]))
+        #expect(a != SweepResults.fingerprint(["merge_method: ties\nbuiltin"]))
     }
 
     @Test func rankingPutsTheBestFirstAndFailuresLast() {

@@ -19,12 +19,17 @@ public struct SweepRecord: Equatable, Sendable {
     public var error: String?
     /// Seconds spent merging and scoring it.
     public var seconds: Double?
+    /// What the score depends on besides the key (`SweepResults.fingerprint`): a resumed
+    /// run reuses the record only when it is the same.
+    public var fingerprint: String?
 
-    public init(subject: Subject, metrics: [String: Double] = [:], error: String? = nil, seconds: Double? = nil) {
+    public init(subject: Subject, metrics: [String: Double] = [:], error: String? = nil, seconds: Double? = nil,
+                fingerprint: String? = nil) {
         self.subject = subject
         self.metrics = metrics
         self.error = error
         self.seconds = seconds
+        self.fingerprint = fingerprint
     }
 
     /// What identifies the record across runs: a candidate's `SweepCandidate.key`, or
@@ -76,6 +81,7 @@ public struct SweepRecord: Equatable, Sendable {
             members.append(("metrics", .object(metrics.keys.sorted().map { ($0, .number(Self.jsonNumber(metrics[$0]!))) })))
         }
         if let seconds { members.append(("seconds", .number(String(format: "%.3f", seconds)))) }
+        if let fingerprint { members.append(("fingerprint", .string(fingerprint))) }
         return JSONValue.object(members).compactText
     }
 
@@ -118,6 +124,7 @@ public struct SweepRecord: Equatable, Sendable {
         metrics = [:]
         error = value["error"]?.stringValue
         seconds = value["seconds"]?.doubleValue
+        fingerprint = value["fingerprint"]?.stringValue
         if error == nil {
             guard case .object(let members)? = value["metrics"] else { return nil }
             for (name, v) in members {
@@ -186,10 +193,22 @@ public enum SweepResults {
         return records
     }
 
-    /// The keys a resumed run skips: those scored without an error (a failed candidate
-    /// is tried again).
-    public static func doneKeys(_ records: [SweepRecord]) -> Set<String> {
-        Set(records.filter { $0.error == nil }.map(\.key))
+    /// The keys a resumed run skips, each with the fingerprint it was scored under:
+    /// those scored without an error (a failed candidate is tried again).
+    public static func done(_ records: [SweepRecord]) -> [String: String?] {
+        var done: [String: String?] = [:]
+        for record in records where record.error == nil { done[record.key] = record.fingerprint }
+        return done
+    }
+
+    /// A short hash of everything a score depends on besides the key (the candidate's
+    /// whole recipe, the evaluation), so a re-run with an edited recipe or another
+    /// evaluation scores again instead of reusing stale results.
+    public static func fingerprint(_ parts: [String]) -> String {
+        let text = parts.joined(separator: "\u{0}")
+        let hash = Array(text.utf8).withUnsafeBytes { XXHash64.hash($0) }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
     }
 
     /// Records sorted best first by `goal`: those with the metric by its value (ties by
