@@ -131,7 +131,16 @@ extension MergeTool {
                 var inputs = parents + [recipe]
                 if let base { inputs.append(base) }
                 try OutputGuard.check(output: output, inputs: inputs)
-                try FileManager.default.createDirectory(atPath: output + "/candidates", withIntermediateDirectories: true)
+                var isFolder: ObjCBool = false
+                if FileManager.default.fileExists(atPath: output, isDirectory: &isFolder), !isFolder.boolValue {
+                    throw SweepFailure(message: "\(output): exists and is not a folder; choose another output")
+                }
+                do {
+                    try FileManager.default.createDirectory(atPath: output + "/candidates", withIntermediateDirectories: true)
+                } catch {
+                    let reason = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError)?.localizedDescription
+                    throw SweepFailure(message: "\(output): cannot create the sweep folder: \(reason ?? "\(error)")")
+                }
 
                 // Every candidate's recipe under this run's numbering, scored now or before.
                 for candidate in candidates {
@@ -219,8 +228,10 @@ extension MergeTool {
             guard let best = ranked.first, best.error == nil, best.metrics[goal.name] != nil,
                   let bestCandidate = byKey[best.key] else {
                 let failed = candidateRecords.filter { $0.error != nil }.count
+                let reported = Set(candidateRecords.flatMap(\.metrics.keys)).sorted().joined(separator: ", ")
                 throw SweepFailure(message: "\(output): no candidate has the metric '\(goal.name)' "
-                    + "(\(failed) of \(candidateRecords.count) failed; see \(resultsPath))")
+                    + "(\(failed) of \(candidateRecords.count) failed"
+                    + (reported.isEmpty ? "" : "; the others reported \(reported)") + "; see \(resultsPath))")
             }
             try OutputFile.write(bestCandidate.recipe, to: output + "/best.yml")
 

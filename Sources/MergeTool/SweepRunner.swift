@@ -115,6 +115,9 @@ final class CandidateRunner: Sendable {
     /// Runs the evaluation command through `/bin/sh -c` with `{model}` replaced by the
     /// quoted model path (appended when the command does not name it), and reads the
     /// metrics it prints. Its standard error goes to ours.
+    /// The most standard output an evaluation command may print.
+    static let maximumOutput = 16 << 20
+
     static func run(_ command: String, model: String) throws -> [String: Double] {
         let quoted = "'" + model.replacingOccurrences(of: "'", with: "'\\''") + "'"
         let line = command.contains("{model}") ? command.replacingOccurrences(of: "{model}", with: quoted) : command + " " + quoted
@@ -125,13 +128,21 @@ final class CandidateRunner: Sendable {
         process.standardOutput = out
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
+        // Kept up to a bound, and drained past it so the command never blocks on a full pipe.
+        var data = Data()
+        var overflow = false
+        while let chunk = try out.fileHandleForReading.read(upToCount: 1 << 16), !chunk.isEmpty {
+            if data.count + chunk.count <= maximumOutput { data.append(chunk) } else { overflow = true }
+        }
         process.waitUntilExit()
         guard process.terminationReason == .exit else {
             throw SweepFailure(message: "the evaluation command was killed by signal \(process.terminationStatus)")
         }
         guard process.terminationStatus == 0 else {
             throw SweepFailure(message: "the evaluation command exited with status \(process.terminationStatus)")
+        }
+        guard !overflow else {
+            throw SweepFailure(message: "the evaluation command printed more than \(maximumOutput >> 20) MiB")
         }
         do {
             return try SweepRecord.metrics(fromOutput: String(decoding: data, as: UTF8.self))

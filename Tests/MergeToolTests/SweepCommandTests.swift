@@ -157,6 +157,42 @@ private func lines(_ path: String) -> [String] {
         #expect(result.err.contains(message), "\(result.err)")
     }
 
+    @Test func randomDrawsAreSeededAndResumable() throws {
+        let folder = sweepFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let recipe = try tiesRecipe(in: folder), log = folder + "/scored.log"
+        let script = try scorer(in: folder, log: log)
+        let arguments = ["sweep", recipe, "--grid", "models.0.parameters.density=0.1:0.9:2",
+                         "--grid", "models.1.parameters.weight=0.7,0.8,1", "--random", "4", "--seed", "5",
+                         "--eval", "sh \(script) {model}", "--objective", "crc", "--json", "-o", folder + "/out"]
+        let first = try runTool(arguments)
+        #expect(first.status == 0)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(first.out.utf8)) as? [String: Any])
+        let drawn = try #require(report["candidates"] as? [[String: Any]])
+        #expect(drawn.count == 4)
+        for candidate in drawn {
+            let density = try #require((candidate["parameters"] as? [String: Any])?["models.0.parameters.density"] as? Double)
+            #expect(density >= 0.1 && density <= 0.9)
+        }
+        #expect(lines(log).count == 3 + 4)
+        let again = try runTool(arguments)
+        #expect(again.status == 0)
+        #expect(again.err.contains("4 of 4 candidates already scored"))
+        #expect(lines(log).count == 3 + 4)
+        #expect(again.out == first.out)
+    }
+
+    @Test func anOutputThatIsAFileIsRefused() throws {
+        let folder = sweepFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let recipe = try tiesRecipe(in: folder)
+        FileManager.default.createFile(atPath: folder + "/out", contents: Data("x".utf8))
+        let result = try runTool(["sweep", recipe, "--grid", "models.1.parameters.weight=1,2", "--eval", "true",
+                                  "--objective", "acc", "-o", folder + "/out"])
+        #expect(result.status == 1)
+        #expect(result.err == "error: \(folder)/out: exists and is not a folder; choose another output\n")
+    }
+
     @Test func aPathMissingFromTheRecipeIsAnError() throws {
         let folder = sweepFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
