@@ -193,6 +193,18 @@ private func lines(_ path: String) -> [String] {
         #expect(result.err == "error: \(folder)/out: exists and is not a folder; choose another output\n")
     }
 
+    @Test func anOutputInsideAnInputIsRefused() throws {
+        let folder = sweepFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let recipe = try tiesRecipe(in: folder)
+        let inside = fixture("merge/sft") + "/sweep"
+        let result = try runTool(["sweep", recipe, "--grid", "models.1.parameters.weight=1,2", "--eval", "true",
+                                  "--objective", "acc", "-o", inside])
+        #expect(result.status == 1)
+        #expect(result.err == "error: \(inside): lies inside the input \(fixture("merge/sft")); choose another output\n")
+        #expect(!FileManager.default.fileExists(atPath: inside))
+    }
+
     @Test func aPathMissingFromTheRecipeIsAnError() throws {
         let folder = sweepFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
