@@ -23,7 +23,7 @@ public enum SweepScatter {
     }
 
     static let width = 640.0, height = 480.0
-    static let left = 70.0, right = 20.0, top = 40.0, bottom = 60.0
+    static let left = 70.0, right = 20.0, top = 56.0, bottom = 60.0
 
     /// The SVG document of `points` (non-finite ones are left out) with axes named
     /// after `goals` (their direction shown as "higher is better" or "lower is better").
@@ -68,12 +68,14 @@ public enum SweepScatter {
             svg += "<rect x=\"\(n(x - 5))\" y=\"\(n(y - 5))\" width=\"10\" height=\"10\" fill=\"#ff7f0e\"><title>\(escape(point.label))</title></rect>"
             svg += "<text x=\"\(n(x + 8))\" y=\"\(n(y - 6))\" fill=\"#b35900\">\(escape(shortName(point.label)))</text>\n"
         }
-        // Legend, top left inside the frame.
+        // Legend in one row between the title and the frame, where no point can hide it.
         let legend: [(String, String)] = [("#999", "candidate"), ("#1f77b4", "Pareto front"), ("#ff7f0e", "parent")]
-        for (i, (color, name)) in legend.enumerated() {
-            let y = top + 14 + Double(i) * 16
-            svg += "<rect x=\"\(n(left + 8))\" y=\"\(n(y - 8))\" width=\"9\" height=\"9\" fill=\"\(color)\"/>"
-            svg += "<text x=\"\(n(left + 22))\" y=\"\(n(y))\">\(name)</text>\n"
+        var x = left
+        for (color, name) in legend {
+            let y = top - 12
+            svg += "<rect x=\"\(n(x))\" y=\"\(n(y - 8))\" width=\"9\" height=\"9\" fill=\"\(color)\"/>"
+            svg += "<text x=\"\(n(x + 14))\" y=\"\(n(y))\">\(name)</text>\n"
+            x += 30 + Double(name.count) * 7
         }
         return svg + "</svg>\n"
     }
