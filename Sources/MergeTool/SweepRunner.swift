@@ -144,21 +144,12 @@ final class CandidateRunner: Sendable {
         guard !overflow else {
             throw SweepFailure(message: "the evaluation command printed more than \(maximumOutput >> 20) MiB")
         }
-        do {
-            return try SweepRecord.metrics(fromOutput: String(decoding: data, as: UTF8.self))
-        } catch {
-            guard case .badCandidate(_, let problem) = error else { throw error }
-            throw SweepFailure(message: problem)
-        }
+        return try SweepRecord.metrics(fromOutput: String(decoding: data, as: UTF8.self))
     }
 
     private func report(failure what: String, _ error: any Error) {
-        let problem = (error as? SweepError).map {
-            if case .badCandidate(_, let problem) = $0 { return problem }
-            return "\($0)"
-        } ?? "\(error)"
         progress.finish()
-        printError("warning: \(what) failed: \(problem)")
+        printError("warning: \(what) failed: \(error)")
     }
 
     private func warnOnce(_ warning: String) {

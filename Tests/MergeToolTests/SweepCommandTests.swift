@@ -182,11 +182,24 @@ private func lines(_ path: String) -> [String] {
         #expect(again.out == first.out)
     }
 
+    @Test func outputThatIsNotMetricsFailsEveryCandidate() throws {
+        let folder = sweepFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let recipe = try tiesRecipe(in: folder)
+        let result = try runTool(["sweep", recipe, "--grid", "models.1.parameters.weight=1,2", "--eval", "echo hello; : {model}",
+                                  "--objective", "acc", "-o", folder + "/out"])
+        #expect(result.status == 1)
+        let lines = result.err.split(separator: "\n").map(String.init)
+        #expect(lines.filter { $0.hasSuffix(" failed: the evaluation printed 'hello', not a JSON object of metrics") }.count == 2 + 3)
+        #expect(lines.last == "error: \(folder)/out: no candidate has the metric 'acc' (2 of 2 failed; see \(folder)/out/results.jsonl)")
+        #expect(!FileManager.default.fileExists(atPath: folder + "/out/best.yml"))
+    }
+
     @Test func anOutputThatIsAFileIsRefused() throws {
         let folder = sweepFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let recipe = try tiesRecipe(in: folder)
-        FileManager.default.createFile(atPath: folder + "/out", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: folder + "/out", contents: Data("x".utf8))
         let result = try runTool(["sweep", recipe, "--grid", "models.1.parameters.weight=1,2", "--eval", "true",
                                   "--objective", "acc", "-o", folder + "/out"])
         #expect(result.status == 1)

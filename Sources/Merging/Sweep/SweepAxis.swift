@@ -8,12 +8,15 @@ public enum SweepError: Error, Equatable, CustomStringConvertible {
     case badPath(file: String, path: String, problem: String)
     /// A candidate recipe that is not a valid recipe after the substitution.
     case badCandidate(values: String, problem: String)
+    /// An evaluation's output that is not a JSON object of numeric metrics.
+    case badMetrics(String)
 
     public var description: String {
         switch self {
         case .badAxis(let axis, let problem): return "--grid '\(axis)': \(problem)"
         case .badPath(let file, let path, let problem): return "\(file): path '\(path)': \(problem)"
         case .badCandidate(let values, let problem): return "candidate \(values): \(problem)"
+        case .badMetrics(let problem): return problem
         }
     }
 }

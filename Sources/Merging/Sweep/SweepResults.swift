@@ -142,17 +142,17 @@ public struct SweepRecord: Equatable, Sendable {
         guard let value = (try? JSONParser.parse(trimmed)) ?? (try? JSONParser.parse(lastLine)),
               case .object(let members) = value else {
             let shown = lastLine.isEmpty ? "nothing" : "'\(lastLine.prefix(80))'"
-            throw .badCandidate(values: "", problem: "the evaluation printed \(shown), not a JSON object of metrics")
+            throw .badMetrics("the evaluation printed \(shown), not a JSON object of metrics")
         }
         var metrics: [String: Double] = [:]
         for (name, v) in members {
             if v == .null { continue }
             guard let x = v.doubleValue, x.isFinite else {
-                throw .badCandidate(values: "", problem: "metric '\(name)' is not a finite number")
+                throw .badMetrics("metric '\(name)' is not a finite number")
             }
             metrics[name] = x
         }
-        guard !metrics.isEmpty else { throw .badCandidate(values: "", problem: "the evaluation reported no metrics") }
+        guard !metrics.isEmpty else { throw .badMetrics("the evaluation reported no metrics") }
         return metrics
     }
 }
