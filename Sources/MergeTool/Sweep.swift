@@ -131,6 +131,7 @@ extension MergeTool {
                 var inputs = parents + [recipe]
                 if let base { inputs.append(base) }
                 try OutputGuard.check(output: output, inputs: inputs)
+                let evaluation = try evaluation(plan: plan)
                 var isFolder: ObjCBool = false
                 if FileManager.default.fileExists(atPath: output, isDirectory: &isFolder), !isFolder.boolValue {
                     throw SweepFailure(message: "\(output): exists and is not a folder; choose another output")
@@ -168,7 +169,7 @@ extension MergeTool {
                 let workers = min(jobs ?? WorkerQueue.processors, max(1, count))
                 // Each merge splits the cores with the others running beside it.
                 let runner = try CandidateRunner(
-                    folder: output, resultsPath: resultsPath, evaluation: try evaluation(plan: plan), keep: keep,
+                    folder: output, resultsPath: resultsPath, evaluation: evaluation, keep: keep,
                     followSymlinks: input.followSymlinks, mergeWorkers: max(1, WorkerQueue.processors / workers), total: count)
                 let started = Date()
                 let score = {

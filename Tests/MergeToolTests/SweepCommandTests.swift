@@ -218,6 +218,17 @@ private func lines(_ path: String) -> [String] {
         #expect(!FileManager.default.fileExists(atPath: inside))
     }
 
+    @Test func aBuiltinBaseThatIsNoTrainingModelStopsBeforeAnythingIsWritten() throws {
+        let folder = sweepFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let recipe = try tiesRecipe(in: folder)
+        let result = try runTool(["sweep", recipe, "--grid", "models.1.parameters.weight=1,2", "--eval", "builtin",
+                                  "--objective", "acc", "-o", folder + "/out"])
+        #expect(result.status == 1)
+        #expect(result.err.hasPrefix("error: \(fixture("merge/base"))"), "\(result.err)")
+        #expect(!FileManager.default.fileExists(atPath: folder + "/out"))
+    }
+
     @Test func aPathMissingFromTheRecipeIsAnError() throws {
         let folder = sweepFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
