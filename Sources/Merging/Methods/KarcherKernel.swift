@@ -75,12 +75,7 @@ struct KarcherKernel: MergeKernel {
         guard case .karcher(let maxIterations, let tolerance) = job.parameters else { preconditionFailure("not a karcher job") }
         if job.inputs.count == 1 {
             // One tensor is its own mean.
-            let decoder = executor.decoder
-            try executor.chunks.forEachChunk(job, releasing: true) { s, _, range in
-                try decoder.decode(job.inputs[0], range, into: s.out)
-                try decoder.store(job, range, s, into: bytes)
-            }
-            return
+            return try SphericalMean.copy(job, on: executor, into: bytes)
         }
         let g = try SphericalMean.gram(job, onBase: false, on: executor)
         let r = Self.coefficients(g, maxIterations: maxIterations, tolerance: tolerance)

@@ -14,17 +14,8 @@ struct LinearKernel: MergeKernel {
     /// cancel to (nearly) 0.
     func checkResolved(_ job: MergeJob, plan: MergePlan) throws(MergeError) {
         guard case .linear(let weights, true) = job.parameters else { return }
-        var sum = 0.0, magnitude = 0.0
-        for w in weights {
-            sum += Double(w)
-            magnitude += abs(Double(w))
-        }
-        guard abs(sum) >= ParameterRange.minimumWeightSumShare * magnitude, sum != 0 else {
-            let list = weights.map { formatNumber(Double($0)) }.joined(separator: ", ")
-            throw .badParameter(
-                name: "weight",
-                problem: "the weights of '\(job.name)' (\(list)) sum to \(formatNumber(sum)), and normalizing divides by that sum (use --no-normalize or other weights)")
-        }
+        try ParameterRange.checkWeightSum(weights, of: job.name,
+                                          remedy: "normalizing divides by that sum (use --no-normalize or other weights)")
     }
 
     func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {

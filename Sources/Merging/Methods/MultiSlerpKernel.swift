@@ -80,6 +80,15 @@ enum SphericalMean {
         return total
     }
 
+    /// Writes the job's one input as it is.
+    static func copy(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+        let decoder = executor.decoder
+        try executor.chunks.forEachChunk(job, releasing: true) { s, _, range in
+            try decoder.decode(job.inputs[0], range, into: s.out)
+            try decoder.store(job, range, s, into: bytes)
+        }
+    }
+
     /// Writes out = Σ rᵢxᵢ (+ the base when `onBase`), rounded to Float32 once per input.
     static func combine(_ job: MergeJob, onBase: Bool, _ r: [Double], on executor: MergeExecutor,
                         into bytes: UnsafeMutableRawBufferPointer) throws {
@@ -124,17 +133,7 @@ struct MultiSlerpKernel: MergeKernel {
     /// Normalizing divides by Σ wᵢ: the weights one tensor gets must not cancel to (nearly) 0.
     func checkResolved(_ job: MergeJob, plan: MergePlan) throws(MergeError) {
         guard case .multislerp(let weights, true, _, _) = job.parameters, weights.count > 1 else { return }
-        var sum = 0.0, magnitude = 0.0
-        for w in weights {
-            sum += Double(w)
-            magnitude += abs(Double(w))
-        }
-        guard abs(sum) >= ParameterRange.minimumWeightSumShare * magnitude, sum != 0 else {
-            let list = weights.map { formatNumber(Double($0)) }.joined(separator: ", ")
-            throw .badParameter(
-                name: "weight",
-                problem: "the weights of '\(job.name)' (\(list)) sum to \(formatNumber(sum)), and normalize_weights divides by that sum")
-        }
+        try ParameterRange.checkWeightSum(weights, of: job.name, remedy: "normalize_weights divides by that sum")
     }
 
     /// The coefficients rᵢ of out = Σ rᵢxᵢ from the Gram matrix of the xᵢ; nil when the
@@ -175,12 +174,7 @@ struct MultiSlerpKernel: MergeKernel {
         }
         if job.inputs.count == 1 {
             // One model: its own tensor, with or without a base.
-            let decoder = executor.decoder
-            try executor.chunks.forEachChunk(job, releasing: true) { s, _, range in
-                try decoder.decode(job.inputs[0], range, into: s.out)
-                try decoder.store(job, range, s, into: bytes)
-            }
-            return
+            return try SphericalMean.copy(job, on: executor, into: bytes)
         }
         let g = try SphericalMean.gram(job, onBase: onBase, on: executor)
         guard let r = Self.coefficients(g, weights: weights, normalize: normalize, eps: eps) else {

@@ -122,6 +122,18 @@ public enum ParameterRange {
     /// With `normalize`, |Σ wᵢ| must be at least this share of Σ |wᵢ|: dividing by a
     /// sum that cancels to nearly 0 would blow the result up (or divide by zero).
     public static let minimumWeightSumShare = 1e-6
+    /// Checks that `weights` do not cancel to (nearly) 0, for a method that divides by
+    /// their sum; `remedy` ends the message.
+    static func checkWeightSum(_ weights: [Float], of tensor: String, remedy: String) throws(MergeError) {
+        var sum = 0.0, magnitude = 0.0
+        for w in weights {
+            sum += Double(w)
+            magnitude += abs(Double(w))
+        }
+        guard abs(sum) < minimumWeightSumShare * magnitude || sum == 0 else { return }
+        let list = weights.map { formatNumber(Double($0)) }.joined(separator: ", ")
+        throw .badParameter(name: "weight", problem: "the weights of '\(tensor)' (\(list)) sum to \(formatNumber(sum)), and \(remedy)")
+    }
     /// The most iterations the Karcher mean may take (`max_iter`, a whole number).
     public static let maximumIterations = 10_000
 
