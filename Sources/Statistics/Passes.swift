@@ -121,14 +121,20 @@ final class StatisticsRun: @unchecked Sendable {
                 let elements = chunk..<min(end, chunk + step)
                 try decode(0, tensor.base, elements, into: scratch.base)
                 for d in 0..<deltaCount {
-                    try decode(1 + d, tensor.tuned[d], elements, into: scratch.deltas[d])
-                    if options.quantizedDelta.applies(tuned: tensor.tuned[d].dtype, base: tensor.base.dtype) {
+                    let tuned = tensor.tuned[d], delta = scratch.deltas[d]
+                    if tuned.dtype == .bf16, !options.quantizedDelta.applies(tuned: .bf16, base: tensor.base.dtype),
+                       case let source = inputs[1 + d].files[tuned.fileIndex].bytes(try bytes(tuned, elements, of: 1 + d)),
+                       source.count == 2 * elements.count, let address = source.baseAddress {
+                        DeltaKernels.subtract(scratch.base, fromBF16: address, into: delta, elements.count)
+                        continue
+                    }
+                    try decode(1 + d, tuned, elements, into: delta)
+                    if options.quantizedDelta.applies(tuned: tuned.dtype, base: tensor.base.dtype) {
                         // `elements` starts and ends on whole blocks of every input (see `step`).
                         QuantizedDelta.subtractRequantized(UnsafeBufferPointer(start: scratch.base, count: elements.count),
-                                                           from: UnsafeMutableBufferPointer(start: scratch.deltas[d], count: elements.count),
-                                                           as: tensor.tuned[d].dtype)
+                                                           from: UnsafeMutableBufferPointer(start: delta, count: elements.count), as: tuned.dtype)
                     } else {
-                        DeltaKernels.subtract(scratch.base, from: scratch.deltas[d], elements.count)
+                        DeltaKernels.subtract(scratch.base, from: delta, elements.count)
                     }
                 }
                 body(elements.count)
@@ -171,11 +177,10 @@ final class StatisticsRun: @unchecked Sendable {
             let magnitude = DeltaKernels.baseMagnitude(scratch.base, count)
             stats.baseL1 += magnitude.sum
             stats.baseFinite += magnitude.finite
-            let measures = (0..<deltaCount).map { DeltaKernels.measure(scratch.deltas[$0], count) }
+            let measures = (0..<deltaCount).map { DeltaKernels.measure(scratch.deltas[$0], count, bounds, within: &stats.deltas[$0].withinThreshold) }
             for d in 0..<deltaCount {
                 moments[d].add(measures[d])
-                scratch.histograms[d].add(scratch.deltas[d], count, mostlyZero: 4 * (measures[d].zeros + measures[d].nonFinite) >= 3 * count)
-                DeltaKernels.countAtMost(scratch.deltas[d], count, bounds, into: &stats.deltas[d].withinThreshold)
+                scratch.histograms[d].add(scratch.deltas[d], count, zeros: measures[d].zeros)
             }
             let bothBefore = stats.pairs.first?.bothNonzero ?? 0, agreeBefore = stats.pairs.first?.signAgreements ?? 0
             for (p, (a, b)) in pairs.enumerated() { DeltaKernels.compare(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p]) }
