@@ -1,21 +1,5 @@
 import Merging
 
-/// Zeros, non-finite entries, Σδ² over the finite ones and the largest finite magnitude
-/// key of one delta, in one chunk or summed over a tensor.
-struct DeltaMoments {
-    var zeros = 0
-    var nonFinite = 0
-    var sumOfSquares = 0.0
-    var maxKey: UInt32 = 0
-
-    mutating func add(_ chunk: DeltaMoments) {
-        zeros += chunk.zeros
-        nonFinite += chunk.nonFinite
-        sumOfSquares += chunk.sumOfSquares
-        maxKey = max(maxKey, chunk.maxKey)
-    }
-}
-
 /// The chunk kernels of the two passes. Every pointer argument holds at least `count`
 /// elements (the caller's chunk buffers). Vector loads read 8 lanes at `i` only while
 /// `i + 8 <= count`; tails go one entry at a time. Float sums are kept in 8 lanes over
@@ -79,10 +63,12 @@ enum DeltaKernels {
         return (sum, finiteCount)
     }
 
-    /// The moments of one chunk of a delta, and for each of `bounds` (magnitude keys below
-    /// `MagnitudeBins.nonFinite`) the entries at most it, added to `within`. The first four
-    /// bounds share the moments' read; any further ones are counted one at a time.
-    static func measure(_ delta: UnsafePointer<Float>, _ count: Int, _ bounds: [UInt32], within: inout [Int]) -> DeltaMoments {
+    /// Adds one chunk of a delta to its zeros, non-finite entries, Σδ² and max |δ| over the
+    /// finite entries, and for each of `bounds` (magnitude keys below `MagnitudeBins.nonFinite`)
+    /// the entries at most it. The first four bounds share the others' read; any further
+    /// ones are counted one at a time. Returns the chunk's zeros and non-finite entries.
+    static func measure(_ delta: UnsafePointer<Float>, _ count: Int, _ bounds: [UInt32],
+                        into figures: inout DeltaFigures) -> (zeros: Int, nonFinite: Int) {
         let bound = { (j: Int) in Keys(repeating: j < bounds.count ? Int32(bitPattern: bounds[j]) : -1) }
         let b0 = bound(0), b1 = bound(1), b2 = bound(2), b3 = bound(3)
         var c0 = Keys(), c1 = Keys(), c2 = Keys(), c3 = Keys(), zeros = Keys(), finite = Keys(), high = Keys()
@@ -105,19 +91,22 @@ enum DeltaKernels {
             }
             squares += Double(partial.sum())
         }
-        var moments = DeltaMoments(zeros: Int(zeros.wrappedSum()), nonFinite: i - Int(finite.wrappedSum()), sumOfSquares: squares)
-        for lane in 0..<8 { moments.maxKey = max(moments.maxKey, UInt32(high[lane])) }
-        for (j, c) in [c0, c1, c2, c3].prefix(bounds.count).enumerated() { within[j] += Int(c.wrappedSum()) }
-        for j in bounds.indices.dropFirst(4) { within[j] += (0..<i).count { magnitudeKey(delta[$0]) <= bounds[j] } }
+        var zeroCount = Int(zeros.wrappedSum()), nonFinite = i - Int(finite.wrappedSum()), maxKey = UInt32(high.max())
+        for (j, c) in [c0, c1, c2, c3].prefix(bounds.count).enumerated() { figures.withinThreshold[j] += Int(c.wrappedSum()) }
+        for j in bounds.indices.dropFirst(4) { figures.withinThreshold[j] += (0..<i).count { magnitudeKey(delta[$0]) <= bounds[j] } }
         for value in UnsafeBufferPointer(start: delta + i, count: count - i) {
             let key = magnitudeKey(value)
-            if key == 0 { moments.zeros += 1 } else if key >= MagnitudeBins.nonFinite { moments.nonFinite += 1 } else {
-                moments.sumOfSquares += Double(value) * Double(value)
-                moments.maxKey = max(moments.maxKey, key)
+            if key == 0 { zeroCount += 1 } else if key >= MagnitudeBins.nonFinite { nonFinite += 1 } else {
+                squares += Double(value) * Double(value)
+                maxKey = max(maxKey, key)
             }
-            for j in bounds.indices where key <= bounds[j] { within[j] += 1 }
+            for j in bounds.indices where key <= bounds[j] { figures.withinThreshold[j] += 1 }
         }
-        return moments
+        figures.zeros += zeroCount
+        figures.nonFinite += nonFinite
+        figures.sumOfSquares += squares
+        figures.maxAbs = max(figures.maxAbs, Float(bitPattern: maxKey))
+        return (zeroCount, nonFinite)
     }
 
     /// Pair figures on the positions where both deltas are finite.

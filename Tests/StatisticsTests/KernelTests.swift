@@ -44,19 +44,19 @@ func measureMatchesAPlainCount(count: Int) {
     for zeros in [0, 1, 7] {
         let delta = values(count, seed: UInt64(count + 100 * zeros), zeros: zeros)
         let bounds: [UInt32] = [0, 0x3000_0000, 0x3a83_126f, 0x3f80_0000, 0x7f7f_ffff, 5]
-        var within = [Int](repeating: 0, count: bounds.count)
-        let m = delta.withUnsafeBufferPointer { DeltaKernels.measure($0.baseAddress!, count, bounds, within: &within) }
+        var figures = DeltaFigures(thresholdCount: bounds.count)
+        let chunk = delta.withUnsafeBufferPointer { DeltaKernels.measure($0.baseAddress!, count, bounds, into: &figures) }
         let finite = delta.filter(\.isFinite)
-        #expect(m.zeros == delta.count { $0 == 0 })
-        #expect(m.nonFinite == count - finite.count)
-        #expect(m.maxKey == finite.map { magnitudeKey($0) }.max() ?? 0)
-        #expect(within == bounds.map { b in delta.count { $0.isFinite && magnitudeKey($0) <= b } })
+        #expect(chunk.zeros == delta.count { $0 == 0 } && figures.zeros == chunk.zeros)
+        #expect(chunk.nonFinite == count - finite.count && figures.nonFinite == chunk.nonFinite)
+        #expect(figures.maxAbs == finite.map(\.magnitude).max() ?? 0)
+        #expect(figures.withinThreshold == bounds.map { b in delta.count { $0.isFinite && magnitudeKey($0) <= b } })
         // Float products in the vector part, Double products in the tail.
         let vectorPart = count / 8 * 8
         let squares = delta.indices.map { delta[$0].isFinite ? ($0 < vectorPart ? delta[$0] * delta[$0] : 0) : 0 }
         var expected = blockSum(squares, vectorPart)
         for v in delta[vectorPart...] where v.isFinite { expected += Double(v) * Double(v) }
-        #expect(m.sumOfSquares == expected)
+        #expect(figures.sumOfSquares == expected)
     }
 }
 
