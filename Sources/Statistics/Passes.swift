@@ -77,7 +77,7 @@ final class StatisticsRun: @unchecked Sendable {
         self.inputs = inputs
         self.options = options
         deltaCount = inputs.count - 1
-        pairs = (0..<deltaCount).flatMap { i in ((i + 1)..<max(i + 1, inputs.count - 1)).map { (i, $0) } }
+        pairs = (0..<deltaCount).flatMap { i in ((i + 1)..<inputs.count - 1).map { (i, $0) } }
         scratches = (0..<max(1, min(options.workers, plan.tensors.count))).map { _ in
             StatisticsScratch(chunk: options.chunkElements, deltaCount: inputs.count - 1)
         }
@@ -196,7 +196,7 @@ final class StatisticsRun: @unchecked Sendable {
             var figures = stats.deltas[d]
             figures.elements = tensor.base.elementCount - figures.nonFinite
             figures.topEntries = figures.elements > 0 ? max(1, figures.elements / 100) : 0
-            for bin in 0..<MagnitudeBins.coarseCount where histogram.counts[bin] != 0 {
+            for bin in histogram.bins where histogram.counts[bin] != 0 {
                 figures.l1 += histogram.sum(bin)
                 figures.log10Histogram[Int(Log10Bins.ofMagnitudeBin[bin])] += histogram.counts[bin]
             }

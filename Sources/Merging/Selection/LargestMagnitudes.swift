@@ -46,6 +46,11 @@ public final class MagnitudeHistogram: @unchecked Sendable {
     /// that only sums others.
     private let packed: UnsafeMutablePointer<UInt64>?
     private var pending = 0
+    /// The bins that may be non-zero in the totals, and in the packed words. While few
+    /// entries are pending their bins are tracked, so a small tensor's histogram is
+    /// flushed, walked and cleared over its own bins, not all 2¹⁶.
+    public private(set) var bins = 0..<0
+    private var packedBins = 0..<0
 
     public init(counting: Bool = true) {
         counts.initialize(repeating: 0, count: MagnitudeBins.coarseCount)
@@ -75,6 +80,17 @@ public final class MagnitudeHistogram: @unchecked Sendable {
             return add(values + half, count - half, zeros: zeros - zerosInFirst)
         }
         pending += count
+        if pending <= 1 << 14 {
+            var lowest = packedBins.isEmpty ? Int.max : packedBins.lowerBound, highest = packedBins.upperBound - 1
+            for i in 0..<count {
+                let bin = Int(magnitudeKey(values[i]) &>> 15)
+                lowest = min(lowest, bin)
+                highest = max(highest, bin)
+            }
+            if lowest <= highest { packedBins = lowest..<(highest + 1) }
+        } else {
+            packedBins = 0..<MagnitudeBins.coarseCount
+        }
         @inline(__always) func tally(_ i: Int, _ key: UInt32) {
             packed[Int(key &>> 15) << 2 | i & 3] &+= UInt64(key & 0x7fff) | 1 << 40
         }
@@ -98,29 +114,34 @@ public final class MagnitudeHistogram: @unchecked Sendable {
     /// up (wrapping) to its count and lower-bit sum, which fit their fields.
     public func flush() {
         guard let packed, pending > 0 else { return }
-        let finiteBins = Int(MagnitudeBins.nonFinite >> 15)
-        for bin in 0..<finiteBins where packed[4 * bin] | packed[4 * bin + 1] | packed[4 * bin + 2] | packed[4 * bin + 3] != 0 {
+        for bin in packedBins.clamped(to: 0..<Int(MagnitudeBins.nonFinite >> 15))
+        where packed[4 * bin] | packed[4 * bin + 1] | packed[4 * bin + 2] | packed[4 * bin + 3] != 0 {
             let word = packed[4 * bin] &+ packed[4 * bin + 1] &+ packed[4 * bin + 2] &+ packed[4 * bin + 3]
             counts[bin] += Int(word &>> 40)
             lowSums[bin] += Int(word & (1 << 40 - 1))
-            (packed + 4 * bin).update(repeating: 0, count: 4)
+            bins = bins.isEmpty ? bin..<(bin + 1) : min(bins.lowerBound, bin)..<max(bins.upperBound, bin + 1)
         }
-        (packed + 4 * finiteBins).update(repeating: 0, count: 4 * (MagnitudeBins.coarseCount - finiteBins))
+        (packed + 4 * packedBins.lowerBound).update(repeating: 0, count: 4 * packedBins.count)
+        packedBins = 0..<0
         pending = 0
     }
 
     /// Adds the totals of `other` (flushed) to this one's.
     public func add(_ other: MagnitudeHistogram) {
-        for bin in 0..<MagnitudeBins.coarseCount where other.counts[bin] != 0 {
+        for bin in other.bins where other.counts[bin] != 0 {
             counts[bin] += other.counts[bin]
             lowSums[bin] += other.lowSums[bin]
+        }
+        if !other.bins.isEmpty {
+            bins = bins.isEmpty ? other.bins : min(bins.lowerBound, other.bins.lowerBound)..<max(bins.upperBound, other.bins.upperBound)
         }
     }
 
     /// Empties the totals (the packed words are empty after `flush`).
     public func clear() {
-        counts.update(repeating: 0, count: MagnitudeBins.coarseCount)
-        lowSums.update(repeating: 0, count: MagnitudeBins.coarseCount)
+        (counts + bins.lowerBound).update(repeating: 0, count: bins.count)
+        (lowSums + bins.lowerBound).update(repeating: 0, count: bins.count)
+        bins = 0..<0
     }
 
     /// Exact Σ|x| of the entries of `bin`.
@@ -142,16 +163,16 @@ public struct LargestMagnitudes: Sendable {
 
     /// Walks the bins of `histogram` down from the top until `k` magnitudes are reached.
     public init(k: Int, in histogram: MagnitudeHistogram) {
-        var count = 0, sum = 0.0, bin = MagnitudeBins.coarseCount - 1
-        while bin >= 0 && count + histogram.counts[bin] < k {
+        var count = 0, sum = 0.0, bin = histogram.bins.upperBound - 1
+        while bin >= histogram.bins.lowerBound && count + histogram.counts[bin] < k {
             if histogram.counts[bin] != 0 {
                 count += histogram.counts[bin]
                 sum += histogram.sum(bin)
             }
             bin -= 1
         }
-        self.bin = bin >= 0 ? bin : nil
-        remaining = bin >= 0 ? k - count : 0
+        self.bin = bin >= histogram.bins.lowerBound ? bin : nil
+        remaining = self.bin != nil ? k - count : 0
         countAbove = count
         sumAbove = sum
     }
