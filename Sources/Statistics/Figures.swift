@@ -166,11 +166,7 @@ public struct ScopeStatistics: Sendable, Equatable {
         self.name = name
         self.layer = layer
         deltas = [DeltaFigures](repeating: DeltaFigures(thresholdCount: thresholdCount), count: deltaCount)
-        var pairs: [PairFigures] = []
-        for i in 0..<deltaCount {
-            for j in (i + 1)..<max(i + 1, deltaCount) { pairs.append(PairFigures(first: i, second: j)) }
-        }
-        self.pairs = pairs
+        pairs = (0..<deltaCount).flatMap { i in ((i + 1)..<deltaCount).map { PairFigures(first: i, second: $0) } }
     }
 
     /// Mean |δ| of delta `index` relative to the mean |θ₀| of the base.

@@ -1,32 +1,16 @@
 import Merging
 
-/// Zeros, non-finite entries, Σδ² over the finite ones and the largest finite magnitude
-/// key of one delta, in one chunk or summed over a tensor.
-struct DeltaMoments {
-    var zeros = 0
-    var nonFinite = 0
-    var sumOfSquares = 0.0
-    var maxKey: UInt32 = 0
-
-    mutating func add(_ chunk: DeltaMoments) {
-        zeros += chunk.zeros
-        nonFinite += chunk.nonFinite
-        sumOfSquares += chunk.sumOfSquares
-        maxKey = max(maxKey, chunk.maxKey)
-    }
-}
-
-/// The chunk kernels of a statistics pass. Every pointer argument holds at least
-/// `count` elements (the caller's chunk buffers). Vector loads read 8 lanes at `i`
-/// only while `i + 8 <= count`; tails go one entry at a time.
+/// The chunk kernels of the two passes. Every pointer argument holds at least `count`
+/// elements (the caller's chunk buffers). Vector loads read 8 lanes at `i` only while
+/// `i + 8 <= count`; tails go one entry at a time. Float sums are kept in 8 lanes over
+/// blocks of 33 groups (264 entries), then added into Double, which bounds the rounding
+/// error; each kernel's plain reference in Tests/StatisticsTests sums the same way.
 enum DeltaKernels {
-    /// Lanes of the vector kernels; partial sums are kept in Float for one block
-    /// of `block` elements, then added into Double, which bounds the rounding error.
     typealias Lanes = SIMD8<Float>
-    typealias Bits = SIMD8<UInt32>
-    /// Coarse bins compared as signed lanes (bins are below 2¹⁶, bounds may be −1).
-    typealias Signed = SIMD8<Int32>
+    /// Magnitude keys (below 2³¹) and counters, as signed lanes so comparisons order them.
+    typealias Keys = SIMD8<Int32>
     static let block = 256
+    static let limit = Keys(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
 
     @inline(__always)
     static func load(_ p: UnsafePointer<Float>, _ i: Int) -> Lanes {
@@ -34,115 +18,115 @@ enum DeltaKernels {
     }
 
     @inline(__always)
-    static func magnitudeBits(_ v: Lanes) -> Bits {
-        unsafeBitCast(v, to: Bits.self) & Bits(repeating: 0x7fff_ffff)
-    }
+    static func keys(_ v: Lanes) -> Keys { unsafeBitCast(v, to: Keys.self) & Keys(repeating: 0x7fff_ffff) }
 
-    /// A comparison result as lanes of all ones (true) or zeros. The generic
-    /// `replacing(with:where:)` and `pointwiseMin` compile to lane-by-lane loops,
-    /// so the kernels select with these masks and bitwise operations instead.
+    /// A comparison as lanes of all ones (true) or zeros. The generic `replacing(with:where:)`
+    /// and `pointwiseMax` compile to lane-by-lane loops, so the kernels select with these
+    /// masks and bitwise operations instead; subtracting a mask counts its true lanes.
     @inline(__always)
-    static func ones(_ mask: SIMDMask<SIMD8<Int32>>) -> Bits { unsafeBitCast(mask, to: Bits.self) }
+    static func ones(_ mask: SIMDMask<Keys>) -> Keys { unsafeBitCast(mask, to: Keys.self) }
 
     @inline(__always)
-    static func keep(_ v: Lanes, _ mask: Bits) -> Lanes {
-        unsafeBitCast(unsafeBitCast(v, to: Bits.self) & mask, to: Lanes.self)
-    }
+    static func keep(_ v: Lanes, _ mask: Keys) -> Lanes { unsafeBitCast(unsafeBitCast(v, to: Keys.self) & mask, to: Lanes.self) }
 
     /// δ = tuned − base in place over `tuned`.
     static func subtract(_ base: UnsafePointer<Float>, from tuned: UnsafeMutablePointer<Float>, _ count: Int) {
         for i in 0..<count { tuned[i] -= base[i] }
     }
 
-    /// The moments of one chunk of a delta.
-    static func measure(_ delta: UnsafePointer<Float>, _ count: Int) -> DeltaMoments {
-        // Magnitude patterns are non-negative as Int32: signed lane compares order them.
-        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
-        var zeros = Bits(), nonFinite = Bits(), high = Signed()
-        var squares = 0.0
-        var i = 0
-        while i + 8 <= count {
-            let end = min(count - 8, i + block)
-            var partial = Lanes()
-            while i <= end {
-                let v = load(delta, i)
-                let bits = unsafeBitCast(magnitudeBits(v), to: Signed.self)
-                let finite = ones(bits .< limit)
-                zeros &-= ones(bits .== Signed())
-                nonFinite &+= ~finite & Bits(repeating: 1)
-                partial += keep(v * v, finite)
-                let candidate = bits & unsafeBitCast(finite, to: Signed.self)
-                high ^= (high ^ candidate) & unsafeBitCast(ones(candidate .> high), to: Signed.self)
-                i += 8
-            }
-            squares += Double(partial.sum())
+    /// δ = tuned − base with `tuned` read from `count` BF16 values (2 × `count` bytes, any alignment).
+    static func subtract(_ base: UnsafePointer<Float>, fromBF16 tuned: UnsafeRawPointer, into delta: UnsafeMutablePointer<Float>, _ count: Int) {
+        for i in 0..<count {
+            delta[i] = Float(bitPattern: UInt32(tuned.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) &<< 16) - base[i]
         }
-        var highBits: UInt32 = 0
-        for lane in 0..<8 { highBits = max(highBits, UInt32(high[lane])) }
-        var zeroCount = Int(zeros.wrappedSum()), nonFiniteCount = Int(nonFinite.wrappedSum())
-        while i < count {
-            let d = delta[i]
-            let bits = d.bitPattern & 0x7fff_ffff
-            if bits == 0 { zeroCount += 1 } else if bits >= MagnitudeBins.nonFinite { nonFiniteCount += 1 } else {
-                squares += Double(d) * Double(d)
-                highBits = max(highBits, bits)
-            }
-            i += 1
-        }
-        return DeltaMoments(zeros: zeroCount, nonFinite: nonFiniteCount, sumOfSquares: squares, maxKey: highBits)
     }
 
     /// Σ|θ₀| and the number of finite entries.
     static func baseMagnitude(_ base: UnsafePointer<Float>, _ count: Int) -> (sum: Double, finite: Int) {
-        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite))
-        var finite = Bits()
-        var sum = 0.0
-        var i = 0
+        var finite = Keys(), sum = 0.0, i = 0
         while i + 8 <= count {
             let end = min(count - 8, i + block)
             var partial = Lanes()
             while i <= end {
-                let bits = magnitudeBits(load(base, i))
-                let ok = ones(unsafeBitCast(bits, to: Signed.self) .< limit)
+                let k = keys(load(base, i)), ok = ones(k .< limit)
                 finite &-= ok
-                partial += unsafeBitCast(bits & ok, to: Lanes.self)
+                partial += unsafeBitCast(k & ok, to: Lanes.self)
                 i += 8
             }
             sum += Double(partial.sum())
         }
         var finiteCount = Int(finite.wrappedSum())
-        while i < count {
-            let bits = base[i].bitPattern & 0x7fff_ffff
-            if bits < MagnitudeBins.nonFinite {
-                sum += Double(Float(bitPattern: bits))
-                finiteCount += 1
-            }
-            i += 1
+        for value in UnsafeBufferPointer(start: base + i, count: count - i) where value.isFinite {
+            sum += Double(value.magnitude)
+            finiteCount += 1
         }
         return (sum, finiteCount)
     }
 
+    /// Adds one chunk of a delta to its zeros, non-finite entries, Σδ² and max |δ| over the
+    /// finite entries, and for each of `bounds` (magnitude keys below `MagnitudeBins.nonFinite`)
+    /// the entries at most it. The first four bounds share the others' read; any further
+    /// ones are counted one at a time. Returns the chunk's zeros and non-finite entries.
+    static func measure(_ delta: UnsafePointer<Float>, _ count: Int, _ bounds: [UInt32],
+                        into figures: inout DeltaFigures) -> (zeros: Int, nonFinite: Int) {
+        let bound = { (j: Int) in Keys(repeating: j < bounds.count ? Int32(bitPattern: bounds[j]) : -1) }
+        let b0 = bound(0), b1 = bound(1), b2 = bound(2), b3 = bound(3)
+        var c0 = Keys(), c1 = Keys(), c2 = Keys(), c3 = Keys(), zeros = Keys(), finite = Keys(), high = Keys()
+        var squares = 0.0, i = 0
+        while i + 8 <= count {
+            let end = min(count - 8, i + block)
+            var partial = Lanes()
+            while i <= end {
+                let v = load(delta, i), k = keys(v), ok = ones(k .< limit)
+                zeros &-= ones(k .== Keys())
+                finite &-= ok
+                partial += keep(v * v, ok)
+                let candidate = k & ok
+                high ^= (high ^ candidate) & ones(candidate .> high)
+                c0 &-= ones(k .<= b0)
+                c1 &-= ones(k .<= b1)
+                c2 &-= ones(k .<= b2)
+                c3 &-= ones(k .<= b3)
+                i += 8
+            }
+            squares += Double(partial.sum())
+        }
+        var zeroCount = Int(zeros.wrappedSum()), nonFinite = i - Int(finite.wrappedSum()), maxKey = UInt32(high.max())
+        for (j, c) in [c0, c1, c2, c3].prefix(bounds.count).enumerated() { figures.withinThreshold[j] += Int(c.wrappedSum()) }
+        for j in bounds.indices.dropFirst(4) { figures.withinThreshold[j] += (0..<i).count { magnitudeKey(delta[$0]) <= bounds[j] } }
+        for value in UnsafeBufferPointer(start: delta + i, count: count - i) {
+            let key = magnitudeKey(value)
+            if key == 0 { zeroCount += 1 } else if key >= MagnitudeBins.nonFinite { nonFinite += 1 } else {
+                squares += Double(value) * Double(value)
+                maxKey = max(maxKey, key)
+            }
+            for j in bounds.indices where key <= bounds[j] { figures.withinThreshold[j] += 1 }
+        }
+        figures.zeros += zeroCount
+        figures.nonFinite += nonFinite
+        figures.sumOfSquares += squares
+        figures.maxAbs = max(figures.maxAbs, Float(bitPattern: maxKey))
+        return (zeroCount, nonFinite)
+    }
+
     /// Pair figures on the positions where both deltas are finite.
     static func compare(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int, into pair: inout PairFigures) {
-        let limit = Bits(repeating: MagnitudeBins.nonFinite), sign = Bits(repeating: 0x8000_0000)
-        var positions = Bits(), both = Bits(), agree = Bits()
-        var dot = 0.0, squaresA = 0.0, squaresB = 0.0
-        var i = 0
+        var positions = Keys(), both = Keys(), agree = Keys()
+        var dot = 0.0, squaresA = 0.0, squaresB = 0.0, i = 0
         while i + 8 <= count {
             let end = min(count - 8, i + block)
             var partialDot = Lanes(), partialA = Lanes(), partialB = Lanes()
             while i <= end {
-                let u = load(a, i), v = load(b, i)
-                let bu = magnitudeBits(u), bv = magnitudeBits(v)
-                let valid = ones(bu .< limit) & ones(bv .< limit)
+                let u = load(a, i), v = load(b, i), ku = keys(u), kv = keys(v)
+                let valid = ones(ku .< limit) & ones(kv .< limit)
                 let x = keep(u, valid), y = keep(v, valid)
                 positions &-= valid
                 partialDot += x * y
                 partialA += x * x
                 partialB += y * y
-                let nonzero = valid & ~ones(bu .== Bits()) & ~ones(bv .== Bits())
+                let nonzero = valid & ~ones(ku .== Keys()) & ~ones(kv .== Keys())
                 both &-= nonzero
-                agree &-= nonzero & ones((unsafeBitCast(u, to: Bits.self) ^ unsafeBitCast(v, to: Bits.self)) .< sign)
+                agree &-= nonzero & ones((unsafeBitCast(u, to: Keys.self) ^ unsafeBitCast(v, to: Keys.self)) .>= Keys())
                 i += 8
             }
             dot += Double(partialDot.sum())
@@ -158,7 +142,7 @@ enum DeltaKernels {
             squaresB += Double(v) * Double(v)
             if u != 0 && v != 0 {
                 bothCount += 1
-                if (u.bitPattern ^ v.bitPattern) & 0x8000_0000 == 0 { agreeCount += 1 }
+                if u.sign == v.sign { agreeCount += 1 }
             }
         }
         pair.positions += positionCount
@@ -169,9 +153,9 @@ enum DeltaKernels {
         pair.signAgreements += agreeCount
     }
 
-    /// TIES election with sum consensus and unit weights: the elected sign is
-    /// that of Σδ (a zero sum elects +); a non-zero entry of the other sign is
-    /// dropped. Positions where any delta is non-finite are skipped.
+    /// TIES election with sum consensus and unit weights: the elected sign is that of Σδ
+    /// (a zero sum elects +); a non-zero entry of the other sign is dropped. Positions
+    /// where any delta is non-finite are skipped.
     static func elect(_ deltas: UnsafePointer<UnsafeMutablePointer<Float>>, deltaCount: Int, _ count: Int) -> (entries: Int, dropped: Int) {
         var entries = 0, dropped = 0
         for i in 0..<count {
@@ -189,68 +173,26 @@ enum DeltaKernels {
         return (entries, dropped)
     }
 
-    /// For each of `bits`, the entries with magnitude pattern at most it (zeros
-    /// included, non-finite entries never: each bound is below
-    /// `MagnitudeBins.nonFinite`), added to `within`. Up to four bounds share one read.
-    static func countAtMost(_ delta: UnsafePointer<Float>, _ count: Int, _ bits: [UInt32], into within: inout [Int]) {
-        for first in stride(from: 0, to: bits.count, by: 4) {
-            let bound = { (j: Int) in Signed(repeating: first + j < bits.count ? Int32(bitPattern: bits[first + j]) : -1) }
-            let b0 = bound(0), b1 = bound(1), b2 = bound(2), b3 = bound(3)
-            var c0 = Bits(), c1 = Bits(), c2 = Bits(), c3 = Bits()
-            var i = 0
-            while i + 8 <= count {
-                let keys = unsafeBitCast(magnitudeBits(load(delta, i)), to: Signed.self)
-                c0 &-= ones(keys .<= b0)
-                c1 &-= ones(keys .<= b1)
-                c2 &-= ones(keys .<= b2)
-                c3 &-= ones(keys .<= b3)
-                i += 8
-            }
-            let counts = [c0, c1, c2, c3]
-            for j in 0..<min(4, bits.count - first) {
-                var total = Int(counts[j].wrappedSum())
-                for k in i..<count where delta[k].bitPattern & 0x7fff_ffff <= bits[first + j] { total += 1 }
-                within[first + j] += total
-            }
-        }
-    }
-
-    /// The support screen of a pair in the second pass. Per delta, entries with
-    /// magnitude pattern at or above `low` may be in its top-k support and those
-    /// at or above `high` surely are (zeros never: `low` ≥ 1). Positions where
-    /// both are surely in are counted in `sure`; positions where both may be,
-    /// but not both surely, are kept in `records` (pattern of the first delta in
-    /// the high half) and decided once the exact thresholds are known.
+    /// The support screen of a pair in pass 2. Per delta, finite entries with magnitude key
+    /// at or above `low` may be in its top-k support and those at or above `high` surely
+    /// are (zeros never: `low` ≥ 1). Positions where both surely are add to `sure`;
+    /// positions where both may be, but not both surely, are kept in `records` (key of
+    /// the first delta in the high half) and decided once the exact thresholds are known.
+    /// A group of eight positions is looked at entry by entry only when both reach `low`
+    /// somewhere in it.
     static func screenSupports(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int,
                                low: (UInt32, UInt32), high: (UInt32, UInt32), sure: inout Int, records: inout [UInt64]) {
-        // Magnitude patterns are non-negative as Int32, so signed lane compares order them.
-        let limit = Signed(repeating: Int32(bitPattern: MagnitudeBins.nonFinite)), magnitude = Signed(repeating: 0x7fff_ffff)
-        let lowA = Signed(repeating: Int32(bitPattern: low.0)), lowB = Signed(repeating: Int32(bitPattern: low.1))
-        let highA = Signed(repeating: Int32(bitPattern: high.0)), highB = Signed(repeating: Int32(bitPattern: high.1))
-        var sureCount = Bits()
-        var kept: [UInt64] = []
+        let lowA = Keys(repeating: Int32(low.0)), lowB = Keys(repeating: Int32(low.1))
+        func screen(_ i: Int) {
+            let ka = magnitudeKey(a[i]), kb = magnitudeKey(b[i])
+            guard ka >= low.0, kb >= low.1, ka < MagnitudeBins.nonFinite, kb < MagnitudeBins.nonFinite else { return }
+            if ka >= high.0 && kb >= high.1 { sure += 1 } else { records.append(UInt64(ka) &<< 32 | UInt64(kb)) }
+        }
         var i = 0
         while i + 8 <= count {
-            let ka = UnsafeRawPointer(a + i).loadUnaligned(as: Signed.self) & magnitude
-            let kb = UnsafeRawPointer(b + i).loadUnaligned(as: Signed.self) & magnitude
-            let both = ones(ka .>= lowA) & ones(ka .< limit) & ones(kb .>= lowB) & ones(kb .< limit)
-            let surely = both & ones(ka .>= highA) & ones(kb .>= highB)
-            sureCount &-= surely
-            let maybe = both & ~surely
-            if unsafeBitCast(maybe, to: SIMD4<UInt64>.self) != SIMD4() {
-                for lane in 0..<8 where maybe[lane] != 0 { kept.append(UInt64(UInt32(ka[lane])) &<< 32 | UInt64(UInt32(kb[lane]))) }
-            }
+            forEachLane((keys(load(a, i)) .>= lowA) .& (keys(load(b, i)) .>= lowB)) { screen(i + $0) }
             i += 8
         }
-        var total = Int(sureCount.wrappedSum())
-        while i < count {
-            let ka = a[i].bitPattern & 0x7fff_ffff, kb = b[i].bitPattern & 0x7fff_ffff
-            if ka >= low.0, kb >= low.1, ka < MagnitudeBins.nonFinite, kb < MagnitudeBins.nonFinite {
-                if ka >= high.0 && kb >= high.1 { total += 1 } else { kept.append(UInt64(ka) &<< 32 | UInt64(kb)) }
-            }
-            i += 1
-        }
-        sure += total
-        records += kept
+        for i in i..<count { screen(i) }
     }
 }

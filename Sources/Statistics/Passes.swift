@@ -27,12 +27,12 @@ extension DeltaStatistics {
 }
 
 /// One worker's buffers: a chunk of the base and of each delta, and per delta a
-/// magnitude histogram (pass 1) and key counts of its boundary bins (pass 2).
+/// magnitude histogram (pass 1) and key counts of its boundary bins (pass 2: a tensor's
+/// top 1 % and support, and its three scopes' top 1 %).
 final class StatisticsScratch: @unchecked Sendable {
     let base: UnsafeMutablePointer<Float>
     let deltas: UnsafeMutablePointer<UnsafeMutablePointer<Float>>
     let histograms: [MagnitudeHistogram]
-    /// Room for a tensor's top 1 % and support, and its three scopes' top 1 %.
     let keyCounts: [BinKeyCounts]
 
     init(chunk: Int, deltaCount: Int) {
@@ -77,7 +77,7 @@ final class StatisticsRun: @unchecked Sendable {
         self.inputs = inputs
         self.options = options
         deltaCount = inputs.count - 1
-        pairs = (0..<deltaCount).flatMap { i in ((i + 1)..<max(i + 1, inputs.count - 1)).map { (i, $0) } }
+        pairs = (0..<deltaCount).flatMap { i in ((i + 1)..<inputs.count - 1).map { (i, $0) } }
         scratches = (0..<max(1, min(options.workers, plan.tensors.count))).map { _ in
             StatisticsScratch(chunk: options.chunkElements, deltaCount: inputs.count - 1)
         }
@@ -116,29 +116,34 @@ final class StatisticsRun: @unchecked Sendable {
         let n = tensor.base.elementCount
         for start in stride(from: 0, to: n, by: 64 * step) {
             let end = min(n, start + 64 * step)
-            for (input, entry) in entries.enumerated() { inputs[input].files[entry.fileIndex].populate(try bytes(entry, start..<end, of: input)) }
+            for (input, entry) in entries.enumerated() { inputs[input].files[entry.fileIndex].populate(try bytes(input, entry, start..<end)) }
             for chunk in stride(from: start, to: end, by: step) {
-                let elements = chunk..<min(end, chunk + step)
+                let elements = chunk..<min(end, chunk + step), count = elements.count
                 try decode(0, tensor.base, elements, into: scratch.base)
-                for d in 0..<deltaCount {
-                    try decode(1 + d, tensor.tuned[d], elements, into: scratch.deltas[d])
-                    if options.quantizedDelta.applies(tuned: tensor.tuned[d].dtype, base: tensor.base.dtype) {
+                for (d, tuned) in tensor.tuned.enumerated() {
+                    let delta = scratch.deltas[d], source = inputs[1 + d].files[tuned.fileIndex].bytes(try bytes(1 + d, tuned, elements))
+                    let requantized = options.quantizedDelta.applies(tuned: tuned.dtype, base: tensor.base.dtype)
+                    if tuned.dtype == .bf16 && !requantized, source.count == 2 * count, let address = source.baseAddress {
+                        DeltaKernels.subtract(scratch.base, fromBF16: address, into: delta, count)
+                        continue
+                    }
+                    try decode(1 + d, tuned, elements, into: delta)
+                    if requantized {
                         // `elements` starts and ends on whole blocks of every input (see `step`).
-                        QuantizedDelta.subtractRequantized(UnsafeBufferPointer(start: scratch.base, count: elements.count),
-                                                           from: UnsafeMutableBufferPointer(start: scratch.deltas[d], count: elements.count),
-                                                           as: tensor.tuned[d].dtype)
+                        QuantizedDelta.subtractRequantized(UnsafeBufferPointer(start: scratch.base, count: count),
+                                                           from: UnsafeMutableBufferPointer(start: delta, count: count), as: tuned.dtype)
                     } else {
-                        DeltaKernels.subtract(scratch.base, from: scratch.deltas[d], elements.count)
+                        DeltaKernels.subtract(scratch.base, from: delta, count)
                     }
                 }
-                body(elements.count)
+                body(count)
             }
-            for (input, entry) in entries.enumerated() { inputs[input].files[entry.fileIndex].release(try bytes(entry, start..<end, of: input)) }
+            for (input, entry) in entries.enumerated() { inputs[input].files[entry.fileIndex].release(try bytes(input, entry, start..<end)) }
         }
     }
 
     /// The bytes of elements `elements` of `entry` in its file.
-    private func bytes(_ entry: TensorEntry, _ elements: Range<Int>, of input: Int) throws(CheckpointError) -> Range<Int> {
+    private func bytes(_ input: Int, _ entry: TensorEntry, _ elements: Range<Int>) throws(CheckpointError) -> Range<Int> {
         // A chunk of a block-quantized type that does not end on a block boundary has no byte range.
         guard let from = entry.dtype.byteCount(forElements: elements.lowerBound),
               let to = entry.dtype.byteCount(forElements: elements.upperBound), to <= entry.byteCount else {
@@ -149,7 +154,7 @@ final class StatisticsRun: @unchecked Sendable {
     }
 
     private func decode(_ input: Int, _ entry: TensorEntry, _ elements: Range<Int>, into destination: UnsafeMutablePointer<Float>) throws(CheckpointError) {
-        let file = inputs[input].files[entry.fileIndex], source = file.bytes(try bytes(entry, elements, of: input))
+        let file = inputs[input].files[entry.fileIndex], source = file.bytes(try bytes(input, entry, elements))
         do {
             try ElementCodec.decode(entry.dtype, from: source, into: UnsafeMutableBufferPointer(start: destination, count: elements.count))
         } catch {
@@ -165,24 +170,19 @@ final class StatisticsRun: @unchecked Sendable {
                                     deltaCount: deltaCount, thresholdCount: options.thresholds.count)
         stats.tensorCount = 1
         stats.elements = tensor.base.elementCount
-        var moments = [DeltaMoments](repeating: DeltaMoments(), count: deltaCount)
         let bounds = options.thresholds.map { min($0.magnitude.bitPattern, MagnitudeBins.nonFinite - 1) }
         try stream(tensor, scratch) { count in
             let magnitude = DeltaKernels.baseMagnitude(scratch.base, count)
             stats.baseL1 += magnitude.sum
             stats.baseFinite += magnitude.finite
-            let measures = (0..<deltaCount).map { DeltaKernels.measure(scratch.deltas[$0], count) }
-            for d in 0..<deltaCount {
-                moments[d].add(measures[d])
-                scratch.histograms[d].add(scratch.deltas[d], count, mostlyZero: 4 * (measures[d].zeros + measures[d].nonFinite) >= 3 * count)
-                DeltaKernels.countAtMost(scratch.deltas[d], count, bounds, into: &stats.deltas[d].withinThreshold)
-            }
+            let chunk = (0..<deltaCount).map { DeltaKernels.measure(scratch.deltas[$0], count, bounds, into: &stats.deltas[$0]) }
+            for d in 0..<deltaCount { scratch.histograms[d].add(scratch.deltas[d], count, zeros: chunk[d].zeros) }
             let bothBefore = stats.pairs.first?.bothNonzero ?? 0, agreeBefore = stats.pairs.first?.signAgreements ?? 0
             for (p, (a, b)) in pairs.enumerated() { DeltaKernels.compare(scratch.deltas[a], scratch.deltas[b], count, into: &stats.pairs[p]) }
-            if deltaCount == 2 && measures[0].nonFinite == 0 && measures[1].nonFinite == 0 {
+            if deltaCount == 2 && chunk[0].nonFinite == 0 && chunk[1].nonFinite == 0 {
                 // Two finite deltas: Σδ takes the sign of the larger |δ| (+ on a tie), so exactly
                 // one entry loses wherever both are non-zero with opposite signs.
-                stats.electionEntries += 2 * count - measures[0].zeros - measures[1].zeros
+                stats.electionEntries += 2 * count - chunk[0].zeros - chunk[1].zeros
                 stats.electionDropped += (stats.pairs[0].bothNonzero - bothBefore) - (stats.pairs[0].signAgreements - agreeBefore)
             } else if deltaCount > 1 {
                 let election = DeltaKernels.elect(scratch.deltas, deltaCount: deltaCount, count)
@@ -191,17 +191,12 @@ final class StatisticsRun: @unchecked Sendable {
             }
         }
         var measured = MeasuredTensor(statistics: stats)
-        for d in 0..<deltaCount {
-            let histogram = scratch.histograms[d], m = moments[d]
+        for (d, histogram) in scratch.histograms.enumerated() {
             histogram.flush()
             var figures = stats.deltas[d]
-            figures.elements = tensor.base.elementCount - m.nonFinite
-            figures.nonFinite = m.nonFinite
-            figures.zeros = m.zeros
-            figures.sumOfSquares = m.sumOfSquares
-            figures.maxAbs = Float(bitPattern: m.maxKey)
+            figures.elements = tensor.base.elementCount - figures.nonFinite
             figures.topEntries = figures.elements > 0 ? max(1, figures.elements / 100) : 0
-            for bin in 0..<MagnitudeBins.coarseCount where histogram.counts[bin] != 0 {
+            for bin in histogram.bins where histogram.counts[bin] != 0 {
                 figures.l1 += histogram.sum(bin)
                 figures.log10Histogram[Int(Log10Bins.ofMagnitudeBin[bin])] += histogram.counts[bin]
             }
@@ -226,9 +221,8 @@ final class StatisticsRun: @unchecked Sendable {
         return scopeKeyCounts.withLock { keyCounts in
             plan.scopeNames.indices.map { scope in
                 (0..<deltaCount).map { d in
-                    var elements = 0
-                    for (index, tensor) in plan.tensors.enumerated() where tensor.scopes.contains(scope) {
-                        elements += measured[index].statistics.deltas[d].elements
+                    let elements = plan.tensors.indices.reduce(0) {
+                        $0 + (plan.tensors[$1].scopes.contains(scope) ? measured[$1].statistics.deltas[d].elements : 0)
                     }
                     guard elements > 0 else { return nil }
                     let top = histograms[scope][d].largest(max(1, elements / 100))

@@ -123,24 +123,15 @@ extension DeltaStatisticsReport {
             let first = f.log10Histogram.firstIndex { $0 != 0 } ?? 0
             let last = f.log10Histogram.lastIndex { $0 != 0 } ?? -1
             return .object([
-                ("name", .string(names[d])),
-                ("elements", .integer(f.elements)),
-                ("non_finite", .integer(f.nonFinite)),
-                ("zeros", .integer(f.zeros)),
-                ("zero_share", number(f.zeroShare)),
+                ("name", .string(names[d])), ("elements", .integer(f.elements)), ("non_finite", .integer(f.nonFinite)),
+                ("zeros", .integer(f.zeros)), ("zero_share", number(f.zeroShare)),
                 ("within", .array(thresholds.indices.map { j in
                     .object([("threshold", number(thresholds[j])), ("count", .integer(f.withinThreshold[j])),
                              ("share", number(f.thresholdShare(j)))])
                 })),
-                ("l1", number(f.l1)),
-                ("l2", number(f.l2)),
-                ("max_abs", number(Double(f.maxAbs))),
-                ("mean_abs", number(f.meanAbs)),
-                ("relative_mean_abs", number(scope.relativeMeanAbs(d))),
-                ("hoyer", number(f.hoyer)),
-                ("top_entries", .integer(f.topEntries)),
-                ("top_mass", number(f.topMass)),
-                ("top_mass_share", number(f.topMassShare)),
+                ("l1", number(f.l1)), ("l2", number(f.l2)), ("max_abs", number(Double(f.maxAbs))), ("mean_abs", number(f.meanAbs)),
+                ("relative_mean_abs", number(scope.relativeMeanAbs(d))), ("hoyer", number(f.hoyer)),
+                ("top_entries", .integer(f.topEntries)), ("top_mass", number(f.topMass)), ("top_mass_share", number(f.topMassShare)),
                 ("log10_histogram", .object([
                     ("start", .integer(first)),
                     ("counts", .array(first <= last ? f.log10Histogram[first...last].map { .integer($0) } : [])),
@@ -149,18 +140,12 @@ extension DeltaStatisticsReport {
         })))
         members.append(("pairs", .array(scope.pairs.map { p in
             .object([
-                ("first", .string(names[p.first])),
-                ("second", .string(names[p.second])),
-                ("positions", .integer(p.positions)),
-                ("cosine", number(p.cosine)),
-                ("both_nonzero", .integer(p.bothNonzero)),
-                ("both_nonzero_share", number(p.bothNonzeroShare)),
-                ("sign_agreements", .integer(p.signAgreements)),
-                ("sign_agreement", number(p.signAgreement)),
-                ("support_first", .integer(p.supportFirst)),
-                ("support_second", .integer(p.supportSecond)),
-                ("support_intersection", .integer(p.supportIntersection)),
-                ("support_overlap", number(p.supportOverlap)),
+                ("first", .string(names[p.first])), ("second", .string(names[p.second])),
+                ("positions", .integer(p.positions)), ("cosine", number(p.cosine)),
+                ("both_nonzero", .integer(p.bothNonzero)), ("both_nonzero_share", number(p.bothNonzeroShare)),
+                ("sign_agreements", .integer(p.signAgreements)), ("sign_agreement", number(p.signAgreement)),
+                ("support_first", .integer(p.supportFirst)), ("support_second", .integer(p.supportSecond)),
+                ("support_intersection", .integer(p.supportIntersection)), ("support_overlap", number(p.supportOverlap)),
             ])
         })))
         members.append(("ties", names.count < 2 ? .null : .object([

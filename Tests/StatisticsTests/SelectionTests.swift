@@ -6,13 +6,16 @@ private func sortedMagnitudes(_ values: [Float]) -> [Float] {
     values.filter { $0.isFinite && $0 != 0 }.map(\.magnitude).sorted(by: >)
 }
 
-/// Runs both passes over `values`, split into chunks of `chunk`, for the `k` largest.
+/// Runs both passes over `values`, split into chunks of `chunk`, for the `k` largest;
+/// `mostlyZero` puts three zeros after each value, so chunks take the histogram's other path.
 private func select(_ values: [Float], k: Int, chunk: Int, mostlyZero: Bool) -> (LargestMagnitudes, key: UInt32, sum: Double, atLeast: Int) {
+    let values = mostlyZero ? values.flatMap { [$0, 0, 0, -0.0] } : values
     let histogram = MagnitudeHistogram()
     let keyCounts = BinKeyCounts(capacity: 2)
     values.withUnsafeBufferPointer { all in
         for start in stride(from: 0, to: all.count, by: chunk) {
-            histogram.add(all.baseAddress! + start, min(chunk, all.count - start), mostlyZero: mostlyZero)
+            let part = UnsafeBufferPointer(rebasing: all[start..<min(all.count, start + chunk)])
+            histogram.add(part.baseAddress!, part.count, zeros: part.count { $0 == 0 })
         }
         histogram.flush()
         let largest = histogram.largest(k)
@@ -106,8 +109,8 @@ func theKLargestMagnitudesMatchSortingAcrossBinEdgesAndTies(chunk: Int) {
     for split in [values.count, 1 << 22] {
         let histogram = MagnitudeHistogram()
         values.withUnsafeBufferPointer { all in
-            histogram.add(all.baseAddress!, split)
-            histogram.add(all.baseAddress! + split, all.count - split)
+            histogram.add(all.baseAddress!, split, zeros: 0)
+            histogram.add(all.baseAddress! + split, all.count - split, zeros: 0)
         }
         histogram.flush()
         let bin = Int(Float(1.5).bitPattern >> 15), other = 0x4040_0000 >> 15

@@ -34,21 +34,29 @@ public enum MagnitudeBins {
 /// Counts and Σ of the lower key bits, per coarse bin, of the non-zero finite magnitudes
 /// added to it. `add` costs one memory add per entry: it counts into packed words (count
 /// in bits 40–63, lower-bit sum in bits 0–39, room for 2²³ entries) moved into the
-/// totals by `flush`, which a reader must call after the last `add`.
+/// totals by `flush`, which a reader must call after the last `add`. Deltas of
+/// low-precision weights repeat a few magnitudes, so neighbouring entries often share a
+/// bin: entry i counts in word i mod 4 of its bin's four, which keeps such adds from
+/// waiting on each other.
 public final class MagnitudeHistogram: @unchecked Sendable {
     public let counts = UnsafeMutablePointer<Int>.allocate(capacity: MagnitudeBins.coarseCount)
     public let lowSums = UnsafeMutablePointer<Int>.allocate(capacity: MagnitudeBins.coarseCount)
-    /// The packed words, and eight spare ones past them where zero and non-finite keys
-    /// go (one per lane position, so updates of one word stay apart); nil for a
-    /// histogram that only sums others.
+    /// Four packed words per bin for every key, non-finite ones included (their bins,
+    /// from `nonFinite >> 15` up, are never moved into the totals); nil for a histogram
+    /// that only sums others.
     private let packed: UnsafeMutablePointer<UInt64>?
     private var pending = 0
+    /// The bins that may be non-zero in the totals, and in the packed words. While few
+    /// entries are pending their bins are tracked, so a small tensor's histogram is
+    /// flushed, walked and cleared over its own bins, not all 2¹⁶.
+    public private(set) var bins = 0..<0
+    private var packedBins = 0..<0
 
     public init(counting: Bool = true) {
         counts.initialize(repeating: 0, count: MagnitudeBins.coarseCount)
         lowSums.initialize(repeating: 0, count: MagnitudeBins.coarseCount)
-        packed = counting ? .allocate(capacity: MagnitudeBins.coarseCount + 8) : nil
-        packed?.initialize(repeating: 0, count: MagnitudeBins.coarseCount + 8)
+        packed = counting ? .allocate(capacity: 4 * MagnitudeBins.coarseCount) : nil
+        packed?.initialize(repeating: 0, count: 4 * MagnitudeBins.coarseCount)
     }
 
     deinit {
@@ -57,58 +65,83 @@ public final class MagnitudeHistogram: @unchecked Sendable {
         packed?.deallocate()
     }
 
-    /// Counts the non-zero finite magnitudes of `values[0..<count]`, branch-free: a zero
-    /// key wraps around below, so one unsigned test sends zero and non-finite keys aside.
-    /// When the values are `mostlyZero`, groups of eight zero or non-finite keys are
-    /// skipped first (vector loads only while `i + 8 <= count`).
-    public func add(_ values: UnsafePointer<Float>, _ count: Int, mostlyZero: Bool = false) {
+    /// Counts the non-zero finite magnitudes of `values[0..<count]`, of which `zeros` are
+    /// zero. Mostly non-zero values go one add per entry without a branch: a zero adds
+    /// to bin 0 and is taken back at the end. Mostly zero ones are read eight at a time
+    /// (vector loads only while `i + 8 <= count`) and only the non-zero lanes are added.
+    /// A key (below 2³¹) and i mod 4 index the 4 × 2¹⁶ packed words.
+    public func add(_ values: UnsafePointer<Float>, _ count: Int, zeros: Int) {
         guard let packed else { preconditionFailure("a histogram made with counting: false") }
-        guard count <= 1 << 22 else {
-            add(values, 1 << 22, mostlyZero: mostlyZero)
-            return add(values + (1 << 22), count - (1 << 22), mostlyZero: mostlyZero)
-        }
+        precondition(zeros >= 0 && zeros <= count, "\(zeros) zeros among \(count) values")
         if pending + count > 1 << 23 { flush() }
+        guard count <= 1 << 23 else {
+            let half = count / 2, zerosInFirst = (0..<half).count { values[$0] == 0 }
+            add(values, half, zeros: zerosInFirst)
+            return add(values + half, count - half, zeros: zeros - zerosInFirst)
+        }
         pending += count
-        var i = 0
-        if mostlyZero {
-            typealias Keys = SIMD8<UInt32>
-            while i + 8 <= count {
-                let keys = UnsafeRawPointer(values + i).loadUnaligned(as: Keys.self) & Keys(repeating: 0x7fff_ffff)
-                let counted = keys &- 1 .< Keys(repeating: MagnitudeBins.nonFinite - 1)
-                forEachLane(counted) { packed[Int(keys[$0] &>> 15)] &+= UInt64(keys[$0] & 0x7fff) | 1 << 40 }
-                i += 8
+        if pending <= 1 << 14 {
+            var lowest = packedBins.isEmpty ? Int.max : packedBins.lowerBound, highest = packedBins.upperBound - 1
+            for i in 0..<count {
+                let bin = Int(magnitudeKey(values[i]) &>> 15)
+                lowest = min(lowest, bin)
+                highest = max(highest, bin)
             }
+            if lowest <= highest { packedBins = lowest..<(highest + 1) }
+        } else {
+            packedBins = 0..<MagnitudeBins.coarseCount
         }
-        for i in i..<count {
-            let key = magnitudeKey(values[i])
-            let slot = key &- 1 < MagnitudeBins.nonFinite &- 1 ? Int(key &>> 15) : MagnitudeBins.coarseCount + (i & 7)
-            packed[slot] &+= UInt64(key & 0x7fff) | 1 << 40
+        @inline(__always) func tally(_ i: Int, _ key: UInt32) {
+            packed[Int(key &>> 15) << 2 | i & 3] &+= UInt64(key & 0x7fff) | 1 << 40
         }
+        guard 4 * zeros >= 3 * count else {
+            for i in 0..<count { tally(i, magnitudeKey(values[i])) }
+            // Wrapping: a bin's four words are summed in `flush`.
+            packed[0] &-= UInt64(zeros) << 40
+            return
+        }
+        typealias Keys = SIMD8<UInt32>
+        var i = 0
+        while i + 8 <= count {
+            let keys = UnsafeRawPointer(values + i).loadUnaligned(as: Keys.self) & Keys(repeating: 0x7fff_ffff)
+            forEachLane(keys .!= Keys()) { tally($0, keys[$0]) }
+            i += 8
+        }
+        for i in i..<count where values[i] != 0 { tally(i, magnitudeKey(values[i])) }
     }
 
-    /// Moves the packed counts into `counts` and `lowSums`.
+    /// Moves the packed counts into `counts` and `lowSums`. The four words of a bin add
+    /// up (wrapping) to its count and lower-bit sum, which fit their fields.
     public func flush() {
         guard let packed, pending > 0 else { return }
-        for bin in 0..<MagnitudeBins.coarseCount where packed[bin] != 0 {
-            counts[bin] += Int(packed[bin] &>> 40)
-            lowSums[bin] += Int(packed[bin] & (1 << 40 - 1))
-            packed[bin] = 0
+        for bin in packedBins.clamped(to: 0..<Int(MagnitudeBins.nonFinite >> 15))
+        where packed[4 * bin] | packed[4 * bin + 1] | packed[4 * bin + 2] | packed[4 * bin + 3] != 0 {
+            let word = packed[4 * bin] &+ packed[4 * bin + 1] &+ packed[4 * bin + 2] &+ packed[4 * bin + 3]
+            counts[bin] += Int(word &>> 40)
+            lowSums[bin] += Int(word & (1 << 40 - 1))
+            bins = bins.isEmpty ? bin..<(bin + 1) : min(bins.lowerBound, bin)..<max(bins.upperBound, bin + 1)
         }
+        (packed + 4 * packedBins.lowerBound).update(repeating: 0, count: 4 * packedBins.count)
+        packedBins = 0..<0
         pending = 0
     }
 
     /// Adds the totals of `other` (flushed) to this one's.
     public func add(_ other: MagnitudeHistogram) {
-        for bin in 0..<MagnitudeBins.coarseCount where other.counts[bin] != 0 {
+        for bin in other.bins where other.counts[bin] != 0 {
             counts[bin] += other.counts[bin]
             lowSums[bin] += other.lowSums[bin]
+        }
+        if !other.bins.isEmpty {
+            bins = bins.isEmpty ? other.bins : min(bins.lowerBound, other.bins.lowerBound)..<max(bins.upperBound, other.bins.upperBound)
         }
     }
 
     /// Empties the totals (the packed words are empty after `flush`).
     public func clear() {
-        counts.update(repeating: 0, count: MagnitudeBins.coarseCount)
-        lowSums.update(repeating: 0, count: MagnitudeBins.coarseCount)
+        (counts + bins.lowerBound).update(repeating: 0, count: bins.count)
+        (lowSums + bins.lowerBound).update(repeating: 0, count: bins.count)
+        bins = 0..<0
     }
 
     /// Exact Σ|x| of the entries of `bin`.
@@ -130,16 +163,16 @@ public struct LargestMagnitudes: Sendable {
 
     /// Walks the bins of `histogram` down from the top until `k` magnitudes are reached.
     public init(k: Int, in histogram: MagnitudeHistogram) {
-        var count = 0, sum = 0.0, bin = MagnitudeBins.coarseCount - 1
-        while bin >= 0 && count + histogram.counts[bin] < k {
+        var count = 0, sum = 0.0, bin = histogram.bins.upperBound - 1
+        while bin >= histogram.bins.lowerBound && count + histogram.counts[bin] < k {
             if histogram.counts[bin] != 0 {
                 count += histogram.counts[bin]
                 sum += histogram.sum(bin)
             }
             bin -= 1
         }
-        self.bin = bin >= 0 ? bin : nil
-        remaining = bin >= 0 ? k - count : 0
+        self.bin = bin >= histogram.bins.lowerBound ? bin : nil
+        remaining = self.bin != nil ? k - count : 0
         countAbove = count
         sumAbove = sum
     }
@@ -238,8 +271,8 @@ public final class BinKeyCounts: @unchecked Sendable {
 /// Calls `body` with each set lane of `mask`, lowest first. The lanes are gathered into
 /// the bits of one byte, so a group with no lane set costs one test (`any(_:)` would
 /// go lane by lane) and a loop over the set bits mispredicts once, not at each lane.
-@inline(__always)
-private func forEachLane(_ mask: SIMDMask<SIMD8<Int32>>, _ body: (Int) -> Void) {
+@inlinable @inline(__always)
+public func forEachLane(_ mask: SIMDMask<SIMD8<Int32>>, _ body: (Int) -> Void) {
     var lanes = (unsafeBitCast(mask, to: SIMD8<UInt32>.self) & SIMD8(1, 2, 4, 8, 16, 32, 64, 128)).wrappedSum()
     while lanes != 0 {
         body(lanes.trailingZeroBitCount)
