@@ -24,7 +24,7 @@ struct LoraExtract: ParsableCommand {
             small against the weight, the exact LAPACK SVD otherwise (always with --energy).
             """)
 
-    @Argument(help: "The fine-tuned checkpoint (folder, .safetensors or .gguf).")
+    @Argument(help: "The fine-tuned checkpoint (model folder or .safetensors file).")
     var tuned: String
 
     @Option(help: "The base checkpoint it was fine-tuned from.")

@@ -61,6 +61,9 @@ import Testing
         result = try runTool(["lora", "extract", tuned, "--base", folder + "/missing", "--rank", "2", "-o", out])
         #expect(result.status == 1)
         #expect(result.err.hasPrefix("error: \(folder)/missing") && result.err.filter { $0 == "\n" }.count == 1)
+        result = try runTool(["lora", "extract", fixture("conversion/llamacpp-f32.gguf"), "--base", base, "--rank", "2", "-o", out])
+        #expect(result.status == 1)
+        #expect(result.err.contains("a LoRA adapter names Hugging Face modules; convert the GGUF file"), "\(result.err)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder).isEmpty)
     }
 }

@@ -119,6 +119,10 @@ public enum LoRAExtraction {
         }
         let tuned = try Checkpoint.open(tunedPath, followSymlinks: options.followSymlinks)
         let base = try Checkpoint.open(basePath, followSymlinks: options.followSymlinks)
+        // PEFT names modules as transformers does; GGUF tensors are named and laid out otherwise.
+        for (checkpoint, path) in [(tuned, tunedPath), (base, basePath)] where checkpoint.format == .gguf {
+            throw MergeError.badPlan("\(path): a LoRA adapter names Hugging Face modules; convert the GGUF file to a model folder first (merge-tool convert)")
+        }
 
         // Plan: which tensors are decomposed, saved whole, or left out.
         var jobs: [Job] = []
