@@ -253,7 +253,9 @@ public enum LoRAExtraction {
         }
         var norm2 = 0.0
         for x in delta { norm2 += Double(x) * Double(x) }
-        guard norm2.isFinite else { throw .nonFiniteInput(file: tunedPath, tensor: job.tuned.name) }
+        guard norm2.isFinite else {
+            throw .badPlan("\(tunedPath): tensor '\(job.tuned.name)': fine-tune minus base holds NaN or infinite values, which have no SVD")
+        }
         let mn = min(m, n)
         let cap = min(options.rank ?? mn, mn)
         let randomized: Bool

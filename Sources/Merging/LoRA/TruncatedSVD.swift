@@ -42,7 +42,8 @@ public enum TruncatedSVD {
         public var routine: String
         public var info: Int32
         public var description: String {
-            info > 0 ? "\(routine) did not converge (info \(info))" : "\(routine) rejected argument \(-info)"
+            if routine == "svd" { return "the matrix is too large for LAPACK's 32-bit sizes (more than 2³¹ − 1 elements)" }
+            return info > 0 ? "\(routine) did not converge (info \(info))" : "\(routine) rejected argument \(-info)"
         }
     }
 

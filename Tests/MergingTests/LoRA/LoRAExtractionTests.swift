@@ -223,6 +223,16 @@ func loraFixture(_ relative: String) -> String {
         #expect(!message.contains("\n"))
         // The fine-tune lacking a weight the base has.
         #expect(failure(other, pair.base, .init(rank: 2))?.contains("of the base is missing from the fine-tune") == true)
+        // A NaN in the fine-tune: no SVD exists, said in one line naming the tensor.
+        let broken = pair.folder + "/nan.safetensors"
+        let tunedSource = try Checkpoint.open(pair.tuned)
+        writeCheckpoint(broken, try tunedSource.tensors.map { t in
+            var values = try tunedSource.decode(t)
+            if t.name.contains("q_proj") { values[5] = .nan }
+            return TestTensor(name: t.name, shape: t.shape, values: values)
+        })
+        #expect(failure(broken, pair.base, .init(rank: 2)) ==
+                "\(broken): tensor 'model.layers.0.self_attn.q_proj.weight': fine-tune minus base holds NaN or infinite values, which have no SVD")
         var options = LoRAExtraction.Options(rank: 2)
         options.targets = ["qproj"]
         #expect(failure(pair.tuned, pair.base, options)?.contains("no 2-D weight") == true)
