@@ -295,7 +295,9 @@ public enum LoRAExtraction {
         } catch {
             throw .checkpoint(.codec(file: tunedPath, tensor: job.tuned.name, problem: error))
         }
-        // δ − B·A with the stored factors, row-major: C = −B·A + δ.
+        // δ − B·A with the stored factors, row-major: C = −B·A + δ. Bounds: B holds m·k
+        // values (ld k), A k·n (ld n), δ m·n (ld n), exactly the extents of these shapes.
+        precondition(bValues.count == m * k && aValues.count == k * n && delta.count == m * n, "factor sizes")
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), -1,
                     &bValues, Int32(max(1, k)), &aValues, Int32(n), 1, &delta, Int32(n))
         var residual2 = 0.0

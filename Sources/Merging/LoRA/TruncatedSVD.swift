@@ -126,6 +126,9 @@ public enum TruncatedSVD {
 
     /// The thin SVD of the column-major `rows × columns` matrix `a` by `sgesdd`:
     /// `u` column-major rows × k, `s` (k = min), `vt` column-major k × columns.
+    /// Bounds: every array handed to LAPACK is allocated here at the extent `sgesdd`
+    /// documents for jobz = 'S' with these leading dimensions (a: lda·columns, u: ldu·k,
+    /// vt: ldvt·columns, iwork: 8k, work: the size the query returned), so it writes only inside them.
     static func thinSVD(columnMajor a: [Float], rows: Int, columns: Int) throws(Failure) -> (u: [Float], s: [Float], vt: [Float]) {
         let k = min(rows, columns)
         var work = a
@@ -151,7 +154,10 @@ public enum TruncatedSVD {
     }
 
     /// Replaces the column-major `rows × columns` matrix (rows ≥ columns) by the Q of its QR factorization.
+    /// Bounds: `a` holds rows·columns values (lda = rows), `tau` columns, `work` at least the
+    /// size each query returned: the extents `sgeqrf` and `sorgqr` document.
     static func orthonormalize(_ a: inout [Float], rows: Int, columns: Int) throws(Failure) {
+        precondition(rows >= columns && a.count >= rows * columns, "QR of a \(rows)×\(columns) matrix in \(a.count) values")
         var m32 = Int32(rows), n32 = Int32(columns), lda = Int32(rows)
         var tau = [Float](repeating: 0, count: columns)
         var info: Int32 = 0
