@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "Checkpoints", dependencies: ["CZstd"]),
         .target(
             name: "Merging",
-            dependencies: ["Checkpoints", .product(name: "Yams", package: "Yams")]),
+            dependencies: ["Checkpoints", "COpenBLAS", .product(name: "Yams", package: "Yams")]),
         .target(name: "Statistics", dependencies: ["Checkpoints", "Merging"]),
         .target(name: "Training", dependencies: ["Checkpoints", "COpenBLAS"]),
         .executableTarget(

@@ -18,6 +18,10 @@ import Testing
         (["fuse"], "--type", "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k"),
         (["convert"], "--type", "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k"),
         (["convert"], "--dtype", "bf16, f16, f32"),
+        (["lora", "extract"], "--svd", "auto, exact, randomized"),
+        (["lora", "extract"], "--embeddings", "save, skip"),
+        (["lora", "extract"], "--norms", "save, skip"),
+        (["lora", "extract"], "--dtype", "bf16, f16, f32"),
     ])
     func helpListsTheValues(command: [String], option: String, values: String) throws {
         let result = try runTool(command + ["--help"])
@@ -41,6 +45,8 @@ import Testing
         (["fuse", "a", "--base", "b", "-o", "c", "--method"], "TIES"),
         (["convert", "a", "b", "--dtype"], "i8"),
         (["convert", "a", "b.gguf", "--type"], "f64"),
+        (["lora", "extract", "a", "--base", "b", "-o", "c", "--rank", "4", "--svd"], "lanczos"),
+        (["lora", "extract", "a", "--base", "b", "-o", "c", "--rank", "4", "--embeddings"], "lora"),
     ])
     func wrongValueIsAUsageErrorOnOneLine(arguments: [String], value: String) throws {
         let result = try runTool(arguments + [value])
