@@ -1,0 +1,87 @@
+import Checkpoints
+import Foundation
+import Testing
+@testable import Merging
+
+// LoRA adapters where a fine-tune is: opened against their base, merged as base + δ.
+
+private func loraFixture(_ name: String) -> String {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("fixtures").appendingPathComponent(name).path
+}
+
+private let base = loraFixture("merge/base")
+
+/// Runs `plan` and returns the output tensors decoded from `dtype`.
+private func run(_ plan: MergePlan) throws -> (MemorySink, PreparedMerge) {
+    let prepared = try PreparedMerge.prepare(plan)
+    let sink = MemorySink()
+    try MergeExecutor(prepared, threads: 2).run(into: sink)
+    return (sink, prepared)
+}
+
+@Test func taskArithmeticOfOneAdapterIsPEFTsMergedModel() throws {
+    // Float32 base: base + δ rounded once, as PEFT's merge_and_unload(), but taken back
+    // through a task vector ((base + δ) − base) + base, which may move it by a step.
+    for name in ["sft-lora", "dpo-lora", "head-lora"] {
+        for spelling in [loraFixture("lora/" + name), base + "+" + loraFixture("lora/" + name)] {
+            let plan = MergePlan(method: .taskArithmetic, base: base, models: [ModelSpec(path: spelling, parameters: ["weight": .number(1)])])
+            let (sink, prepared) = try run(plan)
+            let merged = try Checkpoint.open(loraFixture("lora/merged/\(name)/model.safetensors"))
+            var identical = 0, total = 0
+            for job in prepared.jobs {
+                let expected = try merged.decode(try #require(merged.tensor(named: job.name)))
+                let actual = sink.values(job.name)
+                for i in expected.indices {
+                    #expect(abs(actual[i] - expected[i]) <= 4 * expected[i].ulp + 1e-8, "\(name) \(job.name)[\(i)]")
+                    identical += actual[i] == expected[i] ? 1 : 0
+                    total += 1
+                }
+            }
+            #expect(Double(identical) >= 0.75 * Double(total), "\(name): \(identical) of \(total)")
+        }
+    }
+}
+
+@Test func tensorsAnAdapterLeavesAloneAreTheBases() throws {
+    let plan = MergePlan(method: .ties, base: base, models: [ModelSpec(path: loraFixture("lora/dpo-lora"), parameters: ["weight": .number(1)]),
+                                                             ModelSpec(path: loraFixture("lora/head-lora"), parameters: ["weight": .number(1)])])
+    let (sink, prepared) = try run(plan)
+    let b = try Checkpoint.open(base)
+    var changed: [String] = []
+    for job in prepared.jobs where sink.values(job.name) != (try b.decode(b.tensor(named: job.name)!)) { changed.append(job.name) }
+    // dpo-lora and head-lora adapt q_proj and v_proj; head-lora saves lm_head whole.
+    #expect(Set(changed) == Set((0..<3).flatMap { ["model.layers.\($0).self_attn.q_proj.weight", "model.layers.\($0).self_attn.v_proj.weight"] }
+                                 + ["lm_head.weight"]))
+    #expect(prepared.warnings.allSatisfy { !$0.contains("not in the base") })
+}
+
+@Test func adaptersOutsideWhatTheyFitAreRefused() throws {
+    let adapter = loraFixture("lora/sft-lora")
+    #expect(throws: MergeError.badPlan("\(adapter) is a LoRA adapter, which needs a base model (--base, or base+adapter)")) {
+        try PreparedMerge.prepare(MergePlan(method: .linear, base: nil, models: [ModelSpec(path: adapter)]))
+    }
+    #expect(throws: MergeError.badPlan("\(adapter) is a LoRA adapter; slices take full models")) {
+        var plan = MergePlan(method: .passthrough, base: base, models: [])
+        plan.slices = [OutputSlice(sources: [SliceSource(path: adapter, layerRange: 0..<1)])]
+        return try PreparedMerge.prepare(plan)
+    }
+    // The GPT-2 adapter does not fit the Llama base: the first module it names is reported.
+    do {
+        _ = try PreparedMerge.prepare(MergePlan(method: .taskArithmetic, base: base, models: [ModelSpec(path: loraFixture("lora/gpt2-lora"))]))
+        Issue.record("the GPT-2 adapter was accepted")
+    } catch {
+        #expect(error.description.hasPrefix(loraFixture("lora/gpt2-lora") + "/adapter_model.safetensors: module 'transformer.h."))
+    }
+}
+
+@Test func baseAndAdapterNamesSplitWhereAnAdapterFollows() throws {
+    let a = loraFixture("lora/sft-lora")
+    #expect(AdapterInputs.split(base + "+" + a)! == (base, a))
+    #expect(AdapterInputs.split(base) == nil)
+    #expect(AdapterInputs.split(base + "+" + base) == nil)
+    #expect(AdapterInputs.paths(base + "+" + a) == [base, a])
+    #expect(try ModelLocator(cacheFolder: "/nonexistent").locate(base + "+" + a) == base + "+" + a)
+    // Each part is looked up on its own: a hub ID before the '+' is searched in the cache.
+    #expect(throws: ModelLocator.Failure.self) { try ModelLocator(cacheFolder: "/nonexistent").locate("org/name+" + a) }
+}
