@@ -1,0 +1,59 @@
+import ArgumentParser
+import Checkpoints
+import Foundation
+import Merging
+
+extension MergeTool {
+    struct Lora: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Work with PEFT LoRA adapters (adapter_config.json + adapter_model.safetensors).",
+            discussion: "Adapters are also accepted as fine-tunes by fuse (docs/lora.md).",
+            subcommands: [LoraMerge.self])
+    }
+}
+
+/// `lora merge`: the adapter merged into its base, as PEFT's `merge_and_unload()`.
+struct LoraMerge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge",
+        abstract: "Write a LoRA adapter merged into its base as a full model.",
+        discussion: """
+            Each adapted weight becomes base + scale·B·A (scale α/r, or α/√r with use_rslora; \
+            transposed for fan_in_fan_out and embeddings), rounded once to the base's type as \
+            PEFT's merge_and_unload() does; modules_to_save tensors replace the base's; every \
+            other tensor, and the base folder's config and tokenizer files, are copied. The \
+            adapter is checked against the base before anything is written.
+
+            Example:
+              merge-tool lora merge sft-lora/ --base base/ -o sft-merged/
+            """)
+
+    @Argument(help: "The adapter folder.")
+    var adapter: String
+
+    @Option(help: "The base model the adapter was trained on.")
+    var base: String
+
+    @Option(name: [.short, .customLong("output")], help: "Output folder, or a file ending in .safetensors.")
+    var output: String
+
+    @OptionGroup var shards: ShardOptions
+
+    @OptionGroup var work: WorkOptions
+
+    @OptionGroup var inputOptions: InputOptions
+
+    func run() throws {
+        OutputPath.installInterruptCleanup()
+        try reportingErrors {
+            try OutputGuard.check(output: output, inputs: [adapter, base])
+            let progress = ProgressLine(label: "merging")
+            let (adapted, saved) = try LoRAMerging.apply(
+                adapter: adapter, base: base, output: output, overwrite: work.force,
+                followSymlinks: inputOptions.followSymlinks, maxShardSize: shards.bytes,
+                workers: work.workerCount, progress: { progress.update(done: $0, total: $1) })
+            progress.finish()
+            printOutput("wrote \(output): \(adapted) tensors adapted, \(saved) replaced")
+        }
+    }
+}
