@@ -99,7 +99,12 @@ extension MergeTool {
                 }
                 let baseCheckpoint = try Checkpoint.open(base, followSymlinks: inputOptions.followSymlinks)
                 var checkpoints: [Checkpoint] = []
-                for path in tuned { checkpoints.append(try Checkpoint.open(path, followSymlinks: inputOptions.followSymlinks)) }
+                for path in tuned {
+                    if LoRAAdapter.isAdapter(path) {
+                        throw CheckpointError.adapter(file: path, problem: "stats does not read LoRA adapters; give the model `merge-tool lora merge` writes from it")
+                    }
+                    checkpoints.append(try Checkpoint.open(path, followSymlinks: inputOptions.followSymlinks))
+                }
                 let report = try DeltaStatistics.compute(base: baseCheckpoint, tuned: checkpoints, names: labels, options: options)
                 if let plot {
                     try DeltaStatisticsPlot(report).write(to: plot)

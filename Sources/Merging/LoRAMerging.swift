@@ -40,11 +40,13 @@ public enum LoRAMerging {
         do {
             let scratches = ConversionScratch.perWorker(workers)
             try WorkerQueue.forEach(count: tensors.count, workers: workers, progress: { progress($0, tensors.count) }) { (worker, i) throws(CheckpointError) in
-                let t = tensors[i]
-                if let module = adapter.module(adapting: t.name) {
-                    try write(t, (base, module), adapter: adapter, to: writer, scratch: scratches[worker])
-                } else if let saved = adapter.saved[t.name] {
-                    try convert(saved, of: adapter.weights, to: t, writer: writer, scratch: scratches[worker])
+                let t = tensors[i], scratch = scratches[worker]
+                if try merged(t, base: base, adapter: adapter, into: scratch) {
+                    let failure: CheckpointError? = scratch.bytes.withUnsafeBytes { bytes in
+                        do throws(CheckpointError) { try writer.write(t.name, bytes: bytes) } catch { return error }
+                        return nil
+                    }
+                    if let failure { throw failure }
                 } else {
                     try writer.write(t.name, bytes: base.data(of: t))
                 }
@@ -66,11 +68,24 @@ public enum LoRAMerging {
         return (adapter.modules.count, adapter.saved.count)
     }
 
-    /// Base tensor `t` plus `module`'s δ, in `t`'s type.
-    private static func write(_ t: TensorEntry, _ pair: (Checkpoint, LoRAModule), adapter: LoRAAdapter, to writer: any TensorSink,
-                              scratch: ConversionScratch) throws(CheckpointError)
+    /// The fine-tuned tensor `t` an adapter stands for, encoded in `t`'s type into
+    /// `scratch.bytes` (exactly its byte count): false when the adapter leaves `t` alone
+    /// (the fine-tune's bytes are the base's). Uses `scratch.floats` and `moreFloats`.
+    public static func merged(_ t: TensorEntry, base: Checkpoint, adapter: LoRAAdapter, into scratch: ConversionScratch) throws(CheckpointError) -> Bool {
+        if let module = adapter.module(adapting: t.name) {
+            try add(module, to: t, of: base, adapter: adapter, scratch: scratch)
+        } else if let saved = adapter.saved[t.name] {
+            try convert(saved, of: adapter.weights, to: t, scratch: scratch)
+        } else {
+            return false
+        }
+        return true
+    }
+
+    /// Base tensor `t` plus `module`'s δ, in `t`'s type, into `scratch.bytes`.
+    private static func add(_ module: LoRAModule, to t: TensorEntry, of base: Checkpoint, adapter: LoRAAdapter,
+                            scratch: ConversionScratch) throws(CheckpointError)
     {
-        let (base, module) = pair
         let n = t.elementCount
         ConversionScratch.fit(&scratch.floats, n)
         ConversionScratch.fit(&scratch.moreFloats, n)
@@ -81,20 +96,20 @@ public enum LoRAMerging {
             if module.b.dtype == .f16 || module.b.dtype == .bf16 { try roundTrip(d, module.b.dtype, adapter.weights.path, t.name) }
         }
         for i in 0..<n { scratch.floats[i] += scratch.moreFloats[i] }
-        try encode(t, scratch: scratch, writer: writer)
+        try encode(t, scratch: scratch)
     }
 
     /// A saved whole tensor in the base tensor `t`'s type.
-    private static func convert(_ saved: TensorEntry, of weights: Checkpoint, to t: TensorEntry, writer: any TensorSink,
+    private static func convert(_ saved: TensorEntry, of weights: Checkpoint, to t: TensorEntry,
                                 scratch: ConversionScratch) throws(CheckpointError)
     {
         ConversionScratch.fit(&scratch.floats, saved.elementCount)
         try scratch.floats.withUnsafeMutableBufferPointer { (v) throws(CheckpointError) in try weights.decode(saved, into: v) }
-        try encode(t, scratch: scratch, writer: writer)
+        try encode(t, scratch: scratch)
     }
 
-    /// Encodes the first `t.elementCount` floats of `scratch.floats` as `t`'s type and writes them.
-    private static func encode(_ t: TensorEntry, scratch: ConversionScratch, writer: any TensorSink) throws(CheckpointError) {
+    /// Encodes the first `t.elementCount` floats of `scratch.floats` as `t`'s type into `scratch.bytes`.
+    private static func encode(_ t: TensorEntry, scratch: ConversionScratch) throws(CheckpointError) {
         guard let size = t.dtype.byteCount(forElements: t.elementCount) else {
             throw .codec(file: "output", tensor: t.name, problem: .notEncodable(t.dtype))
         }
@@ -106,11 +121,6 @@ public enum LoRAMerging {
                     try ElementCodec.encode(t.dtype, from: UnsafeBufferPointer(rebasing: v[0..<n]), into: out)
                 } catch {
                     return .codec(file: "output", tensor: t.name, problem: error)
-                }
-                do throws(CheckpointError) {
-                    try writer.write(t.name, bytes: UnsafeRawBufferPointer(out))
-                } catch {
-                    return error
                 }
                 return nil
             }

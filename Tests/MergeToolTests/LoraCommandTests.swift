@@ -109,3 +109,32 @@ private let base = fixture("merge/base")
         #expect(!FileManager.default.fileExists(atPath: folder + "/out"))
     }
 }
+
+@Suite struct LoraDeltaCommandTests {
+    /// An adapter's delta, applied, is the model `lora merge` writes.
+    @Test func deltaOfAnAdapterRebuildsTheMergedModel() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        for name in ["sft-lora", "head-lora"] {
+            let adapter = fixture("lora/" + name)
+            #expect(try runTool(["lora", "merge", adapter, "--base", base, "-o", folder + "/\(name)-merged.safetensors"]).status == 0)
+            let extracted = try runTool(["delta", "extract", adapter, "--base", base, "-o", folder + "/\(name).delta"])
+            #expect(extracted.status == 0, "\(extracted.err)")
+            let applied = try runTool(["delta", "apply", folder + "/\(name).delta", "--base", base, "-o", folder + "/\(name)-applied.safetensors"])
+            #expect(applied.status == 0, "\(applied.err)")
+            let merged = try Checkpoint.open(folder + "/\(name)-merged.safetensors")
+            let rebuilt = try Checkpoint.open(folder + "/\(name)-applied.safetensors")
+            #expect(merged.tensors.map(\.name) == rebuilt.tensors.map(\.name))
+            for t in merged.tensors {
+                #expect(Array(merged.data(of: t)) == Array(rebuilt.data(of: rebuilt.tensor(named: t.name)!)), "\(name) \(t.name)")
+            }
+        }
+    }
+
+    @Test func statsNamesAnAdapterItDoesNotRead() throws {
+        let adapter = fixture("lora/sft-lora")
+        let result = try runTool(["stats", adapter, "--base", base])
+        #expect(result.status == 1)
+        #expect(result.err == "error: \(adapter): stats does not read LoRA adapters; give the model `merge-tool lora merge` writes from it\n")
+    }
+}
