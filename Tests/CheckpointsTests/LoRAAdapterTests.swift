@@ -240,3 +240,44 @@ private func failure(_ config: String, _ tensors: [(String, [Int])]) -> String {
     // 10576 of 12800, 82.6 %; the rest differ by the products' summation order).
     #expect(Double(identical) >= 0.75 * Double(total), "\(identical) of \(total) identical")
 }
+
+/// Singular values from the r × r problems against torch.linalg.svdvals of the dense
+/// product in Float64 (fixtures/lora/spectra), for every module of two PEFT adapters.
+@Test func spectraMatchTorchsSingularValues() throws {
+    let base = try Checkpoint.open(fixture("merge/base"))
+    for name in ["sft-lora", "dpo-lora"] {
+        let adapter = try LoRAAdapter.open(fixture("lora/" + name), base: base)
+        let text = try String(contentsOfFile: fixture("lora/spectra/\(name).json"), encoding: .utf8)
+        let expected = try JSONParser.parse(text)
+        for module in adapter.modules {
+            guard case .array(let values)? = expected[module.module] else { Issue.record("no spectrum for \(module.module)"); continue }
+            let torch = values.compactMap(\.doubleValue)
+            let ours = try LoRASpectrum.summary(of: module, in: adapter).singularValues
+            #expect(ours.count == torch.count && torch.count == module.rank)
+            for (x, y) in zip(ours, torch) {
+                // Factors are Float32; the products are summed in Float64 on both sides.
+                #expect(abs(x - y) <= 1e-6 * torch[0], "\(name) \(module.module): \(ours) vs \(torch)")
+            }
+        }
+    }
+}
+
+@Test func spectrumSummariesOfKnownProducts() {
+    // Rank 1: scale·b·aᵀ has one singular value scale·‖a‖·‖b‖.
+    let a: [Float] = [3, 4, 0, 0, 0, 0]  // r = 2 rows of in = 3: (3, 4, 0), (0, 0, 0)
+    let b: [Float] = [1, 0, 2, 0]          // out = 2 rows of r = 2: (1, 0), (2, 0)
+    let g = LoRAProduct.Geometry(rank: 2, inFeatures: 3, outFeatures: 2, scale: 0.5, transposed: false)
+    let one = LoRASpectrum.Summary(rank: 2, singularValues: LoRASpectrum.singularValues(a: a, b: b, of: g))
+    #expect(abs(one.singularValues[0] - 0.5 * 5 * 5.0.squareRoot()) < 1e-12 && abs(one.singularValues[1]) < 1e-9)
+    #expect(abs(one.effectiveRank - 1) < 1e-6 && one.rank(holding: 0.99) == 1)
+    // Orthogonal directions of equal strength: a flat spectrum, effective rank r.
+    let identityA: [Float] = [1, 0, 0, 0, 1, 0, 0, 0, 1], identityB: [Float] = [2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0]
+    let flat = LoRASpectrum.Summary(rank: 3, singularValues: LoRASpectrum.singularValues(
+        a: identityA, b: identityB, of: LoRAProduct.Geometry(rank: 3, inFeatures: 3, outFeatures: 4, scale: 1, transposed: true)))
+    #expect(flat.singularValues.allSatisfy { abs($0 - 2) < 1e-12 })
+    #expect(abs(flat.effectiveRank - 3) < 1e-9 && flat.rank(holding: 0.9) == 3 && abs(flat.energy[0] - 1.0 / 3) < 1e-12)
+    #expect(abs(flat.frobenius - 12.0.squareRoot()) < 1e-12)
+    // δ = 0.
+    let zero = LoRASpectrum.Summary(rank: 2, singularValues: LoRASpectrum.singularValues(a: a, b: [0, 0, 0, 0], of: g))
+    #expect(zero.singularValues == [0, 0] && zero.effectiveRank == 0 && zero.rank(holding: 0.9) == 0)
+}

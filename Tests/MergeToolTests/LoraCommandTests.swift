@@ -131,10 +131,30 @@ private let base = fixture("merge/base")
         }
     }
 
-    @Test func statsNamesAnAdapterItDoesNotRead() throws {
-        let adapter = fixture("lora/sft-lora")
-        let result = try runTool(["stats", adapter, "--base", base])
-        #expect(result.status == 1)
-        #expect(result.err == "error: \(adapter): stats does not read LoRA adapters; give the model `merge-tool lora merge` writes from it\n")
+}
+
+@Suite struct LoraStatsCommandTests {
+    @Test func statsOfAdaptersReportsTheirSpectra() throws {
+        let result = try runTool(["stats", fixture("lora/sft-lora"), fixture("lora/dpo-lora"), "--base", base, "--json"])
+        #expect(result.status == 0, "\(result.err)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(result.out.utf8)) as? [String: Any])
+        let adapters = try #require(json["adapters"] as? [[String: Any]])
+        #expect(adapters.map { $0["name"] as? String } == ["sft-lora", "dpo-lora"])
+        let modules = try #require(adapters[1]["modules"] as? [[String: Any]])
+        #expect(modules.count == 6)
+        let v1 = try #require(modules.first { $0["module"] as? String == "model.layers.1.self_attn.v_proj" })
+        #expect(v1["rank"] as? Int == 2 && (v1["singular_values"] as? [Double])?.count == 2)
+        let energy = try #require(v1["energy"] as? [Double])
+        #expect(abs(energy.last! - 1) < 1e-12)
+        let text = try runTool(["stats", fixture("lora/sft-lora"), "--base", base])
+        #expect(text.status == 0 && text.out.contains("model.layers.2.mlp.down_proj") && text.out.contains("eff. rank"))
+    }
+
+    @Test func statsRefusesAPlotOfAdaptersAndAdaptersMixedWithModels() throws {
+        let plot = try runTool(["stats", fixture("lora/sft-lora"), "--base", base, "--plot", "/tmp/never.svg"])
+        #expect(plot.status == 64)
+        let mixed = try runTool(["stats", fixture("lora/sft-lora"), fixture("merge/sft"), "--base", base])
+        #expect(mixed.status == 1)
+        #expect(mixed.err.hasPrefix("error: \(fixture("lora/sft-lora")): stats takes LoRA adapters only all together"))
     }
 }
