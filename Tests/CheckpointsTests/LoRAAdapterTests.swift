@@ -281,3 +281,18 @@ private func failure(_ config: String, _ tensors: [(String, [Int])]) -> String {
     let zero = LoRASpectrum.Summary(rank: 2, singularValues: LoRASpectrum.singularValues(a: a, b: [0, 0, 0, 0], of: g))
     #expect(zero.singularValues == [0, 0] && zero.effectiveRank == 0 && zero.rank(holding: 0.9) == 0)
 }
+
+/// A rank far beyond a module's dimensions (the factors of an empty base tensor hold no
+/// values whatever r says) would ask for an r × r work space the file does not justify.
+@Test func aSpectrumOfARankBeyondTheModuleIsRefused() throws {
+    let folder = temporaryFolder()
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    let basePath = folder + "/base.safetensors"
+    writeF32(basePath, [("m.q.weight", [0, 0], [])])
+    let base = try Checkpoint.open(basePath)
+    let path = craftedAdapter(folder, config: #"{"r": 100000000}"#, [("m.q.lora_A.weight", [100_000_000, 0]), ("m.q.lora_B.weight", [0, 100_000_000])])
+    let adapter = try LoRAAdapter.open(path, base: base)
+    #expect(throws: CheckpointError.adapter(file: path + "/adapter_model.safetensors", problem: "module 'm.q' has rank 100000000, more than its 0 inputs and 0 outputs together; its spectrum is not computed")) {
+        try LoRASpectrum.summary(of: adapter.modules[0], in: adapter)
+    }
+}

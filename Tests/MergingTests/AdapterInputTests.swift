@@ -85,3 +85,27 @@ private func run(_ plan: MergePlan) throws -> (MemorySink, PreparedMerge) {
     // Each part is looked up on its own: a hub ID before the '+' is searched in the cache.
     #expect(throws: ModelLocator.Failure.self) { try ModelLocator(cacheFolder: "/nonexistent").locate("org/name+" + a) }
 }
+
+/// An infinite factor makes δ non-finite: reported against the adapter's lora_B (and
+/// carried through), or with strict, an error naming the adapter file.
+@Test func nonFiniteAdapterValuesAreReportedAgainstTheAdapter() throws {
+    let folder = temporaryFolder()
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    writeCheckpoint(folder + "/base.safetensors", [TestTensor(name: "w.weight", shape: [2, 3], values: [1, 2, 3, 4, 5, 6])])
+    let adapter = folder + "/adapter"
+    try FileManager.default.createDirectory(atPath: adapter, withIntermediateDirectories: true)
+    FileManager.default.createFile(atPath: adapter + "/adapter_config.json", contents: Data(#"{"r": 1, "lora_alpha": 1}"#.utf8))
+    writeCheckpoint(adapter + "/adapter_model.safetensors", [
+        TestTensor(name: "base_model.model.w.lora_A.weight", shape: [1, 3], values: [1, .infinity, 0]),
+        TestTensor(name: "base_model.model.w.lora_B.weight", shape: [2, 1], values: [1, 1]),
+    ])
+    let plan = MergePlan(method: .taskArithmetic, base: folder + "/base.safetensors", models: [ModelSpec(path: adapter)])
+    let executor = MergeExecutor(try PreparedMerge.prepare(plan), threads: 1)
+    executor.strict = true
+    #expect(throws: MergeError.nonFiniteInput(file: adapter + "/adapter_model.safetensors", tensor: "base_model.model.w.lora_B.weight")) {
+        try executor.run(into: MemorySink())
+    }
+    let lenient = MergeExecutor(try PreparedMerge.prepare(plan), threads: 1)
+    try lenient.run(into: MemorySink())
+    #expect(lenient.nonFiniteInputs == ["'base_model.model.w.lora_B.weight' in \(adapter)/adapter_model.safetensors"])
+}

@@ -46,8 +46,12 @@ public enum LoRASpectrum {
         }
     }
 
-    /// The spectrum of `module` of `adapter`.
+    /// The spectrum of `module` of `adapter`. The r × r work space must be no larger than
+    /// the factors the file holds (r ≤ in + out); a rank past that is refused.
     public static func summary(of module: LoRAModule, in adapter: LoRAAdapter) throws(CheckpointError) -> Summary {
+        guard module.rank <= module.inFeatures + module.outFeatures else {
+            throw .adapter(file: adapter.weights.path, problem: "module '\(module.module)' has rank \(module.rank), more than its \(module.inFeatures) inputs and \(module.outFeatures) outputs together; its spectrum is not computed")
+        }
         let (a, b) = try adapter.factors(of: module)
         return Summary(rank: module.rank, singularValues: singularValues(a: a, b: b, of: module.geometry))
     }
