@@ -153,7 +153,8 @@ public struct LoRAModule: Sendable, Hashable {
 /// tensors: each factor pair maps to a 2-D base tensor, A is r × in and B out × r with
 /// the rank the config gives the module, and each whole tensor (modules_to_save)
 /// replaces a base tensor of its shape. Opening decodes nothing; δ is computed on
-/// demand, a range of rows at a time.
+/// demand, a range of rows at a time, from each module's factors decoded to Float32 the
+/// first time they are asked for and kept (at most the adapter file's values, as Float32).
 public final class LoRAAdapter: Sendable {
     /// The folder the adapter was opened from.
     public let path: String
@@ -165,6 +166,8 @@ public final class LoRAAdapter: Sendable {
     /// Whole tensors by the base name they replace.
     public let saved: [String: TensorEntry]
     private let moduleIndex: [String: Int]
+    /// Factors decoded so far, by module index (a merge reads each module's many times).
+    private let decoded = Locked<[Int: (a: [Float], b: [Float])]>([:])
 
     public static let configName = "adapter_config.json"
     public static let weightsName = "adapter_model.safetensors"
@@ -289,7 +292,13 @@ public final class LoRAAdapter: Sendable {
     /// The factors of `module` decoded to Float32: A (r × in) and B (out × r).
     /// Their sizes are those of tensors in the mapped file.
     public func factors(of module: LoRAModule) throws(CheckpointError) -> (a: [Float], b: [Float]) {
-        (try weights.decode(module.a), try weights.decode(module.b))
+        guard let index = moduleIndex[module.baseName], modules[index] == module else {
+            return (try weights.decode(module.a), try weights.decode(module.b))
+        }
+        if let cached = decoded.withLock({ $0[index] }) { return cached }
+        let factors = (a: try weights.decode(module.a), b: try weights.decode(module.b))
+        decoded.withLock { $0[index] = factors }
+        return factors
     }
 
     /// Elements `range` of `module`'s δ (row-major, in the base tensor's shape) into the
