@@ -89,7 +89,9 @@ public enum LoRAMerging {
         let n = t.elementCount
         ConversionScratch.fit(&scratch.floats, n)
         ConversionScratch.fit(&scratch.moreFloats, n)
-        try scratch.floats.withUnsafeMutableBufferPointer { (b) throws(CheckpointError) in try base.decode(t, into: b) }
+        // The layer's own weight when the adapter saved it, else the base's.
+        let (source, entry) = adapter.saved[t.name].map { (adapter.weights, $0) } ?? (base, t)
+        try scratch.floats.withUnsafeMutableBufferPointer { (b) throws(CheckpointError) in try source.decode(entry, into: b) }
         try scratch.moreFloats.withUnsafeMutableBufferPointer { (d) throws(CheckpointError) in
             try adapter.delta(module, elements: 0..<n, into: d)
             // PEFT casts a product of F16 or BF16 factors back to their type before adding.

@@ -204,6 +204,10 @@ private func failure(_ config: String, _ tensors: [(String, [Int])]) -> String {
     #expect(dpo.module(adapting: "model.layers.2.self_attn.q_proj.weight")?.scale == 2)
     let head = try LoRAAdapter.open(fixture("lora/head-lora"), base: base)
     #expect(Array(head.saved.keys) == ["lm_head.weight"])
+    // PEFT saves an adapted embedding's own weight beside its factors.
+    let emb = try LoRAAdapter.open(fixture("lora/emb-lora"), base: base)
+    #expect(emb.module(adapting: "model.embed_tokens.weight")?.transposed == true)
+    #expect(emb.saved["model.embed_tokens.weight"]?.name == "base_model.model.model.embed_tokens.base_layer.weight")
     let gpt2 = try LoRAAdapter.open(fixture("lora/gpt2-lora"), base: try Checkpoint.open(fixture("lora/gpt2-base")))
     #expect(gpt2.modules.count == 4 && gpt2.modules.allSatisfy(\.transposed))
 }
@@ -214,7 +218,7 @@ private func failure(_ config: String, _ tensors: [(String, [Int])]) -> String {
 /// r + 1 steps of the products' magnitude Σₖ|Bₒₖ·Aₖᵢ|·scale.
 @Test func deltasMatchPEFTsMergedModels() throws {
     var identical = 0, total = 0
-    for name in ["sft-lora", "dpo-lora", "head-lora", "gpt2-lora"] {
+    for name in ["sft-lora", "dpo-lora", "head-lora", "emb-lora", "gpt2-lora"] {
         let base = try Checkpoint.open(fixture(name == "gpt2-lora" ? "lora/gpt2-base" : "merge/base"))
         let merged = try Checkpoint.open(fixture("lora/merged/\(name)/model.safetensors"))
         let adapter = try LoRAAdapter.open(fixture("lora/" + name), base: base)

@@ -68,7 +68,7 @@ private let base = fixture("merge/base")
     /// `lora merge` against PEFT's merge_and_unload() of each fixture adapter: untouched and
     /// saved tensors bit for bit; adapted ones within the products' summation-order slack
     /// (see docs/lora.md), most of them bit for bit.
-    @Test(arguments: ["sft-lora", "dpo-lora", "head-lora", "gpt2-lora"])
+    @Test(arguments: ["sft-lora", "dpo-lora", "head-lora", "emb-lora", "gpt2-lora"])
     func writesWhatPEFTMergeAndUnloadWrites(adapter name: String) throws {
         let folder = outputFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }

@@ -23,7 +23,7 @@ private func run(_ plan: MergePlan) throws -> (MemorySink, PreparedMerge) {
 @Test func taskArithmeticOfOneAdapterIsPEFTsMergedModel() throws {
     // Float32 base: base + δ rounded once, as PEFT's merge_and_unload(), but taken back
     // through a task vector ((base + δ) − base) + base, which may move it by a step.
-    for name in ["sft-lora", "dpo-lora", "head-lora"] {
+    for name in ["sft-lora", "dpo-lora", "head-lora", "emb-lora"] {
         for spelling in [loraFixture("lora/" + name), base + "+" + loraFixture("lora/" + name)] {
             let plan = MergePlan(method: .taskArithmetic, base: base, models: [ModelSpec(path: spelling, parameters: ["weight": .number(1)])])
             let (sink, prepared) = try run(plan)

@@ -163,7 +163,8 @@ public final class LoRAAdapter: Sendable {
     public let weights: Checkpoint
     /// Adapted modules in the order of their base tensors.
     public let modules: [LoRAModule]
-    /// Whole tensors by the base name they replace.
+    /// Whole tensors by the base name they replace: modules_to_save, and adapted layers'
+    /// own weights saved beside their factors (δ is added to those).
     public let saved: [String: TensorEntry]
     private let moduleIndex: [String: Int]
     /// Factors decoded so far, by module index (a merge reads each module's many times).
@@ -217,7 +218,7 @@ public final class LoRAAdapter: Sendable {
                 if factor == .a { entry.a = t } else { entry.b = t }
                 factors[module] = entry
             case .whole(let baseName):
-                guard config.modulesToSave.contains(where: { PEFTNames.tensor(baseName, isIn: $0) }) else {
+                guard t.name.hasSuffix(".base_layer.weight") || config.modulesToSave.contains(where: { PEFTNames.tensor(baseName, isIn: $0) }) else {
                     throw fail("tensor '\(t.name)' is neither a LoRA factor nor part of a module in modules_to_save")
                 }
                 guard let b = base.tensor(named: baseName) else {
@@ -265,7 +266,9 @@ public final class LoRAAdapter: Sendable {
             guard target.dtype.isFloatingPoint, target.dtype.isDecodable else {
                 throw fail("module '\(module)' adapts '\(baseName)', which is \(target.dtype) in the base")
             }
-            if saved[baseName] != nil { throw fail("'\(baseName)' is both adapted and saved whole") }
+            if let whole = saved[baseName], !whole.name.hasSuffix(".base_layer.weight") {
+                throw fail("'\(baseName)' is both adapted and saved whole")
+            }
             let scale = Float(config.scale(of: module))
             guard scale.isFinite else { throw fail("module '\(module)': the scale α/r does not fit a Float32") }
             modules.append(LoRAModule(module: module, baseName: baseName, a: a, b: b, rank: rank, scale: scale,

@@ -4,7 +4,8 @@
 /// under the prefix `base_model.model.`: `<module>.lora_A.weight` (r × in) and
 /// `<module>.lora_B.weight` (out × r) adapt the base tensor `<module>.weight`;
 /// embeddings use `<module>.lora_embedding_A` / `lora_embedding_B`. A module listed in
-/// `modules_to_save` is stored whole under its base name with the prefix.
+/// `modules_to_save` is stored whole under its base name with the prefix, and an adapted
+/// layer's own weight, when saved (embeddings), as `<module>.base_layer.weight`.
 public enum PEFTNames {
     /// The prefix of every tensor name in an adapter file.
     public static let prefix = "base_model.model."
@@ -43,6 +44,11 @@ public enum PEFTNames {
         let rest = String(name.dropFirst(prefix.count))
         let suffixes: [(String, Factor, Bool)] = [(".lora_A.weight", .a, false), (".lora_B.weight", .b, false),
                                                   (".lora_embedding_A", .a, true), (".lora_embedding_B", .b, true)]
+        if rest.hasSuffix(".base_layer.weight") {
+            // The adapted layer's own weight, saved beside its factors (PEFT saves embedding
+            // layers it adapts): it replaces the base's before δ is added.
+            return .whole(baseName: String(rest.dropLast(".base_layer.weight".count)) + ".weight")
+        }
         for (suffix, factor, embedding) in suffixes where rest.hasSuffix(suffix) {
             let module = String(rest.dropLast(suffix.count))
             guard !module.isEmpty else { break }

@@ -92,9 +92,10 @@ public final class PreparedMerge: Sendable {
             var missing: [String] = []
             for (m, model) in contributing.enumerated() {
                 if let (adapter, baseIndex) = opened.adapters[modelIndex[m]] {
-                    // An adapter: its saved tensor, else its base's tensor plus δ (or alone: δ = 0).
+                    // An adapter: its saved tensor, else its base's, plus δ where it adapts the tensor.
                     if let saved = adapter.saved[entry.name] {
-                        inputs.append(MergeInput(checkpoint: modelIndex[m], tensor: saved, rowOrder: nil))
+                        let lora = adapter.module(adapting: entry.name).map { LoRAInput(adapter: adapter, module: $0, checkpoint: modelIndex[m]) }
+                        inputs.append(MergeInput(checkpoint: modelIndex[m], tensor: saved, rowOrder: nil, lora: lora))
                     } else if let tensor = opened.checkpoints[baseIndex].tensor(named: entry.name) {
                         guard tensor.shape == entry.shape, tensor.dtype.isFloatingPoint, tensor.dtype.isDecodable else {
                             problems.append("tensor '\(entry.name)' is \(tensor.dtype) \(tensor.shape) in \(adapter.weights.path)'s base, \(entry.dtype) \(entry.shape) in the base")
