@@ -109,3 +109,23 @@ private func run(_ plan: MergePlan) throws -> (MemorySink, PreparedMerge) {
     try lenient.run(into: MemorySink())
     #expect(lenient.nonFiniteInputs == ["'base_model.model.w.lora_B.weight' in \(adapter)/adapter_model.safetensors"])
 }
+
+/// An adapted layer's own saved weight (`base_layer.weight`) replaces the base's, and δ is
+/// added to it.
+@Test func aSavedBaseLayerIsWhatDeltaIsAddedTo() throws {
+    let folder = temporaryFolder()
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    writeCheckpoint(folder + "/base.safetensors", [TestTensor(name: "w.weight", shape: [2, 3], values: [1, 2, 3, 4, 5, 6])])
+    let adapter = folder + "/adapter"
+    try FileManager.default.createDirectory(atPath: adapter, withIntermediateDirectories: true)
+    FileManager.default.createFile(atPath: adapter + "/adapter_config.json", contents: Data(#"{"r": 1, "lora_alpha": 2}"#.utf8))
+    writeCheckpoint(adapter + "/adapter_model.safetensors", [
+        TestTensor(name: "base_model.model.w.base_layer.weight", shape: [2, 3], values: [10, 20, 30, 40, 50, 60]),
+        TestTensor(name: "base_model.model.w.lora_A.weight", shape: [1, 3], values: [1, 0, 0.5]),
+        TestTensor(name: "base_model.model.w.lora_B.weight", shape: [2, 1], values: [1, 0.25]),
+    ])
+    let plan = MergePlan(method: .taskArithmetic, base: folder + "/base.safetensors", models: [ModelSpec(path: adapter)])
+    let (sink, _) = try run(plan)
+    // δ = 2·B·A = [[2, 0, 1], [0.5, 0, 0.25]].
+    #expect(sink.values("w.weight") == [12, 20, 31, 40.5, 50, 60.25])
+}

@@ -94,6 +94,10 @@ public final class PreparedMerge: Sendable {
                 if let (adapter, baseIndex) = opened.adapters[modelIndex[m]] {
                     // An adapter: its saved tensor, else its base's, plus δ where it adapts the tensor.
                     if let saved = adapter.saved[entry.name] {
+                        guard saved.shape == entry.shape else {
+                            problems.append("tensor '\(entry.name)' has shape \(saved.shape) in \(adapter.weights.path) but \(entry.shape) in the base")
+                            continue
+                        }
                         let lora = adapter.module(adapting: entry.name).map { LoRAInput(adapter: adapter, module: $0, checkpoint: modelIndex[m]) }
                         inputs.append(MergeInput(checkpoint: modelIndex[m], tensor: saved, rowOrder: nil, lora: lora))
                     } else if let tensor = opened.checkpoints[baseIndex].tensor(named: entry.name) {
