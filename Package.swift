@@ -23,7 +23,7 @@ let package = Package(
         .systemLibrary(
             name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]),
-        .target(name: "Checkpoints", dependencies: ["CZstd"]),
+        .target(name: "Checkpoints", dependencies: ["CZstd", "COpenBLAS"]),
         .target(
             name: "Merging",
             dependencies: ["Checkpoints", "COpenBLAS", .product(name: "Yams", package: "Yams")]),

@@ -19,12 +19,14 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
     case conversion(file: String, problem: ConversionProblem)
     /// The path is not a checkpoint Claire recognizes.
     case unknownFormat(file: String)
+    /// A LoRA adapter breaks a rule of PEFT's format or does not fit its base.
+    case adapter(file: String, problem: String)
 
     /// The file the problem is in.
     public var file: String {
         switch self {
         case .io(let f, _), .safetensors(let f, _), .gguf(let f, _), .folder(let f, _), .codec(let f, _, _),
-             .unknownFormat(let f), .delta(let f, _), .conversion(let f, _):
+             .unknownFormat(let f), .delta(let f, _), .conversion(let f, _), .adapter(let f, _):
             return f
         }
     }
@@ -41,6 +43,7 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
         case .delta(_, let v): return .delta(file: file, violation: v)
         case .conversion(_, let p): return .conversion(file: file, problem: p)
         case .unknownFormat: return .unknownFormat(file: file)
+        case .adapter(_, let p): return .adapter(file: file, problem: p)
         }
     }
 
@@ -53,6 +56,7 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
         case .codec(let f, let t, let p): return "\(f): tensor '\(t)': \(p)"
         case .delta(let f, let v): return "\(f): \(v)"
         case .conversion(let f, let p): return "\(f): \(p)"
+        case .adapter(let f, let p): return "\(f): \(p)"
         case .unknownFormat(let f):
             return "\(f): not a checkpoint (expected a .safetensors file, a .gguf file or a model folder)"
         }

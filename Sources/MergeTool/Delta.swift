@@ -27,7 +27,7 @@ extension MergeTool.Delta {
         static let configuration = CommandConfiguration(
             abstract: "Write the difference between a fine-tuned checkpoint and its base to a .delta file.")
 
-        @Argument(help: "The fine-tuned checkpoint (folder, .safetensors or .gguf).")
+        @Argument(help: "The fine-tuned checkpoint (folder, .safetensors or .gguf), or a LoRA adapter folder of the base.")
         var tuned: String
 
         @Option(help: "The base checkpoint it was fine-tuned from.")

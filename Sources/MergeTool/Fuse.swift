@@ -29,13 +29,18 @@ extension MergeTool {
                 Recipe slices (sources with layer_range) stack layers, e.g. with passthrough and its \
                 optional scale; config.json's num_hidden_layers counts the stacked layers.
 
+                A model may be a PEFT LoRA adapter folder (adapter_config.json and \
+                adapter_model.safetensors), applied to --base, or BASE+ADAPTER as in mergekit: its \
+                task vector is the adapter's δ = scale·B·A, computed while merging (docs/lora.md).
+
                 Examples:
                   merge-tool fuse sft/ dpo/ --base base/ --density 0.3,1 -o out/
                   merge-tool fuse a/ b/ --base base/ --method dare_ties --seed 7 -o out/
                   merge-tool fuse --config recipe.yml -o out/
+                  merge-tool fuse sft-lora/ dpo-lora/ --base base/ -o out/
                 """)
 
-        @Argument(help: "The fine-tuned models to merge.")
+        @Argument(help: "The fine-tuned models to merge (model folders, files, LoRA adapter folders or BASE+ADAPTER).")
         var models: [String] = []
 
         @Option(help: "The base model the task vectors are taken from.")
@@ -224,7 +229,7 @@ extension MergeTool {
 
         /// The output must not be, hold or lie inside an input (models, base, tokenizer source, recipe).
         func checkOutput(_ plan: MergePlan) throws {
-            var inputs = plan.models.map(\.path)
+            var inputs = plan.models.flatMap { AdapterInputs.paths($0.path) }
             if let base = plan.base { inputs.append(base) }
             if let tokenizerSource = plan.tokenizerSource { inputs.append(tokenizerSource) }
             if let config { inputs.append(config) }

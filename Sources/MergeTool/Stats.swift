@@ -17,6 +17,11 @@ extension MergeTool {
                 support overlap and what a TIES election would drop. Every figure and the \
                 JSON schema are described in docs/stats.md.
 
+                Given only LoRA adapter folders, stats reports each adapted module's rank, \
+                ‖δ‖_F, effective rank and energy spectrum (singular values of scale·B·A, \
+                found from r × r problems); the figures above are taken on a merged model \
+                (merge-tool lora merge). docs/lora.md.
+
                 Examples:
                   merge-tool stats sft/ dpo/ --base base/
                   merge-tool stats sft/ dpo/ --base base/ --by layer --plot stats.svg
@@ -57,6 +62,9 @@ extension MergeTool {
             guard density > 0 && density <= 1 else { throw ValidationError("--density must lie in (0, 1], got \(density).") }
             _ = try parsedThresholds()
             _ = try displayNames()
+            if plot != nil && tuned.allSatisfy(LoRAAdapter.isAdapter) {
+                throw ValidationError("--plot draws the figures of full fine-tunes, not the spectra of LoRA adapters.")
+            }
         }
 
         func parsedThresholds() throws -> [Float] {
@@ -97,9 +105,19 @@ extension MergeTool {
                         throw CheckpointError.io(file: plot, problem: "is a folder; --plot names the .svg file to write")
                     }
                 }
+                if tuned.allSatisfy(LoRAAdapter.isAdapter) {
+                    printOutput(try LoraStats.report(adapters: tuned, labels: labels, base: base,
+                                                     followSymlinks: inputOptions.followSymlinks, json: json))
+                    return
+                }
                 let baseCheckpoint = try Checkpoint.open(base, followSymlinks: inputOptions.followSymlinks)
                 var checkpoints: [Checkpoint] = []
-                for path in tuned { checkpoints.append(try Checkpoint.open(path, followSymlinks: inputOptions.followSymlinks)) }
+                for path in tuned {
+                    if LoRAAdapter.isAdapter(path) {
+                        throw CheckpointError.adapter(file: path, problem: "stats takes LoRA adapters only all together (their spectra); give the model `merge-tool lora merge` writes from it")
+                    }
+                    checkpoints.append(try Checkpoint.open(path, followSymlinks: inputOptions.followSymlinks))
+                }
                 let report = try DeltaStatistics.compute(base: baseCheckpoint, tuned: checkpoints, names: labels, options: options)
                 if let plot {
                     try DeltaStatisticsPlot(report).write(to: plot)

@@ -28,14 +28,18 @@ public enum DeltaExtraction {
     static let batchSize = 8
 
     /// Writes the delta of `tuned` against `base` to `output`. Shards of input folders
-    /// that are links leaving them are refused unless `followSymlinks`.
+    /// that are links leaving them are refused unless `followSymlinks`. A LoRA adapter
+    /// folder as `tuned` stands for the model `lora merge` writes, each tensor made as it
+    /// is encoded.
     public static func extract(tuned tunedPath: String, base basePath: String, output: String, density: Double,
                                selection: Selection, seed: UInt64, overwrite: Bool, followSymlinks: Bool = false,
                                workers: Int = ProcessInfo.processInfo.activeProcessorCount,
                                progress: @escaping @Sendable (Int, Int) -> Void = { _, _ in }) throws -> Summary {
         guard density > 0 && density <= 1 else { throw MergeError.badParameter(name: "density", problem: "must be in (0, 1], got \(density)") }
-        let tuned = try Checkpoint.open(tunedPath, followSymlinks: followSymlinks)
         let base = try Checkpoint.open(basePath, followSymlinks: followSymlinks)
+        let adapter = LoRAAdapter.isAdapter(tunedPath) ? try LoRAAdapter.open(tunedPath, base: base, followSymlinks: followSymlinks) : nil
+        // An adapter's fine-tune has the base's tensors.
+        let tuned = try adapter.map { _ in base } ?? Checkpoint.open(tunedPath, followSymlinks: followSymlinks)
         // `apply` writes safetensors: a type it cannot write is refused before any output exists.
         if let t = tuned.tensors.first(where: { !$0.dtype.isSafetensorsType }) {
             throw CheckpointError.conversion(file: tunedPath, problem: .unsupportedType(
@@ -52,10 +56,21 @@ public enum DeltaExtraction {
                 let before = start
                 let results = try WorkerQueue.map(count: batch.count, workers: workers,
                                                   progress: { progress(before + $0, tensors.count) }) { (worker, i) throws(CheckpointError) in
-                    let t = batch[i]
+                    let t = batch[i], scratch = scratches[worker]
                     defer { tuned.release(t) }
-                    return try encode(t, of: tuned, base: base, density: density, selection: selection, seed: seed,
-                                      scratch: scratches[worker])
+                    if let adapter, try LoRAMerging.merged(t, base: base, adapter: adapter, into: scratch) {
+                        // The merged bytes stay in `scratch.bytes`, which `encode` does not use.
+                        let bytes = scratch.bytes
+                        let result: Result<SparseDelta.EncodedTensor, CheckpointError> = bytes.withUnsafeBytes { b in
+                            Result { () throws(CheckpointError) in
+                                try encode(t, bytes: b, file: adapter.weights.path, base: base, density: density,
+                                           selection: selection, seed: seed, scratch: scratch)
+                            }
+                        }
+                        return try result.get()
+                    }
+                    return try encode(t, bytes: tuned.data(of: t), file: tuned.path, base: base, density: density,
+                                      selection: selection, seed: seed, scratch: scratch)
                 }
                 for encoded in results {
                     try writer.append(encoded)
@@ -76,9 +91,9 @@ public enum DeltaExtraction {
     }
 
     /// Encodes one tensor: sparse against a base tensor of the same dtype and shape, whole otherwise.
-    static func encode(_ t: TensorEntry, of tuned: Checkpoint, base: Checkpoint, density: Double, selection: Selection,
-                       seed: UInt64, scratch: ConversionScratch) throws(CheckpointError) -> SparseDelta.EncodedTensor {
-        let tunedBytes = tuned.data(of: t)
+    /// `tunedBytes` are the fine-tuned tensor's stored bytes (from `file`).
+    static func encode(_ t: TensorEntry, bytes tunedBytes: UnsafeRawBufferPointer, file: String, base: Checkpoint, density: Double,
+                       selection: Selection, seed: UInt64, scratch: ConversionScratch) throws(CheckpointError) -> SparseDelta.EncodedTensor {
         guard let b = base.tensor(named: t.name), b.dtype == t.dtype, b.shape == t.shape, t.dtype.blockElements == 1 else {
             return SparseDelta.encode(name: t.name, dtype: t.dtype, shape: t.shape, tuned: tunedBytes, base: nil,
                                       changed: t.elementCount, positions: [])
@@ -99,7 +114,11 @@ public enum DeltaExtraction {
         // δ in scratch.floats (zero where the stored bits agree), then thinned in place.
         ConversionScratch.fit(&scratch.floats, n)
         ConversionScratch.fit(&scratch.moreFloats, n)
-        try scratch.floats.withUnsafeMutableBufferPointer { (v) throws(CheckpointError) in try tuned.decode(t, into: v) }
+        let failure: CodecError? = scratch.floats.withUnsafeMutableBufferPointer { v in
+            do throws(CodecError) { try ElementCodec.decode(t.dtype, from: tunedBytes, into: v) } catch { return error }
+            return nil
+        }
+        if let failure { throw .codec(file: file, tensor: t.name, problem: failure) }
         try scratch.moreFloats.withUnsafeMutableBufferPointer { (v) throws(CheckpointError) in try base.decode(b, into: v) }
         for i in 0..<n {
             scratch.floats[i] = memoryEqual(tunedBytes, baseBytes, at: i * width, width) ? 0 : scratch.floats[i] - scratch.moreFloats[i]

@@ -48,6 +48,8 @@ struct DifferentialCase: CustomStringConvertible, Sendable {
     var rowWise = false
     var normalizeWeights = true
     var maxIterations: Int? = nil
+    /// How many of the models (the first ones) are LoRA adapters of the base (see `writeAdapter`).
+    var adapters = 0
 
     var description: String {
         var text = "\(method) \(shape) \(dtype) threads \(threads) density \(density)"
@@ -64,8 +66,55 @@ struct DifferentialCase: CustomStringConvertible, Sendable {
         if !flatten { text += rowWise ? " row-wise" : " rows" }
         if !normalizeWeights { text += " normalize_weights false" }
         if let maxIterations { text += " max_iter \(maxIterations)" }
+        if adapters > 0 { text += " \(adapters) adapters" }
         return text
     }
+}
+
+/// Writes a PEFT adapter for `model` adapting the 2-D tensors of `names` (rank 3; model 1
+/// with rsLoRA, model 2 with fan_in_fan_out), factors stored as `dtype`; the second tensor,
+/// when there is one, is a module saved whole. Returns the values of the model the adapter
+/// stands for: base + δ in Float32 (δ whole, through the same OpenBLAS product the engine
+/// uses; its rows computed a chunk at a time are tested equal to it), the saved tensor, or
+/// the base where the adapter leaves a tensor alone.
+func writeAdapter(_ folder: String, model m: Int, names: [String], shapes: [[Int]], bases: [[Float]], dtype: DType,
+                  seed: UInt64) -> [[Float]] {
+    try! FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    let rank = 3, transposed = m == 2
+    var tensors: [TestTensor] = []
+    var models: [[Float]] = []
+    var saved: [String] = []
+    for (k, shape) in shapes.enumerated() {
+        guard shape.count == 2 else { models.append(bases[k]); continue }
+        let module = String(names[k].dropLast(".weight".count))
+        if k == 1 {
+            // Saved whole: the model's value is the saved tensor, so its "δ" makes base + δ that tensor.
+            let stream = CounterRandom(seed: seed, tensor: "saved", model: m)
+            let values = ReferenceInputs.roundTrip((0..<(shape[0] * shape[1])).map { stream.uniform($0) - 0.5 }, dtype)
+            tensors.append(TestTensor(name: PEFTNames.prefix + names[k], shape: shape, values: values, dtype: dtype))
+            models.append(values)
+            saved.append(module.components(separatedBy: ".").last!)
+            continue
+        }
+        let (outF, inF) = transposed ? (shape[1], shape[0]) : (shape[0], shape[1])
+        let sa = CounterRandom(seed: seed, tensor: "lora_A", model: m), sb = CounterRandom(seed: seed, tensor: "lora_B", model: m)
+        let a = ReferenceInputs.roundTrip((0..<(rank * inF)).map { sa.uniform($0) - 0.5 }, dtype)
+        let b = ReferenceInputs.roundTrip((0..<(outF * rank)).map { (sb.uniform($0) - 0.5) * 0.2 }, dtype)
+        tensors.append(TestTensor(name: PEFTNames.prefix + module + ".lora_A.weight", shape: [rank, inF], values: a, dtype: dtype))
+        tensors.append(TestTensor(name: PEFTNames.prefix + module + ".lora_B.weight", shape: [outF, rank], values: b, dtype: dtype))
+        let scale = m == 1 ? Float(6 / Double(rank).squareRoot()) : 1
+        let g = LoRAProduct.Geometry(rank: rank, inFeatures: inF, outFeatures: outF, scale: scale, transposed: transposed)
+        var delta = [Float](repeating: 0, count: shape[0] * shape[1])
+        a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in delta.withUnsafeMutableBufferPointer { LoRAProduct.rows(0..<g.rows, of: g, a: a, b: b, into: $0) } }
+        }
+        models.append(zip(bases[k], delta).map { $0 + $1 })
+    }
+    let alpha = m == 1 ? 6 : rank
+    let config = #"{"peft_type": "LORA", "r": \#(rank), "lora_alpha": \#(alpha), "use_rslora": \#(m == 1), "fan_in_fan_out": \#(transposed), "modules_to_save": \#(saved)}"#
+    FileManager.default.createFile(atPath: folder + "/adapter_config.json", contents: Data(config.utf8))
+    writeCheckpoint(folder + "/adapter_model.safetensors", tensors)
+    return models
 }
 
 /// Runs `c` through the executor and the reference and compares the outputs.
@@ -82,6 +131,16 @@ func runDifferential(_ c: DifferentialCase) throws -> ReferenceComparison {
     writeCheckpoint(basePath, shapes.indices.map { TestTensor(name: names[$0], shape: shapes[$0], values: inputs[$0].base, dtype: c.dtype) })
     var modelPaths: [String] = []
     for m in 0..<c.models {
+        if m < c.adapters {
+            // The reference merges the model the adapter stands for: base + δ in Float32.
+            let adapter = folder + "/adapter\(m)"
+            let values = writeAdapter(adapter, model: m, names: names, shapes: shapes, bases: inputs.map(\.base),
+                                      dtype: c.dtype, seed: c.seed)
+            for k in shapes.indices { inputs[k].models[m] = values[k] }
+            // `linear` has no base: the adapter names the model it applies to, as mergekit's base+adapter.
+            modelPaths.append(c.method == .linear ? basePath + "+" + adapter : adapter)
+            continue
+        }
         let path = folder + "/model\(m).safetensors"
         writeCheckpoint(path, shapes.indices.map { TestTensor(name: names[$0], shape: shapes[$0], values: inputs[$0].models[m], dtype: c.dtype) })
         modelPaths.append(path)
@@ -345,4 +404,26 @@ func engineMatchesTheReferenceAcrossItsOwnChunkAndSampleBoundaries(method: Merge
 /// read in pieces no longer than a chunk, as every other pass reads it.
 @Test func tiesOnATensorBetweenOneAndTwoChunksMatchesTheReference() throws {
     try expectAgreement(DifferentialCase(method: .ties, shape: [128, 896], dtype: .bf16, threads: 2, density: 0.3))
+}
+
+/// Adapters in place of fine-tunes, for every method: the first model alone, or every
+/// model, on 2-D shapes around chunk boundaries (rows of 96 and 300 against 256-entry
+/// chunks), every factor type and both thread counts; one case with a module saved whole.
+@Test(arguments: MergeMethod.allCases)
+func engineMatchesTheReferenceWithAdapterInputs(method: MergeMethod) throws {
+    var run = 0
+    for shape in [[1, 96], [3, 96], [5, 96], [3, 300], [2, 256], [9, 33]] {
+        for adapters in [1, 2] {
+            run += 1
+            let density = method.sparsifier == nil ? 1 : [0.5, 0.01, 1][run % 3]
+            try expectAgreement(DifferentialCase(method: method, shape: shape, dtype: dtypeSweep[run % 3], threads: 1 + run % 2,
+                                                 density: density, chunk: 256, segment: 1024, adapters: adapters))
+        }
+    }
+    // Three adapters, for the methods that take more than two models.
+    if ![.slerp, .nuslerp, .passthrough].contains(method) {
+        try expectAgreement(DifferentialCase(method: method, shape: [4, 96], dtype: .bf16, threads: 2,
+                                             density: method.sparsifier == nil ? 1 : 0.5, chunk: 256, segment: 1024, models: 3,
+                                             secondShape: [3, 64], adapters: 3))
+    }
 }

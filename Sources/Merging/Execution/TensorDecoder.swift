@@ -35,10 +35,12 @@ final class TensorDecoder: @unchecked Sendable {
     }
 
     /// Decodes elements `range` of a model's tensor, in the output's row order, into
-    /// the start of `buffer`; rows stored in another order are read row by row.
+    /// the start of `buffer`; rows stored in another order are read row by row. A LoRA
+    /// adapter's model is its base's tensor plus the adapter's δ, added in Float32.
     func decode(_ input: MergeInput, _ range: Range<Int>, into buffer: UnsafeMutableBufferPointer<Float>) throws {
         guard let order = input.rowOrder else {
             try decode(input.tensor, in: input.checkpoint, range, into: buffer)
+            if let lora = input.lora { try addDelta(lora, range, into: buffer) }
             return
         }
         precondition(range.lowerBound >= 0 && range.count <= buffer.count, "\(range.count) elements do not fit a buffer of \(buffer.count)")
@@ -71,7 +73,9 @@ final class TensorDecoder: @unchecked Sendable {
     /// Decodes model `m` and subtracts the base already in `s.base`: δ in `s.inputs[m]`.
     func decodeDelta(_ job: MergeJob, _ m: Int, _ range: Range<Int>, _ s: WorkerScratch) throws {
         let input = job.inputs[m]
-        if input.tensor.dtype == .bf16, input.rowOrder == nil {
+        // An adapter's model is its base plus δ in Float32 (see `decode`), whose difference
+        // from the merge's base is taken below like any fine-tune's.
+        if input.tensor.dtype == .bf16, input.rowOrder == nil, input.lora == nil {
             // The common case in one pass: BF16 is the upper half of a Float32.
             let d = s.inputs[m], b = s.base
             // The loop below reads elements `range` of the tensor and the first
@@ -101,6 +105,18 @@ final class TensorDecoder: @unchecked Sendable {
             return
         }
         TaskVector.subtract(UnsafeBufferPointer(delta), UnsafeBufferPointer(rebasing: s.base[0..<range.count]), into: delta)
+    }
+
+    /// Adds elements `range` of an adapter's δ to the start of `buffer`.
+    private func addDelta(_ lora: LoRAInput, _ range: Range<Int>, into buffer: UnsafeMutableBufferPointer<Float>) throws {
+        do {
+            try lora.adapter.delta(lora.module, elements: range, into: buffer, adding: true)
+        } catch {
+            throw MergeError.checkpoint(error)
+        }
+        if !TensorDecoder.allFinite(UnsafeBufferPointer(rebasing: buffer[0..<range.count])) {
+            try noteNonFinite(lora.module.b, in: lora.checkpoint)
+        }
     }
 
     /// The elements of a BF16 tensor, in place in its mapped file.
@@ -140,6 +156,7 @@ final class TensorDecoder: @unchecked Sendable {
             // NaN or infinite inputs (allowed without --strict, and reported) carry through;
             // from finite inputs it is the arithmetic that overflowed.
             let sources = [(job.template, job.templateCheckpoint)] + job.inputs.map { ($0.tensor, $0.checkpoint) }
+                + job.inputs.compactMap { $0.lora.map { ($0.module.b, $0.checkpoint) } }
             guard sources.contains(where: { nonFinite.contains($0.0.name, checkpoint: $0.1) }) else {
                 throw MergeError.outputOutOfRange(tensor: job.name, dtype: job.outputDType)
             }

@@ -103,7 +103,7 @@ struct TaskVectorPasses {
         // (Non-finite inputs are reported by the fusion pass, which decodes them all.)
         let direct = rescaled.filter {
             recorded[$0] != nil && job.template.dtype == .bf16 && job.inputs[$0].tensor.dtype == .bf16
-                && job.inputs[$0].rowOrder == nil
+                && job.inputs[$0].rowOrder == nil && job.inputs[$0].lora == nil
         }
         let decoded = rescaled.filter { !direct.contains($0) }
         let keptBy = recorded

@@ -51,6 +51,9 @@ public struct MergeInput: Sendable {
     /// Set when the tensor stores its rows in another order than the output (a Llama
     /// Q or K projection in the other format's head layout).
     public let rowOrder: RowOrder?
+    /// Set when the model is a LoRA adapter adapting this tensor: the input is `tensor`
+    /// (the adapter's base's) plus the adapter's δ.
+    public var lora: LoRAInput? = nil
 }
 
 /// Where an input's rows sit: output row r is stored as row `sourceRow(r)`.

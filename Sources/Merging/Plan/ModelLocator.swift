@@ -71,6 +71,10 @@ public struct ModelLocator: Sendable {
     public func locate(_ name: String) throws(Failure) -> String {
         var info = stat()
         if stat(name, &info) == 0 { return name }
+        if let plus = name.firstIndex(of: "+") {
+            // mergekit's `model+adapter`: each part found on its own.
+            return try locate(String(name[..<plus])) + "+" + locate(String(name[name.index(after: plus)...]))
+        }
         guard let (repository, revision) = Self.hubID(name) else { return name }
         let repoFolder = cacheFolder + "/models--" + repository.replacingOccurrences(of: "/", with: "--")
         let commit: String

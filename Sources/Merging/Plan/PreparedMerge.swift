@@ -35,14 +35,14 @@ public final class PreparedMerge: Sendable {
     public static func prepare(_ plan: MergePlan, followSymlinks: Bool = false) throws(MergeError) -> PreparedMerge {
         try plan.check()
         if plan.slices != nil { return try prepareSlices(plan, followSymlinks: followSymlinks) }
-        var opened = OpenedCheckpoints(followSymlinks: followSymlinks)
+        var opened = OpenedCheckpoints(followSymlinks: followSymlinks, allowsAdapters: true)
         let contributing = plan.contributingModels
         let templatePath = plan.base ?? contributing[0].path
         _ = try opened.index(of: templatePath)
         var modelIndex: [Int] = []
         for model in contributing { modelIndex.append(try opened.index(of: model.path)) }
         let template = opened.checkpoints[0]
-        let bridges = modelIndex.map { FormatBridge(base: template, model: opened.checkpoints[$0]) }
+        let bridges = modelIndex.map { opened.adapters[$0] != nil ? nil : FormatBridge(base: template, model: opened.checkpoints[$0]) }
         var matched = [Set<String>](repeating: [], count: contributing.count)
 
         var layerCount = 0
@@ -91,6 +91,27 @@ public final class PreparedMerge: Sendable {
             var inputs: [MergeInput] = []
             var missing: [String] = []
             for (m, model) in contributing.enumerated() {
+                if let (adapter, baseIndex) = opened.adapters[modelIndex[m]] {
+                    // An adapter: its saved tensor, else its base's, plus δ where it adapts the tensor.
+                    if let saved = adapter.saved[entry.name] {
+                        guard saved.shape == entry.shape else {
+                            problems.append("tensor '\(entry.name)' has shape \(saved.shape) in \(adapter.weights.path) but \(entry.shape) in the base")
+                            continue
+                        }
+                        let lora = adapter.module(adapting: entry.name).map { LoRAInput(adapter: adapter, module: $0, checkpoint: modelIndex[m]) }
+                        inputs.append(MergeInput(checkpoint: modelIndex[m], tensor: saved, rowOrder: nil, lora: lora))
+                    } else if let tensor = opened.checkpoints[baseIndex].tensor(named: entry.name) {
+                        guard tensor.shape == entry.shape, tensor.dtype.isFloatingPoint, tensor.dtype.isDecodable else {
+                            problems.append("tensor '\(entry.name)' is \(tensor.dtype) \(tensor.shape) in \(adapter.weights.path)'s base, \(entry.dtype) \(entry.shape) in the base")
+                            continue
+                        }
+                        let lora = adapter.module(adapting: entry.name).map { LoRAInput(adapter: adapter, module: $0, checkpoint: modelIndex[m]) }
+                        inputs.append(MergeInput(checkpoint: baseIndex, tensor: tensor, rowOrder: nil, lora: lora))
+                    } else {
+                        missing.append(model.path)
+                    }
+                    continue
+                }
                 let checkpoint = opened.checkpoints[modelIndex[m]]
                 guard let name = FormatBridge.modelName(for: entry.name, through: bridges[m]),
                       let tensor = checkpoint.tensor(named: name) else {
@@ -135,7 +156,7 @@ public final class PreparedMerge: Sendable {
         if quantizedBase > 0 { warnings.append("\(quantizedBase) quantized base tensors are written as BF16 (choose another type with --dtype)") }
         let baseOnly = jobs.filter { $0.kind == .convert }.count
         if baseOnly > 0 { warnings.append("\(baseOnly) tensors only in the base are copied from it") }
-        for (m, model) in contributing.enumerated() {
+        for (m, model) in contributing.enumerated() where opened.adapters[modelIndex[m]] == nil {
             let extra = opened.checkpoints[modelIndex[m]].tensors.filter { !matched[m].contains($0.name) }.count
             if extra > 0 { warnings.append("\(model.path): \(extra) tensors not in the base are left out") }
         }
@@ -161,21 +182,48 @@ public final class PreparedMerge: Sendable {
 }
 
 /// The inputs of a merge, each file or folder opened once however often the plan names it.
+/// A LoRA adapter (a folder with `adapter_config.json`, or `base+adapter`) is opened
+/// against its base, which is opened first: the merge's base (the first path opened) for
+/// a bare adapter. Its entry in `checkpoints` is the adapter's weights file.
 struct OpenedCheckpoints {
     let followSymlinks: Bool
+    /// False where only full models make sense (slices): an adapter is then refused.
+    let allowsAdapters: Bool
     private(set) var checkpoints: [Checkpoint] = []
     /// Index in `checkpoints` of each path opened.
     private(set) var indexByPath: [String: Int] = [:]
+    /// The adapter opened at a checkpoint index, with the index of its base.
+    private(set) var adapters: [Int: (adapter: LoRAAdapter, base: Int)] = [:]
 
-    init(followSymlinks: Bool) { self.followSymlinks = followSymlinks }
+    init(followSymlinks: Bool, allowsAdapters: Bool = false) {
+        self.followSymlinks = followSymlinks
+        self.allowsAdapters = allowsAdapters
+    }
 
     /// The index of `path` in `checkpoints`, opening it the first time.
     mutating func index(of path: String) throws(MergeError) -> Int {
         if let i = indexByPath[path] { return i }
-        do {
-            checkpoints.append(try Checkpoint.open(path, followSymlinks: followSymlinks))
-        } catch {
-            throw .checkpoint(error)
+        let split = AdapterInputs.split(path)
+        if split != nil || LoRAAdapter.isAdapter(path) {
+            guard allowsAdapters else { throw .badPlan("\(path) is a LoRA adapter; slices take full models") }
+            guard split != nil || !checkpoints.isEmpty else {
+                throw .badPlan("\(path) is a LoRA adapter, which needs a base model (--base, or base+adapter)")
+            }
+            let base = try split.map { (s) throws(MergeError) in try index(of: s.base) } ?? 0
+            if adapters[base] != nil { throw .badPlan("\(path): the model an adapter is applied to cannot be an adapter") }
+            do {
+                let adapter = try LoRAAdapter.open(split?.adapter ?? path, base: checkpoints[base], followSymlinks: followSymlinks)
+                checkpoints.append(adapter.weights)
+                adapters[checkpoints.count - 1] = (adapter, base)
+            } catch {
+                throw .checkpoint(error)
+            }
+        } else {
+            do {
+                checkpoints.append(try Checkpoint.open(path, followSymlinks: followSymlinks))
+            } catch {
+                throw .checkpoint(error)
+            }
         }
         indexByPath[path] = checkpoints.count - 1
         return checkpoints.count - 1

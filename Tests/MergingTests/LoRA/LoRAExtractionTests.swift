@@ -62,7 +62,7 @@ func adapterConfig(_ folder: String) throws -> [String: Any] {
 }
 
 /// Path of a file under the package's fixtures/ folder.
-func loraFixture(_ relative: String) -> String {
+private func loraFixture(_ relative: String) -> String {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("fixtures/lora").appendingPathComponent(relative).path
 }

@@ -1,0 +1,342 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// What `adapter_config.json` says about a LoRA adapter, as far as its weights depend on it.
+public struct LoRAConfig: Sendable, Equatable {
+    /// `r`: the rank of every module not named in `rankPattern`.
+    public var rank: Int
+    /// `lora_alpha` (PEFT's default 8 when absent).
+    public var alpha: Double
+    /// `use_rslora`: scale by α/√r instead of α/r.
+    public var useRSLoRA: Bool
+    /// `target_modules` as a list of names; nil when absent or given as a pattern string.
+    public var targetModules: [String]?
+    /// `modules_to_save`: modules stored whole.
+    public var modulesToSave: [String]
+    /// `fan_in_fan_out`: the adapted weights are stored [in, out] (GPT-2's Conv1D).
+    public var fanInFanOut: Bool
+    /// `rank_pattern` and `alpha_pattern` entries in file order; the first matching name wins.
+    public var rankPattern: [(key: String, value: Int)]
+    public var alphaPattern: [(key: String, value: Double)]
+
+    public static func == (a: LoRAConfig, b: LoRAConfig) -> Bool {
+        a.rank == b.rank && a.alpha == b.alpha && a.useRSLoRA == b.useRSLoRA && a.targetModules == b.targetModules
+            && a.modulesToSave == b.modulesToSave && a.fanInFanOut == b.fanInFanOut
+            && a.rankPattern.elementsEqual(b.rankPattern, by: { $0 == $1 })
+            && a.alphaPattern.elementsEqual(b.alphaPattern, by: { $0 == $1 })
+    }
+
+    /// The rank configured for `module`.
+    public func rank(of module: String) -> Int {
+        rankPattern.first { PEFTNames.module(module, matches: $0.key) }?.value ?? rank
+    }
+
+    /// The α configured for `module`.
+    public func alpha(of module: String) -> Double {
+        alphaPattern.first { PEFTNames.module(module, matches: $0.key) }?.value ?? alpha
+    }
+
+    /// The scale of `module`'s product: α/r, or α/√r with rsLoRA (in Double, as PEFT computes it).
+    public func scale(of module: String) -> Double {
+        let r = Double(rank(of: module)), a = alpha(of: module)
+        return useRSLoRA ? a / r.squareRoot() : a / r
+    }
+
+    /// The most bytes an adapter config may have; real ones are a few kilobytes.
+    public static let maximumSize = 1 << 20
+
+    /// Reads `adapter_config.json` text; problems are one line each, without the file name.
+    public static func parse(_ bytes: [UInt8]) throws(LoRAProblem) -> LoRAConfig {
+        let json: JSONValue
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw LoRAProblem("not valid UTF-8") }
+        do {
+            json = try JSONParser.parse(text)
+        } catch {
+            throw LoRAProblem("not valid JSON: \(error.description)")
+        }
+        guard case .object = json else { throw LoRAProblem("not a JSON object") }
+        func bool(_ key: String) throws(LoRAProblem) -> Bool {
+            switch json[key] {
+            case nil, .null?: return false
+            case .bool(let b)?: return b
+            default: throw LoRAProblem("'\(key)' is not true or false")
+            }
+        }
+        func names(_ key: String) throws(LoRAProblem) -> [String]? {
+            switch json[key] {
+            case nil, .null?: return nil
+            case .string?: return nil
+            case .array(let items)?:
+                var out: [String] = []
+                for item in items {
+                    guard let s = item.stringValue else { throw LoRAProblem("'\(key)' holds something other than module names") }
+                    out.append(s)
+                }
+                return out
+            default: throw LoRAProblem("'\(key)' is not a list of module names")
+            }
+        }
+        func pattern(_ key: String) throws(LoRAProblem) -> [(key: String, value: JSONValue)] {
+            switch json[key] {
+            case nil, .null?: return []
+            case .object(let members)?:
+                for m in members where m.key.utf8.contains(where: { "*+?()[]{}|^$\\".utf8.contains($0) }) {
+                    throw LoRAProblem("'\(key)' key '\(m.key)' is a regular expression; only module names are supported")
+                }
+                return members
+            default: throw LoRAProblem("'\(key)' is not an object")
+            }
+        }
+        if let type = json["peft_type"], type != .null, type.stringValue != "LORA" {
+            throw LoRAProblem("peft_type is \(type.stringValue.map { "'\($0)'" } ?? "not a name"), not 'LORA'")
+        }
+        if try bool("use_dora") { throw LoRAProblem("use_dora is set; DoRA adapters are not supported") }
+        if try bool("lora_bias") { throw LoRAProblem("lora_bias is set; adapters with LoRA biases are not supported") }
+        guard let rankValue = json["r"] else { throw LoRAProblem("no 'r' (the adapter's rank)") }
+        guard let rank = rankValue.nonNegativeInteger, rank > 0 else { throw LoRAProblem("'r' is not a positive integer") }
+        var alpha = 8.0
+        if let a = json["lora_alpha"], a != .null {
+            guard let v = a.doubleValue, v.isFinite else { throw LoRAProblem("'lora_alpha' is not a finite number") }
+            alpha = v
+        }
+        var ranks: [(key: String, value: Int)] = []
+        for (key, value) in try pattern("rank_pattern") {
+            guard let r = value.nonNegativeInteger, r > 0 else { throw LoRAProblem("rank_pattern '\(key)' is not a positive integer") }
+            ranks.append((key, r))
+        }
+        var alphas: [(key: String, value: Double)] = []
+        for (key, value) in try pattern("alpha_pattern") {
+            guard let a = value.doubleValue, a.isFinite else { throw LoRAProblem("alpha_pattern '\(key)' is not a finite number") }
+            alphas.append((key, a))
+        }
+        return LoRAConfig(rank: rank, alpha: alpha, useRSLoRA: try bool("use_rslora"), targetModules: try names("target_modules"),
+                          modulesToSave: try names("modules_to_save") ?? [], fanInFanOut: try bool("fan_in_fan_out"),
+                          rankPattern: ranks, alphaPattern: alphas)
+    }
+}
+
+/// A rule of LoRA adapters broken; the text follows the file name in a message.
+public struct LoRAProblem: Error, Equatable, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One adapted module: the base tensor it changes and the factors of its δ = scale·B·A.
+public struct LoRAModule: Sendable, Hashable {
+    /// The module's name in the base model (`model.layers.0.self_attn.q_proj`).
+    public let module: String
+    /// The base tensor δ is added to.
+    public let baseName: String
+    /// `lora_A` (r × in) and `lora_B` (out × r), in the adapter's weights file.
+    public let a: TensorEntry
+    public let b: TensorEntry
+    public let rank: Int
+    /// α/r or α/√r, rounded to Float32 as PEFT's product is scaled.
+    public let scale: Float
+    /// True when the base stores the weight [in, out] (fan_in_fan_out, embeddings): δ = (scale·B·A)ᵀ.
+    public let transposed: Bool
+    /// δ's shape, the base tensor's: [out, in], or [in, out] when transposed.
+    public let shape: [Int]
+
+    /// Input and output features: A's columns and B's rows.
+    public var inFeatures: Int { a.shape[1] }
+    public var outFeatures: Int { b.shape[0] }
+    /// Entries in one row of δ.
+    public var columns: Int { shape[1] }
+}
+
+/// A PEFT LoRA adapter folder (`adapter_config.json` + `adapter_model.safetensors`),
+/// opened against the base model it adapts, with every rule checked against the base's
+/// tensors: each factor pair maps to a 2-D base tensor, A is r × in and B out × r with
+/// the rank the config gives the module, and each whole tensor (modules_to_save)
+/// replaces a base tensor of its shape. Opening decodes nothing; δ is computed on
+/// demand, a range of rows at a time, from each module's factors decoded to Float32 the
+/// first time they are asked for and kept (at most the adapter file's values, as Float32).
+public final class LoRAAdapter: Sendable {
+    /// The folder the adapter was opened from.
+    public let path: String
+    public let config: LoRAConfig
+    /// The mapped `adapter_model.safetensors`.
+    public let weights: Checkpoint
+    /// Adapted modules in the order of their base tensors.
+    public let modules: [LoRAModule]
+    /// Whole tensors by the base name they replace: modules_to_save, and adapted layers'
+    /// own weights saved beside their factors (δ is added to those).
+    public let saved: [String: TensorEntry]
+    private let moduleIndex: [String: Int]
+    /// Factors decoded so far, by module index (a merge reads each module's many times).
+    private let decoded = Locked<[Int: (a: [Float], b: [Float])]>([:])
+
+    public static let configName = "adapter_config.json"
+    public static let weightsName = "adapter_model.safetensors"
+
+    /// True when `path` is a folder holding `adapter_config.json`.
+    public static func isAdapter(_ path: String) -> Bool {
+        var info = stat()
+        guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else { return false }
+        return stat(folder(path) + "/" + configName, &info) == 0
+    }
+
+    private static func folder(_ path: String) -> String {
+        path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path
+    }
+
+    /// The module adapting base tensor `name`, if any.
+    public func module(adapting name: String) -> LoRAModule? { moduleIndex[name].map { modules[$0] } }
+
+    /// Opens the adapter at `path` for `base`. Files that are links leaving the folder
+    /// are refused unless `followSymlinks`.
+    public static func open(_ path: String, base: Checkpoint, followSymlinks: Bool = false) throws(CheckpointError) -> LoRAAdapter {
+        let folder = folder(path)
+        let configPath = try HFFolder.sideFile(configName, in: folder, followSymlinks: followSymlinks)
+        let config: LoRAConfig
+        let text = try InputFile.readAll(configPath, cap: LoRAConfig.maximumSize, what: "an adapter config")
+        do {
+            config = try LoRAConfig.parse(text)
+        } catch {
+            throw .adapter(file: configPath, problem: error.description)
+        }
+        let weightsPath = try HFFolder.sideFile(weightsName, in: folder, followSymlinks: followSymlinks)
+        guard HFFolder.fileExists(weightsPath) else {
+            throw .adapter(file: folder, problem: "no \(weightsName) (adapters saved as .bin are not read)")
+        }
+        let weights = try Checkpoint.open(weightsPath)
+        func fail(_ problem: String) -> CheckpointError { .adapter(file: weightsPath, problem: problem) }
+
+        var factors: [String: (a: TensorEntry?, b: TensorEntry?, embedding: Bool)] = [:]
+        var saved: [String: TensorEntry] = [:]
+        for t in weights.tensors {
+            let role: PEFTNames.Role
+            do { role = try PEFTNames.role(of: t.name) } catch { throw fail(error.description) }
+            switch role {
+            case .factor(let module, let factor, let embedding):
+                var entry = factors[module] ?? (nil, nil, embedding)
+                guard entry.embedding == embedding else { throw fail("module '\(module)' mixes embedding and linear factors") }
+                if factor == .a { entry.a = t } else { entry.b = t }
+                factors[module] = entry
+            case .whole(let baseName):
+                guard t.name.hasSuffix(".base_layer.weight") || config.modulesToSave.contains(where: { PEFTNames.tensor(baseName, isIn: $0) }) else {
+                    throw fail("tensor '\(t.name)' is neither a LoRA factor nor part of a module in modules_to_save")
+                }
+                guard let b = base.tensor(named: baseName) else {
+                    throw fail("tensor '\(t.name)' stands for '\(baseName)', which \(base.path) does not have")
+                }
+                guard t.shape == b.shape else {
+                    throw fail("tensor '\(t.name)' has shape \(t.shape) but '\(baseName)' in the base has \(b.shape)")
+                }
+                guard t.dtype.isFloatingPoint, t.dtype.isDecodable, b.dtype.isFloatingPoint else {
+                    throw fail("tensor '\(t.name)' is \(t.dtype), '\(baseName)' in the base \(b.dtype); only floating-point tensors are merged")
+                }
+                saved[baseName] = t
+            }
+        }
+        var modules: [LoRAModule] = []
+        for (module, entry) in factors {
+            guard let a = entry.a else { throw fail("module '\(module)' has lora_B but no lora_A") }
+            guard let b = entry.b else { throw fail("module '\(module)' has lora_A but no lora_B") }
+            if let targets = config.targetModules, !targets.contains(where: { PEFTNames.module(module, matches: $0) }) {
+                throw fail("module '\(module)' is not among target_modules \(targets)")
+            }
+            for t in [a, b] {
+                guard t.shape.count == 2 else { throw fail("tensor '\(t.name)' has shape \(t.shape); LoRA factors are 2-D") }
+                guard t.dtype.isFloatingPoint, t.dtype.isDecodable, !t.dtype.isQuantized else {
+                    throw fail("tensor '\(t.name)' is \(t.dtype); LoRA factors are F32, F16 or BF16")
+                }
+            }
+            let rank = a.shape[0]
+            guard b.shape[1] == rank else {
+                throw fail("module '\(module)': lora_A is \(a.shape[0])×\(a.shape[1]) (r × in) but lora_B is \(b.shape[0])×\(b.shape[1]) (out × r): ranks \(rank) and \(b.shape[1]) differ")
+            }
+            guard rank == config.rank(of: module) else {
+                throw fail("module '\(module)' has rank \(rank) but adapter_config.json gives it r = \(config.rank(of: module))")
+            }
+            let baseName = PEFTNames.baseName(ofModule: module)
+            guard let target = base.tensor(named: baseName) else {
+                throw fail("module '\(module)' adapts '\(baseName)', which \(base.path) does not have")
+            }
+            let transposed = entry.embedding || config.fanInFanOut
+            let shape = transposed ? [a.shape[1], b.shape[0]] : [b.shape[0], a.shape[1]]
+            guard target.shape == shape else {
+                let product = transposed ? "(B·A)ᵀ" : "B·A"
+                throw fail("module '\(module)': \(product) is \(shape[0])×\(shape[1]) (lora_A \(a.shape[0])×\(a.shape[1]), lora_B \(b.shape[0])×\(b.shape[1])) but '\(baseName)' in the base has shape \(target.shape)")
+            }
+            guard target.dtype.isFloatingPoint, target.dtype.isDecodable else {
+                throw fail("module '\(module)' adapts '\(baseName)', which is \(target.dtype) in the base")
+            }
+            if let whole = saved[baseName], !whole.name.hasSuffix(".base_layer.weight") {
+                throw fail("'\(baseName)' is both adapted and saved whole")
+            }
+            let scale = Float(config.scale(of: module))
+            guard scale.isFinite else { throw fail("module '\(module)': the scale α/r does not fit a Float32") }
+            modules.append(LoRAModule(module: module, baseName: baseName, a: a, b: b, rank: rank, scale: scale,
+                                      transposed: transposed, shape: shape))
+        }
+        if modules.isEmpty && saved.isEmpty { throw fail("holds no LoRA factors and no saved modules") }
+        var order: [String: Int] = [:]
+        for (i, t) in base.tensors.enumerated() { order[t.name] = i }
+        modules.sort { order[$0.baseName]! < order[$1.baseName]! }
+        return LoRAAdapter(path: path, config: config, weights: weights, modules: modules, saved: saved)
+    }
+
+    private init(path: String, config: LoRAConfig, weights: Checkpoint, modules: [LoRAModule], saved: [String: TensorEntry]) {
+        self.path = path
+        self.config = config
+        self.weights = weights
+        self.modules = modules
+        self.saved = saved
+        var index: [String: Int] = [:]
+        for (i, m) in modules.enumerated() { index[m.baseName] = i }
+        self.moduleIndex = index
+    }
+
+    /// The factors of `module` decoded to Float32: A (r × in) and B (out × r).
+    /// Their sizes are those of tensors in the mapped file.
+    public func factors(of module: LoRAModule) throws(CheckpointError) -> (a: [Float], b: [Float]) {
+        guard let index = moduleIndex[module.baseName], modules[index] == module else {
+            return (try weights.decode(module.a), try weights.decode(module.b))
+        }
+        if let cached = decoded.withLock({ $0[index] }) { return cached }
+        let factors = (a: try weights.decode(module.a), b: try weights.decode(module.b))
+        decoded.withLock { $0[index] = factors }
+        return factors
+    }
+
+    /// Elements `range` of `module`'s δ (row-major, in the base tensor's shape) into the
+    /// start of `output`, or added to what it holds when `adding`. Only the rows the range
+    /// touches are computed; the work space is those rows.
+    /// - Precondition: `range` lies within δ and fits in `output`.
+    public func delta(_ module: LoRAModule, elements range: Range<Int>, into output: UnsafeMutableBufferPointer<Float>,
+                      adding: Bool = false) throws(CheckpointError)
+    {
+        let columns = module.columns, count = module.shape[0] * columns
+        precondition(range.lowerBound >= 0 && range.upperBound <= count && range.count <= output.count,
+                     "elements \(range) outside δ of '\(module.baseName)' or its buffer")
+        guard !range.isEmpty else { return }
+        let (a, b) = try factors(of: module)
+        let firstRow = range.lowerBound / columns, endRow = (range.upperBound + columns - 1) / columns
+        var rows = [Float](repeating: 0, count: (endRow - firstRow) * columns)
+        a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in
+                rows.withUnsafeMutableBufferPointer { c in
+                    LoRAProduct.rows(firstRow..<endRow, of: module.geometry, a: a, b: b, into: c)
+                }
+            }
+        }
+        let skip = range.lowerBound - firstRow * columns
+        if adding {
+            for i in 0..<range.count { output[i] += rows[skip + i] }
+        } else {
+            for i in 0..<range.count { output[i] = rows[skip + i] }
+        }
+    }
+}
+
+extension LoRAModule {
+    /// The product's dimensions for `LoRAProduct`.
+    public var geometry: LoRAProduct.Geometry {
+        LoRAProduct.Geometry(rank: rank, inFeatures: inFeatures, outFeatures: outFeatures, scale: scale, transposed: transposed)
+    }
+}
