@@ -21,7 +21,7 @@ extension HFFolderWriter: SideFileSink {}
 /// goes to the slice holding the fewest bytes so far (ties to the lowest index).
 /// A slice writes each shard through a temporary renamed into place, then, last
 /// and atomically, its manifest `.slice-I-of-N` naming its shards, their sizes and
-/// the plan's fingerprint (a hash of every shard's name and header). Running a
+/// the plan's fingerprint (a hash of the recipe and options and of every shard's name and header). Running a
 /// slice again rewrites the same files.
 public enum HFFolderSlices {
     /// The shard files of the plan: name, tensors in file order, header bytes and file size.
@@ -57,9 +57,11 @@ public enum HFFolderSlices {
         return mine.sorted()
     }
 
-    /// A 64-bit FNV-1a hash of every shard's name and header, in hex.
-    public static func fingerprint(_ shards: [Shard]) -> String {
+    /// A 64-bit FNV-1a hash of `identity` (what else decides the contents, e.g. the
+    /// recipe) and every shard's name and header, in hex.
+    public static func fingerprint(_ shards: [Shard], identity: String) -> String {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in Array(identity.utf8) + [0] { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
         for shard in shards {
             for byte in Array(shard.name.utf8) + [0] + shard.header {
                 hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
@@ -106,7 +108,10 @@ public enum HFFolderSlices {
         private let manifestText: String
         private let manifestName: String
 
-        public init(folder: String, tensors: [TensorSpec], maxShardSize: Int, slice index: Int, of count: Int) throws(CheckpointError) {
+        /// `identity` is hashed into the manifest's fingerprint with the shard layout:
+        /// whatever else decides the shards' contents (the recipe, the options).
+        public init(folder: String, tensors: [TensorSpec], maxShardSize: Int, slice index: Int, of count: Int,
+                    identity: String) throws(CheckpointError) {
             precondition(count > 0 && (0..<count).contains(index), "slice out of range")
             let all = try HFFolderSlices.shards(tensors, maxShardSize: maxShardSize, path: folder)
             let mine = HFFolderSlices.assignment(all, slice: index, of: count).map { all[$0] }
@@ -132,7 +137,7 @@ public enum HFFolderSlices {
             self.shardOf = shardOf
             tensorNames = Set(shardOf.keys)
             manifestName = HFFolderSlices.manifestName(index, of: count)
-            manifestText = HFFolderSlices.manifest(fingerprint: HFFolderSlices.fingerprint(all), slice: index, of: count, shards: mine)
+            manifestText = HFFolderSlices.manifest(fingerprint: HFFolderSlices.fingerprint(all, identity: identity), slice: index, of: count, shards: mine)
         }
 
         public func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
@@ -172,9 +177,10 @@ public enum HFFolderSlices {
         private let manifests: [String]
         private var staged: [String] = []
 
-        public init(folder: String, tensors: [TensorSpec], maxShardSize: Int) throws(CheckpointError) {
+        /// `identity` must be the one every slice was given.
+        public init(folder: String, tensors: [TensorSpec], maxShardSize: Int, identity: String) throws(CheckpointError) {
             let shards = try HFFolderSlices.shards(tensors, maxShardSize: maxShardSize, path: folder)
-            let fingerprint = HFFolderSlices.fingerprint(shards)
+            let fingerprint = HFFolderSlices.fingerprint(shards, identity: identity)
             let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [])
                 .filter { $0.hasPrefix(".slice-") && !$0.contains(".partial-") }.sorted()
             var count: Int?

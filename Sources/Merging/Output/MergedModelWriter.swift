@@ -153,10 +153,13 @@ public enum MergedModelWriter {
     /// The folder ends byte for byte as `writeFolder` makes it.
     private static func writeSlice(_ slice: Options.Slice, of prepared: PreparedMerge, to folder: String, options: Options,
                                    progress: (MergeProgress) -> Void, warn: (String) -> Void) throws {
+        // What decides the shards' contents besides their layout: a slice written
+        // with other settings is refused by the last step.
+        let identity = (options.recipe ?? "") + "\nquantized-delta: \(options.quantizedDelta)"
         switch slice {
         case .part(let index, let count):
             let writer = try HFFolderSlices.SliceWriter(folder: folder, tensors: prepared.outputTensors,
-                                                        maxShardSize: options.maxShardSize, slice: index, of: count)
+                                                        maxShardSize: options.maxShardSize, slice: index, of: count, identity: identity)
             do {
                 let executor = MergeExecutor(prepared, threads: options.workers)
                 executor.strict = options.strict
@@ -173,7 +176,7 @@ public enum MergedModelWriter {
             }
         case .finish:
             let finisher = try HFFolderSlices.Finisher(folder: folder, tensors: prepared.outputTensors,
-                                                       maxShardSize: options.maxShardSize)
+                                                       maxShardSize: options.maxShardSize, identity: identity)
             do {
                 try copySideFiles(prepared, into: finisher, followSymlinks: options.followSymlinks, warn: warn)
                 if let recipe = options.recipe {
