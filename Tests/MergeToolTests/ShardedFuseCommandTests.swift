@@ -106,6 +106,23 @@ import Testing
         #expect(finish.err.split(separator: "\n").count == 1)
     }
 
+    /// scripts/shard_local.sh runs the slices as concurrent processes, then finish.
+    @Test func localScriptRunsTheSlicesThenFinish() throws {
+        let folder = scratch()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        #expect(try fuse(folder + "/plain", []).status == 0)
+        let script = fixture("../scripts/shard_local.sh")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [script, "3"] + Self.merge + ["-o", folder + "/sliced"]
+        process.environment = ProcessInfo.processInfo.environment.merging(["MERGE_TOOL": toolURL().path]) { $1 }
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        #expect(try sameFiles(folder + "/plain", folder + "/sliced"))
+    }
+
     @Test func usageErrors() throws {
         let out = scratch()
         defer { try? FileManager.default.removeItem(atPath: out) }
