@@ -63,6 +63,9 @@ import Testing
         let folder = scratch()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let out = folder + "/sliced"
+        let none = try fuse(out, ["--shard", "finish"])
+        #expect(none.status == 1)
+        #expect(none.err == "error: \(out): no slice has finished (no .slice-I-of-N manifest)\n")
         for index in [0, 2] { #expect(try fuse(out, ["--shard", "\(index)/3"]).status == 0) }
         let finish = try fuse(out, ["--shard", "finish"])
         #expect(finish.status == 1)

@@ -90,7 +90,12 @@ public enum HFFolderSlices {
             guard isDirectory.boolValue else { throw .io(file: folder, problem: "is not a folder") }
             return
         }
-        _ = try OutputPath(destination: folder, isDirectory: true, overwrite: false)  // checks the parent
+        let bytes = Array(folder.utf8)
+        let cut = bytes.dropLast().lastIndex(of: UInt8(ascii: "/"))
+        let parent = cut.map { $0 == 0 ? "/" : String(decoding: bytes[..<$0], as: UTF8.self) } ?? "."
+        guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw .io(file: folder, problem: "parent folder \(parent) does not exist")
+        }
         guard mkdir(folder, 0o755) == 0 || errno == EEXIST else {
             throw .io(file: folder, problem: "cannot create: \(String(cString: strerror(errno)))")
         }
