@@ -126,6 +126,22 @@ import Testing
         #expect(try sameFiles(folder + "/plain", folder + "/sliced"))
     }
 
+    /// A slice that fails while writing (here past the file size limit) leaves no
+    /// shard, temporary or manifest behind.
+    @Test func aFailedSliceLeavesNothing() throws {
+        let folder = scratch()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let out = folder + "/sliced"
+        let result = try runTool(["fuse"] + Self.merge + ["-o", out, "--shard", "0/2"], within: 300, limits: "ulimit -f 1")
+        #expect(!result.timedOut)
+        #expect(result.status == 1, "\(result.err)")
+        #expect(result.err.hasPrefix("error: ") && result.err.contains("File too large"), "\(result.err)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out) == [])
+        #expect(try fuse(out, ["--shard", "1/2"]).status == 0)
+        let finish = try fuse(out, ["--shard", "finish"])
+        #expect(finish.err == "error: \(out): slice 0 of 2 has not finished (no .slice-0-of-2)\n")
+    }
+
     @Test func usageErrors() throws {
         let out = scratch()
         defer { try? FileManager.default.removeItem(atPath: out) }
