@@ -117,6 +117,12 @@ extension MergeTool {
             discussion: "aware takes δ = dequant(ft) − dequant(quant(base)), the base quantized to the fine-tune's own block type, so blocks the fine-tune left unchanged give δ = 0 exactly; naive takes dequant(ft) − base, which turns every block's rounding error into δ. Types Claire cannot encode (Q2_K, Q3_K, Q5_K) always use naive."))
         var quantizedDelta: QuantizedDelta = .aware
 
+        @Option(help: ArgumentHelp(
+            "Write one slice of the merge: I/N (I from 0 to N-1) writes slice I's shards, finish adds index and side files.",
+            discussion: "Every slice runs the same command into the same output folder (a shared file system), each with its own I; the shards are dealt out by size from the plan alone. After all N have finished, the same command with --shard finish checks each slice's manifest and writes the index, config, tokenizer, model card and recipe: the folder is then byte-identical to a merge in one process. Folder output only. See docs/merging.md.",
+            valueName: "I/N|finish"))
+        var shard: String?
+
         @OptionGroup var input: InputOptions
 
         func validate() throws {
@@ -139,6 +145,19 @@ extension MergeTool {
             }
             _ = try numbers(weights, "--weights", parameter: "weight")
             _ = try numbers(density, "--density", parameter: "density")
+            _ = try slice()
+        }
+
+        /// The part of a merge spread over processes that `--shard` names.
+        private func slice() throws -> MergedModelWriter.Options.Slice? {
+            guard let shard else { return nil }
+            guard format == .safetensors else { throw ValidationError("--shard writes a model folder: it cannot be used with --format gguf") }
+            if shard == "finish" { return .finish }
+            let parts = shard.split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count == 2, let index = Int(parts[0]), let count = Int(parts[1]), count > 0, (0..<count).contains(index) else {
+                throw ValidationError("--shard '\(shard)' is not I/N with 0 <= I < N, or finish")
+            }
+            return .part(index: index, count: count)
         }
 
         /// The merge flags given on the command line, which a recipe sets instead.
@@ -161,10 +180,11 @@ extension MergeTool {
                 try checkOutput(plan)
                 let prepared = try PreparedMerge.prepare(plan, followSymlinks: input.followSymlinks)
                 for warning in prepared.warnings { printError("warning: \(warning)") }
-                let options = MergedModelWriter.Options(
+                var options = MergedModelWriter.Options(
                     format: format == .gguf ? .gguf(type: type.dtype) : .folder, maxShardSize: shards.bytes,
                     overwrite: work.force, followSymlinks: input.followSymlinks, workers: work.workerCount,
                     strict: strict, quantizedDelta: quantizedDelta, recipe: recipe)
+                options.slice = try slice()
                 let progress = ProgressLine(label: "fuse")
                 try MergedModelWriter.write(prepared, to: output, options: options, progress: { progress.update($0) }) {
                     progress.finish()

@@ -246,10 +246,10 @@ public enum FormatConversion {
     /// `dtype` when given, so a loader's `dtype="auto"` picks the type the tensors have;
     /// otherwise copied unchanged.
     /// `layerCount`, when given, replaces `num_hidden_layers` (an output stacked from slices).
-    public static func copyConfig(from folder: String, to writer: HFFolderWriter, dtype: DType?, layerCount: Int? = nil,
+    public static func copyConfig(from folder: String, to writer: some SideFileSink, dtype: DType?, layerCount: Int? = nil,
                                   followSymlinks: Bool = false) throws(CheckpointError) {
         guard dtype != nil || layerCount != nil else {
-            return try writer.copyFile(from: folder + "/config.json", followSymlinks: followSymlinks)
+            return try writer.copyFile(from: folder + "/config.json", as: nil, followSymlinks: followSymlinks)
         }
         var config = try readJSONFile(HFFolder.sideFile("config.json", in: folder, followSymlinks: followSymlinks))
         if let dtype { config = withTorchDType(config, dtype) }

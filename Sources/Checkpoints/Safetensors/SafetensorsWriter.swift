@@ -190,16 +190,7 @@ public final class HFFolderWriter: TensorSink, @unchecked Sendable {
                 metadata: [(key: String, value: String)]? = [("format", "pt")], overwrite: Bool = false) throws(CheckpointError) {
         // The whole plan is checked before the output folder exists.
         try SafetensorsFileWriter.check(tensors, metadata: metadata, path: folder)
-        var groups: [[TensorSpec]] = [[]]
-        var size = 0
-        for t in tensors {
-            if !groups[groups.count - 1].isEmpty && t.byteCount > maxShardSize - size {
-                groups.append([])
-                size = 0
-            }
-            groups[groups.count - 1].append(t)
-            size += t.byteCount
-        }
+        let groups = HFFolderWriter.groups(tensors, maxShardSize: maxShardSize)
         let names = groups.count == 1
             ? [HFFolder.singleFileName]
             : (1...groups.count).map { HFFolderWriter.shardName($0, of: groups.count) }
@@ -220,6 +211,22 @@ public final class HFFolderWriter: TensorSink, @unchecked Sendable {
         shardNames = names
         self.shardOf = shardOf
         writeOrder = writers.flatMap(\.tensors)
+    }
+
+    /// The tensors of each shard: taken in the given order, a new shard started when
+    /// the next tensor would push the current one past `maxShardSize`.
+    static func groups(_ tensors: [TensorSpec], maxShardSize: Int) -> [[TensorSpec]] {
+        var groups: [[TensorSpec]] = [[]]
+        var size = 0
+        for t in tensors {
+            if !groups[groups.count - 1].isEmpty && t.byteCount > maxShardSize - size {
+                groups.append([])
+                size = 0
+            }
+            groups[groups.count - 1].append(t)
+            size += t.byteCount
+        }
+        return groups
     }
 
     /// `model-00002-of-00005.safetensors`.
@@ -273,9 +280,15 @@ public final class HFFolderWriter: TensorSink, @unchecked Sendable {
 
     /// The index as `transformers` writes it: sorted keys, two-space indent, trailing newline.
     func indexJSON() -> String {
+        HFFolderWriter.indexJSON(zip(shardNames, shards.map(\.tensors)).map { ($0, $1) })
+    }
+
+    /// The index of shards named as given holding the given tensors.
+    static func indexJSON(_ shards: [(name: String, tensors: [TensorSpec])]) -> String {
         let total = shards.reduce(0) { $0 + $1.tensors.reduce(0) { $0 + $1.byteCount } }
-        let map = shardOf.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
-            .map { (key: $0.key, value: JSONValue.string(shardNames[$0.value])) }
+        let map = shards.flatMap { shard in shard.tensors.map { (name: $0.name, shard: shard.name) } }
+            .sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+            .map { (key: $0.name, value: JSONValue.string($0.shard)) }
         let index = JSONValue.object([
             ("metadata", .object([("total_size", .integer(total))])),
             ("weight_map", .object(map)),

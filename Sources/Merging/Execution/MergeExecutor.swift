@@ -40,6 +40,10 @@ public final class MergeExecutor: @unchecked Sendable {
         set { decoder.quantizedDelta = newValue }
     }
 
+    /// When set, only the output tensors of these names are produced (one slice of
+    /// a merge spread over several processes); the others are skipped unread.
+    public var onlyTensors: Set<String>?
+
     /// The input tensors that held NaN or infinite values, as "tensor in file",
     /// sorted (complete after `run`).
     public var nonFiniteInputs: [String] { decoder.nonFinite.names }
@@ -68,8 +72,9 @@ public final class MergeExecutor: @unchecked Sendable {
 
     /// Produces every output tensor into `sink`, calling `progress` after each.
     public func run(into sink: TensorSink, progress: (MergeProgress) -> Void = { _ in }) throws(MergeError) {
-        let total = merge.jobs.reduce(0) { $0 + $1.elementCount }
-        var state = MergeProgress(tensorsDone: 0, tensorCount: merge.jobs.count, elementsDone: 0, elementCount: total)
+        let jobs = onlyTensors.map { only in merge.jobs.filter { only.contains($0.name) } } ?? merge.jobs
+        let total = jobs.reduce(0) { $0 + $1.elementCount }
+        var state = MergeProgress(tensorsDone: 0, tensorCount: jobs.count, elementsDone: 0, elementCount: total)
         // Tensors are written in order by one writer thread, overlapping the next
         // tensor's computation; a write error stops the merge at the next tensor.
         let failure = Locked<(any Error)?>(nil)
@@ -77,7 +82,7 @@ public final class MergeExecutor: @unchecked Sendable {
         var slot = 0
         do {
             try merge.plan.method.entry.kernel.begin(on: self)
-            for job in merge.jobs {
+            for job in jobs {
                 outputFree[slot].wait()
                 let bytes: UnsafeRawBufferPointer
                 do {

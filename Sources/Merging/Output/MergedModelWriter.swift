@@ -35,6 +35,16 @@ public enum MergedModelWriter {
         /// The recipe text: stored as merge-config.yml and quoted by the README.md
         /// model card. Without one, neither file is written.
         public var recipe: String?
+        /// One part of a merge spread over several processes (folder output only).
+        public var slice: Slice?
+
+        /// A part of a merge spread over processes that share the output folder.
+        public enum Slice: Sendable, Equatable {
+            /// Writes the shards of slice `index` (from 0) of `count` and its manifest.
+            case part(index: Int, count: Int)
+            /// Checks every slice's manifest and shards, then writes the index and side files.
+            case finish
+        }
 
         public init(format: Format = .folder, maxShardSize: Int = HFFolderWriter.defaultMaxShardSize, overwrite: Bool = false,
                     followSymlinks: Bool = false, workers: Int = WorkerQueue.processors, strict: Bool = false,
@@ -56,6 +66,13 @@ public enum MergedModelWriter {
     public static func write(_ prepared: PreparedMerge, to destination: String, options: Options,
                              progress: (MergeProgress) -> Void = { _ in },
                              warn: (String) -> Void = { _ in }) throws {
+        if let slice = options.slice {
+            guard options.format == .folder else {
+                throw MergeError.badPlan("a merge spread over processes writes a model folder, not a GGUF file")
+            }
+            try writeSlice(slice, of: prepared, to: destination, options: options, progress: progress, warn: warn)
+            return
+        }
         guard case .gguf(let type) = options.format else {
             try writeFolder(prepared, to: destination, overwrite: options.overwrite, options: options,
                             progress: progress, warn: warn)
@@ -131,10 +148,53 @@ public enum MergedModelWriter {
         }
     }
 
+    /// One slice's shards (`HFFolderSlices.SliceWriter`), or the last step: every
+    /// slice checked, then side files, card, recipe and index (`HFFolderSlices.Finisher`).
+    /// The folder ends byte for byte as `writeFolder` makes it.
+    private static func writeSlice(_ slice: Options.Slice, of prepared: PreparedMerge, to folder: String, options: Options,
+                                   progress: (MergeProgress) -> Void, warn: (String) -> Void) throws {
+        // What decides the shards' contents besides their layout: a slice written
+        // with other settings is refused by the last step.
+        let identity = (options.recipe ?? "") + "\nquantized-delta: \(options.quantizedDelta)"
+        switch slice {
+        case .part(let index, let count):
+            let writer = try HFFolderSlices.SliceWriter(folder: folder, tensors: prepared.outputTensors,
+                                                        maxShardSize: options.maxShardSize, slice: index, of: count, identity: identity)
+            do {
+                let executor = MergeExecutor(prepared, threads: options.workers)
+                executor.strict = options.strict
+                executor.quantizedDelta = options.quantizedDelta
+                executor.onlyTensors = writer.tensorNames
+                try executor.run(into: writer, progress: progress)
+                for tensor in executor.nonFiniteInputs {
+                    warn("input tensor \(tensor) holds NaN or infinite values (--strict makes this an error)")
+                }
+                try writer.commit()
+            } catch {
+                writer.abort()
+                throw error
+            }
+        case .finish:
+            let finisher = try HFFolderSlices.Finisher(folder: folder, tensors: prepared.outputTensors,
+                                                       maxShardSize: options.maxShardSize, identity: identity)
+            do {
+                try copySideFiles(prepared, into: finisher, followSymlinks: options.followSymlinks, warn: warn)
+                if let recipe = options.recipe {
+                    try finisher.writeFile(name: ModelCard.recipeFileName, contents: Array(recipe.utf8))
+                    try finisher.writeFile(name: "README.md", contents: Array(ModelCard.text(for: prepared.plan, recipe: recipe).utf8))
+                }
+                try finisher.commit()
+            } catch {
+                finisher.abort()
+                throw error
+            }
+        }
+    }
+
     /// Config files from the base folder and tokenizer files from the tokenizer
     /// source (the base unless the plan names one), those present. config.json names
     /// the output type and layer count; a recipe's chat template replaces the one copied.
-    private static func copySideFiles(_ prepared: PreparedMerge, into writer: HFFolderWriter, followSymlinks: Bool,
+    private static func copySideFiles(_ prepared: PreparedMerge, into writer: some SideFileSink, followSymlinks: Bool,
                                       warn: (String) -> Void) throws {
         let templateFolder = folder(of: prepared.template.path)
         let tokenizerFolder = prepared.plan.tokenizerSource.map(folder(of:)) ?? templateFolder
@@ -157,7 +217,7 @@ public enum MergedModelWriter {
                     }
                     try writer.writeFile(name: name, contents: Array((config.prettyText + "\n").utf8))
                 default:
-                    try writer.copyFile(from: source + "/" + name, followSymlinks: followSymlinks)
+                    try writer.copyFile(from: source + "/" + name, as: nil, followSymlinks: followSymlinks)
                 }
             }
         }
