@@ -34,6 +34,25 @@ struct TaskArithmeticMerger: DemoMerger {
 let blasThreadCount = NSLock()
 
 struct PAFTDemoTests {
+    /// The skill is taught outside the chat format and the preference inside it, so SFT
+    /// on the skill never trains an answer to a chat turn.
+    @Test func skillAndPreferenceUseSeparatePromptFamilies() throws {
+        let suite = TaskSuite.builtIn(trainDocuments: 10, heldOut: 4)
+        let chatTokens: Set<Int32> = [Int32(ByteTokenizer.user), Int32(ByteTokenizer.assistant)]
+        guard case .sequences(let skill) = try TrainingRun.builtInData(for: .sft, suite: suite, maxPositions: 128),
+              case .pairs(let pairs) = try TrainingRun.builtInData(for: .dpo, suite: suite, maxPositions: 128) else {
+            Issue.record("unexpected data kinds")
+            return
+        }
+        #expect(!skill.isEmpty && skill.allSatisfy { chatTokens.isDisjoint(with: $0.tokens) })
+        #expect(!pairs.isEmpty && pairs.allSatisfy { $0.chosen.tokens.contains(Int32(ByteTokenizer.assistant)) })
+        for example in suite.instructionHeldOut {
+            #expect(chatTokens.isDisjoint(with: example.promptTokens))
+            #expect(TrainingData.sequence(example).tokens.starts(with: example.promptTokens))
+        }
+        #expect(suite.preferenceHeldOut.allSatisfy { !$0.prompt.hasPrefix("Write in capitals") })
+    }
+
     @Test func pipelineTrainsMergesAndTabulatesEveryModel() throws {
         try blasThreadCount.withLock { try runPipeline() }
     }
