@@ -38,11 +38,11 @@ public enum ByteTokenizer {
         return tokens
     }
 
-    /// A prompt in the task format, ready for the answer: `bos "Task: " text "\nAnswer: "`
+    /// A prompt in the task format, ready for the answer: `bos text "\n=> "`
     /// (plain bytes, no chat turns; the answer is `response`).
     public static func taskPrompt(_ text: String) -> [Int32] {
         var tokens: [Int32] = [Int32(bos)]
-        for byte in "Task: \(text)\nAnswer: ".utf8 { tokens.append(Int32(byte)) }
+        for byte in "\(text)\n=> ".utf8 { tokens.append(Int32(byte)) }
         return tokens
     }
 

@@ -2,7 +2,7 @@
 public enum PromptFormat: Equatable, Sendable {
     /// The chat format: `bos user prompt assistant response eos` (`ByteTokenizer.prompt`).
     case chat
-    /// A task format of its own, without chat turns: `bos "Task: " prompt "\nAnswer: " response eos`
+    /// A task format of its own, without chat turns: `bos prompt "\n=> " response eos`
     /// (`ByteTokenizer.taskPrompt`), so a skill taught in it is kept apart from chat requests.
     case task
 }
