@@ -85,6 +85,9 @@ public struct PAFTDemo: Sendable {
     public var l1: Double = 0.1
     /// Density for the TIES and DARE-TIES merges.
     public var density: Double = 0.5
+    /// How every trained model is stored. BF16, as released checkpoints are, drops the
+    /// updates smaller than half a BF16 step of their weight; F32 keeps them.
+    public var storage: WeightStorage = .bf16
 
     public init(folder: String) { self.folder = folder }
 
@@ -118,15 +121,19 @@ public struct PAFTDemo: Sendable {
     public func run(merger: DemoMerger, progress: @escaping @Sendable (String) -> Void) throws -> DemoResult {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let base: LlamaModel
-        if let reused = try? ModelFolder.load(path("base")), reused.config == config {
+        if let reused = try? ModelFolder.load(path("base")), reused.config == config,
+           let stored = try? Checkpoint.open(path("base")), stored.tensors.allSatisfy({ $0.dtype == storage.dtype }) {
             progress("base: reusing \(path("base"))")
             base = reused
         } else {
-            base = LlamaModel.initialized(config: config, seed: pretrain.seed)
+            let initial = LlamaModel.initialized(config: config, seed: pretrain.seed)
             let data = try TrainingRun.builtInData(for: .pretrain, suite: suite, maxPositions: config.maxPositions)
-            try TrainingRun.train(base, task: .pretrain, data: data, options: pretrain, output: path("base"), overwrite: true) {
+            try TrainingRun.train(initial, task: .pretrain, data: data, options: pretrain, output: path("base"), overwrite: true,
+                                  storage: storage) {
                 progress("pretrain step \($0.step)/\($0.steps) loss \(String(format: "%.4f", $0.loss))")
             }
+            // The reference of the reward margin is the base as stored, as the fine-tunes start from it.
+            base = try ModelFolder.load(path("base"))
         }
 
         // The three fine-tunes from the base are independent: one thread each, one BLAS thread each.
@@ -173,6 +180,7 @@ public struct PAFTDemo: Sendable {
                           progress: (StepReport) -> Void) throws(TrainingError) {
         let model = try ModelFolder.load(start)
         let data = try TrainingRun.builtInData(for: task, suite: suite, maxPositions: model.config.maxPositions)
-        try TrainingRun.train(model, task: task, data: data, options: options, output: output, overwrite: true, progress: progress)
+        try TrainingRun.train(model, task: task, data: data, options: options, output: output, overwrite: true,
+                              storage: storage, progress: progress)
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Checkpoints
 @testable import Training
 
 /// A merger for the pipeline test: plain task arithmetic θ₀ + Σ wᵢ(θᵢ − θ₀) whatever the
@@ -57,6 +58,34 @@ struct PAFTDemoTests {
         try blasThreadCount.withLock { try runPipeline() }
     }
 
+    /// A BF16 folder stores every weight rounded to BF16, so an update below half a BF16
+    /// step of its weight is lost on saving; F32 keeps it.
+    @Test func bf16StorageRoundsWeightsAndDropsTinyUpdates() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("claire-bf16-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let model = LlamaModel.initialized(config: TrainerTests.config, seed: 3)
+        try ModelFolder.save(model, to: folder + "/start", storage: .bf16)
+        let start = try ModelFolder.load(folder + "/start")
+        #expect(try Checkpoint.open(folder + "/start").tensors.allSatisfy { $0.dtype == .bf16 })
+        let original = model.parameterValues
+        var values = start.parameterValues
+        for i in values.indices {
+            #expect(values[i].bitPattern & 0xffff == 0)
+            #expect(abs(values[i] - original[i]) <= abs(original[i]) / 256)
+        }
+        // A tiny update (a thousandth of a BF16 step) on every weight.
+        for i in values.indices { values[i] += values[i] / 256 / 1000 }
+        let nudged = LlamaModel(config: start.config, parameters: values)
+        try ModelFolder.save(nudged, to: folder + "/bf16", storage: .bf16)
+        try ModelFolder.save(nudged, to: folder + "/f32", storage: .f32)
+        let base = start.parameterValues
+        let bf16 = try ModelFolder.load(folder + "/bf16").parameterValues, f32 = try ModelFolder.load(folder + "/f32").parameterValues
+        #expect(bf16 == base)
+        #expect(zip(f32, base).filter { $0 != $1 }.count > base.count / 2)
+        #expect(try Checkpoint.open(folder + "/f32").tensors.allSatisfy { $0.dtype == .f32 })
+    }
+
     private func runPipeline() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("claire-demo-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: folder) }
@@ -74,5 +103,8 @@ struct PAFTDemoTests {
         #expect(result.markdownTable.split(separator: "\n").count == 13)
         #expect(result.statistics.contains("sft-l1: "))
         #expect(result.rows[0].report.rewardMargin == 0)
+        for name in ["base", "sft", "dpo", "sft-dpo"] {
+            #expect(try Checkpoint.open(demo.path(name)).tensors.allSatisfy { $0.dtype == .bf16 })
+        }
     }
 }
