@@ -86,6 +86,27 @@ struct PAFTDemoTests {
         #expect(try Checkpoint.open(folder + "/f32").tensors.allSatisfy { $0.dtype == .f32 })
     }
 
+    /// The best merge of a method is the one whose larger shortfall against the parents
+    /// (exact match below SFT's, polite rate below DPO's) is smallest; the report says
+    /// whether any merge beats both parents and by how much each misses.
+    @Test func bestMergePerMethodIsJudgedAgainstBothParents() {
+        func row(_ name: String, exact: Double, polite: Double, method: String? = nil) -> DemoRow {
+            DemoRow(name: name, report: EvaluationReport(instructionLoss: 1, exactMatch: exact, preferenceAccuracy: 0.5,
+                                                         rewardMargin: 0, politeRate: polite, perplexity: 2), method: method)
+        }
+        let parents = [row("sft", exact: 0.8, polite: 0.1), row("dpo", exact: 0, polite: 0.9),
+                       row("sft→dpo (sequential)", exact: 0.5, polite: 0.5)]
+        let missing = DemoResult(rows: parents + [row("ta a", exact: 0.7, polite: 0.2, method: "task_arithmetic"),
+                                                  row("ta b", exact: 0.5, polite: 0.7, method: "task_arithmetic"),
+                                                  row("ties a", exact: 0.1, polite: 0.9, method: "ties")], statistics: "")
+        #expect(missing.bestMerges.map(\.name) == ["ta b", "ties a"])
+        #expect(missing.bestMergeReport.contains("ta b does not beat both parents: exact match 0.300 below SFT's, polite rate 0.200 below DPO's."))
+        #expect(missing.bestMergeReport.contains("No merge beats both parents."))
+        let beating = DemoResult(rows: parents + [row("ties b", exact: 0.8, polite: 0.95, method: "ties")], statistics: "")
+        #expect(beating.bestMergeReport.contains("ties b beats both parents"))
+        #expect(!beating.bestMergeReport.contains("No merge beats both parents."))
+    }
+
     private func runPipeline() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("claire-demo-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: folder) }
@@ -99,8 +120,11 @@ struct PAFTDemoTests {
         demo.l1 = 1
         let result = try demo.run(merger: TaskArithmeticMerger()) { _ in }
         #expect(result.rows.map(\.name) == ["base", "sft", "sft-l1", "dpo", "sft→dpo (sequential)"] + demo.mergeRequests().map(\.name))
-        #expect(result.rows.count == 11)
-        #expect(result.markdownTable.split(separator: "\n").count == 13)
+        #expect(demo.mergeRequests().count == 2 * (2 + 2 * 2 + 2 * 2))
+        #expect(result.rows.count == 5 + demo.mergeRequests().count)
+        #expect(result.markdownTable.split(separator: "\n").count == result.rows.count + 2)
+        #expect(result.bestMerges.map(\.method) == ["task_arithmetic", "ties", "dare_ties"])
+        #expect(Set(demo.mergeRequests().map(\.output)).count == demo.mergeRequests().count)
         #expect(result.statistics.contains("sft-l1: "))
         #expect(result.rows[0].report.rewardMargin == 0)
         for name in ["base", "sft", "dpo", "sft-dpo"] {
