@@ -178,11 +178,9 @@ public struct PAFTDemo: Sendable {
     /// Runs every stage; `progress` receives one line per event (from several threads at once).
     public func run(merger: DemoMerger, progress: @escaping @Sendable (String) -> Void) throws -> DemoResult {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let base: LlamaModel
         if let reused = try? ModelFolder.load(path("base")), reused.config == config,
            let stored = try? Checkpoint.open(path("base")), stored.tensors.allSatisfy({ $0.dtype == storage.dtype }) {
             progress("base: reusing \(path("base"))")
-            base = reused
         } else {
             let initial = LlamaModel.initialized(config: config, seed: pretrain.seed)
             let data = try TrainingRun.builtInData(for: .pretrain, suite: suite, maxPositions: config.maxPositions)
@@ -190,8 +188,6 @@ public struct PAFTDemo: Sendable {
                                   storage: storage) {
                 progress("pretrain step \($0.step)/\($0.steps) loss \(String(format: "%.4f", $0.loss))")
             }
-            // The reference of the reward margin is the base as stored, as the fine-tunes start from it.
-            base = try ModelFolder.load(path("base"))
         }
 
         // The three fine-tunes from the base are independent: one thread each, one BLAS thread each.
@@ -226,13 +222,21 @@ public struct PAFTDemo: Sendable {
         progress("delta statistics")
         let deltaNames = ["sft", "sft-l1", "dpo"]
         let statistics = try merger.deltaStatistics(models: deltaNames.map(path), names: deltaNames, base: path("base"))
-        var results: [DemoRow] = []
-        for row in rows {
-            progress("evaluating \(row.name)")
-            let model = try ModelFolder.load(row.folder)
-            results.append(DemoRow(name: row.name, report: Evaluator.evaluate(model, base: base, suite: suite, beta: dpo.beta),
-                                   method: row.method))
+        // Evaluations are independent: one per core, one BLAS thread each. Each loads its own
+        // copy of the base as stored (the reward margin's reference, the start of every
+        // fine-tune), as models are not shared across threads.
+        let evaluated = rows
+        let workers = max(1, min(evaluated.count, WorkerQueue.processors))
+        let (suite, beta, basePath) = (suite, dpo.beta, path("base"))
+        let reports = try Evaluator.withBLASThreads(workers > 1 ? 1 : BLAS.threads) { () throws(TrainingError) in
+            try WorkerQueue.map(count: evaluated.count, workers: workers) { (_, i) throws(TrainingError) -> EvaluationReport in
+                progress("evaluating \(evaluated[i].name)")
+                let model = try ModelFolder.load(evaluated[i].folder)
+                return Evaluator.evaluate(model, base: try ModelFolder.load(basePath), suite: suite, beta: beta)
+            }
         }
+        var results: [DemoRow] = []
+        for (row, report) in zip(rows, reports) { results.append(DemoRow(name: row.name, report: report, method: row.method)) }
         return DemoResult(rows: results, statistics: statistics)
     }
 
