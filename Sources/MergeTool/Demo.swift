@@ -5,6 +5,8 @@ import Merging
 import Statistics
 import Training
 
+extension WeightStorage: ExpressibleByArgument {}
+
 extension MergeTool {
     struct Demo: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -12,8 +14,11 @@ extension MergeTool {
             discussion: """
                 Pretrains a base (or reuses OUT/base), trains SFT, DPO and L1-sparse SFT from it \
                 in parallel, the sequential SFT → DPO baseline, merges the deltas with task \
-                arithmetic, TIES and DARE-TIES, and evaluates every model on held-out data. \
-                The table is printed and written to OUT/results.md (docs/paft-demo.md explains it).
+                arithmetic, TIES and DARE-TIES over a small sweep of weights (DPO 1, 2) and \
+                densities (0.3, 0.7), evaluates every model on held-out data and reports the \
+                best merge per method against SFT, DPO and the sequential baseline. \
+                The table is printed and written to OUT/results.md (docs/paft-demo.md explains it). \
+                Every model is stored in BF16 unless --dtype f32.
 
                 Example:
                   merge-tool demo --out paft-demo
@@ -22,13 +27,17 @@ extension MergeTool {
         @Option(help: "Folder for every model the demo trains and merges.")
         var out: String = "paft-demo"
 
+        @Option(help: "How trained and merged models store their weights: bf16 (as released checkpoints) or f32.")
+        var dtype: WeightStorage = .bf16
+
         @Flag(help: "Replace files and folders under the demo's output names that an earlier demo run did not write.")
         var force = false
 
         func run() throws {
             OutputPath.installInterruptCleanup()
             try reportingErrors {
-                let demo = PAFTDemo(folder: out)
+                var demo = PAFTDemo(folder: out)
+                demo.storage = dtype
                 if !force { try refuseReplacing(demo) }
                 let status = StatusLine()
                 let started = Date()
@@ -36,7 +45,7 @@ extension MergeTool {
                     status.update("[\(Int(Date().timeIntervalSince(started))) s] \(line)")
                 }
                 status.finish()
-                let text = "\(Self.resultsHeading)\n\(result.markdownTable)\n\n## Task vectors\n\n\(result.statistics)\n"
+                let text = "\(Self.resultsHeading)\n\(result.markdownTable)\n\n## Best merge per method\n\n\(result.bestMergeReport)\n\n## Task vectors (weights stored as \(dtype.dtype.rawValue))\n\n\(result.statistics)\n"
                 let results = try OutputPath(destination: out + "/results.md", isDirectory: false, overwrite: true)
                 guard FileManager.default.createFile(atPath: results.temporary, contents: Data(text.utf8)) else {
                     throw TrainingError.io(file: out + "/results.md", problem: "cannot write")

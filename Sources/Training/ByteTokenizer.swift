@@ -38,6 +38,14 @@ public enum ByteTokenizer {
         return tokens
     }
 
+    /// A prompt in the task format, ready for the answer: `bos text "\n=> "`
+    /// (plain bytes, no chat turns; the answer is `response`).
+    public static func taskPrompt(_ text: String) -> [Int32] {
+        var tokens: [Int32] = [Int32(bos)]
+        for byte in "\(text)\n=> ".utf8 { tokens.append(Int32(byte)) }
+        return tokens
+    }
+
     /// The answer part of a chat turn: `response eos`.
     public static func response(_ text: String) -> [Int32] {
         var tokens: [Int32] = []

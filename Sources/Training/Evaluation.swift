@@ -4,7 +4,8 @@ import Glibc
 import Darwin
 #endif
 
-/// Held-out measurements of one model on the built-in task suite.
+/// Held-out measurements of one model on the built-in task suite: the skill metrics on
+/// the skill's prompts (in their own format), the preference metrics on the request prompts.
 public struct EvaluationReport: Equatable, Sendable {
     /// Mean token cross-entropy on held-out instruction responses.
     public var instructionLoss: Double
@@ -37,14 +38,14 @@ public enum Evaluator {
     /// All held-out metrics of `model`; `base` enables the reward margin (with temperature `beta`).
     public static func evaluate(_ model: LlamaModel, base: LlamaModel? = nil, suite: TaskSuite = .builtIn(),
                                 beta: Double = 0.1) -> EvaluationReport {
-        let instructions = suite.instructionHeldOut.map { TrainingData.chat($0.prompt, $0.response) }
+        let instructions = suite.instructionHeldOut.map(TrainingData.sequence)
         let documents = suite.pretrainingHeldOut.map { TrainingSequence(tokens: ByteTokenizer.document($0), promptLength: 1) }
         var chosen: [TrainingSequence] = [], rejected: [TrainingSequence] = []
         for pair in suite.preferenceHeldOut {
             chosen.append(TrainingData.chat(pair.prompt, pair.chosen))
             rejected.append(TrainingData.chat(pair.prompt, pair.rejected))
         }
-        let answers = greedy(model, prompts: suite.instructionHeldOut.map { ByteTokenizer.prompt($0.prompt) }, maxNewTokens: 40)
+        let answers = greedy(model, prompts: suite.instructionHeldOut.map(\.promptTokens), maxNewTokens: 40)
         var exact = 0
         for (answer, example) in zip(answers, suite.instructionHeldOut) where answer == example.response { exact += 1 }
         let requests = greedy(model, prompts: suite.preferenceHeldOut.map { ByteTokenizer.prompt($0.prompt) }, maxNewTokens: 48)

@@ -1,12 +1,14 @@
 import Checkpoints
 
 /// Reads and writes Claire-trained models as Hugging Face folders:
-/// `config.json` (LlamaForCausalLM), `model.safetensors` (Float32, HF tensor
+/// `config.json` (LlamaForCausalLM), `model.safetensors` (Float32 or BF16, HF tensor
 /// names), the byte tokenizer's files and `generation_config.json`.
 public enum ModelFolder {
-    /// Writes `model` to the folder `path` atomically (nothing appears unless all of it was written).
-    public static func save(_ model: LlamaModel, to path: String, overwrite: Bool = false) throws(TrainingError) {
-        try ModelFolderWriter(path: path, config: model.config, overwrite: overwrite).write(model)
+    /// Writes `model` to the folder `path` atomically (nothing appears unless all of it was written),
+    /// its weights stored as `storage`.
+    public static func save(_ model: LlamaModel, to path: String, overwrite: Bool = false,
+                            storage: WeightStorage = .f32) throws(TrainingError) {
+        try ModelFolderWriter(path: path, config: model.config, overwrite: overwrite, storage: storage).write(model)
     }
 
     /// Loads a model from a folder written by `save` (or any Llama folder with the
@@ -43,18 +45,32 @@ public enum ModelFolder {
     }
 }
 
+/// The element type a model folder stores its weights in. BF16 is what released
+/// checkpoints use: a weight update below half a BF16 step of the weight is lost on saving.
+public enum WeightStorage: String, CaseIterable, Sendable {
+    case bf16
+    case f32
+
+    /// The safetensors element type.
+    public var dtype: DType { self == .bf16 ? .bf16 : .f32 }
+}
+
 /// A model folder being written: created before training starts, so a bad output
 /// path fails at once instead of after the run, and committed by `write`.
 public final class ModelFolderWriter {
     private let writer: HFFolderWriter
     private let config: LlamaConfig
+    private let storage: WeightStorage
 
-    /// Prepares the temporary folder for a model of `config` at `path`.
-    public init(path: String, config: LlamaConfig, overwrite: Bool) throws(TrainingError) {
+    /// Prepares the temporary folder for a model of `config` at `path`, weights stored as `storage`.
+    public init(path: String, config: LlamaConfig, overwrite: Bool, storage: WeightStorage = .f32) throws(TrainingError) {
         var specs: [TensorSpec] = []
-        for slot in ParameterLayout(config: config).slots { specs.append(TensorSpec(name: slot.name, dtype: .f32, shape: slot.shape)) }
+        for slot in ParameterLayout(config: config).slots {
+            specs.append(TensorSpec(name: slot.name, dtype: storage.dtype, shape: slot.shape))
+        }
         do { writer = try HFFolderWriter(folder: path, tensors: specs, overwrite: overwrite) } catch { throw .checkpoint(error) }
         self.config = config
+        self.storage = storage
     }
 
     /// Writes the weights and side files of `model` and moves the folder into place.
@@ -63,7 +79,18 @@ public final class ModelFolderWriter {
         do throws(CheckpointError) {
             for slot in model.layout.slots {
                 let values = model.parameters.elements(at: slot.offset, count: slot.count)
-                try writer.write(slot.name, bytes: UnsafeRawBufferPointer(values))
+                switch storage {
+                case .f32: try writer.write(slot.name, bytes: UnsafeRawBufferPointer(values))
+                case .bf16:
+                    var rounded: [UInt16] = []
+                    rounded.reserveCapacity(values.count)
+                    for x in values { rounded.append(ElementCodec.floatToBF16(x).littleEndian) }
+                    var failure: CheckpointError?
+                    rounded.withUnsafeBytes { bytes in
+                        do throws(CheckpointError) { try writer.write(slot.name, bytes: bytes) } catch { failure = error }
+                    }
+                    if let failure { throw failure }
+                }
             }
             func put(_ name: String, _ json: JSONValue) throws(CheckpointError) {
                 try writer.writeFile(name: name, contents: Array((json.prettyText + "\n").utf8))

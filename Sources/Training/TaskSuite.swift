@@ -1,8 +1,30 @@
+/// How an instruction example is laid out in tokens.
+public enum PromptFormat: Equatable, Sendable {
+    /// The chat format: `bos user prompt assistant response eos` (`ByteTokenizer.prompt`).
+    case chat
+    /// A task format of its own, without chat turns: `bos prompt "\n=> " response eos`
+    /// (`ByteTokenizer.taskPrompt`), so a skill taught in it is kept apart from chat requests.
+    case task
+}
+
 /// A prompt and the answer the model should give.
 public struct InstructionExample: Equatable, Sendable {
     public var prompt: String
     public var response: String
-    public init(prompt: String, response: String) { self.prompt = prompt; self.response = response }
+    public var format: PromptFormat
+    public init(prompt: String, response: String, format: PromptFormat = .chat) {
+        self.prompt = prompt
+        self.response = response
+        self.format = format
+    }
+
+    /// The prompt's tokens, ready for the answer.
+    public var promptTokens: [Int32] {
+        switch format {
+        case .chat: return ByteTokenizer.prompt(prompt)
+        case .task: return ByteTokenizer.taskPrompt(prompt)
+        }
+    }
 }
 
 /// A prompt with a preferred and a dispreferred answer.
@@ -20,6 +42,10 @@ public struct PreferencePair: Equatable, Sendable {
 /// The built-in tasks: a pretraining corpus, an instruction skill with checkable
 /// answers (write words in capitals) and preference pairs that differ in a
 /// behaviour a rule can judge (a polite request versus a curt order).
+///
+/// The skill and the preference cover separate prompt families, as real SFT and
+/// DPO data do: the skill is asked in its own task format (`PromptFormat.task`),
+/// the preference on chat requests, so neither teaches an answer to the other's prompts.
 ///
 /// Everything is generated from fixed seeds, so every run sees the same data;
 /// held-out prompts never occur in the training split.
@@ -77,7 +103,7 @@ public struct TaskSuite: Sendable {
 
         // Instruction skill: the held-out phrases are drawn first and excluded from training.
         func instruction(_ p: String) -> InstructionExample {
-            InstructionExample(prompt: "Write in capitals: \(p)", response: p.uppercased())
+            InstructionExample(prompt: "Write in capitals: \(p)", response: p.uppercased(), format: .task)
         }
         var heldOutPhrases = Set<String>()
         var instructionHeldOut: [InstructionExample] = []

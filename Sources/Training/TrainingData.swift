@@ -33,7 +33,7 @@ public enum TrainingData: Sendable {
     public static func dialogues(_ examples: [InstructionExample], maxPositions: Int, file: String) throws(TrainingError) -> TrainingData {
         var sequences: [TrainingSequence] = []
         for (i, example) in examples.enumerated() {
-            var s = chat(example.prompt, example.response)
+            var s = sequence(example)
             try checkLength(s.tokens, maxPositions, file, i)
             s.promptLength = 1
             sequences.append(s)
@@ -47,11 +47,11 @@ public enum TrainingData: Sendable {
         return .sequences(a + b)
     }
 
-    /// SFT examples: only the response and its `eos` are predicted.
+    /// SFT examples, each in its own format: only the response and its `eos` are predicted.
     public static func instructions(_ examples: [InstructionExample], maxPositions: Int, file: String) throws(TrainingError) -> TrainingData {
         var sequences: [TrainingSequence] = []
         for (i, example) in examples.enumerated() {
-            let s = chat(example.prompt, example.response)
+            let s = sequence(example)
             try checkLength(s.tokens, maxPositions, file, i)
             sequences.append(s)
         }
@@ -68,6 +68,12 @@ public enum TrainingData: Sendable {
             result.append((chosen, rejected))
         }
         return .pairs(result)
+    }
+
+    /// `example` in its format, the prompt not predicted.
+    static func sequence(_ example: InstructionExample) -> TrainingSequence {
+        let p = example.promptTokens
+        return TrainingSequence(tokens: p + ByteTokenizer.response(example.response), promptLength: p.count)
     }
 
     static func chat(_ prompt: String, _ response: String) -> TrainingSequence {

@@ -42,9 +42,10 @@ public enum TrainingRun {
     @discardableResult
     public static func train(_ model: LlamaModel, task: TrainingTask, data: TrainingData, options: TrainingOptions,
                              output: String, overwrite: Bool = false, dataFile: String = "training data",
+                             storage: WeightStorage = .f32,
                              progress: (StepReport) -> Void = { _ in }) throws(TrainingError) -> Double {
         try checkActivations(model.config, data: data, batchSize: options.batchSize, file: dataFile)
-        let folder = try ModelFolderWriter(path: output, config: model.config, overwrite: overwrite)
+        let folder = try ModelFolderWriter(path: output, config: model.config, overwrite: overwrite, storage: storage)
         let outcome = Trainer(model: model, task: task, data: data, options: options).run(progress: progress)
         try folder.write(model)
         switch outcome {
