@@ -17,7 +17,9 @@ extension MergeTool {
                 arithmetic, TIES and DARE-TIES over a small sweep of weights (DPO 1, 2) and \
                 densities (0.3, 0.7), evaluates every model on held-out data and reports the \
                 best merge per method against SFT, DPO and the sequential baseline. \
-                The table is printed and written to OUT/results.md (docs/paft-demo.md explains it). \
+                The table is printed and written to OUT/results.md, and the merges are plotted on \
+                skill against preference, with their Pareto front and the trained models, in \
+                OUT/pareto.svg (docs/paft-demo.md explains both). \
                 Every model is stored in BF16 unless --dtype f32.
 
                 Example:
@@ -46,13 +48,10 @@ extension MergeTool {
                 }
                 status.finish()
                 let text = "\(Self.resultsHeading)\n\(result.markdownTable)\n\n## Best merge per method\n\n\(result.bestMergeReport)\n\n## Task vectors (weights stored as \(dtype.dtype.rawValue))\n\n\(result.statistics)\n"
-                let results = try OutputPath(destination: out + "/results.md", isDirectory: false, overwrite: true)
-                guard FileManager.default.createFile(atPath: results.temporary, contents: Data(text.utf8)) else {
-                    throw TrainingError.io(file: out + "/results.md", problem: "cannot write")
-                }
-                try results.commit()
+                try Self.write(text, to: out + "/results.md")
+                try Self.write(Self.paretoPlot(result), to: out + "/pareto.svg")
                 printOutput(text)
-                printOutput("total \(Int(Date().timeIntervalSince(started))) s; models and results.md in \(out)")
+                printOutput("total \(Int(Date().timeIntervalSince(started))) s; models, results.md and pareto.svg in \(out)")
             }
         }
     }
@@ -67,9 +66,9 @@ extension MergeTool.Demo {
             let path = demo.path(name)
             var info = stat()
             guard lstat(path, &info) == 0 else { continue }
-            if name == "results.md" {
-                let start = try? InputFile.readAll(path, cap: 1 << 20, what: "a results.md")
-                if let start, start.starts(with: Array(Self.resultsHeading.utf8)) { continue }
+            if let heading = Self.writtenFileHeadings[name] {
+                let start = try? InputFile.readAll(path, cap: 1 << 20, what: "a \(name)")
+                if let start, start.starts(with: Array(heading.utf8)) { continue }
             } else if let model = try? ModelFolder.load(path), model.config == demo.config {
                 continue
             }
@@ -79,6 +78,36 @@ extension MergeTool.Demo {
 
     /// The first line of results.md.
     static let resultsHeading = "## Every model × every metric\n"
+
+    /// How the files the demo writes begin, by name: a file that begins so is the demo's own.
+    static let writtenFileHeadings = ["results.md": resultsHeading, "pareto.svg": "<svg xmlns=\"http://www.w3.org/2000/svg\""]
+
+    /// The skill (exact match) and preference (polite rate) axes of the plot, both higher is better.
+    static let plotAxes = (x: MetricGoal(name: "exact_match", maximize: true), y: MetricGoal(name: "polite_rate", maximize: true))
+
+    /// Every merge on skill against preference, those on their Pareto front joined, and
+    /// the trained models (base, SFT, DPO, L1-sparse SFT, sequential SFT → DPO) marked as parents.
+    static func paretoPlot(_ result: DemoResult) -> String {
+        let merges = result.rows.filter { $0.method != nil }
+        let front = Set(ParetoFront.indices(merges.map { (x: $0.report.exactMatch, y: $0.report.politeRate) }, goals: plotAxes))
+        var points = merges.enumerated().map { i, row in
+            SweepScatter.Point(x: row.report.exactMatch, y: row.report.politeRate, kind: front.contains(i) ? .front : .candidate,
+                               label: row.name)
+        }
+        for row in result.rows where row.method == nil {
+            points.append(SweepScatter.Point(x: row.report.exactMatch, y: row.report.politeRate, kind: .parent, label: row.name))
+        }
+        return SweepScatter.svg(points, x: plotAxes.x, y: plotAxes.y, title: "PAFT demo: merges against the trained models")
+    }
+
+    /// Writes `text` to `path` through a temporary file renamed into place.
+    static func write(_ text: String, to path: String) throws {
+        let file = try OutputPath(destination: path, isDirectory: false, overwrite: true)
+        guard FileManager.default.createFile(atPath: file.temporary, contents: Data(text.utf8)) else {
+            throw TrainingError.io(file: path, problem: "cannot write")
+        }
+        try file.commit()
+    }
 }
 
 /// Runs the demo's merges through the merge engine, as `merge-tool fuse` would, and

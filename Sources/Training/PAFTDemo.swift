@@ -144,7 +144,7 @@ public struct PAFTDemo: Sendable {
     public func outputNames() -> [String] {
         ["base", "sft", "sft-l1", "dpo", "sft-dpo"]
             + mergeRequests().map { String($0.output.utf8.split(separator: UInt8(ascii: "/")).last.map { Substring($0) } ?? "") }
-            + ["results.md"]
+            + ["results.md", "pareto.svg"]
     }
 
     /// The merges the demo performs, in table order.

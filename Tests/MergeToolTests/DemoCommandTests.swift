@@ -1,7 +1,7 @@
 import Checkpoints
 import Foundation
 import Testing
-import Training
+@testable import Training
 @testable import MergeTool
 
 struct DemoCommandTests {
@@ -30,4 +30,26 @@ struct DemoCommandTests {
                                                             base: folder + "/base")
         #expect(statistics.contains("first vs second"))
     }
+}
+
+/// The demo's plot: merges on skill against preference, the undominated ones on the
+/// front, the trained models as parents.
+@Test func demoPlotMarksTheFrontAndTheTrainedModels() throws {
+    func row(_ name: String, exact: Double, polite: Double, method: String? = nil) -> DemoRow {
+        DemoRow(name: name, report: EvaluationReport(instructionLoss: 1, exactMatch: exact, preferenceAccuracy: 0.5,
+                                                     rewardMargin: nil, politeRate: polite, perplexity: 2), method: method)
+    }
+    let result = DemoResult(rows: [row("sft", exact: 0.9, polite: 0.1), row("dpo", exact: 0.1, polite: 0.9),
+                                   row("ta w2", exact: 0.5, polite: 0.5, method: "task_arithmetic"),
+                                   row("ties d0.3", exact: 0.8, polite: 0.2, method: "ties"),
+                                   row("ties d0.7", exact: 0.4, polite: 0.4, method: "ties")],
+                            statistics: "")
+    let svg = MergeTool.Demo.paretoPlot(result)
+    func marks(_ fill: String) -> [String] {
+        svg.components(separatedBy: "fill=\"\(fill)\"><title>").dropFirst().map { String($0.prefix { $0 != "<" }) }
+    }
+    #expect(Set(marks("#1f77b4")) == ["ta w2", "ties d0.3"])
+    #expect(marks("#999") == ["ties d0.7"])
+    #expect(marks("#ff7f0e") == ["sft", "dpo"])
+    #expect(svg.hasPrefix(MergeTool.Demo.writtenFileHeadings["pareto.svg"]!))
 }
