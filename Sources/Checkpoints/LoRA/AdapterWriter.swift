@@ -63,12 +63,12 @@ public final class LoRAAdapterWriter: TensorSink, @unchecked Sendable {
             guard byName.updateValue(module, forKey: module.name) == nil else {
                 throw .io(file: folder, problem: "module '\(module.name)' planned twice")
             }
-            let keys = PEFTKey.factors(module.name)
+            let keys = PEFTNames.factorNames(module.name)
             specs.append(TensorSpec(name: keys.a, dtype: dtype, shape: [module.rank, module.inFeatures]))
             specs.append(TensorSpec(name: keys.b, dtype: dtype, shape: [module.outFeatures, module.rank]))
         }
         guard !modules.isEmpty || !saved.isEmpty else { throw .io(file: folder, problem: "the adapter would hold no tensors") }
-        for t in saved { specs.append(TensorSpec(name: PEFTKey.saved(t.name), dtype: t.dtype, shape: t.shape)) }
+        for t in saved { specs.append(TensorSpec(name: PEFTNames.savedName(t.name), dtype: t.dtype, shape: t.shape)) }
         self.modules = byName
         self.saved = Set(saved.map(\.name))
         configText = Self.configJSON(config, modules: modules).prettyText + "\n"
@@ -87,7 +87,7 @@ public final class LoRAAdapterWriter: TensorSink, @unchecked Sendable {
     /// lora_A (`rank × in`), `b` lora_B (`out × rank`).
     public func writeFactors(module name: String, a: UnsafeRawBufferPointer, b: UnsafeRawBufferPointer) throws(CheckpointError) {
         guard modules[name] != nil else { throw .io(file: output.destination, problem: "module '\(name)' is not in the plan") }
-        let keys = PEFTKey.factors(name)
+        let keys = PEFTNames.factorNames(name)
         try file.write(keys.a, bytes: a)
         try file.write(keys.b, bytes: b)
     }
@@ -95,7 +95,7 @@ public final class LoRAAdapterWriter: TensorSink, @unchecked Sendable {
     /// Stores the whole tensor `name` (its name in the base) of a module to save.
     public func writeSaved(tensor name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
         guard saved.contains(name) else { throw .io(file: output.destination, problem: "tensor '\(name)' is not in the plan") }
-        try file.write(PEFTKey.saved(name), bytes: bytes)
+        try file.write(PEFTNames.savedName(name), bytes: bytes)
     }
 
     /// Stores a tensor by its key in the adapter file.
@@ -141,15 +141,4 @@ public final class LoRAAdapterWriter: TensorSink, @unchecked Sendable {
             ("inference_mode", .bool(true)),
         ])
     }
-}
-
-/// PEFT's names for an adapter's tensors, from the base model's names.
-private enum PEFTKey {
-    /// lora_A and lora_B of the linear module `module` (its weight minus `.weight`).
-    static func factors(_ module: String) -> (a: String, b: String) {
-        ("base_model.model.\(module).lora_A.weight", "base_model.model.\(module).lora_B.weight")
-    }
-
-    /// A tensor of a module saved whole.
-    static func saved(_ tensor: String) -> String { "base_model.model.\(tensor)" }
 }

@@ -10,6 +10,15 @@ public enum PEFTNames {
     /// The prefix of every tensor name in an adapter file.
     public static let prefix = "base_model.model."
 
+    /// The names of lora_A and lora_B of the linear module `module` (its weight's name
+    /// without `.weight`), as an adapter file stores them.
+    public static func factorNames(_ module: String) -> (a: String, b: String) {
+        (prefix + module + ".lora_A.weight", prefix + module + ".lora_B.weight")
+    }
+
+    /// The name under which base tensor `tensor` of a module saved whole is stored.
+    public static func savedName(_ tensor: String) -> String { prefix + tensor }
+
     /// Which LoRA factor a tensor is.
     public enum Factor: Sendable, Equatable {
         case a

@@ -123,6 +123,19 @@ public enum HFFolder {
         return try MappedFile(path: shardPath)
     }
 
+    /// The name side file `source` takes in an output (`name`, or its own name), after
+    /// checking that name and `source` as a side file of its folder (see `sideFile`).
+    static func sideFileTarget(copying source: String, as name: String?, followSymlinks: Bool) throws(CheckpointError) -> String {
+        let bytes = Array(source.utf8)
+        let cut = bytes.lastIndex(of: UInt8(ascii: "/"))
+        let sourceName = String(decoding: bytes[(cut.map { $0 + 1 } ?? 0)...], as: UTF8.self)
+        let target = name ?? sourceName
+        guard isPlainFileName(target) else { throw .io(file: target, problem: "not a plain file name") }
+        let folder = cut.map { $0 == 0 ? "/" : String(decoding: bytes[..<$0], as: UTF8.self) } ?? "."
+        _ = try sideFile(sourceName, in: folder, followSymlinks: followSymlinks)
+        return target
+    }
+
     /// The path of the side file `name` (config, tokenizer, …) of `folder`, checked
     /// against the link rule of shards: a link leaving the folder is refused unless
     /// `followSymlinks`.

@@ -236,13 +236,7 @@ public enum HFFolderSlices {
         }
 
         public func copyFile(from source: String, as name: String? = nil, followSymlinks: Bool = false) throws(CheckpointError) {
-            let bytes = Array(source.utf8)
-            let cut = bytes.lastIndex(of: UInt8(ascii: "/"))
-            let sourceName = String(decoding: bytes[(cut.map { $0 + 1 } ?? 0)...], as: UTF8.self)
-            let target = name ?? sourceName
-            guard HFFolder.isPlainFileName(target) else { throw .io(file: target, problem: "not a plain file name") }
-            let sourceFolder = cut.map { $0 == 0 ? "/" : String(decoding: bytes[..<$0], as: UTF8.self) } ?? "."
-            _ = try HFFolder.sideFile(sourceName, in: sourceFolder, followSymlinks: followSymlinks)
+            let target = try HFFolder.sideFileTarget(copying: source, as: name, followSymlinks: followSymlinks)
             try NewFile.copy(from: source, to: staging.temporaryPath(for: target), display: folder + "/" + target)
             staged.append(target)
         }

@@ -251,13 +251,7 @@ public final class HFFolderWriter: TensorSink, @unchecked Sendable {
     /// A link leaving the folder that holds `source` is refused unless
     /// `followSymlinks`, as for shards; the contents stream through a fixed buffer.
     public func copyFile(from source: String, as name: String? = nil, followSymlinks: Bool = false) throws(CheckpointError) {
-        let bytes = Array(source.utf8)
-        let cut = bytes.lastIndex(of: UInt8(ascii: "/"))
-        let sourceName = String(decoding: bytes[(cut.map { $0 + 1 } ?? 0)...], as: UTF8.self)
-        let target = name ?? sourceName
-        guard HFFolder.isPlainFileName(target) else { throw .io(file: target, problem: "not a plain file name") }
-        let folder = cut.map { $0 == 0 ? "/" : String(decoding: bytes[..<$0], as: UTF8.self) } ?? "."
-        _ = try HFFolder.sideFile(sourceName, in: folder, followSymlinks: followSymlinks)
+        let target = try HFFolder.sideFileTarget(copying: source, as: name, followSymlinks: followSymlinks)
         // Copy the contents, not a link: side files in a hub cache are links to blobs
         // that a relative link in the output would no longer reach.
         try NewFile.copy(from: source, to: output.temporaryPath(for: target), display: output.destination + "/" + target)
