@@ -62,8 +62,11 @@ for target in "${targets[@]}"; do
         cp "$scratch/release/MergeFuzz" "$binary"
     elif [ ! -x "$binary" ] || [ -n "$(find Sources/Checkpoints "$entry" -newer "$binary" -name '*.swift' | head -1)" ]; then
         echo "fuzz $target: building" >&2
+        # Checkpoints imports the zstd and OpenBLAS module maps; OpenBLAS's headers and
+        # library sit where pkg-config says.
         swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name Checkpoints \
-            -I Sources/CZstd $(find Sources/Checkpoints -name '*.swift') "$entry" -o "$binary" 2>&1 | grep -v -E 'warning:|^\s*[0-9]* \||^\s*\|' >&2 || true
+            -I Sources/CZstd -I Sources/COpenBLAS $(pkg-config --cflags-only-I openblas | sed 's/-I/-Xcc -I/g') \
+            $(pkg-config --libs-only-L openblas) $(find Sources/Checkpoints -name '*.swift') "$entry" -o "$binary" 2>&1 | grep -v -E 'warning:|^\s*[0-9]* \||^\s*\|' >&2 || true
         [ -x "$binary" ] || { echo "fuzz $target: build failed" >&2; exit 1; }
     fi
     seeds=$work/seeds
