@@ -119,7 +119,7 @@ public struct DeltaStatisticsPlot {
             let f = report.model.deltas[d]
             let label = "\(name): \(percent(f.zeroShare)) zero, top 1 % holds \(percent(f.topMassShare)) of |δ| mass"
             out += "<rect x=\"\(fmt(cursor))\" y=\"\(fmt(y - 10))\" width=\"14\" height=\"10\" fill=\"\(color(d))\"/>\n"
-            out += "<text x=\"\(fmt(cursor + 20))\" y=\"\(fmt(y))\">\(escape(label))</text>\n"
+            out += "<text x=\"\(fmt(cursor + 20))\" y=\"\(fmt(y))\">\(XMLText.escape(label))</text>\n"
             cursor += 30 + Double(label.count) * 6.6
         }
         return out
@@ -132,7 +132,7 @@ public struct DeltaStatisticsPlot {
         for (value, label) in xTicks {
             let x = f.px((value - xRange.0) / (xRange.1 - xRange.0))
             out += "<line x1=\"\(fmt(x))\" y1=\"\(fmt(f.y + f.height))\" x2=\"\(fmt(x))\" y2=\"\(fmt(f.y + f.height + 5))\" stroke=\"#333\"/>\n"
-            out += "<text x=\"\(fmt(x))\" y=\"\(fmt(f.y + f.height + 18))\" text-anchor=\"middle\">\(escape(label))</text>\n"
+            out += "<text x=\"\(fmt(x))\" y=\"\(fmt(f.y + f.height + 18))\" text-anchor=\"middle\">\(XMLText.escape(label))</text>\n"
         }
         for i in 0...4 {
             let t = Double(i) / 4, y = f.py(t)
@@ -142,19 +142,19 @@ public struct DeltaStatisticsPlot {
                 + "stroke=\"\(i == 0 ? "#333" : "#ddd")\"/>\n"
             out += "<text x=\"\(fmt(f.x - 8))\" y=\"\(fmt(y + 4))\" text-anchor=\"end\">\(label)</text>\n"
         }
-        out += "<text x=\"\(fmt(f.x + f.width / 2))\" y=\"\(fmt(f.y + f.height + 36))\" text-anchor=\"middle\">\(escape(xLabel))</text>\n"
+        out += "<text x=\"\(fmt(f.x + f.width / 2))\" y=\"\(fmt(f.y + f.height + 36))\" text-anchor=\"middle\">\(XMLText.escape(xLabel))</text>\n"
         let cy = f.y + f.height / 2
         out += "<text x=\"\(fmt(f.x - 52))\" y=\"\(fmt(cy))\" text-anchor=\"middle\" "
-            + "transform=\"rotate(-90 \(fmt(f.x - 52)) \(fmt(cy)))\">\(escape(yLabel))</text>\n"
+            + "transform=\"rotate(-90 \(fmt(f.x - 52)) \(fmt(cy)))\">\(XMLText.escape(yLabel))</text>\n"
         return out
     }
 
     private func panelTitle(_ f: Frame, _ title: String) -> String {
-        "<text x=\"\(fmt(f.x))\" y=\"\(fmt(f.y - 14))\" font-size=\"14\" font-weight=\"bold\">\(escape(title))</text>\n"
+        "<text x=\"\(fmt(f.x))\" y=\"\(fmt(f.y - 14))\" font-size=\"14\" font-weight=\"bold\">\(XMLText.escape(title))</text>\n"
     }
 
     private func emptyNote(_ f: Frame, _ note: String) -> String {
-        "<text x=\"\(fmt(f.x + f.width / 2))\" y=\"\(fmt(f.y + f.height / 2))\" text-anchor=\"middle\">\(escape(note))</text>\n"
+        "<text x=\"\(fmt(f.x + f.width / 2))\" y=\"\(fmt(f.y + f.height / 2))\" text-anchor=\"middle\">\(XMLText.escape(note))</text>\n"
     }
 
     /// The smallest round number at or above `value` whose quarters are round too.
@@ -166,9 +166,4 @@ public struct DeltaStatisticsPlot {
     }
 
     private func fmt(_ v: Double) -> String { String(format: "%.1f", v) }
-
-    private func escape(_ text: String) -> String {
-        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-            .replacingOccurrences(of: ">", with: "&gt;")
-    }
 }

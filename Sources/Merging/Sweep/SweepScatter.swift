@@ -1,3 +1,4 @@
+import Checkpoints
 import Foundation
 
 /// A scatter plot of a sweep's scored models on two metrics, as a standalone SVG:
@@ -37,7 +38,7 @@ public enum SweepScatter {
             <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
             viewBox="0 0 \(Int(width)) \(Int(height))" font-family="sans-serif" font-size="12">
             <rect width="100%" height="100%" fill="white"/>
-            <text x="\(n(width / 2))" y="22" text-anchor="middle" font-size="14">\(escape(title))</text>
+            <text x="\(n(width / 2))" y="22" text-anchor="middle" font-size="14">\(XMLText.escape(title))</text>
             <rect x="\(n(left))" y="\(n(top))" width="\(n(plotWidth))" height="\(n(plotHeight))" fill="none" stroke="#444"/>
 
             """
@@ -49,8 +50,8 @@ public enum SweepScatter {
             svg += "<line x1=\"\(n(left - 5))\" y1=\"\(n(py(tick)))\" x2=\"\(n(left))\" y2=\"\(n(py(tick)))\" stroke=\"#444\"/>"
             svg += "<text x=\"\(n(left - 8))\" y=\"\(n(py(tick) + 4))\" text-anchor=\"end\">\(label(tick))</text>\n"
         }
-        svg += "<text x=\"\(n(left + plotWidth / 2))\" y=\"\(n(height - 18))\" text-anchor=\"middle\">\(escape(axisName(xGoal)))</text>\n"
-        svg += "<text transform=\"translate(16 \(n(top + plotHeight / 2))) rotate(-90)\" text-anchor=\"middle\">\(escape(axisName(yGoal)))</text>\n"
+        svg += "<text x=\"\(n(left + plotWidth / 2))\" y=\"\(n(height - 18))\" text-anchor=\"middle\">\(XMLText.escape(axisName(xGoal)))</text>\n"
+        svg += "<text transform=\"translate(16 \(n(top + plotHeight / 2))) rotate(-90)\" text-anchor=\"middle\">\(XMLText.escape(axisName(yGoal)))</text>\n"
 
         let front = shown.filter { $0.kind == .front }.sorted { $0.x < $1.x }
         if front.count > 1 {
@@ -58,15 +59,15 @@ public enum SweepScatter {
             svg += "<polyline points=\"\(line)\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\"/>\n"
         }
         for point in shown where point.kind == .candidate {
-            svg += "<circle cx=\"\(n(px(point.x)))\" cy=\"\(n(py(point.y)))\" r=\"3.5\" fill=\"#999\"><title>\(escape(point.label))</title></circle>\n"
+            svg += "<circle cx=\"\(n(px(point.x)))\" cy=\"\(n(py(point.y)))\" r=\"3.5\" fill=\"#999\"><title>\(XMLText.escape(point.label))</title></circle>\n"
         }
         for point in front {
-            svg += "<circle cx=\"\(n(px(point.x)))\" cy=\"\(n(py(point.y)))\" r=\"5\" fill=\"#1f77b4\"><title>\(escape(point.label))</title></circle>\n"
+            svg += "<circle cx=\"\(n(px(point.x)))\" cy=\"\(n(py(point.y)))\" r=\"5\" fill=\"#1f77b4\"><title>\(XMLText.escape(point.label))</title></circle>\n"
         }
         for point in shown where point.kind == .parent {
             let (x, y) = (px(point.x), py(point.y))
-            svg += "<rect x=\"\(n(x - 5))\" y=\"\(n(y - 5))\" width=\"10\" height=\"10\" fill=\"#ff7f0e\"><title>\(escape(point.label))</title></rect>"
-            svg += "<text x=\"\(n(x + 8))\" y=\"\(n(y - 6))\" fill=\"#b35900\">\(escape(shortName(point.label)))</text>\n"
+            svg += "<rect x=\"\(n(x - 5))\" y=\"\(n(y - 5))\" width=\"10\" height=\"10\" fill=\"#ff7f0e\"><title>\(XMLText.escape(point.label))</title></rect>"
+            svg += "<text x=\"\(n(x + 8))\" y=\"\(n(y - 6))\" fill=\"#b35900\">\(XMLText.escape(shortName(point.label)))</text>\n"
         }
         // Legend in one row between the title and the frame, where no point can hide it.
         let legend: [(String, String)] = [("#999", "candidate"), ("#1f77b4", "Pareto front"), ("#ff7f0e", "parent")]
@@ -119,20 +120,4 @@ public enum SweepScatter {
     }
 
     static func n(_ v: Double) -> String { String(format: "%.1f", v) }
-
-    static func escape(_ text: String) -> String {
-        var out = ""
-        for c in text.unicodeScalars {
-            switch c {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            default:
-                // XML 1.0 forbids most control characters even escaped.
-                if c.value < 0x20 && c != "\t" { out += " " } else { out.unicodeScalars.append(c) }
-            }
-        }
-        return out
-    }
 }
