@@ -49,6 +49,9 @@ public enum LoRAMerging {
             folderWriter = try HFFolderWriter(folder: output, tensors: specs, maxShardSize: maxShardSize, overwrite: overwrite)
             writer = folderWriter!
         }
+        // δ is an OpenBLAS product inside each worker: one BLAS thread each.
+        let blasThreads = LoRAProduct.useOneThread()
+        defer { LoRAProduct.restoreThreads(blasThreads) }
         do {
             let scratches = ConversionScratch.perWorker(workers)
             try WorkerQueue.forEach(count: tensors.count, workers: workers, progress: { progress($0, tensors.count) }) { (worker, i) throws(CheckpointError) in

@@ -205,9 +205,8 @@ public enum LoRAExtraction {
 
         // Decompose, one module per worker; OpenBLAS runs single-threaded inside each
         // so results do not depend on its thread count.
-        let previousThreads = openblas_get_num_threads()
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(previousThreads) }
+        let previousThreads = LoRAProduct.useOneThread()
+        defer { LoRAProduct.restoreThreads(previousThreads) }
         let planned = jobs
         let results = try WorkerQueue.map(count: planned.count, workers: options.workers,
                                           progress: { progress($0, planned.count) }) { (_, i) throws(MergeError) -> Result in
