@@ -137,6 +137,23 @@ private let qwen2 = fixture("lora/qwen2")
         try expectAgreement(try Checkpoint.open(folder + "/fused"), expected, base: ggufBase, adapter + " (fuse)", exactBiases: false)
     }
 
+    /// `GGUF+adapter` onto a folder base, or `folder+adapter` onto a GGUF base: the
+    /// adapter's model would be looked up under the other format's names and found in
+    /// none, so it is refused rather than merged as nothing.
+    @Test func anAdapterOnAModelOfTheOtherFormatThanTheMergeBaseIsRefused() throws {
+        let folder = scratch()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let gguf = folder + "/base.gguf", hf = fixture("merge/base"), adapter = fixture("lora/sft-lora")
+        #expect(try runTool(["convert", hf, gguf, "--type", "f32"]).status == 0)
+        for (model, base, text) in [(gguf + "+" + adapter, hf, "an adapter applied to a GGUF model merges only onto a base of the same format, not \(hf)"),
+                                    (hf + "+" + adapter, gguf, "an adapter applied to a Hugging Face model merges only onto a base of the same format, not \(gguf)")] {
+            let result = try runTool(["fuse", model, "--base", base, "-o", folder + "/out"])
+            #expect(result.status == 1)
+            #expect(result.err == "error: \(model): \(text)\n", "\(result.err)")
+            #expect(!FileManager.default.fileExists(atPath: folder + "/out"))
+        }
+    }
+
     @Test func aGGUFBaseNeedsAGGUFOutputAndAFolderBaseAFolder() throws {
         let folder = scratch()
         defer { try? FileManager.default.removeItem(atPath: folder) }
