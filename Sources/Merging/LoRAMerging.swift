@@ -24,7 +24,8 @@ public enum LoRAMerging {
         for name in adapter.modules.map(\.baseName) + adapter.saved.keys.sorted() {
             let t = base.tensor(named: name)!
             guard t.dtype.isEncodable, !t.dtype.isQuantized else {
-                throw .adapter(file: adapter.weights.path, problem: "'\(name)' is \(t.dtype) in the base, which cannot be written merged")
+                let hint = t.dtype.isQuantized ? "; fuse the adapter alone (--method task_arithmetic) to write its merge as BF16" : ""
+                throw .adapter(file: adapter.weights.path, problem: "'\(name)' is \(t.dtype) in the base, which cannot be written merged\(hint)")
             }
         }
         let tensors = base.tensors

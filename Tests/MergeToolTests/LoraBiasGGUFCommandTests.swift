@@ -154,6 +154,31 @@ private let qwen2 = fixture("lora/qwen2")
         }
     }
 
+    /// On a block-quantized GGUF base `fuse` writes the merged tensors as BF16; `lora merge`,
+    /// which keeps the base's types, refuses and says so.
+    @Test func aQuantizedGGUFBaseMergesThroughFuse() throws {
+        let folder = scratch()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        #expect(try runTool(["convert", qwen2 + "/base", folder + "/base.gguf", "--type", "q8_0"]).status == 0)
+        var result = try runTool(["fuse", qwen2 + "/bias-lora", "--base", folder + "/base.gguf", "--method", "task_arithmetic",
+                                  "-o", folder + "/fused"])
+        #expect(result.status == 0, "\(result.err)")
+        let fused = try Checkpoint.open(folder + "/fused"), base = try Checkpoint.open(folder + "/base.gguf")
+        let tuned = try Checkpoint.open(qwen2 + "/tuned")
+        let q = try #require(fused.tensor(named: "blk.0.attn_q.weight"))
+        #expect(q.dtype == .bf16)
+        // The adapter's δ is there: the fused Q is nearer the fine-tune's than the base's is.
+        let want = try tuned.decode(tuned.tensor(named: "model.layers.0.self_attn.q_proj.weight")!)
+        let got = try fused.decode(q), was = try base.decode(base.tensor(named: "blk.0.attn_q.weight")!)
+        func distance(_ x: [Float]) -> Float { zip(x, want).map { abs($0 - $1) }.max() ?? 0 }
+        #expect(distance(got) < distance(was) / 4, "\(distance(got)) vs \(distance(was))")
+        result = try runTool(["lora", "merge", qwen2 + "/bias-lora", "--base", folder + "/base.gguf", "-o", folder + "/m.gguf"])
+        #expect(result.status == 1)
+        #expect(result.err.hasSuffix("is Q8_0 in the base, which cannot be written merged; fuse the adapter alone (--method task_arithmetic) to write its merge as BF16\n"),
+                "\(result.err)")
+        #expect(!FileManager.default.fileExists(atPath: folder + "/m.gguf"))
+    }
+
     @Test func aGGUFBaseNeedsAGGUFOutputAndAFolderBaseAFolder() throws {
         let folder = scratch()
         defer { try? FileManager.default.removeItem(atPath: folder) }
