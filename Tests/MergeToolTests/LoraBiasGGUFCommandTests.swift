@@ -154,6 +154,31 @@ private let qwen2 = fixture("lora/qwen2")
         }
     }
 
+    /// `stats` of an adapter on a GGUF base: each module under its GGUF tensor, with the
+    /// spectrum it has on the folder base (permuting B's rows leaves B·A's singular values).
+    @Test func statsOfAnAdapterOnAGGUFBase() throws {
+        let folder = scratch()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        #expect(try runTool(["convert", fixture("merge/base"), folder + "/base.gguf", "--type", "f32"]).status == 0)
+        func modules(_ base: String) throws -> [[String: Any]] {
+            let result = try runTool(["stats", fixture("lora/sft-lora"), "--base", base, "--json"])
+            #expect(result.status == 0, "\(result.err)")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(result.out.utf8)) as? [String: Any])
+            let adapters = try #require(json["adapters"] as? [[String: Any]])
+            return try #require(adapters.first?["modules"] as? [[String: Any]])
+        }
+        let onGGUF = try modules(folder + "/base.gguf"), onFolder = try modules(fixture("merge/base"))
+        #expect(onGGUF.count == 21 && onFolder.count == 21)
+        let byModule = Dictionary(uniqueKeysWithValues: onFolder.map { ($0["module"] as! String, $0) })
+        for m in onGGUF {
+            let name = m["module"] as! String
+            let other = try #require(byModule[name])
+            #expect(m["tensor"] as? String == LlamaFamily.ggufName(forHF: name + ".weight"))
+            let s = m["singular_values"] as! [Double], t = other["singular_values"] as! [Double]
+            #expect(s.count == t.count && zip(s, t).allSatisfy { abs($0 - $1) <= 1e-9 * max(1, abs($1)) }, "\(name)")
+        }
+    }
+
     /// On a block-quantized GGUF base `fuse` writes the merged tensors as BF16; `lora merge`,
     /// which keeps the base's types, refuses and says so.
     @Test func aQuantizedGGUFBaseMergesThroughFuse() throws {
