@@ -29,12 +29,19 @@ struct LoraMerge: ParsableCommand {
         discussion: """
             Each adapted weight becomes base + scale·B·A (scale α/r, or α/√r with use_rslora; \
             transposed for fan_in_fan_out and embeddings), rounded once to the base's type as \
-            PEFT's merge_and_unload() does; modules_to_save tensors replace the base's; every \
-            other tensor, and the base folder's config and tokenizer files, are copied. The \
-            adapter is checked against the base before anything is written.
+            PEFT's merge_and_unload() does; modules_to_save tensors and stored biases \
+            (<module>.base_layer.bias) replace the base's; every other tensor, and the base \
+            folder's config and tokenizer files, are copied. The adapter is checked against \
+            the base before anything is written.
 
-            Example:
+            A GGUF base (llama, qwen2) gives a GGUF file (-o must end in .gguf) with the \
+            base's metadata and types: the adapter's module names are mapped to llama.cpp's \
+            and lora_B's rows of Q and K permuted as the GGUF stores them. Its adapted \
+            tensors must be F32, F16 or BF16 (fuse writes a merge of a quantized base as BF16).
+
+            Examples:
               merge-tool lora merge sft-lora/ --base base/ -o sft-merged/
+              merge-tool lora merge sft-lora/ --base base-f16.gguf -o sft-f16.gguf
             """)
 
     @Argument(help: "The adapter folder.")
@@ -43,7 +50,7 @@ struct LoraMerge: ParsableCommand {
     @Option(help: "The base model the adapter was trained on.")
     var base: String
 
-    @Option(name: [.short, .customLong("output")], help: "Output folder, or a file ending in .safetensors.")
+    @Option(name: [.short, .customLong("output")], help: "Output folder, or a file ending in .safetensors (.gguf for a GGUF base).")
     var output: String
 
     @OptionGroup var shards: ShardOptions

@@ -15,7 +15,9 @@ struct LoraExtract: ParsableCommand {
             For each 2-D linear weight, δ = FT − BASE is decomposed by a truncated SVD \
             δ ≈ U·S·Vᵀ and written as lora_B = U·√S, lora_A = √S·Vᵀ with lora_alpha = r \
             (scale 1), in a folder peft.PeftModel.from_pretrained loads. Embeddings and \
-            norms are stored whole (modules_to_save) or left out. Prints each module's \
+            norms are stored whole (modules_to_save) or left out, and so are changed biases \
+            of decomposed modules (as <module>.base_layer.bias, bias "lora_only", which \
+            PEFT loads in place of the base's). Prints each module's \
             relative error ‖δ − B·A‖/‖δ‖ with the factors as stored.
 
             --rank R gives every module rank R; --energy E gives each module the smallest \
@@ -45,6 +47,9 @@ struct LoraExtract: ParsableCommand {
 
     @Option(help: "Norm weights: stored whole in modules_to_save, or left out.")
     var norms: LoRAExtraction.WholeModules = .save
+
+    @Option(help: "Biases of decomposed modules that differ from the base's (Qwen2's q/k/v_proj): stored whole as PEFT's trained biases (bias \"lora_only\"), or left out.")
+    var biases: LoRAExtraction.WholeModules = .save
 
     @Option(help: "SVD: auto, exact (LAPACK sgesdd) or randomized.")
     var svd: TruncatedSVD.Algorithm = .auto
@@ -88,6 +93,7 @@ struct LoraExtract: ParsableCommand {
             options.targets = targetModules.map(targets)
             options.embeddings = embeddings
             options.norms = norms
+            options.biases = biases
             options.algorithm = svd
             options.seed = seed
             options.dtype = dtype?.dtype

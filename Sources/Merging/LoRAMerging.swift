@@ -11,7 +11,8 @@ import Foundation
 /// (as Float32, base and δ) per worker at a time.
 public enum LoRAMerging {
     /// Writes `adapter` merged into `base` at `output` (a folder, or one file when it ends
-    /// in `.safetensors`); config and tokenizer files are copied from the base folder.
+    /// in `.safetensors`; a GGUF base gives a `.gguf` file with its metadata); config and
+    /// tokenizer files are copied from the base folder.
     /// Returns the number of tensors adapted and replaced.
     public static func apply(adapter adapterPath: String, base basePath: String, output: String, overwrite: Bool,
                              followSymlinks: Bool = false, maxShardSize: Int = HFFolderWriter.defaultMaxShardSize,
@@ -23,20 +24,35 @@ public enum LoRAMerging {
         for name in adapter.modules.map(\.baseName) + adapter.saved.keys.sorted() {
             let t = base.tensor(named: name)!
             guard t.dtype.isEncodable, !t.dtype.isQuantized else {
-                throw .adapter(file: adapter.weights.path, problem: "'\(name)' is \(t.dtype) in the base, which cannot be written merged")
+                let hint = t.dtype.isQuantized ? "; fuse the adapter alone (--method task_arithmetic) to write its merge as BF16" : ""
+                throw .adapter(file: adapter.weights.path, problem: "'\(name)' is \(t.dtype) in the base, which cannot be written merged\(hint)")
             }
         }
         let tensors = base.tensors
         let specs = tensors.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
         let writer: any TensorSink
         let folderWriter: HFFolderWriter?
-        if output.hasSuffix(".safetensors") {
+        if base.format == .gguf || output.hasSuffix(".gguf") {
+            // A GGUF base gives a GGUF file of its tensors, types and metadata: the names are
+            // llama.cpp's, which a model folder would not load under.
+            guard base.format == .gguf, output.hasSuffix(".gguf") else {
+                throw .io(file: output, problem: base.format == .gguf
+                    ? "the base is a GGUF file, so the merged model is one too: name the output *.gguf"
+                    : "a GGUF file is written only from a GGUF base; write a folder and convert it (merge-tool convert)")
+            }
+            let fileType = base.metadata.first { $0.key == "general.file_type" }?.value.intValue.flatMap(UInt32.init(exactly:))
+            writer = try GGUFWriter(path: output, tensors: specs, metadata: base.metadata, fileType: fileType, overwrite: overwrite)
+            folderWriter = nil
+        } else if output.hasSuffix(".safetensors") {
             writer = try SafetensorsFileOutput(path: output, tensors: specs, overwrite: overwrite)
             folderWriter = nil
         } else {
             folderWriter = try HFFolderWriter(folder: output, tensors: specs, maxShardSize: maxShardSize, overwrite: overwrite)
             writer = folderWriter!
         }
+        // δ is an OpenBLAS product inside each worker: one BLAS thread each.
+        let blasThreads = LoRAProduct.useOneThread()
+        defer { LoRAProduct.restoreThreads(blasThreads) }
         do {
             let scratches = ConversionScratch.perWorker(workers)
             try WorkerQueue.forEach(count: tensors.count, workers: workers, progress: { progress($0, tensors.count) }) { (worker, i) throws(CheckpointError) in

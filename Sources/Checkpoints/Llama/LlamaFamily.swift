@@ -104,6 +104,18 @@ public enum LlamaFamily {
         return projection == .query ? headCount : kvHeads
     }
 
+    /// The architecture and attention head counts a GGUF file of the family records
+    /// (`general.architecture`, `<arch>.attention.head_count`, and `head_count_kv`, the
+    /// head count when absent), or nil for another architecture or no positive head count.
+    public static func ggufAttention(_ metadata: [MetadataEntry]) -> (architecture: Architecture, heads: Int, kvHeads: Int)? {
+        func value(_ key: String) -> MetadataValue? { metadata.first { $0.key == key }?.value }
+        guard let name = value("general.architecture")?.stringValue,
+              let architecture = architectures.first(where: { $0.ggufName == name }),
+              let heads = value("\(name).attention.head_count")?.intValue, heads > 0
+        else { return nil }
+        return (architecture, heads, value("\(name).attention.head_count_kv")?.intValue ?? heads)
+    }
+
     /// True when `rows` rows split into `heads` heads of row pairs, as the Q/K
     /// permutation needs.
     /// A head count from a file can be anything, so `2 × heads` is checked for overflow.

@@ -1,7 +1,8 @@
 /// Writes a PEFT LoRA adapter folder: `adapter_model.safetensors` with, per module,
 /// `base_model.model.<module>.lora_A.weight` (`rank × in`) and `…lora_B.weight`
 /// (`out × rank`), the tensors of `modules_to_save` whole under
-/// `base_model.model.<tensor>`, and `adapter_config.json` (peft_type LORA,
+/// `base_model.model.<tensor>`, decomposed modules' trained biases whole under
+/// `base_model.model.<module>.base_layer.bias` (`bias: "lora_only"`), and `adapter_config.json` (peft_type LORA,
 /// task_type CAUSAL_LM, `lora_alpha` equal to `r` so the scale α/r is 1, and
 /// `rank_pattern`/`alpha_pattern` for modules whose rank differs from `r`).
 ///
@@ -36,10 +37,13 @@ public final class LoRAAdapterWriter: TensorSink, @unchecked Sendable {
         public var targetModules: [String]
         /// `modules_to_save`: the last components of the modules stored whole.
         public var modulesToSave: [String]
-        public init(baseModel: String, targetModules: [String], modulesToSave: [String]) {
+        /// `bias`: "lora_only" when the adapter stores decomposed modules' biases, else "none".
+        public var bias: LoRAConfig.Bias
+        public init(baseModel: String, targetModules: [String], modulesToSave: [String], bias: LoRAConfig.Bias = .none) {
             self.baseModel = baseModel
             self.targetModules = targetModules
             self.modulesToSave = modulesToSave
+            self.bias = bias
         }
     }
 
@@ -47,12 +51,15 @@ public final class LoRAAdapterWriter: TensorSink, @unchecked Sendable {
     private let file: SafetensorsFileWriter
     private let modules: [String: Module]
     private let saved: Set<String>
+    private let biases: Set<String>
     private let configText: String
 
-    /// Plans the weights file for `modules` (factors in `dtype`) and the whole tensors
-    /// `saved` (names as in the base). Fails before anything exists when the plan is
-    /// inconsistent (no module, a rank outside 1…min(out, in)), or as `OutputPath` does.
-    public init(folder: String, modules: [Module], saved: [TensorSpec], dtype: DType, config: Config,
+    /// Plans the weights file for `modules` (factors in `dtype`), the whole tensors
+    /// `saved` (names as in the base) and the whole biases `biases` of decomposed modules
+    /// (named `<module>.bias` as in the base; stored as PEFT's `<module>.base_layer.bias`).
+    /// Fails before anything exists when the plan is inconsistent (no module, a rank
+    /// outside 1…min(out, in), a bias of no planned module), or as `OutputPath` does.
+    public init(folder: String, modules: [Module], saved: [TensorSpec], biases: [TensorSpec] = [], dtype: DType, config: Config,
                 overwrite: Bool) throws(CheckpointError) {
         var byName: [String: Module] = [:]
         var specs: [TensorSpec] = []
@@ -69,8 +76,15 @@ public final class LoRAAdapterWriter: TensorSink, @unchecked Sendable {
         }
         guard !modules.isEmpty || !saved.isEmpty else { throw .io(file: folder, problem: "the adapter would hold no tensors") }
         for t in saved { specs.append(TensorSpec(name: PEFTNames.savedName(t.name), dtype: t.dtype, shape: t.shape)) }
+        for t in biases {
+            guard t.name.hasSuffix(".bias"), byName[String(t.name.dropLast(".bias".count))] != nil else {
+                throw .io(file: folder, problem: "bias '\(t.name)' is not the bias of a planned module")
+            }
+            specs.append(TensorSpec(name: PEFTNames.biasName(ofModule: String(t.name.dropLast(".bias".count))), dtype: t.dtype, shape: t.shape))
+        }
         self.modules = byName
         self.saved = Set(saved.map(\.name))
+        self.biases = Set(biases.map(\.name))
         configText = Self.configJSON(config, modules: modules).prettyText + "\n"
         try SafetensorsFileWriter.check(specs, metadata: [("format", "pt")], path: folder + "/" + Self.weightsFileName)
         output = try OutputPath(destination: folder, isDirectory: true, overwrite: overwrite)
@@ -96,6 +110,12 @@ public final class LoRAAdapterWriter: TensorSink, @unchecked Sendable {
     public func writeSaved(tensor name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
         guard saved.contains(name) else { throw .io(file: output.destination, problem: "tensor '\(name)' is not in the plan") }
         try file.write(PEFTNames.savedName(name), bytes: bytes)
+    }
+
+    /// Stores the whole bias `name` (`<module>.bias`, its name in the base) of a decomposed module.
+    public func writeBias(tensor name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
+        guard biases.contains(name) else { throw .io(file: output.destination, problem: "bias '\(name)' is not in the plan") }
+        try file.write(PEFTNames.biasName(ofModule: String(name.dropLast(".bias".count))), bytes: bytes)
     }
 
     /// Stores a tensor by its key in the adapter file.
@@ -137,7 +157,7 @@ public final class LoRAAdapterWriter: TensorSink, @unchecked Sendable {
             ("use_rslora", .bool(false)),
             ("lora_dropout", .number("0.0")),
             ("fan_in_fan_out", .bool(false)),
-            ("bias", .string("none")),
+            ("bias", .string(config.bias.rawValue)),
             ("inference_mode", .bool(true)),
         ])
     }

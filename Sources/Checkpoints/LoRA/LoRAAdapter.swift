@@ -18,12 +18,22 @@ public struct LoRAConfig: Sendable, Equatable {
     public var modulesToSave: [String]
     /// `fan_in_fan_out`: the adapted weights are stored [in, out] (GPT-2's Conv1D).
     public var fanInFanOut: Bool
+    /// `bias`: which biases the adapter trained and stores whole.
+    public var bias: Bias = .none
     /// `rank_pattern` and `alpha_pattern` entries in file order; the first matching name wins.
     public var rankPattern: [(key: String, value: Int)]
     public var alphaPattern: [(key: String, value: Double)]
 
+    /// PEFT's `bias` setting. With `loraOnly` the adapted layers' biases are stored
+    /// whole (`<module>.base_layer.bias`); with `all`, every bias of the model.
+    public enum Bias: String, Sendable, Equatable {
+        case none
+        case all
+        case loraOnly = "lora_only"
+    }
+
     public static func == (a: LoRAConfig, b: LoRAConfig) -> Bool {
-        a.rank == b.rank && a.alpha == b.alpha && a.useRSLoRA == b.useRSLoRA && a.targetModules == b.targetModules
+        a.rank == b.rank && a.bias == b.bias && a.alpha == b.alpha && a.useRSLoRA == b.useRSLoRA && a.targetModules == b.targetModules
             && a.modulesToSave == b.modulesToSave && a.fanInFanOut == b.fanInFanOut
             && a.rankPattern.elementsEqual(b.rankPattern, by: { $0 == $1 })
             && a.alphaPattern.elementsEqual(b.alphaPattern, by: { $0 == $1 })
@@ -112,9 +122,17 @@ public struct LoRAConfig: Sendable, Equatable {
             guard let a = value.doubleValue, a.isFinite else { throw LoRAProblem("alpha_pattern '\(key)' is not a finite number") }
             alphas.append((key, a))
         }
+        var bias = Bias.none
+        switch json["bias"] {
+        case nil, .null?: break
+        case .string(let text)?:
+            guard let b = Bias(rawValue: text) else { throw LoRAProblem("'bias' is '\(text)', not 'none', 'all' or 'lora_only'") }
+            bias = b
+        default: throw LoRAProblem("'bias' is not 'none', 'all' or 'lora_only'")
+        }
         return LoRAConfig(rank: rank, alpha: alpha, useRSLoRA: try bool("use_rslora"), targetModules: try names("target_modules"),
                           modulesToSave: try names("modules_to_save") ?? [], fanInFanOut: try bool("fan_in_fan_out"),
-                          rankPattern: ranks, alphaPattern: alphas)
+                          bias: bias, rankPattern: ranks, alphaPattern: alphas)
     }
 }
 
@@ -140,6 +158,9 @@ public struct LoRAModule: Sendable, Hashable {
     public let transposed: Bool
     /// δ's shape, the base tensor's: [out, in], or [in, out] when transposed.
     public let shape: [Int]
+    /// Set when the base is a GGUF file storing the rows of this Q or K projection as
+    /// interleaved pairs over this many heads: B's rows are read in that order, so δ is too.
+    public let rowHeads: Int?
 
     /// Input and output features: A's columns and B's rows.
     public var inFeatures: Int { a.shape[1] }
@@ -206,8 +227,32 @@ public final class LoRAAdapter: Sendable {
         let weights = try Checkpoint.open(weightsPath)
         func fail(_ problem: String) -> CheckpointError { .adapter(file: weightsPath, problem: problem) }
 
+        // A GGUF base names its tensors as llama.cpp does, and for Llama and Mistral stores
+        // the rows of Q and K as interleaved pairs per head: adapter names are mapped
+        // through the family's table, and lora_B's rows permuted as the weight's are.
+        var layout: (architecture: LlamaFamily.Architecture, heads: Int, kvHeads: Int)?
+        if base.format == .gguf {
+            guard let found = LlamaFamily.ggufAttention(base.metadata) else {
+                throw .adapter(file: folder, problem: "\(base.path) is a GGUF file of no architecture whose tensor names Claire maps "
+                               + "(llama, qwen2, with head counts); convert it to a model folder first (merge-tool convert)")
+            }
+            layout = found
+        }
+        /// The base's name for the Hugging Face tensor `name` (nil: a GGUF base has none).
+        func baseTensorName(_ name: String) -> String? { layout == nil ? name : LlamaFamily.ggufName(forHF: name) }
+        /// Heads over which a GGUF base permutes the rows of Hugging Face tensor `name`.
+        func permutedHeads(_ name: String) -> Int? {
+            layout.flatMap { LlamaFamily.permutedHeads(ofHF: name, architecture: $0.architecture, headCount: $0.heads, kvHeads: $0.kvHeads) }
+        }
+        func missing(_ what: String, _ name: String) -> CheckpointError {
+            let mapped = baseTensorName(name).map { $0 == name ? "" : " ('\($0)' in GGUF)" } ?? " (no GGUF tensor of the Llama family)"
+            return fail("\(what) '\(name)'\(mapped), which \(base.path) does not have")
+        }
+
         var factors: [String: (a: TensorEntry?, b: TensorEntry?, embedding: Bool)] = [:]
         var saved: [String: TensorEntry] = [:]
+        var layerBiases: [(tensor: String, module: String)] = []
+        var plainBiases: [(tensor: String, module: String)] = []
         for t in weights.tensors {
             let role: PEFTNames.Role
             do { role = try PEFTNames.role(of: t.name) } catch { throw fail(error.description) }
@@ -217,12 +262,20 @@ public final class LoRAAdapter: Sendable {
                 guard entry.embedding == embedding else { throw fail("module '\(module)' mixes embedding and linear factors") }
                 if factor == .a { entry.a = t } else { entry.b = t }
                 factors[module] = entry
-            case .whole(let baseName):
-                guard t.name.hasSuffix(".base_layer.weight") || config.modulesToSave.contains(where: { PEFTNames.tensor(baseName, isIn: $0) }) else {
-                    throw fail("tensor '\(t.name)' is neither a LoRA factor nor part of a module in modules_to_save")
+            case .whole(let hfName):
+                let inModuleToSave = config.modulesToSave.contains(where: { PEFTNames.tensor(hfName, isIn: $0) })
+                if t.name.hasSuffix(PEFTNames.baseLayerBias) {
+                    layerBiases.append((t.name, String(hfName.dropLast(".bias".count))))
+                } else if hfName.hasSuffix(".bias") && config.bias == .all && !inModuleToSave {
+                    plainBiases.append((t.name, String(hfName.dropLast(".bias".count))))
+                } else {
+                    guard t.name.hasSuffix(PEFTNames.baseLayerWeight) || inModuleToSave else {
+                        throw fail("tensor '\(t.name)' is neither a LoRA factor nor part of a module in modules_to_save"
+                                   + (hfName.hasSuffix(".bias") ? " (nor a bias of an adapter with bias \"all\")" : ""))
+                    }
                 }
-                guard let b = base.tensor(named: baseName) else {
-                    throw fail("tensor '\(t.name)' stands for '\(baseName)', which \(base.path) does not have")
+                guard let baseName = baseTensorName(hfName), let b = base.tensor(named: baseName) else {
+                    throw missing("tensor '\(t.name)' stands for", hfName)
                 }
                 guard t.shape == b.shape else {
                     throw fail("tensor '\(t.name)' has shape \(t.shape) but '\(baseName)' in the base has \(b.shape)")
@@ -230,8 +283,20 @@ public final class LoRAAdapter: Sendable {
                 guard t.dtype.isFloatingPoint, t.dtype.isDecodable, b.dtype.isFloatingPoint else {
                     throw fail("tensor '\(t.name)' is \(t.dtype), '\(baseName)' in the base \(b.dtype); only floating-point tensors are merged")
                 }
+                if permutedHeads(hfName) != nil {
+                    throw fail("tensor '\(t.name)' replaces '\(baseName)', whose rows \(base.path) stores in GGUF's interleaved order; "
+                               + "whole Q/K tensors are not applied to such a GGUF base: convert it to a model folder first")
+                }
                 saved[baseName] = t
             }
+        }
+        // PEFT loads a stored bias where the model has that parameter: an adapted layer's
+        // as `<module>.base_layer.bias`, any other module's under its own name.
+        for (tensor, module) in layerBiases where factors[module] == nil {
+            throw fail("tensor '\(tensor)' is the bias of '\(module)', which the adapter does not adapt (PEFT would not load it)")
+        }
+        for (tensor, module) in plainBiases where factors[module] != nil {
+            throw fail("tensor '\(tensor)' is the bias of adapted module '\(module)', which PEFT loads only as '\(module)\(PEFTNames.baseLayerBias)'")
         }
         var modules: [LoRAModule] = []
         for (module, entry) in factors {
@@ -253,9 +318,9 @@ public final class LoRAAdapter: Sendable {
             guard rank == config.rank(of: module) else {
                 throw fail("module '\(module)' has rank \(rank) but adapter_config.json gives it r = \(config.rank(of: module))")
             }
-            let baseName = PEFTNames.baseName(ofModule: module)
-            guard let target = base.tensor(named: baseName) else {
-                throw fail("module '\(module)' adapts '\(baseName)', which \(base.path) does not have")
+            let hfName = PEFTNames.baseName(ofModule: module)
+            guard let baseName = baseTensorName(hfName), let target = base.tensor(named: baseName) else {
+                throw missing("module '\(module)' adapts", hfName)
             }
             let transposed = entry.embedding || config.fanInFanOut
             let shape = transposed ? [a.shape[1], b.shape[0]] : [b.shape[0], a.shape[1]]
@@ -266,13 +331,23 @@ public final class LoRAAdapter: Sendable {
             guard target.dtype.isFloatingPoint, target.dtype.isDecodable else {
                 throw fail("module '\(module)' adapts '\(baseName)', which is \(target.dtype) in the base")
             }
-            if let whole = saved[baseName], !whole.name.hasSuffix(".base_layer.weight") {
+            if let whole = saved[baseName], !whole.name.hasSuffix(PEFTNames.baseLayerWeight) {
                 throw fail("'\(baseName)' is both adapted and saved whole")
             }
             let scale = Float(config.scale(of: module))
             guard scale.isFinite else { throw fail("module '\(module)': the scale α/r does not fit a Float32") }
+            // δ's rows are B's: permuting B's rows as the GGUF base's are gives δ in its order.
+            let rowHeads = permutedHeads(hfName)
+            if let heads = rowHeads {
+                guard !transposed else {
+                    throw fail("module '\(module)' is transposed (fan_in_fan_out) but '\(baseName)' has GGUF's permuted rows")
+                }
+                guard LlamaFamily.splitsIntoPairs(b.shape[0], heads: heads) else {
+                    throw fail("module '\(module)': \(b.shape[0]) rows do not split into \(heads) heads of pairs as '\(baseName)' in \(base.path) needs")
+                }
+            }
             modules.append(LoRAModule(module: module, baseName: baseName, a: a, b: b, rank: rank, scale: scale,
-                                      transposed: transposed, shape: shape))
+                                      transposed: transposed, shape: shape, rowHeads: rowHeads))
         }
         if modules.isEmpty && saved.isEmpty { throw fail("holds no LoRA factors and no saved modules") }
         var order: [String: Int] = [:]
@@ -292,16 +367,27 @@ public final class LoRAAdapter: Sendable {
         self.moduleIndex = index
     }
 
-    /// The factors of `module` decoded to Float32: A (r × in) and B (out × r).
-    /// Their sizes are those of tensors in the mapped file.
+    /// The factors of `module` decoded to Float32: A (r × in) and B (out × r), B's rows
+    /// in the base's order (`rowHeads`). Their sizes are those of tensors in the mapped file.
     public func factors(of module: LoRAModule) throws(CheckpointError) -> (a: [Float], b: [Float]) {
-        guard let index = moduleIndex[module.baseName], modules[index] == module else {
-            return (try weights.decode(module.a), try weights.decode(module.b))
-        }
+        guard let index = moduleIndex[module.baseName], modules[index] == module else { return try decodeFactors(module) }
         if let cached = decoded.withLock({ $0[index] }) { return cached }
-        let factors = (a: try weights.decode(module.a), b: try weights.decode(module.b))
+        let factors = try decodeFactors(module)
         decoded.withLock { $0[index] = factors }
         return factors
+    }
+
+    private func decodeFactors(_ module: LoRAModule) throws(CheckpointError) -> (a: [Float], b: [Float]) {
+        let a = try weights.decode(module.a), b = try weights.decode(module.b)
+        guard let heads = module.rowHeads else { return (a, b) }
+        // `open` checked that B's rows split into `heads` heads of pairs.
+        var permuted = [Float](repeating: 0, count: b.count)
+        b.withUnsafeBufferPointer { source in
+            permuted.withUnsafeMutableBufferPointer { destination in
+                LlamaFamily.permuteRows(source, into: destination, rows: module.outFeatures, columns: module.rank, heads: heads, toGGUF: true)
+            }
+        }
+        return (a, permuted)
     }
 
     /// Elements `range` of `module`'s δ (row-major, in the base tensor's shape) into the

@@ -58,6 +58,19 @@ public enum LoRAProduct {
         }
     }
 
+    /// Sets OpenBLAS to one thread and returns the count to restore (`restoreThreads`).
+    /// Products of adapter inputs run inside a merge's own workers, one per core: OpenBLAS's
+    /// threads on top of them oversubscribe the cores and spin (docs/lora.md, Speed: 4–6 s
+    /// of system time in a bench merge against about 1 s with one thread).
+    public static func useOneThread() -> Int32 {
+        let previous = openblas_get_num_threads()
+        openblas_set_num_threads(1)
+        return previous
+    }
+
+    /// Restores the OpenBLAS thread count `useOneThread` returned.
+    public static func restoreThreads(_ count: Int32) { openblas_set_num_threads(count) }
+
     /// `rows` computed one entry at a time: the sum over k in order, then times the scale.
     public static func referenceRows(_ rows: Range<Int>, of g: Geometry, a: UnsafeBufferPointer<Float>,
                                      b: UnsafeBufferPointer<Float>, into c: UnsafeMutableBufferPointer<Float>)

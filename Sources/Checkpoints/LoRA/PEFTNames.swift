@@ -5,7 +5,10 @@
 /// `<module>.lora_B.weight` (out × r) adapt the base tensor `<module>.weight`;
 /// embeddings use `<module>.lora_embedding_A` / `lora_embedding_B`. A module listed in
 /// `modules_to_save` is stored whole under its base name with the prefix, and an adapted
-/// layer's own weight, when saved (embeddings), as `<module>.base_layer.weight`.
+/// layer's own weight, when saved (embeddings), as `<module>.base_layer.weight`. An
+/// adapter trained with `bias: "lora_only"` or `"all"` stores an adapted layer's whole
+/// bias as `<module>.base_layer.bias` (the trained value, not a difference), and with
+/// `"all"` the biases of other modules under their base names.
 public enum PEFTNames {
     /// The prefix of every tensor name in an adapter file.
     public static let prefix = "base_model.model."
@@ -18,6 +21,14 @@ public enum PEFTNames {
 
     /// The name under which base tensor `tensor` of a module saved whole is stored.
     public static func savedName(_ tensor: String) -> String { prefix + tensor }
+
+    /// The name under which the whole bias of the adapted module `module` is stored
+    /// (PEFT's `bias: "lora_only"`): the bias of the layer the adapter wraps.
+    public static func biasName(ofModule module: String) -> String { prefix + module + baseLayerBias }
+
+    /// The suffixes of an adapted layer's own tensors, saved beside its factors.
+    static let baseLayerWeight = ".base_layer.weight"
+    static let baseLayerBias = ".base_layer.bias"
 
     /// Which LoRA factor a tensor is.
     public enum Factor: Sendable, Equatable {
@@ -53,10 +64,14 @@ public enum PEFTNames {
         let rest = String(name.dropFirst(prefix.count))
         let suffixes: [(String, Factor, Bool)] = [(".lora_A.weight", .a, false), (".lora_B.weight", .b, false),
                                                   (".lora_embedding_A", .a, true), (".lora_embedding_B", .b, true)]
-        if rest.hasSuffix(".base_layer.weight") {
+        if rest.hasSuffix(baseLayerWeight) {
             // The adapted layer's own weight, saved beside its factors (PEFT saves embedding
             // layers it adapts): it replaces the base's before δ is added.
-            return .whole(baseName: String(rest.dropLast(".base_layer.weight".count)) + ".weight")
+            return .whole(baseName: String(rest.dropLast(baseLayerWeight.count)) + ".weight")
+        }
+        if rest.hasSuffix(baseLayerBias) {
+            // The adapted layer's trained bias (bias "lora_only" or "all"): it replaces the base's.
+            return .whole(baseName: String(rest.dropLast(baseLayerBias.count)) + ".bias")
         }
         for (suffix, factor, embedding) in suffixes where rest.hasSuffix(suffix) {
             let module = String(rest.dropLast(suffix.count))

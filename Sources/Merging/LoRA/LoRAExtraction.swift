@@ -12,7 +12,10 @@ import Foundation
 /// precision, and adapters from the two tools compare factor by factor.
 ///
 /// Embeddings (`embed_tokens`, `lm_head`, …) and norms are stored whole as
-/// `modules_to_save`, or left out, by option. Every problem with the inputs is found
+/// `modules_to_save`, or left out, by option; so are the biases of decomposed modules
+/// that differ from the base's (Qwen2's q/k/v_proj), stored as PEFT's trained biases
+/// (`<module>.base_layer.bias` with `bias: "lora_only"`), which PEFT loads in place of
+/// the base's. Every problem with the inputs is found
 /// before the first decomposition; the adapter's tensors are held in memory (their
 /// size is the adapter's) and written at the end, so nothing appears on error.
 public enum LoRAExtraction {
@@ -36,6 +39,8 @@ public enum LoRAExtraction {
         public var targets: [String]?
         public var embeddings: WholeModules = .save
         public var norms: WholeModules = .save
+        /// Biases of decomposed modules that differ from the base's.
+        public var biases: WholeModules = .save
         public var algorithm: TruncatedSVD.Algorithm = .auto
         public var seed: UInt64 = 0
         /// The factors' type; nil: each weight's own type when it is F32, F16 or BF16, else F32.
@@ -66,7 +71,7 @@ public enum LoRAExtraction {
     /// What an extraction wrote.
     public struct Summary: Sendable {
         public var modules: [ModuleReport]
-        /// Tensors stored whole.
+        /// Tensors stored whole (changed biases of decomposed modules included).
         public var saved: [String]
         /// Tensors that differ from the base but are not in the adapter.
         public var leftOut: [String]
@@ -168,7 +173,19 @@ public enum LoRAExtraction {
             throw MergeError.badParameter(name: "target-modules", problem: "no 2-D weight of \(tunedPath) belongs to a module named '\(missing)'")
         }
         let savedTensors = tuned.tensors.filter { t in kind(ofTensor: t.name).map(savedKinds.contains) ?? false }
-        if let t = savedTensors.first(where: { !$0.dtype.isSafetensorsType }) {
+        // A decomposed module's bias that the fine-tune changed; PEFT replaces the base
+        // layer's bias with it. One the base lacks, or of another shape or type, cannot be
+        // loaded in its place and is left out (named in the warning).
+        var biases: [TensorEntry] = []
+        if options.biases == .save {
+            for job in jobs {
+                guard let t = tuned.tensor(named: job.module + ".bias"), let b = base.tensor(named: t.name),
+                      b.shape == t.shape, b.dtype == t.dtype, t.dtype.isFloatingPoint
+                else { continue }
+                if !tuned.data(of: t).elementsEqual(base.data(of: b)) { biases.append(t) }
+            }
+        }
+        if let t = (savedTensors + biases).first(where: { !$0.dtype.isSafetensorsType }) {
             throw CheckpointError.conversion(file: tunedPath, problem: .unsupportedType(
                 "\(t.dtype) (tensor '\(t.name)') in a safetensors adapter; convert to a float type first"))
         }
@@ -188,9 +205,8 @@ public enum LoRAExtraction {
 
         // Decompose, one module per worker; OpenBLAS runs single-threaded inside each
         // so results do not depend on its thread count.
-        let previousThreads = openblas_get_num_threads()
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(previousThreads) }
+        let previousThreads = LoRAProduct.useOneThread()
+        defer { LoRAProduct.restoreThreads(previousThreads) }
         let planned = jobs
         let results = try WorkerQueue.map(count: planned.count, workers: options.workers,
                                           progress: { progress($0, planned.count) }) { (_, i) throws(MergeError) -> Result in
@@ -210,9 +226,11 @@ public enum LoRAExtraction {
             let kind = module(of: job.tuned.name)!.kind
             if !targetKinds.contains(kind) { targetKinds.append(kind) }
         }
-        let config = LoRAAdapterWriter.Config(baseModel: options.baseName ?? basePath, targetModules: targetKinds, modulesToSave: savedKinds)
+        let config = LoRAAdapterWriter.Config(baseModel: options.baseName ?? basePath, targetModules: targetKinds, modulesToSave: savedKinds,
+                                              bias: biases.isEmpty ? .none : .loraOnly)
         let writer = try LoRAAdapterWriter(folder: output, modules: modules,
                                            saved: savedTensors.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) },
+                                           biases: biases.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) },
                                            dtype: dtype, config: config, overwrite: options.overwrite)
         do {
             for r in results {
@@ -223,19 +241,22 @@ public enum LoRAExtraction {
             for t in savedTensors {
                 try writer.writeSaved(tensor: t.name, bytes: tuned.data(of: t))
             }
+            for t in biases {
+                try writer.writeBias(tensor: t.name, bytes: tuned.data(of: t))
+            }
             try writer.commit()
         } catch {
             writer.abort()
             throw error
         }
-        let savedNames = Set(savedTensors.map(\.name))
+        let savedNames = Set((savedTensors + biases).map(\.name))
         let decomposed = Set(jobs.map(\.tuned.name))
         var leftOut: [String] = []
         for t in tuned.tensors where !savedNames.contains(t.name) && !decomposed.contains(t.name) {
             guard let b = base.tensor(named: t.name), b.dtype == t.dtype, b.shape == t.shape else { leftOut.append(t.name); continue }
             if !tuned.data(of: t).elementsEqual(base.data(of: b)) { leftOut.append(t.name) }
         }
-        return Summary(modules: results.map(\.report), saved: savedTensors.map(\.name), leftOut: leftOut)
+        return Summary(modules: results.map(\.report), saved: (savedTensors + biases).map(\.name), leftOut: leftOut)
     }
 
     /// δ of one module, its truncated SVD, the factors encoded in the output type and

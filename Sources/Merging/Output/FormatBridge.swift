@@ -18,15 +18,10 @@ struct FormatBridge {
     init?(base: Checkpoint, model: Checkpoint) {
         baseIsGGUF = base.format == .gguf
         guard baseIsGGUF != (model.format == .gguf) else { return nil }
-        let gguf = baseIsGGUF ? base : model
-        func value(_ key: String) -> MetadataValue? { gguf.metadata.first { $0.key == key }?.value }
-        guard let name = value("general.architecture")?.stringValue,
-              let architecture = LlamaFamily.architectures.first(where: { $0.ggufName == name }),
-              let heads = value("\(name).attention.head_count")?.intValue, heads > 0
-        else { return nil }
-        self.architecture = architecture
-        headCount = heads
-        kvHeadCount = value("\(name).attention.head_count_kv")?.intValue ?? heads
+        guard let layout = LlamaFamily.ggufAttention((baseIsGGUF ? base : model).metadata) else { return nil }
+        architecture = layout.architecture
+        headCount = layout.heads
+        kvHeadCount = layout.kvHeads
     }
 
     /// The model's name for the base tensor `name` (nil: the family has no such tensor).

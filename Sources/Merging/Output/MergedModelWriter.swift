@@ -66,6 +66,9 @@ public enum MergedModelWriter {
     public static func write(_ prepared: PreparedMerge, to destination: String, options: Options,
                              progress: (MergeProgress) -> Void = { _ in },
                              warn: (String) -> Void = { _ in }) throws {
+        // Adapter inputs compute δ with OpenBLAS inside the merge's workers: one BLAS thread each.
+        let blasThreads = prepared.jobs.contains { $0.inputs.contains { $0.lora != nil } } ? LoRAProduct.useOneThread() : nil
+        defer { if let blasThreads { LoRAProduct.restoreThreads(blasThreads) } }
         if let slice = options.slice {
             guard options.format == .folder else {
                 throw MergeError.badPlan("a merge spread over processes writes a model folder, not a GGUF file")

@@ -211,6 +211,12 @@ struct OpenedCheckpoints {
             }
             let base = try split.map { (s) throws(MergeError) in try index(of: s.base) } ?? 0
             if adapters[base] != nil { throw .badPlan("\(path): the model an adapter is applied to cannot be an adapter") }
+            // The adapter's tensors are its base's, found under the merge base's names: a GGUF
+            // model and a folder name them differently (no bridge is applied to adapters).
+            if (checkpoints[base].format == .gguf) != (checkpoints[0].format == .gguf) {
+                throw .badPlan("\(path): an adapter applied to \(checkpoints[base].format == .gguf ? "a GGUF model" : "a Hugging Face model") "
+                               + "merges only onto a base of the same format, not \(checkpoints[0].path)")
+            }
             do {
                 let adapter = try LoRAAdapter.open(split?.adapter ?? path, base: checkpoints[base], followSymlinks: followSymlinks)
                 checkpoints.append(adapter.weights)
