@@ -1,17 +1,15 @@
 import Checkpoints
 import Foundation
 
-/// What `stats` reports for LoRA adapters: per module, the spectrum of δ = scale·B·A
+/// The section `stats` adds for LoRA adapters: per module, the spectrum of δ = scale·B·A
 /// from the r × r problems of `LoRASpectrum` (no fine-tuned model is formed).
 enum LoraStats {
-    /// The report for `adapters` (shown as `labels`) of `base`, as text or JSON.
-    static func report(adapters: [String], labels: [String], base basePath: String, followSymlinks: Bool,
-                       json: Bool) throws -> String {
-        let base = try Checkpoint.open(basePath, followSymlinks: followSymlinks)
+    /// The spectra of `adapters` (each with its display name): a text section and the
+    /// JSON `adapters` list.
+    static func spectra(of adapters: [(label: String, adapter: LoRAAdapter)]) throws -> (text: String, json: JSONValue) {
         var text = ""
         var entries: [JSONValue] = []
-        for (path, label) in zip(adapters, labels) {
-            let adapter = try LoRAAdapter.open(path, base: base, followSymlinks: followSymlinks)
+        for (label, adapter) in adapters {
             var modules: [JSONValue] = []
             let nameWidth = max(6, adapter.modules.map(\.module.count).max() ?? 0)
             text += "\(label): \(adapter.modules.count) adapted modules, \(adapter.saved.count) saved whole\n"
@@ -34,16 +32,15 @@ enum LoraStats {
                 ]))
             }
             text += "\n"
-            entries.append(.object([("name", .string(label)), ("path", .string(path)),
+            entries.append(.object([("name", .string(label)), ("path", .string(adapter.path)),
                                     ("saved", .array(adapter.saved.keys.sorted().map { .string($0) })),
                                     ("modules", .array(modules))]))
         }
-        if json { return JSONValue.object([("adapters", .array(entries))]).prettyText }
-        return text + """
+        text += """
             Effective rank: exp of the entropy of σ/Σσ; r(90 %), r(99 %): the fewest singular values holding \
-            that share of ‖δ‖²_F. The figures of full fine-tunes (sparsity, mass, interference) are taken \
-            on the merged model: merge-tool lora merge ADAPTER --base BASE -o MERGED, then stats MERGED.
+            that share of ‖δ‖²_F.
             """
+        return (text, .array(entries))
     }
 
     private static func number(_ x: Double) -> JSONValue { x.isFinite ? .number("\(x)") : .null }

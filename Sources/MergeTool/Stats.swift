@@ -17,10 +17,13 @@ extension MergeTool {
                 support overlap and what a TIES election would drop. Every figure and the \
                 JSON schema are described in docs/stats.md.
 
-                Given only LoRA adapter folders, stats reports each adapted module's rank, \
-                ‖δ‖_F, effective rank and energy spectrum (singular values of scale·B·A, \
-                found from r × r problems); the figures above are taken on a merged model \
-                (merge-tool lora merge). docs/lora.md.
+                A LoRA adapter folder counts as the model it makes of BASE: δ = scale·B·A \
+                where it adapts a tensor (computed a chunk at a time), the saved tensor − BASE \
+                for modules it saves whole, and 0 elsewhere. For adapters stats also reports \
+                each adapted module's rank, ‖δ‖_F, effective rank and energy spectrum \
+                (singular values of scale·B·A, found from r × r problems). A Llama-family GGUF \
+                fine-tune of a Hugging Face base (or the reverse) is read with the tensor names \
+                and Q/K rows of the base.
 
                 Examples:
                   merge-tool stats sft/ dpo/ --base base/
@@ -62,9 +65,6 @@ extension MergeTool {
             guard density > 0 && density <= 1 else { throw ValidationError("--density must lie in (0, 1], got \(density).") }
             _ = try parsedThresholds()
             _ = try displayNames()
-            if plot != nil && tuned.allSatisfy(LoRAAdapter.isAdapter) {
-                throw ValidationError("--plot draws the figures of full fine-tunes, not the spectra of LoRA adapters.")
-            }
         }
 
         func parsedThresholds() throws -> [Float] {
@@ -105,24 +105,33 @@ extension MergeTool {
                         throw CheckpointError.io(file: plot, problem: "is a folder; --plot names the .svg file to write")
                     }
                 }
-                if tuned.allSatisfy(LoRAAdapter.isAdapter) {
-                    printOutput(try LoraStats.report(adapters: tuned, labels: labels, base: base,
-                                                     followSymlinks: inputOptions.followSymlinks, json: json))
-                    return
-                }
                 let baseCheckpoint = try Checkpoint.open(base, followSymlinks: inputOptions.followSymlinks)
-                var checkpoints: [Checkpoint] = []
-                for path in tuned {
+                var inputs: [StatisticsInput] = []
+                var adapters: [(label: String, adapter: LoRAAdapter)] = []
+                for (path, label) in zip(tuned, labels) {
                     if LoRAAdapter.isAdapter(path) {
-                        throw CheckpointError.adapter(file: path, problem: "stats takes LoRA adapters only all together (their spectra); give the model `merge-tool lora merge` writes from it")
+                        let adapter = try LoRAAdapter.open(path, base: baseCheckpoint, followSymlinks: inputOptions.followSymlinks)
+                        inputs.append(.adapter(adapter))
+                        adapters.append((label, adapter))
+                    } else {
+                        inputs.append(.checkpoint(try Checkpoint.open(path, followSymlinks: inputOptions.followSymlinks)))
                     }
-                    checkpoints.append(try Checkpoint.open(path, followSymlinks: inputOptions.followSymlinks))
                 }
-                let report = try DeltaStatistics.compute(base: baseCheckpoint, tuned: checkpoints, names: labels, options: options)
+                let spectra = adapters.isEmpty ? nil : try LoraStats.spectra(of: adapters)
+                let report = try DeltaStatistics.compute(base: baseCheckpoint, tuned: inputs, names: labels, options: options)
                 if let plot {
                     try DeltaStatisticsPlot(report).write(to: plot)
                 }
-                printOutput(json ? report.json.prettyText : report.text(by: by))
+                if json {
+                    var value = report.json
+                    if let spectra, case .object(var members) = value {
+                        members.append(("adapters", spectra.json))
+                        value = .object(members)
+                    }
+                    printOutput(value.prettyText)
+                } else {
+                    printOutput(report.text(by: by) + (spectra.map { "\n\n" + $0.text } ?? ""))
+                }
             }
         }
     }

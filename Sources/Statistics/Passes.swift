@@ -12,11 +12,11 @@ extension DeltaStatistics {
     /// of those bins, which gives the top-k figures exactly, and the positions both
     /// deltas of a pair keep in their supports.
     public static func compute(
-        base: Checkpoint, tuned: [Checkpoint], names: [String], options: DeltaStatisticsOptions = DeltaStatisticsOptions()
+        base: Checkpoint, tuned: [StatisticsInput], names: [String], options: DeltaStatisticsOptions = DeltaStatisticsOptions()
     ) throws(DeltaStatisticsError) -> DeltaStatisticsReport {
         precondition(!tuned.isEmpty && names.count == tuned.count, "one name per fine-tuned checkpoint")
         precondition(options.chunkElements > 0, "chunkElements must be positive, not \(options.chunkElements)")
-        let run = StatisticsRun(plan: try StatisticsPlan(base: base, tuned: tuned), inputs: [base] + tuned, options: options)
+        let run = StatisticsRun(plan: try StatisticsPlan(base: base, tuned: tuned), inputs: [base] + tuned.map(\.checkpoint), options: options)
         let measured = try run.eachTensor(run.measure)
         let scopeTops = run.scopeTops(measured)
         let tensors = try run.eachTensor { (index, scratch) throws(CheckpointError) in
@@ -61,7 +61,7 @@ struct MeasuredTensor: Sendable {
 /// The shared state of one statistics run.
 final class StatisticsRun: @unchecked Sendable {
     let plan: StatisticsPlan
-    /// The base (0) and the fine-tuned checkpoints.
+    /// The base (0) and the checkpoints of the fine-tuned inputs (an adapter's weights file).
     let inputs: [Checkpoint]
     let options: DeltaStatisticsOptions
     let deltaCount: Int
@@ -100,65 +100,6 @@ final class StatisticsRun: @unchecked Sendable {
             return byTensor.map { $0! }
         } catch {
             throw .checkpoint(error)
-        }
-    }
-
-    /// Decodes one tensor chunk by chunk into the scratch, δ in place of each fine-tuned
-    /// chunk, and calls `body` with the chunk length. Pages are mapped ahead a slice
-    /// at a time and handed back behind.
-    func stream(_ tensor: PlannedTensor, _ scratch: StatisticsScratch, _ body: (Int) -> Void) throws(CheckpointError) {
-        let entries = [tensor.base] + tensor.tuned
-        // Chunks end on whole blocks of every input's type (block sizes 1, 32 and 256
-        // each divide the next, so the largest is a multiple of all).
-        let block = entries.map(\.dtype.blockElements).max() ?? 1
-        let step = options.chunkElements / block * block
-        precondition(step > 0, "a chunk of \(options.chunkElements) elements holds no whole block of \(block)")
-        let n = tensor.base.elementCount
-        for start in stride(from: 0, to: n, by: 64 * step) {
-            let end = min(n, start + 64 * step)
-            for (input, entry) in entries.enumerated() { inputs[input].files[entry.fileIndex].populate(try bytes(input, entry, start..<end)) }
-            for chunk in stride(from: start, to: end, by: step) {
-                let elements = chunk..<min(end, chunk + step), count = elements.count
-                try decode(0, tensor.base, elements, into: scratch.base)
-                for (d, tuned) in tensor.tuned.enumerated() {
-                    let delta = scratch.deltas[d], source = inputs[1 + d].files[tuned.fileIndex].bytes(try bytes(1 + d, tuned, elements))
-                    let requantized = options.quantizedDelta.applies(tuned: tuned.dtype, base: tensor.base.dtype)
-                    if tuned.dtype == .bf16 && !requantized, source.count == 2 * count, let address = source.baseAddress {
-                        DeltaKernels.subtract(scratch.base, fromBF16: address, into: delta, count)
-                        continue
-                    }
-                    try decode(1 + d, tuned, elements, into: delta)
-                    if requantized {
-                        // `elements` starts and ends on whole blocks of every input (see `step`).
-                        QuantizedDelta.subtractRequantized(UnsafeBufferPointer(start: scratch.base, count: count),
-                                                           from: UnsafeMutableBufferPointer(start: delta, count: count), as: tuned.dtype)
-                    } else {
-                        DeltaKernels.subtract(scratch.base, from: delta, count)
-                    }
-                }
-                body(count)
-            }
-            for (input, entry) in entries.enumerated() { inputs[input].files[entry.fileIndex].release(try bytes(input, entry, start..<end)) }
-        }
-    }
-
-    /// The bytes of elements `elements` of `entry` in its file.
-    private func bytes(_ input: Int, _ entry: TensorEntry, _ elements: Range<Int>) throws(CheckpointError) -> Range<Int> {
-        // A chunk of a block-quantized type that does not end on a block boundary has no byte range.
-        guard let from = entry.dtype.byteCount(forElements: elements.lowerBound),
-              let to = entry.dtype.byteCount(forElements: elements.upperBound), to <= entry.byteCount else {
-            throw .codec(file: inputs[input].files[entry.fileIndex].path, tensor: entry.name,
-                         problem: .sizeMismatch(dtype: entry.dtype, elements: elements.count, bytes: 0))
-        }
-        return (entry.offset + from)..<(entry.offset + to)
-    }
-
-    private func decode(_ input: Int, _ entry: TensorEntry, _ elements: Range<Int>, into destination: UnsafeMutablePointer<Float>) throws(CheckpointError) {
-        let file = inputs[input].files[entry.fileIndex], source = file.bytes(try bytes(input, entry, elements))
-        do {
-            try ElementCodec.decode(entry.dtype, from: source, into: UnsafeMutableBufferPointer(start: destination, count: elements.count))
-        } catch {
-            throw .codec(file: file.path, tensor: entry.name, problem: error)
         }
     }
 
@@ -306,7 +247,7 @@ final class StatisticsRun: @unchecked Sendable {
         let kinds = TensorKind.allCases.indices.map { scopes[1 + $0] }.filter { $0.tensorCount > 0 }
         let layers = scopes[(1 + TensorKind.allCases.count)...].filter { $0.tensorCount > 0 }
         return DeltaStatisticsReport(
-            basePath: inputs[0].path, names: names, paths: inputs.dropFirst().map(\.path), thresholds: options.thresholds,
+            basePath: inputs[0].path, names: names, paths: plan.paths, thresholds: options.thresholds,
             density: options.density, model: scopes[0], kinds: kinds, layers: Array(layers), tensors: tensors, skipped: plan.skipped)
     }
 }

@@ -1,13 +1,15 @@
 import Checkpoints
+import Merging
 
 /// Namespace of the statistics entry point.
 public enum DeltaStatistics {}
 
-/// One compared tensor: the base entry, the matching fine-tuned entries and its scopes.
+/// One compared tensor: the base entry, where each fine-tuned input's δ comes from,
+/// and its scopes.
 struct PlannedTensor {
     let name: String
     let base: TensorEntry
-    let tuned: [TensorEntry]
+    let tuned: [DeltaSource]
     /// Scope indexes: the model (0), its kind, and its layer if any.
     let scopes: [Int]
 }
@@ -19,19 +21,33 @@ struct StatisticsPlan {
     /// Scope names and layers, indexed as `PlannedTensor.scopes`.
     var scopeNames: [String] = ["model"] + TensorKind.allCases.map(\.rawValue)
     var scopeLayers: [Int?] = [nil] + TensorKind.allCases.map { _ in nil }
+    /// The fine-tuned inputs' paths, as the report names them.
+    var paths: [String]
 
-    init(base: Checkpoint, tuned: [Checkpoint]) throws(DeltaStatisticsError) {
-        for checkpoint in tuned {
-            var shared = false
+    /// Every tensor of the base is compared with the tensor each input holds under its
+    /// name — for a checkpoint in the other format of the Llama family, under the name
+    /// and in the row order `FormatBridge` gives — and with what an adapter makes of it:
+    /// every base tensor, δ = 0 where the adapter leaves it alone (a merged model holds
+    /// the base's values there).
+    init(base: Checkpoint, tuned: [StatisticsInput]) throws(DeltaStatisticsError) {
+        paths = tuned.map(\.path)
+        let bridges = tuned.map { input -> FormatBridge? in
+            guard case .checkpoint(let checkpoint) = input else { return nil }
+            return FormatBridge(base: base, model: checkpoint)
+        }
+        for (input, bridge) in zip(tuned, bridges) {
+            guard case .checkpoint(let checkpoint) = input else { continue }
+            var matched = Set<String>()
             for entry in base.tensors {
-                guard let other = checkpoint.tensor(named: entry.name) else { continue }
-                shared = true
+                guard let name = FormatBridge.modelName(for: entry.name, through: bridge),
+                      let other = checkpoint.tensor(named: name) else { continue }
+                matched.insert(name)
                 if other.shape != entry.shape {
                     throw .shapeMismatch(file: checkpoint.path, tensor: entry.name, shape: other.shape, baseShape: entry.shape)
                 }
             }
-            if !shared { throw .noSharedTensors(file: checkpoint.path, base: base.path) }
-            for entry in checkpoint.tensors where base.tensor(named: entry.name) == nil {
+            if matched.isEmpty { throw .noSharedTensors(file: checkpoint.path, base: base.path) }
+            for entry in checkpoint.tensors where !matched.contains(entry.name) {
                 skipped.append(SkippedTensor(name: entry.name, reason: "not in the base (\(checkpoint.path))"))
             }
         }
@@ -43,23 +59,42 @@ struct StatisticsPlan {
             scopeLayers.append(layer)
         }
         for entry in base.tensors {
-            var entries: [TensorEntry] = []
-            for checkpoint in tuned {
-                guard let other = checkpoint.tensor(named: entry.name) else { break }
-                entries.append(other)
+            var sources: [DeltaSource] = []
+            var rowProblem: String?
+            for (input, bridge) in zip(tuned, bridges) {
+                guard case .checkpoint(let checkpoint) = input else {
+                    if case .adapter(let adapter) = input {
+                        sources.append(.adapter(adapter, module: adapter.module(adapting: entry.name), saved: adapter.saved[entry.name]))
+                    }
+                    continue
+                }
+                guard let name = FormatBridge.modelName(for: entry.name, through: bridge),
+                      let other = checkpoint.tensor(named: name) else { break }
+                var order: RowOrder?
+                if let bridge {
+                    switch bridge.rowOrder(for: entry.name, shape: entry.shape) {
+                    case .success(let found): order = found
+                    case .failure(let problem): rowProblem = rowProblem ?? "\(checkpoint.path): \(problem.description)"
+                    }
+                }
+                sources.append(.tensor(other, rowOrder: order))
             }
-            if entries.count < tuned.count {
+            if sources.count < tuned.count {
                 skipped.append(SkippedTensor(name: entry.name, reason: "missing from a fine-tuned checkpoint"))
                 continue
             }
-            let dtypes = [entry.dtype] + entries.map(\.dtype)
+            let dtypes = [entry.dtype] + sources.map { $0.stored?.dtype ?? entry.dtype }
             guard dtypes.allSatisfy({ $0.isFloatingPoint }) else {
                 skipped.append(SkippedTensor(name: entry.name, reason: "not floating point (\(dtypes.map(\.rawValue).joined(separator: ", ")))"))
                 continue
             }
+            if let rowProblem {
+                skipped.append(SkippedTensor(name: entry.name, reason: "rows not read across formats (\(rowProblem))"))
+                continue
+            }
             var scopes = [0, 1 + TensorKind.allCases.firstIndex(of: TensorKind(tensorName: entry.name))!]
             if let layer = layerIndex(ofTensor: entry.name), let scope = layerScope[layer] { scopes.append(scope) }
-            tensors.append(PlannedTensor(name: entry.name, base: entry, tuned: entries, scopes: scopes))
+            tensors.append(PlannedTensor(name: entry.name, base: entry, tuned: sources, scopes: scopes))
         }
     }
 }

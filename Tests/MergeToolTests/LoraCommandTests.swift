@@ -149,12 +149,4 @@ private let base = fixture("merge/base")
         let text = try runTool(["stats", fixture("lora/sft-lora"), "--base", base])
         #expect(text.status == 0 && text.out.contains("model.layers.2.mlp.down_proj") && text.out.contains("eff. rank"))
     }
-
-    @Test func statsRefusesAPlotOfAdaptersAndAdaptersMixedWithModels() throws {
-        let plot = try runTool(["stats", fixture("lora/sft-lora"), "--base", base, "--plot", "/tmp/never.svg"])
-        #expect(plot.status == 64)
-        let mixed = try runTool(["stats", fixture("lora/sft-lora"), fixture("merge/sft"), "--base", base])
-        #expect(mixed.status == 1)
-        #expect(mixed.err.hasPrefix("error: \(fixture("lora/sft-lora")): stats takes LoRA adapters only all together"))
-    }
 }

@@ -5,17 +5,17 @@ import Checkpoints
 /// two can be merged without converting first. Names are translated through
 /// `LlamaFamily`'s table, and Q/K projections, whose rows GGUF stores as interleaved
 /// pairs per head, are read in the base's layout. Head counts come from the GGUF
-/// file's metadata.
-struct FormatBridge {
+/// file's metadata. `stats` reads across formats through it too.
+public struct FormatBridge: Sendable {
     /// True when the base is the GGUF side.
-    let baseIsGGUF: Bool
-    let architecture: LlamaFamily.Architecture
-    let headCount: Int
-    let kvHeadCount: Int
+    public let baseIsGGUF: Bool
+    public let architecture: LlamaFamily.Architecture
+    public let headCount: Int
+    public let kvHeadCount: Int
 
     /// The bridge between `base` and `model`, or nil when they name tensors alike
     /// (same format) or the GGUF side is not a Llama-family architecture.
-    init?(base: Checkpoint, model: Checkpoint) {
+    public init?(base: Checkpoint, model: Checkpoint) {
         baseIsGGUF = base.format == .gguf
         guard baseIsGGUF != (model.format == .gguf) else { return nil }
         guard let layout = LlamaFamily.ggufAttention((baseIsGGUF ? base : model).metadata) else { return nil }
@@ -25,18 +25,18 @@ struct FormatBridge {
     }
 
     /// The model's name for the base tensor `name` (nil: the family has no such tensor).
-    func modelName(for name: String) -> String? {
+    public func modelName(for name: String) -> String? {
         baseIsGGUF ? LlamaFamily.hfName(forGGUF: name) : LlamaFamily.ggufName(forHF: name)
     }
 
     /// The name a model reached through `bridge` (nil: same format) gives base tensor `name`.
-    static func modelName(for name: String, through bridge: FormatBridge?) -> String? {
+    public static func modelName(for name: String, through bridge: FormatBridge?) -> String? {
         bridge.map { $0.modelName(for: name) } ?? name
     }
 
     /// How the model stores the rows of base tensor `name` of `shape`: nil when in the
     /// same order, a problem when the rows do not split into the heads' pairs.
-    func rowOrder(for name: String, shape: [Int]) -> Result<RowOrder?, BridgeProblem> {
+    public func rowOrder(for name: String, shape: [Int]) -> Result<RowOrder?, BridgeProblem> {
         guard let hfName = baseIsGGUF ? LlamaFamily.hfName(forGGUF: name) : name,
               let heads = LlamaFamily.permutedHeads(ofHF: hfName, architecture: architecture, headCount: headCount,
                                                     kvHeads: kvHeadCount)
@@ -51,6 +51,6 @@ struct FormatBridge {
 }
 
 /// Why a tensor cannot be read across formats.
-struct BridgeProblem: Error {
-    let description: String
+public struct BridgeProblem: Error {
+    public let description: String
 }
