@@ -162,8 +162,21 @@ extension PreparedMerge {
         // Each job's values are checked against its own slice's models.
         for (j, k) in zip(jobs, jobSlice) where j.kind == .merge { try kernel.checkResolved(j, plan: plan.plan(for: slices[k])) }
         if plan.trim == .global { throw .badPlan("--trim global is not available with slices") }
+        // A tokenizer is written as the recipe asks; mapping rows between vocabularies
+        // is done for `models` recipes only.
+        let vocabulary = try plan.tokenizer.map { (_) throws(MergeError) in
+            try VocabularyAlignment.build(plan, basePath: templatePath, followSymlinks: followSymlinks)
+        }
+        if let vocabulary {
+            for j in jobs where isVocabularyTensor(j.name) {
+                let rows = [j.shape.first ?? 0] + j.inputs.map { $0.tensor.shape.first ?? 0 }
+                guard rows.allSatisfy({ vocabulary.isIdentity(rows: $0) }) else {
+                    throw .badPlan("tensor '\(j.name)': the recipe's tokenizer changes the vocabulary rows, which slices do not support yet (write the recipe with models)")
+                }
+            }
+        }
         return PreparedMerge(plan: plan, checkpoints: opened.checkpoints, jobs: jobs, warnings: warnings,
-                             outputLayerCount: outputLayer)
+                             outputLayerCount: outputLayer, outputTokenizer: vocabulary?.output)
     }
 
     /// Token embeddings, which precede the layers.
