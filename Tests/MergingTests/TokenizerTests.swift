@@ -237,3 +237,24 @@ func mergekitsChatTemplateNamesAreKnown(name: String) throws {
     VocabularyAlignment.round(&kept, to: .f32)
     #expect(kept == [1 + 1.0 / 512])
 }
+
+/// A tokenizer_source outside the recipe's models is taken as mergekit takes it: its
+/// tokens are mapped like any others (here the base lacks <|im_start|>; dpo, the only
+/// model holding it, gives the base its row, so the merged row is dpo's).
+@Test func aTokenizerSourceOutsideTheModelsGivesTheOutputItsVocabulary() throws {
+    let text = """
+        merge_method: task_arithmetic
+        base_model: \(tokenizerFixtures)/base
+        models:
+          - model: \(tokenizerFixtures)/dpo
+            parameters: {weight: 0.4}
+        tokenizer_source: \(tokenizerFixtures)/sft
+        """
+    let prepared = try PreparedMerge.prepare(try MergeRecipe.parse(text, file: "r.yml"))
+    #expect(prepared.outputTokenizer?.rowCount == 32)
+    let sink = MemorySink()
+    try MergeExecutor(prepared, threads: 1).run(into: sink)
+    let dpo = try Checkpoint.open(tokenizerFixtures + "/dpo/model.safetensors")
+    let expected = try VocabularyAlignment.readRow(dpo, try #require(dpo.tensor(named: "lm_head.weight")), 30, width: 8)
+    #expect(Array(sink.values("lm_head.weight")[(30 * 8)..<(31 * 8)]) == expected)
+}

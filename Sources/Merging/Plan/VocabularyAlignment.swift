@@ -268,13 +268,14 @@ struct VocabularyAlignment {
             }
             let count = output.ids.count
             if vocabulary > count {
-                // Padding rows: the model's mean row over the tokens' rows.
-                var sum = [Double](repeating: 0, count: width)
+                // Padding rows: the model's mean row over the tokens' rows, summed in
+                // Float32 in torch's order and divided in Float32 (then rounded to a
+                // 16-bit type), as torch.mean computes it.
+                var sum = CascadeSum(width: width, count: count)
                 for id in 0..<count {
-                    let values = source[id] >= 0 ? try row(m, source[id]) : own[Int(-1 - source[id])]
-                    for i in 0..<width { sum[i] += Double(values[i]) }
+                    sum.add(source[id] >= 0 ? try row(m, source[id]) : own[Int(-1 - source[id])])
                 }
-                var mean = sum.map { Float($0 / Double(count)) }
+                var mean = sum.total.map { $0 / Float(count) }
                 VocabularyAlignment.round(&mean, to: dtype)
                 own.append(mean)
                 for id in count..<vocabulary { source[id] = Int32(-own.count) }
@@ -312,5 +313,65 @@ struct VocabularyAlignment {
         values.withUnsafeMutableBufferPointer { v in
             bytes.withUnsafeBytes { b in _ = try? ElementCodec.decode(dtype, from: b, into: v) }
         }
+    }
+}
+
+/// A column-wise sum of rows in the order of torch's CPU sum (its `row_sum`): the rows
+/// are taken as groups of four, each of the four lanes summed with a cascade of four
+/// accumulator levels (the first carried into the next every 2^p groups, p = max(4,
+/// ⌈log₂ groups⌉ / 4), each level carried on when the group count is a multiple of its
+/// span), the levels of a lane added together, the rows left over after the last whole
+/// group added to lane 0, and the lanes added in order. (A large tensor that torch
+/// splits across threads is summed in another order; the sums then differ in the last
+/// bits only.)
+struct CascadeSum {
+    private var levels: [[[Float]]]
+    private var leftover: [[Float]] = []
+    private let step: Int
+    private let groups: Int
+    private var rows = 0
+
+    init(width: Int, count: Int) {
+        groups = count / 4
+        var log2 = 0
+        while (1 << log2) < groups { log2 += 1 }
+        step = 1 << max(4, log2 / 4)
+        levels = [[[Float]]](repeating: [[Float]](repeating: [Float](repeating: 0, count: width), count: 4), count: 4)
+    }
+
+    mutating func add(_ row: [Float]) {
+        guard rows < groups * 4 else {
+            leftover.append(row)
+            return
+        }
+        let lane = rows % 4
+        for i in row.indices { levels[lane][0][i] += row[i] }
+        rows += 1
+        guard rows % 4 == 0, (rows / 4) % step == 0 else { return }
+        let done = rows / 4
+        var span = step
+        for j in 1..<4 {
+            for k in 0..<4 {
+                for i in levels[k][j].indices {
+                    levels[k][j][i] += levels[k][j - 1][i]
+                    levels[k][j - 1][i] = 0
+                }
+            }
+            span *= step
+            if done % span != 0 { break }
+        }
+    }
+
+    /// The sum of the rows added.
+    var total: [Float] {
+        var lanes = levels.map { lane in
+            var sum = lane[0]
+            for j in 1..<4 { for i in sum.indices { sum[i] += lane[j][i] } }
+            return sum
+        }
+        for row in leftover { for i in row.indices { lanes[0][i] += row[i] } }
+        var result = lanes[0]
+        for k in 1..<4 { for i in result.indices { result[i] += lanes[k][i] } }
+        return result
     }
 }
