@@ -67,7 +67,7 @@ private func agreement(_ mine: [UInt8], _ theirs: [UInt8], width: Int) -> (total
 /// (the merge itself is Float32 arithmetic in another order; the mapped rows are copies
 /// or means computed as mergekit computes them), and the same chat template except where
 /// the recipe names one (Claire writes its own text of the named formats).
-@Test(arguments: ["source_base", "source_model", "union", "tokens_forced", "chat_template_name", "chat_template_auto"])
+@Test(arguments: ["source_base", "source_model", "union", "tokens_forced", "chat_template_name", "chat_template_auto", "slices_union"])
 func tokenizerRecipesAgreeWithMergekit(recipe: String) throws {
     let parent = temporaryFolder()
     defer { try? FileManager.default.removeItem(atPath: parent) }
