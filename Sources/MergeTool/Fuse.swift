@@ -25,7 +25,10 @@ extension MergeTool {
                 name models by hub ID (org/name or org/name@revision) when they are in the local \
                 Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub). \
                 Parameters its method does not read are ignored with a warning, as mergekit does; \
-                chat_template (chatml, llama3 or a template) goes into tokenizer_config.json. \
+                chat_template (alpaca, chatml, exaone, llama3, mistral, auto or a template) goes into \
+                tokenizer_config.json. tokenizer_source (base, union or a model) or a tokenizer section \
+                gives the output that tokenizer, with every model's embedding rows mapped to it by token; \
+                without one, embedding row counts that differ are refused. \
                 Recipe slices (sources with layer_range) stack layers, e.g. with passthrough and its \
                 optional scale; config.json's num_hidden_layers counts the stacked layers.
 
@@ -251,7 +254,7 @@ extension MergeTool {
         func checkOutput(_ plan: MergePlan) throws {
             var inputs = plan.models.flatMap { AdapterInputs.paths($0.path) }
             if let base = plan.base { inputs.append(base) }
-            if let tokenizerSource = plan.tokenizerSource { inputs.append(tokenizerSource) }
+            inputs += plan.tokenizer?.modelPaths ?? []
             if let config { inputs.append(config) }
             try OutputGuard.check(output: output, inputs: inputs)
         }

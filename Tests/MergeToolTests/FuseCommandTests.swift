@@ -74,8 +74,11 @@ private let base = fixture("merge/base"), sft = fixture("merge/sft"), dpo = fixt
         let result = try runTool(["fuse", fixture("safetensors/tiny-llama"), "--base", base, "-o", outputFolder() + "/x"])
         #expect(result.status == 1)
         #expect(result.err.hasPrefix("error: \(base): inputs do not fit the base ("))
-        #expect(result.err.contains("(10 problems): tensor "))
-        #expect(result.err.hasSuffix("; and 2 more\n"))
+        // The 10 shapes that differ, and the embedding and lm_head rows (40 against 32),
+        // refused without a tokenizer_source.
+        #expect(result.err.contains("(12 problems): tensor "))
+        #expect(result.err.contains("tensor 'lm_head.weight' has 40 rows in \(fixture("safetensors/tiny-llama")) but 32 in the base; set tokenizer_source"))
+        #expect(result.err.hasSuffix("; and 4 more\n"))
         #expect(result.err.split(separator: "\n").count == 1)
     }
 
@@ -186,6 +189,29 @@ private let base = fixture("merge/base"), sft = fixture("merge/sft"), dpo = fixt
         #expect(config["model_max_length"] as? Int == 2048)
         // A chat_template.jinja beside it would take precedence, so the base's is not copied.
         #expect(!FileManager.default.fileExists(atPath: folder + "/out/chat_template.jinja"))
+    }
+
+    @Test func aUnionTokenizerRecipeWritesTheGrownVocabulary() throws {
+        let folder = outputFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let models = fixture("tokenizers")
+        let recipe = folder + "/r.yml"
+        try String(contentsOfFile: models + "/recipes/union.yml", encoding: .utf8).replacingOccurrences(of: "FIXTURE", with: models)
+            .write(toFile: recipe, atomically: true, encoding: .utf8)
+        let result = try runTool(["fuse", "--config", recipe, "-o", folder + "/out"])
+        #expect(result.status == 0)
+        let config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/out/config.json"))) as? [String: Any])
+        #expect(config["vocab_size"] as? Int == 32)
+        let tokenizer = try String(contentsOfFile: folder + "/out/tokenizer.json", encoding: .utf8)
+        #expect(tokenizer.contains("<|im_start|>") && tokenizer.contains("<|im_end|>"))
+        // Without the tokenizer_source line the same recipe is refused in one line.
+        try String(contentsOfFile: recipe, encoding: .utf8).replacingOccurrences(of: "tokenizer_source: union", with: "")
+            .write(toFile: recipe, atomically: true, encoding: .utf8)
+        let refused = try runTool(["fuse", "--config", recipe, "-o", folder + "/refused"])
+        #expect(refused.status == 1)
+        #expect(refused.err.contains("has 32 rows in \(models)/sft but 30 in the base; set tokenizer_source"))
+        #expect(refused.err.split(separator: "\n").count == 1)
+        #expect(!FileManager.default.fileExists(atPath: folder + "/refused"))
     }
 
     @Test func conflictingRecipeAndModelsIsAUsageError() throws {

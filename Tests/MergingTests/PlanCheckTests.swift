@@ -91,17 +91,15 @@ private func write(_ folder: String, _ name: String, _ tensors: [TestTensor]) ->
     ])) { try PreparedMerge.prepare(plan) }
 }
 
-@Test func extraVocabularyRowsAreCutWithAWarning() throws {
+@Test func extraVocabularyRowsAreRefusedWithoutATokenizer() throws {
     let folder = temporaryFolder()
     defer { try? FileManager.default.removeItem(atPath: folder) }
     let base = write(folder, "base", [TestTensor(name: "model.embed_tokens.weight", shape: [2, 2], values: [0, 0, 0, 0])])
     let a = write(folder, "a", [TestTensor(name: "model.embed_tokens.weight", shape: [3, 2], values: [1, 2, 3, 4, 5, 6])])
     let plan = MergePlan(method: .taskArithmetic, base: base, models: [ModelSpec(path: a)])
-    let prepared = try PreparedMerge.prepare(plan)
-    #expect(prepared.warnings == ["tensor 'model.embed_tokens.weight': \(a) has 3 rows, the base 2; extra rows cut"])
-    let sink = MemorySink()
-    try MergeExecutor(prepared, threads: 1).run(into: sink)
-    #expect(sink.values("model.embed_tokens.weight") == [1, 2, 3, 4])
+    #expect(throws: MergeError.incompatibleInputs(base: base, problems: [
+        "tensor 'model.embed_tokens.weight' has 3 rows in \(a) but 2 in the base; set tokenizer_source (base, union or a model) to map the rows by token",
+    ])) { try PreparedMerge.prepare(plan) }
 }
 
 @Test func fewerVocabularyRowsThanTheBaseIsAnError() throws {

@@ -147,7 +147,7 @@ import Testing
     let given = try MergeRecipe.parse(head + "chat_template: \"\(literal)\"\n", file: "r.yml")
     #expect(given.chatTemplate == literal)
     #expect(try MergeRecipe.parse(MergeRecipe.yaml(for: given), file: "merge-config.yml") == given)
-    #expect(throws: MergeError.recipe(file: "r.yml", problem: "'chat_template' must be chatml, llama3 or a Jinja template (line 5)")) {
+    #expect(throws: MergeError.recipe(file: "r.yml", problem: "'chat_template' must be alpaca, auto, chatml, exaone, llama3, mistral or a Jinja template (line 5)")) {
         try MergeRecipe.parse(head + "chat_template: vicuna\n", file: "r.yml")
     }
 }

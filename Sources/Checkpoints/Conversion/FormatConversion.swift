@@ -247,12 +247,30 @@ public enum FormatConversion {
     /// otherwise copied unchanged.
     /// `layerCount`, when given, replaces `num_hidden_layers` (an output stacked from slices).
     public static func copyConfig(from folder: String, to writer: some SideFileSink, dtype: DType?, layerCount: Int? = nil,
-                                  followSymlinks: Bool = false) throws(CheckpointError) {
-        guard dtype != nil || layerCount != nil else {
+                                  vocabularySize: Int? = nil, followSymlinks: Bool = false) throws(CheckpointError) {
+        guard dtype != nil || layerCount != nil || vocabularySize != nil else {
             return try writer.copyFile(from: folder + "/config.json", as: nil, followSymlinks: followSymlinks)
         }
         var config = try readJSONFile(HFFolder.sideFile("config.json", in: folder, followSymlinks: followSymlinks))
         if let dtype { config = withTorchDType(config, dtype) }
+        if let vocabularySize, case .object(var members) = config {
+            // A multimodal config keeps the vocabulary in its text part.
+            if members.contains(where: { $0.key == "vocab_size" }) || !members.contains(where: { $0.key == "text_config" }) {
+                if let i = members.firstIndex(where: { $0.key == "vocab_size" }) {
+                    members[i].value = .number(String(vocabularySize))
+                } else {
+                    members.append((key: "vocab_size", value: .number(String(vocabularySize))))
+                }
+            } else if let i = members.firstIndex(where: { $0.key == "text_config" }), case .object(var text) = members[i].value {
+                if let j = text.firstIndex(where: { $0.key == "vocab_size" }) {
+                    text[j].value = .number(String(vocabularySize))
+                } else {
+                    text.append((key: "vocab_size", value: .number(String(vocabularySize))))
+                }
+                members[i].value = .object(text)
+            }
+            config = .object(members)
+        }
         if let layerCount, case .object(var members) = config {
             if let i = members.firstIndex(where: { $0.key == "num_hidden_layers" }) {
                 members[i].value = .number(String(layerCount))

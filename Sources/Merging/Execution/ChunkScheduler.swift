@@ -103,8 +103,10 @@ final class ChunkScheduler: @unchecked Sendable {
     func release(_ job: MergeJob, _ range: Range<Int>? = nil) {
         let merge = self.merge
         releaser.async {
-            var tensors = [(job.template, job.templateCheckpoint)]
-            for input in job.inputs { tensors.append((input.tensor, input.checkpoint)) }
+            // Rows mapped to the output tokenizer are not where the output's are: such
+            // tensors are released whole, at the end.
+            var tensors: [(TensorEntry, Int)] = job.baseRows == nil || range == nil ? [(job.template, job.templateCheckpoint)] : []
+            for input in job.inputs where input.rows == nil || range == nil { tensors.append((input.tensor, input.checkpoint)) }
             for (tensor, checkpoint) in tensors {
                 let file = merge.checkpoints[checkpoint]
                 guard let range else {

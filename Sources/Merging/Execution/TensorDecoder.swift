@@ -38,6 +38,10 @@ final class TensorDecoder: @unchecked Sendable {
     /// the start of `buffer`; rows stored in another order are read row by row. A LoRA
     /// adapter's model is its base's tensor plus the adapter's δ, added in Float32.
     func decode(_ input: MergeInput, _ range: Range<Int>, into buffer: UnsafeMutableBufferPointer<Float>) throws {
+        if let rows = input.rows {
+            try decode(input.tensor, in: input.checkpoint, mappedBy: rows, range, into: buffer)
+            return
+        }
         guard let order = input.rowOrder else {
             try decode(input.tensor, in: input.checkpoint, range, into: buffer)
             if let lora = input.lora { try addDelta(lora, range, into: buffer) }
@@ -57,7 +61,46 @@ final class TensorDecoder: @unchecked Sendable {
 
     /// The base's elements `range` in `s.base`.
     func decodeBase(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch) throws {
+        if let rows = job.baseRows {
+            try decode(job.template, in: job.templateCheckpoint, mappedBy: rows, range, into: s.base)
+            return
+        }
         try decode(job.template, in: job.templateCheckpoint, range, into: s.base)
+    }
+
+    /// Decodes elements `range` of a tensor's rows as `rows` orders them (the output
+    /// tokenizer's): runs of consecutive stored rows in one read, rows the model lacks
+    /// from `rows.filled`.
+    /// - Precondition: `range` lies within `rows.source.count` rows and fits in `buffer`;
+    ///   every non-negative entry of `rows.source` is a row of `tensor` (checked when the
+    ///   merge was prepared).
+    func decode(_ tensor: TensorEntry, in checkpoint: Int, mappedBy rows: VocabularyRows, _ range: Range<Int>,
+                into buffer: UnsafeMutableBufferPointer<Float>) throws
+    {
+        let width = rows.rowLength
+        precondition(width > 0 && range.lowerBound >= 0 && range.upperBound <= rows.source.count * width
+                     && range.count <= buffer.count, "elements \(range) outside the mapped rows of '\(tensor.name)'")
+        var start = range.lowerBound
+        while start < range.upperBound {
+            let row = start / width, column = start - row * width
+            let source = Int(rows.source[row])
+            let at = start - range.lowerBound
+            guard source >= 0 else {
+                let end = min(range.upperBound, (row + 1) * width)
+                let values = rows.filled[-1 - source]
+                for i in 0..<(end - start) { buffer[at + i] = values[column + i] }
+                start = end
+                continue
+            }
+            // Extend over following rows stored right after this one.
+            var last = row
+            while (last + 1) * width < range.upperBound, Int(rows.source[last + 1]) == source + (last + 1 - row) { last += 1 }
+            let end = min(range.upperBound, (last + 1) * width)
+            let first = source * width + column
+            try decode(tensor, in: checkpoint, first..<(first + end - start),
+                       into: UnsafeMutableBufferPointer(rebasing: buffer[at...]))
+            start = end
+        }
     }
 
     /// Each model's elements `range` in `s.inputs`.
@@ -75,7 +118,7 @@ final class TensorDecoder: @unchecked Sendable {
         let input = job.inputs[m]
         // An adapter's model is its base plus δ in Float32 (see `decode`), whose difference
         // from the merge's base is taken below like any fine-tune's.
-        if input.tensor.dtype == .bf16, input.rowOrder == nil, input.lora == nil {
+        if input.tensor.dtype == .bf16, input.rowOrder == nil, input.lora == nil, input.rows == nil, job.baseRows == nil {
             // The common case in one pass: BF16 is the upper half of a Float32.
             let d = s.inputs[m], b = s.base
             // The loop below reads elements `range` of the tensor and the first

@@ -104,6 +104,7 @@ struct TaskVectorPasses {
         let direct = rescaled.filter {
             recorded[$0] != nil && job.template.dtype == .bf16 && job.inputs[$0].tensor.dtype == .bf16
                 && job.inputs[$0].rowOrder == nil && job.inputs[$0].lora == nil
+                && job.baseRows == nil && job.inputs[$0].rows == nil
         }
         let decoded = rescaled.filter { !direct.contains($0) }
         let keptBy = recorded

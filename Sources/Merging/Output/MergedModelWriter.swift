@@ -196,27 +196,49 @@ public enum MergedModelWriter {
 
     /// Config files from the base folder and tokenizer files from the tokenizer
     /// source (the base unless the plan names one), those present. config.json names
-    /// the output type and layer count; a recipe's chat template replaces the one copied.
+    /// the output type, layer count and, with a recipe's tokenizer, the vocabulary size;
+    /// tokens the recipe's tokenizer appends go into tokenizer.json and
+    /// tokenizer_config.json; a recipe's chat template replaces the one copied.
     private static func copySideFiles(_ prepared: PreparedMerge, into writer: some SideFileSink, followSymlinks: Bool,
                                       warn: (String) -> Void) throws {
         let templateFolder = folder(of: prepared.template.path)
-        let tokenizerFolder = prepared.plan.tokenizerSource.map(folder(of:)) ?? templateFolder
-        let template = prepared.plan.chatTemplate
+        let output = prepared.outputTokenizer
+        let tokenizerFolder = output.map { folder(of: $0.folder) } ?? templateFolder
+        var template = prepared.plan.chatTemplate
+        if template == ChatTemplate.automatic {
+            // The template most of the models have (none: the copied one stays).
+            template = ChatTemplate.plurality(of: prepared.plan.models.map(\.path) + (prepared.plan.base.map { [$0] } ?? []),
+                                              followSymlinks: followSymlinks)
+        }
+        let appends = !(output?.appended.isEmpty ?? true)
         for (names, source) in [(ModelCard.configFiles, templateFolder), (ModelCard.tokenizerFiles, tokenizerFolder)] {
             guard let source else { continue }
             for name in names where FileManager.default.fileExists(atPath: source + "/" + name) {
                 switch name {
                 case "config.json":
                     try FormatConversion.copyConfig(from: source, to: writer, dtype: prepared.plan.outputDType,
-                                                    layerCount: prepared.outputLayerCount, followSymlinks: followSymlinks)
+                                                    layerCount: prepared.outputLayerCount, vocabularySize: output?.rowCount,
+                                                    followSymlinks: followSymlinks)
                 // A chat_template.jinja file would take precedence over tokenizer_config.json's
                 // template, so it is left out when the recipe sets one.
                 case "chat_template.jinja" where template != nil:
                     continue
-                case "tokenizer_config.json" where template != nil:
+                // The slow tokenizer's list of added tokens would not have the appended ones.
+                case "added_tokens.json" where appends:
+                    continue
+                case "tokenizer.json" where appends:
                     let path = try HFFolder.sideFile(name, in: source, followSymlinks: followSymlinks)
-                    guard let config = ChatTemplate.settingTemplate(template!, in: try readJSONFile(path, rejectDuplicateKeys: false)) else {
-                        throw CheckpointError.io(file: path, problem: "is not a JSON object")
+                    let json = output!.tokenizerJSON(from: try readJSONFile(path, rejectDuplicateKeys: false))
+                    try writer.writeFile(name: name, contents: Array((json.prettyText + "\n").utf8))
+                case "tokenizer_config.json" where template != nil || appends:
+                    let path = try HFFolder.sideFile(name, in: source, followSymlinks: followSymlinks)
+                    var config = try readJSONFile(path, rejectDuplicateKeys: false)
+                    if let output { config = output.tokenizerConfig(from: config) }
+                    if let template {
+                        guard let set = ChatTemplate.settingTemplate(template, in: config) else {
+                            throw CheckpointError.io(file: path, problem: "is not a JSON object")
+                        }
+                        config = set
                     }
                     try writer.writeFile(name: name, contents: Array((config.prettyText + "\n").utf8))
                 default:

@@ -24,14 +24,17 @@ public struct MergeJob: Sendable {
     public let template: TensorEntry
     /// Index of the checkpoint `template` lives in (see `PreparedMerge.checkpoints`).
     public let templateCheckpoint: Int
-    /// Per contributing model: its checkpoint index and tensor. Only the first
-    /// `elementCount` entries are used (embedding rows past the base's are cut).
+    /// Per contributing model: its checkpoint index and tensor.
     public let inputs: [MergeInput]
     /// The parameters of the method's family, resolved for this tensor.
     public let parameters: Parameters
+    /// Set for an embedding or output-projection tensor whose rows follow the output
+    /// tokenizer: where each output row of `template` comes from. `shape` is then the
+    /// output's, which may have more or fewer rows than `template`.
+    public var baseRows: VocabularyRows? = nil
 
     /// Number of output elements.
-    public var elementCount: Int { template.elementCount }
+    public var elementCount: Int { baseRows == nil ? template.elementCount : shape.reduce(1, *) }
 
     /// Entries per row: the product of all but the leading axis (whole count for 1-D).
     public var rowLength: Int {
@@ -54,6 +57,20 @@ public struct MergeInput: Sendable {
     /// Set when the model is a LoRA adapter adapting this tensor: the input is `tensor`
     /// (the adapter's base's) plus the adapter's δ.
     public var lora: LoRAInput? = nil
+    /// Set when the model's rows are mapped to the output tokenizer (see `MergeJob.baseRows`).
+    public var rows: VocabularyRows? = nil
+}
+
+/// The rows of a model's embedding (or output projection) in the output tokenizer's
+/// order: output row r is the tensor's row `source[r]`, or for a token the model lacks
+/// (a negative entry −1 − k) the values `filled[k]`, computed when the merge is prepared.
+public struct VocabularyRows: Sendable {
+    /// Entries per row.
+    public let rowLength: Int
+    /// Per output row: the tensor's row, or −1 − k for `filled[k]`.
+    public let source: [Int32]
+    /// Rows the model does not hold, each `rowLength` values.
+    public let filled: [[Float]]
 }
 
 /// Where an input's rows sit: output row r is stored as row `sourceRow(r)`.

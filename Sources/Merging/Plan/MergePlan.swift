@@ -73,8 +73,14 @@ public struct MergePlan: Sendable, Equatable {
     public var seed: UInt64
     /// Output element type; nil keeps the base's.
     public var outputDType: DType?
-    /// The model whose tokenizer files are copied (nil: the base).
-    public var tokenizerSource: String?
+    /// The output tokenizer (`tokenizer_source` or `tokenizer:`); nil: the base's files
+    /// are copied and every model must have the base's vocabulary rows.
+    public var tokenizer: TokenizerRecipe?
+    /// The model whose tokenizer the output gets, when the recipe names one.
+    public var tokenizerSource: String? {
+        if case .model(let path)? = tokenizer?.source { return path }
+        return nil
+    }
     /// The chat template written into the output's tokenizer_config.json (nil: the copied one).
     public var chatTemplate: String?
     /// Output layers stacked from slices of the models (nil: every model whole). `models`
@@ -96,7 +102,7 @@ public struct MergePlan: Sendable, Equatable {
         self.trim = trim
         self.seed = seed
         self.outputDType = outputDType
-        self.tokenizerSource = tokenizerSource
+        self.tokenizer = tokenizerSource.map { TokenizerRecipe(source: .model($0)) }
     }
 
     /// The rescale in effect.

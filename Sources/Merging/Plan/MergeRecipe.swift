@@ -7,11 +7,11 @@ import Yams
 /// Accepted keys: `models` (each `model` and optional `parameters`) or `slices` (each
 /// `sources` of `model`, `layer_range` and optional `parameters`, and the slice's own
 /// `parameters`), `base_model`,
-/// `merge_method`, `parameters`, `dtype`, `out_dtype`, `tokenizer_source`, `chat_template`, and Claire's
+/// `merge_method`, `parameters`, `dtype`, `out_dtype`, `tokenizer_source` or `tokenizer`, `chat_template`, and Claire's
 /// own `seed`. Anything else is an error, so a misspelt key never silently changes a merge.
 public enum MergeRecipe {
     static let topLevelKeys = ["models", "slices", "base_model", "merge_method", "parameters", "dtype", "out_dtype",
-                               "tokenizer_source", "chat_template", "seed"]
+                               "tokenizer_source", "tokenizer", "chat_template", "seed"]
     /// Parameters that are switches, written as true/false.
     static let flagParameters: Set<String> = ["normalize", "filter_wise", "int8_mask"]
     /// Global keys that configure the merge rather than weigh tensors.
@@ -46,7 +46,12 @@ public enum MergeRecipe {
                     plan.slices![k].sources[j].path = try locator.locate(plan.slices![k].sources[j].path)
                 }
             }
-            if let source = plan.tokenizerSource { plan.tokenizerSource = try locator.locate(source) }
+            if var tokenizer = plan.tokenizer {
+                var located: [String: String] = [:]
+                for name in tokenizer.modelPaths { located[name] = try locator.locate(name) }
+                tokenizer.mapPaths { located[$0] ?? $0 }
+                plan.tokenizer = tokenizer
+            }
         } catch {
             throw .recipe(file: path, problem: error.description)
         }
@@ -137,9 +142,13 @@ public enum MergeRecipe {
             throw .recipe(file: file, problem: "unknown dtype '\(node.string ?? "?")' (float32, float16 or bfloat16)\(at(node))")
         }
         if let node = fields["tokenizer_source"] {
-            guard let source = node.string else { throw .recipe(file: file, problem: "'tokenizer_source' must be a path or 'base'\(at(node))") }
-            if source == "union" { throw .recipe(file: file, problem: "tokenizer_source 'union' is not supported (use 'base' or a model path)") }
-            plan.tokenizerSource = source == "base" ? nil : source
+            guard fields["tokenizer"] == nil else {
+                throw .recipe(file: file, problem: "give either 'tokenizer_source' or 'tokenizer', not both")
+            }
+            plan.tokenizer = TokenizerRecipe(source: try tokenizerSource(node, file: file))
+        }
+        if let node = fields["tokenizer"] {
+            plan.tokenizer = try tokenizerSection(node, file: file)
         }
         if let node = fields["chat_template"] {
             guard let value = node.string, let template = ChatTemplate.template(for: value) else {

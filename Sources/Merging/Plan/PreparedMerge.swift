@@ -13,13 +13,18 @@ public final class PreparedMerge: Sendable {
     public let warnings: [String]
     /// The output's layer count when slices set it (the config's `num_hidden_layers`); nil: the template's.
     public let outputLayerCount: Int?
+    /// The tokenizer written when the recipe names one (its row count is config.json's
+    /// `vocab_size`); nil: the base's tokenizer files are copied.
+    public let outputTokenizer: OutputTokenizer?
 
-    init(plan: MergePlan, checkpoints: [Checkpoint], jobs: [MergeJob], warnings: [String], outputLayerCount: Int? = nil) {
+    init(plan: MergePlan, checkpoints: [Checkpoint], jobs: [MergeJob], warnings: [String], outputLayerCount: Int? = nil,
+         outputTokenizer: OutputTokenizer? = nil) {
         self.plan = plan
         self.checkpoints = checkpoints
         self.jobs = jobs
         self.warnings = warnings
         self.outputLayerCount = outputLayerCount
+        self.outputTokenizer = outputTokenizer
     }
 
     /// The output's tensor list for a writer.
@@ -43,6 +48,9 @@ public final class PreparedMerge: Sendable {
         for model in contributing { modelIndex.append(try opened.index(of: model.path)) }
         let template = opened.checkpoints[0]
         let bridges = modelIndex.map { opened.adapters[$0] != nil ? nil : FormatBridge(base: template, model: opened.checkpoints[$0]) }
+        let vocabulary = try plan.tokenizer.map { (_) throws(MergeError) in
+            try VocabularyAlignment.build(plan, basePath: templatePath, followSymlinks: followSymlinks)
+        }
         var matched = [Set<String>](repeating: [], count: contributing.count)
 
         var layerCount = 0
@@ -58,7 +66,8 @@ public final class PreparedMerge: Sendable {
         let method = plan.method
         let kernel = method.entry.kernel
         // Adds the job of `entry`, with the family's parameters resolved for a merged tensor.
-        func add(_ entry: TensorEntry, _ kind: MergeJob.Kind, _ dtype: DType, _ inputs: [MergeInput] = []) {
+        func add(_ entry: TensorEntry, _ kind: MergeJob.Kind, _ dtype: DType, _ inputs: [MergeInput] = [],
+                 shape: [Int]? = nil, baseRows: VocabularyRows? = nil) {
             var parameters = MergeJob.Parameters.none
             if kind == .merge {
                 let t = LayerPosition.fraction(of: entry.name, layerCount: layerCount)
@@ -67,8 +76,8 @@ public final class PreparedMerge: Sendable {
                     return plan.parameters[name]?.value(forTensor: entry.name, at: t) ?? fallback
                 }
             }
-            jobs.append(MergeJob(name: entry.name, kind: kind, shape: entry.shape, outputDType: dtype, template: entry,
-                                 templateCheckpoint: 0, inputs: inputs, parameters: parameters))
+            jobs.append(MergeJob(name: entry.name, kind: kind, shape: shape ?? entry.shape, outputDType: dtype, template: entry,
+                                 templateCheckpoint: 0, inputs: inputs, parameters: parameters, baseRows: baseRows))
         }
         for entry in template.tensors {
             let mergeable = entry.dtype.isFloatingPoint && entry.dtype.isDecodable
@@ -133,16 +142,34 @@ public final class PreparedMerge: Sendable {
                     continue
                 }
                 if tensor.shape != entry.shape {
-                    if isVocabularyTensor(entry.name), entry.shape.count >= 1, tensor.shape.count == entry.shape.count,
-                       tensor.shape.dropFirst() == entry.shape.dropFirst(), tensor.shape[0] > entry.shape[0]
-                    {
-                        warnings.append("tensor '\(entry.name)': \(model.path) has \(tensor.shape[0]) rows, the base \(entry.shape[0]); extra rows cut")
-                    } else {
+                    let rowsDiffer = isVocabularyTensor(entry.name) && entry.shape.count >= 1 && tensor.shape.count == entry.shape.count
+                        && tensor.shape.dropFirst() == entry.shape.dropFirst()
+                    if rowsDiffer, vocabulary == nil {
+                        // As mergekit: rows of different vocabularies are not merged unless a
+                        // tokenizer says which row is which token.
+                        problems.append("tensor '\(entry.name)' has \(tensor.shape[0]) rows in \(model.path) but \(entry.shape[0]) in the base; set tokenizer_source (base, union or a model) to map the rows by token")
+                        continue
+                    } else if !rowsDiffer {
                         problems.append("tensor '\(entry.name)' has shape \(tensor.shape) in \(model.path) but \(entry.shape) in the base")
                         continue
                     }
                 }
                 inputs.append(MergeInput(checkpoint: modelIndex[m], tensor: tensor, rowOrder: rowOrder))
+            }
+            let complete = inputs.count == contributing.count
+            let baseOnly = missing.count == contributing.count && plan.usesBaseAsReference
+            if let vocabulary, isVocabularyTensor(entry.name), entry.shape.count >= 1, complete || baseOnly {
+                // Rows follow the output tokenizer: each model's mapped to it by token.
+                do {
+                    if let mapped = try mapRows(entry, inputs: complete ? inputs : [], contributing: contributing,
+                                                templatePath: templatePath, template: template, opened: opened, vocabulary: vocabulary) {
+                        add(entry, complete ? .merge : .convert, outputDType, mapped.inputs, shape: mapped.shape, baseRows: mapped.baseRows)
+                        continue
+                    }
+                } catch {
+                    problems.append(error.description)
+                    continue
+                }
             }
             if missing.count == contributing.count && plan.usesBaseAsReference {
                 add(entry, .convert, outputDType)
@@ -171,7 +198,44 @@ public final class PreparedMerge: Sendable {
                 throw .badPlan("--trim global needs one density per model, not a filter or gradient (model \(model.path))")
             }
         }
-        return PreparedMerge(plan: plan, checkpoints: opened.checkpoints, jobs: jobs, warnings: warnings)
+        return PreparedMerge(plan: plan, checkpoints: opened.checkpoints, jobs: jobs, warnings: warnings,
+                             outputTokenizer: vocabulary?.output)
+    }
+
+    /// The rows of a vocabulary tensor mapped to the output tokenizer: the base's and
+    /// each input's, and the output shape; nil when every model already has the
+    /// output's rows in its order.
+    private static func mapRows(_ entry: TensorEntry, inputs: [MergeInput], contributing: [ModelSpec], templatePath: String,
+                                template: Checkpoint, opened: OpenedCheckpoints, vocabulary: VocabularyAlignment) throws(MergeError)
+        -> (inputs: [MergeInput], baseRows: VocabularyRows, shape: [Int])?
+    {
+        let shape = [vocabulary.output.rowCount] + entry.shape.dropFirst()
+        guard shape.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) < Int.max / 8 else {
+            throw .badPlan("tensor '\(entry.name)' would have \(vocabulary.output.rowCount) rows of \(entry.shape.dropFirst()), too many elements")
+        }
+        let rowCounts = [entry.shape[0]] + inputs.map { $0.tensor.shape.first ?? 0 }
+        if rowCounts.allSatisfy({ vocabulary.isIdentity(rows: $0) }) { return nil }
+        // Each model of the alignment: its tensor here (the base's is the template).
+        var tensors = [(checkpoint: Checkpoint, tensor: TensorEntry)?](repeating: nil, count: vocabulary.models.count)
+        var slot: [Int] = []
+        if let b = vocabulary.models.firstIndex(of: templatePath) { tensors[b] = (template, entry) }
+        for (m, input) in inputs.enumerated() {
+            guard let k = vocabulary.models.firstIndex(of: contributing[m].path) else {
+                throw .badPlan("tensor '\(entry.name)': \(contributing[m].path) is not a model of the recipe")
+            }
+            if input.lora != nil || input.rowOrder != nil {
+                throw .badPlan("tensor '\(entry.name)': the rows of \(contributing[m].path) (an adapter or another format) cannot be mapped to the output tokenizer")
+            }
+            tensors[k] = (opened.checkpoints[input.checkpoint], input.tensor)
+            slot.append(k)
+        }
+        let rows = try vocabulary.rows(of: tensors, name: entry.name)
+        guard let b = vocabulary.models.firstIndex(of: templatePath), let baseRows = rows[b] else {
+            throw .badPlan("tensor '\(entry.name)': the base is not a model of the recipe")
+        }
+        var mapped = inputs
+        for m in mapped.indices { mapped[m].rows = rows[slot[m]] }
+        return (mapped, baseRows, shape)
     }
 
     /// Embedding and output-projection tensors, whose rows follow the vocabulary.

@@ -29,7 +29,7 @@ extension MergeRecipe {
             pairs.append(("dtype", "float32"))
             pairs.append(("out_dtype", Node(recipeName(of: dtype))))
         }
-        if let source = plan.tokenizerSource { pairs.append(("tokenizer_source", Node(source))) }
+        if let tokenizer = plan.tokenizer { pairs.append(tokenizerPair(tokenizer)) }
         if let template = plan.chatTemplate { pairs.append(("chat_template", Node(template))) }
         if plan.method.sparsifier == .random || plan.method.sparsifier == .dellaMagprune {
             pairs.append(("seed", Node(String(plan.seed))))
@@ -38,6 +38,39 @@ extension MergeRecipe {
         let notes = mergekitNotes(for: plan)
         guard !notes.isEmpty else { return body }
         return (["# For mergekit:"] + notes.map { "#   " + $0 }).joined(separator: "\n") + "\n" + body
+    }
+
+    /// `tokenizer_source: …`, or a `tokenizer:` section when tokens or padding are set.
+    static func tokenizerPair(_ tokenizer: TokenizerRecipe) -> (Node, Node) {
+        let source: Node
+        switch tokenizer.source {
+        case .base: source = "base"
+        case .union: source = "union"
+        case .model(let path): source = Node(path)
+        }
+        guard !tokenizer.tokens.isEmpty || tokenizer.padToMultipleOf != nil else { return ("tokenizer_source", source) }
+        var section: [(Node, Node)] = [("source", source)]
+        if !tokenizer.tokens.isEmpty {
+            var tokens: [(Node, Node)] = []
+            for (token, setting) in tokenizer.tokens {
+                var entry: [(Node, Node)] = []
+                switch setting.source {
+                case .model(let path)?: entry.append(("source", Node(path)))
+                case .zero?: entry.append(("source", Node.mapping(Node.Mapping([("kind", "zero")]))))
+                case .modelToken(let model, let token, let id)?:
+                    var fields: [(Node, Node)] = [("kind", "model_token"), ("model", Node(model))]
+                    if let token { fields.append(("token", Node(token))) }
+                    if let id { fields.append(("token_id", Node(String(id)))) }
+                    entry.append(("source", Node.mapping(Node.Mapping(fields))))
+                case nil: break
+                }
+                if setting.force { entry.append(("force", "true")) }
+                tokens.append((Node(token), Node.mapping(Node.Mapping(entry))))
+            }
+            section.append(("tokens", Node.mapping(Node.Mapping(tokens))))
+        }
+        if let n = tokenizer.padToMultipleOf { section.append(("pad_to_multiple_of", Node(String(n)))) }
+        return ("tokenizer", Node.mapping(Node.Mapping(section)))
     }
 
     /// The plan's models as written: mergekit's `linear` merges `base_model` as one more

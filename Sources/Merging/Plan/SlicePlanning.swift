@@ -44,6 +44,11 @@ extension PreparedMerge {
         let method = plan.method
         let kernel = method.entry.kernel
         var jobs: [MergeJob] = []
+        // With a recipe's tokenizer, embedding rows are mapped to it by token, over the
+        // models of the slice the tensor comes from (as mergekit does).
+        let vocabulary = try plan.tokenizer.map { (_) throws(MergeError) in
+            try VocabularyAlignment.build(plan, basePath: templatePath, followSymlinks: followSymlinks)
+        }
         var warnings = plan.unusedParameters.map { "parameter '\($0)' is not used by \(plan.method); it is ignored" }
 
         /// One output tensor of `slice`: `outputName` read as `sourceName(source)` from each source.
@@ -82,7 +87,9 @@ extension PreparedMerge {
                     problems.append("tensor '\(name)' is \(tensor.dtype) in \(source.path), \(entry.dtype) in \(reference.path)")
                     continue
                 }
-                guard tensor.shape == entry.shape else {
+                let rowsDiffer = vocabulary != nil && isVocabularyTensor(outputName) && tensor.shape.count == entry.shape.count
+                    && !entry.shape.isEmpty && tensor.shape.dropFirst() == entry.shape.dropFirst()
+                guard tensor.shape == entry.shape || rowsDiffer else {
                     problems.append("tensor '\(name)' has shape \(tensor.shape) in \(source.path) but \(entry.shape) in \(reference.path)")
                     continue
                 }
@@ -103,9 +110,39 @@ extension PreparedMerge {
                 return plan.parameters[name]?.value(forTensor: outputName, at: t) ?? fallback
             }
             let parameters = kernel.parameters(models: models, plan: plan.plan(for: slice), value: value)
-            jobs.append(MergeJob(name: outputName, kind: .merge, shape: entry.shape, outputDType: outputDType,
+            var shape = entry.shape, baseRows: VocabularyRows?
+            if let vocabulary, isVocabularyTensor(outputName), !entry.shape.isEmpty {
+                let counts = [entry.shape[0]] + inputs.map { $0.tensor.shape.first ?? 0 }
+                if !counts.allSatisfy({ vocabulary.isIdentity(rows: $0) }) {
+                    var tensors = [(checkpoint: Checkpoint, tensor: TensorEntry)?](repeating: nil, count: vocabulary.models.count)
+                    guard let r = vocabulary.models.firstIndex(of: reference.path) else {
+                        problems.append("tensor '\(outputName)': \(reference.path) is not a model of the recipe")
+                        return
+                    }
+                    tensors[r] = (opened.checkpoints[referenceIndex], entry)
+                    var slots: [Int] = []
+                    for (m, source) in contributing.enumerated() {
+                        guard let k = vocabulary.models.firstIndex(of: source.path) else {
+                            problems.append("tensor '\(outputName)': \(source.path) is not a model of the recipe")
+                            return
+                        }
+                        tensors[k] = (opened.checkpoints[inputs[m].checkpoint], inputs[m].tensor)
+                        slots.append(k)
+                    }
+                    do {
+                        let rows = try vocabulary.rows(of: tensors, name: outputName)
+                        baseRows = rows[r]
+                        for m in inputs.indices { inputs[m].rows = rows[slots[m]] }
+                        shape = [vocabulary.output.rowCount] + entry.shape.dropFirst()
+                    } catch {
+                        problems.append(error.description)
+                        return
+                    }
+                }
+            }
+            jobs.append(MergeJob(name: outputName, kind: .merge, shape: shape, outputDType: outputDType,
                                  template: entry, templateCheckpoint: referenceIndex, inputs: inputs,
-                                 parameters: parameters))
+                                 parameters: parameters, baseRows: baseRows))
             jobSlice.append(k)
         }
 
@@ -163,7 +200,7 @@ extension PreparedMerge {
         for (j, k) in zip(jobs, jobSlice) where j.kind == .merge { try kernel.checkResolved(j, plan: plan.plan(for: slices[k])) }
         if plan.trim == .global { throw .badPlan("--trim global is not available with slices") }
         return PreparedMerge(plan: plan, checkpoints: opened.checkpoints, jobs: jobs, warnings: warnings,
-                             outputLayerCount: outputLayer)
+                             outputLayerCount: outputLayer, outputTokenizer: vocabulary?.output)
     }
 
     /// Token embeddings, which precede the layers.
