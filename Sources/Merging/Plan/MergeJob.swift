@@ -29,6 +29,8 @@ public struct MergeJob: Sendable {
     public let inputs: [MergeInput]
     /// The parameters of the method's family, resolved for this tensor.
     public let parameters: Parameters
+    /// The type every operation's result is rounded to (`MergePlan.computeType`).
+    public var computeType: ComputeType = .f32
 
     /// Number of output elements.
     public var elementCount: Int { template.elementCount }

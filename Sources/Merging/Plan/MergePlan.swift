@@ -73,6 +73,10 @@ public struct MergePlan: Sendable, Equatable {
     public var seed: UInt64
     /// Output element type; nil keeps the base's.
     public var outputDType: DType?
+    /// The type the arithmetic rounds to (a recipe's `dtype`); nil: each tensor's inputs'
+    /// promoted type, as mergekit computes a recipe without `dtype`. Float32 on the
+    /// command line.
+    public var computeType: ComputeType? = .f32
     /// The model whose tokenizer files are copied (nil: the base).
     public var tokenizerSource: String?
     /// The chat template written into the output's tokenizer_config.json (nil: the copied one).
@@ -101,6 +105,11 @@ public struct MergePlan: Sendable, Equatable {
 
     /// The rescale in effect.
     public var effectiveRescale: Rescale { method.sparsifier == nil ? .none : (rescale ?? method.defaultRescale) }
+
+    /// The compute type of a tensor whose base is `template` and inputs `inputs`.
+    public func computeType(template: DType, inputs: [DType]) -> ComputeType {
+        computeType ?? .promoted([template] + inputs)
+    }
 
     /// The sign election in effect.
     public var effectiveConsensus: Consensus? {

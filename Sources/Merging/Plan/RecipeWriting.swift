@@ -25,10 +25,9 @@ extension MergeRecipe {
         if !plan.parameters.isEmpty || !options.isEmpty {
             pairs.append(("parameters", node(for: plan.parameters, options: options)))
         }
-        if let dtype = plan.outputDType {
-            pairs.append(("dtype", "float32"))
-            pairs.append(("out_dtype", Node(recipeName(of: dtype))))
-        }
+        // The compute type is always written: without `dtype` mergekit computes in the inputs' type.
+        if let compute = plan.computeType { pairs.append(("dtype", Node(recipeName(of: compute.dtype)))) }
+        if let dtype = plan.outputDType { pairs.append(("out_dtype", Node(recipeName(of: dtype)))) }
         if let source = plan.tokenizerSource { pairs.append(("tokenizer_source", Node(source))) }
         if let template = plan.chatTemplate { pairs.append(("chat_template", Node(template))) }
         if plan.method.sparsifier == .random || plan.method.sparsifier == .dellaMagprune {
@@ -103,6 +102,7 @@ extension MergeRecipe {
         case .f32: return "float32"
         case .f16: return "float16"
         case .bf16: return "bfloat16"
+        case .f64: return "float64"
         default: return dtype.rawValue
         }
     }

@@ -103,9 +103,11 @@ extension PreparedMerge {
                 return plan.parameters[name]?.value(forTensor: outputName, at: t) ?? fallback
             }
             let parameters = kernel.parameters(models: models, plan: plan.plan(for: slice), value: value)
-            jobs.append(MergeJob(name: outputName, kind: .merge, shape: entry.shape, outputDType: outputDType,
-                                 template: entry, templateCheckpoint: referenceIndex, inputs: inputs,
-                                 parameters: parameters))
+            var job = MergeJob(name: outputName, kind: .merge, shape: entry.shape, outputDType: outputDType,
+                               template: entry, templateCheckpoint: referenceIndex, inputs: inputs,
+                               parameters: parameters)
+            job.computeType = plan.computeType(template: entry.dtype, inputs: inputs.map(\.tensor.dtype))
+            jobs.append(job)
             jobSlice.append(k)
         }
 
