@@ -7,9 +7,11 @@ import Checkpoints
 /// `--compute f32` keep Float32 throughout.
 public enum ComputeType: String, Sendable, CaseIterable, CustomStringConvertible {
     case f32, bf16, f16
-    /// mergekit's float64. Claire computes it in Float32 without rounding: a Float32
-    /// result is within one Float32 step of the Float64 one, so outputs narrower than
-    /// Float32 agree within one of their steps; an F64 output agrees to Float32 precision.
+    /// mergekit's float64. Claire computes it in Float32 without rounding (BF16, F16
+    /// and F32 inputs are exact in both): each operation then rounds to Float32, so an
+    /// F64 output lies within a few Float32 steps of mergekit's (3.8 of the larger of
+    /// the result and the base's value on fixtures/dtype) and a narrower output is
+    /// mergekit's but where the exact result lies that close to a rounding midpoint.
     case f64
 
     /// The type of a recipe's `dtype` name (`bfloat16`, `float16`, `float32`, `float64`).
