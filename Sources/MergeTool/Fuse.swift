@@ -186,9 +186,15 @@ extension MergeTool {
         func run() throws {
             OutputPath.installInterruptCleanup()
             try reportingErrors {
-                let (plan, recipe) = try makePlan()
+                var (plan, recipe) = try makePlan()
                 try checkOutput(plan)
                 let prepared = try PreparedMerge.prepare(plan, followSymlinks: input.followSymlinks)
+                // The flags' recipe names the output type written, so that mergekit (and
+                // Claire) compute it in Float32 and write that type.
+                if config == nil, plan.outputDType == nil {
+                    plan.outputDType = prepared.jobs.first { $0.kind == .merge }?.outputDType
+                    recipe = MergeRecipe.yaml(for: plan)
+                }
                 for warning in prepared.warnings { printError("warning: \(warning)") }
                 var options = MergedModelWriter.Options(
                     format: format == .gguf ? .gguf(type: type.dtype) : .folder, maxShardSize: shards.bytes,

@@ -82,10 +82,10 @@ func roundingABufferMatchesTheCodecValueByValue(type: ComputeType, count: Int) {
     #expect(out.computeType == .f64 && out.outputDType == .f16)
     #expect(throws: MergeError.self) { try MergeRecipe.parse(models + "dtype: float8\n", file: "r.yml") }
     // The command line computes in Float32, and its recipe says so for mergekit.
-    let plan = MergePlan(method: .ties, base: "b", models: [ModelSpec(path: "m")])
+    let plan = MergePlan(method: .ties, base: "b", models: [ModelSpec(path: "m")], outputDType: .bf16)
     #expect(plan.computeType == .f32)
-    #expect(MergeRecipe.yaml(for: plan).contains("dtype: float32"))
-    #expect(try MergeRecipe.parse(MergeRecipe.yaml(for: plan), file: "r.yml").computeType == .f32)
+    #expect(MergeRecipe.yaml(for: plan).contains("dtype: float32\nout_dtype: bfloat16\n"))
+    #expect(try MergeRecipe.parse(MergeRecipe.yaml(for: plan), file: "r.yml") == plan)
 }
 
 // MARK: Agreement with mergekit

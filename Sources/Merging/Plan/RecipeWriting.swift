@@ -25,9 +25,14 @@ extension MergeRecipe {
         if !plan.parameters.isEmpty || !options.isEmpty {
             pairs.append(("parameters", node(for: plan.parameters, options: options)))
         }
-        // The compute type is always written: without `dtype` mergekit computes in the inputs' type.
-        if let compute = plan.computeType { pairs.append(("dtype", Node(recipeName(of: compute.dtype)))) }
-        if let dtype = plan.outputDType { pairs.append(("out_dtype", Node(recipeName(of: dtype)))) }
+        // With an output type, the compute type is written too: without `dtype` mergekit
+        // computes in the inputs' type. (`dtype` alone would also set the output type.)
+        if let dtype = plan.outputDType {
+            pairs.append(("dtype", Node(recipeName(of: (plan.computeType ?? .f32).dtype))))
+            pairs.append(("out_dtype", Node(recipeName(of: dtype))))
+        } else if let compute = plan.computeType, compute != .f32 {
+            pairs.append(("dtype", Node(recipeName(of: compute.dtype))))
+        }
         if let source = plan.tokenizerSource { pairs.append(("tokenizer_source", Node(source))) }
         if let template = plan.chatTemplate { pairs.append(("chat_template", Node(template))) }
         if plan.method.sparsifier == .random || plan.method.sparsifier == .dellaMagprune {
