@@ -21,7 +21,10 @@ extension MergeTool {
                 tol) are set in a recipe.
 
                 A recipe (--config) sets the method, models, parameters and seed; the merge \
-                flags beside it are refused, and only --dtype overrides its output type. It may \
+                flags beside it are refused, and only --dtype overrides its output type. Its \
+                arithmetic follows its dtype as mergekit's does (each operation rounded to it; without \
+                dtype, to the inputs' type), so a BF16 recipe gives mergekit's bytes; --compute f32 \
+                computes it in Float32 instead (more accurate; the command line always does). It may \
                 name models by hub ID (org/name or org/name@revision) when they are in the local \
                 Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub). \
                 Parameters its method does not read are ignored with a warning, as mergekit does; \
@@ -101,6 +104,11 @@ extension MergeTool {
         @Option(help: "Output element type (default: the base's).")
         var dtype: FloatOutputType?
 
+        @Option(help: ArgumentHelp(
+            "The arithmetic of a recipe (--config): recipe (the default) rounds each operation to the recipe's dtype as mergekit does, f32 computes in Float32 throughout.",
+            discussion: "Merges from the command line always compute in Float32."))
+        var compute: ComputeMode?
+
         @Option(help: "Output format: a model folder, or one GGUF file (from a base folder with config.json).")
         var format: OutputFormat = .safetensors
 
@@ -138,6 +146,8 @@ extension MergeTool {
                 }
             } else if models.isEmpty {
                 throw ValidationError("name the models to merge, or a recipe with --config")
+            } else if compute == .recipe {
+                throw ValidationError("--compute recipe needs a recipe (--config); the command line computes in Float32")
             }
             for (flag, name, value) in [("--lambda", "lambda", lambdaScale), ("--gamma", "gamma", gamma),
                                         ("--epsilon", "epsilon", epsilon), ("--t", "t", interpolation),
@@ -179,9 +189,15 @@ extension MergeTool {
         func run() throws {
             OutputPath.installInterruptCleanup()
             try reportingErrors {
-                let (plan, recipe) = try makePlan()
+                var (plan, recipe) = try makePlan()
                 try checkOutput(plan)
                 let prepared = try PreparedMerge.prepare(plan, followSymlinks: input.followSymlinks)
+                // The flags' recipe names the output type written, so that mergekit (and
+                // Claire) compute it in Float32 and write that type.
+                if config == nil, plan.outputDType == nil {
+                    plan.outputDType = prepared.jobs.first { $0.kind == .merge }?.outputDType
+                    recipe = MergeRecipe.yaml(for: plan)
+                }
                 for warning in prepared.warnings { printError("warning: \(warning)") }
                 var options = MergedModelWriter.Options(
                     format: format == .gguf ? .gguf(type: type.dtype) : .folder, maxShardSize: shards.bytes,
@@ -202,6 +218,7 @@ extension MergeTool {
             if let config {
                 var (plan, text) = try MergeRecipe.load(config)
                 if let dtype { plan.outputDType = dtype.dtype }
+                if compute == .f32 { plan.computeType = .f32 }
                 return (plan, text)
             }
             var parameters: [String: ParameterValue] = [:]

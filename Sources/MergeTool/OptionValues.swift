@@ -27,6 +27,14 @@ enum FloatOutputType: String, CaseIterable, ExpressibleByArgument {
     var dtype: DType { DType(rawValue: rawValue.uppercased())! }
 }
 
+/// How `fuse` computes a recipe's merge (`--compute`).
+enum ComputeMode: String, CaseIterable, ExpressibleByArgument {
+    /// In the recipe's dtype, each operation rounded to it (mergekit's arithmetic).
+    case recipe
+    /// In Float32 throughout.
+    case f32
+}
+
 /// The tensor type a GGUF output is written in (`convert --type`, `fuse --type`):
 /// the ggml types `ElementCodec` encodes, by their ggml names in any case.
 enum GGUFOutputType: String, CaseIterable, ExpressibleByArgument, CustomStringConvertible {

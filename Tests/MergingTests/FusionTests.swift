@@ -59,6 +59,13 @@ private let u2: [Float] = [-3, 1, 0, 1]
 
 @Test(arguments: [Consensus.sum, .count, nil], [true, false])
 func twoDeltasFuseInOnePassExactlyAsInGeneral(consensus: Consensus?, normalize: Bool) {
+    for arithmetic: any Arithmetic.Type in [Float32Arithmetic.self, BFloat16Arithmetic.self, Float16Arithmetic.self] {
+        twoDeltasFuseInOnePassExactlyAsInGeneral(arithmetic, consensus: consensus, normalize: normalize)
+    }
+}
+
+/// The pair form and the general form agree bit for bit in every compute type.
+private func twoDeltasFuseInOnePassExactlyAsInGeneral<A: Arithmetic>(_ arithmetic: A.Type, consensus: Consensus?, normalize: Bool) {
     // Signed zeros, exact cancellations and zero weights included.
     let n = 4096
     let baseValues = noise(n, seed: 11)
@@ -76,7 +83,7 @@ func twoDeltasFuseInOnePassExactlyAsInGeneral(consensus: Consensus?, normalize: 
             a1.withUnsafeMutableBufferPointer { a1 in
                 b1.withUnsafeMutableBufferPointer { b1 in
                     pair.withUnsafeMutableBufferPointer {
-                        fusion.combinePair(base: base, a1, b1, weights: (weights[0], weights[1]), into: $0)
+                        fusion.combinePair(A.self, base: base, a1, b1, weights: (weights[0], weights[1]), into: $0)
                     }
                 }
             }
@@ -84,12 +91,12 @@ func twoDeltasFuseInOnePassExactlyAsInGeneral(consensus: Consensus?, normalize: 
                 b2.withUnsafeMutableBufferPointer { b2 in
                     general.withUnsafeMutableBufferPointer { out in
                         divisors.withUnsafeMutableBufferPointer {
-                            fusion.combineEach(base: base, deltas: [a2, b2], weights: weights, into: out, divisors: $0)
+                            fusion.combineEach(A.self, base: base, deltas: [a2, b2], weights: weights, into: out, divisors: $0)
                         }
                     }
                 }
             }
         }
-        #expect(pair.map(\.bitPattern) == general.map(\.bitPattern))
+        #expect(pair.map(\.bitPattern) == general.map(\.bitPattern), "\(A.self)")
     }
 }

@@ -59,13 +59,15 @@ final class TensorDecoder: @unchecked Sendable {
         }
     }
 
-    /// The base's elements `range` in `s.base`.
+    /// The base's elements `range` in `s.base`, in the job's compute type (as mergekit
+    /// loads every tensor in it).
     func decodeBase(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch) throws {
         if let rows = job.baseRows {
             try decode(job.template, in: job.templateCheckpoint, mappedBy: rows, range, into: s.base)
-            return
+        } else {
+            try decode(job.template, in: job.templateCheckpoint, range, into: s.base)
         }
-        try decode(job.template, in: job.templateCheckpoint, range, into: s.base)
+        job.computeType.round(UnsafeMutableBufferPointer(rebasing: s.base[0..<range.count]))
     }
 
     /// Decodes elements `range` of a tensor's rows as `rows` orders them (the output
@@ -103,22 +105,33 @@ final class TensorDecoder: @unchecked Sendable {
         }
     }
 
-    /// Each model's elements `range` in `s.inputs`.
+    /// Model `m`'s elements `range` in the start of `buffer`, in the job's compute type.
+    func decodeModel(_ job: MergeJob, _ m: Int, _ range: Range<Int>, into buffer: UnsafeMutableBufferPointer<Float>) throws {
+        try decode(job.inputs[m], range, into: buffer)
+        job.computeType.round(UnsafeMutableBufferPointer(rebasing: buffer[0..<range.count]))
+    }
+
+    /// Each model's elements `range` in `s.inputs`, in the job's compute type.
     func decodeModels(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch) throws -> [UnsafeBufferPointer<Float>] {
         var models: [UnsafeBufferPointer<Float>] = []
-        for (m, input) in job.inputs.enumerated() {
-            try decode(input, range, into: s.inputs[m])
+        for m in job.inputs.indices {
+            try decodeModel(job, m, range, into: s.inputs[m])
             models.append(UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]))
         }
         return models
     }
 
-    /// Decodes model `m` and subtracts the base already in `s.base`: δ in `s.inputs[m]`.
+    /// Decodes model `m` and subtracts the base already in `s.base`: δ in `s.inputs[m]`,
+    /// rounded to the job's compute type (torch's `tensor - base` in that type).
     func decodeDelta(_ job: MergeJob, _ m: Int, _ range: Range<Int>, _ s: WorkerScratch) throws {
         let input = job.inputs[m]
+        let compute = job.computeType
+        defer { compute.round(UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<min(range.count, s.inputs[m].count)])) }
         // An adapter's model is its base plus δ in Float32 (see `decode`), whose difference
         // from the merge's base is taken below like any fine-tune's.
-        if input.tensor.dtype == .bf16, input.rowOrder == nil, input.lora == nil, input.rows == nil, job.baseRows == nil {
+        if input.tensor.dtype == .bf16, input.rowOrder == nil, input.lora == nil, input.rows == nil, job.baseRows == nil,
+           compute != .f16 {
+            // (A BF16 value is already a value of every compute type but F16.)
             // The common case in one pass: BF16 is the upper half of a Float32.
             let d = s.inputs[m], b = s.base
             // The loop below reads elements `range` of the tensor and the first
@@ -137,7 +150,7 @@ final class TensorDecoder: @unchecked Sendable {
             if exponent == 0x7f80 { try noteNonFinite(input.tensor, in: input.checkpoint) }
             return
         }
-        try decode(input, range, into: s.inputs[m])
+        try decodeModel(job, m, range, into: s.inputs[m])
         let delta = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
         if quantizedDelta.applies(tuned: input.tensor.dtype, base: job.template.dtype) {
             // Chunks start and end on whole blocks (see `byteRange`); rows read in
@@ -191,6 +204,8 @@ final class TensorDecoder: @unchecked Sendable {
         let byteRange = TensorDecoder.byteRange(range, of: job.outputDType)
         precondition(range.lowerBound >= 0 && range.count <= s.out.count && byteRange.upperBound <= bytes.count,
                      "elements \(range) outside the output of '\(job.name)'")
+        // Every method's result is a tensor of the compute type before the output cast.
+        job.computeType.round(UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
         let values = UnsafeBufferPointer(rebasing: s.out[0..<range.count])
         switch OutputRange.scan(values, as: job.outputDType) {
         case .fits: break

@@ -160,7 +160,15 @@ public struct CounterRandom: Sendable, Hashable {
     public static func applyRecorded(
         _ values: UnsafeMutableBufferPointer<Float>, keep: UnsafePointer<UInt8>, factor: Float = 1, weight: Float = 1
     ) {
-        for i in 0..<values.count { values[i] = values[i] * Float(keep[i]) * factor * weight }
+        applyRecorded(Float32Arithmetic.self, values, keep: keep, factor: factor, weight: weight)
+    }
+
+    /// `applyRecorded` with the two scalings each rounded by `A` (x · keep is exact).
+    static func applyRecorded<A: Arithmetic>(
+        _ arithmetic: A.Type, _ values: UnsafeMutableBufferPointer<Float>, keep: UnsafePointer<UInt8>,
+        factor: Float, weight: Float
+    ) {
+        for i in 0..<values.count { values[i] = A.round(A.round(values[i] * Float(keep[i]) * factor) * weight) }
     }
 
     /// SplitMix64's output function.

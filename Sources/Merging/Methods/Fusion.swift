@@ -37,20 +37,32 @@ public struct Fusion: Sendable, Hashable {
         base: UnsafeBufferPointer<Float>, deltas: [UnsafeMutableBufferPointer<Float>], weights: [Float],
         into out: UnsafeMutableBufferPointer<Float>, divisors: UnsafeMutableBufferPointer<Float>
     ) {
+        combine(Float32Arithmetic.self, base: base, deltas: deltas, weights: weights, into: out, divisors: divisors)
+    }
+
+    /// `combine` with each torch operation's result rounded by `A` (the weights are
+    /// already values of the compute type): the sign election on the rounded sum, the
+    /// sums over the models accumulated in Float32 and rounded once (as torch's
+    /// `sum(dim=0)` of BF16 or F16 does), then the division, the scale and the
+    /// addition of the base each rounded.
+    func combine<A: Arithmetic>(
+        _ arithmetic: A.Type, base: UnsafeBufferPointer<Float>, deltas: [UnsafeMutableBufferPointer<Float>],
+        weights: [Float], into out: UnsafeMutableBufferPointer<Float>, divisors: UnsafeMutableBufferPointer<Float>
+    ) {
         let n = out.count
         precondition(base.count == n && divisors.count >= n && weights.count == deltas.count
                      && deltas.allSatisfy { $0.count == n }, "fusion buffers differ in length")
         guard n > 0 else { return }
         if deltas.count == 2 {
-            combinePair(base: base, deltas[0], deltas[1], weights: (weights[0], weights[1]), into: out)
+            combinePair(A.self, base: base, deltas[0], deltas[1], weights: (weights[0], weights[1]), into: out)
         } else {
-            combineEach(base: base, deltas: deltas, weights: weights, into: out, divisors: divisors)
+            combineEach(A.self, base: base, deltas: deltas, weights: weights, into: out, divisors: divisors)
         }
     }
 
     /// `combine` for two deltas in one pass over the entries.
-    func combinePair(
-        base: UnsafeBufferPointer<Float>, _ u0: UnsafeMutableBufferPointer<Float>, _ u1: UnsafeMutableBufferPointer<Float>,
+    func combinePair<A: Arithmetic>(
+        _ arithmetic: A.Type, base: UnsafeBufferPointer<Float>, _ u0: UnsafeMutableBufferPointer<Float>, _ u1: UnsafeMutableBufferPointer<Float>,
         weights: (Float, Float), into out: UnsafeMutableBufferPointer<Float>
     ) {
         precondition(base.count == out.count && u0.count == out.count && u1.count == out.count, "fusion buffers differ in length")
@@ -58,20 +70,20 @@ public struct Fusion: Sendable, Hashable {
         let (w0, w1) = weights
         let lambda = self.lambda
         guard let consensus else {
-            var divisor = w0 + w1
+            var divisor = A.round(w0 + w1)
             if abs(divisor) < 1e-8 { divisor = 1 }
             if normalize {
-                for i in 0..<n { out[i] = base[i] + (u0[i] + u1[i]) / divisor * lambda }
+                for i in 0..<n { out[i] = A.round(base[i] + A.round(A.round(A.round(u0[i] + u1[i]) / divisor) * lambda)) }
             } else {
-                for i in 0..<n { out[i] = base[i] + (u0[i] + u1[i]) * lambda }
+                for i in 0..<n { out[i] = A.round(base[i] + A.round(A.round(u0[i] + u1[i]) * lambda)) }
             }
             return
         }
         switch consensus {
         case .sum:
-            fusePair(base: base, u0, u1, weights: weights, into: out) { a, b in a + b >= 0 ? 1 : -1 }
+            fusePair(A.self, base: base, u0, u1, weights: weights, into: out) { a, b in A.round(a + b) >= 0 ? 1 : -1 }
         case .count:
-            fusePair(base: base, u0, u1, weights: weights, into: out) { a, b in
+            fusePair(A.self, base: base, u0, u1, weights: weights, into: out) { a, b in
                 let votes: Float = (a > 0 ? 1 : (a < 0 ? -1 : 0)) + (b > 0 ? 1 : (b < 0 ? -1 : 0))
                 return votes >= 0 ? 1 : -1
             }
@@ -81,8 +93,8 @@ public struct Fusion: Sendable, Hashable {
     /// The elected-sign fusion of two deltas in one loop; `elect` gives the sign (±1)
     /// of an entry's pair. Inlined per election rule, so each loop vectorizes.
     @inline(__always)
-    private func fusePair(
-        base: UnsafeBufferPointer<Float>, _ u0: UnsafeMutableBufferPointer<Float>, _ u1: UnsafeMutableBufferPointer<Float>,
+    private func fusePair<A: Arithmetic>(
+        _ arithmetic: A.Type, base: UnsafeBufferPointer<Float>, _ u0: UnsafeMutableBufferPointer<Float>, _ u1: UnsafeMutableBufferPointer<Float>,
         weights: (Float, Float), into out: UnsafeMutableBufferPointer<Float>, elect: (Float, Float) -> Float
     ) {
         let (w0, w1) = weights
@@ -92,22 +104,23 @@ public struct Fusion: Sendable, Hashable {
                 let a = u0[i], b = u1[i], sign = elect(a, b)
                 let agreesA: Float = a * sign > 0 ? 1 : 0
                 let agreesB: Float = b * sign > 0 ? 1 : 0
-                let divisor = w0 * agreesA + w1 * agreesB
-                out[i] = base[i] + (a * agreesA + b * agreesB) / (divisor == 0 ? 1 : divisor) * lambda
+                let divisor = A.round(w0 * agreesA + w1 * agreesB)
+                let mixed = A.round(a * agreesA + b * agreesB)
+                out[i] = A.round(base[i] + A.round(A.round(mixed / (divisor == 0 ? 1 : divisor)) * lambda))
             }
         } else {
             for i in 0..<out.count {
                 let a = u0[i], b = u1[i], sign = elect(a, b)
                 let agreesA: Float = a * sign > 0 ? 1 : 0
                 let agreesB: Float = b * sign > 0 ? 1 : 0
-                out[i] = base[i] + (a * agreesA + b * agreesB) * lambda
+                out[i] = A.round(base[i] + A.round(A.round(a * agreesA + b * agreesB) * lambda))
             }
         }
     }
 
     /// `combine` for any number of deltas, one model at a time.
-    func combineEach(
-        base: UnsafeBufferPointer<Float>, deltas: [UnsafeMutableBufferPointer<Float>], weights: [Float],
+    func combineEach<A: Arithmetic>(
+        _ arithmetic: A.Type, base: UnsafeBufferPointer<Float>, deltas: [UnsafeMutableBufferPointer<Float>], weights: [Float],
         into out: UnsafeMutableBufferPointer<Float>, divisors: UnsafeMutableBufferPointer<Float>
     ) {
         let n = out.count
@@ -117,11 +130,12 @@ public struct Fusion: Sendable, Hashable {
             Fusion.sum(deltas, into: out, n)
             var divisor: Float = 0
             for w in weights { divisor += w }
+            divisor = A.round(divisor)
             if abs(divisor) < 1e-8 { divisor = 1 }
             if normalize {
-                for i in 0..<n { out[i] = base[i] + out[i] / divisor * lambda }
+                for i in 0..<n { out[i] = A.round(base[i] + A.round(A.round(A.round(out[i]) / divisor) * lambda)) }
             } else {
-                for i in 0..<n { out[i] = base[i] + out[i] * lambda }
+                for i in 0..<n { out[i] = A.round(base[i] + A.round(A.round(out[i]) * lambda)) }
             }
             return
         }
@@ -135,7 +149,7 @@ public struct Fusion: Sendable, Hashable {
                 for i in 0..<n { out[i] += u[i] > 0 ? 1 : (u[i] < 0 ? -1 : 0) }
             }
         }
-        for i in 0..<n { out[i] = out[i] >= 0 ? 1 : -1 }
+        for i in 0..<n { out[i] = A.round(out[i]) >= 0 ? 1 : -1 }
         // The first delta becomes the running masked sum, `divisors` the agreeing weights;
         // 1 or 0 as a number rather than a branch, so the loops vectorize.
         let mixed = deltas[0]
@@ -156,11 +170,12 @@ public struct Fusion: Sendable, Hashable {
         }
         if normalize {
             for i in 0..<n {
-                let d = divisors[i] == 0 ? 1 : divisors[i]
-                out[i] = base[i] + mixed[i] / d * lambda
+                let divisor = A.round(divisors[i])
+                let d = divisor == 0 ? 1 : divisor
+                out[i] = A.round(base[i] + A.round(A.round(A.round(mixed[i]) / d) * lambda))
             }
         } else {
-            for i in 0..<n { out[i] = base[i] + mixed[i] * lambda }
+            for i in 0..<n { out[i] = A.round(base[i] + A.round(A.round(mixed[i]) * lambda)) }
         }
     }
 

@@ -3,9 +3,11 @@ import Foundation
 /// The merge methods that interpolate weights directly instead of fusing task vectors.
 public enum Interpolation {
     /// Linear: out = Σ wᵢθᵢ (/ Σ wᵢ when normalizing), accumulated in model order.
+    /// With `fused`, each step is one fused multiply-add, as torch's `addcmul_` (which
+    /// mergekit accumulates with) computes it; otherwise the product is rounded first.
     public static func linear(
         _ models: [UnsafeBufferPointer<Float>], weights: [Float], normalize: Bool,
-        into out: UnsafeMutableBufferPointer<Float>
+        into out: UnsafeMutableBufferPointer<Float>, fused: Bool = false
     ) {
         precondition(weights.count == models.count && models.allSatisfy { $0.count == out.count }, "linear buffers differ in length")
         var total: Float = 0
@@ -14,7 +16,11 @@ public enum Interpolation {
         for m in 0..<models.count {
             let x = models[m]
             let w = weights[m]
-            for i in 0..<out.count { out[i] += w * x[i] }
+            if fused {
+                for i in 0..<out.count { out[i].addProduct(w, x[i]) }
+            } else {
+                for i in 0..<out.count { out[i] += w * x[i] }
+            }
         }
         if normalize {
             for i in 0..<out.count { out[i] /= total }
@@ -74,7 +80,15 @@ public struct ModelStockStatistics: Sendable {
     }
 
     /// Adds the offsets δᵢ = θᵢ − θ₀ of one span of entries (computed on the fly).
-    public mutating func accumulate(base: UnsafeBufferPointer<Float>, models x: [UnsafeBufferPointer<Float>]) {
+    /// With a compute type that rounds, each offset and each product δᵢ·δⱼ is
+    /// rounded to it first (torch's elementwise operations in that type).
+    public mutating func accumulate(base: UnsafeBufferPointer<Float>, models x: [UnsafeBufferPointer<Float>],
+                                    in compute: ComputeType = .f32) {
+        switch compute {
+        case .bf16: return accumulateRounded(BFloat16Arithmetic.self, base: base, models: x)
+        case .f16: return accumulateRounded(Float16Arithmetic.self, base: base, models: x)
+        case .f32, .f64: break
+        }
         let count = base.count
         precondition(x.count == models && x.allSatisfy { $0.count == count }, "model stock buffers differ in length")
         var slot = models
@@ -98,6 +112,32 @@ public struct ModelStockStatistics: Sendable {
         }
     }
 
+    private mutating func accumulateRounded<A: Arithmetic>(
+        _ arithmetic: A.Type, base: UnsafeBufferPointer<Float>, models x: [UnsafeBufferPointer<Float>]
+    ) {
+        let count = base.count
+        precondition(x.count == models && x.allSatisfy { $0.count == count }, "model stock buffers differ in length")
+        var slot = models
+        for i in 0..<models {
+            var s = 0.0
+            let a = x[i]
+            for e in 0..<count {
+                let d = Double(A.round(a[e] - base[e]))
+                s += d * d
+            }
+            sums[i] += s
+        }
+        for i in 0..<models {
+            for j in (i + 1)..<max(i + 1, models) {
+                var s = 0.0
+                let a = x[i], b = x[j]
+                for e in 0..<count { s += Double(A.round(A.round(a[e] - base[e]) * A.round(b[e] - base[e]))) }
+                sums[slot] += s
+                slot += 1
+            }
+        }
+    }
+
     /// Adds another span's statistics (combine spans in a fixed order for identical results).
     public mutating func absorb(_ other: ModelStockStatistics) {
         for k in 0..<sums.count { sums[k] += other.sums[k] }
@@ -105,7 +145,35 @@ public struct ModelStockStatistics: Sendable {
 
     /// t = N·cos θ / (1 + (N − 1)·cos θ), cos θ the mean pairwise cosine (each clamped
     /// to [−1, 1], norms' product at least 1e-6); t = 0 when the denominator is below 1e-6.
-    public var interpolationFactor: Float {
+    public var interpolationFactor: Float { interpolationFactor(in: .f32) }
+
+    /// The factor as mergekit computes it in `compute`: for a type that rounds, each
+    /// norm, product, cosine and the steps of t are values of that type (torch's
+    /// reductions of BF16 and F16 accumulate in Float32 and round once; Claire
+    /// accumulates in Double, which rounds to the same value but where a sum lies
+    /// within Float32 rounding of a midpoint between two values of the type).
+    public func interpolationFactor(in compute: ComputeType) -> Float {
+        guard compute.rounds else { return interpolationFactorInDouble }
+        let r = compute.round as (Float) -> Float
+        var slot = models
+        var total: Float = 0
+        var pairs = 0
+        for i in 0..<models {
+            for j in (i + 1)..<max(i + 1, models) {
+                let normProduct = max(r(r(Float(sums[i].squareRoot())) * r(Float(sums[j].squareRoot()))), r(1e-6))
+                total += min(max(r(r(Float(sums[slot])) / normProduct), -1), 1)
+                pairs += 1
+                slot += 1
+            }
+        }
+        let cosine = pairs > 1 ? r(total / Float(pairs)) : total
+        let n = Float(models)
+        let denominator = r(1 + r((n - 1) * cosine))
+        if abs(denominator) < 1e-6 { return 0 }
+        return r(r(n * cosine) / denominator)
+    }
+
+    private var interpolationFactorInDouble: Float {
         var slot = models
         var total = 0.0
         var pairs = 0
@@ -129,13 +197,24 @@ public struct ModelStockStatistics: Sendable {
         base: UnsafeBufferPointer<Float>, models: [UnsafeBufferPointer<Float>], t: Float,
         into out: UnsafeMutableBufferPointer<Float>
     ) {
+        blend(Float32Arithmetic.self, base: base, models: models, t: t, into: out)
+    }
+
+    /// `blend` with each operation rounded by `A`, in mergekit's order: the models
+    /// added one at a time (Python's `sum` of tensors), the mean, t·mean, (1 − t)·θ₀
+    /// and their sum.
+    static func blend<A: Arithmetic>(
+        _ arithmetic: A.Type, base: UnsafeBufferPointer<Float>, models: [UnsafeBufferPointer<Float>], t: Float,
+        into out: UnsafeMutableBufferPointer<Float>
+    ) {
         precondition(base.count == out.count && models.allSatisfy { $0.count == out.count }, "model stock buffers differ in length")
         for i in 0..<out.count { out[i] = 0 }
         for m in 0..<models.count {
             let x = models[m]
-            for i in 0..<out.count { out[i] += x[i] }
+            for i in 0..<out.count { out[i] = A.round(out[i] + x[i]) }
         }
         let n = Float(models.count)
-        for i in 0..<out.count { out[i] = t * (out[i] / n) + (1 - t) * base[i] }
+        let rest = A.round(1 - t)
+        for i in 0..<out.count { out[i] = A.round(A.round(t * A.round(out[i] / n)) + A.round(rest * base[i])) }
     }
 }

@@ -22,8 +22,11 @@ struct LinearKernel: MergeKernel {
         guard case .linear(let weights, let normalize) = job.parameters else { preconditionFailure("not a linear job") }
         let decoder = executor.decoder
         try executor.chunks.forEachChunk(job, releasing: true) { s, _, range in
+            // A recipe computed in BF16 or F16 follows mergekit's accumulation (Float32
+            // fused multiply-adds); Float32 merges keep the rounded products.
             Interpolation.linear(try decoder.decodeModels(job, range, s), weights: weights, normalize: normalize,
-                                 into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
+                                 into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]),
+                                 fused: job.computeType.rounds)
             try decoder.store(job, range, s, into: bytes)
         }
     }

@@ -31,11 +31,11 @@ struct ModelStockKernel: MergeKernel {
             let partial = ChunkResults(count: count, initial: ModelStockStatistics(models: n))
             try chunks.forEachChunk(job) { s, c, range in
                 let (base, models) = try decodeAll(s, range)
-                partial[c].accumulate(base: base, models: models)
+                partial[c].accumulate(base: base, models: models, in: job.computeType)
             }
             var stats = ModelStockStatistics(models: n)
             for c in 0..<count { stats.absorb(partial[c]) }
-            tensorFactor = stats.interpolationFactor
+            tensorFactor = stats.interpolationFactor(in: job.computeType)
         }
         let row = filterWise ? job.rowLength : Int.max
         try chunks.forEachChunk(job, releasing: true) { s, _, range in
@@ -48,10 +48,15 @@ struct ModelStockKernel: MergeKernel {
                 var t = tensorFactor ?? 0
                 if tensorFactor == nil {
                     var stats = ModelStockStatistics(models: n)
-                    stats.accumulate(base: b, models: x)
-                    t = stats.interpolationFactor
+                    stats.accumulate(base: b, models: x, in: job.computeType)
+                    t = stats.interpolationFactor(in: job.computeType)
                 }
-                ModelStockStatistics.blend(base: b, models: x, t: t, into: UnsafeMutableBufferPointer(rebasing: s.out[span]))
+                let out = UnsafeMutableBufferPointer(rebasing: s.out[span])
+                switch job.computeType {
+                case .bf16: ModelStockStatistics.blend(BFloat16Arithmetic.self, base: b, models: x, t: t, into: out)
+                case .f16: ModelStockStatistics.blend(Float16Arithmetic.self, base: b, models: x, t: t, into: out)
+                case .f32, .f64: ModelStockStatistics.blend(base: b, models: x, t: t, into: out)
+                }
                 start = span.upperBound
             }
             try decoder.store(job, range, s, into: bytes)

@@ -17,12 +17,11 @@ struct SlerpKernel: MergeKernel {
     func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
         guard case .slerp(let t) = job.parameters else { preconditionFailure("not a slerp job") }
         let chunks = executor.chunks, decoder = executor.decoder
-        let other = job.inputs[0]
         let count = chunks.chunkCount(job)
         let partial = ChunkResults(count: count, initial: (aa: 0.0, bb: 0.0, ab: 0.0))
         try chunks.forEachChunk(job) { s, c, range in
             try decoder.decodeBase(job, range, s)
-            try decoder.decode(other, range, into: s.inputs[0])
+            try decoder.decodeModel(job, 0, range, into: s.inputs[0])
             partial[c] = Interpolation.slerpSums(UnsafeBufferPointer(rebasing: s.base[0..<range.count]),
                                                  UnsafeBufferPointer(rebasing: s.inputs[0][0..<range.count]))
         }
@@ -35,7 +34,7 @@ struct SlerpKernel: MergeKernel {
         let (ca, cb) = Interpolation.slerpCoefficients(t: t, normA2: aa, normB2: bb, dot: ab)
         try chunks.forEachChunk(job, releasing: true) { s, _, range in
             try decoder.decodeBase(job, range, s)
-            try decoder.decode(other, range, into: s.inputs[0])
+            try decoder.decodeModel(job, 0, range, into: s.inputs[0])
             Interpolation.blend(UnsafeBufferPointer(rebasing: s.base[0..<range.count]),
                                 UnsafeBufferPointer(rebasing: s.inputs[0][0..<range.count]), ca, cb,
                                 into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))

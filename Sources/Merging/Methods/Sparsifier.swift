@@ -163,8 +163,12 @@ extension Sparsifier {
     }
 
     /// The L1 rescale factor: before / after, or 1 when either norm is below 1e-7.
-    public static func l1RescaleFactor(before: Double, after: Double) -> Float {
-        before < 1e-7 || after < 1e-7 ? 1 : Float(before / after)
+    /// In BF16 (mergekit rescales a BF16 δ in BF16; an F16 one in Float32) both norms
+    /// and their quotient are BF16 values, as torch's BF16 `sum` and division give them.
+    public static func l1RescaleFactor(before: Double, after: Double, in compute: ComputeType = .f32) -> Float {
+        guard compute == .bf16 else { return before < 1e-7 || after < 1e-7 ? 1 : Float(before / after) }
+        let b = compute.round(Float(before)), a = compute.round(Float(after))
+        return b < 1e-7 || a < 1e-7 ? 1 : compute.round(b / a)
     }
 }
 

@@ -102,7 +102,7 @@ struct TaskVectorPasses {
         // A random mask over BF16 base and model measures δ straight from the bytes.
         // (Non-finite inputs are reported by the fusion pass, which decodes them all.)
         let direct = rescaled.filter {
-            recorded[$0] != nil && job.template.dtype == .bf16 && job.inputs[$0].tensor.dtype == .bf16
+            recorded[$0] != nil && !job.computeType.rounds && job.template.dtype == .bf16 && job.inputs[$0].tensor.dtype == .bf16
                 && job.inputs[$0].rowOrder == nil && job.inputs[$0].lora == nil
                 && job.baseRows == nil && job.inputs[$0].rows == nil
         }
@@ -145,7 +145,7 @@ struct TaskVectorPasses {
                 before += sums[c * n + m].before
                 after += sums[c * n + m].after
             }
-            factors[m] = Sparsifier.l1RescaleFactor(before: before, after: after)
+            factors[m] = Sparsifier.l1RescaleFactor(before: before, after: after, in: job.computeType)
         }
         return (factors, recorded)
     }
@@ -154,7 +154,21 @@ struct TaskVectorPasses {
     /// factor and weight, fused onto the base and stored; releases the input pages.
     func fuse(_ masks: [TensorMask], _ ties: [[ChunkTies]], _ factors: [Float], _ recorded: [UnsafeMutablePointer<UInt8>?],
               into bytes: UnsafeMutableRawBufferPointer) throws {
-        let n = self.n, job = self.job, decoder = self.decoder, weights = parameters.weights
+        switch job.computeType {
+        case .bf16: try fuse(BFloat16Arithmetic.self, masks, ties, factors, recorded, into: bytes)
+        case .f16: try fuse(Float16Arithmetic.self, masks, ties, factors, recorded, into: bytes)
+        case .f32, .f64: try fuse(Float32Arithmetic.self, masks, ties, factors, recorded, into: bytes)
+        }
+    }
+
+    /// `fuse` with each operation rounded by `A`: the weights are values of the
+    /// compute type (mergekit makes a tensor of them), δ·factor and then ·weight are
+    /// rounded, and `Fusion` rounds the rest.
+    private func fuse<A: Arithmetic>(
+        _ arithmetic: A.Type, _ masks: [TensorMask], _ ties: [[ChunkTies]], _ factors: [Float],
+        _ recorded: [UnsafeMutablePointer<UInt8>?], into bytes: UnsafeMutableRawBufferPointer
+    ) throws {
+        let n = self.n, job = self.job, decoder = self.decoder, weights = parameters.weights.map { A.round($0) }
         let largest = state.largestMergedTensor
         let fusion = Fusion(consensus: executor.merge.plan.effectiveConsensus, normalize: parameters.normalize,
                             lambda: parameters.lambda)
@@ -168,19 +182,19 @@ struct TaskVectorPasses {
                 let factor = factors[m], weight = weights[m]
                 if let keep = recorded[m] {
                     precondition(range.upperBound <= largest, "elements \(range) outside the recorded masks")
-                    CounterRandom.applyRecorded(values, keep: keep + range.lowerBound, factor: factor, weight: weight)
+                    CounterRandom.applyRecorded(A.self, values, keep: keep + range.lowerBound, factor: factor, weight: weight)
                 } else {
                     masks[m].apply(to: values, start: range.lowerBound, rowLength: job.rowLength, inverse: inverse,
                                    ties: ties[m].count > c ? ties[m][c] : ChunkTies(), rowScratch: s.rows)
                     // x · 1 is x exactly: an unused factor changes nothing, and with
                     // weight 1 as well the loop can be skipped.
                     if factor != 1 || weight != 1 {
-                        for i in 0..<values.count { values[i] = values[i] * factor * weight }
+                        for i in 0..<values.count { values[i] = A.round(A.round(values[i] * factor) * weight) }
                     }
                 }
                 deltas.append(values)
             }
-            fusion.combine(base: UnsafeBufferPointer(rebasing: s.base[0..<range.count]), deltas: deltas,
+            fusion.combine(A.self, base: UnsafeBufferPointer(rebasing: s.base[0..<range.count]), deltas: deltas,
                            weights: weights, into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]),
                            divisors: UnsafeMutableBufferPointer(rebasing: s.divisors[0..<range.count]))
             try decoder.store(job, range, s, into: bytes)

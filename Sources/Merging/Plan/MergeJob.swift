@@ -32,6 +32,8 @@ public struct MergeJob: Sendable {
     /// tokenizer: where each output row of `template` comes from. `shape` is then the
     /// output's, which may have more or fewer rows than `template`.
     public var baseRows: VocabularyRows? = nil
+    /// The type every operation's result is rounded to (`MergePlan.computeType`).
+    public var computeType: ComputeType = .f32
 
     /// Number of output elements.
     public var elementCount: Int { baseRows == nil ? template.elementCount : shape.reduce(1, *) }

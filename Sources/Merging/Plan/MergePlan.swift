@@ -81,6 +81,10 @@ public struct MergePlan: Sendable, Equatable {
         if case .model(let path)? = tokenizer?.source { return path }
         return nil
     }
+    /// The type the arithmetic rounds to (a recipe's `dtype`); nil: each tensor's inputs'
+    /// promoted type, as mergekit computes a recipe without `dtype`. Float32 on the
+    /// command line.
+    public var computeType: ComputeType? = .f32
     /// The chat template written into the output's tokenizer_config.json (nil: the copied one).
     public var chatTemplate: String?
     /// Output layers stacked from slices of the models (nil: every model whole). `models`
@@ -107,6 +111,11 @@ public struct MergePlan: Sendable, Equatable {
 
     /// The rescale in effect.
     public var effectiveRescale: Rescale { method.sparsifier == nil ? .none : (rescale ?? method.defaultRescale) }
+
+    /// The compute type of a tensor whose base is `template` and inputs `inputs`.
+    public func computeType(template: DType, inputs: [DType]) -> ComputeType {
+        computeType ?? .promoted([template] + inputs)
+    }
 
     /// The sign election in effect.
     public var effectiveConsensus: Consensus? {

@@ -7,7 +7,7 @@ import Yams
 /// Accepted keys: `models` (each `model` and optional `parameters`) or `slices` (each
 /// `sources` of `model`, `layer_range` and optional `parameters`, and the slice's own
 /// `parameters`), `base_model`,
-/// `merge_method`, `parameters`, `dtype`, `out_dtype`, `tokenizer_source` or `tokenizer`, `chat_template`, and Claire's
+/// `merge_method`, `parameters`, `dtype` (the compute type), `out_dtype`, `tokenizer_source` or `tokenizer`, `chat_template`, and Claire's
 /// own `seed`. Anything else is an error, so a misspelt key never silently changes a merge.
 public enum MergeRecipe {
     static let topLevelKeys = ["models", "slices", "base_model", "merge_method", "parameters", "dtype", "out_dtype",
@@ -130,16 +130,16 @@ public enum MergeRecipe {
                 try applyOption(key, valueNode, to: &plan, file: file)
             }
         }
-        if let node = fields["out_dtype"] ?? fields["dtype"] {
-            guard let name = node.string, let dtype = outputDType(named: name) else {
-                throw .recipe(file: file, problem: "unknown dtype '\(node.string ?? "?")' (float32, float16 or bfloat16)\(at(node))")
+        // `dtype` is the compute type (without it, each tensor's inputs' type, as in
+        // mergekit); it also names the output type when `out_dtype` is absent.
+        plan.computeType = nil
+        for key in ["dtype", "out_dtype"] {
+            guard let node = fields[key] else { continue }
+            guard let name = node.string, let type = ComputeType(recipeName: name) else {
+                throw .recipe(file: file, problem: "unknown \(key) '\(node.string ?? "?")' (float32, float16, bfloat16 or float64)\(at(node))")
             }
-            // `dtype` is the computation type (always Float32 here); it also names the
-            // output type when `out_dtype` is absent, as in mergekit.
-            plan.outputDType = dtype
-        }
-        if let node = fields["dtype"], node.string.flatMap(outputDType(named:)) == nil {
-            throw .recipe(file: file, problem: "unknown dtype '\(node.string ?? "?")' (float32, float16 or bfloat16)\(at(node))")
+            if key == "dtype" { plan.computeType = type }
+            plan.outputDType = type.dtype
         }
         if let node = fields["tokenizer_source"] {
             guard fields["tokenizer"] == nil else {

@@ -76,8 +76,10 @@ public final class PreparedMerge: Sendable {
                     return plan.parameters[name]?.value(forTensor: entry.name, at: t) ?? fallback
                 }
             }
-            jobs.append(MergeJob(name: entry.name, kind: kind, shape: shape ?? entry.shape, outputDType: dtype, template: entry,
-                                 templateCheckpoint: 0, inputs: inputs, parameters: parameters, baseRows: baseRows))
+            var job = MergeJob(name: entry.name, kind: kind, shape: shape ?? entry.shape, outputDType: dtype, template: entry,
+                               templateCheckpoint: 0, inputs: inputs, parameters: parameters, baseRows: baseRows)
+            if kind == .merge { job.computeType = plan.computeType(template: entry.dtype, inputs: inputs.map(\.tensor.dtype)) }
+            jobs.append(job)
         }
         for entry in template.tensors {
             let mergeable = entry.dtype.isFloatingPoint && entry.dtype.isDecodable

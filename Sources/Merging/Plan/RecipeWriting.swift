@@ -25,9 +25,13 @@ extension MergeRecipe {
         if !plan.parameters.isEmpty || !options.isEmpty {
             pairs.append(("parameters", node(for: plan.parameters, options: options)))
         }
+        // With an output type, the compute type is written too: without `dtype` mergekit
+        // computes in the inputs' type. (`dtype` alone would also set the output type.)
         if let dtype = plan.outputDType {
-            pairs.append(("dtype", "float32"))
+            pairs.append(("dtype", Node(recipeName(of: (plan.computeType ?? .f32).dtype))))
             pairs.append(("out_dtype", Node(recipeName(of: dtype))))
+        } else if let compute = plan.computeType, compute != .f32 {
+            pairs.append(("dtype", Node(recipeName(of: compute.dtype))))
         }
         if let tokenizer = plan.tokenizer { pairs.append(tokenizerPair(tokenizer)) }
         if let template = plan.chatTemplate { pairs.append(("chat_template", Node(template))) }
@@ -136,6 +140,7 @@ extension MergeRecipe {
         case .f32: return "float32"
         case .f16: return "float16"
         case .bf16: return "bfloat16"
+        case .f64: return "float64"
         default: return dtype.rawValue
         }
     }

@@ -140,9 +140,11 @@ extension PreparedMerge {
                     }
                 }
             }
-            jobs.append(MergeJob(name: outputName, kind: .merge, shape: shape, outputDType: outputDType,
-                                 template: entry, templateCheckpoint: referenceIndex, inputs: inputs,
-                                 parameters: parameters, baseRows: baseRows))
+            var job = MergeJob(name: outputName, kind: .merge, shape: shape, outputDType: outputDType,
+                               template: entry, templateCheckpoint: referenceIndex, inputs: inputs,
+                               parameters: parameters, baseRows: baseRows)
+            job.computeType = plan.computeType(template: entry.dtype, inputs: inputs.map(\.tensor.dtype))
+            jobs.append(job)
             jobSlice.append(k)
         }
 
