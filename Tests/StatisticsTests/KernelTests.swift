@@ -121,7 +121,8 @@ func theSupportScreenSplitsPositionsAsAPlainLoop(count: Int) {
     }
 }
 
-@Test(arguments: sizes)
+// Also sizes straddling the blocks in which mostly zero values are gathered.
+@Test(arguments: sizes + [1023, 1024, 1025, 2049])
 func theHistogramCountsAsAPlainLoopWhetherMostlyZeroOrNot(count: Int) {
     for zeros in [0, 2, 7, 8] {
         let v = values(count, seed: 7 + UInt64(count), zeros: zeros)

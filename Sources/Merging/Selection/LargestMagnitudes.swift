@@ -39,12 +39,16 @@ public enum MagnitudeBins {
 /// bin: entry i counts in word i mod 4 of its bin's four, which keeps such adds from
 /// waiting on each other.
 public final class MagnitudeHistogram: @unchecked Sendable {
+    /// Keys gathered from mostly zero values at a time (see `add`).
+    static let gatherBlock = 1024
     public let counts = UnsafeMutablePointer<Int>.allocate(capacity: MagnitudeBins.coarseCount)
     public let lowSums = UnsafeMutablePointer<Int>.allocate(capacity: MagnitudeBins.coarseCount)
     /// Four packed words per bin for every key, non-finite ones included (their bins,
     /// from `nonFinite >> 15` up, are never moved into the totals); nil for a histogram
     /// that only sums others.
     private let packed: UnsafeMutablePointer<UInt64>?
+    /// The non-zero keys of a block of mostly zero values (`gatherBlock` of them).
+    private let gathered: UnsafeMutablePointer<UInt32>?
     private var pending = 0
     /// The bins that may be non-zero in the totals, and in the packed words. While few
     /// entries are pending their bins are tracked, so a small tensor's histogram is
@@ -57,21 +61,24 @@ public final class MagnitudeHistogram: @unchecked Sendable {
         lowSums.initialize(repeating: 0, count: MagnitudeBins.coarseCount)
         packed = counting ? .allocate(capacity: 4 * MagnitudeBins.coarseCount) : nil
         packed?.initialize(repeating: 0, count: 4 * MagnitudeBins.coarseCount)
+        gathered = counting ? .allocate(capacity: Self.gatherBlock) : nil
     }
 
     deinit {
         counts.deallocate()
         lowSums.deallocate()
         packed?.deallocate()
+        gathered?.deallocate()
     }
 
     /// Counts the non-zero finite magnitudes of `values[0..<count]`, of which `zeros` are
     /// zero. Mostly non-zero values go one add per entry without a branch: a zero adds
-    /// to bin 0 and is taken back at the end. Mostly zero ones are read eight at a time
-    /// (vector loads only while `i + 8 <= count`) and only the non-zero lanes are added.
-    /// A key (below 2³¹) and i mod 4 index the 4 × 2¹⁶ packed words.
+    /// to bin 0 and is taken back at the end. Of mostly zero ones, the non-zero keys of
+    /// each block of `gatherBlock` values are first gathered without a branch (whether an
+    /// entry is zero is as good as random, so a branch on it would often be mispredicted),
+    /// then added. A key (below 2³¹) and i mod 4 index the 4 × 2¹⁶ packed words.
     public func add(_ values: UnsafePointer<Float>, _ count: Int, zeros: Int) {
-        guard let packed else { preconditionFailure("a histogram made with counting: false") }
+        guard let packed, let gathered else { preconditionFailure("a histogram made with counting: false") }
         precondition(zeros >= 0 && zeros <= count, "\(zeros) zeros among \(count) values")
         if pending + count > 1 << 23 { flush() }
         guard count <= 1 << 23 else {
@@ -100,14 +107,18 @@ public final class MagnitudeHistogram: @unchecked Sendable {
             packed[0] &-= UInt64(zeros) << 40
             return
         }
-        typealias Keys = SIMD8<UInt32>
-        var i = 0
-        while i + 8 <= count {
-            let keys = UnsafeRawPointer(values + i).loadUnaligned(as: Keys.self) & Keys(repeating: 0x7fff_ffff)
-            forEachLane(keys .!= Keys()) { tally($0, keys[$0]) }
-            i += 8
+        for start in stride(from: 0, to: count, by: Self.gatherBlock) {
+            // `found` stays below the block's length, so `gathered` holds every write. A
+            // key is below 2³¹, so 0 − key has its top bit set exactly when the key is not 0.
+            let block = values + start, length = min(Self.gatherBlock, count - start)
+            var found = 0
+            for i in 0..<length {
+                let key = magnitudeKey(block[i])
+                gathered[found] = key
+                found &+= Int((0 &- key) &>> 31)
+            }
+            for j in 0..<found { tally(j, gathered[j]) }
         }
-        for i in i..<count where values[i] != 0 { tally(i, magnitudeKey(values[i])) }
     }
 
     /// Moves the packed counts into `counts` and `lowSums`. The four words of a bin add
