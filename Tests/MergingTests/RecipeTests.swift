@@ -157,3 +157,56 @@ import Testing
         try MergeRecipe.parse(head + "chat_template: vicuna\n", file: "r.yml")
     }
 }
+
+@Test func modulesDefaultIsTheRecipesModelsWithItsParametersOverTheGlobalOnes() throws {
+    let plan = try MergeRecipe.parse("""
+        merge_method: slerp
+        base_model: b
+        modules:
+          default:
+            models:
+              - model: b
+              - model: a
+                parameters: {weight: 2}
+            parameters:
+              t:
+                - filter: mlp
+                  value: 0.2
+              density: 0.4
+        parameters:
+          t: 0.9
+          density: 0.8
+        """, file: "r.yml")
+    #expect(plan.models.map(\.path) == ["b", "a"])
+    #expect(plan.models[1].parameters["weight"] == .number(2))
+    // The module's filter list falls through to the global value where nothing matches.
+    #expect(plan.parameters["t"]?.value(forTensor: "model.layers.0.mlp.up_proj.weight", at: 0) == 0.2)
+    #expect(plan.parameters["t"]?.value(forTensor: "model.layers.0.self_attn.q_proj.weight", at: 0) == 0.9)
+    // A plain module value replaces the global one.
+    #expect(plan.parameters["density"] == .number(0.4))
+    let slices = try MergeRecipe.parse("""
+        merge_method: passthrough
+        modules:
+          default:
+            slices:
+              - sources: [{model: a, layer_range: [0, 2]}]
+        """, file: "r.yml")
+    #expect(slices.slices?.first?.sources.first?.layerRange == 0..<2)
+}
+
+@Test func badModulesAreOneLineErrors() {
+    func problem(_ recipe: String) -> String? {
+        do {
+            _ = try MergeRecipe.parse("merge_method: linear\n" + recipe, file: "r.yml")
+            return nil
+        } catch {
+            return error.description
+        }
+    }
+    #expect(problem("modules:\n  vision:\n    models: [{model: a}]\n")?.contains("unknown module 'vision'") == true)
+    #expect(problem("models: [{model: a}]\nmodules:\n  default:\n    models: [{model: a}]\n")?
+        .contains("give one of 'models', 'slices' or 'modules'") == true)
+    #expect(problem("modules:\n  default:\n    parameters: {weight: 1}\n")?.contains("needs either 'models' or 'slices'") == true)
+    #expect(problem("modules:\n  default:\n    models: [{model: a}]\n    layers: 3\n")?.contains("unknown key 'layers' in module") == true)
+    #expect(problem("modules: [a]\n")?.contains("'modules' must be a mapping") == true)
+}

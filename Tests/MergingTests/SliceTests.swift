@@ -60,8 +60,8 @@ private func compareWithMergekit(_ recipe: String) throws -> (identical: Double,
     return (Double(identical) / Double(max(total, 1)), Double(close) / Double(max(total, 1)))
 }
 
-@Test(arguments: ["frankenmerge", "passthrough_scale"])
-func passthroughSlicesMatchMergekitBitForBit(recipe: String) throws {
+@Test(arguments: ["frankenmerge", "passthrough_scale", "modules_slices", "modules_models"])
+func passthroughLinearAndModulesMatchMergekitBitForBit(recipe: String) throws {
     let result = try compareWithMergekit(recipe)
     #expect(result.identical == 1)
 }

@@ -6,11 +6,12 @@ import Yams
 ///
 /// Accepted keys: `models` (each `model` and optional `parameters`) or `slices` (each
 /// `sources` of `model`, `layer_range` and optional `parameters`, and the slice's own
-/// `parameters`), `base_model`,
-/// `merge_method`, `parameters`, `dtype` (the compute type), `out_dtype`, `tokenizer_source` or `tokenizer`, `chat_template`, and Claire's
+/// `parameters`), or `modules` (the one module `default`, holding `models` or `slices`
+/// and `parameters`), `base_model`, `merge_method`, `parameters`, `dtype` (the compute
+/// type), `out_dtype`, `tokenizer_source` or `tokenizer`, `chat_template`, and Claire's
 /// own `seed`. Anything else is an error, so a misspelt key never silently changes a merge.
 public enum MergeRecipe {
-    static let topLevelKeys = ["models", "slices", "base_model", "merge_method", "parameters", "dtype", "out_dtype",
+    static let topLevelKeys = ["models", "slices", "modules", "base_model", "merge_method", "parameters", "dtype", "out_dtype",
                                "tokenizer_source", "tokenizer", "chat_template", "seed"]
     /// Parameters that are switches, written as true/false.
     static let flagParameters: Set<String> = ["normalize", "filter_wise", "int8_mask"]
@@ -83,6 +84,20 @@ public enum MergeRecipe {
             }
             fields[key] = value
         }
+        // `modules` names each module of the architecture; the Llama family has one,
+        // `default`, whose `models` or `slices` are the recipe's.
+        var moduleParameters: [String: ParameterValue] = [:]
+        if let node = fields["modules"] {
+            guard fields["models"] == nil, fields["slices"] == nil else {
+                throw .recipe(file: file, problem: "give one of 'models', 'slices' or 'modules'")
+            }
+            let module = try defaultModule(node, file: file)
+            fields["models"] = module["models"]
+            fields["slices"] = module["slices"]
+            if let parameters = module["parameters"] {
+                moduleParameters = try self.parameters(parameters, file: file, allowOptions: false, budget: &budget).values
+            }
+        }
         guard let methodName = fields["merge_method"]?.string else {
             throw .recipe(file: file, problem: "missing 'merge_method'")
         }
@@ -130,6 +145,9 @@ public enum MergeRecipe {
                 try applyOption(key, valueNode, to: &plan, file: file)
             }
         }
+        for (name, value) in moduleParameters {
+            plan.parameters[name] = value.layered(over: plan.parameters[name])
+        }
         // `dtype` is the compute type (without it, each tensor's inputs' type, as in
         // mergekit); it also names the output type when `out_dtype` is absent.
         plan.computeType = nil
@@ -162,6 +180,31 @@ public enum MergeRecipe {
             plan.seed = UInt64(seed)
         }
         return plan
+    }
+
+    /// The one module of a `modules` mapping, `default`, as its keys (`models` or
+    /// `slices`, and `parameters`).
+    private static func defaultModule(_ node: Node, file: String) throws(MergeError) -> [String: Node] {
+        guard let mapping = node.mapping, !mapping.isEmpty else {
+            throw .recipe(file: file, problem: "'modules' must be a mapping of module names to {models or slices, parameters}\(at(node))")
+        }
+        for (keyNode, _) in mapping where keyNode.string != "default" {
+            throw .recipe(file: file, problem: "unknown module '\(keyNode.string ?? "?")': Llama, Mistral and Qwen2 models have one module, 'default'\(at(keyNode))")
+        }
+        guard let module = mapping.first?.value, let entries = module.mapping else {
+            throw .recipe(file: file, problem: "module 'default' must be a mapping with 'models' or 'slices'\(at(node))")
+        }
+        var fields: [String: Node] = [:]
+        for (keyNode, value) in entries {
+            guard let key = keyNode.string, ["models", "slices", "parameters"].contains(key) else {
+                throw .recipe(file: file, problem: "unknown key '\(keyNode.string ?? "?")' in module 'default' (expected models or slices, and parameters)\(at(keyNode))")
+            }
+            fields[key] = value
+        }
+        guard (fields["models"] == nil) != (fields["slices"] == nil) else {
+            throw .recipe(file: file, problem: "module 'default' needs either 'models' or 'slices'\(at(module))")
+        }
+        return fields
     }
 
     /// The `slices` list: each a mapping with `sources` (each `model`, `layer_range`

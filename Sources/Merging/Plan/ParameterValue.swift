@@ -24,6 +24,14 @@ public indirect enum ParameterValue: Sendable, Equatable, CustomStringConvertibl
         }
     }
 
+    /// This value where it has one for a tensor, else `fallback`'s: how a module's
+    /// parameters sit over the recipe's global ones. A number or gradient always has
+    /// one; a filter list falls through when no entry matches.
+    public func layered(over fallback: ParameterValue?) -> ParameterValue {
+        guard case .filtered(let entries) = self, let fallback else { return self }
+        return .filtered(entries + [FilteredParameter(filter: nil, value: fallback)])
+    }
+
     /// A gradient [v₀ … v_{m−1}] at t: x = t·(m − 1), i = ⌊x⌋, (1 − f)·vᵢ + f·v_{i+1}.
     public static func interpolate(_ values: [Double], at t: Double) -> Double {
         guard values.count > 1 else { return values.first ?? 0 }
