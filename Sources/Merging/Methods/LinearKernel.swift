@@ -18,10 +18,10 @@ struct LinearKernel: MergeKernel {
                                           remedy: "normalizing divides by that sum (use --no-normalize or other weights)")
     }
 
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .linear(let weights, let normalize) = job.parameters else { preconditionFailure("not a linear job") }
         let decoder = executor.decoder
-        try executor.chunks.forEachChunk(job, releasing: true) { s, _, range in
+        try executor.chunks.forEachChunk(job, writing: bytes) { s, _, range in
             Interpolation.linear(try decoder.decodeModels(job, range, s), weights: weights, normalize: normalize,
                                  into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
             try decoder.store(job, range, s, into: bytes)
