@@ -131,8 +131,8 @@ import Testing
                     }
                     #expect(out == expected, "\(shape) heads \(heads ?? 0) toGGUF \(toGGUF) window \(window)")
                     // A window of whole heads is at least one head; otherwise at most the window.
-                    let bound = heads == nil ? max(256, window / 256 * 256) : max(4096, window / 4096 * 4096)
-                    #expect(largest <= dtype.byteCount(forElements: min(bound, tensor.elementCount))!,
+                    let bound = min(tensor.elementCount, heads == nil ? window : max(4096, window / 4096 * 4096))
+                    #expect(largest <= bound / dtype.blockElements * dtype.blockBytes,
                             "\(shape) window \(window): a piece of \(largest) bytes")
                 }
             }

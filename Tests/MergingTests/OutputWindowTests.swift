@@ -28,6 +28,7 @@ private final class PieceSink: TensorSink, @unchecked Sendable {
 /// Base and two fine-tunes of one F32 tensor of `rows × columns` and a small norm.
 private func trio(_ folder: String, rows: Int, columns: Int) -> (base: String, a: String, b: String) {
     let n = rows * columns
+    try! FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
     let paths = (folder + "/base.safetensors", folder + "/a.safetensors", folder + "/b.safetensors")
     for (k, path) in [paths.0, paths.1, paths.2].enumerated() {
         writeCheckpoint(path, [TestTensor(name: "w", shape: [rows, columns], values: noise(n, seed: UInt64(k + 1))),

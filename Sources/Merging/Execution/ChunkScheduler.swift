@@ -26,6 +26,9 @@ final class ChunkScheduler: @unchecked Sendable {
     let scratch: [WorkerScratch]
     /// Hands input pages back to the kernel once a segment is done.
     private let releaser = DispatchQueue(label: "claire.merge.release")
+    /// Releases handed out and not yet done, at most two: on a busy machine the
+    /// releasing thread may fall behind, and the pages it has not yet released stay resident.
+    private let releaseSlots = DispatchSemaphore(value: 2)
 
     /// Chunks of about `chunkElements`, release segments of about `segmentElements` and
     /// output windows of about `windowElements` (all multiples of 256, so chunks of
@@ -148,10 +151,14 @@ final class ChunkScheduler: @unchecked Sendable {
         }
     }
 
-    /// Releases the pages of elements `range` of every input of `job` (all of them when nil), off this thread.
+    /// Releases the pages of elements `range` of every input of `job` (all of them when nil), off this
+    /// thread; waits while two releases are still under way, so no more than about
+    /// three segments of each input stay mapped however far the releasing thread lags.
     func release(_ job: MergeJob, _ range: Range<Int>? = nil) {
-        let merge = self.merge
+        let merge = self.merge, slots = releaseSlots
+        slots.wait()
         releaser.async {
+            defer { slots.signal() }
             var tensors = [(job.template, job.templateCheckpoint)]
             for input in job.inputs { tensors.append((input.tensor, input.checkpoint)) }
             for (tensor, checkpoint) in tensors {
