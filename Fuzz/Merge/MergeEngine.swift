@@ -45,6 +45,10 @@ func writeTensor(_ path: String, name: String, shape: [Int], values: [Float], dt
 final class MemorySink: TensorSink, @unchecked Sendable {
     var tensors: [String: [UInt8]] = [:]
     func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) { tensors[name] = Array(bytes) }
+    func write(_ name: String, piece bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
+        precondition(offset == (tensors[name]?.count ?? 0), "pieces out of order")
+        tensors[name, default: []].append(contentsOf: bytes)
+    }
     func commit() throws(CheckpointError) {}
     func abort() {}
 }
@@ -57,6 +61,8 @@ func runOne(_ input: UnsafeRawBufferPointer) {
     let threads = 1 + r.byte() % 2
     let chunk = 256 * (1 + r.byte() % 4)
     let segment = 256 * (1 + r.byte() % 8)
+    // Output windows of 256 to 1,280 entries, from the same bytes (so saved inputs keep their meaning).
+    let window = 256 * (1 + (chunk / 256 + segment / 256) % 5)
     // Around chunk and segment boundaries most of the time, anywhere up to 3000 otherwise.
     var count: Int
     switch r.byte() % 4 {
@@ -155,7 +161,8 @@ func runOne(_ input: UnsafeRawBufferPointer) {
     guard let prepared = try? PreparedMerge.prepare(plan) else { return }
     let sink = MemorySink()
     do {
-        try MergeExecutor(prepared, threads: threads, chunkElements: chunk, segmentElements: segment).run(into: sink)
+        try MergeExecutor(prepared, threads: threads, chunkElements: chunk, segmentElements: segment, windowElements: window)
+            .run(into: sink)
     } catch let MergeError.badParameter(name, _) where method == .multislerp && name == "weight" {
         // Three opposite task vectors whose weights balance out: refused, as documented.
         return
@@ -167,7 +174,7 @@ func runOne(_ input: UnsafeRawBufferPointer) {
     var comparison = ReferenceComparison()
     comparison.add(expected, actual: sink.tensors[name] ?? [], dtype: dtype, name: name)
     if comparison.mismatches > 0 {
-        fatalError("\(method) \(shape) \(dtype) threads \(threads) chunk \(chunk) segment \(segment) rescale \(p.rescale) consensus \(String(describing: p.consensus)): \(comparison.mismatches) of \(comparison.elements) entries differ, first \(comparison.firstMismatch ?? "")")
+        fatalError("\(method) \(shape) \(dtype) threads \(threads) chunk \(chunk) segment \(segment) window \(window) rescale \(p.rescale) consensus \(String(describing: p.consensus)): \(comparison.mismatches) of \(comparison.elements) entries differ, first \(comparison.firstMismatch ?? "")")
     }
 }
 

@@ -31,6 +31,8 @@ struct DifferentialCase: CustomStringConvertible, Sendable {
     /// Chunk and segment targets of the executor (nil: the engine's own).
     var chunk: Int? = nil
     var segment: Int? = nil
+    /// Output window target of the executor (nil: the engine's own).
+    var window: Int? = nil
     var models = 2
     var rescale: Rescale? = nil
     var consensus: Consensus? = nil
@@ -55,6 +57,7 @@ struct DifferentialCase: CustomStringConvertible, Sendable {
         var text = "\(method) \(shape) \(dtype) threads \(threads) density \(density)"
         if let chunk { text += " chunk \(chunk)" }
         if let segment { text += " segment \(segment)" }
+        if let window { text += " window \(window)" }
         if let rescale { text += " rescale \(rescale)" }
         if let consensus { text += " consensus \(consensus)" }
         if let normalize { text += " normalize \(normalize)" }
@@ -247,7 +250,8 @@ func runDifferential(_ c: DifferentialCase) throws -> ReferenceComparison {
 
     let prepared = try PreparedMerge.prepare(plan)
     let executor = MergeExecutor(prepared, threads: c.threads, chunkElements: c.chunk ?? MergeExecutor.chunkElements,
-                                 segmentElements: c.segment ?? MergeExecutor.segmentElements)
+                                 segmentElements: c.segment ?? MergeExecutor.segmentElements,
+                                 windowElements: c.window ?? MergeExecutor.windowElements)
     let sink = MemorySink()
     try executor.run(into: sink)
 
@@ -304,6 +308,23 @@ func densities(for method: MergeMethod) -> [Double] {
 /// longer than a chunk, a chunk of one row).
 let smallShapes: [[Int]] = [[1], [255], [256], [257], [511], [513], [1023], [1025], [4097],
                             [1, 96], [2, 96], [3, 96], [5, 96], [3, 300], [2, 256]]
+
+/// Output windows smaller than a segment, straddling segment boundaries (768 with
+/// segments of 1024), and of one chunk: the windowed output is the reference's bytes.
+@Test(arguments: MergeMethod.allCases)
+func engineMatchesTheReferenceInSmallOutputWindows(method: MergeMethod) throws {
+    var run = 0
+    for shape in [[1], [257], [1025], [4097], [5, 96], [3, 300]] {
+        for window in [256, 768] {
+            for density in densities(for: method) {
+                run += 1
+                try expectAgreement(DifferentialCase(method: method, shape: shape, dtype: dtypeSweep[run % 3],
+                                                     threads: 1 + run % 2, density: density, chunk: 256, segment: 1024,
+                                                     window: window))
+            }
+        }
+    }
+}
 
 @Test(arguments: MergeMethod.allCases)
 func engineMatchesTheReferenceAcrossSmallChunkBoundaries(method: MergeMethod) throws {

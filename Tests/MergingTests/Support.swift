@@ -46,6 +46,18 @@ final class MemorySink: TensorSink, @unchecked Sendable {
         order.append(name)
     }
 
+    /// Pieces must come in order, each where the last ended (as the file writers require).
+    func write(_ name: String, piece bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
+        let done = tensors[name]?.count ?? 0
+        guard offset == done else { throw .io(file: "memory", problem: "tensor '\(name)': piece at \(offset) after \(done) bytes") }
+        if offset == 0 {
+            tensors[name] = Array(bytes)
+            order.append(name)
+        } else {
+            tensors[name]!.append(contentsOf: bytes)
+        }
+    }
+
     func commit() throws(CheckpointError) {}
     func abort() {}
 

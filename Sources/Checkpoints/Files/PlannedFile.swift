@@ -2,7 +2,8 @@ import Foundation
 
 /// A file whose layout is fixed before any tensor data exists: a header, then one
 /// byte slot per tensor. Both writers (safetensors and GGUF) put their data through
-/// it: each slot is written once with `pwrite`, from any thread, in any order.
+/// it: each slot is written once with `pwrite`, whole or in consecutive pieces,
+/// from any thread, in any order.
 final class PlannedFile: @unchecked Sendable {
     /// The path used in messages (the destination, not the temporary).
     let displayPath: String
@@ -10,8 +11,8 @@ final class PlannedFile: @unchecked Sendable {
     private let order: [String]
     private let slots: [String: (offset: Int, count: Int)]
     private let file: FileDescriptor
-    /// Slots written so far.
-    private let written = Locked(Set<String>())
+    /// Bytes of each slot written so far (pieces arrive in order).
+    private let written = Locked([String: Int]())
 
     /// Creates `path` (which must not exist), sizes it to `size` bytes (so gaps
     /// read as zeros without being written) and writes `header` at offset 0.
@@ -30,7 +31,6 @@ final class PlannedFile: @unchecked Sendable {
         }
         let result = header.withUnsafeBytes { buffer in Result { () throws(CheckpointError) in try writeFully(buffer, at: 0) } }
         try result.get()
-        written.withLock { for slot in plan where slot.count == 0 { $0.insert(slot.name) } }
     }
 
     /// Writes the bytes of slot `name`; thread-safe, any order, once per slot.
@@ -39,15 +39,39 @@ final class PlannedFile: @unchecked Sendable {
         guard bytes.count == slot.count else {
             throw .io(file: displayPath, problem: "tensor '\(name)': \(bytes.count) bytes given, \(slot.count) planned")
         }
-        let fresh = written.withLock { $0.insert(name).inserted }
-        guard fresh || slot.count == 0 else { throw .io(file: displayPath, problem: "tensor '\(name)' written twice") }
-        try writeFully(bytes, at: slot.offset)
+        try write(name, piece: bytes, at: 0)
+    }
+
+    /// Writes `bytes` at byte `offset` of slot `name`: the next of the consecutive
+    /// pieces a slot may be written in (the first at 0, each where the last ended).
+    /// Thread-safe; pieces of different slots may interleave.
+    func write(_ name: String, piece bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
+        guard let slot = slots[name] else { throw .io(file: displayPath, problem: "tensor '\(name)' is not in the plan") }
+        guard offset >= 0, offset <= slot.count, bytes.count <= slot.count - offset else {
+            throw .io(file: displayPath, problem: "tensor '\(name)': bytes \(offset)..<\(offset + bytes.count) given, \(slot.count) planned")
+        }
+        // The piece is claimed before it is written, so no two writers take the same bytes.
+        let before = written.withLock { written -> Int in
+            let done = written[name] ?? 0
+            if done == offset { written[name] = offset + bytes.count }
+            return done
+        }
+        guard before == offset else {
+            if before == slot.count { throw .io(file: displayPath, problem: "tensor '\(name)' written twice") }
+            throw .io(file: displayPath, problem: "tensor '\(name)': bytes from \(offset) given where \(before) were written")
+        }
+        if bytes.count > 0 { try writeFully(bytes, at: slot.offset + offset) }
     }
 
     /// Checks every slot was written, flushes the file to disk and closes it.
     func finish() throws(CheckpointError) {
-        let missing = written.withLock { written in order.first { !written.contains($0) } }
-        if let missing { throw .io(file: displayPath, problem: "tensor '\(missing)' was never written") }
+        let done = written.withLock { $0 }
+        let missing = order.lazy.map { (name: $0, done: done[$0] ?? 0, planned: self.slots[$0]?.count ?? 0) }
+            .first { $0.done < $0.planned }
+        if let missing {
+            throw .io(file: displayPath, problem: missing.done == 0 ? "tensor '\(missing.name)' was never written"
+                : "tensor '\(missing.name)' was written only in part (\(missing.done) of \(missing.planned) bytes)")
+        }
         do throws(FileDescriptor.Failure) { try file.sync() } catch {
             throw .io(file: displayPath, problem: "cannot flush: \(error)")
         }

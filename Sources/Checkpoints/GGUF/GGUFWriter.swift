@@ -104,6 +104,11 @@ public final class GGUFWriter: TensorSink, @unchecked Sendable {
         try file.write(name, bytes: bytes)
     }
 
+    /// Writes the next piece of tensor `name`'s stored bytes (see `TensorSink`).
+    public func write(_ name: String, piece bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
+        try file.write(name, piece: bytes, at: offset)
+    }
+
     /// Checks every tensor was written, then flushes the file and renames it into place.
     public func commit() throws(CheckpointError) {
         try file.finish()

@@ -123,6 +123,11 @@ public final class LoRAAdapterWriter: TensorSink, @unchecked Sendable {
         try file.write(name, bytes: bytes)
     }
 
+    /// Stores the next piece of a tensor by its key in the adapter file (see `TensorSink`).
+    public func write(_ name: String, piece bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
+        try file.write(name, piece: bytes, at: offset)
+    }
+
     /// Checks every planned tensor was written, adds the configuration and moves the folder into place.
     public func commit() throws(CheckpointError) {
         do {

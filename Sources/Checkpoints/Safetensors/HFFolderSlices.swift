@@ -150,6 +150,11 @@ public enum HFFolderSlices {
             try writers[shard].write(name, bytes: bytes)
         }
 
+        public func write(_ name: String, piece bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
+            guard let shard = shardOf[name] else { throw .io(file: folder, problem: "tensor '\(name)' is not in this slice") }
+            try writers[shard].write(name, piece: bytes, at: offset)
+        }
+
         /// Finishes and places every shard, then writes the manifest.
         public func commit() throws(CheckpointError) {
             do throws(CheckpointError) {

@@ -131,6 +131,11 @@ public final class SafetensorsFileWriter: @unchecked Sendable {
         try file.write(name, bytes: bytes)
     }
 
+    /// Writes the next piece of tensor `name`, at byte `offset` of its data (see `TensorSink`).
+    public func write(_ name: String, piece bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
+        try file.write(name, piece: bytes, at: offset)
+    }
+
     /// Checks every tensor was written, flushes and closes the file.
     public func finish() throws(CheckpointError) {
         try file.finish()
@@ -157,6 +162,10 @@ public final class SafetensorsFileOutput: TensorSink, @unchecked Sendable {
 
     public func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
         try file.write(name, bytes: bytes)
+    }
+
+    public func write(_ name: String, piece bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
+        try file.write(name, piece: bytes, at: offset)
     }
 
     /// Checks every tensor was written, flushes the file and renames it into place.
@@ -239,6 +248,12 @@ public final class HFFolderWriter: TensorSink, @unchecked Sendable {
     public func write(_ name: String, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
         guard let shard = shardOf[name] else { throw .io(file: output.destination, problem: "tensor '\(name)' is not in the plan") }
         try shards[shard].write(name, bytes: bytes)
+    }
+
+    /// Writes the next piece of tensor `name` (see `TensorSink`); thread-safe.
+    public func write(_ name: String, piece bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
+        guard let shard = shardOf[name] else { throw .io(file: output.destination, problem: "tensor '\(name)' is not in the plan") }
+        try shards[shard].write(name, piece: bytes, at: offset)
     }
 
     /// Adds a side file (e.g. a model card) with the given contents.

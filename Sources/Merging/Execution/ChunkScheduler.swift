@@ -8,29 +8,40 @@ import Dispatch
 final class ChunkScheduler: @unchecked Sendable {
     /// Elements per chunk: a few hundred kilobytes per buffer, so a worker's buffers stay in cache.
     static let chunkElements = 1 << 16
-    /// Elements per release segment: a final pass hands input pages back to the kernel
-    /// a segment at a time, since each `madvise` interrupts every core to flush its TLB.
+    /// Elements per release segment: a pass hands input pages back to the kernel a
+    /// segment at a time, since each `madvise` interrupts every core to flush its TLB.
     static let segmentElements = 1 << 22
+    /// Elements per output window: the final pass encodes a tensor a window at a time
+    /// into one of two buffers (`OutputWindows`), 8 MB each for BF16 output, 16 MB for F32.
+    static let windowElements = 1 << 22
 
     let merge: PreparedMerge
     let threads: Int
     /// Elements per chunk (before rounding to whole kernel rows) and per release segment.
     let chunkTarget: Int
     let segmentTarget: Int
+    /// Elements per output window (before rounding to whole chunks).
+    let windowTarget: Int
     /// One per worker thread.
     let scratch: [WorkerScratch]
     /// Hands input pages back to the kernel once a segment is done.
     private let releaser = DispatchQueue(label: "claire.merge.release")
+    /// Releases handed out and not yet done, at most two: on a busy machine the
+    /// releasing thread may fall behind, and the pages it has not yet released stay resident.
+    private let releaseSlots = DispatchSemaphore(value: 2)
 
-    /// Chunks of about `chunkElements` and release segments of about `segmentElements`
-    /// (both multiples of 256, so chunks of quantized tensors start and end on whole blocks).
-    init(_ merge: PreparedMerge, threads: Int, chunkElements: Int, segmentElements: Int) {
-        precondition(chunkElements > 0 && chunkElements % 256 == 0 && segmentElements > 0 && segmentElements % 256 == 0,
-                     "chunk and segment sizes must be positive multiples of 256")
+    /// Chunks of about `chunkElements`, release segments of about `segmentElements` and
+    /// output windows of about `windowElements` (all multiples of 256, so chunks of
+    /// quantized tensors start and end on whole blocks).
+    init(_ merge: PreparedMerge, threads: Int, chunkElements: Int, segmentElements: Int, windowElements: Int) {
+        precondition(chunkElements > 0 && chunkElements % 256 == 0 && segmentElements > 0 && segmentElements % 256 == 0
+                     && windowElements > 0 && windowElements % 256 == 0,
+                     "chunk, segment and window sizes must be positive multiples of 256")
         self.merge = merge
         self.threads = max(1, threads)
         chunkTarget = chunkElements
         segmentTarget = segmentElements
+        windowTarget = windowElements
         var capacity = 1, rowCapacity = 1
         for job in merge.jobs where job.kind != .copy {
             let row = merge.kernel(for: job).rowLength(of: job)
@@ -59,30 +70,71 @@ final class ChunkScheduler: @unchecked Sendable {
         return (job.elementCount + size - 1) / size
     }
 
+    /// Whole chunks per output window of `job` (at least one).
+    func chunksPerWindow(_ job: MergeJob) -> Int { max(1, windowTarget / chunkSize(for: job)) }
+
+    /// The most bytes one output window of `job` takes (windows start on chunk
+    /// boundaries, so on whole blocks).
+    func windowBytes(_ job: MergeJob) -> Int {
+        let elements = min(job.elementCount, chunksPerWindow(job) * chunkSize(for: job))
+        return TensorDecoder.byteRange(0..<elements, of: job.outputDType).count
+    }
+
     /// Calls `body(scratch, chunk, range)` for every chunk of `job`; each worker takes
     /// the next chunk not yet taken, so a worker slowed by another thread (the writer)
-    /// does not hold the others back. The first error stops the pass. With `releasing`
-    /// (the pass that reads the inputs for the last time), chunks are handed out a
-    /// segment at a time and each segment's input pages are released once its chunks are done.
+    /// does not hold the others back. The first error stops the pass. Chunks are
+    /// handed out a segment at a time and each segment's input pages are released once
+    /// its chunks are done, so a pass keeps about one segment of each input resident
+    /// whatever the tensor's size (a later pass maps them in again from the page cache).
+    func forEachChunk(_ job: MergeJob, _ body: (WorkerScratch, Int, Range<Int>) throws -> Void) throws {
+        try forEachChunk(job, output: nil, body)
+    }
+
+    /// The final pass of `job`: `forEachChunk(_:_:)` with the chunks taken a window of
+    /// `output` at a time (`chunksPerWindow`). Each window is opened before its chunks
+    /// run, so `body` stores its chunk into it (`TensorDecoder.store(_:_:_:into:)`),
+    /// and handed to the writer once they are done.
     func forEachChunk(
-        _ job: MergeJob, releasing: Bool = false, _ body: (WorkerScratch, Int, Range<Int>) throws -> Void
+        _ job: MergeJob, writing output: OutputWindows, _ body: (WorkerScratch, Int, Range<Int>) throws -> Void
+    ) throws {
+        try forEachChunk(job, output: output, body)
+    }
+
+    private func forEachChunk(
+        _ job: MergeJob, output: OutputWindows?, _ body: (WorkerScratch, Int, Range<Int>) throws -> Void
     ) throws {
         let size = chunkSize(for: job)
         let count = job.elementCount
         let chunks = (count + size - 1) / size
-        let perSegment = releasing ? max(1, segmentTarget / size) : max(chunks, 1)
-        var first = 0
+        let perSegment = max(1, segmentTarget / size)
+        let perWindow = output == nil ? max(chunks, 1) : chunksPerWindow(job)
+        // Steps end where a segment or a window does.
+        var first = 0, segment = 0, window = 0
         while first < chunks {
-            let start = first, end = min(chunks, first + perSegment)
-            try forEach(count: end - start) { s, j in
-                let c = start + j
-                // Every body slices the worker's buffers to the chunk's length.
-                let range = (c * size)..<min(count, (c + 1) * size)
-                precondition(range.count <= s.capacity, "a chunk of \(range.count) exceeds the worker buffers")
-                try body(s, c, range)
+            let segmentEnd = min(chunks, segment + perSegment), windowEnd = min(chunks, window + perWindow)
+            let start = first, end = min(segmentEnd, windowEnd)
+            if let output, start == window { try output.open((window * size)..<min(count, windowEnd * size)) }
+            do {
+                try forEach(count: end - start) { s, j in
+                    let c = start + j
+                    // Every body slices the worker's buffers to the chunk's length.
+                    let range = (c * size)..<min(count, (c + 1) * size)
+                    precondition(range.count <= s.capacity, "a chunk of \(range.count) exceeds the worker buffers")
+                    try body(s, c, range)
+                }
+            } catch {
+                output?.abandon()
+                throw error
             }
             // Off the critical path: the workers go on with the next segment.
-            if releasing { release(job, (start * size)..<min(count, end * size)) }
+            if end == segmentEnd {
+                release(job, (segment * size)..<min(count, end * size))
+                segment = end
+            }
+            if end == windowEnd {
+                output?.close()
+                window = end
+            }
             first = end
         }
     }
@@ -99,10 +151,14 @@ final class ChunkScheduler: @unchecked Sendable {
         }
     }
 
-    /// Releases the pages of elements `range` of every input of `job` (all of them when nil), off this thread.
+    /// Releases the pages of elements `range` of every input of `job` (all of them when nil), off this
+    /// thread; waits while two releases are still under way, so no more than about
+    /// three segments of each input stay mapped however far the releasing thread lags.
     func release(_ job: MergeJob, _ range: Range<Int>? = nil) {
-        let merge = self.merge
+        let merge = self.merge, slots = releaseSlots
+        slots.wait()
         releaser.async {
+            defer { slots.signal() }
             // Rows mapped to the output tokenizer are not where the output's are: such
             // tensors are released whole, at the end.
             var tensors: [(TensorEntry, Int)] = job.baseRows == nil || range == nil ? [(job.template, job.templateCheckpoint)] : []

@@ -199,10 +199,17 @@ final class TensorDecoder: @unchecked Sendable {
         return special == 0
     }
 
-    /// Encodes `s.out` into the output bytes of `range`.
-    func store(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch, into bytes: UnsafeMutableRawBufferPointer) throws {
-        let byteRange = TensorDecoder.byteRange(range, of: job.outputDType)
-        precondition(range.lowerBound >= 0 && range.count <= s.out.count && byteRange.upperBound <= bytes.count,
+    /// Encodes `s.out` into the bytes of `range` in the open window of `output`.
+    func store(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch, into output: OutputWindows) throws {
+        precondition(output.job?.name == job.name, "'\(job.name)' is not the tensor in hand")
+        try store(job, range, s, encodingInto: output.bytes(for: range))
+    }
+
+    /// Encodes `s.out` into `bytes`, exactly the output bytes of `range`.
+    private func store(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch,
+                       encodingInto bytes: UnsafeMutableRawBufferPointer) throws {
+        precondition(range.lowerBound >= 0 && range.count <= s.out.count
+                     && TensorDecoder.byteRange(range, of: job.outputDType).count == bytes.count,
                      "elements \(range) outside the output of '\(job.name)'")
         // Every method's result is a tensor of the compute type before the output cast.
         job.computeType.round(UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
@@ -220,7 +227,7 @@ final class TensorDecoder: @unchecked Sendable {
             }
         }
         do {
-            try ElementCodec.encode(job.outputDType, from: values, into: UnsafeMutableRawBufferPointer(rebasing: bytes[byteRange]))
+            try ElementCodec.encode(job.outputDType, from: values, into: bytes)
         } catch {
             throw MergeError.checkpoint(.codec(file: "output", tensor: job.name, problem: error))
         }

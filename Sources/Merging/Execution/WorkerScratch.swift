@@ -1,7 +1,7 @@
 /// One worker thread's reusable Float32 buffers: allocated once per merge, so the hot
 /// loops never allocate.
 final class WorkerScratch: @unchecked Sendable {
-    /// Entries each of `base`, `inputs`, `out`, `divisors` and `keys` holds.
+    /// Entries each of `base`, `inputs`, `out`, `divisors`, `keys` and `keep` holds.
     let capacity: Int
     let base: UnsafeMutableBufferPointer<Float>
     let inputs: [UnsafeMutableBufferPointer<Float>]
@@ -11,6 +11,8 @@ final class WorkerScratch: @unchecked Sendable {
     let rows: UnsafeMutableBufferPointer<UInt64>
     /// Magnitude keys kept by `CandidateRankSearch.collect`.
     let keys: UnsafeMutableBufferPointer<UInt32>
+    /// A chunk's random keep mask (`CounterRandom.drawMask`), one byte per entry.
+    let keep: UnsafeMutablePointer<UInt8>
     /// Per-model rank searchers of the current pass (worker-local counts).
     var searches: [RankSearch] = []
 
@@ -24,6 +26,7 @@ final class WorkerScratch: @unchecked Sendable {
         self.inputs = inputs
         rows = .allocate(capacity: max(rowCapacity, 1))
         keys = .allocate(capacity: capacity)
+        keep = .allocate(capacity: capacity)
     }
 
     deinit {
@@ -33,5 +36,6 @@ final class WorkerScratch: @unchecked Sendable {
         for b in inputs { b.deallocate() }
         rows.deallocate()
         keys.deallocate()
+        keep.deallocate()
     }
 }

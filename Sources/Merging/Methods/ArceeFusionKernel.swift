@@ -31,7 +31,7 @@ struct ArceeFusionKernel: MergeKernel {
     /// Softmax rows lie along the last axis, inside the leading-axis rows chunks keep whole.
     func rowLength(of job: MergeJob) -> Int { job.rowLength }
 
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .arceeFusion = job.parameters else { preconditionFailure("not an arcee_fusion job") }
         let chunks = executor.chunks, decoder = executor.decoder, scratch = chunks.scratch
         let total = job.elementCount, count = chunks.chunkCount(job)
@@ -109,7 +109,7 @@ struct ArceeFusionKernel: MergeKernel {
         let q = place.map { found[$0.group][$0.rank]! }
         let threshold = q[1] + 1.5 * (q[2] - q[0])
 
-        try chunks.forEachChunk(job, releasing: true) { s, _, range in
+        try chunks.forEachChunk(job, writing: bytes) { s, _, range in
             let importance = try importances(s, range)
             for i in 0..<range.count {
                 let b = s.base[i]

@@ -7,9 +7,9 @@ struct BaseCopyKernel: MergeKernel {
     func parameters(models: [ModelSpec], plan: MergePlan,
                     value: (String, ModelSpec?, Double) -> Double) -> MergeJob.Parameters { .none }
 
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         let decoder = executor.decoder
-        try executor.chunks.forEachChunk(job, releasing: true) { s, _, range in
+        try executor.chunks.forEachChunk(job, writing: bytes) { s, _, range in
             try decoder.decodeBase(job, range, s)
             // forEachChunk: range.count ≤ capacity of both buffers.
             s.out.baseAddress!.update(from: s.base.baseAddress!, count: range.count)

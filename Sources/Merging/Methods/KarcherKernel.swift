@@ -71,7 +71,7 @@ struct KarcherKernel: MergeKernel {
         return c.map { scale * $0 }
     }
 
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .karcher(let maxIterations, let tolerance) = job.parameters else { preconditionFailure("not a karcher job") }
         if job.inputs.count == 1 {
             // One tensor is its own mean.

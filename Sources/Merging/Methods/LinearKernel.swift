@@ -18,10 +18,10 @@ struct LinearKernel: MergeKernel {
                                           remedy: "normalizing divides by that sum (use --no-normalize or other weights)")
     }
 
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .linear(let weights, let normalize) = job.parameters else { preconditionFailure("not a linear job") }
         let decoder = executor.decoder
-        try executor.chunks.forEachChunk(job, releasing: true) { s, _, range in
+        try executor.chunks.forEachChunk(job, writing: bytes) { s, _, range in
             // A recipe computed in BF16 or F16 follows mergekit's accumulation (Float32
             // fused multiply-adds); Float32 merges keep the rounded products.
             Interpolation.linear(try decoder.decodeModels(job, range, s), weights: weights, normalize: normalize,

@@ -163,8 +163,9 @@ protocol MergeKernel: Sendable {
     func rowLength(of job: MergeJob) -> Int
     /// Prepares a run of `executor` before its first tensor.
     func begin(on executor: MergeExecutor) throws
-    /// Computes `job` into `bytes`, its encoded output.
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws
+    /// Computes `job` into `bytes`, its encoded output: the final pass is
+    /// `forEachChunk(job, writing: bytes)`, each chunk stored with `TensorDecoder.store`.
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws
 }
 
 extension MergeKernel {

@@ -16,7 +16,7 @@ struct ModelStockKernel: MergeKernel {
         return 1
     }
 
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .modelStock(let filterWise) = job.parameters else { preconditionFailure("not a model_stock job") }
         let chunks = executor.chunks, decoder = executor.decoder
         let n = job.inputs.count
@@ -38,7 +38,7 @@ struct ModelStockKernel: MergeKernel {
             tensorFactor = stats.interpolationFactor(in: job.computeType)
         }
         let row = filterWise ? job.rowLength : Int.max
-        try chunks.forEachChunk(job, releasing: true) { s, _, range in
+        try chunks.forEachChunk(job, writing: bytes) { s, _, range in
             let (base, models) = try decodeAll(s, range)
             var start = 0
             while start < range.count {

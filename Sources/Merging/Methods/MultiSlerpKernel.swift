@@ -81,9 +81,9 @@ enum SphericalMean {
     }
 
     /// Writes the job's one input as it is.
-    static func copy(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    static func copy(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         let decoder = executor.decoder
-        try executor.chunks.forEachChunk(job, releasing: true) { s, _, range in
+        try executor.chunks.forEachChunk(job, writing: bytes) { s, _, range in
             try decoder.decode(job.inputs[0], range, into: s.out)
             try decoder.store(job, range, s, into: bytes)
         }
@@ -91,10 +91,10 @@ enum SphericalMean {
 
     /// Writes out = Σ rᵢxᵢ (+ the base when `onBase`), rounded to Float32 once per input.
     static func combine(_ job: MergeJob, onBase: Bool, _ r: [Double], on executor: MergeExecutor,
-                        into bytes: UnsafeMutableRawBufferPointer) throws {
+                        into bytes: OutputWindows) throws {
         let decoder = executor.decoder
         let factors = r.map { Float($0) }
-        try executor.chunks.forEachChunk(job, releasing: true) { s, _, range in
+        try executor.chunks.forEachChunk(job, writing: bytes) { s, _, range in
             let x = try load(job, onBase: onBase, decoder, s, range)
             let out = UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count])
             for i in 0..<out.count { out[i] = 0 }
@@ -168,7 +168,7 @@ struct MultiSlerpKernel: MergeKernel {
         return (0..<n).map { averageNorm * (mean[$0] * along + tangent[$0] * across) }
     }
 
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .multislerp(let weights, let normalize, let eps, let onBase) = job.parameters else {
             preconditionFailure("not a multislerp job")
         }

@@ -18,11 +18,11 @@ struct NearSwapKernel: MergeKernel {
         .nearswap(t: Float(value("t", models.first, 0)))
     }
 
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .nearswap(let t) = job.parameters else { preconditionFailure("not a nearswap job") }
         let chunks = executor.chunks, decoder = executor.decoder
         let other = job.inputs[0]
-        try chunks.forEachChunk(job, releasing: true) { s, _, range in
+        try chunks.forEachChunk(job, writing: bytes) { s, _, range in
             try decoder.decodeBase(job, range, s)
             try decoder.decode(other, range, into: s.inputs[0])
             NearSwapKernel.blend(UnsafeBufferPointer(rebasing: s.base[0..<range.count]),

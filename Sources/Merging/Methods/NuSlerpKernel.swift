@@ -58,7 +58,7 @@ struct NuSlerpKernel: MergeKernel {
         return (sin((1 - t) * theta) / s, sin(t * theta) / s)
     }
 
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .nuslerp(let t, _, _, let onBase) = job.parameters else { preconditionFailure("not a nuslerp job") }
         let chunks = executor.chunks, decoder = executor.decoder
         // Entries `range` of the two vectors: the task vectors (the base in s.base) or the models.
@@ -95,7 +95,7 @@ struct NuSlerpKernel: MergeKernel {
                 sums.ab += partial[c].ab
             }
             let (ca, cb) = Self.coefficients(t: t, sums)
-            try chunks.forEachChunk(job, releasing: true) { s, _, range in
+            try chunks.forEachChunk(job, writing: bytes) { s, _, range in
                 let (a, b) = try load(s, range)
                 Interpolation.blend(a, b, ca, cb, into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
                 addBase(s, range.count)
@@ -103,7 +103,7 @@ struct NuSlerpKernel: MergeKernel {
             }
         case .rows(let length):
             // Chunks hold whole rows: each row's sums and blend within one chunk.
-            try chunks.forEachChunk(job, releasing: true) { s, _, range in
+            try chunks.forEachChunk(job, writing: bytes) { s, _, range in
                 let (a, b) = try load(s, range)
                 var start = 0
                 while start < range.count {
@@ -140,7 +140,7 @@ struct NuSlerpKernel: MergeKernel {
             }
             var ca = [Float](repeating: 0, count: count), cb = ca
             for j in 0..<count { (ca[j], cb[j]) = Self.coefficients(t: t, sums[j]) }
-            try chunks.forEachChunk(job, releasing: true) { s, _, range in
+            try chunks.forEachChunk(job, writing: bytes) { s, _, range in
                 let (a, b) = try load(s, range)
                 var j = range.lowerBound % count
                 for i in 0..<range.count {

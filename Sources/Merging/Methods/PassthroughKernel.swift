@@ -13,11 +13,11 @@ struct PassthroughKernel: MergeKernel {
         .passthrough(scale: Float(value("scale", models.first, 1)))
     }
 
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .passthrough(let scale) = job.parameters else { preconditionFailure("not a passthrough job") }
         let decoder = executor.decoder
         let input = job.inputs[0]
-        try executor.chunks.forEachChunk(job, releasing: true) { s, _, range in
+        try executor.chunks.forEachChunk(job, writing: bytes) { s, _, range in
             try decoder.decode(input, range, into: s.inputs[0])
             for i in 0..<range.count { s.out[i] = scale == 1 ? s.inputs[0][i] : s.inputs[0][i] * scale }
             try decoder.store(job, range, s, into: bytes)

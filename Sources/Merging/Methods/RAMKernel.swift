@@ -18,7 +18,7 @@ struct RAMKernel: MergeKernel {
         .ram(epsilon: Float(value("epsilon", nil, 1e-5)), r: Float(value("r", nil, 0.1)), alpha: Float(value("alpha", nil, 0.2)))
     }
 
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .ram(let epsilon, let r, let alpha) = job.parameters else { preconditionFailure("not a ram job") }
         let chunks = executor.chunks, decoder = executor.decoder
         let n = job.inputs.count, count = chunks.chunkCount(job)
@@ -52,7 +52,7 @@ struct RAMKernel: MergeKernel {
                 scales[m] = RAMKernel.scale(shared: shared, unique: unique, r: r, alpha: alpha, epsilon: epsilon)
             }
         }
-        try chunks.forEachChunk(job, releasing: true) { s, _, range in
+        try chunks.forEachChunk(job, writing: bytes) { s, _, range in
             let d = try deltas(s, range)
             RAMKernel.fuse(base: UnsafeBufferPointer(rebasing: s.base[0..<range.count]), deltas: d, epsilon: epsilon,
                            uniqueScales: plus ? scales : nil, into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))

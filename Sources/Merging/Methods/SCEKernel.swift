@@ -25,7 +25,7 @@ struct SCEKernel: MergeKernel {
         .sce(selectTopK: value("select_topk", nil, 1))
     }
 
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .sce(let topK) = job.parameters else { preconditionFailure("not an sce job") }
         let chunks = executor.chunks, decoder = executor.decoder
         let n = job.inputs.count, count = chunks.chunkCount(job)
@@ -74,7 +74,7 @@ struct SCEKernel: MergeKernel {
         let equal = abs(Double(total)) < 1e-6
         for m in 0..<n { weights[m] = equal ? 1 / Float(n) : weights[m] / total }
 
-        try chunks.forEachChunk(job, releasing: true) { s, c, range in
+        try chunks.forEachChunk(job, writing: bytes) { s, c, range in
             let deltas = try selectedDeltas(s, c, range)
             SCEKernel.fuse(base: UnsafeBufferPointer(rebasing: s.base[0..<range.count]), deltas: deltas.map(UnsafeBufferPointer.init),
                            weights: weights, into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))

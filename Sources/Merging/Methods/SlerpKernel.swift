@@ -14,7 +14,7 @@ struct SlerpKernel: MergeKernel {
         .slerp(t: Float(value("t", models.first, 0.5)))
     }
 
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .slerp(let t) = job.parameters else { preconditionFailure("not a slerp job") }
         let chunks = executor.chunks, decoder = executor.decoder
         let count = chunks.chunkCount(job)
@@ -32,7 +32,7 @@ struct SlerpKernel: MergeKernel {
             ab += partial[c].ab
         }
         let (ca, cb) = Interpolation.slerpCoefficients(t: t, normA2: aa, normB2: bb, dot: ab)
-        try chunks.forEachChunk(job, releasing: true) { s, _, range in
+        try chunks.forEachChunk(job, writing: bytes) { s, _, range in
             try decoder.decodeBase(job, range, s)
             try decoder.decodeModel(job, 0, range, into: s.inputs[0])
             Interpolation.blend(UnsafeBufferPointer(rebasing: s.base[0..<range.count]),

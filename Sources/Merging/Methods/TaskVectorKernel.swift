@@ -51,7 +51,7 @@ struct TaskVectorKernel: MergeKernel {
             globalWindows: try executor.windowSearch.globalWindows(jobs, densities: densities))
     }
 
-    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: UnsafeMutableRawBufferPointer) throws {
+    func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .taskVectors(let p) = job.parameters else { preconditionFailure("not a task-vector job") }
         try TaskVectorPasses(job: job, parameters: p, sparsifier: sparsifier, executor: executor).run(into: bytes)
     }

@@ -12,7 +12,7 @@ struct TaskVectorPasses {
     private var decoder: TensorDecoder { executor.decoder }
     private var state: TaskVectorState { executor.taskVectors }
 
-    func run(into bytes: UnsafeMutableRawBufferPointer) throws {
+    func run(into bytes: OutputWindows) throws {
         let (masks, knownCounts) = try findMasks()
         let ties = try countTies(masks, known: knownCounts)
         let (factors, recorded) = try l1Factors(masks, ties)
@@ -88,49 +88,43 @@ struct TaskVectorPasses {
     }
 
     /// L1 rescale: the factor restoring each sparsified δ's L1 norm over the whole
-    /// tensor, and the random masks drawn on the way (replayed by the fusion pass).
-    func l1Factors(_ masks: [TensorMask], _ ties: [[ChunkTies]]) throws -> ([Float], [UnsafeMutablePointer<UInt8>?]) {
+    /// tensor, and which models' random masks are drawn as keep bytes (drawn again,
+    /// chunk by chunk, by the fusion pass: a counter-based mask is the same each time).
+    func l1Factors(_ masks: [TensorMask], _ ties: [[ChunkTies]]) throws -> ([Float], [Bool]) {
         let n = self.n, job = self.job, decoder = self.decoder
         var factors = [Float](repeating: 1, count: n)
-        var recorded = [UnsafeMutablePointer<UInt8>?](repeating: nil, count: n)
+        var recorded = [Bool](repeating: false, count: n)
         let rescaled = executor.merge.plan.effectiveRescale == .l1
             ? (0..<n).filter { masks[$0] != .keepAll && masks[$0] != .keepNone } : []
         guard !rescaled.isEmpty else { return (factors, recorded) }
-        for m in rescaled { if case .random = masks[m] { recorded[m] = state.recordedMask(for: m) } }
-        let chunkCount = chunks.chunkCount(job), largest = state.largestMergedTensor
+        for m in rescaled { if case .random = masks[m] { recorded[m] = true } }
+        let chunkCount = chunks.chunkCount(job)
         let sums = ChunkResults(count: chunkCount * n, initial: (before: 0.0, after: 0.0))
         // A random mask over BF16 base and model measures δ straight from the bytes.
         // (Non-finite inputs are reported by the fusion pass, which decodes them all.)
         let direct = rescaled.filter {
-            recorded[$0] != nil && !job.computeType.rounds && job.template.dtype == .bf16 && job.inputs[$0].tensor.dtype == .bf16
+            recorded[$0] && !job.computeType.rounds && job.template.dtype == .bf16 && job.inputs[$0].tensor.dtype == .bf16
                 && job.inputs[$0].rowOrder == nil && job.inputs[$0].lora == nil
                 && job.baseRows == nil && job.inputs[$0].rows == nil
         }
         let decoded = rescaled.filter { !direct.contains($0) }
-        let keptBy = recorded
         try chunks.forEachChunk(job) { s, c, range in
-            // Recorded masks hold one byte per entry of the largest merged tensor.
-            precondition(range.upperBound <= largest || keptBy.allSatisfy { $0 == nil },
-                         "elements \(range) outside the recorded masks")
-            for m in rescaled {
-                guard let keep = keptBy[m], case .random(let density, let stream) = masks[m] else { continue }
-                stream.drawMask(start: range.lowerBound, count: range.count, density: density, into: keep + range.lowerBound)
-            }
             for m in direct {
                 precondition(range.upperBound <= job.template.elementCount
-                             && range.upperBound <= job.inputs[m].tensor.elementCount
-                             && range.upperBound <= largest, "elements \(range) out of bounds")
+                             && range.upperBound <= job.inputs[m].tensor.elementCount, "elements \(range) out of bounds")
+                masks[m].drawKeep(start: range.lowerBound, count: range.count, into: s)
                 sums[c * n + m] = L1Norm.ofDifference(bf16: decoder.bf16Elements(job.inputs[m].tensor, in: job.inputs[m].checkpoint) + range.lowerBound,
                                                       minus: decoder.bf16Elements(job.template, in: job.templateCheckpoint) + range.lowerBound,
-                                                      count: range.count, keptBy: keptBy[m]! + range.lowerBound)
+                                                      count: range.count, keptBy: s.keep)
             }
             guard !decoded.isEmpty else { return }
             try decoder.decodeBase(job, range, s)
             for m in decoded {
                 try decoder.decodeDelta(job, m, range, s)
                 let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
-                if let keep = keptBy[m] {
-                    sums[c * n + m] = L1Norm.of(UnsafeBufferPointer(values), keptBy: keep + range.lowerBound)
+                if recorded[m] {
+                    masks[m].drawKeep(start: range.lowerBound, count: range.count, into: s)
+                    sums[c * n + m] = L1Norm.of(UnsafeBufferPointer(values), keptBy: s.keep)
                     continue
                 }
                 let before = L1Norm.of(UnsafeBufferPointer(values))
@@ -150,10 +144,11 @@ struct TaskVectorPasses {
         return (factors, recorded)
     }
 
-    /// The final pass: each δ masked (or its recorded mask replayed), scaled by its
-    /// factor and weight, fused onto the base and stored; releases the input pages.
-    func fuse(_ masks: [TensorMask], _ ties: [[ChunkTies]], _ factors: [Float], _ recorded: [UnsafeMutablePointer<UInt8>?],
-              into bytes: UnsafeMutableRawBufferPointer) throws {
+    /// The final pass: each δ masked (a random mask the L1 pass measured drawn again
+    /// as keep bytes), scaled by its factor and weight, fused onto the base and
+    /// stored; releases the input pages.
+    func fuse(_ masks: [TensorMask], _ ties: [[ChunkTies]], _ factors: [Float], _ recorded: [Bool],
+              into bytes: OutputWindows) throws {
         switch job.computeType {
         case .bf16: try fuse(BFloat16Arithmetic.self, masks, ties, factors, recorded, into: bytes)
         case .f16: try fuse(Float16Arithmetic.self, masks, ties, factors, recorded, into: bytes)
@@ -166,23 +161,22 @@ struct TaskVectorPasses {
     /// rounded, and `Fusion` rounds the rest.
     private func fuse<A: Arithmetic>(
         _ arithmetic: A.Type, _ masks: [TensorMask], _ ties: [[ChunkTies]], _ factors: [Float],
-        _ recorded: [UnsafeMutablePointer<UInt8>?], into bytes: UnsafeMutableRawBufferPointer
+        _ recorded: [Bool], into bytes: OutputWindows
     ) throws {
         let n = self.n, job = self.job, decoder = self.decoder, weights = parameters.weights.map { A.round($0) }
-        let largest = state.largestMergedTensor
         let fusion = Fusion(consensus: executor.merge.plan.effectiveConsensus, normalize: parameters.normalize,
                             lambda: parameters.lambda)
         let inverse = executor.merge.plan.effectiveRescale == .inverse
-        try chunks.forEachChunk(job, releasing: true) { s, c, range in
+        try chunks.forEachChunk(job, writing: bytes) { s, c, range in
             try decoder.decodeBase(job, range, s)
             var deltas: [UnsafeMutableBufferPointer<Float>] = []
             for m in 0..<n {
                 try decoder.decodeDelta(job, m, range, s)
                 let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
                 let factor = factors[m], weight = weights[m]
-                if let keep = recorded[m] {
-                    precondition(range.upperBound <= largest, "elements \(range) outside the recorded masks")
-                    CounterRandom.applyRecorded(A.self, values, keep: keep + range.lowerBound, factor: factor, weight: weight)
+                if recorded[m] {
+                    masks[m].drawKeep(start: range.lowerBound, count: range.count, into: s)
+                    CounterRandom.applyRecorded(A.self, values, keep: s.keep, factor: factor, weight: weight)
                 } else {
                     masks[m].apply(to: values, start: range.lowerBound, rowLength: job.rowLength, inverse: inverse,
                                    ties: ties[m].count > c ? ties[m][c] : ChunkTies(), rowScratch: s.rows)
@@ -208,28 +202,22 @@ final class TaskVectorState: @unchecked Sendable {
     private(set) var globalWindows: [MagnitudeWindow?] = []
     /// Per model, boundary-key entries met so far in earlier tensors (global trim ties).
     var globalTiesSeen: [(lower: Int, upper: Int)] = []
-    /// Per model, the random mask drawn by the L1-rescale pass (one byte per entry of
-    /// the largest merged tensor), replayed by the fusion pass instead of drawing again.
-    private var recordedMasks: [Int: UnsafeMutablePointer<UInt8>] = [:]
-    let largestMergedTensor: Int
 
-    init(_ merge: PreparedMerge) {
-        largestMergedTensor = merge.jobs.filter { $0.kind == .merge }.map(\.elementCount).max() ?? 0
-    }
-
-    deinit { for mask in recordedMasks.values { mask.deallocate() } }
+    init(_ merge: PreparedMerge) {}
 
     /// Starts a run with these whole-model windows (nil: per-tensor windows).
     func begin(globalWindows: [MagnitudeWindow?]) {
         self.globalWindows = globalWindows
         globalTiesSeen = [(lower: Int, upper: Int)](repeating: (0, 0), count: globalWindows.count)
     }
+}
 
-    /// Model `m`'s buffer for a recorded random mask, allocated on first use.
-    func recordedMask(for m: Int) -> UnsafeMutablePointer<UInt8> {
-        if let mask = recordedMasks[m] { return mask }
-        let mask = UnsafeMutablePointer<UInt8>.allocate(capacity: max(largestMergedTensor, 1))
-        recordedMasks[m] = mask
-        return mask
+extension TensorMask {
+    /// Draws this random mask's keep bytes (1 kept, 0 dropped) for `count` elements
+    /// from `start` into `s.keep`, which holds a whole chunk.
+    func drawKeep(start: Int, count: Int, into s: WorkerScratch) {
+        guard case .random(let density, let stream) = self else { preconditionFailure("not a random mask") }
+        precondition(count <= s.capacity, "\(count) entries exceed the keep buffer")
+        stream.drawMask(start: start, count: count, density: density, into: s.keep)
     }
 }

@@ -122,6 +122,10 @@ struct MagnitudeWindowSearch {
                 keys[k].update(at: offset, with: UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]), magnitudeKey)
             }
         }
+        // Each short run may have mapped a large page-cache folio around it: the
+        // sample alone can map most of a tensor, so its pages go back before the next pass.
+        chunks.release(job)
+        chunks.finishReleases()
         return keys.map { Array($0.values) }
     }
 
