@@ -33,7 +33,8 @@ extension MergeTool {
                 gives the output that tokenizer, with every model's embedding rows mapped to it by token; \
                 without one, embedding row counts that differ are refused. \
                 Recipe slices (sources with layer_range) stack layers, e.g. with passthrough and its \
-                optional scale; config.json's num_hidden_layers counts the stacked layers.
+                optional scale; config.json's num_hidden_layers counts the stacked layers. \
+                mergekit's modules form is read too (Llama-family models have one module, default).
 
                 A model may be a PEFT LoRA adapter folder (adapter_config.json and \
                 adapter_model.safetensors), applied to --base, or BASE+ADAPTER as in mergekit: its \
