@@ -5,9 +5,9 @@
 # through mergekit-yaml, and compares every tensor of the two outputs by how many
 # steps of the output type apart they are.
 #
-#   scripts/check_mergekit_recipe.sh [MODELS] [TOOL]
+#   scripts/check_mergekit_recipe.sh MODELS [TOOL]
 #
-# MODELS defaults to /work/qwenish, TOOL to .build/debug/merge-tool. Needs python3
+# TOOL defaults to .build/debug/merge-tool. Needs python3
 # with torch, safetensors and mergekit (mergekit-yaml on PATH). Exits 1 when mergekit
 # refuses a recipe, or an output has another tensor set, shape or config dtype, or a
 # method that should agree has fewer than 99.9 % of its elements within one step.
@@ -19,7 +19,7 @@
 # mergekit ignores, named in the recipe's comment) are only run and reported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-models=${1:-/work/qwenish}
+models=${1:?usage: scripts/check_mergekit_recipe.sh MODELS [TOOL]}
 tool=${2:-.build/debug/merge-tool}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
