@@ -128,15 +128,6 @@ private func tiedAtAThreshold(_ job: MergeJob, in prepared: PreparedMerge) throw
     return tied
 }
 
-/// A value's bits as an integer that orders like the value (sign-magnitude to two's complement).
-private func ordered(_ bytes: ArraySlice<UInt8>) -> Int64 {
-    var bits: UInt64 = 0
-    for (k, b) in bytes.enumerated() { bits |= UInt64(b) << (8 * UInt64(k)) }
-    let signBit: UInt64 = 1 << (UInt64(bytes.count) * 8 - 1)
-    let magnitude = Int64(bitPattern: bits & (signBit - 1))
-    return bits & signBit != 0 ? -magnitude : magnitude
-}
-
 private func value(_ bytes: ArraySlice<UInt8>, _ dtype: DType) -> Double {
     var bits: UInt64 = 0
     for (k, b) in bytes.enumerated() { bits |= UInt64(b) << (8 * UInt64(k)) }
@@ -177,7 +168,7 @@ func dtypeAgreement(_ recipe: String, compute: ComputeType? = nil) throws -> DTy
             let a = mine[(i * width)..<((i + 1) * width)], b = theirs[(i * width)..<((i + 1) * width)]
             result.elements += 1
             if a == b { result.identical += 1 } else if !tied.contains(i) { result.differingUntied += 1 }
-            let (difference, overflow) = ordered(a).subtractingReportingOverflow(ordered(b))
+            let (difference, overflow) = orderedBits(a).subtractingReportingOverflow(orderedBits(b))
             if !overflow, abs(difference) <= 1 { result.withinOneStep += 1 }
             let x = value(a, entry.dtype), y = value(b, entry.dtype)
             result.worstFloat32Steps = max(result.worstFloat32Steps, abs(x - y) / Double(Float(max(abs(y), Double(abs(base[i])))).ulp))

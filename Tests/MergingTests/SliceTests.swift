@@ -40,20 +40,10 @@ private func compareWithMergekit(_ recipe: String) throws -> (identical: Double,
         let mine = try #require(sink.tensors[entry.name])
         let theirs = Array(reference.data(of: entry))
         #expect(mine.count == theirs.count)
-        let width = entry.dtype == .f32 ? 4 : 2
-        for i in 0..<min(mine.count, theirs.count) / width {
-            var a = 0, b = 0
-            for k in (0..<width).reversed() {
-                a = a << 8 | Int(mine[i * width + k])
-                b = b << 8 | Int(theirs[i * width + k])
-            }
-            // Sign-magnitude to an order-preserving integer.
-            let sign = 1 << (width * 8 - 1)
-            let oa = a & sign != 0 ? -(a & (sign - 1)) : a, ob = b & sign != 0 ? -(b & (sign - 1)) : b
-            total += 1
-            if a == b { identical += 1 }
-            if abs(oa - ob) <= 1 { close += 1 }
-        }
+        let counts = stepAgreement(mine, theirs, width: entry.dtype.blockBytes)
+        total += counts.total
+        identical += counts.identical
+        close += counts.close
     }
     #expect(total > 0)
     print("\(recipe): \(identical) of \(total) elements identical to mergekit's, \(close) within one step")

@@ -87,3 +87,27 @@ func noise(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
     for i in 0..<count { values[i] = (stream.uniform(i) - 0.5) * scale }
     return values
 }
+
+/// A value's little-endian bytes (1 to 8 of them) as an integer that orders like the
+/// value: sign-magnitude turned into two's complement, so adjacent values differ by 1.
+func orderedBits(_ bytes: ArraySlice<UInt8>) -> Int64 {
+    var bits: UInt64 = 0
+    for (k, b) in bytes.enumerated() { bits |= UInt64(b) << (8 * UInt64(k)) }
+    let signBit: UInt64 = 1 << (UInt64(bytes.count) * 8 - 1)
+    let magnitude = Int64(bitPattern: bits & (signBit - 1))
+    return bits & signBit != 0 ? -magnitude : magnitude
+}
+
+/// How two tensors' bytes of elements `width` bytes wide compare: elements counted,
+/// bit-identical, and at most one step of their type apart (identical ones included).
+func stepAgreement(_ mine: [UInt8], _ theirs: [UInt8], width: Int) -> (total: Int, identical: Int, close: Int) {
+    var total = 0, identical = 0, close = 0
+    for i in 0..<min(mine.count, theirs.count) / width {
+        let a = mine[(i * width)..<((i + 1) * width)], b = theirs[(i * width)..<((i + 1) * width)]
+        total += 1
+        if a == b { identical += 1 }
+        let (difference, overflow) = orderedBits(a).subtractingReportingOverflow(orderedBits(b))
+        if !overflow, abs(difference) <= 1 { close += 1 }
+    }
+    return (total, identical, close)
+}

@@ -44,24 +44,6 @@ private func writeFixtureMerge(_ recipe: String, into parent: String) throws -> 
     return out
 }
 
-/// Elements of two tensors of `dtype` that are bit-identical and within one step.
-private func agreement(_ mine: [UInt8], _ theirs: [UInt8], width: Int) -> (total: Int, identical: Int, close: Int) {
-    var total = 0, identical = 0, close = 0
-    for i in 0..<min(mine.count, theirs.count) / width {
-        var a = 0, b = 0
-        for k in (0..<width).reversed() {
-            a = a << 8 | Int(mine[i * width + k])
-            b = b << 8 | Int(theirs[i * width + k])
-        }
-        let sign = 1 << (width * 8 - 1)
-        let oa = a & sign != 0 ? -(a & (sign - 1)) : a, ob = b & sign != 0 ? -(b & (sign - 1)) : b
-        total += 1
-        if a == b { identical += 1 }
-        if abs(oa - ob) <= 1 { close += 1 }
-    }
-    return (total, identical, close)
-}
-
 /// Every recipe of the fixture set: the same tensors, shapes, vocab_size, vocabulary and
 /// added tokens as mergekit 0.1.5 wrote, ≥ 99.9 % of elements within one Float32 step
 /// (the merge itself is Float32 arithmetic in another order; the mapped rows are copies
@@ -82,7 +64,7 @@ func tokenizerRecipesAgreeWithMergekit(recipe: String) throws {
         let own = try #require(mine.tensor(named: entry.name))
         #expect(own.shape == entry.shape, "\(entry.name)")
         #expect(own.dtype == entry.dtype, "\(entry.name)")
-        let counts = agreement(Array(mine.data(of: own)), Array(theirs.data(of: entry)), width: 4)
+        let counts = stepAgreement(Array(mine.data(of: own)), Array(theirs.data(of: entry)), width: 4)
         total += counts.total
         identical += counts.identical
         close += counts.close
