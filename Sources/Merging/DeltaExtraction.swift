@@ -60,14 +60,10 @@ public enum DeltaExtraction {
                     defer { tuned.release(t) }
                     if let adapter, try LoRAMerging.merged(t, base: base, adapter: adapter, into: scratch) {
                         // The merged bytes stay in `scratch.bytes`, which `encode` does not use.
-                        let bytes = scratch.bytes
-                        let result: Result<SparseDelta.EncodedTensor, CheckpointError> = bytes.withUnsafeBytes { b in
-                            Result { () throws(CheckpointError) in
-                                try encode(t, bytes: b, file: adapter.weights.path, base: base, density: density,
-                                           selection: selection, seed: seed, scratch: scratch)
-                            }
+                        return try scratch.bytes.withUnsafeBufferPointer { (b) throws(CheckpointError) in
+                            try encode(t, bytes: UnsafeRawBufferPointer(b), file: adapter.weights.path, base: base, density: density,
+                                       selection: selection, seed: seed, scratch: scratch)
                         }
-                        return try result.get()
                     }
                     return try encode(t, bytes: tuned.data(of: t), file: tuned.path, base: base, density: density,
                                       selection: selection, seed: seed, scratch: scratch)
@@ -114,11 +110,13 @@ public enum DeltaExtraction {
         // δ in scratch.floats (zero where the stored bits agree), then thinned in place.
         ConversionScratch.fit(&scratch.floats, n)
         ConversionScratch.fit(&scratch.moreFloats, n)
-        let failure: CodecError? = scratch.floats.withUnsafeMutableBufferPointer { v in
-            do throws(CodecError) { try ElementCodec.decode(t.dtype, from: tunedBytes, into: v) } catch { return error }
-            return nil
+        do throws(CodecError) {
+            try scratch.floats.withUnsafeMutableBufferPointer { (v) throws(CodecError) in
+                try ElementCodec.decode(t.dtype, from: tunedBytes, into: v)
+            }
+        } catch {
+            throw .codec(file: file, tensor: t.name, problem: error)
         }
-        if let failure { throw .codec(file: file, tensor: t.name, problem: failure) }
         try scratch.moreFloats.withUnsafeMutableBufferPointer { (v) throws(CheckpointError) in try base.decode(b, into: v) }
         for i in 0..<n {
             scratch.floats[i] = memoryEqual(tunedBytes, baseBytes, at: i * width, width) ? 0 : scratch.floats[i] - scratch.moreFloats[i]
@@ -171,46 +169,23 @@ public enum DeltaExtraction {
         }
         let specs = records.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
         let metadata = delta.header.metadata.compactMap { e in e.value.stringValue.map { (key: e.key, value: $0) } }
-        let writer: any TensorSink
-        let folderWriter: HFFolderWriter?
-        if output.hasSuffix(".safetensors") {
-            writer = try SafetensorsFileOutput(path: output, tensors: specs, metadata: metadata.isEmpty ? nil : metadata, overwrite: overwrite)
-            folderWriter = nil
-        } else {
-            folderWriter = try HFFolderWriter(folder: output, tensors: specs, maxShardSize: maxShardSize,
-                                              metadata: metadata.isEmpty ? nil : metadata, overwrite: overwrite)
-            writer = folderWriter!
-        }
-        do {
-            let scratches = ConversionScratch.perWorker(workers)
+        let (writer, folder) = try FormatConversion.safetensorsOutput(output, tensors: specs, metadata: metadata.isEmpty ? nil : metadata,
+                                                                      maxShardSize: maxShardSize, overwrite: overwrite)
+        let scratches = ConversionScratch.perWorker(workers)
+        try writer.committing { () throws(CheckpointError) in
             try WorkerQueue.forEach(count: records.count, workers: workers, progress: { progress($0, records.count) }) { (worker, i) throws(CheckpointError) in
                 let scratch = scratches[worker]
                 let r = records[i]
-                let size = r.dtype.byteCount(forElements: r.elementCount) ?? 0
-                ConversionScratch.fit(&scratch.bytes, size)
+                ConversionScratch.fit(&scratch.bytes, r.dtype.byteCount(forElements: r.elementCount) ?? 0)
                 let baseTensor = r.mode == .sparse ? base.tensor(named: r.name) : nil
-                let failure: CheckpointError? = scratch.bytes.withUnsafeMutableBytes { out in
-                    do throws(CheckpointError) {
-                        try delta.reconstruct(r, base: baseTensor.map { base.data(of: $0) }, into: out)
-                        try writer.write(r.name, bytes: UnsafeRawBufferPointer(out))
-                    } catch {
-                        return error
-                    }
-                    return nil
+                try scratch.bytes.withUnsafeMutableBufferPointer { (out) throws(CheckpointError) in
+                    let bytes = UnsafeMutableRawBufferPointer(out)
+                    try delta.reconstruct(r, base: baseTensor.map { base.data(of: $0) }, into: bytes)
+                    try writer.write(r.name, bytes: UnsafeRawBufferPointer(bytes))
                 }
-                if let failure { throw failure }
                 if let baseTensor { base.release(baseTensor) }
             }
-            if let folderWriter {
-                var isDirectory: ObjCBool = false
-                if FileManager.default.fileExists(atPath: basePath, isDirectory: &isDirectory), isDirectory.boolValue {
-                    for name in FormatConversion.sideFiles(in: basePath) { try folderWriter.copyFile(from: basePath + "/" + name, followSymlinks: followSymlinks) }
-                }
-            }
-            try writer.commit()
-        } catch {
-            writer.abort()
-            throw error
+            if let folder { try FormatConversion.copySideFiles(from: basePath, into: folder, followSymlinks: followSymlinks) }
         }
         return records.count
     }

@@ -29,59 +29,45 @@ public enum LoRAMerging {
             }
         }
         let tensors = base.tensors
-        let specs = tensors.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
-        let writer: any TensorSink
-        let folderWriter: HFFolderWriter?
-        if base.format == .gguf || output.hasSuffix(".gguf") {
-            // A GGUF base gives a GGUF file of its tensors, types and metadata: the names are
-            // llama.cpp's, which a model folder would not load under.
-            guard base.format == .gguf, output.hasSuffix(".gguf") else {
-                throw .io(file: output, problem: base.format == .gguf
-                    ? "the base is a GGUF file, so the merged model is one too: name the output *.gguf"
-                    : "a GGUF file is written only from a GGUF base; write a folder and convert it (merge-tool convert)")
-            }
-            let fileType = base.metadata.first { $0.key == "general.file_type" }?.value.intValue.flatMap(UInt32.init(exactly:))
-            writer = try GGUFWriter(path: output, tensors: specs, metadata: base.metadata, fileType: fileType, overwrite: overwrite)
-            folderWriter = nil
-        } else if output.hasSuffix(".safetensors") {
-            writer = try SafetensorsFileOutput(path: output, tensors: specs, overwrite: overwrite)
-            folderWriter = nil
-        } else {
-            folderWriter = try HFFolderWriter(folder: output, tensors: specs, maxShardSize: maxShardSize, overwrite: overwrite)
-            writer = folderWriter!
-        }
+        let (writer, folder) = try openWriter(at: output, for: base, maxShardSize: maxShardSize, overwrite: overwrite)
         // δ is an OpenBLAS product inside each worker: one BLAS thread each.
         let blasThreads = LoRAProduct.useOneThread()
         defer { LoRAProduct.restoreThreads(blasThreads) }
-        do {
-            let scratches = ConversionScratch.perWorker(workers)
+        let scratches = ConversionScratch.perWorker(workers)
+        try writer.committing { () throws(CheckpointError) in
             try WorkerQueue.forEach(count: tensors.count, workers: workers, progress: { progress($0, tensors.count) }) { (worker, i) throws(CheckpointError) in
                 let t = tensors[i], scratch = scratches[worker]
                 if try merged(t, base: base, adapter: adapter, into: scratch) {
-                    let failure: CheckpointError? = scratch.bytes.withUnsafeBytes { bytes in
-                        do throws(CheckpointError) { try writer.write(t.name, bytes: bytes) } catch { return error }
-                        return nil
+                    try scratch.bytes.withUnsafeBufferPointer { (bytes) throws(CheckpointError) in
+                        try writer.write(t.name, bytes: UnsafeRawBufferPointer(bytes))
                     }
-                    if let failure { throw failure }
                 } else {
                     try writer.write(t.name, bytes: base.data(of: t))
                 }
                 base.release(t)
             }
-            if let folderWriter {
-                var isDirectory: ObjCBool = false
-                if FileManager.default.fileExists(atPath: basePath, isDirectory: &isDirectory), isDirectory.boolValue {
-                    for name in FormatConversion.sideFiles(in: basePath) {
-                        try folderWriter.copyFile(from: basePath + "/" + name, followSymlinks: followSymlinks)
-                    }
-                }
-            }
-            try writer.commit()
-        } catch {
-            writer.abort()
-            throw error
+            if let folder { try FormatConversion.copySideFiles(from: basePath, into: folder, followSymlinks: followSymlinks) }
         }
         return (adapter.modules.count, adapter.saved.count)
+    }
+
+    /// The writer of the merged model, with the base's tensor list: a GGUF file of the
+    /// base's metadata for a GGUF base (its names are llama.cpp's, which a model folder
+    /// would not load under), else a safetensors file or model folder (also returned).
+    private static func openWriter(at output: String, for base: Checkpoint, maxShardSize: Int,
+                               overwrite: Bool) throws(CheckpointError) -> (any TensorSink, HFFolderWriter?) {
+        let specs = base.tensors.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+        guard base.format == .gguf || output.hasSuffix(".gguf") else {
+            return try FormatConversion.safetensorsOutput(output, tensors: specs, metadata: [("format", "pt")],
+                                                          maxShardSize: maxShardSize, overwrite: overwrite)
+        }
+        guard base.format == .gguf, output.hasSuffix(".gguf") else {
+            throw .io(file: output, problem: base.format == .gguf
+                ? "the base is a GGUF file, so the merged model is one too: name the output *.gguf"
+                : "a GGUF file is written only from a GGUF base; write a folder and convert it (merge-tool convert)")
+        }
+        let fileType = base.metadata.first { $0.key == "general.file_type" }?.value.intValue.flatMap(UInt32.init(exactly:))
+        return (try GGUFWriter(path: output, tensors: specs, metadata: base.metadata, fileType: fileType, overwrite: overwrite), nil)
     }
 
     /// The fine-tuned tensor `t` an adapter stands for, encoded in `t`'s type into
@@ -133,31 +119,27 @@ public enum LoRAMerging {
         }
         ConversionScratch.fit(&scratch.bytes, size)
         let n = t.elementCount
-        let failure: CheckpointError? = scratch.floats.withUnsafeBufferPointer { v in
-            scratch.bytes.withUnsafeMutableBytes { out in
+        try scratch.floats.withUnsafeBufferPointer { (v) throws(CheckpointError) in
+            try scratch.bytes.withUnsafeMutableBufferPointer { (out) throws(CheckpointError) in
                 do throws(CodecError) {
-                    try ElementCodec.encode(t.dtype, from: UnsafeBufferPointer(rebasing: v[0..<n]), into: out)
+                    try ElementCodec.encode(t.dtype, from: UnsafeBufferPointer(rebasing: v[0..<n]), into: UnsafeMutableRawBufferPointer(out))
                 } catch {
-                    return .codec(file: "output", tensor: t.name, problem: error)
+                    throw .codec(file: "output", tensor: t.name, problem: error)
                 }
-                return nil
             }
         }
-        if let failure { throw failure }
     }
 
     /// Rounds `values` to `dtype` in place.
     private static func roundTrip(_ values: UnsafeMutableBufferPointer<Float>, _ dtype: DType, _ file: String, _ name: String) throws(CheckpointError) {
         var bytes = [UInt8](repeating: 0, count: dtype.byteCount(forElements: values.count) ?? 0)
-        let failure: CodecError? = bytes.withUnsafeMutableBytes { b in
-            do throws(CodecError) {
-                try ElementCodec.encode(dtype, from: UnsafeBufferPointer(values), into: b)
-                try ElementCodec.decode(dtype, from: UnsafeRawBufferPointer(b), into: values)
-            } catch {
-                return error
+        do throws(CodecError) {
+            try bytes.withUnsafeMutableBufferPointer { (b) throws(CodecError) in
+                try ElementCodec.encode(dtype, from: UnsafeBufferPointer(values), into: UnsafeMutableRawBufferPointer(b))
+                try ElementCodec.decode(dtype, from: UnsafeRawBufferPointer(UnsafeMutableRawBufferPointer(b)), into: values)
             }
-            return nil
+        } catch {
+            throw .codec(file: file, tensor: name, problem: error)
         }
-        if let failure { throw .codec(file: file, tensor: name, problem: failure) }
     }
 }

@@ -86,22 +86,13 @@ final class ChunkScheduler: @unchecked Sendable {
     /// handed out a segment at a time and each segment's input pages are released once
     /// its chunks are done, so a pass keeps about one segment of each input resident
     /// whatever the tensor's size (a later pass maps them in again from the page cache).
-    func forEachChunk(_ job: MergeJob, _ body: (WorkerScratch, Int, Range<Int>) throws -> Void) throws {
-        try forEachChunk(job, output: nil, body)
-    }
-
-    /// The final pass of `job`: `forEachChunk(_:_:)` with the chunks taken a window of
-    /// `output` at a time (`chunksPerWindow`). Each window is opened before its chunks
-    /// run, so `body` stores its chunk into it (`TensorDecoder.store(_:_:_:into:)`),
-    /// and handed to the writer once they are done.
+    ///
+    /// The final pass of `job` passes `output`: its chunks are then taken a window at a
+    /// time (`chunksPerWindow`), each window opened before its chunks run, so `body`
+    /// stores its chunk into it (`TensorDecoder.store(_:_:_:into:)`), and handed to the
+    /// writer once they are done.
     func forEachChunk(
-        _ job: MergeJob, writing output: OutputWindows, _ body: (WorkerScratch, Int, Range<Int>) throws -> Void
-    ) throws {
-        try forEachChunk(job, output: output, body)
-    }
-
-    private func forEachChunk(
-        _ job: MergeJob, output: OutputWindows?, _ body: (WorkerScratch, Int, Range<Int>) throws -> Void
+        _ job: MergeJob, writing output: OutputWindows? = nil, _ body: (WorkerScratch, Int, Range<Int>) throws -> Void
     ) throws {
         let size = chunkSize(for: job)
         let count = job.elementCount

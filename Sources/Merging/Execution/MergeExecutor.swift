@@ -92,15 +92,13 @@ public final class MergeExecutor: @unchecked Sendable {
             output.drain()
             chunks.finishReleases()
             try output.check()
-        } catch let error as MergeError {
-            output.drain()
-            throw error
-        } catch let error as CheckpointError {
-            output.drain()
-            throw .checkpoint(error)
         } catch {
             output.drain()
-            throw .badPlan("\(error)")
+            switch error {
+            case let error as MergeError: throw error
+            case let error as CheckpointError: throw .checkpoint(error)
+            default: throw .badPlan("\(error)")
+            }
         }
     }
 

@@ -132,22 +132,36 @@ public enum MergedModelWriter {
         let writer = try HFFolderWriter(folder: folder, tensors: prepared.outputTensors,
                                         maxShardSize: options.maxShardSize, overwrite: overwrite)
         do {
-            let executor = MergeExecutor(prepared, threads: options.workers)
-            executor.strict = options.strict
-            executor.quantizedDelta = options.quantizedDelta
-            try executor.run(into: writer, progress: progress)
-            for tensor in executor.nonFiniteInputs {
-                warn("input tensor \(tensor) holds NaN or infinite values (--strict makes this an error)")
-            }
-            try copySideFiles(prepared, into: writer, followSymlinks: options.followSymlinks, warn: warn)
-            if let recipe = options.recipe {
-                try writer.writeFile(name: ModelCard.recipeFileName, contents: Array(recipe.utf8))
-                try writer.writeFile(name: "README.md", contents: Array(ModelCard.text(for: prepared.plan, recipe: recipe).utf8))
-            }
+            try merge(prepared, into: writer, options: options, progress: progress, warn: warn)
+            try writeSideFiles(prepared, into: writer, options: options, warn: warn)
             try writer.commit()
         } catch {
             writer.abort()
             throw error
+        }
+    }
+
+    /// Runs the merge into `sink` (only the tensors of `only` when given), warning of
+    /// input tensors holding non-finite values.
+    private static func merge(_ prepared: PreparedMerge, into sink: any TensorSink, options: Options, only: Set<String>? = nil,
+                              progress: (MergeProgress) -> Void, warn: (String) -> Void) throws {
+        let executor = MergeExecutor(prepared, threads: options.workers)
+        executor.strict = options.strict
+        executor.quantizedDelta = options.quantizedDelta
+        executor.onlyTensors = only
+        try executor.run(into: sink, progress: progress)
+        for tensor in executor.nonFiniteInputs {
+            warn("input tensor \(tensor) holds NaN or infinite values (--strict makes this an error)")
+        }
+    }
+
+    /// The side files (`copySideFiles`) and, with a recipe, merge-config.yml and the README.md model card.
+    private static func writeSideFiles(_ prepared: PreparedMerge, into writer: some SideFileSink, options: Options,
+                                       warn: (String) -> Void) throws {
+        try copySideFiles(prepared, into: writer, followSymlinks: options.followSymlinks, warn: warn)
+        if let recipe = options.recipe {
+            try writer.writeFile(name: ModelCard.recipeFileName, contents: Array(recipe.utf8))
+            try writer.writeFile(name: "README.md", contents: Array(ModelCard.text(for: prepared.plan, recipe: recipe).utf8))
         }
     }
 
@@ -164,14 +178,7 @@ public enum MergedModelWriter {
             let writer = try HFFolderSlices.SliceWriter(folder: folder, tensors: prepared.outputTensors,
                                                         maxShardSize: options.maxShardSize, slice: index, of: count, identity: identity)
             do {
-                let executor = MergeExecutor(prepared, threads: options.workers)
-                executor.strict = options.strict
-                executor.quantizedDelta = options.quantizedDelta
-                executor.onlyTensors = writer.tensorNames
-                try executor.run(into: writer, progress: progress)
-                for tensor in executor.nonFiniteInputs {
-                    warn("input tensor \(tensor) holds NaN or infinite values (--strict makes this an error)")
-                }
+                try merge(prepared, into: writer, options: options, only: writer.tensorNames, progress: progress, warn: warn)
                 try writer.commit()
             } catch {
                 writer.abort()
@@ -181,11 +188,7 @@ public enum MergedModelWriter {
             let finisher = try HFFolderSlices.Finisher(folder: folder, tensors: prepared.outputTensors,
                                                        maxShardSize: options.maxShardSize, identity: identity)
             do {
-                try copySideFiles(prepared, into: finisher, followSymlinks: options.followSymlinks, warn: warn)
-                if let recipe = options.recipe {
-                    try finisher.writeFile(name: ModelCard.recipeFileName, contents: Array(recipe.utf8))
-                    try finisher.writeFile(name: "README.md", contents: Array(ModelCard.text(for: prepared.plan, recipe: recipe).utf8))
-                }
+                try writeSideFiles(prepared, into: finisher, options: options, warn: warn)
                 try finisher.commit()
             } catch {
                 finisher.abort()
