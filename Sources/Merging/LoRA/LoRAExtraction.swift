@@ -333,19 +333,13 @@ public enum LoRAExtraction {
     private static func encodeRounded(_ values: [Float], _ dtype: DType) throws(CodecError) -> ([UInt8], [Float]) {
         var bytes = [UInt8](repeating: 0, count: dtype.byteCount(forElements: values.count) ?? 0)
         var rounded = [Float](repeating: 0, count: values.count)
-        var failure: CodecError?
-        values.withUnsafeBufferPointer { v in
-            bytes.withUnsafeMutableBytes { out in
-                do throws(CodecError) { try ElementCodec.encode(dtype, from: v, into: out) } catch { failure = error }
+        try bytes.withUnsafeMutableBufferPointer { (out) throws(CodecError) in
+            let raw = UnsafeMutableRawBufferPointer(out)
+            try values.withUnsafeBufferPointer { (v) throws(CodecError) in try ElementCodec.encode(dtype, from: v, into: raw) }
+            try rounded.withUnsafeMutableBufferPointer { (r) throws(CodecError) in
+                try ElementCodec.decode(dtype, from: UnsafeRawBufferPointer(raw), into: r)
             }
         }
-        if let failure { throw failure }
-        bytes.withUnsafeBytes { raw in
-            rounded.withUnsafeMutableBufferPointer { out in
-                do throws(CodecError) { try ElementCodec.decode(dtype, from: raw, into: out) } catch { failure = error }
-            }
-        }
-        if let failure { throw failure }
         return (bytes, rounded)
     }
 }
