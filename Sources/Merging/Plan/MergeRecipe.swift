@@ -88,14 +88,11 @@ public enum MergeRecipe {
         }
     }
 
-    /// Output element types by recipe or flag name (`bfloat16`, `bf16`, `BF16`, …).
+    /// Output element types by recipe or flag name (`bfloat16`, `bf16`, `BF16`, …): the
+    /// compute types' names but Float64's, a type merges do not write.
     public static func outputDType(named name: String) -> DType? {
-        switch name.lowercased() {
-        case "float32", "fp32", "f32": return .f32
-        case "float16", "fp16", "f16", "half": return .f16
-        case "bfloat16", "bf16": return .bf16
-        default: return nil
-        }
+        guard let type = ComputeType(recipeName: name), type != .f64 else { return nil }
+        return type.dtype
     }
 }
 

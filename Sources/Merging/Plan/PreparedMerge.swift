@@ -48,9 +48,7 @@ public final class PreparedMerge: Sendable {
         for model in contributing { modelIndex.append(try opened.index(of: model.path)) }
         let template = opened.checkpoints[0]
         let bridges = modelIndex.map { opened.adapters[$0] != nil ? nil : FormatBridge(base: template, model: opened.checkpoints[$0]) }
-        let vocabulary = try plan.tokenizer.map { (_) throws(MergeError) in
-            try VocabularyAlignment.build(plan, basePath: templatePath, followSymlinks: followSymlinks)
-        }
+        let vocabulary = try VocabularyAlignment.build(plan, basePath: templatePath, followSymlinks: followSymlinks)
         var matched = [Set<String>](repeating: [], count: contributing.count)
 
         let layerCount = layerCount(of: template)
@@ -100,19 +98,18 @@ public final class PreparedMerge: Sendable {
             for (m, model) in contributing.enumerated() {
                 if let (adapter, baseIndex) = opened.adapters[modelIndex[m]] {
                     // An adapter: its saved tensor, else its base's, plus δ where it adapts the tensor.
+                    let lora = adapter.module(adapting: entry.name).map { LoRAInput(adapter: adapter, module: $0, checkpoint: modelIndex[m]) }
                     if let saved = adapter.saved[entry.name] {
                         guard saved.shape == entry.shape else {
                             problems.append("tensor '\(entry.name)' has shape \(saved.shape) in \(adapter.weights.path) but \(entry.shape) in the base")
                             continue
                         }
-                        let lora = adapter.module(adapting: entry.name).map { LoRAInput(adapter: adapter, module: $0, checkpoint: modelIndex[m]) }
                         inputs.append(MergeInput(checkpoint: modelIndex[m], tensor: saved, rowOrder: nil, lora: lora))
                     } else if let tensor = opened.checkpoints[baseIndex].tensor(named: entry.name) {
                         guard tensor.shape == entry.shape, tensor.dtype.isFloatingPoint, tensor.dtype.isDecodable else {
                             problems.append("tensor '\(entry.name)' is \(tensor.dtype) \(tensor.shape) in \(adapter.weights.path)'s base, \(entry.dtype) \(entry.shape) in the base")
                             continue
                         }
-                        let lora = adapter.module(adapting: entry.name).map { LoRAInput(adapter: adapter, module: $0, checkpoint: modelIndex[m]) }
                         inputs.append(MergeInput(checkpoint: baseIndex, tensor: tensor, rowOrder: nil, lora: lora))
                     } else {
                         missing.append(model.path)

@@ -40,9 +40,7 @@ extension PreparedMerge {
         var jobs: [MergeJob] = []
         // With a recipe's tokenizer, embedding rows are mapped to it by token, over the
         // models of the slice the tensor comes from (as mergekit does).
-        let vocabulary = try plan.tokenizer.map { (_) throws(MergeError) in
-            try VocabularyAlignment.build(plan, basePath: templatePath, followSymlinks: followSymlinks)
-        }
+        let vocabulary = try VocabularyAlignment.build(plan, basePath: templatePath, followSymlinks: followSymlinks)
         var warnings = plan.unusedParameters.map { "parameter '\($0)' is not used by \(plan.method); it is ignored" }
 
         /// One output tensor of `slice`: `outputName` read as `sourceName(source)` from each source.
