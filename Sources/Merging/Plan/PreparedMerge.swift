@@ -166,14 +166,12 @@ public final class PreparedMerge: Sendable {
                     continue
                 }
             }
-            if missing.count == contributing.count && plan.usesBaseAsReference {
+            if baseOnly {
                 add(entry, .convert, outputDType)
                 continue
             }
             for path in missing { problems.append("tensor '\(entry.name)' is missing from \(path)") }
-            if inputs.count == contributing.count {
-                add(entry, .merge, outputDType, inputs)
-            }
+            if complete { add(entry, .merge, outputDType, inputs) }
         }
         if quantizedBase > 0 { warnings.append("\(quantizedBase) quantized base tensors are written as BF16 (choose another type with --dtype)") }
         let baseOnly = jobs.filter { $0.kind == .convert }.count

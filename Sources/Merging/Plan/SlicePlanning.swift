@@ -42,14 +42,18 @@ extension PreparedMerge {
         // models of the slice the tensor comes from (as mergekit does).
         let vocabulary = try VocabularyAlignment.build(plan, basePath: templatePath, followSymlinks: followSymlinks)
         var warnings = plan.unusedParameters.map { "parameter '\($0)' is not used by \(plan.method); it is ignored" }
+        // The source whose tensor is a job's template: the base for methods on deltas,
+        // else the slice's first source.
+        func reference(of slice: OutputSlice) -> SliceSource {
+            plan.usesBaseAsReference ? slice.sources.first { $0.path == plan.base }! : slice.sources[0]
+        }
 
         /// One output tensor of `slice`: `outputName` read as `sourceName(source)` from each source.
         var jobSlice: [Int] = []
         func addJob(_ k: Int, outputName: String, t: Double, sourceName: (SliceSource) -> String) {
             let slice = slices[k]
-            // The source whose tensor is the job's template: the base for methods on
-            // deltas, else the slice's first source; the others contribute.
-            let reference = plan.usesBaseAsReference ? slice.sources.first { $0.path == plan.base }! : slice.sources[0]
+            // The reference's tensor is the job's template; the other sources contribute.
+            let reference = reference(of: slice)
             let contributing = plan.usesBaseAsReference ? slice.sources.filter { $0.path != plan.base } : slice.sources
             let referenceIndex = opened.indexByPath[reference.path]!
             guard let entry = opened.checkpoints[referenceIndex].tensor(named: sourceName(reference)) else {
@@ -135,7 +139,7 @@ extension PreparedMerge {
         var byLayer: [Int: [Int: [TensorEntry]]] = [:]
         var outputLayer = 0
         for (k, slice) in slices.enumerated() {
-            let reference = plan.usesBaseAsReference ? slice.sources.first { $0.path == plan.base }! : slice.sources[0]
+            let reference = reference(of: slice)
             let referenceIndex = opened.indexByPath[reference.path]!
             if byLayer[referenceIndex] == nil {
                 var layers: [Int: [TensorEntry]] = [:]
