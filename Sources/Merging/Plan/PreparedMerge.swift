@@ -48,16 +48,10 @@ public final class PreparedMerge: Sendable {
         for model in contributing { modelIndex.append(try opened.index(of: model.path)) }
         let template = opened.checkpoints[0]
         let bridges = modelIndex.map { opened.adapters[$0] != nil ? nil : FormatBridge(base: template, model: opened.checkpoints[$0]) }
-        let vocabulary = try plan.tokenizer.map { (_) throws(MergeError) in
-            try VocabularyAlignment.build(plan, basePath: templatePath, followSymlinks: followSymlinks)
-        }
+        let vocabulary = try VocabularyAlignment.build(plan, basePath: templatePath, followSymlinks: followSymlinks)
         var matched = [Set<String>](repeating: [], count: contributing.count)
 
-        var layerCount = 0
-        for t in template.tensors {
-            // A layer number comes from a file: Int.max must not overflow the count.
-            if let layer = LayerPosition.layer(of: t.name) { layerCount = max(layerCount, layer == .max ? layer : layer + 1) }
-        }
+        let layerCount = layerCount(of: template)
 
         var problems: [String] = []
         var warnings = plan.unusedParameters.map { "parameter '\($0)' is not used by \(plan.method); it is ignored" }
@@ -104,19 +98,18 @@ public final class PreparedMerge: Sendable {
             for (m, model) in contributing.enumerated() {
                 if let (adapter, baseIndex) = opened.adapters[modelIndex[m]] {
                     // An adapter: its saved tensor, else its base's, plus δ where it adapts the tensor.
+                    let lora = adapter.module(adapting: entry.name).map { LoRAInput(adapter: adapter, module: $0, checkpoint: modelIndex[m]) }
                     if let saved = adapter.saved[entry.name] {
                         guard saved.shape == entry.shape else {
                             problems.append("tensor '\(entry.name)' has shape \(saved.shape) in \(adapter.weights.path) but \(entry.shape) in the base")
                             continue
                         }
-                        let lora = adapter.module(adapting: entry.name).map { LoRAInput(adapter: adapter, module: $0, checkpoint: modelIndex[m]) }
                         inputs.append(MergeInput(checkpoint: modelIndex[m], tensor: saved, rowOrder: nil, lora: lora))
                     } else if let tensor = opened.checkpoints[baseIndex].tensor(named: entry.name) {
                         guard tensor.shape == entry.shape, tensor.dtype.isFloatingPoint, tensor.dtype.isDecodable else {
                             problems.append("tensor '\(entry.name)' is \(tensor.dtype) \(tensor.shape) in \(adapter.weights.path)'s base, \(entry.dtype) \(entry.shape) in the base")
                             continue
                         }
-                        let lora = adapter.module(adapting: entry.name).map { LoRAInput(adapter: adapter, module: $0, checkpoint: modelIndex[m]) }
                         inputs.append(MergeInput(checkpoint: baseIndex, tensor: tensor, rowOrder: nil, lora: lora))
                     } else {
                         missing.append(model.path)
@@ -163,8 +156,8 @@ public final class PreparedMerge: Sendable {
             if let vocabulary, isVocabularyTensor(entry.name), entry.shape.count >= 1, complete || baseOnly {
                 // Rows follow the output tokenizer: each model's mapped to it by token.
                 do {
-                    if let mapped = try mapRows(entry, inputs: complete ? inputs : [], contributing: contributing,
-                                                templatePath: templatePath, template: template, opened: opened, vocabulary: vocabulary) {
+                    if let mapped = try mapRows(entry.name, reference: (templatePath, template, entry), inputs: complete ? inputs : [],
+                                                paths: contributing.map(\.path), checkpoints: opened.checkpoints, vocabulary: vocabulary) {
                         add(entry, complete ? .merge : .convert, outputDType, mapped.inputs, shape: mapped.shape, baseRows: mapped.baseRows)
                         continue
                     }
@@ -173,14 +166,12 @@ public final class PreparedMerge: Sendable {
                     continue
                 }
             }
-            if missing.count == contributing.count && plan.usesBaseAsReference {
+            if baseOnly {
                 add(entry, .convert, outputDType)
                 continue
             }
             for path in missing { problems.append("tensor '\(entry.name)' is missing from \(path)") }
-            if inputs.count == contributing.count {
-                add(entry, .merge, outputDType, inputs)
-            }
+            if complete { add(entry, .merge, outputDType, inputs) }
         }
         if quantizedBase > 0 { warnings.append("\(quantizedBase) quantized base tensors are written as BF16 (choose another type with --dtype)") }
         let baseOnly = jobs.filter { $0.kind == .convert }.count
@@ -204,40 +195,55 @@ public final class PreparedMerge: Sendable {
                              outputTokenizer: vocabulary?.output)
     }
 
-    /// The rows of a vocabulary tensor mapped to the output tokenizer: the base's and
-    /// each input's, and the output shape; nil when every model already has the
-    /// output's rows in its order.
-    private static func mapRows(_ entry: TensorEntry, inputs: [MergeInput], contributing: [ModelSpec], templatePath: String,
-                                template: Checkpoint, opened: OpenedCheckpoints, vocabulary: VocabularyAlignment) throws(MergeError)
+    /// The rows of a vocabulary tensor mapped to the output tokenizer, for a merge of
+    /// models and for a slice alike: the reference model's (whose tensor `name` is the
+    /// job's template) and each input's (`paths[m]` names the model of `inputs[m]`), and
+    /// the output shape; nil when every model already has the output's rows in its order.
+    static func mapRows(_ name: String, reference: (path: String, checkpoint: Checkpoint, tensor: TensorEntry),
+                        inputs: [MergeInput], paths: [String], checkpoints: [Checkpoint],
+                        vocabulary: VocabularyAlignment) throws(MergeError)
         -> (inputs: [MergeInput], baseRows: VocabularyRows, shape: [Int])?
     {
+        let entry = reference.tensor
         let shape = [vocabulary.output.rowCount] + entry.shape.dropFirst()
         guard shape.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) < Int.max / 8 else {
-            throw .badPlan("tensor '\(entry.name)' would have \(vocabulary.output.rowCount) rows of \(entry.shape.dropFirst()), too many elements")
+            throw .badPlan("tensor '\(name)' would have \(vocabulary.output.rowCount) rows of \(entry.shape.dropFirst()), too many elements")
         }
         let rowCounts = [entry.shape[0]] + inputs.map { $0.tensor.shape.first ?? 0 }
         if rowCounts.allSatisfy({ vocabulary.isIdentity(rows: $0) }) { return nil }
-        // Each model of the alignment: its tensor here (the base's is the template).
+        func model(_ path: String) throws(MergeError) -> Int {
+            guard let k = vocabulary.models.firstIndex(of: path) else {
+                throw .badPlan("tensor '\(name)': \(path) is not a model of the recipe")
+            }
+            return k
+        }
+        // Each model of the alignment: its tensor here.
         var tensors = [(checkpoint: Checkpoint, tensor: TensorEntry)?](repeating: nil, count: vocabulary.models.count)
+        let r = try model(reference.path)
+        tensors[r] = (reference.checkpoint, entry)
         var slot: [Int] = []
-        if let b = vocabulary.models.firstIndex(of: templatePath) { tensors[b] = (template, entry) }
-        for (m, input) in inputs.enumerated() {
-            guard let k = vocabulary.models.firstIndex(of: contributing[m].path) else {
-                throw .badPlan("tensor '\(entry.name)': \(contributing[m].path) is not a model of the recipe")
-            }
+        for (input, path) in zip(inputs, paths) {
+            let k = try model(path)
             if input.lora != nil || input.rowOrder != nil {
-                throw .badPlan("tensor '\(entry.name)': the rows of \(contributing[m].path) (an adapter or another format) cannot be mapped to the output tokenizer")
+                throw .badPlan("tensor '\(name)': the rows of \(path) (an adapter or another format) cannot be mapped to the output tokenizer")
             }
-            tensors[k] = (opened.checkpoints[input.checkpoint], input.tensor)
+            tensors[k] = (checkpoints[input.checkpoint], input.tensor)
             slot.append(k)
         }
-        let rows = try vocabulary.rows(of: tensors, name: entry.name)
-        guard let b = vocabulary.models.firstIndex(of: templatePath), let baseRows = rows[b] else {
-            throw .badPlan("tensor '\(entry.name)': the base is not a model of the recipe")
-        }
+        let rows = try vocabulary.rows(of: tensors, name: name)
         var mapped = inputs
         for m in mapped.indices { mapped[m].rows = rows[slot[m]] }
-        return (mapped, baseRows, shape)
+        return (mapped, rows[r]!, shape)
+    }
+
+    /// One past the highest layer number among the tensors of `checkpoint`.
+    static func layerCount(of checkpoint: Checkpoint) -> Int {
+        var count = 0
+        for t in checkpoint.tensors {
+            // A layer number comes from a file: Int.max must not overflow the count.
+            if let layer = LayerPosition.layer(of: t.name) { count = max(count, layer == .max ? layer : layer + 1) }
+        }
+        return count
     }
 
     /// Embedding and output-projection tensors, whose rows follow the vocabulary.

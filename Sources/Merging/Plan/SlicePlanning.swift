@@ -27,13 +27,7 @@ extension PreparedMerge {
         }
         if !problems.isEmpty { throw .incompatibleInputs(base: templatePath, problems: problems) }
 
-        let layerCounts: [Int] = opened.checkpoints.map { checkpoint in
-            var count = 0
-            for t in checkpoint.tensors {
-                if let layer = LayerPosition.layer(of: t.name) { count = max(count, layer == .max ? layer : layer + 1) }
-            }
-            return count
-        }
+        let layerCounts = opened.checkpoints.map(layerCount)
         for (k, slice) in slices.enumerated() {
             for source in slice.sources where source.layerRange.upperBound > layerCounts[opened.indexByPath[source.path]!] {
                 problems.append("slice \(k + 1): layer_range [\(source.layerRange.lowerBound), \(source.layerRange.upperBound)] is past the \(layerCounts[opened.indexByPath[source.path]!]) layers of \(source.path)")
@@ -46,18 +40,20 @@ extension PreparedMerge {
         var jobs: [MergeJob] = []
         // With a recipe's tokenizer, embedding rows are mapped to it by token, over the
         // models of the slice the tensor comes from (as mergekit does).
-        let vocabulary = try plan.tokenizer.map { (_) throws(MergeError) in
-            try VocabularyAlignment.build(plan, basePath: templatePath, followSymlinks: followSymlinks)
-        }
+        let vocabulary = try VocabularyAlignment.build(plan, basePath: templatePath, followSymlinks: followSymlinks)
         var warnings = plan.unusedParameters.map { "parameter '\($0)' is not used by \(plan.method); it is ignored" }
+        // The source whose tensor is a job's template: the base for methods on deltas,
+        // else the slice's first source.
+        func reference(of slice: OutputSlice) -> SliceSource {
+            plan.usesBaseAsReference ? slice.sources.first { $0.path == plan.base }! : slice.sources[0]
+        }
 
         /// One output tensor of `slice`: `outputName` read as `sourceName(source)` from each source.
         var jobSlice: [Int] = []
         func addJob(_ k: Int, outputName: String, t: Double, sourceName: (SliceSource) -> String) {
             let slice = slices[k]
-            // The source whose tensor is the job's template: the base for methods on
-            // deltas, else the slice's first source; the others contribute.
-            let reference = plan.usesBaseAsReference ? slice.sources.first { $0.path == plan.base }! : slice.sources[0]
+            // The reference's tensor is the job's template; the other sources contribute.
+            let reference = reference(of: slice)
             let contributing = plan.usesBaseAsReference ? slice.sources.filter { $0.path != plan.base } : slice.sources
             let referenceIndex = opened.indexByPath[reference.path]!
             guard let entry = opened.checkpoints[referenceIndex].tensor(named: sourceName(reference)) else {
@@ -112,32 +108,17 @@ extension PreparedMerge {
             let parameters = kernel.parameters(models: models, plan: plan.plan(for: slice), value: value)
             var shape = entry.shape, baseRows: VocabularyRows?
             if let vocabulary, isVocabularyTensor(outputName), !entry.shape.isEmpty {
-                let counts = [entry.shape[0]] + inputs.map { $0.tensor.shape.first ?? 0 }
-                if !counts.allSatisfy({ vocabulary.isIdentity(rows: $0) }) {
-                    var tensors = [(checkpoint: Checkpoint, tensor: TensorEntry)?](repeating: nil, count: vocabulary.models.count)
-                    guard let r = vocabulary.models.firstIndex(of: reference.path) else {
-                        problems.append("tensor '\(outputName)': \(reference.path) is not a model of the recipe")
-                        return
+                do {
+                    if let mapped = try mapRows(outputName, reference: (reference.path, opened.checkpoints[referenceIndex], entry),
+                                                inputs: inputs, paths: contributing.map(\.path), checkpoints: opened.checkpoints,
+                                                vocabulary: vocabulary) {
+                        inputs = mapped.inputs
+                        baseRows = mapped.baseRows
+                        shape = mapped.shape
                     }
-                    tensors[r] = (opened.checkpoints[referenceIndex], entry)
-                    var slots: [Int] = []
-                    for (m, source) in contributing.enumerated() {
-                        guard let k = vocabulary.models.firstIndex(of: source.path) else {
-                            problems.append("tensor '\(outputName)': \(source.path) is not a model of the recipe")
-                            return
-                        }
-                        tensors[k] = (opened.checkpoints[inputs[m].checkpoint], inputs[m].tensor)
-                        slots.append(k)
-                    }
-                    do {
-                        let rows = try vocabulary.rows(of: tensors, name: outputName)
-                        baseRows = rows[r]
-                        for m in inputs.indices { inputs[m].rows = rows[slots[m]] }
-                        shape = [vocabulary.output.rowCount] + entry.shape.dropFirst()
-                    } catch {
-                        problems.append(error.description)
-                        return
-                    }
+                } catch {
+                    problems.append(error.description)
+                    return
                 }
             }
             var job = MergeJob(name: outputName, kind: .merge, shape: shape, outputDType: outputDType,
@@ -158,7 +139,7 @@ extension PreparedMerge {
         var byLayer: [Int: [Int: [TensorEntry]]] = [:]
         var outputLayer = 0
         for (k, slice) in slices.enumerated() {
-            let reference = plan.usesBaseAsReference ? slice.sources.first { $0.path == plan.base }! : slice.sources[0]
+            let reference = reference(of: slice)
             let referenceIndex = opened.indexByPath[reference.path]!
             if byLayer[referenceIndex] == nil {
                 var layers: [Int: [TensorEntry]] = [:]

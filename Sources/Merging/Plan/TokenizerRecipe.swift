@@ -88,12 +88,10 @@ public struct TokenizerRecipe: Sendable, Equatable {
     }
 }
 
-extension MergeRecipe {
+extension RecipeReader {
     /// `tokenizer_source`: `base`, `union` or a model path.
-    static func tokenizerSource(_ node: Node, file: String) throws(MergeError) -> TokenizerRecipe.Source {
-        guard let value = node.string, !value.isEmpty else {
-            throw .recipe(file: file, problem: "'tokenizer_source' must be base, union or a model path\(line(node))")
-        }
+    func tokenizerSource(_ node: Node) throws(MergeError) -> TokenizerRecipe.Source {
+        guard let value = node.string, !value.isEmpty else { throw problem("'tokenizer_source' must be base, union or a model path", at: node) }
         switch value {
         case "base": return .base
         case "union": return .union
@@ -103,102 +101,77 @@ extension MergeRecipe {
 
     /// The `tokenizer:` section: `source` (default union, as in mergekit), `tokens`
     /// (token → {source, force}) and `pad_to_multiple_of`.
-    static func tokenizerSection(_ node: Node, file: String) throws(MergeError) -> TokenizerRecipe {
+    func tokenizerSection(_ node: Node) throws(MergeError) -> TokenizerRecipe {
         guard let mapping = node.mapping else {
-            throw .recipe(file: file, problem: "'tokenizer' must be a mapping with source, tokens, pad_to_multiple_of\(line(node))")
+            throw problem("'tokenizer' must be a mapping with source, tokens, pad_to_multiple_of", at: node)
         }
-        var recipe = TokenizerRecipe(source: .union)
-        for (keyNode, value) in mapping {
-            switch keyNode.string {
-            case "source":
-                recipe.source = try tokenizerSource(value, file: file)
-            case "pad_to_multiple_of":
-                if value.null != nil { continue }
-                guard let n = value.int, n > 0, n <= 1 << 20 else {
-                    throw .recipe(file: file, problem: "'pad_to_multiple_of' must be a positive integer (at most 1048576)\(line(value))")
-                }
-                recipe.padToMultipleOf = n
-            case "tokens":
-                if value.null != nil { continue }
-                guard let tokens = value.mapping else {
-                    throw .recipe(file: file, problem: "'tokens' must map each token to {source, force}\(line(value))")
-                }
-                guard tokens.count <= maximumParameterValues else {
-                    throw .recipe(file: file, problem: "'tokens' has more than \(maximumParameterValues) entries")
-                }
-                for (tokenNode, settingNode) in tokens {
-                    guard let token = tokenNode.string else {
-                        throw .recipe(file: file, problem: "each token of 'tokens' must be a string\(line(tokenNode))")
-                    }
-                    recipe.tokens.append((token: token, setting: try tokenSetting(settingNode, token: token, file: file)))
-                }
-            default:
-                throw .recipe(file: file, problem: "unknown key '\(keyNode.string ?? "?")' in 'tokenizer' (expected source, tokens, pad_to_multiple_of)\(line(keyNode))")
+        let fields = try fields(of: mapping, keys: ["source", "tokens", "pad_to_multiple_of"]) {
+            "unknown key '\($0)' in 'tokenizer' (expected source, tokens, pad_to_multiple_of)"
+        }
+        var recipe = TokenizerRecipe(source: try fields["source"].map(tokenizerSource) ?? .union)
+        if let value = fields["pad_to_multiple_of"], value.null == nil {
+            guard let n = value.int, n > 0, n <= 1 << 20 else {
+                throw problem("'pad_to_multiple_of' must be a positive integer (at most 1048576)", at: value)
+            }
+            recipe.padToMultipleOf = n
+        }
+        if let value = fields["tokens"], value.null == nil {
+            guard let tokens = value.mapping else { throw problem("'tokens' must map each token to {source, force}", at: value) }
+            guard tokens.count <= MergeRecipe.maximumParameterValues else {
+                throw problem("'tokens' has more than \(MergeRecipe.maximumParameterValues) entries")
+            }
+            for (tokenNode, settingNode) in tokens {
+                guard let token = tokenNode.string else { throw problem("each token of 'tokens' must be a string", at: tokenNode) }
+                recipe.tokens.append((token: token, setting: try tokenSetting(settingNode, token: token)))
             }
         }
         return recipe
     }
 
-    private static func tokenSetting(_ node: Node, token: String, file: String) throws(MergeError) -> TokenizerRecipe.TokenSetting {
+    private func tokenSetting(_ node: Node, token: String) throws(MergeError) -> TokenizerRecipe.TokenSetting {
+        if node.null != nil { return TokenizerRecipe.TokenSetting() }
+        guard let mapping = node.mapping else { throw problem("token '\(token)': expected a mapping with source and force", at: node) }
+        let fields = try fields(of: mapping, keys: ["source", "force"]) { "token '\(token)': unknown key '\($0)' (expected source, force)" }
         var setting = TokenizerRecipe.TokenSetting()
-        if node.null != nil { return setting }
-        guard let mapping = node.mapping else {
-            throw .recipe(file: file, problem: "token '\(token)': expected a mapping with source and force\(line(node))")
+        if let value = fields["force"] {
+            guard let flag = value.bool else { throw problem("token '\(token)': 'force' must be true or false", at: value) }
+            setting.force = flag
         }
-        for (keyNode, value) in mapping {
-            switch keyNode.string {
-            case "force":
-                guard let flag = value.bool else { throw .recipe(file: file, problem: "token '\(token)': 'force' must be true or false\(line(value))") }
-                setting.force = flag
-            case "source":
-                setting.source = try tokenSource(value, token: token, file: file)
-            default:
-                throw .recipe(file: file, problem: "token '\(token)': unknown key '\(keyNode.string ?? "?")' (expected source, force)\(line(keyNode))")
-            }
-        }
+        if let value = fields["source"] { setting.source = try tokenSource(value, token: token) }
         return setting
     }
 
     /// A token's `source`: a model path, `{kind: zero}`, or `{kind: model_token, model,
     /// token | token_id}` (exactly one of the last two).
-    private static func tokenSource(_ node: Node, token: String, file: String) throws(MergeError) -> TokenizerRecipe.TokenSource? {
+    private func tokenSource(_ node: Node, token: String) throws(MergeError) -> TokenizerRecipe.TokenSource? {
         if node.null != nil { return nil }
         if let path = node.string, !path.isEmpty { return .model(path) }
         guard let mapping = node.mapping else {
-            throw .recipe(file: file, problem: "token '\(token)': 'source' must be a model path or {kind: zero | model_token}\(line(node))")
+            throw problem("token '\(token)': 'source' must be a model path or {kind: zero | model_token}", at: node)
         }
-        var fields: [String: Node] = [:]
-        for (keyNode, value) in mapping {
-            guard let key = keyNode.string, ["kind", "model", "token", "token_id"].contains(key) else {
-                throw .recipe(file: file, problem: "token '\(token)': unknown key '\(keyNode.string ?? "?")' in 'source' (expected kind, model, token, token_id)\(line(keyNode))")
-            }
-            fields[key] = value
+        let fields = try fields(of: mapping, keys: ["kind", "model", "token", "token_id"]) {
+            "token '\(token)': unknown key '\($0)' in 'source' (expected kind, model, token, token_id)"
         }
         switch fields["kind"]?.string {
         case "zero"?:
-            guard fields.count == 1 else { throw .recipe(file: file, problem: "token '\(token)': a zero source takes no other keys\(line(node))") }
+            guard fields.count == 1 else { throw problem("token '\(token)': a zero source takes no other keys", at: node) }
             return .zero
         case "model_token"?:
             guard let model = fields["model"]?.string, !model.isEmpty else {
-                throw .recipe(file: file, problem: "token '\(token)': a model_token source needs 'model'\(line(node))")
+                throw problem("token '\(token)': a model_token source needs 'model'", at: node)
             }
             let sourceToken = fields["token"]?.string
             let id = fields["token_id"]?.int
-            if fields["token"] != nil && sourceToken == nil { throw .recipe(file: file, problem: "token '\(token)': 'token' must be a string\(line(node))") }
+            if fields["token"] != nil && sourceToken == nil { throw problem("token '\(token)': 'token' must be a string", at: node) }
             if fields["token_id"] != nil && (id == nil || id! < 0) {
-                throw .recipe(file: file, problem: "token '\(token)': 'token_id' must be a non-negative integer\(line(node))")
+                throw problem("token '\(token)': 'token_id' must be a non-negative integer", at: node)
             }
             guard (sourceToken == nil) != (id == nil) else {
-                throw .recipe(file: file, problem: "token '\(token)': give exactly one of 'token' and 'token_id'\(line(node))")
+                throw problem("token '\(token)': give exactly one of 'token' and 'token_id'", at: node)
             }
             return .modelToken(model: model, token: sourceToken, id: id)
         default:
-            throw .recipe(file: file, problem: "token '\(token)': 'kind' must be zero or model_token\(line(node))")
+            throw problem("token '\(token)': 'kind' must be zero or model_token", at: node)
         }
-    }
-
-    private static func line(_ node: Node) -> String {
-        guard let mark = node.mark else { return "" }
-        return " (line \(mark.line))"
     }
 }

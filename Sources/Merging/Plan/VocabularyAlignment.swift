@@ -28,9 +28,10 @@ struct VocabularyAlignment {
     /// Index of the base in `models`.
     let base: Int?
 
-    /// Reads the tokenizers of `plan`'s models and builds the output tokenizer.
-    static func build(_ plan: MergePlan, basePath: String, followSymlinks: Bool) throws(MergeError) -> VocabularyAlignment {
-        guard let recipe = plan.tokenizer else { throw .badPlan("no tokenizer in the plan") }
+    /// Reads the tokenizers of `plan`'s models and builds the output tokenizer; nil when
+    /// the plan names none (the base's tokenizer files are then copied).
+    static func build(_ plan: MergePlan, basePath: String, followSymlinks: Bool) throws(MergeError) -> VocabularyAlignment? {
+        guard let recipe = plan.tokenizer else { return nil }
         var models: [String] = []
         for model in plan.models where !models.contains(model.path) { models.append(model.path) }
         if let base = plan.base, !models.contains(base) { models.append(base) }
@@ -143,6 +144,12 @@ struct VocabularyAlignment {
         for (token, setting) in recipe.tokens {
             guard let id = output.ids[token] else { continue }
             let holders = positions.indices.filter { positions[$0][id] >= 0 }
+            func model(_ path: String) throws(MergeError) -> Int {
+                guard let m = models.firstIndex(of: path) else {
+                    throw .badPlan("tokenizer token '\(token)' takes its row from \(path), which is not a model of the recipe")
+                }
+                return m
+            }
             switch setting.source {
             case nil:
                 if holders.isEmpty {
@@ -154,18 +161,12 @@ struct VocabularyAlignment {
             case .zero?:
                 break
             case .model(let path)?:
-                guard let m = models.firstIndex(of: path) else {
-                    throw .badPlan("tokenizer token '\(token)' takes its row from \(path), which is not a model of the recipe")
-                }
-                guard positions[m][id] >= 0 else { throw .badPlan("tokenizer token '\(token)' is not in the tokenizer of \(path)") }
-            case .modelToken(let path, let name, let sourceID)?:
-                guard let m = models.firstIndex(of: path) else {
-                    throw .badPlan("tokenizer token '\(token)' takes its row from \(path), which is not a model of the recipe")
-                }
+                guard positions[try model(path)][id] >= 0 else { throw .badPlan("tokenizer token '\(token)' is not in the tokenizer of \(path)") }
+            case .modelToken(let path, let name, _)?:
+                let m = try model(path)
                 if let name, vocabularies[m][name] == nil {
                     throw .badPlan("tokenizer token '\(token)': token '\(name)' is not in the tokenizer of \(path)")
                 }
-                _ = sourceID
             }
         }
     }
