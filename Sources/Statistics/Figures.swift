@@ -43,8 +43,6 @@ public struct DeltaFigures: Sendable, Equatable {
     public internal(set) var sumOfSquares = 0.0
     /// max |δ|.
     public internal(set) var maxAbs: Float = 0
-    /// Number of entries in the top 1 %: max(1, ⌊elements / 100⌋).
-    public internal(set) var topEntries = 0
     /// Exact Σ|δ| over the `topEntries` largest |δ|.
     public internal(set) var topMass = 0.0
     /// Counts of log10 |δ| over `Log10Bins` (zeros are not in it; see `zeros`).
@@ -55,6 +53,8 @@ public struct DeltaFigures: Sendable, Equatable {
         log10Histogram = [Int](repeating: 0, count: Log10Bins.count)
     }
 
+    /// Number of entries in the top 1 %: max(1, ⌊elements / 100⌋), none without an entry.
+    public var topEntries: Int { elements > 0 ? max(1, elements / 100) : 0 }
     /// Share of finite entries exactly zero.
     public var zeroShare: Double? { share(zeros, of: elements) }
     /// Share of finite entries with |δ| ≤ the `index`-th threshold.
