@@ -20,6 +20,10 @@ public struct DeltaStatisticsOptions: Sendable {
     /// How the delta of a quantized fine-tune of an unquantized base is taken
     /// (as `fuse` takes it).
     public var quantizedDelta = QuantizedDelta.aware
+    /// Positions of a pair kept per tensor in pass 2 to be decided once the support
+    /// thresholds are known (8 bytes each). A pair with more is counted again in a third
+    /// pass over the tensor instead, so memory stays bounded however large the tensor.
+    var supportRecordLimit = 1 << 20
 
     public init() {}
 }

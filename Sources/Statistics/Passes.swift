@@ -66,7 +66,8 @@ final class StatisticsRun: @unchecked Sendable {
     let deltaCount: Int
     let pairs: [(Int, Int)]
     private let scratches: [StatisticsScratch]
-    let scopeTops: ScopeTops
+    /// [scope][delta], shared by the workers.
+    let scopeTops: Locked<[[ScopeTop]]>
 
     init(plan: StatisticsPlan, inputs: [Checkpoint], options: DeltaStatisticsOptions) {
         self.plan = plan
@@ -77,12 +78,16 @@ final class StatisticsRun: @unchecked Sendable {
         scratches = (0..<max(1, min(options.workers, plan.tensors.count))).map { _ in
             StatisticsScratch(chunk: options.chunkElements, deltaCount: inputs.count - 1)
         }
-        scopeTops = ScopeTops(plan: plan, deltaCount: deltaCount)
+        var tops = plan.scopes.map { _ in [ScopeTop](repeating: ScopeTop(), count: inputs.count - 1) }
+        for tensor in plan.tensors {
+            for scope in tensor.scopes { tops[scope] = tops[scope].map { ScopeTop(tensors: $0.tensors + 1) } }
+        }
+        scopeTops = Locked(tops)
     }
 
     /// `body(tensor, scratch)` for every tensor of the plan on the run's workers, the
     /// results in the plan's order. Tensors outside the layers come first, then the layers
-    /// one after the other (so few layer scopes are open at once, see `ScopeTops`), the
+    /// one after the other (so few layer scopes are open at once, see `ScopeTop`), the
     /// largest first within each.
     func eachTensor<Result: Sendable>(
         _ body: @Sendable (Int, StatisticsScratch) throws(CheckpointError) -> Result
@@ -143,7 +148,11 @@ final class StatisticsRun: @unchecked Sendable {
             measured.top.append(histogram.largest(max(1, elements / 100)))
             measured.support.append(histogram.largest(max(1, Int(options.density * Double(elements)))))
         }
-        scopeTops.add(measured: tensor, measured.statistics, scratch.histograms)
+        scopeTops.withLock { tops in
+            for scope in tensor.scopes {
+                for d in 0..<deltaCount { tops[scope][d].add(scratch.histograms[d], elements: measured.statistics.deltas[d].elements) }
+            }
+        }
         for histogram in scratch.histograms { histogram.clear() }
         return measured
     }
@@ -158,7 +167,7 @@ final class StatisticsRun: @unchecked Sendable {
         for d in 0..<deltaCount {
             // The support matters only to pairs.
             scratch.keyCounts[d].select([measured.top[d].bin, pairs.isEmpty ? nil : measured.support[d].bin]
-                                        + scopeTops.boundaries(of: tensor, d))
+                                        + scopeTops.withLock { tops in tensor.scopes.map { tops[$0][d].top?.bin } })
         }
         // Per delta, the keys that may be in its support (from its boundary bin up) and
         // those that surely are (above that bin); every non-zero one when k reaches past them.
@@ -168,7 +177,7 @@ final class StatisticsRun: @unchecked Sendable {
         var records = [[UInt64]](repeating: [], count: pairs.count)
         try stream(tensor, scratch) { count in
             for d in 0..<deltaCount { scratch.keyCounts[d].add(scratch.deltas[d], count) }
-            for (p, (a, b)) in pairs.enumerated() {
+            for (p, (a, b)) in pairs.enumerated() where records[p].count <= options.supportRecordLimit {
                 DeltaKernels.screenSupports(scratch.deltas[a], scratch.deltas[b], count, low: (low[a], low[b]), high: (high[a], high[b]),
                                             sure: &sure[p], records: &records[p])
             }
@@ -184,7 +193,25 @@ final class StatisticsRun: @unchecked Sendable {
                 for p in pairs.indices where pairs[p].1 == d { stats.pairs[p].supportSecond = support.atLeast }
             }
         }
-        scopeTops.add(resolved: tensor, scratch.keyCounts)
+        scopeTops.withLock { tops in
+            for scope in tensor.scopes { for d in 0..<deltaCount { tops[scope][d].add(scratch.keyCounts[d]) } }
+        }
+        // Pairs that kept too many positions are counted again with the thresholds known:
+        // with them as both bounds, every position screened is surely in both supports.
+        let recount = pairs.indices.filter { records[$0].count > options.supportRecordLimit }
+        for p in recount {
+            sure[p] = 0
+            records[p] = []
+        }
+        if !recount.isEmpty {
+            try stream(tensor, scratch) { count in
+                for p in recount {
+                    let (a, b) = pairs[p], bounds = (thresholds[a], thresholds[b])
+                    DeltaKernels.screenSupports(scratch.deltas[a], scratch.deltas[b], count, low: bounds, high: bounds,
+                                                sure: &sure[p], records: &records[p])
+                }
+            }
+        }
         for (p, (a, b)) in pairs.enumerated() {
             stats.pairs[p].supportIntersection = sure[p] + records[p].count {
                 UInt32($0 &>> 32) >= thresholds[a] && UInt32(truncatingIfNeeded: $0) >= thresholds[b]
@@ -201,8 +228,8 @@ final class StatisticsRun: @unchecked Sendable {
         for (index, tensor) in plan.tensors.enumerated() {
             for scope in tensor.scopes { scopes[scope].accumulate(tensors[index]) }
         }
-        for scope in scopes.indices {
-            for d in 0..<deltaCount { scopes[scope].deltas[d].topMass = scopeTops.topMass(scope, d) }
+        scopeTops.withLock { tops in
+            for scope in scopes.indices { for d in 0..<deltaCount { scopes[scope].deltas[d].topMass = tops[scope][d].mass } }
         }
         let kinds = TensorKind.allCases.indices.map { scopes[1 + $0] }.filter { $0.tensorCount > 0 }
         let layers = scopes[(1 + TensorKind.allCases.count)...].filter { $0.tensorCount > 0 }
@@ -212,92 +239,50 @@ final class StatisticsRun: @unchecked Sendable {
     }
 }
 
-/// Where the top 1 % of each scope (the model, a kind, a layer) ends and what it holds,
-/// per delta.
+/// Where the top 1 % of one delta in one scope (the model, a kind, a layer) ends, and
+/// what it holds.
 ///
-/// Pass 1 adds each tensor's magnitude histograms into its scopes'; once a scope's last
-/// tensor is in, the bin holding its top-1 % boundary is found. Pass 2 adds the counts
-/// of the keys of that bin; once the scope's last tensor is in, they give its top-1 %
-/// mass. A scope holds those counts (1 MB and 256 KB per delta) only while its tensors
-/// are read, and the run takes the layers one after the other, so memory does not grow
-/// with the number of layers.
-final class ScopeTops: @unchecked Sendable {
-    private struct Scope {
-        /// Tensors in the scope, and how many each pass has added so far (pass 2 counts on
-        /// from pass 1's total).
-        var tensors = 0
-        var added = 0
-        /// Per delta: finite entries, the histogram, the boundary, its key counts, the mass.
-        var elements: [Int]
-        var histograms: [MagnitudeHistogram] = []
-        var top: [LargestMagnitudes?] = []
-        var keyCounts: [[Int]] = []
-        var mass: [Double]
-    }
-    private let deltaCount: Int
-    private let scopes: Locked<[Scope]>
+/// Pass 1 adds each tensor's magnitude histogram; once the scope's last tensor is in, the
+/// bin holding the top-1 % boundary is found. Pass 2 adds each tensor's counts of the keys
+/// of that bin; once the last tensor is in, they give the top-1 % mass. The histogram
+/// (1 MB) and the key counts (256 KB) exist only while the scope's tensors are read, and
+/// the run takes the layers one after the other, so memory does not grow with the number
+/// of layers.
+struct ScopeTop {
+    /// Tensors in the scope, and how many the passes have added (pass 2 counts on from pass 1).
+    var tensors = 0
+    var added = 0
+    /// Finite entries in the scope.
+    var elements = 0
+    var histogram: MagnitudeHistogram?
+    var top: LargestMagnitudes?
+    var keyCounts: [Int] = []
+    /// Σ of the top-1 % magnitudes (0 without a finite entry).
+    var mass = 0.0
 
-    init(plan: StatisticsPlan, deltaCount: Int) {
-        self.deltaCount = deltaCount
-        var scopes = plan.scopes.map { _ in
-            Scope(elements: [Int](repeating: 0, count: deltaCount), mass: [Double](repeating: 0, count: deltaCount))
-        }
-        for tensor in plan.tensors { for scope in tensor.scopes { scopes[scope].tensors += 1 } }
-        self.scopes = Locked(scopes)
+    /// Pass 1: adds a tensor's (flushed) histogram and its finite entries.
+    mutating func add(_ tensor: MagnitudeHistogram, elements: Int) {
+        let histogram = histogram ?? MagnitudeHistogram(counting: false)
+        histogram.add(tensor)
+        self.histogram = histogram
+        self.elements += elements
+        added += 1
+        guard added == tensors else { return }
+        top = self.elements > 0 ? histogram.largest(max(1, self.elements / 100)) : nil
+        self.histogram = nil
     }
 
-    /// Pass 1: adds a measured tensor's (flushed) histograms and finite entries.
-    func add(measured tensor: PlannedTensor, _ figures: ScopeStatistics, _ histograms: [MagnitudeHistogram]) {
-        scopes.withLock { scopes in
-            for s in tensor.scopes {
-                if scopes[s].histograms.isEmpty { scopes[s].histograms = histograms.map { _ in MagnitudeHistogram(counting: false) } }
-                for d in 0..<deltaCount {
-                    scopes[s].histograms[d].add(histograms[d])
-                    scopes[s].elements[d] += figures.deltas[d].elements
-                }
-                scopes[s].added += 1
-                guard scopes[s].added == scopes[s].tensors else { continue }
-                scopes[s].top = (0..<deltaCount).map { d in
-                    let elements = scopes[s].elements[d]
-                    return elements > 0 ? scopes[s].histograms[d].largest(max(1, elements / 100)) : nil
-                }
-                scopes[s].histograms = []
+    /// Pass 2: adds a tensor's key counts, which hold the boundary bin's.
+    mutating func add(_ tensor: BinKeyCounts) {
+        if let keys = tensor.counts(of: top?.bin) {
+            if keyCounts.isEmpty { keyCounts = [Int](repeating: 0, count: MagnitudeBins.fineCount) }
+            keyCounts.withUnsafeMutableBufferPointer { total in
+                for low in 0..<MagnitudeBins.fineCount { total[low] += keys[low] }
             }
         }
-    }
-
-    /// Pass 2: the boundary bins of delta `d` in `tensor`'s scopes (nil where the top 1 %
-    /// takes every non-zero magnitude).
-    func boundaries(of tensor: PlannedTensor, _ d: Int) -> [Int?] {
-        scopes.withLock { scopes in tensor.scopes.map { scopes[$0].top[d]?.bin } }
-    }
-
-    /// Pass 2: adds a tensor's counts of the keys of its scopes' boundary bins.
-    func add(resolved tensor: PlannedTensor, _ keyCounts: [BinKeyCounts]) {
-        scopes.withLock { scopes in
-            for s in tensor.scopes {
-                if scopes[s].keyCounts.isEmpty {
-                    scopes[s].keyCounts = scopes[s].top.map { [Int](repeating: 0, count: $0?.bin == nil ? 0 : MagnitudeBins.fineCount) }
-                }
-                for d in 0..<deltaCount {
-                    guard let keys = keyCounts[d].counts(of: scopes[s].top[d]?.bin) else { continue }
-                    scopes[s].keyCounts[d].withUnsafeMutableBufferPointer { total in
-                        for low in 0..<MagnitudeBins.fineCount { total[low] += keys[low] }
-                    }
-                }
-                scopes[s].added += 1
-                guard scopes[s].added == 2 * scopes[s].tensors else { continue }
-                for (d, top) in scopes[s].top.enumerated() {
-                    guard let top else { continue }
-                    scopes[s].mass[d] = scopes[s].keyCounts[d].withUnsafeBufferPointer { top.resolve($0.baseAddress).sum }
-                }
-                scopes[s].keyCounts = []
-            }
-        }
-    }
-
-    /// After pass 2: Σ of the top-1 % magnitudes of delta `d` in `scope` (0 without one).
-    func topMass(_ scope: Int, _ d: Int) -> Double {
-        scopes.withLock { $0[scope].mass[d] }
+        added += 1
+        guard added == 2 * tensors, let top else { return }
+        mass = keyCounts.withUnsafeBufferPointer { top.resolve($0.baseAddress).sum }
+        keyCounts = []
     }
 }
