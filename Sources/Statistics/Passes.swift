@@ -10,7 +10,8 @@ extension DeltaStatistics {
     /// histogram of each delta, which places each top-k boundary (each tensor's top 1 %
     /// and support, each scope's top 1 %) in one coarse bin. Pass 2 counts the exact keys
     /// of those bins, which gives the top-k figures exactly, and the positions both
-    /// deltas of a pair keep in their supports.
+    /// deltas of a pair keep in their supports (in a third pass over a tensor where a pair
+    /// leaves too many positions undecided, see `supportRecordLimit`).
     public static func compute(
         base: Checkpoint, tuned: [StatisticsInput], names: [String], options: DeltaStatisticsOptions = DeltaStatisticsOptions()
     ) throws(DeltaStatisticsError) -> DeltaStatisticsReport {
