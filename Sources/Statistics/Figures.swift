@@ -20,6 +20,10 @@ public struct DeltaStatisticsOptions: Sendable {
     /// How the delta of a quantized fine-tune of an unquantized base is taken
     /// (as `fuse` takes it).
     public var quantizedDelta = QuantizedDelta.aware
+    /// Positions of a pair kept per tensor in pass 2 to be decided once the support
+    /// thresholds are known (8 bytes each). A pair with more is counted again in a third
+    /// pass over the tensor instead, so memory stays bounded however large the tensor.
+    var supportRecordLimit = 1 << 20
 
     public init() {}
 }
@@ -43,8 +47,6 @@ public struct DeltaFigures: Sendable, Equatable {
     public internal(set) var sumOfSquares = 0.0
     /// max |δ|.
     public internal(set) var maxAbs: Float = 0
-    /// Number of entries in the top 1 %: max(1, ⌊elements / 100⌋).
-    public internal(set) var topEntries = 0
     /// Exact Σ|δ| over the `topEntries` largest |δ|.
     public internal(set) var topMass = 0.0
     /// Counts of log10 |δ| over `Log10Bins` (zeros are not in it; see `zeros`).
@@ -55,6 +57,8 @@ public struct DeltaFigures: Sendable, Equatable {
         log10Histogram = [Int](repeating: 0, count: Log10Bins.count)
     }
 
+    /// Number of entries in the top 1 %: max(1, ⌊elements / 100⌋), none without an entry.
+    public var topEntries: Int { elements > 0 ? max(1, elements / 100) : 0 }
     /// Share of finite entries exactly zero.
     public var zeroShare: Double? { share(zeros, of: elements) }
     /// Share of finite entries with |δ| ≤ the `index`-th threshold.

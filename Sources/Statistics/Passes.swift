@@ -10,7 +10,8 @@ extension DeltaStatistics {
     /// histogram of each delta, which places each top-k boundary (each tensor's top 1 %
     /// and support, each scope's top 1 %) in one coarse bin. Pass 2 counts the exact keys
     /// of those bins, which gives the top-k figures exactly, and the positions both
-    /// deltas of a pair keep in their supports.
+    /// deltas of a pair keep in their supports (in a third pass over a tensor where a pair
+    /// leaves too many positions undecided, see `supportRecordLimit`).
     public static func compute(
         base: Checkpoint, tuned: [StatisticsInput], names: [String], options: DeltaStatisticsOptions = DeltaStatisticsOptions()
     ) throws(DeltaStatisticsError) -> DeltaStatisticsReport {
@@ -18,11 +19,10 @@ extension DeltaStatistics {
         precondition(options.chunkElements > 0, "chunkElements must be positive, not \(options.chunkElements)")
         let run = StatisticsRun(plan: try StatisticsPlan(base: base, tuned: tuned), inputs: [base] + tuned.map(\.checkpoint), options: options)
         let measured = try run.eachTensor(run.measure)
-        let scopeTops = run.scopeTops(measured)
         let tensors = try run.eachTensor { (index, scratch) throws(CheckpointError) in
-            try run.resolve(index, measured[index], scopeTops, scratch)
+            try run.resolve(index, measured[index], scratch)
         }
-        return run.report(tensors, scopeTops, names: names)
+        return run.report(tensors, names: names)
     }
 }
 
@@ -67,10 +67,8 @@ final class StatisticsRun: @unchecked Sendable {
     let deltaCount: Int
     let pairs: [(Int, Int)]
     private let scratches: [StatisticsScratch]
-    /// [scope][delta]: magnitude histograms (pass 1), then key counts of the bin
-    /// holding the scope's top-1 % boundary (pass 2).
-    let scopeHistograms: Locked<[[MagnitudeHistogram]]>
-    let scopeKeyCounts: Locked<[[[Int]]]>
+    /// [scope][delta], shared by the workers.
+    let scopeTops: Locked<[[ScopeTop]]>
 
     init(plan: StatisticsPlan, inputs: [Checkpoint], options: DeltaStatisticsOptions) {
         self.plan = plan
@@ -81,16 +79,24 @@ final class StatisticsRun: @unchecked Sendable {
         scratches = (0..<max(1, min(options.workers, plan.tensors.count))).map { _ in
             StatisticsScratch(chunk: options.chunkElements, deltaCount: inputs.count - 1)
         }
-        scopeHistograms = Locked(plan.scopeNames.map { _ in (1..<inputs.count).map { _ in MagnitudeHistogram(counting: false) } })
-        scopeKeyCounts = Locked(plan.scopeNames.map { _ in (1..<inputs.count).map { _ in [] } })
+        var tops = plan.scopes.map { _ in [ScopeTop](repeating: ScopeTop(), count: inputs.count - 1) }
+        for tensor in plan.tensors {
+            for scope in tensor.scopes { tops[scope] = tops[scope].map { ScopeTop(tensors: $0.tensors + 1) } }
+        }
+        scopeTops = Locked(tops)
     }
 
-    /// `body(tensor, scratch)` for every tensor of the plan, largest first, on the run's
-    /// workers; the results in the plan's order.
+    /// `body(tensor, scratch)` for every tensor of the plan on the run's workers, the
+    /// results in the plan's order. Tensors outside the layers come first, then the layers
+    /// one after the other (so few layer scopes are open at once, see `ScopeTop`), the
+    /// largest first within each.
     func eachTensor<Result: Sendable>(
         _ body: @Sendable (Int, StatisticsScratch) throws(CheckpointError) -> Result
     ) throws(DeltaStatisticsError) -> [Result] {
-        let order = plan.tensors.indices.sorted { plan.tensors[$0].base.elementCount > plan.tensors[$1].base.elementCount }
+        let order = plan.tensors.indices.sorted {
+            let a = plan.tensors[$0], b = plan.tensors[$1]
+            return (a.layerScope, b.base.elementCount) < (b.layerScope, a.base.elementCount)
+        }
         do {
             let results = try WorkerQueue.map(count: order.count, workers: scratches.count) { (worker, job) throws(CheckpointError) in
                 try body(order[job], scratches[worker])
@@ -107,7 +113,7 @@ final class StatisticsRun: @unchecked Sendable {
     /// histogram, which is added to the tensor's scopes and places its own boundaries.
     func measure(_ index: Int, _ scratch: StatisticsScratch) throws(CheckpointError) -> MeasuredTensor {
         let tensor = plan.tensors[index]
-        var stats = ScopeStatistics(name: tensor.name, layer: layerIndex(ofTensor: tensor.name),
+        var stats = ScopeStatistics(name: tensor.base.name, layer: layerIndex(ofTensor: tensor.base.name),
                                     deltaCount: deltaCount, thresholdCount: options.thresholds.count)
         stats.tensorCount = 1
         stats.elements = tensor.base.elementCount
@@ -134,58 +140,35 @@ final class StatisticsRun: @unchecked Sendable {
         var measured = MeasuredTensor(statistics: stats)
         for (d, histogram) in scratch.histograms.enumerated() {
             histogram.flush()
-            var figures = stats.deltas[d]
-            figures.elements = tensor.base.elementCount - figures.nonFinite
-            figures.topEntries = figures.elements > 0 ? max(1, figures.elements / 100) : 0
+            measured.statistics.deltas[d].elements = tensor.base.elementCount - stats.deltas[d].nonFinite
             for bin in histogram.bins where histogram.counts[bin] != 0 {
-                figures.l1 += histogram.sum(bin)
-                figures.log10Histogram[Int(Log10Bins.ofMagnitudeBin[bin])] += histogram.counts[bin]
+                measured.statistics.deltas[d].l1 += histogram.sum(bin)
+                measured.statistics.deltas[d].log10Histogram[Int(Log10Bins.ofMagnitudeBin[bin])] += histogram.counts[bin]
             }
-            measured.top.append(histogram.largest(max(1, figures.topEntries)))
-            measured.support.append(histogram.largest(max(1, Int(options.density * Double(figures.elements)))))
-            measured.statistics.deltas[d] = figures
+            let elements = measured.statistics.deltas[d].elements
+            measured.top.append(histogram.largest(max(1, elements / 100)))
+            measured.support.append(histogram.largest(max(1, Int(options.density * Double(elements)))))
         }
-        scopeHistograms.withLock { scopes in
-            for d in 0..<deltaCount { for scope in tensor.scopes { scopes[scope][d].add(scratch.histograms[d]) } }
+        scopeTops.withLock { tops in
+            for scope in tensor.scopes {
+                for d in 0..<deltaCount { tops[scope][d].add(scratch.histograms[d], elements: measured.statistics.deltas[d].elements) }
+            }
         }
         for histogram in scratch.histograms { histogram.clear() }
         return measured
-    }
-
-    /// After pass 1: where each scope's top 1 % ends, per delta (nil for a delta with
-    /// no finite entry in the scope), and room for the key counts of its bin.
-    func scopeTops(_ measured: [MeasuredTensor]) -> [[LargestMagnitudes?]] {
-        let histograms = scopeHistograms.withLock { scopes in
-            defer { scopes = [] }
-            return scopes
-        }
-        return scopeKeyCounts.withLock { keyCounts in
-            plan.scopeNames.indices.map { scope in
-                (0..<deltaCount).map { d in
-                    let elements = plan.tensors.indices.reduce(0) {
-                        $0 + (plan.tensors[$1].scopes.contains(scope) ? measured[$1].statistics.deltas[d].elements : 0)
-                    }
-                    guard elements > 0 else { return nil }
-                    let top = histograms[scope][d].largest(max(1, elements / 100))
-                    if top.bin != nil { keyCounts[scope][d] = [Int](repeating: 0, count: MagnitudeBins.fineCount) }
-                    return top
-                }
-            }
-        }
     }
 
     /// Pass 2 over one tensor: counts the exact keys of its boundary bins and its
     /// scopes', which settles its top-1 % mass and support, and the support
     /// intersection of each pair: positions where both deltas lie above their boundary
     /// bins, and those where both reach them, decided once the exact keys are known.
-    func resolve(_ index: Int, _ measured: MeasuredTensor, _ scopeTops: [[LargestMagnitudes?]],
-                 _ scratch: StatisticsScratch) throws(CheckpointError) -> ScopeStatistics {
+    func resolve(_ index: Int, _ measured: MeasuredTensor, _ scratch: StatisticsScratch) throws(CheckpointError) -> ScopeStatistics {
         let tensor = plan.tensors[index]
         var stats = measured.statistics
         for d in 0..<deltaCount {
             // The support matters only to pairs.
             scratch.keyCounts[d].select([measured.top[d].bin, pairs.isEmpty ? nil : measured.support[d].bin]
-                                        + tensor.scopes.map { scopeTops[$0][d]?.bin })
+                                        + scopeTops.withLock { tops in tensor.scopes.map { tops[$0][d].top?.bin } })
         }
         // Per delta, the keys that may be in its support (from its boundary bin up) and
         // those that surely are (above that bin); every non-zero one when k reaches past them.
@@ -195,7 +178,7 @@ final class StatisticsRun: @unchecked Sendable {
         var records = [[UInt64]](repeating: [], count: pairs.count)
         try stream(tensor, scratch) { count in
             for d in 0..<deltaCount { scratch.keyCounts[d].add(scratch.deltas[d], count) }
-            for (p, (a, b)) in pairs.enumerated() {
+            for (p, (a, b)) in pairs.enumerated() where records[p].count <= options.supportRecordLimit {
                 DeltaKernels.screenSupports(scratch.deltas[a], scratch.deltas[b], count, low: (low[a], low[b]), high: (high[a], high[b]),
                                             sure: &sure[p], records: &records[p])
             }
@@ -210,12 +193,23 @@ final class StatisticsRun: @unchecked Sendable {
                 for p in pairs.indices where pairs[p].0 == d { stats.pairs[p].supportFirst = support.atLeast }
                 for p in pairs.indices where pairs[p].1 == d { stats.pairs[p].supportSecond = support.atLeast }
             }
-            scopeKeyCounts.withLock { totals in
-                for scope in tensor.scopes {
-                    guard let keys = counts.counts(of: scopeTops[scope][d]?.bin) else { continue }
-                    totals[scope][d].withUnsafeMutableBufferPointer { total in
-                        for low in 0..<MagnitudeBins.fineCount { total[low] += keys[low] }
-                    }
+        }
+        scopeTops.withLock { tops in
+            for scope in tensor.scopes { for d in 0..<deltaCount { tops[scope][d].add(scratch.keyCounts[d]) } }
+        }
+        // Pairs that kept too many positions are counted again with the thresholds known:
+        // with them as both bounds, every position screened is surely in both supports.
+        let recount = pairs.indices.filter { records[$0].count > options.supportRecordLimit }
+        for p in recount {
+            sure[p] = 0
+            records[p] = []
+        }
+        if !recount.isEmpty {
+            try stream(tensor, scratch) { count in
+                for p in recount {
+                    let (a, b) = pairs[p], bounds = (thresholds[a], thresholds[b])
+                    DeltaKernels.screenSupports(scratch.deltas[a], scratch.deltas[b], count, low: bounds, high: bounds,
+                                                sure: &sure[p], records: &records[p])
                 }
             }
         }
@@ -227,27 +221,69 @@ final class StatisticsRun: @unchecked Sendable {
         return stats
     }
 
-    /// Adds the tensors into their scopes (in the plan's order) and settles each scope's top-1 % mass.
-    func report(_ tensors: [ScopeStatistics], _ scopeTops: [[LargestMagnitudes?]], names: [String]) -> DeltaStatisticsReport {
-        var scopes = plan.scopeNames.indices.map {
-            ScopeStatistics(name: plan.scopeNames[$0], layer: plan.scopeLayers[$0], deltaCount: deltaCount, thresholdCount: options.thresholds.count)
+    /// Adds the tensors into their scopes, in the plan's order.
+    func report(_ tensors: [ScopeStatistics], names: [String]) -> DeltaStatisticsReport {
+        var scopes = plan.scopes.map {
+            ScopeStatistics(name: $0.name, layer: $0.layer, deltaCount: deltaCount, thresholdCount: options.thresholds.count)
         }
         for (index, tensor) in plan.tensors.enumerated() {
             for scope in tensor.scopes { scopes[scope].accumulate(tensors[index]) }
         }
-        let keyCounts = scopeKeyCounts.withLock { $0 }
-        for scope in scopes.indices {
-            for d in 0..<deltaCount {
-                let elements = scopes[scope].deltas[d].elements
-                scopes[scope].deltas[d].topEntries = elements > 0 ? max(1, elements / 100) : 0
-                guard let top = scopeTops[scope][d] else { continue }
-                scopes[scope].deltas[d].topMass = keyCounts[scope][d].withUnsafeBufferPointer { top.resolve($0.baseAddress).sum }
-            }
+        scopeTops.withLock { tops in
+            for scope in scopes.indices { for d in 0..<deltaCount { scopes[scope].deltas[d].topMass = tops[scope][d].mass } }
         }
         let kinds = TensorKind.allCases.indices.map { scopes[1 + $0] }.filter { $0.tensorCount > 0 }
         let layers = scopes[(1 + TensorKind.allCases.count)...].filter { $0.tensorCount > 0 }
         return DeltaStatisticsReport(
             basePath: inputs[0].path, names: names, paths: plan.paths, thresholds: options.thresholds,
             density: options.density, model: scopes[0], kinds: kinds, layers: Array(layers), tensors: tensors, skipped: plan.skipped)
+    }
+}
+
+/// Where the top 1 % of one delta in one scope (the model, a kind, a layer) ends, and
+/// what it holds.
+///
+/// Pass 1 adds each tensor's magnitude histogram; once the scope's last tensor is in, the
+/// bin holding the top-1 % boundary is found. Pass 2 adds each tensor's counts of the keys
+/// of that bin; once the last tensor is in, they give the top-1 % mass. The histogram
+/// (1 MB) and the key counts (256 KB) exist only while the scope's tensors are read, and
+/// the run takes the layers one after the other, so memory does not grow with the number
+/// of layers.
+struct ScopeTop {
+    /// Tensors in the scope, and how many the passes have added (pass 2 counts on from pass 1).
+    var tensors = 0
+    var added = 0
+    /// Finite entries in the scope.
+    var elements = 0
+    var histogram: MagnitudeHistogram?
+    var top: LargestMagnitudes?
+    var keyCounts: [Int] = []
+    /// Σ of the top-1 % magnitudes (0 without a finite entry).
+    var mass = 0.0
+
+    /// Pass 1: adds a tensor's (flushed) histogram and its finite entries.
+    mutating func add(_ tensor: MagnitudeHistogram, elements: Int) {
+        let histogram = histogram ?? MagnitudeHistogram(counting: false)
+        histogram.add(tensor)
+        self.histogram = histogram
+        self.elements += elements
+        added += 1
+        guard added == tensors else { return }
+        top = self.elements > 0 ? histogram.largest(max(1, self.elements / 100)) : nil
+        self.histogram = nil
+    }
+
+    /// Pass 2: adds a tensor's key counts, which hold the boundary bin's.
+    mutating func add(_ tensor: BinKeyCounts) {
+        if let keys = tensor.counts(of: top?.bin) {
+            if keyCounts.isEmpty { keyCounts = [Int](repeating: 0, count: MagnitudeBins.fineCount) }
+            keyCounts.withUnsafeMutableBufferPointer { total in
+                for low in 0..<MagnitudeBins.fineCount { total[low] += keys[low] }
+            }
+        }
+        added += 1
+        guard added == 2 * tensors, let top else { return }
+        mass = keyCounts.withUnsafeBufferPointer { top.resolve($0.baseAddress).sum }
+        keyCounts = []
     }
 }

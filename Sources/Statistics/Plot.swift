@@ -49,32 +49,21 @@ public struct DeltaStatisticsPlot {
 
     /// log10 |δ| histograms: share of each delta's entries per 0.1-wide bin.
     private func histogramPanel(_ f: Frame) -> String {
-        let histograms = report.model.deltas.map(\.log10Histogram)
-        var first = Log10Bins.count, last = -1
-        for h in histograms {
-            if let i = h.firstIndex(where: { $0 != 0 }) { first = min(first, i) }
-            if let i = h.lastIndex(where: { $0 != 0 }) { last = max(last, i) }
-        }
+        let shares = report.model.deltas.map { delta in delta.log10Histogram.map { Double($0) / Double(max(delta.elements, 1)) } }
+        let occupied = shares.flatMap { h in h.indices.filter { h[$0] > 0 } }
         var out = panelTitle(f, "Distribution of log10 |δ| (non-zero entries)")
-        guard last >= first else { return out + emptyNote(f, "every delta is zero") }
+        guard let first = occupied.min(), let last = occupied.max() else { return out + emptyNote(f, "every delta is zero") }
         let lowEdge = (Log10Bins.lowerEdge(first) - 0.5).rounded(.down)
         let highEdge = (Log10Bins.lowerEdge(last + 1) + 0.5).rounded(.up)
-        var top = 0.0
-        for (d, h) in histograms.enumerated() {
-            let n = Double(max(report.model.deltas[d].elements, 1))
-            for c in h { top = max(top, Double(c) / n) }
-        }
-        let yMax = niceCeiling(top)
+        let yMax = niceCeiling(shares.joined().max() ?? 0)
         out += axes(f, xLabel: "log10 |δ|", yLabel: "share of entries per 0.1 bin",
                     xTicks: stride(from: lowEdge, through: highEdge, by: 1).map { ($0, String(Int($0))) },
-                    xRange: (lowEdge, highEdge), yMax: yMax, yPercent: true)
-        for (d, h) in histograms.enumerated() {
-            let n = Double(max(report.model.deltas[d].elements, 1))
+                    xRange: (lowEdge, highEdge), yMax: yMax)
+        for (d, h) in shares.enumerated() {
             var points: [(Double, Double)] = [(lowEdge, 0)]
             for i in first...last {
-                let share = Double(h[i]) / n
-                points.append((Log10Bins.lowerEdge(i), share))
-                points.append((Log10Bins.lowerEdge(i + 1), share))
+                points.append((Log10Bins.lowerEdge(i), h[i]))
+                points.append((Log10Bins.lowerEdge(i + 1), h[i]))
             }
             points.append((highEdge, 0))
             let path = points.map { "\(fmt(f.px(($0.0 - lowEdge) / (highEdge - lowEdge)))),\(fmt(f.py($0.1 / yMax)))" }
@@ -96,7 +85,7 @@ public struct DeltaStatisticsPlot {
         let step = max(1, Int((span / 8).rounded(.up)))
         out += axes(f, xLabel: "layer", yLabel: "share of entries changed",
                     xTicks: stride(from: firstLayer, through: lastLayer, by: step).map { (Double($0), String($0)) },
-                    xRange: (lo, hi), yMax: 1, yPercent: true)
+                    xRange: (lo, hi), yMax: 1)
         for d in report.names.indices {
             var points: [String] = []
             var marks = ""
@@ -126,7 +115,7 @@ public struct DeltaStatisticsPlot {
     }
 
     private func axes(_ f: Frame, xLabel: String, yLabel: String, xTicks: [(Double, String)],
-                      xRange: (Double, Double), yMax: Double, yPercent: Bool) -> String {
+                      xRange: (Double, Double), yMax: Double) -> String {
         var out = "<rect x=\"\(fmt(f.x))\" y=\"\(fmt(f.y))\" width=\"\(fmt(f.width))\" height=\"\(fmt(f.height))\" "
             + "fill=\"none\" stroke=\"#333\"/>\n"
         for (value, label) in xTicks {
@@ -137,7 +126,7 @@ public struct DeltaStatisticsPlot {
         for i in 0...4 {
             let t = Double(i) / 4, y = f.py(t)
             let value = yMax * t
-            let label = yPercent ? String(format: value * 100 < 10 && value > 0 ? "%.1f %%" : "%.0f %%", value * 100) : fmt(value)
+            let label = String(format: value * 100 < 10 && value > 0 ? "%.1f %%" : "%.0f %%", value * 100)
             out += "<line x1=\"\(fmt(f.x - 5))\" y1=\"\(fmt(y))\" x2=\"\(fmt(f.x + f.width))\" y2=\"\(fmt(y))\" "
                 + "stroke=\"\(i == 0 ? "#333" : "#ddd")\"/>\n"
             out += "<text x=\"\(fmt(f.x - 8))\" y=\"\(fmt(y + 4))\" text-anchor=\"end\">\(label)</text>\n"

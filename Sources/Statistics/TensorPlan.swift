@@ -7,11 +7,13 @@ public enum DeltaStatistics {}
 /// One compared tensor: the base entry, where each fine-tuned input's δ comes from,
 /// and its scopes.
 struct PlannedTensor {
-    let name: String
     let base: TensorEntry
     let tuned: [DeltaSource]
     /// Scope indexes: the model (0), its kind, and its layer if any.
     let scopes: [Int]
+
+    /// The scope of its layer, 0 for a tensor outside the layers.
+    var layerScope: Int { scopes.count > 2 ? scopes[2] : 0 }
 }
 
 /// Which tensors are compared and how they group.
@@ -19,8 +21,7 @@ struct StatisticsPlan {
     var tensors: [PlannedTensor] = []
     var skipped: [SkippedTensor] = []
     /// Scope names and layers, indexed as `PlannedTensor.scopes`.
-    var scopeNames: [String] = ["model"] + TensorKind.allCases.map(\.rawValue)
-    var scopeLayers: [Int?] = [nil] + TensorKind.allCases.map { _ in nil }
+    var scopes: [(name: String, layer: Int?)] = [("model", nil)] + TensorKind.allCases.map { ($0.rawValue, nil) }
     /// The fine-tuned inputs' paths, as the report names them.
     var paths: [String]
 
@@ -54,9 +55,8 @@ struct StatisticsPlan {
         let layerNumbers = Set(base.tensors.compactMap { layerIndex(ofTensor: $0.name) }).sorted()
         var layerScope: [Int: Int] = [:]
         for layer in layerNumbers {
-            layerScope[layer] = scopeNames.count
-            scopeNames.append("layer \(layer)")
-            scopeLayers.append(layer)
+            layerScope[layer] = scopes.count
+            scopes.append(("layer \(layer)", layer))
         }
         for entry in base.tensors {
             var sources: [DeltaSource] = []
@@ -92,9 +92,9 @@ struct StatisticsPlan {
                 skipped.append(SkippedTensor(name: entry.name, reason: "rows not read across formats (\(rowProblem))"))
                 continue
             }
-            var scopes = [0, 1 + TensorKind.allCases.firstIndex(of: TensorKind(tensorName: entry.name))!]
-            if let layer = layerIndex(ofTensor: entry.name), let scope = layerScope[layer] { scopes.append(scope) }
-            tensors.append(PlannedTensor(name: entry.name, base: entry, tuned: sources, scopes: scopes))
+            var memberOf = [0, 1 + TensorKind.allCases.firstIndex(of: TensorKind(tensorName: entry.name))!]
+            if let layer = layerIndex(ofTensor: entry.name), let scope = layerScope[layer] { memberOf.append(scope) }
+            tensors.append(PlannedTensor(base: entry, tuned: sources, scopes: memberOf))
         }
     }
 }

@@ -125,12 +125,13 @@ func chunksShorterThanAVectorGroupAndSlicesOfManyChunksGiveExactFigures(chunk: I
     model.expectExact(try model.run(options), options: options)
 }
 
-@Test func figuresDoNotDependOnWorkersOrChunks() throws {
+@Test func figuresDoNotDependOnWorkersChunksOrKeptPositions() throws {
     let model = randomModel(seed: 3)
     var options = smallChunks()
     let first = try model.run(options)
     options.workers = 1
     options.chunkElements = 1024
+    options.supportRecordLimit = 0
     let second = try TestModel(deltas: model.deltas).run(options)
     #expect(first.model == second.model)
     #expect(first.tensors == second.tensors)
@@ -138,14 +139,18 @@ func chunksShorterThanAVectorGroupAndSlicesOfManyChunksGiveExactFigures(chunk: I
     #expect(first.kinds == second.kinds)
 }
 
-@Test func aSupportBoundaryOfManyEqualMagnitudesKeepsEveryTie() throws {
+@Test(arguments: [1 << 20, 100, 0])
+func aSupportBoundaryOfManyEqualMagnitudesKeepsEveryTie(recordLimit: Int) throws {
     // Both deltas hold one magnitude almost everywhere: every position of both lies in
-    // the boundary bins, so the intersection is decided entirely from kept positions.
+    // the boundary bins, so the intersection is decided entirely from kept positions, or,
+    // past the limit of kept positions, in a third pass.
     let n = 1000
     let a = (0..<n).map { i in Float(i % 3 == 0 ? -1 : 1) / 8 }
     let b = (0..<n).map { i in i % 7 == 0 ? Float(0) : Float(i % 2 == 0 ? 1 : -1) / 8 }
     var options = DeltaStatisticsOptions()
     options.density = 0.1
+    options.supportRecordLimit = recordLimit
+    options.chunkElements = 64
     let report = try StatisticsFixture().run([a, b], options: options)
     let pair = report.tensors[0].pairs[0]
     let sa = Direct.support(a, density: 0.1), sb = Direct.support(b, density: 0.1)
