@@ -81,38 +81,18 @@ public struct ModelStockStatistics: Sendable {
 
     /// Adds the offsets δᵢ = θᵢ − θ₀ of one span of entries (computed on the fly).
     /// With a compute type that rounds, each offset and each product δᵢ·δⱼ is
-    /// rounded to it first (torch's elementwise operations in that type).
+    /// rounded to it first (torch's elementwise operations in that type); in Float32
+    /// the products are taken in Double.
     public mutating func accumulate(base: UnsafeBufferPointer<Float>, models x: [UnsafeBufferPointer<Float>],
                                     in compute: ComputeType = .f32) {
         switch compute {
-        case .bf16: return accumulateRounded(BFloat16Arithmetic.self, base: base, models: x)
-        case .f16: return accumulateRounded(Float16Arithmetic.self, base: base, models: x)
-        case .f32, .f64: break
-        }
-        let count = base.count
-        precondition(x.count == models && x.allSatisfy { $0.count == count }, "model stock buffers differ in length")
-        var slot = models
-        for i in 0..<models {
-            var s = 0.0
-            let a = x[i]
-            for e in 0..<count {
-                let d = Double(a[e] - base[e])
-                s += d * d
-            }
-            sums[i] += s
-        }
-        for i in 0..<models {
-            for j in (i + 1)..<max(i + 1, models) {
-                var s = 0.0
-                let a = x[i], b = x[j]
-                for e in 0..<count { s += Double(a[e] - base[e]) * Double(b[e] - base[e]) }
-                sums[slot] += s
-                slot += 1
-            }
+        case .bf16: accumulate(BFloat16Arithmetic.self, base: base, models: x)
+        case .f16: accumulate(Float16Arithmetic.self, base: base, models: x)
+        case .f32, .f64: accumulate(Float32Arithmetic.self, base: base, models: x)
         }
     }
 
-    private mutating func accumulateRounded<A: Arithmetic>(
+    private mutating func accumulate<A: Arithmetic>(
         _ arithmetic: A.Type, base: UnsafeBufferPointer<Float>, models x: [UnsafeBufferPointer<Float>]
     ) {
         let count = base.count
@@ -131,7 +111,10 @@ public struct ModelStockStatistics: Sendable {
             for j in (i + 1)..<max(i + 1, models) {
                 var s = 0.0
                 let a = x[i], b = x[j]
-                for e in 0..<count { s += Double(A.round(A.round(a[e] - base[e]) * A.round(b[e] - base[e]))) }
+                for e in 0..<count {
+                    let da = A.round(a[e] - base[e]), db = A.round(b[e] - base[e])
+                    s += A.rounds ? Double(A.round(da * db)) : Double(da) * Double(db)
+                }
                 sums[slot] += s
                 slot += 1
             }
