@@ -216,6 +216,15 @@ models:
 parameters:
   t: [{filter: self_attn, value: [0, 0.5, 1]}, {filter: mlp, value: [1, 0.5, 0]}, {value: 0.5}]
 dtype: bfloat16"
+recipe "recipe model_stock bf16" "merge_method: model_stock
+base_model: TRIO/base
+models: [{model: TRIO/sft}, {model: TRIO/dpo}]
+dtype: bfloat16"
+recipe "recipe model_stock filter_wise f16" "merge_method: model_stock
+base_model: TRIO/base
+models: [{model: TRIO/sft}, {model: TRIO/dpo}]
+parameters: {filter_wise: true}
+dtype: float16"
 recipe "recipe passthrough slices scale" "merge_method: passthrough
 base_model: TRIO/base
 slices:

@@ -134,45 +134,31 @@ public struct ModelStockStatistics: Sendable {
     /// norm, product, cosine and the steps of t are values of that type (torch's
     /// reductions of BF16 and F16 accumulate in Float32 and round once; Claire
     /// accumulates in Double, which rounds to the same value but where a sum lies
-    /// within Float32 rounding of a midpoint between two values of the type).
+    /// within Float32 rounding of a midpoint between two values of the type). Otherwise
+    /// it is computed in Double.
     public func interpolationFactor(in compute: ComputeType) -> Float {
-        guard compute.rounds else { return interpolationFactorInDouble }
-        let r = compute.round as (Float) -> Float
+        compute.rounds ? interpolationFactor(compute.round as (Float) -> Float) : Float(interpolationFactor { (x: Double) in x })
+    }
+
+    /// t computed in `T`, each step's result rounded by `r`.
+    private func interpolationFactor<T: BinaryFloatingPoint>(_ r: (T) -> T) -> T {
         var slot = models
-        var total: Float = 0
+        var total: T = 0
         var pairs = 0
         for i in 0..<models {
             for j in (i + 1)..<max(i + 1, models) {
-                let normProduct = max(r(r(Float(sums[i].squareRoot())) * r(Float(sums[j].squareRoot()))), r(1e-6))
-                total += min(max(r(r(Float(sums[slot])) / normProduct), -1), 1)
+                let normProduct = max(r(r(T(sums[i].squareRoot())) * r(T(sums[j].squareRoot()))), r(1e-6))
+                total += min(max(r(r(T(sums[slot])) / normProduct), -1), 1)
                 pairs += 1
                 slot += 1
             }
         }
-        let cosine = pairs > 1 ? r(total / Float(pairs)) : total
-        let n = Float(models)
+        // One pair's mean is its cosine (and none gives 0).
+        let cosine = pairs > 1 ? r(total / T(pairs)) : total
+        let n = T(models)
         let denominator = r(1 + r((n - 1) * cosine))
         if abs(denominator) < 1e-6 { return 0 }
         return r(r(n * cosine) / denominator)
-    }
-
-    private var interpolationFactorInDouble: Float {
-        var slot = models
-        var total = 0.0
-        var pairs = 0
-        for i in 0..<models {
-            for j in (i + 1)..<max(i + 1, models) {
-                let normProduct = max(sums[i].squareRoot() * sums[j].squareRoot(), 1e-6)
-                total += min(max(sums[slot] / normProduct, -1), 1)
-                pairs += 1
-                slot += 1
-            }
-        }
-        let cosine = pairs > 0 ? total / Double(pairs) : 0
-        let n = Double(models)
-        let denominator = 1 + (n - 1) * cosine
-        if abs(denominator) < 1e-6 { return 0 }
-        return Float(n * cosine / denominator)
     }
 
     /// out = t·mean(θᵢ) + (1 − t)·θ₀.
