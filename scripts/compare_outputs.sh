@@ -25,13 +25,14 @@ failures=0
 # run NAME TRIO ARGS...: fuse sft and dpo onto base with both binaries, then cmp
 # every file; `run1` merges sft alone (slerp takes one model besides the base).
 # recipe NAME YAML: the same for `fuse --config` with the recipe text YAML, in which
-# TRIO stands for the small trio's folder.
+# TRIO stands for the small trio's folder and BENCH for the bench trio's.
 run() { merge "$1" "$2/sft" "$2/dpo" --base "$2/base" "${@:3}"; }
 run1() { merge "$1" "$2/sft" --base "$2/base" "${@:3}"; }
 recipe() {
     [[ -n ${ONLY:-} && ! $1 =~ $ONLY ]] && return
     local file="$work/recipe-$((cases + 1)).yml"
-    printf '%s\n' "${2//TRIO/$small}" >"$file"
+    local text=${2//TRIO/$small}
+    printf '%s\n' "${text//BENCH/$bench}" >"$file"
     merge "$1" --config "$file"
 }
 
@@ -263,6 +264,15 @@ if [[ -d $bench/base ]]; then
     run1 "bench slerp" "$bench" --method slerp --t 0.4
     run "bench ties trim global" "$bench" --method ties --density 0.3 --trim global
     run "bench dare_ties inverse threads 1" "$bench" --method dare_ties --density 0.3 --rescale inverse --threads 1
+    run "bench sce select_topk" "$bench" --method sce --select-topk 0.3
+    run "bench ramplus_tl" "$bench" --method ramplus_tl
+    run "bench multislerp" "$bench" --method multislerp --weights 0.4,0.6
+    recipe "bench nuslerp row_wise" "merge_method: nuslerp
+base_model: BENCH/base
+models:
+  - {model: BENCH/sft, parameters: {weight: 0.4}}
+  - {model: BENCH/dpo, parameters: {weight: 0.6}}
+parameters: {nuslerp_flatten: false, nuslerp_row_wise: true}"
 fi
 
 echo "$cases cases, $failures differ"

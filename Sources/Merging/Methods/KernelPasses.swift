@@ -48,6 +48,8 @@ extension MergeExecutor {
 extension WorkerScratch {
     /// The first `count` entries of each buffer: a chunk's base, model `m`'s input and output.
     func baseEntries(_ count: Int) -> UnsafeBufferPointer<Float> { UnsafeBufferPointer(rebasing: base[0..<count]) }
-    func input(_ m: Int, _ count: Int) -> UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: inputs[m][0..<count]) }
+    func input(_ m: Int, _ count: Int) -> UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(rebasing: inputs[m][0..<count])
+    }
     func output(_ count: Int) -> UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: out[0..<count]) }
 }

@@ -22,7 +22,7 @@ struct ModelStockKernel: MergeKernel {
         let n = job.inputs.count
         func decodeAll(_ s: WorkerScratch, _ range: Range<Int>) throws -> (UnsafeBufferPointer<Float>, [UnsafeBufferPointer<Float>]) {
             try decoder.decodeBase(job, range, s)
-            return (UnsafeBufferPointer(rebasing: s.base[0..<range.count]), try decoder.decodeModels(job, range, s))
+            return (s.baseEntries(range.count), try decoder.decodeModels(job, range, s))
         }
         // Per row, chunks hold whole rows; per tensor, one factor from every chunk's statistics.
         var tensorFactor: Float?

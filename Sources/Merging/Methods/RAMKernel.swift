@@ -24,11 +24,12 @@ struct RAMKernel: MergeKernel {
         var scales: [Float]?
         if plus {
             // Per model, the entries it changed together with others and alone.
-            let counts = try executor.sum(job, from: [(shared: Int, unique: Int)](repeating: (0, 0), count: n), adding: { total, chunk in
+            let none = [(shared: Int, unique: Int)](repeating: (0, 0), count: n)
+            let counts = try executor.sum(job, from: none, adding: { total, chunk in
                 for m in 0..<n { total[m] = (total[m].shared + chunk[m].shared, total[m].unique + chunk[m].unique) }
             }) { s, _, range in
                 let d = try executor.deltas(job, range, s)
-                var counts = [(shared: Int, unique: Int)](repeating: (0, 0), count: n)
+                var counts = none
                 for i in 0..<range.count {
                     var changed = 0
                     for m in 0..<n where abs(d[m][i]) > epsilon { changed += 1 }
