@@ -70,7 +70,7 @@ struct NuSlerpKernel: MergeKernel {
         // The final pass: `blend` writes each chunk's interpolation of the vectors a and b
         // (entries `range`) into `out`; the base is added back.
         func write(_ blend: (_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, _ range: Range<Int>,
-                                       _ out: UnsafeMutableBufferPointer<Float>) -> Void) throws {
+                             _ out: UnsafeMutableBufferPointer<Float>) -> Void) throws {
             try executor.write(job, into: bytes) { s, _, range in
                 let x = try load(s, range)
                 blend(x[0], x[1], range, s.output(range.count))
