@@ -58,34 +58,24 @@ struct GramMatrix: Sendable {
 }
 
 /// The passes shared by the spherical means: G of the inputs (task vectors with a
-/// base), then, once the caller has turned G into coefficients rᵢ, out = Σ rᵢxᵢ (+ the
-/// base) chunk by chunk.
+/// base) summed chunk by chunk, the coefficients rᵢ the method makes of it, then
+/// out = Σ rᵢxᵢ (+ the base) chunk by chunk. One input is written as it is.
 enum SphericalMean {
-    /// Entries `range` of every input (δᵢ = θᵢ − θ₀ when `onBase`, the base in s.base).
-    static func load(_ job: MergeJob, onBase: Bool, _ executor: MergeExecutor, _ s: WorkerScratch,
-                     _ range: Range<Int>) throws -> [UnsafeBufferPointer<Float>] {
-        guard onBase else { return try executor.decoder.decodeModels(job, range, s) }
-        return try executor.deltas(job, range, s).map(UnsafeBufferPointer.init)
-    }
-
-    static func gram(_ job: MergeJob, onBase: Bool, on executor: MergeExecutor) throws -> GramMatrix {
-        try GramMatrix.sum(job, count: job.inputs.count, on: executor) { s, range in
-            try load(job, onBase: onBase, executor, s, range)
-        }
-    }
-
-    /// Writes the job's one input as it is.
-    static func copy(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
+    static func produce(_ job: MergeJob, onBase: Bool, on executor: MergeExecutor, into bytes: OutputWindows,
+                        coefficients: (GramMatrix) throws -> [Double]) throws {
         let decoder = executor.decoder
-        try executor.write(job, into: bytes) { s, _, range in try decoder.decode(job.inputs[0], range, into: s.out) }
-    }
-
-    /// Writes out = Σ rᵢxᵢ (+ the base when `onBase`), rounded to Float32 once per input.
-    static func combine(_ job: MergeJob, onBase: Bool, _ r: [Double], on executor: MergeExecutor,
-                        into bytes: OutputWindows) throws {
-        let factors = r.map { Float($0) }
+        if job.inputs.count == 1 {
+            return try executor.write(job, into: bytes) { s, _, range in try decoder.decode(job.inputs[0], range, into: s.out) }
+        }
+        // Entries `range` of every input (δᵢ = θᵢ − θ₀ when `onBase`, the base in s.base).
+        func load(_ s: WorkerScratch, _ range: Range<Int>) throws -> [UnsafeBufferPointer<Float>] {
+            guard onBase else { return try decoder.decodeModels(job, range, s) }
+            return try executor.deltas(job, range, s).map(UnsafeBufferPointer.init)
+        }
+        // Each rᵢ rounded to Float32 once; the sum is taken input by input.
+        let factors = try coefficients(try GramMatrix.sum(job, count: job.inputs.count, on: executor, load)).map { Float($0) }
         try executor.write(job, into: bytes) { s, _, range in
-            let x = try load(job, onBase: onBase, executor, s, range)
+            let x = try load(s, range)
             let out = s.output(range.count)
             for i in 0..<out.count { out[i] = 0 }
             for m in x.indices {
@@ -161,16 +151,13 @@ struct MultiSlerpKernel: MergeKernel {
         guard case .multislerp(let weights, let normalize, let eps, let onBase) = job.parameters else {
             preconditionFailure("not a multislerp job")
         }
-        if job.inputs.count == 1 {
-            // One model: its own tensor, with or without a base.
-            return try SphericalMean.copy(job, on: executor, into: bytes)
+        try SphericalMean.produce(job, onBase: onBase, on: executor, into: bytes) { g in
+            guard let r = Self.coefficients(g, weights: weights, normalize: normalize, eps: eps) else {
+                throw MergeError.badParameter(
+                    name: "weight",
+                    problem: "the weighted mean of the normalized \(onBase ? "task vectors" : "tensors") of '\(job.name)' is zero (opposite tensors whose weights balance out); choose other weights")
+            }
+            return r
         }
-        let g = try SphericalMean.gram(job, onBase: onBase, on: executor)
-        guard let r = Self.coefficients(g, weights: weights, normalize: normalize, eps: eps) else {
-            throw MergeError.badParameter(
-                name: "weight",
-                problem: "the weighted mean of the normalized \(onBase ? "task vectors" : "tensors") of '\(job.name)' is zero (opposite tensors whose weights balance out); choose other weights")
-        }
-        try SphericalMean.combine(job, onBase: onBase, r, on: executor, into: bytes)
     }
 }
