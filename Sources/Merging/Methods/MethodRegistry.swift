@@ -150,7 +150,7 @@ protocol MergeKernel: Sendable {
     /// Prepares a run of `executor` before its first tensor.
     func begin(on executor: MergeExecutor) throws
     /// Computes `job` into `bytes`, its encoded output: the final pass is
-    /// `forEachChunk(job, writing: bytes)`, each chunk stored with `TensorDecoder.store`.
+    /// `executor.write(job, into: bytes)`, which stores each chunk's `s.out`.
     func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws
 }
 
