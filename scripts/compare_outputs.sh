@@ -24,17 +24,24 @@ failures=0
 
 # run NAME TRIO ARGS...: fuse sft and dpo onto base with both binaries, then cmp
 # every file; `run1` merges sft alone (slerp takes one model besides the base).
-run() { merge "$1" "$2" "$2/sft" "$2/dpo" -- "${@:3}"; }
-run1() { merge "$1" "$2" "$2/sft" -- "${@:3}"; }
+# recipe NAME YAML: the same for `fuse --config` with the recipe text YAML, in which
+# TRIO stands for the small trio's folder and BENCH for the bench trio's.
+run() { merge "$1" "$2/sft" "$2/dpo" --base "$2/base" "${@:3}"; }
+run1() { merge "$1" "$2/sft" --base "$2/base" "${@:3}"; }
+recipe() {
+    [[ -n ${ONLY:-} && ! $1 =~ $ONLY ]] && return
+    local file="$work/recipe-$((cases + 1)).yml"
+    local text=${2//TRIO/$small}
+    printf '%s\n' "${text//BENCH/$bench}" >"$file"
+    merge "$1" --config "$file"
+}
 
+# merge NAME ARGS...: one case, `fuse ARGS -o OUT` with each binary.
 merge() {
-    local name=$1 trio=$2
+    local name=$1
     [[ -n ${ONLY:-} && ! $name =~ $ONLY ]] && return
-    shift 2
-    local models=()
-    while [[ $1 != -- ]]; do models+=("$1"); shift; done
     shift
-    local args=("${models[@]}" --base "$trio/base" "$@")
+    local args=("$@")
     local out_old="$work/old" out_new="$work/new"
     local suffix=""
     for a in "$@"; do [[ $a == gguf ]] && suffix=.gguf; done
@@ -116,6 +123,138 @@ run "ties gguf q8_0" "$small" --method ties --density 0.3 --format gguf --type q
 run1 "slerp gguf bf16" "$small" --method slerp --t 0.6 --format gguf --type bf16
 run "ties small shards" "$small" --method ties --density 0.3 --max-shard-size 5MB
 
+# The methods of mergekit 0.1.5 beyond the task-vector family, then recipes.
+for threads in 1 2; do
+    t=(--threads "$threads")
+    run "sce threads $threads" "$small" --method sce "${t[@]}"
+    run "sce select_topk threads $threads" "$small" --method sce --select-topk 0.3 "${t[@]}"
+    run1 "nearswap threads $threads" "$small" --method nearswap --t 0.001 "${t[@]}"
+    run1 "arcee_fusion threads $threads" "$small" --method arcee_fusion "${t[@]}"
+    run "ram threads $threads" "$small" --method ram "${t[@]}"
+    run "ram epsilon threads $threads" "$small" --method ram --epsilon 0.001 "${t[@]}"
+    run "ramplus_tl threads $threads" "$small" --method ramplus_tl "${t[@]}"
+    run "nuslerp threads $threads" "$small" --method nuslerp --weights 0.3,0.7 "${t[@]}"
+    run "multislerp threads $threads" "$small" --method multislerp --weights 0.3,0.7 "${t[@]}"
+    run "karcher threads $threads" "$small" --method karcher "${t[@]}"
+    merge "karcher no base threads $threads" "$small/sft" "$small/dpo" --method karcher "${t[@]}"
+    merge "passthrough threads $threads" "$small/sft" --method passthrough "${t[@]}"
+done
+run1 "nearswap dtype f32" "$small" --method nearswap --t 0.01 --dtype f32
+run "multislerp dtype f16" "$small" --method multislerp --weights 1,2 --dtype f16
+run "sce gguf q8_0" "$small" --method sce --select-topk 0.5 --format gguf --type q8_0
+recipe "recipe nuslerp no base" "merge_method: nuslerp
+models:
+  - {model: TRIO/sft, parameters: {weight: 0.4}}
+  - {model: TRIO/dpo, parameters: {weight: 0.6}}
+dtype: bfloat16"
+recipe "recipe nuslerp rows no base" "merge_method: nuslerp
+models:
+  - {model: TRIO/sft, parameters: {weight: 0.4}}
+  - {model: TRIO/dpo, parameters: {weight: 0.6}}
+parameters: {nuslerp_flatten: false}"
+recipe "recipe nuslerp row_wise base" "merge_method: nuslerp
+base_model: TRIO/base
+models:
+  - {model: TRIO/sft, parameters: {weight: 0.4}}
+  - {model: TRIO/dpo, parameters: {weight: [0.2, 0.8]}}
+parameters: {nuslerp_flatten: false, nuslerp_row_wise: true}"
+recipe "recipe nuslerp row_wise base f32" "merge_method: nuslerp
+base_model: TRIO/base
+models:
+  - {model: TRIO/sft, parameters: {weight: 0.4}}
+  - {model: TRIO/dpo, parameters: {weight: 0.6}}
+parameters: {nuslerp_flatten: false, nuslerp_row_wise: true}
+dtype: float32"
+recipe "recipe multislerp no base eps" "merge_method: multislerp
+models:
+  - {model: TRIO/base, parameters: {weight: 1.0}}
+  - {model: TRIO/sft, parameters: {weight: 0.5}}
+  - {model: TRIO/dpo, parameters: {weight: [0.1, 0.9]}}
+parameters: {normalize_weights: false, eps: 1.0e-6}"
+recipe "recipe karcher base max_iter tol" "merge_method: karcher
+base_model: TRIO/base
+models:
+  - {model: TRIO/sft}
+  - {model: TRIO/dpo}
+parameters: {max_iter: 3, tol: 1.0e-7}"
+recipe "recipe ramplus_tl r alpha" "merge_method: ramplus_tl
+base_model: TRIO/base
+models:
+  - {model: TRIO/sft}
+  - {model: TRIO/dpo}
+parameters: {epsilon: 0.0001, r: 0.5, alpha: 0.4}"
+recipe "recipe sce select_topk per filter" "merge_method: sce
+base_model: TRIO/base
+models:
+  - {model: TRIO/sft}
+  - {model: TRIO/dpo}
+parameters:
+  select_topk:
+    - {filter: mlp, value: 0.2}
+    - {value: 0.6}"
+recipe "recipe ties per-model density weight" "merge_method: ties
+base_model: TRIO/base
+models:
+  - model: TRIO/sft
+    parameters:
+      density: [0.2, 0.6]
+      weight: [{filter: self_attn, value: 0.8}, {value: 0.4}]
+  - {model: TRIO/dpo, parameters: {density: 0.5, weight: 0.6}}
+parameters: {normalize: false, lambda: 1.2}
+dtype: bfloat16"
+recipe "recipe dare_linear f32 seed" "merge_method: dare_linear
+base_model: TRIO/base
+models:
+  - {model: TRIO/sft, parameters: {density: 0.4, weight: 0.5}}
+  - {model: TRIO/dpo, parameters: {density: 0.7, weight: 0.5}}
+dtype: float32
+seed: 11"
+recipe "recipe slerp gradient t" "merge_method: slerp
+base_model: TRIO/base
+models:
+  - {model: TRIO/base}
+  - {model: TRIO/sft}
+parameters:
+  t: [{filter: self_attn, value: [0, 0.5, 1]}, {filter: mlp, value: [1, 0.5, 0]}, {value: 0.5}]
+dtype: bfloat16"
+recipe "recipe model_stock bf16" "merge_method: model_stock
+base_model: TRIO/base
+models: [{model: TRIO/sft}, {model: TRIO/dpo}]
+dtype: bfloat16"
+recipe "recipe model_stock filter_wise f16" "merge_method: model_stock
+base_model: TRIO/base
+models: [{model: TRIO/sft}, {model: TRIO/dpo}]
+parameters: {filter_wise: true}
+dtype: float16"
+recipe "recipe passthrough slices scale" "merge_method: passthrough
+base_model: TRIO/base
+slices:
+  - sources:
+      - {model: TRIO/base, layer_range: [0, 2]}
+  - sources:
+      - model: TRIO/sft
+        layer_range: [1, 3]
+        parameters:
+          scale: [{filter: o_proj, value: 0.5}, {filter: down_proj, value: 0.5}, {value: 1.0}]
+dtype: bfloat16"
+recipe "recipe slices nuslerp" "merge_method: nuslerp
+base_model: TRIO/base
+slices:
+  - sources:
+      - {model: TRIO/base, layer_range: [0, 3]}
+      - {model: TRIO/sft, layer_range: [0, 3], parameters: {weight: 0.3}}
+      - {model: TRIO/dpo, layer_range: [0, 3], parameters: {weight: 0.7}}
+  - sources:
+      - {model: TRIO/base, layer_range: [2, 3]}
+      - {model: TRIO/sft, layer_range: [2, 3], parameters: {weight: 0.5}}
+      - {model: TRIO/dpo, layer_range: [2, 3], parameters: {weight: 0.5}}"
+recipe "recipe slices linear" "merge_method: linear
+slices:
+  - sources:
+      - {model: TRIO/sft, layer_range: [0, 2], parameters: {weight: 0.3}}
+      - {model: TRIO/dpo, layer_range: [1, 3], parameters: {weight: 0.7}}
+dtype: float16"
+
 if [[ -d $bench/base ]]; then
     for method in ties dare_ties task_arithmetic della linear model_stock; do
         extra=(--density 0.3)
@@ -125,6 +264,15 @@ if [[ -d $bench/base ]]; then
     run1 "bench slerp" "$bench" --method slerp --t 0.4
     run "bench ties trim global" "$bench" --method ties --density 0.3 --trim global
     run "bench dare_ties inverse threads 1" "$bench" --method dare_ties --density 0.3 --rescale inverse --threads 1
+    run "bench sce select_topk" "$bench" --method sce --select-topk 0.3
+    run "bench ramplus_tl" "$bench" --method ramplus_tl
+    run "bench multislerp" "$bench" --method multislerp --weights 0.4,0.6
+    recipe "bench nuslerp row_wise" "merge_method: nuslerp
+base_model: BENCH/base
+models:
+  - {model: BENCH/sft, parameters: {weight: 0.4}}
+  - {model: BENCH/dpo, parameters: {weight: 0.6}}
+parameters: {nuslerp_flatten: false, nuslerp_row_wise: true}"
 fi
 
 echo "$cases cases, $failures differ"

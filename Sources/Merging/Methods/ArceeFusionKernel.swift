@@ -43,8 +43,7 @@ struct ArceeFusionKernel: MergeKernel {
             try decoder.decodeBase(job, range, s)
             try decoder.decode(other, range, into: s.inputs[0])
             let importance = UnsafeMutableBufferPointer(rebasing: s.divisors[0..<range.count])
-            ArceeFusionKernel.importance(base: UnsafeBufferPointer(rebasing: s.base[0..<range.count]),
-                                         model: UnsafeBufferPointer(rebasing: s.inputs[0][0..<range.count]),
+            ArceeFusionKernel.importance(base: s.baseEntries(range.count), model: UnsafeBufferPointer(s.input(0, range.count)),
                                          row: axis, into: importance)
             return importance
         }
@@ -67,11 +66,6 @@ struct ArceeFusionKernel: MergeKernel {
                 body(s, c, UnsafeBufferPointer(rebasing: s.out[0..<negative]), UnsafeBufferPointer(rebasing: s.base[0..<other]))
             }
         }
-        func combined() -> [RankSearch] {
-            var all = scratch[0].searches
-            for s in scratch.dropFirst() { for k in all.indices { all[k].absorb(s.searches[k]) } }
-            return all
-        }
         defer { for s in scratch { s.searches = [] } }
 
         let negatives = ChunkResults(count: count, initial: 0)
@@ -87,7 +81,7 @@ struct ArceeFusionKernel: MergeKernel {
         // by magnitude; past them, rank r − negativeTotal of the others.
         let ranks = ArceeFusionKernel.quantiles.map { Int((($0 * Float(total - 1)).rounded(.towardZero))) }
         let place = ranks.map { $0 < negativeTotal ? (group: 0, rank: negativeTotal - 1 - $0) : (group: 1, rank: $0 - negativeTotal) }
-        let coarse = combined()
+        let coarse = executor.combinedSearches()
         var searches = (0..<2).map { g in RankSearch(ranks: place.filter { $0.group == g }.map(\.rank)) }
         for g in 0..<2 {
             searches[g].absorb(coarse[g])
@@ -98,7 +92,7 @@ struct ArceeFusionKernel: MergeKernel {
             s.searches[0].countFine(negative)
             s.searches[1].countFine(other)
         }
-        let fine = combined()
+        let fine = executor.combinedSearches()
         var found = [[Int: Float]](repeating: [:], count: 2)
         for g in 0..<2 {
             for (rank, boundary) in zip(fine[g].ranks, fine[g].boundaries()) {
@@ -109,13 +103,12 @@ struct ArceeFusionKernel: MergeKernel {
         let q = place.map { found[$0.group][$0.rank]! }
         let threshold = q[1] + 1.5 * (q[2] - q[0])
 
-        try chunks.forEachChunk(job, writing: bytes) { s, _, range in
+        try executor.write(job, into: bytes) { s, _, range in
             let importance = try importances(s, range)
             for i in 0..<range.count {
                 let b = s.base[i]
                 s.out[i] = b + (s.inputs[0][i] - b) * (importance[i] >= threshold ? 1 : 0)
             }
-            try decoder.store(job, range, s, into: bytes)
         }
     }
 

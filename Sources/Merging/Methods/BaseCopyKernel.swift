@@ -9,11 +9,10 @@ struct BaseCopyKernel: MergeKernel {
 
     func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         let decoder = executor.decoder
-        try executor.chunks.forEachChunk(job, writing: bytes) { s, _, range in
+        try executor.write(job, into: bytes) { s, _, range in
             try decoder.decodeBase(job, range, s)
             // forEachChunk: range.count ≤ capacity of both buffers.
             s.out.baseAddress!.update(from: s.base.baseAddress!, count: range.count)
-            try decoder.store(job, range, s, into: bytes)
         }
     }
 }

@@ -88,9 +88,13 @@ public enum ComputeType: String, Sendable, CaseIterable, CustomStringConvertible
 /// and the loop is the plain Float32 one.
 protocol Arithmetic {
     static func round(_ x: Float) -> Float
+    /// False for Float32, whose `round` changes nothing.
+    static var rounds: Bool { get }
 }
 
 extension Arithmetic {
+    static var rounds: Bool { true }
+
     /// Rounds each value of `values` in place.
     static func round(_ values: UnsafeMutableBufferPointer<Float>) {
         for i in values.indices { values[i] = round(values[i]) }
@@ -100,6 +104,7 @@ extension Arithmetic {
 /// Float32 throughout: nothing is rounded.
 enum Float32Arithmetic: Arithmetic {
     @inline(__always) static func round(_ x: Float) -> Float { x }
+    static var rounds: Bool { false }
 }
 
 /// Each result rounded to BF16 (the upper half of a Float32).

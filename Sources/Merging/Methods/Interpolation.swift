@@ -81,38 +81,18 @@ public struct ModelStockStatistics: Sendable {
 
     /// Adds the offsets δᵢ = θᵢ − θ₀ of one span of entries (computed on the fly).
     /// With a compute type that rounds, each offset and each product δᵢ·δⱼ is
-    /// rounded to it first (torch's elementwise operations in that type).
+    /// rounded to it first (torch's elementwise operations in that type); in Float32
+    /// the products are taken in Double.
     public mutating func accumulate(base: UnsafeBufferPointer<Float>, models x: [UnsafeBufferPointer<Float>],
                                     in compute: ComputeType = .f32) {
         switch compute {
-        case .bf16: return accumulateRounded(BFloat16Arithmetic.self, base: base, models: x)
-        case .f16: return accumulateRounded(Float16Arithmetic.self, base: base, models: x)
-        case .f32, .f64: break
-        }
-        let count = base.count
-        precondition(x.count == models && x.allSatisfy { $0.count == count }, "model stock buffers differ in length")
-        var slot = models
-        for i in 0..<models {
-            var s = 0.0
-            let a = x[i]
-            for e in 0..<count {
-                let d = Double(a[e] - base[e])
-                s += d * d
-            }
-            sums[i] += s
-        }
-        for i in 0..<models {
-            for j in (i + 1)..<max(i + 1, models) {
-                var s = 0.0
-                let a = x[i], b = x[j]
-                for e in 0..<count { s += Double(a[e] - base[e]) * Double(b[e] - base[e]) }
-                sums[slot] += s
-                slot += 1
-            }
+        case .bf16: accumulate(BFloat16Arithmetic.self, base: base, models: x)
+        case .f16: accumulate(Float16Arithmetic.self, base: base, models: x)
+        case .f32, .f64: accumulate(Float32Arithmetic.self, base: base, models: x)
         }
     }
 
-    private mutating func accumulateRounded<A: Arithmetic>(
+    private mutating func accumulate<A: Arithmetic>(
         _ arithmetic: A.Type, base: UnsafeBufferPointer<Float>, models x: [UnsafeBufferPointer<Float>]
     ) {
         let count = base.count
@@ -131,7 +111,10 @@ public struct ModelStockStatistics: Sendable {
             for j in (i + 1)..<max(i + 1, models) {
                 var s = 0.0
                 let a = x[i], b = x[j]
-                for e in 0..<count { s += Double(A.round(A.round(a[e] - base[e]) * A.round(b[e] - base[e]))) }
+                for e in 0..<count {
+                    let da = A.round(a[e] - base[e]), db = A.round(b[e] - base[e])
+                    s += A.rounds ? Double(A.round(da * db)) : Double(da) * Double(db)
+                }
                 sums[slot] += s
                 slot += 1
             }
@@ -151,45 +134,31 @@ public struct ModelStockStatistics: Sendable {
     /// norm, product, cosine and the steps of t are values of that type (torch's
     /// reductions of BF16 and F16 accumulate in Float32 and round once; Claire
     /// accumulates in Double, which rounds to the same value but where a sum lies
-    /// within Float32 rounding of a midpoint between two values of the type).
+    /// within Float32 rounding of a midpoint between two values of the type). Otherwise
+    /// it is computed in Double.
     public func interpolationFactor(in compute: ComputeType) -> Float {
-        guard compute.rounds else { return interpolationFactorInDouble }
-        let r = compute.round as (Float) -> Float
+        compute.rounds ? interpolationFactor(compute.round as (Float) -> Float) : Float(interpolationFactor { (x: Double) in x })
+    }
+
+    /// t computed in `T`, each step's result rounded by `r`.
+    private func interpolationFactor<T: BinaryFloatingPoint>(_ r: (T) -> T) -> T {
         var slot = models
-        var total: Float = 0
+        var total: T = 0
         var pairs = 0
         for i in 0..<models {
             for j in (i + 1)..<max(i + 1, models) {
-                let normProduct = max(r(r(Float(sums[i].squareRoot())) * r(Float(sums[j].squareRoot()))), r(1e-6))
-                total += min(max(r(r(Float(sums[slot])) / normProduct), -1), 1)
+                let normProduct = max(r(r(T(sums[i].squareRoot())) * r(T(sums[j].squareRoot()))), r(1e-6))
+                total += min(max(r(r(T(sums[slot])) / normProduct), -1), 1)
                 pairs += 1
                 slot += 1
             }
         }
-        let cosine = pairs > 1 ? r(total / Float(pairs)) : total
-        let n = Float(models)
+        // One pair's mean is its cosine (and none gives 0).
+        let cosine = pairs > 1 ? r(total / T(pairs)) : total
+        let n = T(models)
         let denominator = r(1 + r((n - 1) * cosine))
         if abs(denominator) < 1e-6 { return 0 }
         return r(r(n * cosine) / denominator)
-    }
-
-    private var interpolationFactorInDouble: Float {
-        var slot = models
-        var total = 0.0
-        var pairs = 0
-        for i in 0..<models {
-            for j in (i + 1)..<max(i + 1, models) {
-                let normProduct = max(sums[i].squareRoot() * sums[j].squareRoot(), 1e-6)
-                total += min(max(sums[slot] / normProduct, -1), 1)
-                pairs += 1
-                slot += 1
-            }
-        }
-        let cosine = pairs > 0 ? total / Double(pairs) : 0
-        let n = Double(models)
-        let denominator = 1 + (n - 1) * cosine
-        if abs(denominator) < 1e-6 { return 0 }
-        return Float(n * cosine / denominator)
     }
 
     /// out = t·mean(θᵢ) + (1 − t)·θ₀.

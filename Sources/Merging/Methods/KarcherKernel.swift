@@ -73,12 +73,9 @@ struct KarcherKernel: MergeKernel {
 
     func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .karcher(let maxIterations, let tolerance) = job.parameters else { preconditionFailure("not a karcher job") }
-        if job.inputs.count == 1 {
-            // One tensor is its own mean.
-            return try SphericalMean.copy(job, on: executor, into: bytes)
+        // (One tensor is its own mean.)
+        try SphericalMean.produce(job, onBase: false, on: executor, into: bytes) {
+            Self.coefficients($0, maxIterations: maxIterations, tolerance: tolerance)
         }
-        let g = try SphericalMean.gram(job, onBase: false, on: executor)
-        let r = Self.coefficients(g, maxIterations: maxIterations, tolerance: tolerance)
-        try SphericalMean.combine(job, onBase: false, r, on: executor, into: bytes)
     }
 }

@@ -21,13 +21,11 @@ struct LinearKernel: MergeKernel {
     func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .linear(let weights, let normalize) = job.parameters else { preconditionFailure("not a linear job") }
         let decoder = executor.decoder
-        try executor.chunks.forEachChunk(job, writing: bytes) { s, _, range in
+        try executor.write(job, into: bytes) { s, _, range in
             // A recipe computed in BF16 or F16 follows mergekit's accumulation (Float32
             // fused multiply-adds); Float32 merges keep the rounded products.
             Interpolation.linear(try decoder.decodeModels(job, range, s), weights: weights, normalize: normalize,
-                                 into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]),
-                                 fused: job.computeType.rounds)
-            try decoder.store(job, range, s, into: bytes)
+                                 into: s.output(range.count), fused: job.computeType.rounds)
         }
     }
 }

@@ -55,41 +55,27 @@ public enum MergeMethod: String, Sendable, CaseIterable, CustomStringConvertible
     }
 }
 
-/// One method's row: the kernel that computes it, the parameters it reads and its defaults.
+/// One method's row: the kernel that computes it, the parameters it reads and its
+/// defaults (the memberwise initializer gives each field's default).
 public struct MethodEntry: Sendable {
     /// The family's kernel.
     let kernel: any MergeKernel
     /// The per-model and global parameter names the method reads.
     public let parameterNames: Set<String>
     /// True when the method needs a base model.
-    public let needsBase: Bool
+    public internal(set) var needsBase = true
     /// What a base given to a method that does not need one does.
-    public let optionalBase: OptionalBase
+    public internal(set) var optionalBase = OptionalBase.ignored
     /// The sparsifier applied to each task vector (nil: none, or not a task-vector method).
-    public let sparsifier: Sparsifier?
+    public internal(set) var sparsifier: Sparsifier? = nil
     /// The default sign election (nil: deltas are added without one).
-    public let defaultConsensus: Consensus?
+    public internal(set) var defaultConsensus: Consensus? = nil
     /// Whether weights are divided by their sum unless the recipe says otherwise.
-    public let defaultNormalize: Bool
+    public internal(set) var defaultNormalize = false
     /// The rescale used unless the recipe says otherwise.
-    public let defaultRescale: Rescale
+    public internal(set) var defaultRescale = Rescale.none
     /// True for the methods built on task vectors δᵢ = θᵢ − θ₀ and `Fusion`.
     public var fusesTaskVectors: Bool { kernel is TaskVectorKernel }
-
-    init(
-        kernel: any MergeKernel, parameterNames: Set<String>, needsBase: Bool = true, sparsifier: Sparsifier? = nil,
-        defaultConsensus: Consensus? = nil, defaultNormalize: Bool = false, defaultRescale: Rescale = .none,
-        optionalBase: OptionalBase = .ignored
-    ) {
-        self.kernel = kernel
-        self.parameterNames = parameterNames
-        self.needsBase = needsBase
-        self.optionalBase = optionalBase
-        self.sparsifier = sparsifier
-        self.defaultConsensus = defaultConsensus
-        self.defaultNormalize = defaultNormalize
-        self.defaultRescale = defaultRescale
-    }
 
     /// A method of the task-vector family (δᵢ = θᵢ − θ₀, sparsified and fused).
     static func taskVectors(
@@ -164,7 +150,7 @@ protocol MergeKernel: Sendable {
     /// Prepares a run of `executor` before its first tensor.
     func begin(on executor: MergeExecutor) throws
     /// Computes `job` into `bytes`, its encoded output: the final pass is
-    /// `forEachChunk(job, writing: bytes)`, each chunk stored with `TensorDecoder.store`.
+    /// `executor.write(job, into: bytes)`, which stores each chunk's `s.out`.
     func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws
 }
 

@@ -18,27 +18,25 @@ struct ModelStockKernel: MergeKernel {
 
     func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .modelStock(let filterWise) = job.parameters else { preconditionFailure("not a model_stock job") }
-        let chunks = executor.chunks, decoder = executor.decoder
+        let decoder = executor.decoder
         let n = job.inputs.count
         func decodeAll(_ s: WorkerScratch, _ range: Range<Int>) throws -> (UnsafeBufferPointer<Float>, [UnsafeBufferPointer<Float>]) {
             try decoder.decodeBase(job, range, s)
-            return (UnsafeBufferPointer(rebasing: s.base[0..<range.count]), try decoder.decodeModels(job, range, s))
+            return (s.baseEntries(range.count), try decoder.decodeModels(job, range, s))
         }
         // Per row, chunks hold whole rows; per tensor, one factor from every chunk's statistics.
         var tensorFactor: Float?
         if !filterWise {
-            let count = chunks.chunkCount(job)
-            let partial = ChunkResults(count: count, initial: ModelStockStatistics(models: n))
-            try chunks.forEachChunk(job) { s, c, range in
+            let stats = try executor.sum(job, from: ModelStockStatistics(models: n), adding: { $0.absorb($1) }) { s, _, range in
                 let (base, models) = try decodeAll(s, range)
-                partial[c].accumulate(base: base, models: models, in: job.computeType)
+                var stats = ModelStockStatistics(models: n)
+                stats.accumulate(base: base, models: models, in: job.computeType)
+                return stats
             }
-            var stats = ModelStockStatistics(models: n)
-            for c in 0..<count { stats.absorb(partial[c]) }
             tensorFactor = stats.interpolationFactor(in: job.computeType)
         }
         let row = filterWise ? job.rowLength : Int.max
-        try chunks.forEachChunk(job, writing: bytes) { s, _, range in
+        try executor.write(job, into: bytes) { s, _, range in
             let (base, models) = try decodeAll(s, range)
             var start = 0
             while start < range.count {
@@ -59,7 +57,6 @@ struct ModelStockKernel: MergeKernel {
                 }
                 start = span.upperBound
             }
-            try decoder.store(job, range, s, into: bytes)
         }
     }
 }

@@ -16,22 +16,27 @@ struct GramMatrix: Sendable {
 
     subscript(_ i: Int, _ j: Int) -> Double { i <= j ? sums[i * count + j] : sums[j * count + i] }
 
-    /// Adds the products of one span of entries, in index order.
-    mutating func accumulate(_ x: [UnsafeBufferPointer<Float>]) {
-        precondition(x.count == count && x.allSatisfy { $0.count == x[0].count }, "gram buffers differ in length")
+    /// The products of one span of entries of `x`, in index order.
+    init(_ x: [UnsafeBufferPointer<Float>]) {
+        precondition(x.allSatisfy { $0.count == x[0].count }, "gram buffers differ in length")
+        self.init(count: x.count)
         for i in 0..<count {
             for j in i..<count {
                 let a = x[i], b = x[j]
                 var s = 0.0
                 for e in 0..<a.count { s += Double(a[e]) * Double(b[e]) }
-                sums[i * count + j] += s
+                sums[i * count + j] = s
             }
         }
     }
 
-    /// Adds another span's sums (combine spans in a fixed order for identical results).
-    mutating func absorb(_ other: GramMatrix) {
-        for k in 0..<sums.count { sums[k] += other.sums[k] }
+    /// G of the `count` vectors `load` gives for each chunk of `job`, the chunks' sums
+    /// added in chunk order.
+    static func sum(_ job: MergeJob, count: Int, on executor: MergeExecutor,
+                    _ load: (WorkerScratch, Range<Int>) throws -> [UnsafeBufferPointer<Float>]) throws -> GramMatrix {
+        try executor.sum(job, from: GramMatrix(count: count), adding: { total, chunk in
+            for k in total.sums.indices { total.sums[k] += chunk.sums[k] }
+        }) { s, _, range in GramMatrix(try load(s, range)) }
     }
 
     /// (Σⱼ Gᵢⱼ cⱼ)ᵢ: the dot products of the inputs with Σ cⱼxⱼ.
@@ -52,58 +57,32 @@ struct GramMatrix: Sendable {
     }
 }
 
-/// The pass shared by the spherical means: G of the inputs (task vectors with a base)
-/// summed chunk by chunk in chunk order, then, once the caller has turned G into
-/// coefficients rᵢ, out = Σ rᵢxᵢ (+ the base) chunk by chunk.
+/// The passes shared by the spherical means: G of the inputs (task vectors with a
+/// base) summed chunk by chunk, the coefficients rᵢ the method makes of it, then
+/// out = Σ rᵢxᵢ (+ the base) chunk by chunk. One input is written as it is.
 enum SphericalMean {
-    /// Entries `range` of every input (δᵢ = θᵢ − θ₀ when `onBase`, the base in s.base).
-    static func load(_ job: MergeJob, onBase: Bool, _ decoder: TensorDecoder, _ s: WorkerScratch,
-                     _ range: Range<Int>) throws -> [UnsafeBufferPointer<Float>] {
-        guard onBase else { return try decoder.decodeModels(job, range, s) }
-        try decoder.decodeBase(job, range, s)
-        for m in job.inputs.indices { try decoder.decodeDelta(job, m, range, s) }
-        return job.inputs.indices.map { UnsafeBufferPointer(rebasing: s.inputs[$0][0..<range.count]) }
-    }
-
-    static func gram(_ job: MergeJob, onBase: Bool, on executor: MergeExecutor) throws -> GramMatrix {
-        let chunks = executor.chunks, decoder = executor.decoder
-        let n = job.inputs.count
-        let count = chunks.chunkCount(job)
-        let partial = ChunkResults(count: count, initial: GramMatrix(count: n))
-        try chunks.forEachChunk(job) { s, c, range in
-            var g = GramMatrix(count: n)
-            g.accumulate(try load(job, onBase: onBase, decoder, s, range))
-            partial[c] = g
-        }
-        var total = GramMatrix(count: n)
-        for c in 0..<count { total.absorb(partial[c]) }
-        return total
-    }
-
-    /// Writes the job's one input as it is.
-    static func copy(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
+    static func produce(_ job: MergeJob, onBase: Bool, on executor: MergeExecutor, into bytes: OutputWindows,
+                        coefficients: (GramMatrix) throws -> [Double]) throws {
         let decoder = executor.decoder
-        try executor.chunks.forEachChunk(job, writing: bytes) { s, _, range in
-            try decoder.decode(job.inputs[0], range, into: s.out)
-            try decoder.store(job, range, s, into: bytes)
+        if job.inputs.count == 1 {
+            return try executor.write(job, into: bytes) { s, _, range in try decoder.decode(job.inputs[0], range, into: s.out) }
         }
-    }
-
-    /// Writes out = Σ rᵢxᵢ (+ the base when `onBase`), rounded to Float32 once per input.
-    static func combine(_ job: MergeJob, onBase: Bool, _ r: [Double], on executor: MergeExecutor,
-                        into bytes: OutputWindows) throws {
-        let decoder = executor.decoder
-        let factors = r.map { Float($0) }
-        try executor.chunks.forEachChunk(job, writing: bytes) { s, _, range in
-            let x = try load(job, onBase: onBase, decoder, s, range)
-            let out = UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count])
+        // Entries `range` of every input (δᵢ = θᵢ − θ₀ when `onBase`, the base in s.base).
+        func load(_ s: WorkerScratch, _ range: Range<Int>) throws -> [UnsafeBufferPointer<Float>] {
+            guard onBase else { return try decoder.decodeModels(job, range, s) }
+            return try executor.deltas(job, range, s).map(UnsafeBufferPointer.init)
+        }
+        // Each rᵢ rounded to Float32 once; the sum is taken input by input.
+        let factors = try coefficients(try GramMatrix.sum(job, count: job.inputs.count, on: executor, load)).map { Float($0) }
+        try executor.write(job, into: bytes) { s, _, range in
+            let x = try load(s, range)
+            let out = s.output(range.count)
             for i in 0..<out.count { out[i] = 0 }
             for m in x.indices {
                 let f = factors[m], v = x[m]
                 for i in 0..<out.count { out[i] += f * v[i] }
             }
             if onBase { for i in 0..<out.count { out[i] += s.base[i] } }
-            try decoder.store(job, range, s, into: bytes)
         }
     }
 }
@@ -172,16 +151,13 @@ struct MultiSlerpKernel: MergeKernel {
         guard case .multislerp(let weights, let normalize, let eps, let onBase) = job.parameters else {
             preconditionFailure("not a multislerp job")
         }
-        if job.inputs.count == 1 {
-            // One model: its own tensor, with or without a base.
-            return try SphericalMean.copy(job, on: executor, into: bytes)
+        try SphericalMean.produce(job, onBase: onBase, on: executor, into: bytes) { g in
+            guard let r = Self.coefficients(g, weights: weights, normalize: normalize, eps: eps) else {
+                throw MergeError.badParameter(
+                    name: "weight",
+                    problem: "the weighted mean of the normalized \(onBase ? "task vectors" : "tensors") of '\(job.name)' is zero (opposite tensors whose weights balance out); choose other weights")
+            }
+            return r
         }
-        let g = try SphericalMean.gram(job, onBase: onBase, on: executor)
-        guard let r = Self.coefficients(g, weights: weights, normalize: normalize, eps: eps) else {
-            throw MergeError.badParameter(
-                name: "weight",
-                problem: "the weighted mean of the normalized \(onBase ? "task vectors" : "tensors") of '\(job.name)' is zero (opposite tensors whose weights balance out); choose other weights")
-        }
-        try SphericalMean.combine(job, onBase: onBase, r, on: executor, into: bytes)
     }
 }

@@ -20,15 +20,12 @@ struct NearSwapKernel: MergeKernel {
 
     func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .nearswap(let t) = job.parameters else { preconditionFailure("not a nearswap job") }
-        let chunks = executor.chunks, decoder = executor.decoder
-        let other = job.inputs[0]
-        try chunks.forEachChunk(job, writing: bytes) { s, _, range in
+        let decoder = executor.decoder
+        try executor.write(job, into: bytes) { s, _, range in
             try decoder.decodeBase(job, range, s)
-            try decoder.decode(other, range, into: s.inputs[0])
-            NearSwapKernel.blend(UnsafeBufferPointer(rebasing: s.base[0..<range.count]),
-                                 UnsafeBufferPointer(rebasing: s.inputs[0][0..<range.count]), t: t,
-                                 into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
-            try decoder.store(job, range, s, into: bytes)
+            try decoder.decode(job.inputs[0], range, into: s.inputs[0])
+            NearSwapKernel.blend(s.baseEntries(range.count), UnsafeBufferPointer(s.input(0, range.count)), t: t,
+                                 into: s.output(range.count))
         }
     }
 

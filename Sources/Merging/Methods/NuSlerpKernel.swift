@@ -62,93 +62,74 @@ struct NuSlerpKernel: MergeKernel {
         guard case .nuslerp(let t, _, _, let onBase) = job.parameters else { preconditionFailure("not a nuslerp job") }
         let chunks = executor.chunks, decoder = executor.decoder
         // Entries `range` of the two vectors: the task vectors (the base in s.base) or the models.
-        func load(_ s: WorkerScratch, _ range: Range<Int>) throws -> (UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>) {
-            if onBase {
-                try decoder.decodeBase(job, range, s)
-                try decoder.decodeDelta(job, 0, range, s)
-                try decoder.decodeDelta(job, 1, range, s)
-            } else {
-                try decoder.decode(job.inputs[0], range, into: s.inputs[0])
-                try decoder.decode(job.inputs[1], range, into: s.inputs[1])
-            }
-            return (UnsafeBufferPointer(rebasing: s.inputs[0][0..<range.count]),
-                    UnsafeBufferPointer(rebasing: s.inputs[1][0..<range.count]))
+        func load(_ s: WorkerScratch, _ range: Range<Int>) throws -> [UnsafeBufferPointer<Float>] {
+            if onBase { return try executor.deltas(job, range, s).map(UnsafeBufferPointer.init) }
+            for m in 0..<2 { try decoder.decode(job.inputs[m], range, into: s.inputs[m]) }
+            return (0..<2).map { UnsafeBufferPointer(s.input($0, range.count)) }
         }
-        // Adds the base back to the first `count` outputs.
-        func addBase(_ s: WorkerScratch, _ count: Int) {
-            guard onBase else { return }
-            for i in 0..<count { s.out[i] += s.base[i] }
+        // The final pass: `blend` writes each chunk's interpolation of the vectors a and b
+        // (entries `range`) into `out`; the base is added back.
+        func write(_ blend: (_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, _ range: Range<Int>,
+                             _ out: UnsafeMutableBufferPointer<Float>) -> Void) throws {
+            try executor.write(job, into: bytes) { s, _, range in
+                let x = try load(s, range)
+                blend(x[0], x[1], range, s.output(range.count))
+                if onBase { for i in 0..<range.count { s.out[i] += s.base[i] } }
+            }
         }
         switch Self.vectors(of: job) {
         case .tensor:
             // Norms and dot product summed chunk by chunk, added in chunk order.
-            let count = chunks.chunkCount(job)
-            let partial = ChunkResults(count: count, initial: (aa: 0.0, bb: 0.0, ab: 0.0))
-            try chunks.forEachChunk(job) { s, c, range in
-                let (a, b) = try load(s, range)
-                partial[c] = Interpolation.slerpSums(a, b)
-            }
-            var sums = (aa: 0.0, bb: 0.0, ab: 0.0)
-            for c in 0..<count {
-                sums.aa += partial[c].aa
-                sums.bb += partial[c].bb
-                sums.ab += partial[c].ab
-            }
-            let (ca, cb) = Self.coefficients(t: t, sums)
-            try chunks.forEachChunk(job, writing: bytes) { s, _, range in
-                let (a, b) = try load(s, range)
-                Interpolation.blend(a, b, ca, cb, into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
-                addBase(s, range.count)
-                try decoder.store(job, range, s, into: bytes)
-            }
+            let g = try GramMatrix.sum(job, count: 2, on: executor, load)
+            let (ca, cb) = Self.coefficients(t: t, (g[0, 0], g[1, 1], g[0, 1]))
+            try write { a, b, _, out in Interpolation.blend(a, b, ca, cb, into: out) }
         case .rows(let length):
             // Chunks hold whole rows: each row's sums and blend within one chunk.
-            try chunks.forEachChunk(job, writing: bytes) { s, _, range in
-                let (a, b) = try load(s, range)
-                var start = 0
-                while start < range.count {
+            try write { a, b, range, out in
+                for start in stride(from: 0, to: range.count, by: length) {
                     let span = start..<min(range.count, start + length)
-                    let (ca, cb) = Self.coefficients(
-                        t: t, Interpolation.slerpSums(UnsafeBufferPointer(rebasing: a[span]), UnsafeBufferPointer(rebasing: b[span])))
-                    Interpolation.blend(UnsafeBufferPointer(rebasing: a[span]), UnsafeBufferPointer(rebasing: b[span]), ca, cb,
-                                        into: UnsafeMutableBufferPointer(rebasing: s.out[span]))
-                    start = span.upperBound
+                    let x = UnsafeBufferPointer(rebasing: a[span]), y = UnsafeBufferPointer(rebasing: b[span])
+                    let (ca, cb) = Self.coefficients(t: t, Interpolation.slerpSums(x, y))
+                    Interpolation.blend(x, y, ca, cb, into: UnsafeMutableBufferPointer(rebasing: out[span]))
                 }
-                addBase(s, range.count)
-                try decoder.store(job, range, s, into: bytes)
             }
         case .columns(let count):
-            // Each task sums a block of columns over every row, in row order, so no sum
-            // depends on the thread count. Block widths are multiples of 256 (or whole
-            // rows), so quantized rows are read in whole blocks.
+            // Each column's sums run over the rows in row order, whatever the thread
+            // count: a segment of whole rows at a time, each task adding one block of
+            // columns over the segment's rows to the sums so far. Block widths are
+            // multiples of 256 (or whole rows), so quantized rows are read in whole
+            // blocks. Each segment's input pages are released once it is summed, as
+            // `forEachChunk` releases them, so the pass keeps only a few segments mapped.
             let rows = job.elementCount / count
             let width = min(count, 1024, chunks.chunkSize(for: job))
+            let rowsPerSegment = max(1, chunks.segmentTarget / count)
             let sums = ChunkResults(count: count, initial: (aa: 0.0, bb: 0.0, ab: 0.0))
-            try chunks.forEach(count: (count + width - 1) / width) { s, k in
-                let first = k * width, end = min(count, first + width)
-                var aa = [Double](repeating: 0, count: end - first), bb = aa, ab = aa
-                for r in 0..<rows {
-                    let (a, b) = try load(s, (r * count + first)..<(r * count + end))
-                    for j in 0..<a.count {
-                        let x = Double(a[j]), y = Double(b[j])
-                        aa[j] += x * x
-                        bb[j] += y * y
-                        ab[j] += x * y
+            for first in stride(from: 0, to: rows, by: rowsPerSegment) {
+                let segment = first..<min(rows, first + rowsPerSegment)
+                try chunks.forEach(count: (count + width - 1) / width) { s, k in
+                    let columns = (k * width)..<min(count, (k + 1) * width)
+                    var aa = columns.map { sums[$0].aa }, bb = columns.map { sums[$0].bb }, ab = columns.map { sums[$0].ab }
+                    for r in segment {
+                        let x = try load(s, (r * count + columns.lowerBound)..<(r * count + columns.upperBound))
+                        for j in 0..<columns.count {
+                            let a = Double(x[0][j]), b = Double(x[1][j])
+                            aa[j] += a * a
+                            bb[j] += b * b
+                            ab[j] += a * b
+                        }
                     }
+                    for (j, column) in columns.enumerated() { sums[column] = (aa[j], bb[j], ab[j]) }
                 }
-                for j in 0..<(end - first) { sums[first + j] = (aa[j], bb[j], ab[j]) }
+                chunks.release(job, (segment.lowerBound * count)..<(segment.upperBound * count))
             }
             var ca = [Float](repeating: 0, count: count), cb = ca
             for j in 0..<count { (ca[j], cb[j]) = Self.coefficients(t: t, sums[j]) }
-            try chunks.forEachChunk(job, writing: bytes) { s, _, range in
-                let (a, b) = try load(s, range)
+            try write { a, b, range, out in
                 var j = range.lowerBound % count
                 for i in 0..<range.count {
-                    s.out[i] = ca[j] * a[i] + cb[j] * b[i]
+                    out[i] = ca[j] * a[i] + cb[j] * b[i]
                     j = j + 1 == count ? 0 : j + 1
                 }
-                addBase(s, range.count)
-                try decoder.store(job, range, s, into: bytes)
             }
         }
     }

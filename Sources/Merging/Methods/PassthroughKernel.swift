@@ -16,11 +16,9 @@ struct PassthroughKernel: MergeKernel {
     func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .passthrough(let scale) = job.parameters else { preconditionFailure("not a passthrough job") }
         let decoder = executor.decoder
-        let input = job.inputs[0]
-        try executor.chunks.forEachChunk(job, writing: bytes) { s, _, range in
-            try decoder.decode(input, range, into: s.inputs[0])
+        try executor.write(job, into: bytes) { s, _, range in
+            try decoder.decode(job.inputs[0], range, into: s.inputs[0])
             for i in 0..<range.count { s.out[i] = scale == 1 ? s.inputs[0][i] : s.inputs[0][i] * scale }
-            try decoder.store(job, range, s, into: bytes)
         }
     }
 }

@@ -20,43 +20,32 @@ struct RAMKernel: MergeKernel {
 
     func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .ram(let epsilon, let r, let alpha) = job.parameters else { preconditionFailure("not a ram job") }
-        let chunks = executor.chunks, decoder = executor.decoder
-        let n = job.inputs.count, count = chunks.chunkCount(job)
-        func deltas(_ s: WorkerScratch, _ range: Range<Int>) throws -> [UnsafeBufferPointer<Float>] {
-            try decoder.decodeBase(job, range, s)
-            return try (0..<n).map { m in
-                try decoder.decodeDelta(job, m, range, s)
-                return UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count])
-            }
-        }
-        var scales = [Float](repeating: 1, count: n)
+        let n = job.inputs.count
+        var scales: [Float]?
         if plus {
-            let counts = ChunkResults(count: count * n, initial: (shared: 0, unique: 0))
-            try chunks.forEachChunk(job) { s, c, range in
-                let d = try deltas(s, range)
+            // Per model, the entries it changed together with others and alone.
+            let none = [(shared: Int, unique: Int)](repeating: (0, 0), count: n)
+            let counts = try executor.sum(job, from: none, adding: { total, chunk in
+                for m in 0..<n { total[m] = (total[m].shared + chunk[m].shared, total[m].unique + chunk[m].unique) }
+            }) { s, _, range in
+                let d = try executor.deltas(job, range, s)
+                var counts = none
                 for i in 0..<range.count {
                     var changed = 0
                     for m in 0..<n where abs(d[m][i]) > epsilon { changed += 1 }
                     guard changed > 0 else { continue }
                     for m in 0..<n where abs(d[m][i]) > epsilon {
-                        if changed == 1 { counts[c * n + m].unique += 1 } else { counts[c * n + m].shared += 1 }
+                        if changed == 1 { counts[m].unique += 1 } else { counts[m].shared += 1 }
                     }
                 }
+                return counts
             }
-            for m in 0..<n {
-                var shared = 0, unique = 0
-                for c in 0..<count {
-                    shared += counts[c * n + m].shared
-                    unique += counts[c * n + m].unique
-                }
-                scales[m] = RAMKernel.scale(shared: shared, unique: unique, r: r, alpha: alpha, epsilon: epsilon)
-            }
+            scales = counts.map { RAMKernel.scale(shared: $0.shared, unique: $0.unique, r: r, alpha: alpha, epsilon: epsilon) }
         }
-        try chunks.forEachChunk(job, writing: bytes) { s, _, range in
-            let d = try deltas(s, range)
-            RAMKernel.fuse(base: UnsafeBufferPointer(rebasing: s.base[0..<range.count]), deltas: d, epsilon: epsilon,
-                           uniqueScales: plus ? scales : nil, into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
-            try decoder.store(job, range, s, into: bytes)
+        try executor.write(job, into: bytes) { s, _, range in
+            let d = try executor.deltas(job, range, s).map(UnsafeBufferPointer.init)
+            RAMKernel.fuse(base: s.baseEntries(range.count), deltas: d, epsilon: epsilon, uniqueScales: scales,
+                           into: s.output(range.count))
         }
     }
 

@@ -27,18 +27,12 @@ struct SCEKernel: MergeKernel {
 
     func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .sce(let topK) = job.parameters else { preconditionFailure("not an sce job") }
-        let chunks = executor.chunks, decoder = executor.decoder
-        let n = job.inputs.count, count = chunks.chunkCount(job)
+        let n = job.inputs.count
         let selection = try select(job, topK: topK, on: executor)
 
         // Decodes every δ of a chunk into `s.inputs` and zeroes the entries not selected.
         func selectedDeltas(_ s: WorkerScratch, _ c: Int, _ range: Range<Int>) throws -> [UnsafeMutableBufferPointer<Float>] {
-            try decoder.decodeBase(job, range, s)
-            var deltas: [UnsafeMutableBufferPointer<Float>] = []
-            for m in 0..<n {
-                try decoder.decodeDelta(job, m, range, s)
-                deltas.append(UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count]))
-            }
+            let deltas = try executor.deltas(job, range, s)
             switch selection {
             case .all: break
             case .none: for d in deltas { d.update(repeating: 0) }
@@ -54,31 +48,27 @@ struct SCEKernel: MergeKernel {
             return deltas
         }
 
-        let energies = ChunkResults(count: count * n, initial: 0.0)
-        try chunks.forEachChunk(job) { s, c, range in
-            for (m, d) in try selectedDeltas(s, c, range).enumerated() {
+        // Each model's energy: the sum of its kept δ², per chunk, added in chunk order.
+        let energies = try executor.sum(job, from: [Double](repeating: 0, count: n), adding: { total, chunk in
+            for m in 0..<n { total[m] += chunk[m] }
+        }) { s, c, range in
+            try selectedDeltas(s, c, range).map { d in
                 var sum = 0.0
                 for x in d { sum += Double(x) * Double(x) }
-                energies[c * n + m] = sum
+                return sum
             }
         }
-        var weights = [Float](repeating: 0, count: n)
-        for m in 0..<n {
-            var sum = 0.0
-            for c in 0..<count { sum += energies[c * n + m] }
-            weights[m] = Float(sum / Double(max(job.elementCount, 1)))
-        }
+        var weights = energies.map { Float($0 / Double(max(job.elementCount, 1))) }
         var total: Float = 0
         for w in weights { total += w }
         // The total is compared in Float64, as a Float32 sum read out as a number.
         let equal = abs(Double(total)) < 1e-6
         for m in 0..<n { weights[m] = equal ? 1 / Float(n) : weights[m] / total }
 
-        try chunks.forEachChunk(job, writing: bytes) { s, c, range in
+        try executor.write(job, into: bytes) { s, c, range in
             let deltas = try selectedDeltas(s, c, range)
-            SCEKernel.fuse(base: UnsafeBufferPointer(rebasing: s.base[0..<range.count]), deltas: deltas.map(UnsafeBufferPointer.init),
-                           weights: weights, into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
-            try decoder.store(job, range, s, into: bytes)
+            SCEKernel.fuse(base: s.baseEntries(range.count), deltas: deltas.map(UnsafeBufferPointer.init),
+                           weights: weights, into: s.output(range.count))
         }
     }
 
@@ -97,23 +87,16 @@ struct SCEKernel: MergeKernel {
     func select(_ job: MergeJob, topK: Double, on executor: MergeExecutor) throws -> Selection {
         if topK >= 1 { return .all }
         if topK <= 0 { return .none }
-        let chunks = executor.chunks, decoder = executor.decoder, scratch = chunks.scratch
-        let n = job.inputs.count, count = chunks.chunkCount(job), total = job.elementCount
+        let chunks = executor.chunks, scratch = chunks.scratch
+        let count = chunks.chunkCount(job), total = job.elementCount
         // Writes each chunk's variances into `s.divisors` and hands them to `body`.
         func pass(_ body: (WorkerScratch, Int, UnsafeBufferPointer<Float>) -> Void) throws {
             try chunks.forEachChunk(job) { s, c, range in
-                try decoder.decodeBase(job, range, s)
-                for m in 0..<n { try decoder.decodeDelta(job, m, range, s) }
+                let deltas = try executor.deltas(job, range, s)
                 let variance = UnsafeMutableBufferPointer(rebasing: s.divisors[0..<range.count])
-                SCEKernel.variance((0..<n).map { UnsafeBufferPointer(rebasing: s.inputs[$0][0..<range.count]) }, into: variance)
+                SCEKernel.variance(deltas.map(UnsafeBufferPointer.init), into: variance)
                 body(s, c, UnsafeBufferPointer(variance))
             }
-        }
-        // Worker-local counts, combined after each pass.
-        func combined() -> RankSearch {
-            var all = scratch[0].searches[0]
-            for s in scratch.dropFirst() { all.absorb(s.searches[0]) }
-            return all
         }
         defer { for s in scratch { s.searches = [] } }
 
@@ -132,11 +115,11 @@ struct SCEKernel: MergeKernel {
         if k <= 0 { return .none }
         if k >= total { return .all }
         var search = RankSearch(ranks: [total - k])
-        search.absorb(combined())
+        search.absorb(executor.combinedSearches()[0])
         search.finishCoarse()
         for s in scratch { s.searches = [search.fineCounter()] }
         try pass { s, _, variance in s.searches[0].countFine(variance) }
-        let boundary = combined().boundaries()[0]
+        let boundary = executor.combinedSearches()[0].boundaries()[0]
         let window = MagnitudeWindow(lower: boundary, upper: nil)
         guard window.needsOrdinals else { return .window(window, []) }
         let equal = ChunkResults(count: count, initial: 0)

@@ -1,6 +1,6 @@
 /// SLERP between the base and one model over each tensor flattened into one vector:
-/// the norms and the dot product summed chunk by chunk (in chunk order), then one
-/// pair of coefficients.
+/// the norms and the dot product (their Gram matrix) summed chunk by chunk in chunk
+/// order, then one pair of coefficients.
 struct SlerpKernel: MergeKernel {
     func check(_ plan: MergePlan) throws(MergeError) {
         guard plan.contributingModels.count == 1 else { throw .badPlan("slerp needs exactly two models, one of them the base") }
@@ -16,29 +16,18 @@ struct SlerpKernel: MergeKernel {
 
     func produce(_ job: MergeJob, on executor: MergeExecutor, into bytes: OutputWindows) throws {
         guard case .slerp(let t) = job.parameters else { preconditionFailure("not a slerp job") }
-        let chunks = executor.chunks, decoder = executor.decoder
-        let count = chunks.chunkCount(job)
-        let partial = ChunkResults(count: count, initial: (aa: 0.0, bb: 0.0, ab: 0.0))
-        try chunks.forEachChunk(job) { s, c, range in
+        let decoder = executor.decoder
+        // Entries `range` of the base and the model.
+        func load(_ s: WorkerScratch, _ range: Range<Int>) throws -> [UnsafeBufferPointer<Float>] {
             try decoder.decodeBase(job, range, s)
             try decoder.decodeModel(job, 0, range, into: s.inputs[0])
-            partial[c] = Interpolation.slerpSums(UnsafeBufferPointer(rebasing: s.base[0..<range.count]),
-                                                 UnsafeBufferPointer(rebasing: s.inputs[0][0..<range.count]))
+            return [s.baseEntries(range.count), UnsafeBufferPointer(s.input(0, range.count))]
         }
-        var aa = 0.0, bb = 0.0, ab = 0.0
-        for c in 0..<count {
-            aa += partial[c].aa
-            bb += partial[c].bb
-            ab += partial[c].ab
-        }
-        let (ca, cb) = Interpolation.slerpCoefficients(t: t, normA2: aa, normB2: bb, dot: ab)
-        try chunks.forEachChunk(job, writing: bytes) { s, _, range in
-            try decoder.decodeBase(job, range, s)
-            try decoder.decodeModel(job, 0, range, into: s.inputs[0])
-            Interpolation.blend(UnsafeBufferPointer(rebasing: s.base[0..<range.count]),
-                                UnsafeBufferPointer(rebasing: s.inputs[0][0..<range.count]), ca, cb,
-                                into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
-            try decoder.store(job, range, s, into: bytes)
+        let g = try GramMatrix.sum(job, count: 2, on: executor, load)
+        let (ca, cb) = Interpolation.slerpCoefficients(t: t, normA2: g[0, 0], normB2: g[1, 1], dot: g[0, 1])
+        try executor.write(job, into: bytes) { s, _, range in
+            let x = try load(s, range)
+            Interpolation.blend(x[0], x[1], ca, cb, into: s.output(range.count))
         }
     }
 }

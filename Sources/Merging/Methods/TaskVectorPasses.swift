@@ -98,8 +98,6 @@ struct TaskVectorPasses {
             ? (0..<n).filter { masks[$0] != .keepAll && masks[$0] != .keepNone } : []
         guard !rescaled.isEmpty else { return (factors, recorded) }
         for m in rescaled { if case .random = masks[m] { recorded[m] = true } }
-        let chunkCount = chunks.chunkCount(job)
-        let sums = ChunkResults(count: chunkCount * n, initial: (before: 0.0, after: 0.0))
         // A random mask over BF16 base and model measures δ straight from the bytes.
         // (Non-finite inputs are reported by the fusion pass, which decodes them all.)
         let direct = rescaled.filter {
@@ -108,38 +106,38 @@ struct TaskVectorPasses {
                 && job.baseRows == nil && job.inputs[$0].rows == nil
         }
         let decoded = rescaled.filter { !direct.contains($0) }
-        try chunks.forEachChunk(job) { s, c, range in
+        let zero = [(before: Double, after: Double)](repeating: (0, 0), count: n)
+        let sums = try executor.sum(job, from: zero, adding: { total, chunk in
+            for m in rescaled { total[m] = (total[m].before + chunk[m].before, total[m].after + chunk[m].after) }
+        }) { s, c, range in
+            var sums = zero
             for m in direct {
                 precondition(range.upperBound <= job.template.elementCount
                              && range.upperBound <= job.inputs[m].tensor.elementCount, "elements \(range) out of bounds")
                 masks[m].drawKeep(start: range.lowerBound, count: range.count, into: s)
-                sums[c * n + m] = L1Norm.ofDifference(bf16: decoder.bf16Elements(job.inputs[m].tensor, in: job.inputs[m].checkpoint) + range.lowerBound,
-                                                      minus: decoder.bf16Elements(job.template, in: job.templateCheckpoint) + range.lowerBound,
-                                                      count: range.count, keptBy: s.keep)
+                sums[m] = L1Norm.ofDifference(bf16: decoder.bf16Elements(job.inputs[m].tensor, in: job.inputs[m].checkpoint) + range.lowerBound,
+                                              minus: decoder.bf16Elements(job.template, in: job.templateCheckpoint) + range.lowerBound,
+                                              count: range.count, keptBy: s.keep)
             }
-            guard !decoded.isEmpty else { return }
+            guard !decoded.isEmpty else { return sums }
             try decoder.decodeBase(job, range, s)
             for m in decoded {
                 try decoder.decodeDelta(job, m, range, s)
                 let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
                 if recorded[m] {
                     masks[m].drawKeep(start: range.lowerBound, count: range.count, into: s)
-                    sums[c * n + m] = L1Norm.of(UnsafeBufferPointer(values), keptBy: s.keep)
+                    sums[m] = L1Norm.of(UnsafeBufferPointer(values), keptBy: s.keep)
                     continue
                 }
                 let before = L1Norm.of(UnsafeBufferPointer(values))
                 masks[m].apply(to: values, start: range.lowerBound, rowLength: job.rowLength, inverse: false,
                                ties: ties[m].count > c ? ties[m][c] : ChunkTies(), rowScratch: s.rows)
-                sums[c * n + m] = (before, L1Norm.of(UnsafeBufferPointer(values)))
+                sums[m] = (before, L1Norm.of(UnsafeBufferPointer(values)))
             }
+            return sums
         }
         for m in rescaled {
-            var before = 0.0, after = 0.0
-            for c in 0..<chunkCount {
-                before += sums[c * n + m].before
-                after += sums[c * n + m].after
-            }
-            factors[m] = Sparsifier.l1RescaleFactor(before: before, after: after, in: job.computeType)
+            factors[m] = Sparsifier.l1RescaleFactor(before: sums[m].before, after: sums[m].after, in: job.computeType)
         }
         return (factors, recorded)
     }
@@ -163,16 +161,13 @@ struct TaskVectorPasses {
         _ arithmetic: A.Type, _ masks: [TensorMask], _ ties: [[ChunkTies]], _ factors: [Float],
         _ recorded: [Bool], into bytes: OutputWindows
     ) throws {
-        let n = self.n, job = self.job, decoder = self.decoder, weights = parameters.weights.map { A.round($0) }
+        let job = self.job, weights = parameters.weights.map { A.round($0) }
         let fusion = Fusion(consensus: executor.merge.plan.effectiveConsensus, normalize: parameters.normalize,
                             lambda: parameters.lambda)
         let inverse = executor.merge.plan.effectiveRescale == .inverse
-        try chunks.forEachChunk(job, writing: bytes) { s, c, range in
-            try decoder.decodeBase(job, range, s)
-            var deltas: [UnsafeMutableBufferPointer<Float>] = []
-            for m in 0..<n {
-                try decoder.decodeDelta(job, m, range, s)
-                let values = UnsafeMutableBufferPointer(rebasing: s.inputs[m][0..<range.count])
+        try executor.write(job, into: bytes) { s, c, range in
+            let deltas = try executor.deltas(job, range, s)
+            for (m, values) in deltas.enumerated() {
                 let factor = factors[m], weight = weights[m]
                 if recorded[m] {
                     masks[m].drawKeep(start: range.lowerBound, count: range.count, into: s)
@@ -186,12 +181,9 @@ struct TaskVectorPasses {
                         for i in 0..<values.count { values[i] = A.round(A.round(values[i] * factor) * weight) }
                     }
                 }
-                deltas.append(values)
             }
-            fusion.combine(A.self, base: UnsafeBufferPointer(rebasing: s.base[0..<range.count]), deltas: deltas,
-                           weights: weights, into: UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]),
-                           divisors: UnsafeMutableBufferPointer(rebasing: s.divisors[0..<range.count]))
-            try decoder.store(job, range, s, into: bytes)
+            fusion.combine(A.self, base: s.baseEntries(range.count), deltas: deltas, weights: weights,
+                           into: s.output(range.count), divisors: UnsafeMutableBufferPointer(rebasing: s.divisors[0..<range.count]))
         }
     }
 }
