@@ -97,15 +97,13 @@ extension MergeTool {
         }
 
         func axes() throws -> [SweepAxis] {
-            var axes: [SweepAxis] = []
-            for text in grid {
+            try grid.map { text in
                 do {
-                    axes.append(try SweepAxis(parsing: text))
+                    return try SweepAxis(parsing: text)
                 } catch {
                     throw ValidationError("\(error)")
                 }
             }
-            return axes
         }
 
         func paretoGoals() throws -> (x: MetricGoal, y: MetricGoal)? {
@@ -199,9 +197,8 @@ extension MergeTool {
         /// The evaluation `--eval` names.
         func evaluation(plan: MergePlan) throws -> CandidateRunner.Evaluation {
             guard eval == "builtin" else { return .command(eval) }
-            let follow = input.followSymlinks
             guard let basePath = base ?? plan.base else { return .builtin(base: nil) }
-            _ = try ModelFolder.load(basePath, followSymlinks: follow)
+            _ = try ModelFolder.load(basePath, followSymlinks: input.followSymlinks)
             return .builtin(base: basePath)
         }
 
@@ -211,24 +208,23 @@ extension MergeTool {
                     scored: Int, seconds: Double) throws {
             let byKey = Dictionary(candidates.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
             let parentKeys = Set(parents.map { SweepRecord(subject: .parent(model: $0)).key })
-            var records: [SweepRecord] = []
+            var candidateRecords: [SweepRecord] = [], parentRecords: [SweepRecord] = []
             for record in try SweepResults.read(resultsPath) {
-                guard case .candidate = record.subject else {
-                    if parentKeys.contains(record.key) { records.append(record) }
-                    continue
+                switch record.subject {
+                case .parent:
+                    if parentKeys.contains(record.key) { parentRecords.append(record) }
+                case .candidate:
+                    // The index of this run's order (a resumed record may come from a --random draw order).
+                    guard let candidate = byKey[record.key] else { continue }
+                    var current = record
+                    current.subject = .candidate(index: candidate.index, values: candidate.values)
+                    candidateRecords.append(current)
                 }
-                // The index of this run's order (a resumed record may come from a --random draw order).
-                guard let candidate = byKey[record.key] else { continue }
-                var current = record
-                current.subject = .candidate(index: candidate.index, values: candidate.values)
-                records.append(current)
             }
-            let candidateRecords = records.filter { if case .candidate = $0.subject { return true } else { return false } }
-            let parentRecords = records.filter { if case .parent = $0.subject { return true } else { return false } }
             let ranked = SweepResults.ranked(candidateRecords, by: goal)
+            let failed = candidateRecords.filter { $0.error != nil }.count
             guard let best = ranked.first, best.error == nil, best.metrics[goal.name] != nil,
                   let bestCandidate = byKey[best.key] else {
-                let failed = candidateRecords.filter { $0.error != nil }.count
                 let reported = Set(candidateRecords.flatMap(\.metrics.keys)).sorted().joined(separator: ", ")
                 throw SweepFailure(message: "\(output): no candidate has the metric '\(goal.name)' "
                     + "(\(failed) of \(candidateRecords.count) failed"
@@ -242,10 +238,9 @@ extension MergeTool {
                 let points = scoredRecords.map { (x: $0.metrics[goals.x.name]!, y: $0.metrics[goals.y.name]!) }
                 let frontIndices = Set(ParetoFront.indices(points, goals: goals))
                 front = frontIndices.sorted().map { scoredRecords[$0] }
-                var plotted: [SweepScatter.Point] = []
-                for (i, record) in scoredRecords.enumerated() {
-                    plotted.append(SweepScatter.Point(x: points[i].x, y: points[i].y,
-                                                      kind: frontIndices.contains(i) ? .front : .candidate, label: record.label))
+                var plotted = scoredRecords.indices.map { i in
+                    SweepScatter.Point(x: points[i].x, y: points[i].y,
+                                       kind: frontIndices.contains(i) ? .front : .candidate, label: scoredRecords[i].label)
                 }
                 for record in parentRecords {
                     guard let x = record.metrics[goals.x.name], let y = record.metrics[goals.y.name] else { continue }
@@ -257,14 +252,14 @@ extension MergeTool {
             }
 
             if json {
-                func list(_ records: [SweepRecord]) -> String { "[" + records.map(\.jsonLine).joined(separator: ",") + "]" }
-                printOutput("{\"objective\":\(JSONValue.string(goal.description).compactText),"
-                    + "\"best\":\(best.jsonLine),\"candidates\":\(list(ranked)),\"pareto\":\(list(front)),"
-                    + "\"parents\":\(list(parentRecords)),\"folder\":\(JSONValue.string(output).compactText)}")
+                printOutput(JSONValue.object([
+                    ("objective", .string(goal.description)), ("best", best.json), ("candidates", .array(ranked.map(\.json))),
+                    ("pareto", .array(front.map(\.json))), ("parents", .array(parentRecords.map(\.json))),
+                    ("folder", .string(output)),
+                ]).compactText)
                 return
             }
             printOutput(SweepTable.text(ranked: ranked, parents: parentRecords, goal: goal, front: front))
-            let failed = candidateRecords.filter { $0.error != nil }.count
             var summary = "\(candidateRecords.count) candidates (\(scored) scored now in \(String(format: "%.1f", seconds)) s"
             summary += failed > 0 ? ", \(failed) failed)" : ")"
             printOutput(summary + "; best: \(best.label); recipe: \(output)/best.yml")
