@@ -146,39 +146,38 @@ extension MergeTool {
                     try OutputFile.write(candidate.recipe, to: output + "/candidates/\(candidate.index).yml")
                 }
                 let resultsPath = output + "/" + SweepResults.fileName
-                // A score is reused only for the same recipe text and the same evaluation.
+                // Every model to score, parents first, with the fingerprint of what its score
+                // depends on: a score is reused only for the same recipe text and the same evaluation.
                 let evaluationName = eval == "builtin" ? "builtin " + (base ?? plan.base ?? "") : eval
-                let done = SweepResults.done(try SweepResults.read(resultsPath))
-                let parentPrints = parents.map { SweepResults.fingerprint(["parent", $0, evaluationName]) }
-                let candidatePrints = candidates.map { SweepResults.fingerprint([$0.recipe, evaluationName]) }
-                let pendingParents = parents.indices.filter {
-                    done[SweepRecord(subject: .parent(model: parents[$0])).key] != .some(parentPrints[$0])
+                let records = parents.map {
+                    SweepRecord(subject: .parent(model: $0), fingerprint: SweepResults.fingerprint(["parent", $0, evaluationName]))
+                } + candidates.map {
+                    SweepRecord(subject: .candidate(index: $0.index, values: $0.values),
+                                fingerprint: SweepResults.fingerprint([$0.recipe, evaluationName]))
                 }
-                let pending = candidates.indices.filter { done[candidates[$0].key] != .some(candidatePrints[$0]) }
-                let stale = candidates.indices.filter { done[candidates[$0].key] != nil }.count - (candidates.count - pending.count)
-                if candidates.count > pending.count {
-                    printError("sweep: resuming \(output): \(candidates.count - pending.count) of \(candidates.count) candidates already scored")
+                let done = SweepResults.done(try SweepResults.read(resultsPath))
+                let pending = records.filter { done[$0.key] != .some($0.fingerprint) }
+                let scoredBefore = candidates.count - pending.count(where: { $0.candidateIndex != nil })
+                let stale = records.count(where: {
+                    $0.candidateIndex != nil && done[$0.key] != nil && done[$0.key] != .some($0.fingerprint)
+                })
+                if scoredBefore > 0 {
+                    printError("sweep: resuming \(output): \(scoredBefore) of \(candidates.count) candidates already scored")
                 }
                 if stale > 0 {
                     printError("sweep: \(stale) candidates in \(resultsPath) were scored with another recipe or evaluation; scoring them again")
                 }
 
-                let count = pendingParents.count + pending.count
-                let workers = min(jobs ?? WorkerQueue.processors, max(1, count))
+                let workers = min(jobs ?? WorkerQueue.processors, max(1, pending.count))
                 // Each merge splits the cores with the others running beside it.
                 let runner = try CandidateRunner(
                     folder: output, resultsPath: resultsPath, evaluation: evaluation, keep: keep,
-                    followSymlinks: input.followSymlinks, mergeWorkers: max(1, WorkerQueue.processors / workers), total: count)
+                    followSymlinks: input.followSymlinks, mergeWorkers: max(1, WorkerQueue.processors / workers),
+                    total: pending.count)
                 let started = Date()
                 let score = {
-                    WorkerQueue.forEach(count: count, workers: workers) { (worker, job) in
-                        if job < pendingParents.count {
-                            let i = pendingParents[job]
-                            runner.scoreParent(parents[i], fingerprint: parentPrints[i], worker: worker)
-                        } else {
-                            let i = pending[job - pendingParents.count]
-                            runner.score(candidates[i], fingerprint: candidatePrints[i], worker: worker)
-                        }
+                    WorkerQueue.forEach(count: pending.count, workers: workers) { (worker, job) in
+                        runner.score(pending[job], worker: worker)
                     }
                 }
                 // Several evaluations at once each get one BLAS thread.
@@ -190,7 +189,7 @@ extension MergeTool {
                 let seconds = Date().timeIntervalSince(started)
 
                 try report(candidates: candidates, parents: parents, resultsPath: resultsPath, goal: goal,
-                           scored: pending.count, seconds: seconds)
+                           scored: candidates.count - scoredBefore, seconds: seconds)
             }
         }
 

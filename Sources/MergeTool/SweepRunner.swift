@@ -52,45 +52,38 @@ final class CandidateRunner: Sendable {
         results = Locked(handle)
     }
 
-    /// Scores one of the recipe's input models.
-    func scoreParent(_ model: String, fingerprint: String, worker: Int) {
-        let record = SweepRecord(subject: .parent(model: model), fingerprint: fingerprint)
-        self.record(record, failing: "parent \(model)") { try evaluate(model, worker: worker) }
-    }
-
-    /// Merges `candidate` (its recipe already in `folder/candidates/N.yml`) into
-    /// `folder/candidates/N`, scores it and removes the model
-    /// unless asked to keep it.
-    func score(_ candidate: SweepCandidate, fingerprint: String, worker: Int) {
-        let record = SweepRecord(subject: .candidate(index: candidate.index, values: candidate.values),
-                                 fingerprint: fingerprint)
-        let modelPath = folder + "/candidates/\(candidate.index)"
-        self.record(record, failing: "candidate \(record.label)") {
-            defer { if !keep { try? FileManager.default.removeItem(atPath: modelPath) } }
-            let (plan, text) = try MergeRecipe.load(modelPath + ".yml")
-            let prepared = try PreparedMerge.prepare(plan, followSymlinks: followSymlinks)
-            for warning in prepared.warnings { warnOnce(warning) }
-            let options = MergedModelWriter.Options(
-                overwrite: true, followSymlinks: followSymlinks, workers: mergeWorkers, recipe: text)
-            try MergedModelWriter.write(prepared, to: modelPath, options: options, warn: { self.warnOnce($0) })
-            return try evaluate(modelPath, worker: worker)
-        }
-    }
-
-    /// Appends `record` with the metrics `score` returns, or with its error (shown as a
-    /// warning naming `what`), and the seconds it took.
-    private func record(_ record: SweepRecord, failing what: String, _ score: () throws -> [String: Double]) {
+    /// Scores the model of `record` (with its fingerprint set) and appends the record with
+    /// its metrics, or its error shown as a warning, and the seconds it took. A parent is
+    /// scored as it is; a candidate is first merged from its recipe (already in
+    /// `folder/candidates/N.yml`) into `folder/candidates/N`, removed after unless asked
+    /// to keep it.
+    func score(_ record: SweepRecord, worker: Int) {
         let start = Date()
         var record = record
         do {
-            record.metrics = try score()
+            switch record.subject {
+            case .parent(let model): record.metrics = try evaluate(model, worker: worker)
+            case .candidate(let index, _): record.metrics = try merge(candidate: index, andEvaluateOn: worker)
+            }
         } catch {
             record.error = "\(error)"
             progress.finish()
-            printError("warning: \(what) failed: \(error)")
+            printError("warning: \(record.candidateIndex == nil ? "parent" : "candidate") \(record.label) failed: \(error)")
         }
         record.seconds = Date().timeIntervalSince(start)
         finish(record)
+    }
+
+    private func merge(candidate index: Int, andEvaluateOn worker: Int) throws -> [String: Double] {
+        let modelPath = folder + "/candidates/\(index)"
+        defer { if !keep { try? FileManager.default.removeItem(atPath: modelPath) } }
+        let (plan, text) = try MergeRecipe.load(modelPath + ".yml")
+        let prepared = try PreparedMerge.prepare(plan, followSymlinks: followSymlinks)
+        for warning in prepared.warnings { warnOnce(warning) }
+        let options = MergedModelWriter.Options(
+            overwrite: true, followSymlinks: followSymlinks, workers: mergeWorkers, recipe: text)
+        try MergedModelWriter.write(prepared, to: modelPath, options: options, warn: { self.warnOnce($0) })
+        return try evaluate(modelPath, worker: worker)
     }
 
     private func evaluate(_ model: String, worker: Int) throws -> [String: Double] {

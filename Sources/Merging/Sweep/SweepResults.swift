@@ -41,6 +41,12 @@ public struct SweepRecord: Equatable, Sendable {
         }
     }
 
+    /// The candidate's place in the sweep's order; nil for a parent.
+    public var candidateIndex: Int? {
+        if case .candidate(let index, _) = subject { return index }
+        return nil
+    }
+
     /// A short name for tables and messages.
     public var label: String {
         switch subject {
@@ -211,17 +217,13 @@ public enum SweepResults {
     /// candidate order), then those without it, then the failed ones.
     public static func ranked(_ records: [SweepRecord], by goal: MetricGoal) -> [SweepRecord] {
         func tier(_ r: SweepRecord) -> Int { r.error != nil ? 2 : r.metrics[goal.name] == nil ? 1 : 0 }
-        func order(_ r: SweepRecord) -> Int {
-            if case .candidate(let index, _) = r.subject { return index }
-            return -1
-        }
         return records.enumerated().sorted { a, b in
             let (ta, tb) = (tier(a.element), tier(b.element))
             if ta != tb { return ta < tb }
             if ta == 0, let x = a.element.metrics[goal.name], let y = b.element.metrics[goal.name], x != y {
                 return goal.better(x, than: y)
             }
-            let (oa, ob) = (order(a.element), order(b.element))
+            let (oa, ob) = (a.element.candidateIndex ?? -1, b.element.candidateIndex ?? -1)
             return oa != ob ? oa < ob : a.offset < b.offset
         }.map(\.element)
     }
