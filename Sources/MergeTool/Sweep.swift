@@ -97,15 +97,13 @@ extension MergeTool {
         }
 
         func axes() throws -> [SweepAxis] {
-            var axes: [SweepAxis] = []
-            for text in grid {
+            try grid.map { text in
                 do {
-                    axes.append(try SweepAxis(parsing: text))
+                    return try SweepAxis(parsing: text)
                 } catch {
                     throw ValidationError("\(error)")
                 }
             }
-            return axes
         }
 
         func paretoGoals() throws -> (x: MetricGoal, y: MetricGoal)? {
@@ -148,39 +146,38 @@ extension MergeTool {
                     try OutputFile.write(candidate.recipe, to: output + "/candidates/\(candidate.index).yml")
                 }
                 let resultsPath = output + "/" + SweepResults.fileName
-                // A score is reused only for the same recipe text and the same evaluation.
+                // Every model to score, parents first, with the fingerprint of what its score
+                // depends on: a score is reused only for the same recipe text and the same evaluation.
                 let evaluationName = eval == "builtin" ? "builtin " + (base ?? plan.base ?? "") : eval
-                let done = SweepResults.done(try SweepResults.read(resultsPath))
-                let parentPrints = parents.map { SweepResults.fingerprint(["parent", $0, evaluationName]) }
-                let candidatePrints = candidates.map { SweepResults.fingerprint([$0.recipe, evaluationName]) }
-                let pendingParents = parents.indices.filter {
-                    done[SweepRecord(subject: .parent(model: parents[$0])).key] != .some(parentPrints[$0])
+                let records = parents.map {
+                    SweepRecord(subject: .parent(model: $0), fingerprint: SweepResults.fingerprint(["parent", $0, evaluationName]))
+                } + candidates.map {
+                    SweepRecord(subject: .candidate(index: $0.index, values: $0.values),
+                                fingerprint: SweepResults.fingerprint([$0.recipe, evaluationName]))
                 }
-                let pending = candidates.indices.filter { done[candidates[$0].key] != .some(candidatePrints[$0]) }
-                let stale = candidates.indices.filter { done[candidates[$0].key] != nil }.count - (candidates.count - pending.count)
-                if candidates.count > pending.count {
-                    printError("sweep: resuming \(output): \(candidates.count - pending.count) of \(candidates.count) candidates already scored")
+                let done = SweepResults.done(try SweepResults.read(resultsPath))
+                let pending = records.filter { done[$0.key] != .some($0.fingerprint) }
+                let scoredBefore = candidates.count - pending.count(where: { $0.candidateIndex != nil })
+                let stale = records.count(where: {
+                    $0.candidateIndex != nil && done[$0.key] != nil && done[$0.key] != .some($0.fingerprint)
+                })
+                if scoredBefore > 0 {
+                    printError("sweep: resuming \(output): \(scoredBefore) of \(candidates.count) candidates already scored")
                 }
                 if stale > 0 {
                     printError("sweep: \(stale) candidates in \(resultsPath) were scored with another recipe or evaluation; scoring them again")
                 }
 
-                let count = pendingParents.count + pending.count
-                let workers = min(jobs ?? WorkerQueue.processors, max(1, count))
+                let workers = min(jobs ?? WorkerQueue.processors, max(1, pending.count))
                 // Each merge splits the cores with the others running beside it.
                 let runner = try CandidateRunner(
                     folder: output, resultsPath: resultsPath, evaluation: evaluation, keep: keep,
-                    followSymlinks: input.followSymlinks, mergeWorkers: max(1, WorkerQueue.processors / workers), total: count)
+                    followSymlinks: input.followSymlinks, mergeWorkers: max(1, WorkerQueue.processors / workers),
+                    total: pending.count)
                 let started = Date()
                 let score = {
-                    WorkerQueue.forEach(count: count, workers: workers) { (worker, job) in
-                        if job < pendingParents.count {
-                            let i = pendingParents[job]
-                            runner.scoreParent(parents[i], fingerprint: parentPrints[i], worker: worker)
-                        } else {
-                            let i = pending[job - pendingParents.count]
-                            runner.score(candidates[i], fingerprint: candidatePrints[i], worker: worker)
-                        }
+                    WorkerQueue.forEach(count: pending.count, workers: workers) { (worker, job) in
+                        runner.score(pending[job], worker: worker)
                     }
                 }
                 // Several evaluations at once each get one BLAS thread.
@@ -192,16 +189,15 @@ extension MergeTool {
                 let seconds = Date().timeIntervalSince(started)
 
                 try report(candidates: candidates, parents: parents, resultsPath: resultsPath, goal: goal,
-                           scored: pending.count, seconds: seconds)
+                           scored: candidates.count - scoredBefore, seconds: seconds)
             }
         }
 
         /// The evaluation `--eval` names.
         func evaluation(plan: MergePlan) throws -> CandidateRunner.Evaluation {
             guard eval == "builtin" else { return .command(eval) }
-            let follow = input.followSymlinks
             guard let basePath = base ?? plan.base else { return .builtin(base: nil) }
-            _ = try ModelFolder.load(basePath, followSymlinks: follow)
+            _ = try ModelFolder.load(basePath, followSymlinks: input.followSymlinks)
             return .builtin(base: basePath)
         }
 
@@ -211,24 +207,23 @@ extension MergeTool {
                     scored: Int, seconds: Double) throws {
             let byKey = Dictionary(candidates.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
             let parentKeys = Set(parents.map { SweepRecord(subject: .parent(model: $0)).key })
-            var records: [SweepRecord] = []
+            var candidateRecords: [SweepRecord] = [], parentRecords: [SweepRecord] = []
             for record in try SweepResults.read(resultsPath) {
-                guard case .candidate = record.subject else {
-                    if parentKeys.contains(record.key) { records.append(record) }
-                    continue
+                switch record.subject {
+                case .parent:
+                    if parentKeys.contains(record.key) { parentRecords.append(record) }
+                case .candidate:
+                    // The index of this run's order (a resumed record may come from a --random draw order).
+                    guard let candidate = byKey[record.key] else { continue }
+                    var current = record
+                    current.subject = .candidate(index: candidate.index, values: candidate.values)
+                    candidateRecords.append(current)
                 }
-                // The index of this run's order (a resumed record may come from a --random draw order).
-                guard let candidate = byKey[record.key] else { continue }
-                var current = record
-                current.subject = .candidate(index: candidate.index, values: candidate.values)
-                records.append(current)
             }
-            let candidateRecords = records.filter { if case .candidate = $0.subject { return true } else { return false } }
-            let parentRecords = records.filter { if case .parent = $0.subject { return true } else { return false } }
             let ranked = SweepResults.ranked(candidateRecords, by: goal)
+            let failed = candidateRecords.filter { $0.error != nil }.count
             guard let best = ranked.first, best.error == nil, best.metrics[goal.name] != nil,
                   let bestCandidate = byKey[best.key] else {
-                let failed = candidateRecords.filter { $0.error != nil }.count
                 let reported = Set(candidateRecords.flatMap(\.metrics.keys)).sorted().joined(separator: ", ")
                 throw SweepFailure(message: "\(output): no candidate has the metric '\(goal.name)' "
                     + "(\(failed) of \(candidateRecords.count) failed"
@@ -242,10 +237,9 @@ extension MergeTool {
                 let points = scoredRecords.map { (x: $0.metrics[goals.x.name]!, y: $0.metrics[goals.y.name]!) }
                 let frontIndices = Set(ParetoFront.indices(points, goals: goals))
                 front = frontIndices.sorted().map { scoredRecords[$0] }
-                var plotted: [SweepScatter.Point] = []
-                for (i, record) in scoredRecords.enumerated() {
-                    plotted.append(SweepScatter.Point(x: points[i].x, y: points[i].y,
-                                                      kind: frontIndices.contains(i) ? .front : .candidate, label: record.label))
+                var plotted = scoredRecords.indices.map { i in
+                    SweepScatter.Point(x: points[i].x, y: points[i].y,
+                                       kind: frontIndices.contains(i) ? .front : .candidate, label: scoredRecords[i].label)
                 }
                 for record in parentRecords {
                     guard let x = record.metrics[goals.x.name], let y = record.metrics[goals.y.name] else { continue }
@@ -257,14 +251,14 @@ extension MergeTool {
             }
 
             if json {
-                func list(_ records: [SweepRecord]) -> String { "[" + records.map(\.jsonLine).joined(separator: ",") + "]" }
-                printOutput("{\"objective\":\(JSONValue.string(goal.description).compactText),"
-                    + "\"best\":\(best.jsonLine),\"candidates\":\(list(ranked)),\"pareto\":\(list(front)),"
-                    + "\"parents\":\(list(parentRecords)),\"folder\":\(JSONValue.string(output).compactText)}")
+                printOutput(JSONValue.object([
+                    ("objective", .string(goal.description)), ("best", best.json), ("candidates", .array(ranked.map(\.json))),
+                    ("pareto", .array(front.map(\.json))), ("parents", .array(parentRecords.map(\.json))),
+                    ("folder", .string(output)),
+                ]).compactText)
                 return
             }
             printOutput(SweepTable.text(ranked: ranked, parents: parentRecords, goal: goal, front: front))
-            let failed = candidateRecords.filter { $0.error != nil }.count
             var summary = "\(candidateRecords.count) candidates (\(scored) scored now in \(String(format: "%.1f", seconds)) s"
             summary += failed > 0 ? ", \(failed) failed)" : ")"
             printOutput(summary + "; best: \(best.label); recipe: \(output)/best.yml")

@@ -40,57 +40,50 @@ final class CandidateRunner: Sendable {
         if !FileManager.default.fileExists(atPath: resultsPath) {
             _ = FileManager.default.createFile(atPath: resultsPath, contents: nil)
         }
-        guard let handle = FileHandle(forWritingAtPath: resultsPath) else {
+        guard let handle = FileHandle(forUpdatingAtPath: resultsPath) else {
             throw SweepFailure(message: "\(resultsPath): cannot open for appending")
         }
         // A line cut short by an interrupted run is ended, so the next record starts a line.
         let end = try handle.seekToEnd()
-        if end > 0, let reader = FileHandle(forReadingAtPath: resultsPath) {
-            try reader.seek(toOffset: end - 1)
-            if try reader.read(upToCount: 1) != Data("\n".utf8) { try handle.write(contentsOf: Data("\n".utf8)) }
-            try reader.close()
+        if end > 0 {
+            try handle.seek(toOffset: end - 1)
+            if try handle.read(upToCount: 1) != Data("\n".utf8) { try handle.write(contentsOf: Data("\n".utf8)) }
         }
         results = Locked(handle)
     }
 
-    /// Scores one of the recipe's input models.
-    func scoreParent(_ model: String, fingerprint: String, worker: Int) {
+    /// Scores the model of `record` (with its fingerprint set) and appends the record with
+    /// its metrics, or its error shown as a warning, and the seconds it took. A parent is
+    /// scored as it is; a candidate is first merged from its recipe (already in
+    /// `folder/candidates/N.yml`) into `folder/candidates/N`, removed after unless asked
+    /// to keep it.
+    func score(_ record: SweepRecord, worker: Int) {
         let start = Date()
-        var record = SweepRecord(subject: .parent(model: model), fingerprint: fingerprint)
+        var record = record
         do {
-            record.metrics = try evaluate(model, worker: worker)
+            switch record.subject {
+            case .parent(let model): record.metrics = try evaluate(model, worker: worker)
+            case .candidate(let index, _): record.metrics = try merge(candidate: index, andEvaluateOn: worker)
+            }
         } catch {
             record.error = "\(error)"
-            report(failure: "parent \(model)", error)
+            progress.finish()
+            printError("warning: \(record.candidateIndex == nil ? "parent" : "candidate") \(record.label) failed: \(error)")
         }
         record.seconds = Date().timeIntervalSince(start)
         finish(record)
     }
 
-    /// Merges `candidate` (its recipe already in `folder/candidates/N.yml`) into
-    /// `folder/candidates/N`, scores it and removes the model
-    /// unless asked to keep it.
-    func score(_ candidate: SweepCandidate, fingerprint: String, worker: Int) {
-        let start = Date()
-        var record = SweepRecord(subject: .candidate(index: candidate.index, values: candidate.values),
-                                 fingerprint: fingerprint)
-        let recipePath = folder + "/candidates/\(candidate.index).yml"
-        let modelPath = folder + "/candidates/\(candidate.index)"
-        do {
-            let (plan, text) = try MergeRecipe.load(recipePath)
-            let prepared = try PreparedMerge.prepare(plan, followSymlinks: followSymlinks)
-            for warning in prepared.warnings { warnOnce(warning) }
-            let options = MergedModelWriter.Options(
-                overwrite: true, followSymlinks: followSymlinks, workers: mergeWorkers, recipe: text)
-            try MergedModelWriter.write(prepared, to: modelPath, options: options, warn: { self.warnOnce($0) })
-            record.metrics = try evaluate(modelPath, worker: worker)
-        } catch {
-            record.error = "\(error)"
-            report(failure: "candidate \(record.label)", error)
-        }
-        if !keep { try? FileManager.default.removeItem(atPath: modelPath) }
-        record.seconds = Date().timeIntervalSince(start)
-        finish(record)
+    private func merge(candidate index: Int, andEvaluateOn worker: Int) throws -> [String: Double] {
+        let modelPath = folder + "/candidates/\(index)"
+        defer { if !keep { try? FileManager.default.removeItem(atPath: modelPath) } }
+        let (plan, text) = try MergeRecipe.load(modelPath + ".yml")
+        let prepared = try PreparedMerge.prepare(plan, followSymlinks: followSymlinks)
+        for warning in prepared.warnings { warnOnce(warning) }
+        let options = MergedModelWriter.Options(
+            overwrite: true, followSymlinks: followSymlinks, workers: mergeWorkers, recipe: text)
+        try MergedModelWriter.write(prepared, to: modelPath, options: options, warn: { self.warnOnce($0) })
+        return try evaluate(modelPath, worker: worker)
     }
 
     private func evaluate(_ model: String, worker: Int) throws -> [String: Double] {
@@ -112,12 +105,12 @@ final class CandidateRunner: Sendable {
         }
     }
 
-    /// Runs the evaluation command through `/bin/sh -c` with `{model}` replaced by the
-    /// quoted model path (appended when the command does not name it), and reads the
-    /// metrics it prints. Its standard error goes to ours.
     /// The most standard output an evaluation command may print.
     static let maximumOutput = 16 << 20
 
+    /// Runs the evaluation command through `/bin/sh -c` with `{model}` replaced by the
+    /// quoted model path (appended when the command does not name it), and reads the
+    /// metrics it prints. Its standard error goes to ours.
     static func run(_ command: String, model: String) throws -> [String: Double] {
         let quoted = "'" + model.replacingOccurrences(of: "'", with: "'\\''") + "'"
         let line = command.contains("{model}") ? command.replacingOccurrences(of: "{model}", with: quoted) : command + " " + quoted
@@ -145,11 +138,6 @@ final class CandidateRunner: Sendable {
             throw SweepFailure(message: "the evaluation command printed more than \(maximumOutput >> 20) MiB")
         }
         return try SweepRecord.metrics(fromOutput: String(decoding: data, as: UTF8.self))
-    }
-
-    private func report(failure what: String, _ error: any Error) {
-        progress.finish()
-        printError("warning: \(what) failed: \(error)")
     }
 
     private func warnOnce(_ warning: String) {

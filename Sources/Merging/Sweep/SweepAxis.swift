@@ -61,19 +61,23 @@ public struct SweepAxis: Equatable, Sendable {
             guard case .badPath(_, _, let problem) = error else { throw error }
             throw .badAxis(axis: text, problem: problem)
         }
-        if valueText.contains(":") {
-            let parts = valueText.split(separator: ":", omittingEmptySubsequences: false).map {
+        func fields(separatedBy separator: Character) -> [String] {
+            valueText.split(separator: separator, omittingEmptySubsequences: false).map {
                 $0.trimmingCharacters(in: .whitespaces)
             }
+        }
+        func finite(_ item: String) throws(SweepError) -> Double {
+            guard let number = Double(item), number.isFinite else {
+                throw .badAxis(axis: text, problem: "'\(item)' is not a finite number")
+            }
+            return number
+        }
+        if valueText.contains(":") {
+            let parts = fields(separatedBy: ":")
             guard parts.count == 3 else {
                 throw .badAxis(axis: text, problem: "a range is FROM:TO:COUNT, e.g. 0.1:0.9:5")
             }
-            guard let from = Double(parts[0]), from.isFinite else {
-                throw .badAxis(axis: text, problem: "'\(parts[0])' is not a finite number")
-            }
-            guard let to = Double(parts[1]), to.isFinite else {
-                throw .badAxis(axis: text, problem: "'\(parts[1])' is not a finite number")
-            }
+            let from = try finite(parts[0]), to = try finite(parts[1])
             guard let count = Int(parts[2]), count >= 1, count <= Self.maximumValues else {
                 throw .badAxis(axis: text, problem: "COUNT '\(parts[2])' must be a whole number from 1 to \(Self.maximumValues)")
             }
@@ -82,9 +86,7 @@ public struct SweepAxis: Equatable, Sendable {
             }
             values = .range(from: from, to: to, count: count)
         } else {
-            let items = valueText.split(separator: ",", omittingEmptySubsequences: false).map {
-                $0.trimmingCharacters(in: .whitespaces)
-            }
+            let items = fields(separatedBy: ",")
             guard !valueText.isEmpty, !items.contains(where: \.isEmpty) else {
                 throw .badAxis(axis: text, problem: "an empty value (list values are separated by single commas)")
             }
@@ -92,14 +94,8 @@ public struct SweepAxis: Equatable, Sendable {
                 throw .badAxis(axis: text, problem: "more than \(Self.maximumValues) values")
             }
             // Numbers in one spelling, so the same value always makes the same candidate key.
-            var canonical: [String] = []
-            for item in items {
-                guard let number = Double(item) else {
-                    canonical.append(item)
-                    continue
-                }
-                guard number.isFinite else { throw .badAxis(axis: text, problem: "'\(item)' is not a finite number") }
-                canonical.append(Self.format(number))
+            let canonical = try items.map { (item) throws(SweepError) in
+                Double(item) == nil ? item : Self.format(try finite(item))
             }
             guard Set(canonical).count == canonical.count else {
                 throw .badAxis(axis: text, problem: "a value is listed twice")

@@ -40,17 +40,13 @@ public enum SweepPlan {
     public static func candidates(recipe: String, file: String, axes: [SweepAxis], selection: Selection)
         throws(SweepError) -> [SweepCandidate]
     {
-        let document: Node
+        let root: Node?
         do {
-            guard let root = try Yams.compose(yaml: recipe) else {
-                throw SweepError.badPath(file: file, path: "", problem: "the recipe is empty")
-            }
-            document = root
-        } catch let error as SweepError {
-            throw error
+            root = try Yams.compose(yaml: recipe)
         } catch {
             throw .badPath(file: file, path: "", problem: "not valid YAML: \(MergeRecipe.yamlProblem(error))")
         }
+        guard let document = root else { throw .badPath(file: file, path: "", problem: "the recipe is empty") }
         var seen = Set<String>()
         for axis in axes {
             guard seen.insert(axis.path.description).inserted else {

@@ -41,6 +41,12 @@ public struct SweepRecord: Equatable, Sendable {
         }
     }
 
+    /// The candidate's place in the sweep's order; nil for a parent.
+    public var candidateIndex: Int? {
+        if case .candidate(let index, _) = subject { return index }
+        return nil
+    }
+
     /// A short name for tables and messages.
     public var label: String {
         switch subject {
@@ -62,18 +68,20 @@ public struct SweepRecord: Equatable, Sendable {
     }
 
     /// The record as one JSON line (without the newline).
-    public var jsonLine: String {
-        var members: [(key: String, value: JSONValue)] = []
+    public var jsonLine: String { json.compactText }
+
+    /// The record as a JSON object, its members in the order a results line lists them.
+    public var json: JSONValue {
+        var members: [(key: String, value: JSONValue)]
         switch subject {
         case .candidate(let index, let values):
-            members.append(("kind", .string("candidate")))
-            members.append(("index", .number(String(index))))
-            members.append(("parameters", .object(values.map { v in
-                (v.path, Double(v.value).map { _ in JSONValue.number(Self.jsonNumber(v.value)) } ?? .string(v.value))
-            })))
+            // YAML also reads `.5`, `+1`, `1e3`: numbers are written as Swift prints them.
+            let parameters = values.map { v in
+                (key: v.path, value: Double(v.value).map { JSONValue.number(Self.jsonNumber($0)) } ?? .string(v.value))
+            }
+            members = [("kind", .string("candidate")), ("index", .number(String(index))), ("parameters", .object(parameters))]
         case .parent(let model):
-            members.append(("kind", .string("parent")))
-            members.append(("model", .string(model)))
+            members = [("kind", .string("parent")), ("model", .string(model))]
         }
         if let error {
             members.append(("error", .string(error)))
@@ -82,15 +90,10 @@ public struct SweepRecord: Equatable, Sendable {
         }
         if let seconds { members.append(("seconds", .number(String(format: "%.3f", seconds)))) }
         if let fingerprint { members.append(("fingerprint", .string(fingerprint))) }
-        return JSONValue.object(members).compactText
+        return .object(members)
     }
 
-    /// A number in JSON's grammar (YAML also reads `.5`, `+1`, `1e3`: written as Swift prints them).
-    static func jsonNumber(_ text: String) -> String {
-        guard let v = Double(text) else { return "null" }
-        return jsonNumber(v)
-    }
-
+    /// A number in JSON's grammar.
     static func jsonNumber(_ v: Double) -> String {
         guard v.isFinite else { return "null" }
         if v == v.rounded(), abs(v) < 1e15 { return String(Int(v)) }
@@ -109,8 +112,7 @@ public struct SweepRecord: Equatable, Sendable {
             var values: [SweepValue] = []
             for (path, v) in members {
                 switch v {
-                case .number(let text): values.append(SweepValue(path: path, value: text))
-                case .string(let text): values.append(SweepValue(path: path, value: text))
+                case .number(let text), .string(let text): values.append(SweepValue(path: path, value: text))
                 default: return nil
                 }
             }
@@ -215,17 +217,13 @@ public enum SweepResults {
     /// candidate order), then those without it, then the failed ones.
     public static func ranked(_ records: [SweepRecord], by goal: MetricGoal) -> [SweepRecord] {
         func tier(_ r: SweepRecord) -> Int { r.error != nil ? 2 : r.metrics[goal.name] == nil ? 1 : 0 }
-        func order(_ r: SweepRecord) -> Int {
-            if case .candidate(let index, _) = r.subject { return index }
-            return -1
-        }
         return records.enumerated().sorted { a, b in
             let (ta, tb) = (tier(a.element), tier(b.element))
             if ta != tb { return ta < tb }
             if ta == 0, let x = a.element.metrics[goal.name], let y = b.element.metrics[goal.name], x != y {
                 return goal.better(x, than: y)
             }
-            let (oa, ob) = (order(a.element), order(b.element))
+            let (oa, ob) = (a.element.candidateIndex ?? -1, b.element.candidateIndex ?? -1)
             return oa != ob ? oa < ob : a.offset < b.offset
         }.map(\.element)
     }
