@@ -173,15 +173,17 @@ public struct MagnitudeWindow: Sendable, Hashable {
 /// Finds the elements at chosen ranks of the (|δ|, index) order in two streaming passes.
 ///
 /// Usage: feed every chunk to `countCoarse`, call `finishCoarse()`, feed every chunk
-/// (in any order) to `countFine`, then read `boundaries()`. Pass 1 counts every key's
-/// upper 16 bits (zeros and non-finite magnitudes included, as ranks count them);
-/// pass 2 is the statistics' `BinKeyCounts` on the bins holding the ranks. Counts are
-/// integers, so the result does not depend on chunk order or on how chunks were split
-/// among threads; partial counters from several threads are combined with `absorb`.
+/// (in any order) to `countFine`, then read `boundaries()`. Pass 1 is a
+/// `MagnitudeHistogram` of every key (zeros and non-finite magnitudes included, as
+/// ranks count them), walked up from the bottom to each rank's bin; pass 2 is
+/// `BinKeyCounts` on those bins. Counts are integers, so the result does not depend on
+/// chunk order or on how chunks were split among threads; partial counters from
+/// several threads are combined with `absorb`.
 public struct RankSearch: Sendable {
     /// The ranks searched, ascending order not required.
     public let ranks: [Int]
-    private(set) var coarse: [Int]
+    /// Pass-1 counts (nil once pass 1 is finished).
+    private var coarse: MagnitudeHistogram?
     /// Per searched rank: its coarse bin and its rank within that bin.
     public private(set) var targets: [(bin: Int, rankInBin: Int)] = []
     /// Pass-2 counts of the targets' bins (nil during pass 1).
@@ -190,39 +192,39 @@ public struct RankSearch: Sendable {
     /// A search for the elements at `ranks` (0-based, ascending order of (|δ|, index)).
     public init(ranks: [Int]) {
         self.ranks = ranks
-        coarse = [Int](repeating: 0, count: MagnitudeBins.coarseCount)
+        coarse = MagnitudeHistogram(countsAll: true)
     }
 
-    /// Pass 1: counts the upper 16 key bits of `values`.
+    /// Pass 1: counts the coarse bins of `values`.
     public mutating func countCoarse(_ values: UnsafeBufferPointer<Float>) {
-        // A key's upper 16 bits (keys are below 2³¹) index the 2¹⁶ bins.
-        precondition(fine == nil && coarse.count == MagnitudeBins.coarseCount, "coarse counts of a pass-2 counter")
-        coarse.withUnsafeMutableBufferPointer { bins in
-            for i in 0..<values.count { bins[Int(magnitudeKey(values[i]) &>> 15)] += 1 }
-        }
+        guard let coarse else { preconditionFailure("coarse counts of a pass-2 counter") }
+        if let base = values.baseAddress { coarse.add(base, values.count, zeros: 0) }
     }
 
     /// Adds another searcher's counts (same ranks, same pass) to this one.
     public mutating func absorb(_ other: RankSearch) {
         if let fine, let otherFine = other.fine {
             fine.add(otherFine)
-        } else {
-            for b in 0..<coarse.count { coarse[b] += other.coarse[b] }
+        } else if let coarse, let otherCoarse = other.coarse {
+            otherCoarse.flush()
+            coarse.add(otherCoarse)
         }
     }
 
     /// Ends pass 1: locates each rank's coarse bin.
     public mutating func finishCoarse() {
-        targets = []
-        for rank in ranks {
+        guard let coarse else { preconditionFailure("pass 1 finished twice") }
+        coarse.flush()
+        targets = ranks.map { rank in
             var before = 0
             var bin = 0
-            while bin < coarse.count - 1 && before + coarse[bin] <= rank {
-                before += coarse[bin]
+            while bin < MagnitudeBins.coarseCount - 1 && before + coarse.counts[bin] <= rank {
+                before += coarse.counts[bin]
                 bin += 1
             }
-            targets.append((bin, rank - before))
+            return (bin, rank - before)
         }
+        self.coarse = nil
         fine = newFine()
     }
 
@@ -235,9 +237,7 @@ public struct RankSearch: Sendable {
 
     /// A fresh pass-2 counter sharing this searcher's coarse result (for another thread).
     public func fineCounter() -> RankSearch {
-        var copy = RankSearch(ranks: ranks)
-        copy.coarse = []
-        copy.targets = targets
+        var copy = self
         copy.fine = newFine()
         return copy
     }
