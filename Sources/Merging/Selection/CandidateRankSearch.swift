@@ -23,10 +23,11 @@ public struct CandidateRankSearch: Sendable, Hashable {
     /// Share of the tensor above which collecting candidates is not worth it.
     static let maxCandidateShare = 0.25
     /// Keys one tensor's candidate pass may keep, over all its searches and chunks:
-    /// 16 MB, and as much again while a rank is selected among them. The bench
-    /// workload's largest tensors (32000 × 1024, two models) keep about 1.6 M, well
-    /// within it; a 3 B model's embedding (128256 × 3072) would keep about 20 M, and
-    /// falls back to the two-pass search, one more pass over that tensor.
+    /// 16 MB, and as much again while a rank is selected among them (as many entries as
+    /// an output window or a release segment holds). A 30 % TIES trim of a fine-tune's 32000 × 1024
+    /// embedding keeps about 2 M; a mostly-zero delta's interval starts at 0 and would
+    /// keep most of the tensor, but its rank is the estimate's key, which the counts
+    /// alone settle. Past the cap a search costs one more pass, never more memory.
     public static let maxCandidates = 1 << 22
 
     /// The rank searched, in the ascending (|δ|, index) order.

@@ -86,28 +86,17 @@ public struct MagnitudeWindow: Sendable, Hashable {
         let highKey = upper?.key ?? UInt32.max
         let lowOrdinal = lower?.ordinal ?? 0
         let highOrdinal = upper?.ordinal ?? 0
-        // Whether this chunk's entries equal to each boundary key are all kept, all
-        // dropped, or split (nil) — split happens in at most one chunk per boundary.
-        var keepLowTies: Bool? = true
-        if lower != nil, lowOrdinal > 0 {
-            if ties.lowerBefore >= lowOrdinal {
-                keepLowTies = true
-            } else if let inChunk = ties.lowerInChunk, ties.lowerBefore + inChunk <= lowOrdinal {
-                keepLowTies = false
-            } else {
-                keepLowTies = nil
-            }
+        // Whether this chunk's entries equal to a boundary key all come at or past the
+        // boundary's ordinal among them, all before it, or on both sides (nil) — the
+        // split happens in at most one chunk per boundary.
+        func pastOrdinal(_ ordinal: Int, before: Int, inChunk: Int?) -> Bool? {
+            if before >= ordinal { return true }
+            if let inChunk, before + inChunk <= ordinal { return false }
+            return nil
         }
-        var keepHighTies: Bool? = false
-        if upper != nil, highOrdinal > 0 {
-            if ties.upperBefore >= highOrdinal {
-                keepHighTies = false
-            } else if let inChunk = ties.upperInChunk, ties.upperBefore + inChunk <= highOrdinal {
-                keepHighTies = true
-            } else {
-                keepHighTies = nil
-            }
-        }
+        // Ties of the lower key are kept from its ordinal on, of the upper key before it.
+        let keepLowTies = lowOrdinal > 0 ? pastOrdinal(lowOrdinal, before: ties.lowerBefore, inChunk: ties.lowerInChunk) : true
+        let keepHighTies = highOrdinal > 0 ? pastOrdinal(highOrdinal, before: ties.upperBefore, inChunk: ties.upperInChunk).map(!) : false
         if let keepLow = keepLowTies, let keepHigh = keepHighTies {
             Self.keep(values, lowKey: lowKey, keepLow: keepLow, highKey: upper == nil ? nil : highKey, keepHigh: keepHigh)
             return
