@@ -72,14 +72,10 @@ public struct CandidateRankSearch: Sendable, Hashable {
         let middle = min(s - 1, Int(q * Double(s)))
         let estimate = keys.withUnsafeMutableBufferPointer { Self.select($0, middle) }
         self.estimate = estimate
-        // Spread of the share below the estimate between runs (batch means).
-        var shares: [Double] = []
-        var offset = 0
-        for range in ranges {
-            var below = 0
-            for i in offset..<(offset + range.count) where sample[i] < estimate { below += 1 }
-            shares.append(Double(below) / Double(range.count))
-            offset += range.count
+        // Spread of the share below the estimate between runs (batch means; every run
+        // of a tensor sampled in runs is `runLength` long).
+        let shares = stride(from: 0, to: s, by: Self.runLength).map { start in
+            Double(sample[start..<(start + Self.runLength)].count { $0 < estimate }) / Double(Self.runLength)
         }
         let mean = shares.reduce(0, +) / Double(shares.count)
         let variance = shares.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(max(shares.count - 1, 1))
@@ -153,20 +149,8 @@ public struct CandidateRankSearch: Sendable, Hashable {
         all.reserveCapacity(total)
         for keys in kept { all.append(contentsOf: keys) }
         let key = all.withUnsafeMutableBufferPointer { Self.select($0, target) }
-        var smaller = 0
-        var keyCounts: [Int] = []
-        keyCounts.reserveCapacity(chunks.count)
-        for chunkKeys in kept {
-            var equal = 0
-            chunkKeys.withUnsafeBufferPointer { keys in
-                for k in keys {
-                    smaller &+= k < key ? 1 : 0
-                    equal &+= k == key ? 1 : 0
-                }
-            }
-            keyCounts.append(equal)
-        }
-        return (RankBoundary(key: key, ordinal: target - smaller), keyCounts)
+        let smaller = all.count { $0 < key }
+        return (RankBoundary(key: key, ordinal: target - smaller), kept.map { keys in keys.count { $0 == key } })
     }
 
     /// The `k`-th smallest of `values` (0-based), reordering them: quickselect with a

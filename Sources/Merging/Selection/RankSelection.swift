@@ -204,15 +204,7 @@ public struct RankSearch: Sendable {
     public mutating func finishCoarse() {
         guard let coarse else { preconditionFailure("pass 1 finished twice") }
         coarse.flush()
-        targets = ranks.map { rank in
-            var before = 0
-            var bin = 0
-            while bin < MagnitudeBins.coarseCount - 1 && before + coarse.counts[bin] <= rank {
-                before += coarse.counts[bin]
-                bin += 1
-            }
-            return (bin, rank - before)
-        }
+        targets = ranks.map { Self.locate($0, in: coarse.counts, count: MagnitudeBins.coarseCount) }
         self.coarse = nil
         fine = newFine()
     }
@@ -240,15 +232,21 @@ public struct RankSearch: Sendable {
     /// The element at each searched rank, in the order of `ranks`.
     public func boundaries() -> [RankBoundary] {
         targets.map { target in
-            let counts = fine!.counts(of: target.bin)!
-            var before = 0
-            var low = 0
-            while low < MagnitudeBins.fineCount - 1 && before + counts[low] <= target.rankInBin {
-                before += counts[low]
-                low += 1
-            }
-            return RankBoundary(key: UInt32(target.bin) &<< 15 | UInt32(low), ordinal: target.rankInBin - before)
+            let (low, ordinal) = Self.locate(target.rankInBin, in: fine!.counts(of: target.bin)!, count: MagnitudeBins.fineCount)
+            return RankBoundary(key: UInt32(target.bin) &<< 15 | UInt32(low), ordinal: ordinal)
         }
+    }
+
+    /// The first of `count` buckets, counted up from the bottom, that holds `rank`
+    /// (the last if none does), and the rank within it.
+    static func locate(_ rank: Int, in counts: UnsafePointer<Int>, count: Int) -> (Int, Int) {
+        var before = 0
+        var bucket = 0
+        while bucket < count - 1 && before + counts[bucket] <= rank {
+            before += counts[bucket]
+            bucket += 1
+        }
+        return (bucket, rank - before)
     }
 
     /// Counts, in `values`, the entries whose key equals `key`.
