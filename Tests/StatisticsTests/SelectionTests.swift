@@ -119,3 +119,21 @@ func theKLargestMagnitudesMatchSortingAcrossBinEdgesAndTies(chunk: Int) {
         #expect(histogram.largest(3).sumAbove == 0 && histogram.largest(4).sumAbove == othersSum)
     }
 }
+
+@Test func aHistogramCountingAllKeepsZerosAndNonFiniteMagnitudesInTheirBins() {
+    // The rank searches' pass 1: every magnitude in its bin, zeros of both signs in bin 0,
+    // NaN and infinities in theirs, from a few values whose bins are tracked and then
+    // from more than the tracked-bins limit.
+    let values = edgeValues(bins: [0, 0x7e00, 0xfeff], copies: 3, seed: 5) + [Float](repeating: 0, count: 20_000)
+    let histogram = MagnitudeHistogram(countsAll: true)
+    values.withUnsafeBufferPointer { all in
+        histogram.add(all.baseAddress!, 30, zeros: 0)
+        histogram.add(all.baseAddress! + 30, all.count - 30, zeros: 0)
+    }
+    histogram.flush()
+    var expected = [Int: Int]()
+    for v in values { expected[Int(magnitudeKey(v) >> 15), default: 0] += 1 }
+    let used = (0..<MagnitudeBins.coarseCount).filter { histogram.counts[$0] != 0 }
+    #expect(Set(used) == Set(expected.keys))
+    for (bin, count) in expected { #expect(histogram.counts[bin] == count, "bin \(bin)") }
+}

@@ -1,3 +1,5 @@
+import Checkpoints
+
 /// Exact rank selection in one streaming pass, guided by a sample.
 ///
 /// A small sample of the tensor — evenly spaced runs — estimates where the
@@ -8,7 +10,10 @@
 /// in index order. When the rank falls among the kept keys, the element at that rank
 /// is found exactly among them, with each chunk's count of its key; otherwise
 /// `resolve` returns nil and the caller falls back to the two-pass `RankSearch`.
-/// The sample only decides the cost, never the result.
+/// The keys kept by one pass are capped by an absolute count (`maxCandidates`), so
+/// their memory does not grow with the tensor: a chunk whose keys would pass the cap
+/// keeps none, and unless the estimate settles the rank the search falls back too.
+/// The sample and the cap only decide the cost, never the result.
 public struct CandidateRankSearch: Sendable, Hashable {
     /// Runs sampled from a large tensor, and the length of each.
     public static let sampleRuns = 128
@@ -17,6 +22,13 @@ public struct CandidateRankSearch: Sendable, Hashable {
     static let confidence = 5.0
     /// Share of the tensor above which collecting candidates is not worth it.
     static let maxCandidateShare = 0.25
+    /// Keys one tensor's candidate pass may keep, over all its searches and chunks:
+    /// 16 MB, and as much again while a rank is selected among them (as many entries as
+    /// an output window or a release segment holds). A 30 % TIES trim of a fine-tune's 32000 × 1024
+    /// embedding keeps about 2 M; a mostly-zero delta's interval starts at 0 and would
+    /// keep most of the tensor, but its rank is the estimate's key, which the counts
+    /// alone settle. Past the cap a search costs one more pass, never more memory.
+    public static let maxCandidates = 1 << 22
 
     /// The rank searched, in the ascending (|δ|, index) order.
     public let rank: Int
@@ -60,14 +72,10 @@ public struct CandidateRankSearch: Sendable, Hashable {
         let middle = min(s - 1, Int(q * Double(s)))
         let estimate = keys.withUnsafeMutableBufferPointer { Self.select($0, middle) }
         self.estimate = estimate
-        // Spread of the share below the estimate between runs (batch means).
-        var shares: [Double] = []
-        var offset = 0
-        for range in ranges {
-            var below = 0
-            for i in offset..<(offset + range.count) where sample[i] < estimate { below += 1 }
-            shares.append(Double(below) / Double(range.count))
-            offset += range.count
+        // Spread of the share below the estimate between runs (batch means; every run
+        // of a tensor sampled in runs is `runLength` long).
+        let shares = stride(from: 0, to: s, by: Self.runLength).map { start in
+            Double(sample[start..<(start + Self.runLength)].count { $0 < estimate }) / Double(Self.runLength)
         }
         let mean = shares.reduce(0, +) / Double(shares.count)
         let variance = shares.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(max(shares.count - 1, 1))
@@ -87,9 +95,11 @@ public struct CandidateRankSearch: Sendable, Hashable {
     }
 
     /// One chunk's part of the pass: how many of `values` lie below the interval and
-    /// below and at the estimate, with the keys inside the interval in index order.
+    /// below and at the estimate, with the keys inside the interval in index order if
+    /// `budget` (keys the pass may still keep, shared by its chunks) has room for them.
     /// `scratch` holds at least `values.count` keys.
-    public func collect(_ values: UnsafeBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<UInt32>) -> ChunkCandidates {
+    public func collect(_ values: UnsafeBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<UInt32>,
+                        budget: Locked<Int>) -> ChunkCandidates {
         var below = 0, belowEstimate = 0, atEstimate = 0
         // Writes at most `values.count` keys: `kept` grows by at most one per value.
         precondition(scratch.count >= values.count, "key scratch shorter than the chunk")
@@ -108,12 +118,18 @@ public struct CandidateRankSearch: Sendable, Hashable {
             out[kept] = UInt32(truncatingIfNeeded: key)
             kept &+= Int(1 &- ((span &- ((key &- low) & 0xffff_ffff)) &>> 63))
         }
+        let fits = budget.withLock { remaining in
+            guard remaining >= kept else { return false }
+            remaining -= kept
+            return true
+        }
         return ChunkCandidates(below: below, belowEstimate: belowEstimate, atEstimate: atEstimate,
-                               keys: Array(UnsafeBufferPointer(start: out, count: kept)))
+                               keys: fits ? Array(UnsafeBufferPointer(start: out, count: kept)) : nil)
     }
 
     /// The element at `rank`, and each chunk's count of its key, from every chunk's
-    /// part in chunk order; nil when the rank lies outside the collected interval.
+    /// part in chunk order; nil when the rank lies outside the collected interval, or
+    /// a chunk's keys were left out for want of budget.
     /// Deltas of low-precision weights take few distinct values, so the sample's
     /// estimate is usually the key itself, which the chunks' counts confirm; only
     /// otherwise are the candidates gathered for a selection.
@@ -123,28 +139,18 @@ public struct CandidateRankSearch: Sendable, Hashable {
         if rank >= belowEstimate && rank < belowEstimate + atEstimate {
             return (RankBoundary(key: estimate, ordinal: rank - belowEstimate), chunks.map(\.atEstimate))
         }
+        let kept = chunks.compactMap(\.keys)
+        guard kept.count == chunks.count else { return nil }
         let below = chunks.reduce(0) { $0 + $1.below }
-        let total = chunks.reduce(0) { $0 + $1.keys.count }
+        let total = kept.reduce(0) { $0 + $1.count }
         guard rank >= below, rank - below < total else { return nil }
         let target = rank - below
         var all: [UInt32] = []
         all.reserveCapacity(total)
-        for chunk in chunks { all.append(contentsOf: chunk.keys) }
+        for keys in kept { all.append(contentsOf: keys) }
         let key = all.withUnsafeMutableBufferPointer { Self.select($0, target) }
-        var smaller = 0
-        var keyCounts: [Int] = []
-        keyCounts.reserveCapacity(chunks.count)
-        for chunk in chunks {
-            var equal = 0
-            chunk.keys.withUnsafeBufferPointer { keys in
-                for k in keys {
-                    smaller &+= k < key ? 1 : 0
-                    equal &+= k == key ? 1 : 0
-                }
-            }
-            keyCounts.append(equal)
-        }
-        return (RankBoundary(key: key, ordinal: target - smaller), keyCounts)
+        let smaller = all.count { $0 < key }
+        return (RankBoundary(key: key, ordinal: target - smaller), kept.map { keys in keys.count { $0 == key } })
     }
 
     /// The `k`-th smallest of `values` (0-based), reordering them: quickselect with a
@@ -203,9 +209,10 @@ public struct ChunkCandidates: Sendable, Hashable {
     public var below: Int
     public var belowEstimate: Int
     public var atEstimate: Int
-    public var keys: [UInt32]
+    /// Nil when the pass's budget had no room left for them.
+    public var keys: [UInt32]?
 
-    public init(below: Int = 0, belowEstimate: Int = 0, atEstimate: Int = 0, keys: [UInt32] = []) {
+    public init(below: Int = 0, belowEstimate: Int = 0, atEstimate: Int = 0, keys: [UInt32]? = []) {
         self.below = below
         self.belowEstimate = belowEstimate
         self.atEstimate = atEstimate

@@ -1,15 +1,17 @@
-/// Exact sums of the k largest magnitudes, in two streaming passes.
+/// Exact selection on magnitudes in two streaming passes: the one engine behind the
+/// statistics' k largest magnitudes and their sums, and the merge's rank searches.
 ///
-/// The same split of `magnitudeKey` as `RankSearch`: the upper 16 bits of a key put a
-/// magnitude in one of 65,536 coarse bins, each 1/256 of an octave; the lower 15 bits
-/// name one value inside its bin. Pass 1 counts each non-zero finite key in its bin
-/// together with the sum of its lower bits (`MagnitudeHistogram`); inside a bin the
-/// exponent is fixed, so Σ|x| of a bin is linear in the mantissas and exact. Walking
-/// the bins down from the top finds, for any k, the bin holding the k-th largest
-/// magnitude with the exact count and mass above it (`LargestMagnitudes`). Pass 2 counts
-/// the exact keys of that one bin (`BinKeyCounts`), which settles the k-th largest key
-/// and the mass of the k largest. Counts are integers, so nothing depends on how the
-/// values were split into chunks or threads.
+/// The upper 16 bits of a `magnitudeKey` put a magnitude in one of 65,536 coarse bins,
+/// each 1/256 of an octave; the lower 15 bits name one value inside its bin. Pass 1
+/// counts each key in its bin together with the sum of its lower bits
+/// (`MagnitudeHistogram`); inside a bin the exponent is fixed, so Σ|x| of a bin is
+/// linear in the mantissas and exact. Walking the bins finds the bin holding a sought
+/// element with the exact count (and mass) on one side of it: down from the top for
+/// the k-th largest non-zero finite magnitude (`LargestMagnitudes`), up from the
+/// bottom for a rank of the (|δ|, index) order, which counts zeros and non-finite
+/// magnitudes too (`RankSearch`). Pass 2 counts the exact keys of those few bins
+/// (`BinKeyCounts`), which settles the element. Counts are integers, so nothing
+/// depends on how the values were split into chunks or threads.
 public enum MagnitudeBins {
     public static let coarseCount = 1 << 16
     public static let fineCount = 1 << 15
@@ -32,7 +34,8 @@ public enum MagnitudeBins {
 }
 
 /// Counts and Σ of the lower key bits, per coarse bin, of the non-zero finite magnitudes
-/// added to it. `add` costs one memory add per entry: it counts into packed words (count
+/// added to it (of every magnitude, zeros in bin 0, when it `countsAll`, as ranks count
+/// them; Σ means nothing in a non-finite bin). `add` costs one memory add per entry: it counts into packed words (count
 /// in bits 40–63, lower-bit sum in bits 0–39, room for 2²³ entries) moved into the
 /// totals by `flush`, which a reader must call after the last `add`. Deltas of
 /// low-precision weights repeat a few magnitudes, so neighbouring entries often share a
@@ -43,9 +46,11 @@ public final class MagnitudeHistogram: @unchecked Sendable {
     static let gatherBlock = 1024
     public let counts = UnsafeMutablePointer<Int>.allocate(capacity: MagnitudeBins.coarseCount)
     public let lowSums = UnsafeMutablePointer<Int>.allocate(capacity: MagnitudeBins.coarseCount)
+    /// Whether zero and non-finite magnitudes are counted too.
+    public let countsAll: Bool
     /// Four packed words per bin for every key, non-finite ones included (their bins,
-    /// from `nonFinite >> 15` up, are never moved into the totals); nil for a histogram
-    /// that only sums others.
+    /// from `nonFinite >> 15` up, are moved into the totals only if it `countsAll`);
+    /// nil for a histogram that only sums others.
     private let packed: UnsafeMutablePointer<UInt64>?
     /// The non-zero keys of a block of mostly zero values (`gatherBlock` of them).
     private let gathered: UnsafeMutablePointer<UInt32>?
@@ -56,7 +61,8 @@ public final class MagnitudeHistogram: @unchecked Sendable {
     public private(set) var bins = 0..<0
     private var packedBins = 0..<0
 
-    public init(counting: Bool = true) {
+    public init(counting: Bool = true, countsAll: Bool = false) {
+        self.countsAll = countsAll
         counts.initialize(repeating: 0, count: MagnitudeBins.coarseCount)
         lowSums.initialize(repeating: 0, count: MagnitudeBins.coarseCount)
         packed = counting ? .allocate(capacity: 4 * MagnitudeBins.coarseCount) : nil
@@ -72,17 +78,17 @@ public final class MagnitudeHistogram: @unchecked Sendable {
     }
 
     /// Counts the non-zero finite magnitudes of `values[0..<count]`, of which `zeros` are
-    /// zero. Mostly non-zero values go one add per entry without a branch: a zero adds
+    /// zero (0 when the histogram `countsAll`: its zeros go to bin 0). Mostly non-zero values go one add per entry without a branch: a zero adds
     /// to bin 0 and is taken back at the end. Of mostly zero ones, the non-zero keys of
     /// each block of `gatherBlock` values are first gathered without a branch (whether an
     /// entry is zero is as good as random, so a branch on it would often be mispredicted),
     /// then added. A key (below 2³¹) and i mod 4 index the 4 × 2¹⁶ packed words.
     public func add(_ values: UnsafePointer<Float>, _ count: Int, zeros: Int) {
         guard let packed, let gathered else { preconditionFailure("a histogram made with counting: false") }
-        precondition(zeros >= 0 && zeros <= count, "\(zeros) zeros among \(count) values")
+        precondition(zeros >= 0 && zeros <= count && !(countsAll && zeros > 0), "\(zeros) zeros among \(count) values")
         if pending + count > 1 << 23 { flush() }
         guard count <= 1 << 23 else {
-            let half = count / 2, zerosInFirst = (0..<half).count { values[$0] == 0 }
+            let half = count / 2, zerosInFirst = zeros == 0 ? 0 : (0..<half).count { values[$0] == 0 }
             add(values, half, zeros: zerosInFirst)
             return add(values + half, count - half, zeros: zeros - zerosInFirst)
         }
@@ -125,7 +131,8 @@ public final class MagnitudeHistogram: @unchecked Sendable {
     /// up (wrapping) to its count and lower-bit sum, which fit their fields.
     public func flush() {
         guard let packed, pending > 0 else { return }
-        for bin in packedBins.clamped(to: 0..<Int(MagnitudeBins.nonFinite >> 15))
+        let counted = countsAll ? MagnitudeBins.coarseCount : Int(MagnitudeBins.nonFinite >> 15)
+        for bin in packedBins.clamped(to: 0..<counted)
         where packed[4 * bin] | packed[4 * bin + 1] | packed[4 * bin + 2] | packed[4 * bin + 3] != 0 {
             let word = packed[4 * bin] &+ packed[4 * bin + 1] &+ packed[4 * bin + 2] &+ packed[4 * bin + 3]
             counts[bin] += Int(word &>> 40)

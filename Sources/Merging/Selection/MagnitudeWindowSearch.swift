@@ -1,3 +1,5 @@
+import Checkpoints
+
 /// A magnitude window found for one tensor, with each chunk's count of the entries
 /// equal to its lower and upper boundary keys (nil: unknown, a counting pass finds them).
 typealias FoundWindow = (window: MagnitudeWindow, keyCounts: [(lower: Int, upper: Int)]?)
@@ -9,6 +11,8 @@ typealias FoundWindow = (window: MagnitudeWindow, keyCounts: [(lower: Int, upper
 struct MagnitudeWindowSearch {
     let chunks: ChunkScheduler
     let decoder: TensorDecoder
+    /// Keys a tensor's candidate pass may keep (a test lowers it to force the fallback).
+    var maxCandidates = CandidateRankSearch.maxCandidates
 
     /// The ranks whose elements bound `window` among `count` elements (none for an
     /// empty window; rank 0 and `count` need no search).
@@ -45,13 +49,13 @@ struct MagnitudeWindowSearch {
             let chunkCount = chunks.chunkCount(job)
             let parts = ChunkResults(count: chunkCount * slots.count, initial: ChunkCandidates())
             let decoded = Set(slots.map(\.model)).sorted()
-            let decoder = self.decoder
+            let decoder = self.decoder, budget = Locked(maxCandidates)
             try chunks.forEachChunk(job) { s, c, range in
                 try decoder.decodeBase(job, range, s)
                 for k in decoded { try decoder.decodeDelta(job, models[k], range, s) }
                 for (j, slot) in slots.enumerated() {
                     let values = UnsafeBufferPointer(rebasing: s.inputs[models[slot.model]][0..<range.count])
-                    parts[c * slots.count + j] = slot.search.collect(values, scratch: s.keys)
+                    parts[c * slots.count + j] = slot.search.collect(values, scratch: s.keys, budget: budget)
                 }
             }
             for (j, slot) in slots.enumerated() {

@@ -86,28 +86,17 @@ public struct MagnitudeWindow: Sendable, Hashable {
         let highKey = upper?.key ?? UInt32.max
         let lowOrdinal = lower?.ordinal ?? 0
         let highOrdinal = upper?.ordinal ?? 0
-        // Whether this chunk's entries equal to each boundary key are all kept, all
-        // dropped, or split (nil) — split happens in at most one chunk per boundary.
-        var keepLowTies: Bool? = true
-        if lower != nil, lowOrdinal > 0 {
-            if ties.lowerBefore >= lowOrdinal {
-                keepLowTies = true
-            } else if let inChunk = ties.lowerInChunk, ties.lowerBefore + inChunk <= lowOrdinal {
-                keepLowTies = false
-            } else {
-                keepLowTies = nil
-            }
+        // Whether this chunk's entries equal to a boundary key all come at or past the
+        // boundary's ordinal among them, all before it, or on both sides (nil) — the
+        // split happens in at most one chunk per boundary.
+        func pastOrdinal(_ ordinal: Int, before: Int, inChunk: Int?) -> Bool? {
+            if before >= ordinal { return true }
+            if let inChunk, before + inChunk <= ordinal { return false }
+            return nil
         }
-        var keepHighTies: Bool? = false
-        if upper != nil, highOrdinal > 0 {
-            if ties.upperBefore >= highOrdinal {
-                keepHighTies = false
-            } else if let inChunk = ties.upperInChunk, ties.upperBefore + inChunk <= highOrdinal {
-                keepHighTies = true
-            } else {
-                keepHighTies = nil
-            }
-        }
+        // Ties of the lower key are kept from its ordinal on, of the upper key before it.
+        let keepLowTies = lowOrdinal > 0 ? pastOrdinal(lowOrdinal, before: ties.lowerBefore, inChunk: ties.lowerInChunk) : true
+        let keepHighTies = highOrdinal > 0 ? pastOrdinal(highOrdinal, before: ties.upperBefore, inChunk: ties.upperInChunk).map(!) : false
         if let keepLow = keepLowTies, let keepHigh = keepHighTies {
             Self.keep(values, lowKey: lowKey, keepLow: keepLow, highKey: upper == nil ? nil : highKey, keepHigh: keepHigh)
             return
@@ -173,15 +162,17 @@ public struct MagnitudeWindow: Sendable, Hashable {
 /// Finds the elements at chosen ranks of the (|δ|, index) order in two streaming passes.
 ///
 /// Usage: feed every chunk to `countCoarse`, call `finishCoarse()`, feed every chunk
-/// (in any order) to `countFine`, then read `boundaries()`. Pass 1 counts every key's
-/// upper 16 bits (zeros and non-finite magnitudes included, as ranks count them);
-/// pass 2 is the statistics' `BinKeyCounts` on the bins holding the ranks. Counts are
-/// integers, so the result does not depend on chunk order or on how chunks were split
-/// among threads; partial counters from several threads are combined with `absorb`.
+/// (in any order) to `countFine`, then read `boundaries()`. Pass 1 is a
+/// `MagnitudeHistogram` of every key (zeros and non-finite magnitudes included, as
+/// ranks count them), walked up from the bottom to each rank's bin; pass 2 is
+/// `BinKeyCounts` on those bins. Counts are integers, so the result does not depend on
+/// chunk order or on how chunks were split among threads; partial counters from
+/// several threads are combined with `absorb`.
 public struct RankSearch: Sendable {
     /// The ranks searched, ascending order not required.
     public let ranks: [Int]
-    private(set) var coarse: [Int]
+    /// Pass-1 counts (nil once pass 1 is finished).
+    private var coarse: MagnitudeHistogram?
     /// Per searched rank: its coarse bin and its rank within that bin.
     public private(set) var targets: [(bin: Int, rankInBin: Int)] = []
     /// Pass-2 counts of the targets' bins (nil during pass 1).
@@ -190,39 +181,31 @@ public struct RankSearch: Sendable {
     /// A search for the elements at `ranks` (0-based, ascending order of (|δ|, index)).
     public init(ranks: [Int]) {
         self.ranks = ranks
-        coarse = [Int](repeating: 0, count: MagnitudeBins.coarseCount)
+        coarse = MagnitudeHistogram(countsAll: true)
     }
 
-    /// Pass 1: counts the upper 16 key bits of `values`.
+    /// Pass 1: counts the coarse bins of `values`.
     public mutating func countCoarse(_ values: UnsafeBufferPointer<Float>) {
-        // A key's upper 16 bits (keys are below 2³¹) index the 2¹⁶ bins.
-        precondition(fine == nil && coarse.count == MagnitudeBins.coarseCount, "coarse counts of a pass-2 counter")
-        coarse.withUnsafeMutableBufferPointer { bins in
-            for i in 0..<values.count { bins[Int(magnitudeKey(values[i]) &>> 15)] += 1 }
-        }
+        guard let coarse else { preconditionFailure("coarse counts of a pass-2 counter") }
+        if let base = values.baseAddress { coarse.add(base, values.count, zeros: 0) }
     }
 
     /// Adds another searcher's counts (same ranks, same pass) to this one.
     public mutating func absorb(_ other: RankSearch) {
         if let fine, let otherFine = other.fine {
             fine.add(otherFine)
-        } else {
-            for b in 0..<coarse.count { coarse[b] += other.coarse[b] }
+        } else if let coarse, let otherCoarse = other.coarse {
+            otherCoarse.flush()
+            coarse.add(otherCoarse)
         }
     }
 
     /// Ends pass 1: locates each rank's coarse bin.
     public mutating func finishCoarse() {
-        targets = []
-        for rank in ranks {
-            var before = 0
-            var bin = 0
-            while bin < coarse.count - 1 && before + coarse[bin] <= rank {
-                before += coarse[bin]
-                bin += 1
-            }
-            targets.append((bin, rank - before))
-        }
+        guard let coarse else { preconditionFailure("pass 1 finished twice") }
+        coarse.flush()
+        targets = ranks.map { Self.locate($0, in: coarse.counts, count: MagnitudeBins.coarseCount) }
+        self.coarse = nil
         fine = newFine()
     }
 
@@ -235,9 +218,7 @@ public struct RankSearch: Sendable {
 
     /// A fresh pass-2 counter sharing this searcher's coarse result (for another thread).
     public func fineCounter() -> RankSearch {
-        var copy = RankSearch(ranks: ranks)
-        copy.coarse = []
-        copy.targets = targets
+        var copy = self
         copy.fine = newFine()
         return copy
     }
@@ -251,15 +232,21 @@ public struct RankSearch: Sendable {
     /// The element at each searched rank, in the order of `ranks`.
     public func boundaries() -> [RankBoundary] {
         targets.map { target in
-            let counts = fine!.counts(of: target.bin)!
-            var before = 0
-            var low = 0
-            while low < MagnitudeBins.fineCount - 1 && before + counts[low] <= target.rankInBin {
-                before += counts[low]
-                low += 1
-            }
-            return RankBoundary(key: UInt32(target.bin) &<< 15 | UInt32(low), ordinal: target.rankInBin - before)
+            let (low, ordinal) = Self.locate(target.rankInBin, in: fine!.counts(of: target.bin)!, count: MagnitudeBins.fineCount)
+            return RankBoundary(key: UInt32(target.bin) &<< 15 | UInt32(low), ordinal: ordinal)
         }
+    }
+
+    /// The first of `count` buckets, counted up from the bottom, that holds `rank`
+    /// (the last if none does), and the rank within it.
+    static func locate(_ rank: Int, in counts: UnsafePointer<Int>, count: Int) -> (Int, Int) {
+        var before = 0
+        var bucket = 0
+        while bucket < count - 1 && before + counts[bucket] <= rank {
+            before += counts[bucket]
+            bucket += 1
+        }
+        return (bucket, rank - before)
     }
 
     /// Counts, in `values`, the entries whose key equals `key`.
