@@ -120,9 +120,10 @@ public final class Checkpoint: Sendable {
         return values
     }
 
-    /// Hands the pages of `tensor` back to the kernel after a streaming pass used them.
+    /// Hands the pages of `tensor` back to the kernel after a streaming pass used them,
+    /// with the blocks it shares with its neighbours (`MappedFile.releaseBlocks`).
     public func release(_ tensor: TensorEntry) {
-        files[tensor.fileIndex].release(tensor.byteRange)
+        files[tensor.fileIndex].releaseBlocks(around: tensor.byteRange)
     }
 
     /// Total number of elements over all tensors.

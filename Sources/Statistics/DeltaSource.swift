@@ -59,7 +59,8 @@ extension DeltaStatistics {
 extension StatisticsRun {
     /// Decodes one tensor chunk by chunk into the scratch, δ in place of each fine-tuned
     /// chunk, and calls `body` with the chunk length. Pages are mapped ahead a slice
-    /// at a time and handed back behind.
+    /// at a time and handed back behind, and at the end with the blocks the tensor
+    /// shares with its neighbours.
     func stream(_ tensor: PlannedTensor, _ scratch: StatisticsScratch, _ body: (Int) -> Void) throws(CheckpointError) {
         // Chunks end on whole blocks of every input's type (block sizes 1, 32 and 256
         // each divide the next, so the largest is a multiple of all).
@@ -81,6 +82,7 @@ extension StatisticsRun {
             }
             for (file, range) in mapped { file.release(range) }
         }
+        for (file, range) in try pages(tensor, 0..<n) { file.releaseBlocks(around: range) }
     }
 
     /// δ of fine-tuned input `d` over `elements` into `scratch.deltas[d]`, the base's
