@@ -217,6 +217,58 @@ import Testing
         }
     }
 
+    #if os(Linux)
+    /// Whether each page of `bytes` is mapped in this process (bit 63 of its
+    /// `/proc/self/pagemap` entry, which an unprivileged process may read).
+    private func mappedPages(_ bytes: UnsafeRawBufferPointer) throws -> [Bool] {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let first = Int(bitPattern: bytes.baseAddress!) / page
+        let count = (bytes.count + page - 1) / page
+        let map = try #require(FileHandle(forReadingAtPath: "/proc/self/pagemap"))
+        defer { try? map.close() }
+        try map.seek(toOffset: UInt64(first * 8))
+        let entries = try #require(try map.read(upToCount: count * 8))
+        return (0..<count).map { i in entries[entries.startIndex + i * 8 + 7] & 0x80 != 0 }
+    }
+
+    @Test func releasingBlocksHandsBackTheWholeTwoMebibytesAroundARange() throws {
+        let mib = 1 << 20, page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        // Six MiB and a bit: the last block is partial and ends inside a page.
+        let path = temporaryFile(Array(repeating: 7, count: 6 * mib + 100))
+        let file = try MappedFile(path: path)
+        let bytes = file.bytes(0..<file.size)
+        func touchAll() {
+            var sum = 0
+            for offset in stride(from: 0, to: bytes.count, by: page) { sum &+= Int(bytes[offset]) }
+            #expect(sum > 0)
+        }
+        touchAll()
+        #expect(try mappedPages(bytes).allSatisfy { $0 })
+
+        // An exact release of a few bytes inside one page leaves everything mapped ...
+        file.release((3 * mib + 10)..<(3 * mib + 20))
+        #expect(try mappedPages(bytes).allSatisfy { $0 })
+        // ... the block release drops [2 MiB, 4 MiB) and nothing else.
+        file.releaseBlocks(around: (3 * mib + 10)..<(3 * mib + 20))
+        let mapped = try mappedPages(bytes)
+        for (index, isMapped) in mapped.enumerated() {
+            let offset = index * page
+            #expect(isMapped == !(2 * mib..<4 * mib).contains(offset), "page at \(offset)")
+        }
+
+        // At the end of the file the block [6 MiB, 8 MiB) reaches past it and holds only
+        // the partial last page, which stays: nothing before the block goes, and nothing
+        // past the file is touched. At the start, the first block goes.
+        touchAll()
+        file.releaseBlocks(around: (file.size - 5)..<file.size)
+        let atEnd = try mappedPages(bytes)
+        #expect(atEnd.prefix(6 * mib / page).allSatisfy { $0 })
+        #expect(atEnd.last == true)
+        file.releaseBlocks(around: 0..<1)
+        #expect(try mappedPages(bytes).prefix(2 * mib / page).allSatisfy { !$0 })
+    }
+    #endif
+
     @Test func readingAFileWholeNamesTheCap() throws {
         let path = temporaryFile(Array(repeating: 0x20, count: 2049), name: "recipe.yml")
         #expect(throws: CheckpointError.io(file: path, problem: "is 2049 bytes, more than the 2 KiB a recipe may have")) {
