@@ -186,6 +186,18 @@ public enum DType: String, CaseIterable, Sendable, Hashable, CustomStringConvert
     /// ggml-only types rank after every safetensors type; they are never written there.
     public var safetensorsRank: Int { DType.allCases.firstIndex(of: self)! }
 
+    /// torch's name of this type (`torch_dtype` in config.json, `dtype` in a recipe), for
+    /// the four types torch computes in; nil for the others.
+    public var torchName: String? {
+        switch self {
+        case .bf16: return "bfloat16"
+        case .f16: return "float16"
+        case .f32: return "float32"
+        case .f64: return "float64"
+        default: return nil
+        }
+    }
+
     /// True for the tensors a merge combines: real floating-point types and
     /// ggml's quantized weights (decoded to Float32 first). Everything else
     /// (integers, booleans, complex, opaque) is copied through.

@@ -115,7 +115,7 @@ extension FormatConversion {
     /// `config` with `torch_dtype` set to match `dtype` (when it has the key).
     static func withTorchDType(_ config: JSONValue, _ dtype: DType) -> JSONValue {
         guard case .object(var members) = config else { return config }
-        let name = dtype == .bf16 ? "bfloat16" : dtype == .f16 ? "float16" : dtype == .f64 ? "float64" : "float32"
+        let name = dtype.torchName ?? "float32"
         for i in members.indices where members[i].key == "torch_dtype" || members[i].key == "dtype" {
             members[i].value = .string(name)
         }

@@ -135,13 +135,5 @@ extension MergeRecipe {
         }
     }
 
-    static func recipeName(of dtype: DType) -> String {
-        switch dtype {
-        case .f32: return "float32"
-        case .f16: return "float16"
-        case .bf16: return "bfloat16"
-        case .f64: return "float64"
-        default: return dtype.rawValue
-        }
-    }
+    static func recipeName(of dtype: DType) -> String { dtype.torchName ?? dtype.rawValue }
 }
