@@ -145,7 +145,10 @@ final class ChunkScheduler: @unchecked Sendable {
     /// Releases the pages of elements `range` of every input of `job` (all of them when nil), off this
     /// thread; waits while two releases are still under way, so no more than about
     /// three segments of each input stay mapped however far the releasing thread lags.
-    func release(_ job: MergeJob, _ range: Range<Int>? = nil) {
+    /// With `wholeBlocks`, the release covers the 2 MiB blocks around `range`
+    /// (`MappedFile.releaseBlocks`), for reads scattered so thinly that the page-cache
+    /// folios they map are much larger than the bytes they read.
+    func release(_ job: MergeJob, _ range: Range<Int>? = nil, wholeBlocks: Bool = false) {
         let merge = self.merge, slots = releaseSlots
         slots.wait()
         releaser.async {
@@ -163,7 +166,8 @@ final class ChunkScheduler: @unchecked Sendable {
                 let bytes = TensorDecoder.byteRange(range, of: tensor.dtype)
                 precondition(range.lowerBound >= 0 && bytes.upperBound <= tensor.byteCount,
                              "elements \(range) outside tensor '\(tensor.name)'")
-                file.files[tensor.fileIndex].release((tensor.offset + bytes.lowerBound)..<(tensor.offset + bytes.upperBound))
+                let stored = (tensor.offset + bytes.lowerBound)..<(tensor.offset + bytes.upperBound)
+                if wholeBlocks { file.files[tensor.fileIndex].releaseBlocks(around: stored) } else { file.files[tensor.fileIndex].release(stored) }
             }
         }
     }
