@@ -236,6 +236,13 @@ public enum DType: String, CaseIterable, Sendable, Hashable, CustomStringConvert
         let (bytes, overflow) = (elementCount / blockElements).multipliedReportingOverflow(by: blockBytes)
         return overflow ? nil : bytes
     }
+
+    /// The bytes holding elements `range` of a tensor of this type, from the block
+    /// holding its first element to the end of the block holding its last. Chunks,
+    /// windows and rows start and end on whole blocks, so quantized tensors slice exactly.
+    public func byteRange(of range: Range<Int>) -> Range<Int> {
+        (range.lowerBound / blockElements * blockBytes)..<((range.upperBound + blockElements - 1) / blockElements * blockBytes)
+    }
 }
 
 /// Number of elements of a shape, or nil when a dimension is negative or the

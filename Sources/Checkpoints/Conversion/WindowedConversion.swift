@@ -56,7 +56,7 @@ extension FormatConversion {
         var start = 0
         repeat {
             let range = start..<min(count, start + max(step, 1))
-            let source = byteRange(range, of: tensor.dtype)
+            let source = tensor.dtype.byteRange(of: range)
             let absolute = (tensor.offset + source.lowerBound)..<(tensor.offset + source.upperBound)
             mapped.populate(absolute)
             ConversionScratch.fit(&scratch.floats, range.count)
@@ -83,7 +83,7 @@ extension FormatConversion {
             }
             try encodeAndWrite(scratch.floats, as: TensorSpec(name: spec.name, dtype: spec.dtype, shape: [range.count]),
                                scratch: scratch, file: file) { (bytes) throws(CheckpointError) in
-                try write(bytes, byteRange(range, of: spec.dtype).lowerBound)
+                try write(bytes, spec.dtype.byteRange(of: range).lowerBound)
             }
             mapped.release(absolute)
             start = range.upperBound
@@ -109,7 +109,7 @@ extension FormatConversion {
     /// Decodes elements `range` of `tensor`, which start and end on whole blocks, into `values`.
     private static func decode(_ tensor: TensorEntry, of checkpoint: Checkpoint, _ range: Range<Int>,
                                into values: UnsafeMutableBufferPointer<Float>) throws(CheckpointError) {
-        let bytes = byteRange(range, of: tensor.dtype)
+        let bytes = tensor.dtype.byteRange(of: range)
         let data = checkpoint.data(of: tensor)
         precondition(range.lowerBound >= 0 && range.upperBound <= tensor.elementCount && bytes.upperBound <= data.count
                      && values.count == range.count, "elements \(range) outside tensor '\(tensor.name)'")
@@ -118,13 +118,6 @@ extension FormatConversion {
         } catch {
             throw .codec(file: checkpoint.files[tensor.fileIndex].path, tensor: tensor.name, problem: error)
         }
-    }
-
-    /// The bytes of elements `range` of a tensor of `dtype`, from the block holding
-    /// its first element to the end of the block holding its last.
-    static func byteRange(_ range: Range<Int>, of dtype: DType) -> Range<Int> {
-        let elements = dtype.blockElements, bytes = dtype.blockBytes
-        return (range.lowerBound / elements * bytes)..<((range.upperBound + elements - 1) / elements * bytes)
     }
 
     static func leastCommonMultiple(_ a: Int, _ b: Int) -> Int {

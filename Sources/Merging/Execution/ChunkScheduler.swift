@@ -77,7 +77,7 @@ final class ChunkScheduler: @unchecked Sendable {
     /// boundaries, so on whole blocks).
     func windowBytes(_ job: MergeJob) -> Int {
         let elements = min(job.elementCount, chunksPerWindow(job) * chunkSize(for: job))
-        return TensorDecoder.byteRange(0..<elements, of: job.outputDType).count
+        return job.outputDType.byteRange(of: 0..<elements).count
     }
 
     /// Calls `body(scratch, chunk, range)` for every chunk of `job`; each worker takes
@@ -163,7 +163,7 @@ final class ChunkScheduler: @unchecked Sendable {
                     file.release(tensor)
                     continue
                 }
-                let bytes = TensorDecoder.byteRange(range, of: tensor.dtype)
+                let bytes = tensor.dtype.byteRange(of: range)
                 precondition(range.lowerBound >= 0 && bytes.upperBound <= tensor.byteCount,
                              "elements \(range) outside tensor '\(tensor.name)'")
                 let stored = (tensor.offset + bytes.lowerBound)..<(tensor.offset + bytes.upperBound)

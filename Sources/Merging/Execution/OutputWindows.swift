@@ -76,7 +76,7 @@ final class OutputWindows: @unchecked Sendable {
         precondition(window == nil && elements.lowerBound == produced && elements.upperBound <= job.elementCount,
                      "window \(elements) of '\(job.name)' out of order")
         try check()
-        let bytes = TensorDecoder.byteRange(elements, of: job.outputDType)
+        let bytes = job.outputDType.byteRange(of: elements)
         precondition(bytes.count <= capacity && bytes.upperBound <= job.outputByteCount,
                      "window \(elements) of '\(job.name)' exceeds the window buffers")
         free[slot].wait()
@@ -88,7 +88,7 @@ final class OutputWindows: @unchecked Sendable {
         guard let window, let job else { preconditionFailure("no window open") }
         precondition(range.lowerBound >= window.elements.lowerBound && range.upperBound <= window.elements.upperBound,
                      "elements \(range) outside the window \(window.elements) of '\(job.name)'")
-        let bytes = TensorDecoder.byteRange(range, of: job.outputDType)
+        let bytes = job.outputDType.byteRange(of: range)
         let start = bytes.lowerBound - window.bytes.lowerBound
         return UnsafeMutableRawBufferPointer(rebasing: buffers[slot][start..<(start + bytes.count)])
     }

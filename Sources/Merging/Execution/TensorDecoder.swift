@@ -21,7 +21,7 @@ final class TensorDecoder: @unchecked Sendable {
     {
         let file = checkpoints[checkpoint]
         let data = file.data(of: tensor)
-        let byteRange = TensorDecoder.byteRange(range, of: tensor.dtype)
+        let byteRange = tensor.dtype.byteRange(of: range)
         precondition(range.lowerBound >= 0 && range.upperBound <= tensor.elementCount && byteRange.upperBound <= data.count,
                      "elements \(range) outside tensor '\(tensor.name)'")
         precondition(range.count <= buffer.count, "\(range.count) elements do not fit a buffer of \(buffer.count)")
@@ -209,7 +209,7 @@ final class TensorDecoder: @unchecked Sendable {
     private func store(_ job: MergeJob, _ range: Range<Int>, _ s: WorkerScratch,
                        encodingInto bytes: UnsafeMutableRawBufferPointer) throws {
         precondition(range.lowerBound >= 0 && range.count <= s.out.count
-                     && TensorDecoder.byteRange(range, of: job.outputDType).count == bytes.count,
+                     && job.outputDType.byteRange(of: range).count == bytes.count,
                      "elements \(range) outside the output of '\(job.name)'")
         // Every method's result is a tensor of the compute type before the output cast.
         job.computeType.round(UnsafeMutableBufferPointer(rebasing: s.out[0..<range.count]))
@@ -231,14 +231,6 @@ final class TensorDecoder: @unchecked Sendable {
         } catch {
             throw MergeError.checkpoint(.codec(file: "output", tensor: job.name, problem: error))
         }
-    }
-
-    /// The bytes holding elements `range` of a tensor of `dtype`. Chunks start and end on
-    /// whole blocks (chunk sizes and GGUF rows are multiples of every block size), so
-    /// quantized tensors slice exactly.
-    static func byteRange(_ range: Range<Int>, of dtype: DType) -> Range<Int> {
-        let elements = dtype.blockElements, bytes = dtype.blockBytes
-        return (range.lowerBound / elements * bytes)..<((range.upperBound + elements - 1) / elements * bytes)
     }
 }
 

@@ -290,7 +290,7 @@ struct VocabularyAlignment {
     static func readRow(_ checkpoint: Checkpoint, _ tensor: TensorEntry, _ r: Int, width: Int) throws(MergeError) -> [Float] {
         var values = [Float](repeating: 0, count: width)
         let data = checkpoint.data(of: tensor)
-        let bytes = TensorDecoder.byteRange((r * width)..<((r + 1) * width), of: tensor.dtype)
+        let bytes = tensor.dtype.byteRange(of: (r * width)..<((r + 1) * width))
         guard r >= 0, bytes.upperBound <= data.count else {
             throw .checkpoint(.io(file: checkpoint.path, problem: "tensor '\(tensor.name)' has no row \(r)"))
         }
