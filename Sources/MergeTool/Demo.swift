@@ -88,15 +88,10 @@ extension MergeTool.Demo {
     /// Every merge on skill against preference, those on their Pareto front joined, and
     /// the trained models (base, SFT, DPO, L1-sparse SFT, sequential SFT → DPO) marked as parents.
     static func paretoPlot(_ result: DemoResult) -> String {
-        let merges = result.rows.filter { $0.method != nil }
-        let front = Set(ParetoFront.indices(merges.map { (x: $0.report.exactMatch, y: $0.report.politeRate) }, goals: plotAxes))
-        var points = merges.enumerated().map { i, row in
-            SweepScatter.Point(x: row.report.exactMatch, y: row.report.politeRate, kind: front.contains(i) ? .front : .candidate,
-                               label: row.name)
+        func scored(merged: Bool) -> [SweepScatter.Scored] {
+            result.rows.filter { ($0.method != nil) == merged }.map { (x: $0.report.exactMatch, y: $0.report.politeRate, label: $0.name) }
         }
-        for row in result.rows where row.method == nil {
-            points.append(SweepScatter.Point(x: row.report.exactMatch, y: row.report.politeRate, kind: .parent, label: row.name))
-        }
+        let points = SweepScatter.points(candidates: scored(merged: true), parents: scored(merged: false), goals: plotAxes).points
         return SweepScatter.svg(points, x: plotAxes.x, y: plotAxes.y, title: "PAFT demo: merges against the trained models")
     }
 

@@ -233,18 +233,14 @@ extension MergeTool {
 
             var front: [SweepRecord] = []
             if let goals = try paretoGoals() {
-                let scoredRecords = ranked.filter { $0.metrics[goals.x.name] != nil && $0.metrics[goals.y.name] != nil }
-                let points = scoredRecords.map { (x: $0.metrics[goals.x.name]!, y: $0.metrics[goals.y.name]!) }
-                let frontIndices = Set(ParetoFront.indices(points, goals: goals))
+                func scored(_ record: SweepRecord) -> SweepScatter.Scored? {
+                    guard let x = record.metrics[goals.x.name], let y = record.metrics[goals.y.name] else { return nil }
+                    return (x, y, record.label)
+                }
+                let scoredRecords = ranked.filter { scored($0) != nil }
+                let (plotted, frontIndices) = SweepScatter.points(candidates: scoredRecords.compactMap(scored),
+                                                                  parents: parentRecords.compactMap(scored), goals: goals)
                 front = frontIndices.sorted().map { scoredRecords[$0] }
-                var plotted = scoredRecords.indices.map { i in
-                    SweepScatter.Point(x: points[i].x, y: points[i].y,
-                                       kind: frontIndices.contains(i) ? .front : .candidate, label: scoredRecords[i].label)
-                }
-                for record in parentRecords {
-                    guard let x = record.metrics[goals.x.name], let y = record.metrics[goals.y.name] else { continue }
-                    plotted.append(SweepScatter.Point(x: x, y: y, kind: .parent, label: record.label))
-                }
                 let title = "\(URL(fileURLWithPath: recipe).lastPathComponent): \(scoredRecords.count) candidates"
                 try OutputFile.write(SweepScatter.svg(plotted, x: goals.x, y: goals.y, title: title), to: output + "/pareto.svg")
                 front.sort { goals.x.better($1.metrics[goals.x.name]!, than: $0.metrics[goals.x.name]!) }

@@ -23,6 +23,20 @@ public enum SweepScatter {
         }
     }
 
+    /// A scored model as plotted: its two metrics and its label.
+    public typealias Scored = (x: Double, y: Double, label: String)
+
+    /// The points of `candidates`, those on their Pareto front under `goals` marked,
+    /// followed by `parents`; with the front's indices into `candidates`.
+    public static func points(candidates: [Scored], parents: [Scored],
+                              goals: (x: MetricGoal, y: MetricGoal)) -> (points: [Point], front: Set<Int>) {
+        let front = Set(ParetoFront.indices(candidates.map { (x: $0.x, y: $0.y) }, goals: goals))
+        let points = candidates.enumerated().map { i, c in
+            Point(x: c.x, y: c.y, kind: front.contains(i) ? .front : .candidate, label: c.label)
+        } + parents.map { Point(x: $0.x, y: $0.y, kind: .parent, label: $0.label) }
+        return (points, front)
+    }
+
     static let width = 640.0, height = 480.0
     static let left = 70.0, right = 20.0, top = 56.0, bottom = 60.0
 
