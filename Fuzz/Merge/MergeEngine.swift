@@ -1,6 +1,6 @@
 // libFuzzer entry point for the merge engine (see scripts/fuzz.sh, target `merge`):
 // the input picks a method, its parameters, a tensor shape, the input type, the
-// thread count and the executor's chunk and segment sizes; the executor's output is
+// thread count and the executor's chunk and window sizes; the executor's output is
 // compared with `ReferenceMerge` and any difference beyond the documented bound stops
 // the run. Built as a SwiftPM executable with `-D CLAIRE_FUZZ` and the fuzzer
 // sanitizer; built normally, it replays the inputs named on the command line.
@@ -60,15 +60,16 @@ func runOne(_ input: UnsafeRawBufferPointer) {
     let dtype = r.pick([DType.f32, .bf16, .f16])
     let threads = 1 + r.byte() % 2
     let chunk = 256 * (1 + r.byte() % 4)
-    let segment = 256 * (1 + r.byte() % 8)
-    // Output windows of 256 to 1,280 entries, from the same bytes (so saved inputs keep their meaning).
-    let window = 256 * (1 + (chunk / 256 + segment / 256) % 5)
-    // Around chunk and segment boundaries most of the time, anywhere up to 3000 otherwise.
+    let span = 256 * (1 + r.byte() % 8)
+    // Output windows of 256 to 1,280 entries (a byte once read for another size picks them,
+    // so saved inputs keep their meaning).
+    let window = 256 * (1 + (chunk / 256 + span / 256) % 5)
+    // Around chunk boundaries and multiples of 256 most of the time, anywhere up to 3000 otherwise.
     var count: Int
     switch r.byte() % 4 {
     case 0: count = 1 + r.number(3000)
     case 1: count = max(1, chunk * (1 + r.byte() % 3) + r.byte() % 5 - 2)
-    case 2: count = max(1, segment * (1 + r.byte() % 2) + r.byte() % 5 - 2)
+    case 2: count = max(1, span * (1 + r.byte() % 2) + r.byte() % 5 - 2)
     default: count = 1 + r.byte() % 8
     }
     var shape = [count]
@@ -161,7 +162,7 @@ func runOne(_ input: UnsafeRawBufferPointer) {
     guard let prepared = try? PreparedMerge.prepare(plan) else { return }
     let sink = MemorySink()
     do {
-        try MergeExecutor(prepared, threads: threads, chunkElements: chunk, segmentElements: segment, windowElements: window)
+        try MergeExecutor(prepared, threads: threads, chunkElements: chunk, windowElements: window)
             .run(into: sink)
     } catch let MergeError.badParameter(name, _) where method == .multislerp && name == "weight" {
         // Three opposite task vectors whose weights balance out: refused, as documented.
@@ -174,7 +175,7 @@ func runOne(_ input: UnsafeRawBufferPointer) {
     var comparison = ReferenceComparison()
     comparison.add(expected, actual: sink.tensors[name] ?? [], dtype: dtype, name: name)
     if comparison.mismatches > 0 {
-        fatalError("\(method) \(shape) \(dtype) threads \(threads) chunk \(chunk) segment \(segment) window \(window) rescale \(p.rescale) consensus \(String(describing: p.consensus)): \(comparison.mismatches) of \(comparison.elements) entries differ, first \(comparison.firstMismatch ?? "")")
+        fatalError("\(method) \(shape) \(dtype) threads \(threads) chunk \(chunk) window \(window) rescale \(p.rescale) consensus \(String(describing: p.consensus)): \(comparison.mismatches) of \(comparison.elements) entries differ, first \(comparison.firstMismatch ?? "")")
     }
 }
 

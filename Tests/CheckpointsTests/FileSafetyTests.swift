@@ -269,6 +269,28 @@ import Testing
     }
     #endif
 
+    @Test func readingARangeCopiesItsBytesAndReportsAFileThatShrank() throws {
+        let contents = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let path = temporaryFile(contents)
+        let file = try MappedFile(path: path)
+        let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: 70_000, alignment: 1)
+        defer { copy.deallocate() }
+        try file.read(30_000..<100_000, into: copy.baseAddress!)
+        #expect(Array(copy) == Array(contents[30_000...]))
+
+        #expect(truncate(path, 50_000) == 0)
+        do {
+            try file.read(30_000..<100_000, into: copy.baseAddress!)
+            Issue.record("a read past the shrunken end succeeded")
+        } catch {
+            guard case .io(let file, let problem) = error else {
+                Issue.record("unexpected error \(error)")
+                return
+            }
+            #expect(file == path && problem == "changed size while being read")
+        }
+    }
+
     @Test func readingAFileWholeNamesTheCap() throws {
         let path = temporaryFile(Array(repeating: 0x20, count: 2049), name: "recipe.yml")
         #expect(throws: CheckpointError.io(file: path, problem: "is 2049 bytes, more than the 2 KiB a recipe may have")) {

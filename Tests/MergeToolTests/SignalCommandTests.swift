@@ -72,4 +72,27 @@ import Testing
         #expect(message == "error: \(input): changed size while being read\n")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["in.safetensors"])
     }
+
+    @Test func aModelTruncatedWhileMergedIsReportedAsAnError() throws {
+        let dir = scratchFolder()
+        // 100 MB F32 tensors: a TIES merge on one thread reads the model three times
+        // (sample, trim search, fusion), so it is still reading when the file shrinks.
+        let base = largeF32Input(in: dir, megabytes: 100)
+        try FileManager.default.createDirectory(atPath: dir + "/model", withIntermediateDirectories: false)
+        let model = largeF32Input(in: dir + "/model", megabytes: 100)
+
+        let arguments = ["fuse", model, "--base", base, "--method", "ties", "--density", "0.5", "--threads", "1",
+                         "-o", dir + "/out.safetensors"]
+        let (process, err, ready) = try start(arguments) { process in
+            let maps = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/maps", encoding: .utf8)) ?? ""
+            return maps.contains(model)
+        }
+        #expect(ready, "the run ended before the model could be truncated")
+        #expect(truncate(model, 0) == 0)
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit && process.terminationStatus == 1, "status \(process.terminationStatus)")
+        #expect(message == "error: \(model): changed size while being read\n")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["in.safetensors", "model"])
+    }
 }

@@ -42,28 +42,6 @@ private func search(_ values: [Float], rank: Int, chunk: Int = 65_536, cap: Int 
     #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound <= $1.lowerBound })
 }
 
-@Test(arguments: [(1000, 256, 512), (1_000_000, 100, 50_000), (1_000_000, 65_536, 4096), (98_304_000, 65_536, 4 << 20)])
-func samplePiecesCoverTheSampleInOrderInGroupsNoWiderThanTheirSpan(count: Int, pieceLength: Int, span: Int) {
-    let groups = MagnitudeWindowSearch.samplePieces(count: count, pieceLength: pieceLength, span: span)
-    let pieces = groups.flatMap { $0 }
-    // Pieces in order, each within the limit, together the sample's elements exactly.
-    #expect(pieces.map { Array($0.range) }.flatMap { $0 } == CandidateRankSearch.sampleRanges(count: count).flatMap { Array($0) })
-    #expect(pieces.allSatisfy { $0.range.count <= pieceLength && !$0.range.isEmpty })
-    var offset = 0
-    for piece in pieces {
-        #expect(piece.offset == offset)
-        offset += piece.range.count
-    }
-    // A group reaches no further than its span from its start, unless it is one run
-    // (a small tensor sampled whole).
-    let runs = CandidateRankSearch.sampleRanges(count: count)
-    for group in groups where runs.count > 1 {
-        #expect(group.last!.range.upperBound - group[0].range.lowerBound <= max(span, pieceLength))
-    }
-    #expect(groups.allSatisfy { !$0.isEmpty })
-    if runs.count > 1 && count > 2 * max(span, pieceLength) { #expect(groups.count > 1) }
-}
-
 @Test(arguments: [0, 1, 150_000, 209_000, 299_999])
 func candidateSearchFindsTheSortedElement(rank: Int) {
     // Continuous magnitudes with a run of equal ones: the estimate is rarely the key itself.
@@ -149,7 +127,7 @@ private func searchedWindows(_ models: [[Float]], rows: Int, density: Double, ca
         specs.append(ModelSpec(path: folder + "/m\(m).safetensors", parameters: ["density": .number(density)]))
     }
     let prepared = try PreparedMerge.prepare(MergePlan(method: .ties, base: folder + "/base.safetensors", models: specs))
-    let executor = MergeExecutor(prepared, threads: 2, chunkElements: 4096, segmentElements: 16_384)
+    let executor = MergeExecutor(prepared, threads: 2, chunkElements: 4096)
     var search = executor.windowSearch
     search.maxCandidates = cap
     let densities = [Double](repeating: density, count: models.count)

@@ -6,8 +6,8 @@ import Testing
 
 // The merge engine against `ReferenceMerge`, a plain whole-array implementation of
 // every method, on tensor sizes on both sides of every boundary the engine has:
-// chunks (and chunks rounded to whole rows for the row-wise methods), release
-// segments and the sample of the trim search (tensors of up to 4·128·256 entries
+// chunks (and chunks rounded to whole rows for the row-wise methods), output
+// windows and the sample of the trim search (tensors of up to 4·128·256 entries
 // are sampled whole).
 //
 // Expected agreement: the same output bytes wherever the engine does the same
@@ -28,9 +28,8 @@ struct DifferentialCase: CustomStringConvertible, Sendable {
     var dtype: DType = .f32
     var threads = 1
     var density = 1.0
-    /// Chunk and segment targets of the executor (nil: the engine's own).
+    /// Chunk target of the executor (nil: the engine's own).
     var chunk: Int? = nil
-    var segment: Int? = nil
     /// Output window target of the executor (nil: the engine's own).
     var window: Int? = nil
     var models = 2
@@ -56,7 +55,6 @@ struct DifferentialCase: CustomStringConvertible, Sendable {
     var description: String {
         var text = "\(method) \(shape) \(dtype) threads \(threads) density \(density)"
         if let chunk { text += " chunk \(chunk)" }
-        if let segment { text += " segment \(segment)" }
         if let window { text += " window \(window)" }
         if let rescale { text += " rescale \(rescale)" }
         if let consensus { text += " consensus \(consensus)" }
@@ -250,7 +248,6 @@ func runDifferential(_ c: DifferentialCase) throws -> ReferenceComparison {
 
     let prepared = try PreparedMerge.prepare(plan)
     let executor = MergeExecutor(prepared, threads: c.threads, chunkElements: c.chunk ?? MergeExecutor.chunkElements,
-                                 segmentElements: c.segment ?? MergeExecutor.segmentElements,
                                  windowElements: c.window ?? MergeExecutor.windowElements)
     let sink = MemorySink()
     try executor.run(into: sink)
@@ -302,15 +299,15 @@ func densities(for method: MergeMethod) -> [Double] {
     return method.sparsifier == nil ? [1] : method.sparsifier == .dellaMagprune ? densitySweep.filter { $0 > 0 } : densitySweep
 }
 
-/// Sizes around the boundaries of an executor with 256-entry chunks and 1024-entry
-/// segments: 1, chunk ± 1, chunk, 2·chunk ± 1, segment ± 1, several segments; and
+/// Sizes around the boundaries of an executor with 256-entry chunks: 1, chunk ± 1,
+/// chunk, 2·chunk ± 1, 4·chunk ± 1, many chunks; and
 /// 2-D shapes whose rows of 96 make the row-wise chunk 192 entries (and rows of 300,
 /// longer than a chunk, a chunk of one row).
 let smallShapes: [[Int]] = [[1], [255], [256], [257], [511], [513], [1023], [1025], [4097],
                             [1, 96], [2, 96], [3, 96], [5, 96], [3, 300], [2, 256]]
 
-/// Output windows smaller than a segment, straddling segment boundaries (768 with
-/// segments of 1024), and of one chunk: the windowed output is the reference's bytes.
+/// Output windows of three chunks (768, which tensors of 1025 and 4097 entries
+/// straddle) and of one chunk: the windowed output is the reference's bytes.
 @Test(arguments: MergeMethod.allCases)
 func engineMatchesTheReferenceInSmallOutputWindows(method: MergeMethod) throws {
     var run = 0
@@ -319,7 +316,7 @@ func engineMatchesTheReferenceInSmallOutputWindows(method: MergeMethod) throws {
             for density in densities(for: method) {
                 run += 1
                 try expectAgreement(DifferentialCase(method: method, shape: shape, dtype: dtypeSweep[run % 3],
-                                                     threads: 1 + run % 2, density: density, chunk: 256, segment: 1024,
+                                                     threads: 1 + run % 2, density: density, chunk: 256,
                                                      window: window))
             }
         }
@@ -333,7 +330,7 @@ func engineMatchesTheReferenceAcrossSmallChunkBoundaries(method: MergeMethod) th
         for density in densities(for: method) {
             run += 1
             try expectAgreement(DifferentialCase(method: method, shape: shape, dtype: dtypeSweep[run % 3],
-                                                 threads: 1 + run % 2, density: density, chunk: 256, segment: 1024))
+                                                 threads: 1 + run % 2, density: density, chunk: 256))
         }
     }
     // Every input type on both thread counts, on sizes below, at and past one chunk.
@@ -342,7 +339,7 @@ func engineMatchesTheReferenceAcrossSmallChunkBoundaries(method: MergeMethod) th
             for threads in [1, 2] {
                 for density in densities(for: method) {
                     try expectAgreement(DifferentialCase(method: method, shape: shape, dtype: dtype, threads: threads,
-                                                         density: density, chunk: 256, segment: 1024))
+                                                         density: density, chunk: 256))
                 }
             }
         }
@@ -351,7 +348,7 @@ func engineMatchesTheReferenceAcrossSmallChunkBoundaries(method: MergeMethod) th
 
 /// Sizes around the engine's own chunk of 65,536 entries and the 131,072 entries up to
 /// which the trim search samples a tensor whole (114,688 = 128 × 896 is a real model's
-/// K projection), with the engine's own chunk and segment sizes.
+/// K projection), with the engine's own chunk size.
 let fullSizeShapes: [[Int]] = [[65_535], [65_536], [65_537], [128, 896], [131_071], [131_072], [131_073]]
 
 @Test(arguments: MergeMethod.allCases)
@@ -370,53 +367,53 @@ func engineMatchesTheReferenceAcrossItsOwnChunkAndSampleBoundaries(method: Merge
     for method in MergeMethod.allCases where method.sparsifier != nil {
         for rescale in Rescale.allCases {
             cases.append(DifferentialCase(method: method, shape: [7, 96], dtype: .bf16, threads: 2, density: 0.5,
-                                          chunk: 256, segment: 512, rescale: rescale, lambda: 0.8))
+                                          chunk: 256, rescale: rescale, lambda: 0.8))
         }
     }
     for method in MergeMethod.allCases where method.fusesTaskVectors {
         for consensus in Consensus.allCases {
             for normalize in [false, true] {
                 cases.append(DifferentialCase(method: method, shape: [1000], dtype: .f16, threads: 2, density: 0.5,
-                                              chunk: 256, segment: 512, models: 3, consensus: consensus,
+                                              chunk: 256, models: 3, consensus: consensus,
                                               normalize: normalize, lambda: 1.5))
             }
         }
     }
-    cases.append(DifferentialCase(method: .linear, shape: [700], threads: 2, chunk: 256, segment: 512, models: 3, normalize: false))
-    cases.append(DifferentialCase(method: .modelStock, shape: [9, 96], dtype: .bf16, threads: 2, chunk: 256, segment: 512,
+    cases.append(DifferentialCase(method: .linear, shape: [700], threads: 2, chunk: 256, models: 3, normalize: false))
+    cases.append(DifferentialCase(method: .modelStock, shape: [9, 96], dtype: .bf16, threads: 2, chunk: 256,
                                   models: 3, filterWise: true))
-    cases.append(DifferentialCase(method: .modelStock, shape: [3, 300], threads: 2, chunk: 256, segment: 512, filterWise: true))
+    cases.append(DifferentialCase(method: .modelStock, shape: [3, 300], threads: 2, chunk: 256, filterWise: true))
     // The spherical methods with and without a base, NuSLERP per row and per column,
     // three models, unnormalized weights, an iteration limit.
     for withBase in [true, false] {
         for (flatten, rowWise) in [(true, false), (false, false), (false, true)] {
             for shape in [[7, 96], [3, 300], [1000]] {
-                cases.append(DifferentialCase(method: .nuslerp, shape: shape, dtype: .bf16, threads: 2, chunk: 256, segment: 512,
+                cases.append(DifferentialCase(method: .nuslerp, shape: shape, dtype: .bf16, threads: 2, chunk: 256,
                                               withBase: withBase, flatten: flatten, rowWise: rowWise))
             }
         }
         for normalizeWeights in [true, false] {
-            cases.append(DifferentialCase(method: .multislerp, shape: [700], dtype: .f16, threads: 2, chunk: 256, segment: 512,
+            cases.append(DifferentialCase(method: .multislerp, shape: [700], dtype: .f16, threads: 2, chunk: 256,
                                           models: 3, withBase: withBase, normalizeWeights: normalizeWeights))
         }
-        cases.append(DifferentialCase(method: .multislerp, shape: [5, 96], threads: 2, chunk: 256, segment: 512, models: 1,
+        cases.append(DifferentialCase(method: .multislerp, shape: [5, 96], threads: 2, chunk: 256, models: 1,
                                       withBase: withBase))
-        cases.append(DifferentialCase(method: .karcher, shape: [700], dtype: .bf16, threads: 2, chunk: 256, segment: 512,
+        cases.append(DifferentialCase(method: .karcher, shape: [700], dtype: .bf16, threads: 2, chunk: 256,
                                       models: 3, withBase: withBase))
     }
-    cases.append(DifferentialCase(method: .karcher, shape: [9, 96], threads: 2, chunk: 256, segment: 512, maxIterations: 1))
-    cases.append(DifferentialCase(method: .karcher, shape: [9, 96], threads: 2, chunk: 256, segment: 512, maxIterations: 0))
+    cases.append(DifferentialCase(method: .karcher, shape: [9, 96], threads: 2, chunk: 256, maxIterations: 1))
+    cases.append(DifferentialCase(method: .karcher, shape: [9, 96], threads: 2, chunk: 256, maxIterations: 0))
     for topK in [0.3, 0.9] {
         cases.append(DifferentialCase(method: .sce, shape: [1000], dtype: .f16, threads: 2, density: topK, chunk: 256,
-                                      segment: 512, models: 3))
+                                      models: 3))
     }
-    cases.append(DifferentialCase(method: .arceeFusion, shape: [2, 3, 64], dtype: .bf16, threads: 2, chunk: 256, segment: 512))
+    cases.append(DifferentialCase(method: .arceeFusion, shape: [2, 3, 64], dtype: .bf16, threads: 2, chunk: 256))
     for method in [MergeMethod.ram, .ramPlusTL] {
-        cases.append(DifferentialCase(method: method, shape: [1000], dtype: .f16, threads: 2, chunk: 256, segment: 512, models: 3))
+        cases.append(DifferentialCase(method: method, shape: [1000], dtype: .f16, threads: 2, chunk: 256, models: 3))
     }
     for density in [0.01, 0.3] {
         cases.append(DifferentialCase(method: .ties, shape: [5, 96], dtype: .bf16, threads: 2, density: density, chunk: 256,
-                                      segment: 512, globalTrim: true, secondShape: [1500]))
+                                      globalTrim: true, secondShape: [1500]))
     }
     for c in cases { try expectAgreement(c) }
 }
@@ -438,13 +435,13 @@ func engineMatchesTheReferenceWithAdapterInputs(method: MergeMethod) throws {
             run += 1
             let density = method.sparsifier == nil ? 1 : [0.5, 0.01, 1][run % 3]
             try expectAgreement(DifferentialCase(method: method, shape: shape, dtype: dtypeSweep[run % 3], threads: 1 + run % 2,
-                                                 density: density, chunk: 256, segment: 1024, adapters: adapters))
+                                                 density: density, chunk: 256, adapters: adapters))
         }
     }
     // Three adapters, for the methods that take more than two models.
     if ![.slerp, .nuslerp, .passthrough].contains(method) {
         try expectAgreement(DifferentialCase(method: method, shape: [4, 96], dtype: .bf16, threads: 2,
-                                             density: method.sparsifier == nil ? 1 : 0.5, chunk: 256, segment: 1024, models: 3,
+                                             density: method.sparsifier == nil ? 1 : 0.5, chunk: 256, models: 3,
                                              secondShape: [3, 64], adapters: 3))
     }
 }

@@ -59,7 +59,7 @@ func aLargeTensorIsWrittenInWindowSizedPieces(method: MergeMethod) throws {
     try MergeExecutor(prepared, threads: 2).run(into: whole)
     let windowed = PieceSink()
     // Chunks of 256 elements and windows of 768: three chunks per window, 16 windows.
-    try MergeExecutor(prepared, threads: 2, chunkElements: 256, segmentElements: 1024, windowElements: 768).run(into: windowed)
+    try MergeExecutor(prepared, threads: 2, chunkElements: 256, windowElements: 768).run(into: windowed)
     let pieces = windowed.pieces.filter { $0.name == "w" }
     #expect(pieces.count == 16)
     #expect(pieces.allSatisfy { $0.count <= 768 * 4 })
@@ -75,7 +75,7 @@ func aLargeTensorIsWrittenInWindowSizedPieces(method: MergeMethod) throws {
     for rows in [4, 64] {
         let t = trio(folder + "/\(rows)", rows: rows, columns: 1024)
         let prepared = try PreparedMerge.prepare(tiesPlan(t))
-        capacities.append(MergeExecutor(prepared, threads: 1, chunkElements: 1024, segmentElements: 4096,
+        capacities.append(MergeExecutor(prepared, threads: 1, chunkElements: 1024,
                                         windowElements: 2048).outputWindowBytes)
     }
     #expect(capacities == [2048 * 4, 2048 * 4])
@@ -90,7 +90,7 @@ func aLargeTensorIsWrittenInWindowSizedPieces(method: MergeMethod) throws {
     let prepared = try PreparedMerge.prepare(tiesPlan(t, rescale: .l1, method: .dareTies))
     let sink = PieceSink()
     sink.failAt = 3
-    let executor = MergeExecutor(prepared, threads: 2, chunkElements: 256, segmentElements: 1024, windowElements: 256)
+    let executor = MergeExecutor(prepared, threads: 2, chunkElements: 256, windowElements: 256)
     #expect(throws: MergeError.checkpoint(.io(file: "sink", problem: "disk full"))) { try executor.run(into: sink) }
     #expect(sink.pieces.count == 3)
     // The executor can run again afterwards: its buffers were all handed back.
@@ -105,6 +105,6 @@ func aLargeTensorIsWrittenInWindowSizedPieces(method: MergeMethod) throws {
 func dareWithL1RescaleMatchesTheReferenceInSmallWindows(method: MergeMethod) throws {
     for (shape, window) in [([4097], 768), ([5, 96], 256), ([1025], 1024)] {
         try expectAgreement(DifferentialCase(method: method, shape: shape, dtype: .bf16, threads: 2, density: 0.5,
-                                             chunk: 256, segment: 1024, window: window, models: 3, rescale: .l1))
+                                             chunk: 256, window: window, models: 3, rescale: .l1))
     }
 }

@@ -100,7 +100,7 @@ private func quantizedFineTune(_ count: Int, _ dtype: DType, changed: [Int], see
 
         for mode in QuantizedDelta.allCases {
             let prepared = try PreparedMerge.prepare(MergePlan(method: .taskArithmetic, base: basePath, models: [ModelSpec(path: tunedPath)]))
-            let executor = MergeExecutor(prepared, threads: 2, chunkElements: 256, segmentElements: 1024)
+            let executor = MergeExecutor(prepared, threads: 2, chunkElements: 256)
             executor.quantizedDelta = mode
             let sink = MemorySink()
             try executor.run(into: sink)

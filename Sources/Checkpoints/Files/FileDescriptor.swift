@@ -61,6 +61,15 @@ final class FileDescriptor: @unchecked Sendable {
         }
     }
 
+    /// `pread(2)` into `buffer` from `offset`: the bytes read, 0 at the end of the file.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(Failure) -> Int {
+        while true {
+            let n = pread(rawValue, buffer.baseAddress, buffer.count, off_t(offset))
+            if n >= 0 { return n }
+            if errno != EINTR && errno != EAGAIN { throw Failure() }
+        }
+    }
+
     /// `write(2)` of all of `buffer` at the current position; reads only
     /// `buffer.count` bytes of it (write never reports more than it was asked for).
     func write(_ buffer: UnsafeRawBufferPointer) throws(Failure) {

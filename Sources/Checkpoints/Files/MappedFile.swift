@@ -5,23 +5,26 @@ import Darwin
 #endif
 import Foundation
 
-/// A read-only memory map of a whole file.
+/// A read-only memory map of a whole file, and its descriptor.
 ///
-/// Checkpoints are never read into memory: tensors are views into the map, and
-/// pages a streaming pass has finished with are handed back to the kernel with
+/// Checkpoints are never read into memory whole: tensors are views into the map,
+/// and pages a pass has finished with are handed back to the kernel with
 /// `release(_:)` (`madvise(MADV_DONTNEED)`), so a pass over a model larger than
-/// RAM keeps a small resident set. The file is opened `O_RDONLY`; nothing here
-/// can modify it.
+/// RAM keeps a small resident set. A streaming pass may instead copy the bytes it
+/// needs into a buffer of its own with `read(_:into:)`, which maps nothing. The file
+/// is opened `O_RDONLY`; nothing here can modify it.
 public final class MappedFile: @unchecked Sendable {
     /// The path as given by the caller (used in messages).
     public let path: String
     /// Size of the file in bytes when it was mapped.
     public let size: Int
     private let base: UnsafeRawPointer?
+    /// The descriptor `read(_:into:)` reads through (nil for an empty file).
+    private let descriptor: FileDescriptor?
     /// This map's entry in the table the SIGBUS handler consults.
     private let region: Int?
 
-    /// Maps `path` (`InputFile.open` + `mmap(2)`); the descriptor closes when this returns.
+    /// Maps `path` (`InputFile.open` + `mmap(2)`), keeping the descriptor open for `read`.
     /// Refuses anything but a regular file, without blocking on a FIFO.
     public init(path: String) throws(CheckpointError) {
         self.path = path
@@ -29,11 +32,12 @@ public final class MappedFile: @unchecked Sendable {
         self.size = size
         if size == 0 {
             base = nil
+            descriptor = nil
             region = nil
             return
         }
-        // The descriptor stays open until mmap has taken its reference to the file.
-        let mapping = withExtendedLifetime(file) { mmap(nil, size, PROT_READ, MAP_PRIVATE, file.rawValue, 0) }
+        descriptor = file
+        let mapping = mmap(nil, size, PROT_READ, MAP_PRIVATE, file.rawValue, 0)
         guard let mapped = mapping, mapped != MAP_FAILED else {
             throw .io(file: path, problem: "cannot map file: \(String(cString: strerror(errno)))")
         }
@@ -54,6 +58,28 @@ public final class MappedFile: @unchecked Sendable {
         precondition(range.lowerBound >= 0 && range.upperBound <= size, "range outside mapped file")
         guard let base, !range.isEmpty else { return UnsafeRawBufferPointer(start: nil, count: 0) }
         return UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count)
+    }
+
+    /// Copies the bytes `range`, which the caller has checked lie inside the file, into
+    /// `buffer` (`pread(2)`), which must hold `range.count` bytes. Nothing is mapped: the
+    /// kernel copies from the page cache through its own mapping of memory, which on a
+    /// model larger than memory cost the merges far less time than first reads of freshly
+    /// mapped pages. A file that has shrunk since it was mapped is reported as such.
+    public func read(_ range: Range<Int>, into buffer: UnsafeMutableRawPointer) throws(CheckpointError) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= size, "range outside mapped file")
+        guard let descriptor else { return }
+        var done = 0
+        while done < range.count {
+            let n: Int
+            do {
+                n = try descriptor.read(into: UnsafeMutableRawBufferPointer(start: buffer + done, count: range.count - done),
+                                        at: range.lowerBound + done)
+            } catch {
+                throw .io(file: path, problem: "cannot read: \(error)")
+            }
+            if n == 0 { throw .io(file: path, problem: "changed size while being read") }
+            done += n
+        }
     }
 
     /// Tells the kernel the pages wholly inside `range` are no longer needed,

@@ -1,5 +1,4 @@
 import Checkpoints
-import Dispatch
 
 /// Splits each tensor into fixed chunks and runs a pass over them on the worker
 /// threads, each with its own `WorkerScratch`. Chunk boundaries depend only on the
@@ -8,39 +7,27 @@ import Dispatch
 final class ChunkScheduler: @unchecked Sendable {
     /// Elements per chunk: a few hundred kilobytes per buffer, so a worker's buffers stay in cache.
     static let chunkElements = 1 << 16
-    /// Elements per release segment: a pass hands input pages back to the kernel a
-    /// segment at a time, since each `madvise` interrupts every core to flush its TLB.
-    static let segmentElements = 1 << 22
     /// Elements per output window: the final pass encodes a tensor a window at a time
     /// into one of two buffers (`OutputWindows`), 8 MB each for BF16 output, 16 MB for F32.
     static let windowElements = 1 << 22
 
     let merge: PreparedMerge
     let threads: Int
-    /// Elements per chunk (before rounding to whole kernel rows) and per release segment.
+    /// Elements per chunk (before rounding to whole kernel rows).
     let chunkTarget: Int
-    let segmentTarget: Int
     /// Elements per output window (before rounding to whole chunks).
     let windowTarget: Int
     /// One per worker thread.
     let scratch: [WorkerScratch]
-    /// Hands input pages back to the kernel once a segment is done.
-    private let releaser = DispatchQueue(label: "claire.merge.release")
-    /// Releases handed out and not yet done, at most two: on a busy machine the
-    /// releasing thread may fall behind, and the pages it has not yet released stay resident.
-    private let releaseSlots = DispatchSemaphore(value: 2)
 
-    /// Chunks of about `chunkElements`, release segments of about `segmentElements` and
-    /// output windows of about `windowElements` (all multiples of 256, so chunks of
-    /// quantized tensors start and end on whole blocks).
-    init(_ merge: PreparedMerge, threads: Int, chunkElements: Int, segmentElements: Int, windowElements: Int) {
-        precondition(chunkElements > 0 && chunkElements % 256 == 0 && segmentElements > 0 && segmentElements % 256 == 0
-                     && windowElements > 0 && windowElements % 256 == 0,
-                     "chunk, segment and window sizes must be positive multiples of 256")
+    /// Chunks of about `chunkElements` and output windows of about `windowElements`
+    /// (both multiples of 256, so chunks of quantized tensors start and end on whole blocks).
+    init(_ merge: PreparedMerge, threads: Int, chunkElements: Int, windowElements: Int) {
+        precondition(chunkElements > 0 && chunkElements % 256 == 0 && windowElements > 0 && windowElements % 256 == 0,
+                     "chunk and window sizes must be positive multiples of 256")
         self.merge = merge
         self.threads = max(1, threads)
         chunkTarget = chunkElements
-        segmentTarget = segmentElements
         windowTarget = windowElements
         var capacity = 1, rowCapacity = 1
         for job in merge.jobs where job.kind != .copy {
@@ -82,10 +69,9 @@ final class ChunkScheduler: @unchecked Sendable {
 
     /// Calls `body(scratch, chunk, range)` for every chunk of `job`; each worker takes
     /// the next chunk not yet taken, so a worker slowed by another thread (the writer)
-    /// does not hold the others back. The first error stops the pass. Chunks are
-    /// handed out a segment at a time and each segment's input pages are released once
-    /// its chunks are done, so a pass keeps about one segment of each input resident
-    /// whatever the tensor's size (a later pass maps them in again from the page cache).
+    /// does not hold the others back. The first error stops the pass. The inputs are
+    /// read into the worker's staging buffer (`TensorDecoder.read`), not mapped, so a
+    /// pass keeps nothing of them resident whatever the tensor's size.
     ///
     /// The final pass of `job` passes `output`: its chunks are then taken a window at a
     /// time (`chunksPerWindow`), each window opened before its chunks run, so `body`
@@ -97,14 +83,12 @@ final class ChunkScheduler: @unchecked Sendable {
         let size = chunkSize(for: job)
         let count = job.elementCount
         let chunks = (count + size - 1) / size
-        let perSegment = max(1, segmentTarget / size)
         let perWindow = output == nil ? max(chunks, 1) : chunksPerWindow(job)
-        // Steps end where a segment or a window does.
-        var first = 0, segment = 0, window = 0
+        // One step per output window (one for the whole tensor in the passes before the final one).
+        var first = 0
         while first < chunks {
-            let segmentEnd = min(chunks, segment + perSegment), windowEnd = min(chunks, window + perWindow)
-            let start = first, end = min(segmentEnd, windowEnd)
-            if let output, start == window { try output.open((window * size)..<min(count, windowEnd * size)) }
+            let start = first, end = min(chunks, first + perWindow)
+            try output?.open((start * size)..<min(count, end * size))
             do {
                 try forEach(count: end - start) { s, j in
                     let c = start + j
@@ -117,15 +101,7 @@ final class ChunkScheduler: @unchecked Sendable {
                 output?.abandon()
                 throw error
             }
-            // Off the critical path: the workers go on with the next segment.
-            if end == segmentEnd {
-                release(job, (segment * size)..<min(count, end * size))
-                segment = end
-            }
-            if end == windowEnd {
-                output?.close()
-                window = end
-            }
+            output?.close()
             first = end
         }
     }
@@ -141,39 +117,6 @@ final class ChunkScheduler: @unchecked Sendable {
             }
         }
     }
-
-    /// Releases the pages of elements `range` of every input of `job` (all of them when nil), off this
-    /// thread; waits while two releases are still under way, so no more than about
-    /// three segments of each input stay mapped however far the releasing thread lags.
-    /// With `wholeBlocks`, the release covers the 2 MiB blocks around `range`
-    /// (`MappedFile.releaseBlocks`), for reads scattered so thinly that the page-cache
-    /// folios they map are much larger than the bytes they read.
-    func release(_ job: MergeJob, _ range: Range<Int>? = nil, wholeBlocks: Bool = false) {
-        let merge = self.merge, slots = releaseSlots
-        slots.wait()
-        releaser.async {
-            defer { slots.signal() }
-            // Rows mapped to the output tokenizer are not where the output's are: such
-            // tensors are released whole, at the end.
-            var tensors: [(TensorEntry, Int)] = job.baseRows == nil || range == nil ? [(job.template, job.templateCheckpoint)] : []
-            for input in job.inputs where input.rows == nil || range == nil { tensors.append((input.tensor, input.checkpoint)) }
-            for (tensor, checkpoint) in tensors {
-                let file = merge.checkpoints[checkpoint]
-                guard let range else {
-                    file.release(tensor)
-                    continue
-                }
-                let bytes = tensor.dtype.byteRange(of: range)
-                precondition(range.lowerBound >= 0 && bytes.upperBound <= tensor.byteCount,
-                             "elements \(range) outside tensor '\(tensor.name)'")
-                let stored = (tensor.offset + bytes.lowerBound)..<(tensor.offset + bytes.upperBound)
-                if wholeBlocks { file.files[tensor.fileIndex].releaseBlocks(around: stored) } else { file.files[tensor.fileIndex].release(stored) }
-            }
-        }
-    }
-
-    /// Waits for the releases handed out so far.
-    func finishReleases() { releaser.sync {} }
 }
 
 /// A value handed to worker threads whose safety the caller guarantees (each worker

@@ -10,12 +10,12 @@ import Dispatch
 /// depend only on the tensor, never on the thread count, so the output bytes do not either.
 /// Resident memory does not grow with the model or its largest tensor: the workers'
 /// chunk buffers, two output windows (`windowElements` entries each), per-chunk
-/// results of the passes before the final one (a few numbers per chunk), and the
-/// input pages of the segment in hand (each pass hands them back as it goes).
+/// results of the passes before the final one (a few numbers per chunk), and each
+/// worker's staging buffer for the input bytes of its chunk: inputs are read with
+/// `pread`, not mapped (`TensorDecoder.read`), except tensors copied whole.
 public final class MergeExecutor: @unchecked Sendable {
     /// Elements per chunk of `init(_:threads:)`.
     public static let chunkElements = ChunkScheduler.chunkElements
-    static let segmentElements = ChunkScheduler.segmentElements
     /// Elements per output window of `init(_:threads:)`.
     public static let windowElements = ChunkScheduler.windowElements
 
@@ -52,19 +52,16 @@ public final class MergeExecutor: @unchecked Sendable {
 
     /// Prepares buffers for `merge` on `threads` workers (at least 1).
     public convenience init(_ merge: PreparedMerge, threads: Int) {
-        self.init(merge, threads: threads, chunkElements: MergeExecutor.chunkElements,
-                  segmentElements: MergeExecutor.segmentElements, windowElements: MergeExecutor.windowElements)
+        self.init(merge, threads: threads, chunkElements: MergeExecutor.chunkElements, windowElements: MergeExecutor.windowElements)
     }
 
-    /// An executor with chunks of about `chunkElements`, release segments of about
-    /// `segmentElements` and output windows of about `windowElements` (all multiples
-    /// of 256, so chunks of quantized tensors start and end on whole blocks).
+    /// An executor with chunks of about `chunkElements` and output windows of about
+    /// `windowElements` (both multiples of 256, so chunks of quantized tensors start and
+    /// end on whole blocks).
     @_spi(Testing)
-    public init(_ merge: PreparedMerge, threads: Int, chunkElements: Int, segmentElements: Int,
-                windowElements: Int = MergeExecutor.windowElements) {
+    public init(_ merge: PreparedMerge, threads: Int, chunkElements: Int, windowElements: Int = MergeExecutor.windowElements) {
         self.merge = merge
-        let chunks = ChunkScheduler(merge, threads: threads, chunkElements: chunkElements, segmentElements: segmentElements,
-                                    windowElements: windowElements)
+        let chunks = ChunkScheduler(merge, threads: threads, chunkElements: chunkElements, windowElements: windowElements)
         self.chunks = chunks
         decoder = TensorDecoder(merge.checkpoints)
         windowSearch = MagnitudeWindowSearch(chunks: chunks, decoder: decoder)
@@ -90,7 +87,6 @@ public final class MergeExecutor: @unchecked Sendable {
                 progress(state)
             }
             output.drain()
-            chunks.finishReleases()
             try output.check()
         } catch {
             output.drain()
@@ -114,7 +110,6 @@ public final class MergeExecutor: @unchecked Sendable {
                         done: { checkpoint.release(template) })
             return
         }
-        defer { chunks.release(job) }
         try output.begin(job)
         try merge.kernel(for: job).produce(job, on: self, into: output)
         output.end()

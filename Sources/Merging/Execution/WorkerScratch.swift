@@ -13,6 +13,11 @@ final class WorkerScratch: @unchecked Sendable {
     let keys: UnsafeMutableBufferPointer<UInt32>
     /// A chunk's random keep mask (`CounterRandom.drawMask`), one byte per entry.
     let keep: UnsafeMutablePointer<UInt8>
+    /// Stored bytes of input chunks, copied here to be decoded (`TensorDecoder.read`):
+    /// `stagingBytesPerEntry` bytes per entry, room for a chunk of any stored type
+    /// (F64, 8 bytes, is the widest) or for two BF16 chunks side by side.
+    let staging: UnsafeMutableRawBufferPointer
+    static let stagingBytesPerEntry = 8
     /// Per-model rank searchers of the current pass (worker-local counts).
     var searches: [RankSearch] = []
 
@@ -27,6 +32,7 @@ final class WorkerScratch: @unchecked Sendable {
         rows = .allocate(capacity: max(rowCapacity, 1))
         keys = .allocate(capacity: capacity)
         keep = .allocate(capacity: capacity)
+        staging = .allocate(byteCount: capacity * WorkerScratch.stagingBytesPerEntry, alignment: 16)
     }
 
     deinit {
@@ -37,5 +43,6 @@ final class WorkerScratch: @unchecked Sendable {
         rows.deallocate()
         keys.deallocate()
         keep.deallocate()
+        staging.deallocate()
     }
 }

@@ -41,7 +41,7 @@ struct ArceeFusionKernel: MergeKernel {
         // Each chunk's importances in `s.divisors`; base and model left in `s.base` and `s.inputs[0]`.
         func importances(_ s: WorkerScratch, _ range: Range<Int>) throws -> UnsafeMutableBufferPointer<Float> {
             try decoder.decodeBase(job, range, s)
-            try decoder.decode(other, range, into: s.inputs[0])
+            try decoder.decode(other, range, into: s.inputs[0], staging: s.staging)
             let importance = UnsafeMutableBufferPointer(rebasing: s.divisors[0..<range.count])
             ArceeFusionKernel.importance(base: s.baseEntries(range.count), model: UnsafeBufferPointer(s.input(0, range.count)),
                                          row: axis, into: importance)

@@ -65,7 +65,7 @@ enum SphericalMean {
                         coefficients: (GramMatrix) throws -> [Double]) throws {
         let decoder = executor.decoder
         if job.inputs.count == 1 {
-            return try executor.write(job, into: bytes) { s, _, range in try decoder.decode(job.inputs[0], range, into: s.out) }
+            return try executor.write(job, into: bytes) { s, _, range in try decoder.decode(job.inputs[0], range, into: s.out, staging: s.staging) }
         }
         // Entries `range` of every input (δᵢ = θᵢ − θ₀ when `onBase`, the base in s.base).
         func load(_ s: WorkerScratch, _ range: Range<Int>) throws -> [UnsafeBufferPointer<Float>] {

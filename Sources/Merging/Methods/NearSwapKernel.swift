@@ -23,7 +23,7 @@ struct NearSwapKernel: MergeKernel {
         let decoder = executor.decoder
         try executor.write(job, into: bytes) { s, _, range in
             try decoder.decodeBase(job, range, s)
-            try decoder.decode(job.inputs[0], range, into: s.inputs[0])
+            try decoder.decode(job.inputs[0], range, into: s.inputs[0], staging: s.staging)
             NearSwapKernel.blend(s.baseEntries(range.count), UnsafeBufferPointer(s.input(0, range.count)), t: t,
                                  into: s.output(range.count))
         }

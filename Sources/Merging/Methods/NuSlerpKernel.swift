@@ -64,7 +64,7 @@ struct NuSlerpKernel: MergeKernel {
         // Entries `range` of the two vectors: the task vectors (the base in s.base) or the models.
         func load(_ s: WorkerScratch, _ range: Range<Int>) throws -> [UnsafeBufferPointer<Float>] {
             if onBase { return try executor.deltas(job, range, s).map(UnsafeBufferPointer.init) }
-            for m in 0..<2 { try decoder.decode(job.inputs[m], range, into: s.inputs[m]) }
+            for m in 0..<2 { try decoder.decode(job.inputs[m], range, into: s.inputs[m], staging: s.staging) }
             return (0..<2).map { UnsafeBufferPointer(s.input($0, range.count)) }
         }
         // The final pass: `blend` writes each chunk's interpolation of the vectors a and b
@@ -95,32 +95,25 @@ struct NuSlerpKernel: MergeKernel {
             }
         case .columns(let count):
             // Each column's sums run over the rows in row order, whatever the thread
-            // count: a segment of whole rows at a time, each task adding one block of
-            // columns over the segment's rows to the sums so far. Block widths are
-            // multiples of 256 (or whole rows), so quantized rows are read in whole
-            // blocks. Each segment's input pages are released once it is summed, as
-            // `forEachChunk` releases them, so the pass keeps only a few segments mapped.
+            // count: each task sums one block of columns over every row. Block widths
+            // are multiples of 256 (or whole rows), so quantized rows are read in whole
+            // blocks.
             let rows = job.elementCount / count
             let width = min(count, 1024, chunks.chunkSize(for: job))
-            let rowsPerSegment = max(1, chunks.segmentTarget / count)
             let sums = ChunkResults(count: count, initial: (aa: 0.0, bb: 0.0, ab: 0.0))
-            for first in stride(from: 0, to: rows, by: rowsPerSegment) {
-                let segment = first..<min(rows, first + rowsPerSegment)
-                try chunks.forEach(count: (count + width - 1) / width) { s, k in
-                    let columns = (k * width)..<min(count, (k + 1) * width)
-                    var aa = columns.map { sums[$0].aa }, bb = columns.map { sums[$0].bb }, ab = columns.map { sums[$0].ab }
-                    for r in segment {
-                        let x = try load(s, (r * count + columns.lowerBound)..<(r * count + columns.upperBound))
-                        for j in 0..<columns.count {
-                            let a = Double(x[0][j]), b = Double(x[1][j])
-                            aa[j] += a * a
-                            bb[j] += b * b
-                            ab[j] += a * b
-                        }
+            try chunks.forEach(count: (count + width - 1) / width) { s, k in
+                let columns = (k * width)..<min(count, (k + 1) * width)
+                var aa = [Double](repeating: 0, count: columns.count), bb = aa, ab = aa
+                for r in 0..<rows {
+                    let x = try load(s, (r * count + columns.lowerBound)..<(r * count + columns.upperBound))
+                    for j in 0..<columns.count {
+                        let a = Double(x[0][j]), b = Double(x[1][j])
+                        aa[j] += a * a
+                        bb[j] += b * b
+                        ab[j] += a * b
                     }
-                    for (j, column) in columns.enumerated() { sums[column] = (aa[j], bb[j], ab[j]) }
                 }
-                chunks.release(job, (segment.lowerBound * count)..<(segment.upperBound * count))
+                for (j, column) in columns.enumerated() { sums[column] = (aa[j], bb[j], ab[j]) }
             }
             var ca = [Float](repeating: 0, count: count), cb = ca
             for j in 0..<count { (ca[j], cb[j]) = Self.coefficients(t: t, sums[j]) }

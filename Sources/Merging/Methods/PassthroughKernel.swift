@@ -17,7 +17,7 @@ struct PassthroughKernel: MergeKernel {
         guard case .passthrough(let scale) = job.parameters else { preconditionFailure("not a passthrough job") }
         let decoder = executor.decoder
         try executor.write(job, into: bytes) { s, _, range in
-            try decoder.decode(job.inputs[0], range, into: s.inputs[0])
+            try decoder.decode(job.inputs[0], range, into: s.inputs[0], staging: s.staging)
             for i in 0..<range.count { s.out[i] = scale == 1 ? s.inputs[0][i] : s.inputs[0][i] * scale }
         }
     }

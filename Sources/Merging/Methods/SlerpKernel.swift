@@ -20,7 +20,7 @@ struct SlerpKernel: MergeKernel {
         // Entries `range` of the base and the model.
         func load(_ s: WorkerScratch, _ range: Range<Int>) throws -> [UnsafeBufferPointer<Float>] {
             try decoder.decodeBase(job, range, s)
-            try decoder.decodeModel(job, 0, range, into: s.inputs[0])
+            try decoder.decodeModel(job, 0, range, into: s.inputs[0], staging: s.staging)
             return [s.baseEntries(range.count), UnsafeBufferPointer(s.input(0, range.count))]
         }
         let g = try GramMatrix.sum(job, count: 2, on: executor, load)

@@ -115,8 +115,10 @@ struct TaskVectorPasses {
                 precondition(range.upperBound <= job.template.elementCount
                              && range.upperBound <= job.inputs[m].tensor.elementCount, "elements \(range) out of bounds")
                 masks[m].drawKeep(start: range.lowerBound, count: range.count, into: s)
-                sums[m] = L1Norm.ofDifference(bf16: decoder.bf16Elements(job.inputs[m].tensor, in: job.inputs[m].checkpoint) + range.lowerBound,
-                                              minus: decoder.bf16Elements(job.template, in: job.templateCheckpoint) + range.lowerBound,
+                // The model's chunk and the base's side by side in the staging buffer.
+                let half = UnsafeMutableRawBufferPointer(rebasing: s.staging[(s.staging.count / 2)...])
+                sums[m] = L1Norm.ofDifference(bf16: try decoder.readBF16(job.inputs[m].tensor, in: job.inputs[m].checkpoint, range, into: s.staging),
+                                              minus: try decoder.readBF16(job.template, in: job.templateCheckpoint, range, into: half),
                                               count: range.count, keptBy: s.keep)
             }
             guard !decoded.isEmpty else { return sums }
@@ -144,7 +146,7 @@ struct TaskVectorPasses {
 
     /// The final pass: each δ masked (a random mask the L1 pass measured drawn again
     /// as keep bytes), scaled by its factor and weight, fused onto the base and
-    /// stored; releases the input pages.
+    /// stored.
     func fuse(_ masks: [TensorMask], _ ties: [[ChunkTies]], _ factors: [Float], _ recorded: [Bool],
               into bytes: OutputWindows) throws {
         switch job.computeType {

@@ -24,7 +24,7 @@ public struct CandidateRankSearch: Sendable, Hashable {
     static let maxCandidateShare = 0.25
     /// Keys one tensor's candidate pass may keep, over all its searches and chunks:
     /// 16 MB, and as much again while a rank is selected among them (as many entries as
-    /// an output window or a release segment holds). A 30 % TIES trim of a fine-tune's 32000 × 1024
+    /// an output window holds). A 30 % TIES trim of a fine-tune's 32000 × 1024
     /// embedding keeps about 2 M; a mostly-zero delta's interval starts at 0 and would
     /// keep most of the tensor, but its rank is the estimate's key, which the counts
     /// alone settle. Past the cap a search costs one more pass, never more memory.

@@ -102,52 +102,31 @@ struct MagnitudeWindowSearch {
     /// The magnitude keys of each model's δ over `CandidateRankSearch.sampleRanges`,
     /// runs concatenated. The runs are read in pieces no longer than the job's chunk
     /// (a run may cover a whole tensor twice a chunk long, more than a worker's
-    /// buffers hold), the pieces in parallel. Each short run maps the whole page-cache
-    /// folio around it (up to 2 MiB), so the runs are read in groups spanning at most a
-    /// release segment, and each group's blocks go back before the next group's are
-    /// read: the sample keeps about as much of an input mapped as a streaming pass,
-    /// where read at once it mapped most of a large tensor (390 MB for a 32000 × 3072
-    /// embedding and its base).
+    /// buffers hold), the pieces in parallel.
     private func sampleKeys(_ job: MergeJob, models: [Int]) throws -> [[UInt32]] {
-        let groups = Self.samplePieces(count: job.elementCount, pieceLength: chunks.chunkSize(for: job), span: chunks.segmentTarget)
-        let total = groups.last?.last.map { $0.offset + $0.range.count } ?? 0
-        let keys = models.map { _ in ChunkResults(count: total, initial: UInt32(0)) }
-        let decoder = self.decoder
-        for pieces in groups {
-            try chunks.forEach(count: pieces.count) { s, r in
-                let (range, offset) = pieces[r]
-                try decoder.decodeBase(job, range, s)
-                for (k, m) in models.enumerated() {
-                    try decoder.decodeDelta(job, m, range, s)
-                    keys[k].update(at: offset, with: UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]), magnitudeKey)
-                }
-            }
-            chunks.release(job, pieces[0].range.lowerBound..<pieces[pieces.count - 1].range.upperBound, wholeBlocks: true)
-        }
-        chunks.release(job)
-        chunks.finishReleases()
-        return keys.map { Array($0.values) }
-    }
-
-    /// The runs of `CandidateRankSearch.sampleRanges(count:)` cut into pieces of at most
-    /// `pieceLength` elements, each with its offset in the concatenated sample, grouped
-    /// in order: a run starts a new group when it would end more than
-    /// `max(span, pieceLength)` elements after the start of its group's first run.
-    static func samplePieces(count: Int, pieceLength: Int, span: Int) -> [[(range: Range<Int>, offset: Int)]] {
-        let span = max(pieceLength, span)
-        var groups: [[(range: Range<Int>, offset: Int)]] = []
+        let pieceLength = chunks.chunkSize(for: job)
+        var pieces: [(range: Range<Int>, offset: Int)] = []
         var total = 0
-        for range in CandidateRankSearch.sampleRanges(count: count) {
-            if groups.isEmpty || range.upperBound - groups[groups.count - 1][0].range.lowerBound > span { groups.append([]) }
+        for range in CandidateRankSearch.sampleRanges(count: job.elementCount) {
             var start = range.lowerBound
             while start < range.upperBound {
                 let end = min(range.upperBound, start + pieceLength)
-                groups[groups.count - 1].append((start..<end, total))
+                pieces.append((start..<end, total))
                 total += end - start
                 start = end
             }
         }
-        return groups
+        let keys = models.map { _ in ChunkResults(count: total, initial: UInt32(0)) }
+        let decoder = self.decoder
+        try chunks.forEach(count: pieces.count) { s, r in
+            let (range, offset) = pieces[r]
+            try decoder.decodeBase(job, range, s)
+            for (k, m) in models.enumerated() {
+                try decoder.decodeDelta(job, m, range, s)
+                keys[k].update(at: offset, with: UnsafeBufferPointer(rebasing: s.inputs[m][0..<range.count]), magnitudeKey)
+            }
+        }
+        return keys.map { Array($0.values) }
     }
 
     /// Finds, for each model, the elements at its `wanted` ranks of the (|δ|, index)
