@@ -23,12 +23,14 @@ public struct CandidateRankSearch: Sendable, Hashable {
     /// Share of the tensor above which collecting candidates is not worth it.
     static let maxCandidateShare = 0.25
     /// Keys one tensor's candidate pass may keep, over all its searches and chunks:
-    /// 16 MB, and as much again while a rank is selected among them (as many entries as
-    /// an output window holds). A 30 % TIES trim of a fine-tune's 32000 × 1024
-    /// embedding keeps about 2 M; a mostly-zero delta's interval starts at 0 and would
-    /// keep most of the tensor, but its rank is the estimate's key, which the counts
-    /// alone settle. Past the cap a search costs one more pass, never more memory.
-    public static let maxCandidates = 1 << 22
+    /// 4 MB, and as much again while a rank is selected among them. A 30 % TIES trim of
+    /// a fine-tune's 32000 × 1024 embedding would keep about 2 M, a 3 B model's larger
+    /// tensors more; a mostly-zero delta's interval starts at 0 and would keep most of
+    /// the tensor, but its rank is the estimate's key, which the counts alone settle.
+    /// Past the cap a search costs one more pass, never more memory: with a cap of 4 M
+    /// keys a ties merge's peak grew from 54 MB at 0.25 B parameters to 72 MB at 3 B; with
+    /// this one, 53 MB on the bench trio and 57 MB on 3 B-shaped tensors, in the same time.
+    public static let maxCandidates = 1 << 20
 
     /// The rank searched, in the ascending (|δ|, index) order.
     public let rank: Int
