@@ -55,12 +55,10 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == [])
     }
 
-    @Test func anInputTruncatedWhileMappedIsReportedAsAnError() throws {
-        let dir = scratchFolder()
-        // One 100 MB F32 tensor, so the conversion is still reading when the file shrinks.
-        let input = largeF32Input(in: dir, megabytes: 100)
-
-        let (process, err, ready) = try start(["convert", input, dir + "/out", "--dtype", "f16", "--threads", "1"]) { process in
+    /// Runs the tool with `arguments`, truncates `input` once the tool has opened it,
+    /// and expects one line naming the file, status 1, and only `remaining` left in `dir`.
+    private func expectTruncationReported(_ arguments: [String], input: String, dir: String, remaining: [String]) throws {
+        let (process, err, ready) = try start(arguments) { process in
             let maps = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/maps", encoding: .utf8)) ?? ""
             return maps.contains(input)
         }
@@ -70,7 +68,15 @@ import Testing
         process.waitUntilExit()
         #expect(process.terminationReason == .exit && process.terminationStatus == 1, "status \(process.terminationStatus)")
         #expect(message == "error: \(input): changed size while being read\n")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["in.safetensors"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == remaining)
+    }
+
+    @Test func anInputTruncatedWhileMappedIsReportedAsAnError() throws {
+        let dir = scratchFolder()
+        // One 100 MB F32 tensor, so the conversion is still reading when the file shrinks.
+        let input = largeF32Input(in: dir, megabytes: 100)
+        try expectTruncationReported(["convert", input, dir + "/out", "--dtype", "f16", "--threads", "1"],
+                                     input: input, dir: dir, remaining: ["in.safetensors"])
     }
 
     @Test func aModelTruncatedWhileMergedIsReportedAsAnError() throws {
@@ -80,19 +86,8 @@ import Testing
         let base = largeF32Input(in: dir, megabytes: 100)
         try FileManager.default.createDirectory(atPath: dir + "/model", withIntermediateDirectories: false)
         let model = largeF32Input(in: dir + "/model", megabytes: 100)
-
-        let arguments = ["fuse", model, "--base", base, "--method", "ties", "--density", "0.5", "--threads", "1",
-                         "-o", dir + "/out.safetensors"]
-        let (process, err, ready) = try start(arguments) { process in
-            let maps = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/maps", encoding: .utf8)) ?? ""
-            return maps.contains(model)
-        }
-        #expect(ready, "the run ended before the model could be truncated")
-        #expect(truncate(model, 0) == 0)
-        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationReason == .exit && process.terminationStatus == 1, "status \(process.terminationStatus)")
-        #expect(message == "error: \(model): changed size while being read\n")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["in.safetensors", "model"])
+        try expectTruncationReported(["fuse", model, "--base", base, "--method", "ties", "--density", "0.5", "--threads", "1",
+                                      "-o", dir + "/out.safetensors"],
+                                     input: model, dir: dir, remaining: ["in.safetensors", "model"])
     }
 }
