@@ -61,10 +61,9 @@ public final class MappedFile: @unchecked Sendable {
     }
 
     /// Copies the bytes `range`, which the caller has checked lie inside the file, into
-    /// `buffer` (`pread(2)`), which must hold `range.count` bytes. Nothing is mapped: the
-    /// kernel copies from the page cache through its own mapping of memory, which on a
-    /// model larger than memory cost the merges far less time than first reads of freshly
-    /// mapped pages. A file that has shrunk since it was mapped is reported as such.
+    /// `buffer` (`pread(2)`), which must hold `range.count` bytes. Nothing is mapped, so
+    /// a reader that streams a large file this way keeps none of it resident. A file that
+    /// has shrunk since it was mapped is reported as such.
     public func read(_ range: Range<Int>, into buffer: UnsafeMutableRawPointer) throws(CheckpointError) {
         precondition(range.lowerBound >= 0 && range.upperBound <= size, "range outside mapped file")
         guard let descriptor else { return }
