@@ -111,15 +111,18 @@ struct TaskVectorPasses {
             for m in rescaled { total[m] = (total[m].before + chunk[m].before, total[m].after + chunk[m].after) }
         }) { s, c, range in
             var sums = zero
-            for m in direct {
-                precondition(range.upperBound <= job.template.elementCount
-                             && range.upperBound <= job.inputs[m].tensor.elementCount, "elements \(range) out of bounds")
-                masks[m].drawKeep(start: range.lowerBound, count: range.count, into: s)
-                // The model's chunk and the base's side by side in the staging buffer.
+            if !direct.isEmpty {
+                // The base's chunk, read once, in the upper half of the staging buffer;
+                // each model's in turn in the lower half.
                 let half = UnsafeMutableRawBufferPointer(rebasing: s.staging[(s.staging.count / 2)...])
-                sums[m] = L1Norm.ofDifference(bf16: try decoder.readBF16(job.inputs[m].tensor, in: job.inputs[m].checkpoint, range, into: s.staging),
-                                              minus: try decoder.readBF16(job.template, in: job.templateCheckpoint, range, into: half),
-                                              count: range.count, keptBy: s.keep)
+                let base = try decoder.readBF16(job.template, in: job.templateCheckpoint, range, into: half)
+                for m in direct {
+                    precondition(range.upperBound <= job.template.elementCount
+                                 && range.upperBound <= job.inputs[m].tensor.elementCount, "elements \(range) out of bounds")
+                    masks[m].drawKeep(start: range.lowerBound, count: range.count, into: s)
+                    sums[m] = L1Norm.ofDifference(bf16: try decoder.readBF16(job.inputs[m].tensor, in: job.inputs[m].checkpoint, range, into: s.staging),
+                                                  minus: base, count: range.count, keptBy: s.keep)
+                }
             }
             guard !decoded.isEmpty else { return sums }
             try decoder.decodeBase(job, range, s)
